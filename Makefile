@@ -1,0 +1,30 @@
+# Set-up is part of every target: a fresh clone needs only `make quickstart` or `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: quickstart test test-slow bench clean
+
+quickstart: $(VENV)/.installed  ## the default sweep: tables and figures under results/quickstart/
+	$(PY) -m harness -m experiment=quickstart
+
+test: $(VENV)/.installed  ## the test suite (slow tests excluded)
+	$(PY) -m pytest
+
+test-slow: $(VENV)/.installed  ## every test, slow ones included
+	$(PY) -m pytest -m ""
+
+bench: $(VENV)/.installed  ## recorder speed against a plain torch loop
+	$(PY) benchmarks/recorders.py
+
+# torch is pinned and installed first: pip then takes the CPU build on disk instead of downloading
+# several GB of CUDA packages for an unpinned torch.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+clean:
+	rm -rf $(VENV)

@@ -1,0 +1,46 @@
+"""Hydra callbacks (wired in conf/config.yaml under hydra.callbacks).
+
+Before a sweep's first job: check every value the sweep will take (experiment file and command line).
+After a sweep or a single run: collect the tables, draw the figures, and exit non-zero if a run failed.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from hydra.core.utils import JobReturn
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from harness.collect import collect_and_report
+from harness.config import ConfigError, check_overrides
+
+
+def fail(error: ConfigError) -> None:
+    """The one-line error for bad input: no traceback, exit status 2."""
+    print(f"error: {error}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+class CollectResults(Callback):
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        params = config.hydra.sweeper.get("params") or {}
+        try:
+            check_overrides([f"{key}={value}" for key, value in params.items()])
+        except ConfigError as error:
+            fail(error)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        self._finish(Path(config.hydra.sweep.dir))
+
+    def on_run_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        self._finish(Path(config.hydra.run.dir))
+
+    @staticmethod
+    def _finish(root: Path) -> None:
+        if not root.exists():  # the job stopped before Hydra made its folder
+            return
+        summary = collect_and_report(root)
+        if (summary.status == "failed").any():
+            raise SystemExit(1)

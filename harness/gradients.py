@@ -1,0 +1,80 @@
+"""Recorders: per-sample ||dL/dS_t|| for every state block at every time step t = 0..T.
+
+Both recorders hook the joint state S_t of every step (harness.cells) on the real autograd graph and
+differ only in what the hook returns:
+
+autograd  returns nothing: the gradient flows as torch computes it, in the run's dtype, so underflow
+          to 0 and overflow to inf show up exactly as an optimiser would meet them.
+exact     divides the gradient arriving at S_t by its per-sample norm and keeps the logarithm of that
+          factor. The carried gradient stays of norm 1, so the log-norm ln||dL/dh_t|| = ln(arriving
+          norm) + (sum of the logs divided out after t) is finite even when the norm itself is 1e-3000
+          or 1e+3000. Dividing by a positive number per sample is exact because the backward pass is
+          linear in the carried gradient and samples never mix. It needs the loss to read only the
+          final state (otherwise the loss's own contribution at an earlier step would enter unscaled).
+
+Norms are taken in float64 (torch.linalg.vector_norm with dtype), so squaring a float32 entry cannot
+overflow or underflow on the way. Denormal floats are flushed to zero while recording
+(`flush_denormals`): on x86 CPUs, arithmetic on them is ~100x slower, and a vanishing gradient spends
+many steps there. For the autograd recorder that means float32 underflows at 1.2e-38, not 1.4e-45.
+"""
+from __future__ import annotations
+
+import contextlib
+from functools import partial
+from typing import Iterator
+
+import torch
+from torch import Tensor
+
+RECORDERS = ("exact", "autograd")
+
+
+@contextlib.contextmanager
+def flush_denormals() -> Iterator[None]:
+    """Treat denormal floats as zero on the CPU for the duration (torch's default is off)."""
+    torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(False)
+
+
+def record_log_norms(loss: Tensor, states: list[Tensor], num_parts: int, recorder: str) -> Tensor:
+    """Backpropagate `loss` to states[0] and return ln||dL/d block|| of shape (T+1, batch, num_parts).
+
+    `states` are S_0..S_T; block p of S_t is columns [p*H, (p+1)*H). Entries are float64; -inf is a
+    zero gradient, +inf an overflow, nan a gradient that became nan.
+    """
+    if recorder not in RECORDERS:
+        raise ValueError(f"recorder={recorder!r}: allowed {', '.join(RECORDERS)}")
+    renormalise = recorder == "exact"
+    steps, batch = len(states), states[0].shape[0]
+    block_norms = torch.empty(steps, batch, num_parts, dtype=torch.float64, device=states[0].device)
+    divided_by = torch.ones(steps, batch, dtype=torch.float64, device=states[0].device)
+
+    def hook(t: int, grad: Tensor) -> Tensor | None:
+        norms = torch.linalg.vector_norm(grad.view(batch, num_parts, -1), dim=-1, dtype=torch.float64)
+        block_norms[t] = norms
+        if not renormalise:
+            return None
+        # The divisor is kept exactly as applied (in the gradient's dtype); a sample whose gradient is
+        # exactly 0 stays 0, and its log-norm is -inf from here back.
+        total = torch.linalg.vector_norm(norms, dim=1)
+        divisor = total.clamp_min(torch.finfo(grad.dtype).tiny).to(grad.dtype)
+        divided_by[t] = divisor
+        return grad / divisor.unsqueeze(1)
+
+    handles = [state.register_hook(partial(hook, t)) for t, state in enumerate(states)]
+    try:
+        torch.autograd.grad(loss, states[0])
+    finally:
+        for handle in handles:
+            handle.remove()
+
+    log_norms = block_norms.log()
+    if renormalise:
+        # The gradient arriving at S_t had been divided by the totals taken at t+1 .. T.
+        from_t_on = divided_by.log().flip(0).cumsum(0).flip(0)
+        after_t = torch.cat([from_t_on[1:], torch.zeros_like(from_t_on[:1])])
+        log_norms += after_t.unsqueeze(-1)
+    return log_norms

@@ -1,0 +1,82 @@
+"""Recurrent weight initialisation schemes, then the recurrent weights scaled by `scale`.
+
+default     torch's own: every parameter U(-1/sqrt(H), 1/sqrt(H)); with scale=1 this is stock PyTorch.
+gaussian    each gate block of W_hh has N(0, 1/H) entries: spectral radius about 1 per block.
+orthogonal  each gate block of W_hh is an independent random orthogonal matrix: radius exactly 1.
+identity    each gate block of W_hh is I (Le et al. 2015's IRNN with activation=relu).
+The last three draw input weights N(0, 1/fan_in) and set biases to 0, so the input drive of a unit
+has variance about 1 (per input unit of variance 1) for every hidden size.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from harness.cells import RecurrentNet
+
+
+def _blocks(weight: Tensor, gates: int) -> tuple[Tensor, ...]:
+    """Views of the gate blocks stacked in a W_hh, each (H, H)."""
+    return weight.chunk(gates, dim=0)
+
+
+def _zero_mean_inputs(model: RecurrentNet, generator: torch.Generator) -> None:
+    for w in model.layer_params("weight_ih"):
+        w.copy_(torch.randn(w.shape, generator=generator, dtype=w.dtype) / math.sqrt(w.shape[1]))
+    for b in model.layer_params("bias_ih") + model.layer_params("bias_hh"):
+        b.zero_()
+
+
+def init_default(model: RecurrentNet, generator: torch.Generator) -> None:
+    bound = 1 / math.sqrt(model.hidden_size)
+    for p in model.parameters():  # the order torch.nn.RNN's reset_parameters uses
+        p.uniform_(-bound, bound, generator=generator)
+
+
+def init_gaussian(model: RecurrentNet, generator: torch.Generator) -> None:
+    _zero_mean_inputs(model, generator)
+    for w in model.layer_params("weight_hh"):
+        w.copy_(torch.randn(w.shape, generator=generator, dtype=w.dtype) / math.sqrt(model.hidden_size))
+
+
+def init_orthogonal(model: RecurrentNet, generator: torch.Generator) -> None:
+    _zero_mean_inputs(model, generator)
+    for w in model.layer_params("weight_hh"):
+        for block in _blocks(w, model.cell.gates):
+            torch.nn.init.orthogonal_(block, generator=generator)
+
+
+def init_identity(model: RecurrentNet, generator: torch.Generator) -> None:
+    _zero_mean_inputs(model, generator)
+    for w in model.layer_params("weight_hh"):
+        for block in _blocks(w, model.cell.gates):
+            block.copy_(torch.eye(model.hidden_size, dtype=w.dtype))
+
+
+INITS: dict[str, Callable[[RecurrentNet, torch.Generator], None]] = {
+    "default": init_default,
+    "gaussian": init_gaussian,
+    "orthogonal": init_orthogonal,
+    "identity": init_identity,
+}
+
+
+@torch.no_grad()
+def initialise(model: RecurrentNet, init: str, scale: float, generator: torch.Generator,
+               forget_bias: float = 0.0) -> None:
+    """Apply scheme `init`, multiply every W_hh (all gate blocks) by `scale`, shift the lstm forget bias.
+
+    forget_bias is added to the forget gate's b_hh block, so the gate's total bias b_ih + b_hh moves
+    by that much (0, the default, leaves torch's init untouched).
+    """
+    INITS[init](model, generator)
+    for w in model.layer_params("weight_hh"):
+        w.mul_(scale)
+    if forget_bias:
+        if model.cell_name != "lstm":
+            raise ValueError("forget_bias applies to the lstm only")
+        for b in model.layer_params("bias_hh"):
+            _blocks(b, 4)[1].add_(forget_bias)
