@@ -3,16 +3,13 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: quickstart test test-slow bench clean
+.PHONY: quickstart test bench clean
 
 quickstart: $(VENV)/.installed  ## the default sweep: tables and figures under results/quickstart/
 	$(PY) -m harness -m experiment=quickstart
 
-test: $(VENV)/.installed  ## the test suite (slow tests excluded)
+test: $(VENV)/.installed  ## the test suite
 	$(PY) -m pytest
-
-test-slow: $(VENV)/.installed  ## every test, slow ones included
-	$(PY) -m pytest -m ""
 
 bench: $(VENV)/.installed  ## recorder speed against a plain torch loop
 	$(PY) benchmarks/recorders.py

@@ -12,15 +12,14 @@ exact     divides the gradient arriving at S_t by its per-sample norm and keeps 
           linear in the carried gradient and samples never mix. It needs the loss to read only the
           final state (otherwise the loss's own contribution at an earlier step would enter unscaled).
 
-Norms are taken in float64 (torch.linalg.vector_norm with dtype), so squaring a float32 entry cannot
-overflow or underflow on the way. Denormal floats are flushed to zero while recording
+The autograd recorder takes norms in float64 (torch.linalg.vector_norm with dtype), so squaring a
+float32 entry cannot overflow or underflow on the way; the exact one never needs to. Denormal floats are flushed to zero while recording
 (`flush_denormals`): on x86 CPUs, arithmetic on them is ~100x slower, and a vanishing gradient spends
 many steps there. For the autograd recorder that means float32 underflows at 1.2e-38, not 1.4e-45.
 """
 from __future__ import annotations
 
 import contextlib
-from functools import partial
 from typing import Iterator
 
 import torch
@@ -47,34 +46,41 @@ def record_log_norms(loss: Tensor, states: list[Tensor], num_parts: int, recorde
     """
     if recorder not in RECORDERS:
         raise ValueError(f"recorder={recorder!r}: allowed {', '.join(RECORDERS)}")
-    renormalise = recorder == "exact"
-    steps, batch = len(states), states[0].shape[0]
-    block_norms = torch.empty(steps, batch, num_parts, dtype=torch.float64, device=states[0].device)
-    divided_by = torch.ones(steps, batch, dtype=torch.float64, device=states[0].device)
+    batch = states[0].shape[0]
+    # Hooks fire from S_T back to S_0; each appends its step's numbers, reversed at the end.
+    block_norms: list[Tensor] = []
+    divisors: list[Tensor] = []
 
-    def hook(t: int, grad: Tensor) -> Tensor | None:
-        norms = torch.linalg.vector_norm(grad.view(batch, num_parts, -1), dim=-1, dtype=torch.float64)
-        block_norms[t] = norms
-        if not renormalise:
-            return None
-        # The divisor is kept exactly as applied (in the gradient's dtype); a sample whose gradient is
-        # exactly 0 stays 0, and its log-norm is -inf from here back.
-        total = torch.linalg.vector_norm(norms, dim=1)
-        divisor = total.clamp_min(torch.finfo(grad.dtype).tiny).to(grad.dtype)
-        divided_by[t] = divisor
-        return grad / divisor.unsqueeze(1)
+    def read(grad: Tensor) -> None:
+        block_norms.append(torch.linalg.vector_norm(grad.view(batch, num_parts, -1), dim=-1,
+                                                    dtype=torch.float64))
 
-    handles = [state.register_hook(partial(hook, t)) for t, state in enumerate(states)]
+    def renormalise(grad: Tensor) -> Tensor:
+        # The arriving gradient is one step's Jacobian applied to a unit vector, so its norms are
+        # safe to take in its own dtype. The divisor is kept exactly as applied; a sample whose
+        # gradient is exactly 0 stays 0, and its log-norm is -inf from here back.
+        norms = torch.linalg.vector_norm(grad.view(batch, num_parts, -1), dim=-1)
+        total = norms if num_parts == 1 else torch.linalg.vector_norm(norms, dim=1, keepdim=True)
+        divisor = total.clamp_min(torch.finfo(grad.dtype).tiny)
+        block_norms.append(norms)
+        divisors.append(divisor)
+        return grad / divisor
+
+    hook = renormalise if recorder == "exact" else read
+    handles = [state.register_hook(hook) for state in states]
     try:
         torch.autograd.grad(loss, states[0])
     finally:
         for handle in handles:
             handle.remove()
+    if len(block_norms) != len(states):
+        raise RuntimeError(f"{len(block_norms)} of {len(states)} state hooks fired: is every S_t on "
+                           "the path from the loss to S_0?")
 
-    log_norms = block_norms.log()
-    if renormalise:
-        # The gradient arriving at S_t had been divided by the totals taken at t+1 .. T.
-        from_t_on = divided_by.log().flip(0).cumsum(0).flip(0)
-        after_t = torch.cat([from_t_on[1:], torch.zeros_like(from_t_on[:1])])
-        log_norms += after_t.unsqueeze(-1)
+    log_norms = torch.stack(block_norms[::-1]).double().log()
+    if divisors:
+        # The gradient arriving at S_t had been divided by the divisors taken at t+1 .. T.
+        log_divisors = torch.stack(divisors[::-1]).double().log()  # (T+1, batch, 1)
+        from_t_on = log_divisors.flip(0).cumsum(0).flip(0)
+        log_norms += torch.cat([from_t_on[1:], torch.zeros_like(from_t_on[:1])])
     return log_norms

@@ -1,0 +1,54 @@
+"""Shared helpers: build a model the way a run does, and run the real command line."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from harness.cells import RecurrentNet
+from harness.init import initialise
+from harness.tasks import probe
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def build(cell: str, activation: str = "tanh", init: str = "default", scale: float = 1.0,
+          hidden_size: int = 6, input_size: int = 4, num_layers: int = 1, seq_len: int = 12,
+          batch_size: int = 3, dtype: torch.dtype = torch.float64, seed: int = 0):
+    """A model and a probe batch, made as harness.run makes them."""
+    generator = torch.Generator().manual_seed(seed)
+    model = RecurrentNet(cell, activation, input_size, hidden_size, num_layers).double()
+    initialise(model, init, scale, generator)
+    batch = probe(seq_len, batch_size, input_size, hidden_size, generator)
+    return model.to(dtype), batch.to("cpu", dtype)
+
+
+def unroll(model: RecurrentNet, batch):
+    """States S_0..S_T and the probe loss on the real graph."""
+    states = model(batch.inputs, model.initial_state(batch.inputs.shape[1]))
+    return states, batch.loss(model.top_hidden(states[-1]))
+
+
+def run_cli(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    """`python -m harness ARGS` in a subprocess, as a user types it."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("HYDRA_FULL_ERROR", None)
+    result = subprocess.run([sys.executable, "-m", "harness", *args], cwd=cwd, env=env,
+                            capture_output=True, text=True, timeout=600)
+    if check and result.returncode != 0:
+        raise AssertionError(f"exit {result.returncode}\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def read_profile(run_dir: Path) -> pd.DataFrame:
+    return pd.read_parquet(run_dir / "profile.parquet")
+
+
+@pytest.fixture
+def tmp_results(tmp_path: Path) -> Path:
+    return tmp_path

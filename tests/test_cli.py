@@ -1,0 +1,137 @@
+"""The real command line: textbook numbers, bad input, every experiment file, results on disk."""
+import json
+import math
+
+import pandas as pd
+import pytest
+import torch
+
+from harness.config import experiment_names
+from tests.conftest import ROOT, run_cli
+
+SCHEMA = ["run_id", "name", "cell", "activation", "init", "task", "scale", "seq_len", "hidden_size", "input_size",
+          "num_layers", "batch_size", "seed", "recorder", "dtype", "device", "layer", "state", "t", "lag",
+          "step", "log10_norm", "log10_norm_q10", "log10_norm_q25", "log10_norm_q75", "log10_norm_q90"]
+SUMMARY = ["run_id", "run_dir", "status", "rate", "gain_per_step", "half_life", "regime", "log10_gain",
+           "wall_time_s", "input_drive_var"]
+
+
+def test_textbook_gains_through_the_cli(tmp_path):
+    """A 1-unit linear rnn: the gain over k steps is exactly |w|^k (0.9^10 = 0.3487, 1.1^10 = 2.5937)."""
+    run_cli("-m", "activation=identity", "init=orthogonal", "hidden_size=1", "seq_len=20",
+            "scale=0.9,1.1", "recorder=exact,autograd", f"hydra.sweep.dir={tmp_path}", cwd=tmp_path)
+    profile = pd.read_parquet(tmp_path / "profile.parquet")
+    assert sorted(profile.columns) == sorted(SCHEMA)
+    assert profile.groupby(["scale", "recorder"]).ngroups == 4
+    for (scale, recorder), run in profile.groupby(["scale", "recorder"]):
+        by_lag = run.set_index("lag").log10_norm
+        for k in (10, 20):
+            gain = 10 ** (by_lag[k] - by_lag[0])
+            assert gain == pytest.approx(scale**k, rel=1e-5), (scale, recorder, k)
+    summary = pd.read_csv(tmp_path / "summary.csv")
+    assert set(SUMMARY) <= set(summary.columns) and len(summary) == 4
+    for row in summary.itertuples():
+        assert row.rate == pytest.approx(math.log(row.scale), abs=1e-5)
+        assert row.regime == ("vanishing" if row.scale < 1 else "exploding")
+
+
+def test_run_folder_metadata(tmp_path):
+    run_cli("cell=lstm", "seq_len=5", "hidden_size=4", f"hydra.run.dir={tmp_path}", cwd=tmp_path)
+    assert (tmp_path / "DONE").exists()
+    meta = json.loads((tmp_path / "meta.json").read_text())
+    for key in ("run_id", "config", "choices", "seed", "versions", "git_commit", "input_drive_var",
+                "wall_time_s", "status"):
+        assert key in meta, key
+    assert meta["status"] == "ok" and meta["choices"]["cell"] == "lstm"
+    assert meta["versions"]["torch"] == torch.__version__
+    assert meta["config"]["cell"] == {"name": "lstm", "forget_bias": 0.0}
+    assert not list(tmp_path.glob(".*.parquet*"))  # no temporary files left by the atomic writes
+
+
+BAD_INPUT = [
+    ("cell=foo", "cell=foo: expected one of gru, lstm, rnn"),
+    ("activation=swish", "activation=swish: expected one of"),
+    ("init=xavier", "init=xavier: expected one of default, gaussian, identity, orthogonal"),
+    ("task=parity", "task=parity: expected one of"),
+    ("recorder=fast", "recorder=fast: expected one of autograd, exact"),
+    ("dtype=float16", "dtype=float16: expected one of float32, float64"),
+    ("device=tpu", "device=tpu: expected one of cpu, cuda"),
+    ("seq_len=0", "seq_len=0: expected an integer >= 1"),
+    ("seq_len=-5", "seq_len=-5: expected an integer >= 1"),
+    ("seq_len=abc", "seq_len=abc: expected an integer >= 1"),
+    ("seq_len=10.5", "seq_len=10.5: expected an integer >= 1"),
+    ("hidden_size=0", "hidden_size=0: expected an integer >= 1"),
+    ("batch_size=0", "batch_size=0: expected an integer >= 1"),
+    ("num_layers=0", "num_layers=0: expected an integer >= 1"),
+    ("input_size=x", "input_size=x: expected an integer >= 1"),
+    ("scale=-1", "scale=-1: expected a finite number >= 0"),
+    ("scale=nan", "scale=nan: expected a finite number >= 0"),
+    ("scale=inf", "scale=inf: expected a finite number >= 0"),
+    ("scale=abc", "scale=abc: expected a finite number >= 0"),
+    ("cell.forget_bias=big", "cell.forget_bias=big: expected a finite number"),
+    ("hiden_size=3", "hiden_size=3: unknown key"),
+    ("experiment=nope", "experiment=nope: expected one of"),
+    ("-m scale=1,-1", "scale=-1: expected a finite number >= 0"),  # a sweep fails before its first run
+    ("-m seq_len=range(0,3)", "seq_len=0: expected an integer >= 1"),
+]
+if not torch.cuda.is_available():
+    BAD_INPUT.append(("device=cuda", "device=cuda: CUDA is not available on this machine; expected cpu"))
+
+
+@pytest.mark.parametrize("args,message", BAD_INPUT, ids=[a for a, _ in BAD_INPUT])
+def test_bad_input_is_one_line_before_any_compute(tmp_path, args, message):
+    result = run_cli(*args.split(), f"hydra.run.dir={tmp_path}/run", f"hydra.sweep.dir={tmp_path}/sweep",
+                     cwd=tmp_path, check=False)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert lines == [f"error: {lines[0][len('error: '):]}"] and message in lines[0], result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    assert not list(tmp_path.rglob("*.parquet")) and not list(tmp_path.rglob("DONE"))
+
+
+def test_bad_value_in_an_experiment_sweep_is_refused_before_any_run(tmp_path):
+    (tmp_path / "conf" / "experiment").mkdir(parents=True)
+    (tmp_path / "conf" / "experiment" / "broken.yaml").write_text(
+        "# @package _global_\nhydra:\n  sweeper:\n    params:\n      scale: 1.0,-2.0\n")
+    result = run_cli("-m", f"hydra.searchpath=[file://{tmp_path / 'conf'}]", "experiment=broken",
+                     f"hydra.sweep.dir={tmp_path}/sweep", cwd=tmp_path, check=False)
+    assert result.returncode == 2 and result.stderr.strip() == "error: scale=-2.0: expected a finite number >= 0"
+    assert not (tmp_path / "sweep").exists()
+
+
+@pytest.mark.parametrize("experiment", experiment_names())
+def test_every_experiment_runs_smoke_sized(tmp_path, experiment):
+    result = run_cli("-m", f"experiment={experiment}", "hidden_size=4", "input_size=3", "batch_size=2",
+                     f"hydra.sweep.dir={tmp_path}", cwd=tmp_path)
+    summary = pd.read_csv(tmp_path / "summary.csv")
+    assert len(summary) > 1 and (summary.status != "failed").all()
+    assert (summary.name == experiment).all()
+    assert (tmp_path / "figures" / "profiles.png").exists()
+    assert "runs (" in result.stdout
+
+
+def test_experiment_files_document_themselves():
+    for path in sorted((ROOT / "experiments").glob("*.yaml")):
+        text = path.read_text()
+        assert text.startswith("# @package _global_"), path
+        assert "# Question:" in text and "# Figures:" in text and f"experiment={path.stem}" in text, path
+
+
+def test_collect_and_plot_rebuild_after_an_interrupted_sweep(tmp_path):
+    run_cli("-m", "cell=rnn,gru", "seq_len=8", "hidden_size=4", f"hydra.sweep.dir={tmp_path}", cwd=tmp_path)
+    full = pd.read_parquet(tmp_path / "profile.parquet")
+    # As if the sweep had been killed during its second run and before collecting.
+    (tmp_path / "1" / "DONE").unlink()
+    for generated in ("profile.parquet", "summary.csv", "summary.parquet", "figures/profiles.png"):
+        (tmp_path / generated).unlink()
+    import subprocess, sys
+    collect = subprocess.run([sys.executable, "-m", "harness.collect", str(tmp_path)],
+                             capture_output=True, text=True)
+    assert collect.returncode == 1 and "incomplete: 1" in collect.stdout
+    summary = pd.read_csv(tmp_path / "summary.csv")
+    assert summary.status.tolist() == ["ok", "incomplete"] and summary.cell.tolist() == ["rnn", "gru"]
+    rebuilt = pd.read_parquet(tmp_path / "profile.parquet")
+    pd.testing.assert_frame_equal(rebuilt, full[full.cell == "rnn"].reset_index(drop=True))
+    (tmp_path / "figures" / "profiles.png").unlink()
+    plot = subprocess.run([sys.executable, "-m", "harness.plot", str(tmp_path)], capture_output=True, text=True)
+    assert plot.returncode == 0 and (tmp_path / "figures" / "profiles.png").exists()

@@ -1,0 +1,77 @@
+"""Run folders and tables: schema, quantiles, atomic writes, failures recorded without stopping others."""
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from harness import run as run_module
+from harness.cells import CELLS
+from harness.init import INITS
+from harness.tasks import TASKS
+from harness.config import CONF_DIR, GROUPS, VALIDATORS, config_columns, flat_config
+from harness.results import DONE, collect, profile_frame, write_parquet
+
+
+def test_profile_frame_rows_and_quantiles():
+    log_norms = torch.randn(6, 9, 4, dtype=torch.float64)  # (T+1, batch, layers*states)
+    log_norms[2, :5, 1] = -math.inf
+    frame = profile_frame(log_norms, "abc", {"cell": "lstm", "num_layers": 2}, ("h", "c"))
+    assert len(frame) == 6 * 4
+    row = frame[(frame.layer == 1) & (frame.state == "c") & (frame.t == 4)].iloc[0]
+    expected = np.sort(log_norms[4, :, 3].numpy() / math.log(10))
+    assert row.log10_norm == expected[4] and row.log10_norm_q10 == expected[1]  # nearest rank of 9
+    assert row.lag == 1 and row.step == 0 and row.run_id == "abc"
+    assert frame[(frame.layer == 0) & (frame.state == "c") & (frame.t == 2)].log10_norm.item() == -math.inf
+
+
+def test_write_is_atomic_on_failure(tmp_path):
+    path = tmp_path / "table.parquet"
+    write_parquet(pd.DataFrame({"a": [1]}), path)
+    with pytest.raises(Exception):
+        write_parquet(pd.DataFrame({"a": [object()]}), path)  # pyarrow cannot store it
+    assert pd.read_parquet(path).a.tolist() == [1] and [p.name for p in tmp_path.iterdir()] == ["table.parquet"]
+
+
+def compose_config(*overrides):
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+def test_groups_match_their_registries():
+    registries = {"cell": CELLS, "init": INITS, "task": TASKS}
+    assert set(registries) == set(GROUPS)
+    for group, registry in registries.items():
+        assert {p.stem for p in (CONF_DIR / group).glob("*.yaml")} == set(registry), group
+
+
+def test_every_config_key_has_a_validator():
+    for cell in ("rnn", "lstm", "gru"):
+        columns = flat_config(compose_config(f"cell={cell}"))
+        assert set(columns) <= set(VALIDATORS), set(columns) - set(VALIDATORS)
+
+
+def test_failing_run_is_recorded_and_others_still_collect(tmp_path, monkeypatch):
+    good = tmp_path / "0"
+    run_module.run(compose_config("seq_len=5", "hidden_size=3"), good)
+
+    def broken(columns):
+        raise RuntimeError("out of memory, say")
+    monkeypatch.setattr(run_module, "record", broken)
+    bad = tmp_path / "1"
+    status = run_module.run(compose_config("seq_len=5", "hidden_size=3", "scale=2"), bad)
+    assert status == "failed" and (bad / DONE).exists()
+    assert json.loads((bad / "meta.json").read_text())["error"] == "RuntimeError: out of memory, say"
+    for folder in (good, bad):
+        (folder / ".hydra").mkdir()  # as Hydra leaves it
+    profile, summary = collect(tmp_path)
+    assert summary.status.tolist() == ["ok", "failed"] and set(profile.scale) == {1.0}
+
+
+def test_config_columns_normalise_numbers():
+    columns = config_columns(compose_config("scale=2", "cell=lstm"))
+    assert columns["scale"] == 2.0 and isinstance(columns["scale"], float)
+    assert columns["cell"] == "lstm" and columns["cell.forget_bias"] == 0.0
