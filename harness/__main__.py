@@ -19,6 +19,7 @@ from omegaconf import DictConfig
 
 from harness.callbacks import fail
 from harness.config import ConfigError, check_overrides
+from harness.gradients import flush_denormals_everywhere
 from harness.run import run
 
 
@@ -33,6 +34,8 @@ def hydra_main(cfg: DictConfig) -> str:
 
 def main() -> None:
     from hydra._internal.utils import get_args_parser  # Hydra's own reading of its command line
+
+    flush_denormals_everywhere()  # before torch starts its worker threads, so that they inherit it
 
     overrides = get_args_parser().parse_known_args(sys.argv[1:])[0].overrides
     try:

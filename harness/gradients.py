@@ -15,7 +15,8 @@ exact     divides the gradient arriving at S_t by its per-sample norm and keeps 
 The autograd recorder takes norms in float64 (torch.linalg.vector_norm with dtype), so squaring a
 float32 entry cannot overflow or underflow on the way; the exact one never needs to. Denormal floats are flushed to zero while recording
 (`flush_denormals`): on x86 CPUs, arithmetic on them is ~100x slower, and a vanishing gradient spends
-many steps there. For the autograd recorder that means float32 underflows at 1.2e-38, not 1.4e-45.
+many steps there (see flush_denormals_everywhere for torch's worker threads). For the autograd
+recorder that means float32 underflows at 1.2e-38, not 1.4e-45.
 """
 from __future__ import annotations
 
@@ -28,6 +29,22 @@ from torch import Tensor
 RECORDERS = ("exact", "autograd")
 
 
+_flushing_everywhere = False
+
+
+def flush_denormals_everywhere() -> None:
+    """Flush denormals to zero in this thread and in every thread started after this call.
+
+    torch.set_flush_denormal changes only the calling thread, but a new thread inherits the
+    floating-point state of the thread that creates it; so called before torch's first parallel op,
+    this covers torch's intra-op worker threads too, which otherwise do half of every matmul on
+    denormals at full penalty. The command line calls it first thing.
+    """
+    global _flushing_everywhere
+    torch.set_flush_denormal(True)
+    _flushing_everywhere = True
+
+
 @contextlib.contextmanager
 def flush_denormals() -> Iterator[None]:
     """Treat denormal floats as zero on the CPU for the duration (torch's default is off)."""
@@ -35,7 +52,8 @@ def flush_denormals() -> Iterator[None]:
     try:
         yield
     finally:
-        torch.set_flush_denormal(False)
+        if not _flushing_everywhere:
+            torch.set_flush_denormal(False)
 
 
 def record_log_norms(loss: Tensor, states: list[Tensor], num_parts: int, recorder: str) -> Tensor:

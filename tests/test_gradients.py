@@ -106,3 +106,29 @@ def test_flush_denormals_is_scoped():
     with flush_denormals():
         assert torch.tensor([denormal]).item() == 0.0
     assert torch.tensor([denormal]).item() != 0.0
+
+
+FLUSH_PROBE = """
+import sys, torch
+from harness.gradients import flush_denormals, flush_denormals_everywhere
+if sys.argv[1] == "everywhere":
+    flush_denormals_everywhere()
+torch.set_num_threads(2)
+torch.ones(10**6).sum()  # torch's worker threads start here
+with flush_denormals():
+    product = torch.full((10**6,), 1e-20) * 1e-22  # 1e-42: a float32 denormal, computed by 2 threads
+print((product != 0).float().mean().item())
+"""
+
+
+@pytest.mark.parametrize("mode,unflushed", [("everywhere", 0.0), ("scoped", None)])
+def test_flush_reaches_torch_worker_threads(mode, unflushed):
+    """Only a flush set before torch's thread pool starts reaches its workers (where 2 threads run)."""
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-c", FLUSH_PROBE, mode], capture_output=True, text=True, check=True)
+    fraction = float(out.stdout)
+    if unflushed is not None:
+        assert fraction == unflushed
+    else:  # the calling thread's share is flushed; a worker's share, if there is one, is not
+        assert fraction < 1.0
