@@ -142,10 +142,13 @@ def check_overrides(overrides: list[str]) -> None:
     """Validate Hydra override strings (sweeps expanded) against VALIDATORS; raise ConfigError."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    try:
-        parsed = OverridesParser.create().parse_overrides(overrides)
-    except Exception as error:  # Hydra's grammar errors span lines; keep the first
-        raise ConfigError(str(error).strip().splitlines()[0]) from None
+    parser, parsed = OverridesParser.create(), []
+    for text in overrides:
+        try:
+            parsed.extend(parser.parse_overrides([text]))
+        except Exception as error:  # Hydra's grammar errors span lines; keep the first
+            reason = str(error).strip().splitlines()[0]
+            raise ConfigError(f"{text}: not a Hydra override ({reason}); quote values with '=' or spaces") from None
     # Experiments are the files in experiments/, unless the user adds search paths of their own.
     extra_paths = any(o.key_or_group == "hydra.searchpath" for o in parsed)
     checkers = {**VALIDATORS, "experiment": (lambda k, v: v) if extra_paths else one_of(experiment_names())}

@@ -73,6 +73,7 @@ BAD_INPUT = [
     ("experiment=nope", "experiment=nope: expected one of"),
     ("-m scale=1,-1", "scale=-1: expected a finite number >= 0"),  # a sweep fails before its first run
     ("-m seq_len=range(0,3)", "seq_len=0: expected an integer >= 1"),
+    ("seq_len=5=6", "seq_len=5=6: not a Hydra override"),
 ]
 if not torch.cuda.is_available():
     BAD_INPUT.append(("device=cuda", "device=cuda: CUDA is not available on this machine; expected cpu"))
