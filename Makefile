@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: quickstart test bench clean
+.PHONY: quickstart test bench gallery clean
 
 quickstart: $(VENV)/.installed  ## the default sweep: tables and figures under results/quickstart/
 	$(PY) -m harness -m experiment=quickstart
@@ -13,6 +13,11 @@ test: $(VENV)/.installed  ## the test suite
 
 bench: $(VENV)/.installed  ## recorder speed against a plain torch loop
 	$(PY) benchmarks/recorders.py
+
+gallery: $(VENV)/.installed  ## the README's reference figures, from a fresh quickstart sweep
+	rm -rf results/quickstart/reference
+	$(PY) -m harness -m experiment=quickstart hydra.sweep.dir=results/quickstart/reference
+	for figure in profiles heatmap phase; do cp results/quickstart/reference/figures/$$figure.png results/reference/; done
 
 # torch is pinned and installed first: pip then takes the CPU build on disk instead of downloading
 # several GB of CUDA packages for an unpinned torch.

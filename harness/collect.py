@@ -1,4 +1,4 @@
-"""Rebuild a sweep's aggregate tables and figures from its run folders.
+"""Rebuild a sweep's aggregate tables, figures and report from its run folders.
 
     python -m harness.collect results/quickstart/2026-11-22_10-00-00
 
@@ -13,16 +13,18 @@ from pathlib import Path
 import pandas as pd
 
 from harness.plots import make_figures
+from harness.report import write_report
 from harness.results import collect
 
 
 def collect_and_report(root: Path) -> pd.DataFrame:
     """Write root's tables and figures, print where they are and which runs need attention."""
     profile, summary = collect(root)
-    make_figures(root, profile)
+    write_report(root, summary, make_figures(root, profile, summary))
     counts = summary.status.value_counts().to_dict()
     print(f"{root}: {len(summary)} runs ({', '.join(f'{n} {s}' for s, n in counts.items())})")
-    print(f"tables: {root / 'summary.csv'}, {root / 'profile.parquet'}; figures: {root / 'figures'}")
+    print(f"tables: {root / 'summary.csv'}, {root / 'profile.parquet'}; figures: {root / 'figures'}; "
+          f"report: {root / 'report.html'}")
     for row in summary[summary.status.isin(["failed", "incomplete"])].itertuples():
         print(f"  {row.status}: {row.run_dir}" + (f" ({row.error})" if getattr(row, "error", None) else ""))
     return summary

@@ -1,7 +1,17 @@
 """Figures, drawn from stored tables only (never by rerunning a model; see harness.plot).
 
-profiles.png/.svg  log10 ||dL/dh_{T-k}|| against the lag k: one panel per cell, one line per run
-                   (the batch median, a band from the 25th to the 75th percentile), coloured by scale.
+Every figure follows what the sweep varied: panels split by cell (columns) and by the other varied
+axes (rows), colour by scale (or by seq_len when scale is fixed), and a figure whose axis did not vary
+is not drawn. Each is written as PNG and SVG under <folder>/figures/.
+
+profiles   log10 ||dL/dh_{T-k}|| against the lag k: a line per run (batch median) with its 25-75%
+           band, coloured by scale on a sequential map.                       [always]
+heatmap    scale x lag -> log10 gain, a diverging map centred on gain 1.     [scale varied]
+phase      fitted rate against scale, a line per cell/activation, the zero line, and the
+           vanishing / stable / exploding bands shaded.                      [scale varied]
+seq_len    end-to-end log10 gain against seq_len (log axis).                 [seq_len varied]
+layers     layer x lag -> log10 norm of each layer's h, a panel per run.     [num_layers > 1]
+Profiles and fits are those at each run's first recorded step (initialisation).
 """
 from __future__ import annotations
 
@@ -14,44 +24,271 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from harness.analysis import STABLE_TOLERANCE, fit_runs, headline  # noqa: E402
 
-def plot_profiles(profile: pd.DataFrame, path: Path) -> Path | None:
-    """Gradient norm against steps back, for the top layer's h; returns the PNG written (or None)."""
-    top = profile[(profile.state == "h") & (profile.layer == profile.layer.max())]
-    if top.empty:
-        return None
-    cells = sorted(top.cell.unique())
-    scales = np.sort(top.scale.unique())
-    norm = matplotlib.colors.Normalize(scales.min(), scales.max() if len(scales) > 1 else scales.min() + 1)
-    cmap = matplotlib.colormaps["viridis"]
-    fig, axes = plt.subplots(1, len(cells), figsize=(4.2 * len(cells), 3.6), sharey=True,
-                             squeeze=False, layout="constrained")
-    for ax, cell in zip(axes[0], cells):
-        for _, run in top[top.cell == cell].groupby("run_id", sort=False):
-            run = run.sort_values("lag")
-            finite = np.isfinite(run.log10_norm)
-            colour = cmap(norm(run.scale.iloc[0]))
-            ax.plot(run.lag[finite], run.log10_norm[finite], color=colour, lw=1.3)
-            ax.fill_between(run.lag, run.log10_norm_q25, run.log10_norm_q75, color=colour, alpha=0.15,
-                            lw=0, where=np.isfinite(run.log10_norm_q25) & np.isfinite(run.log10_norm_q75))
-        ax.axhline(0, color="0.5", lw=0.8, ls=":")
-        ax.set_title(f"cell = {cell}")
-        ax.set_xlabel("lag k = T − t (steps back from the loss)")
-        ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel(r"$\log_{10}\,\|\partial L/\partial h_{T-k}\|$")
-    if len(scales) > 1:
-        fig.colorbar(matplotlib.cm.ScalarMappable(norm, cmap), ax=axes[0].tolist(), label="scale")
+# Axes a sweep may vary, besides cell (the columns) and the colour axis; seed is never a facet.
+FACETS = ["activation", "init", "num_layers", "hidden_size", "input_size", "batch_size", "cell.forget_bias",
+          "task", "recorder", "dtype", "device", "name"]
+ROWS_PER_PAGE = 6
+MAX_LAYER_PANELS = 12
+OKABE_ITO = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000"]
+SEQUENTIAL, DIVERGING = "viridis", "RdBu_r"
+NORM_LABEL = r"$\log_{10}\,\|\partial L/\partial h_{T-k}\|$"
+LAG_LABEL = "lag k = T − t (steps back from the loss)"
+
+
+def varied(frame: pd.DataFrame, columns: list[str]) -> list[str]:
+    """The columns that take more than one value; a cell's own field (cell.forget_bias, empty for the
+    other cells) counts only if it varies within one cell."""
+    def varies(column: str) -> bool:
+        if column.startswith("cell."):
+            return bool((frame.groupby("cell")[column].nunique() > 1).any())
+        return frame[column].nunique(dropna=False) > 1
+    return [c for c in columns if c in frame and varies(c)]
+
+
+def colour_axis(frame: pd.DataFrame) -> str | None:
+    return next(iter(varied(frame, ["scale", "seq_len"])), None)
+
+
+def facet_label(keys: tuple, names: list[str]) -> str:
+    return ", ".join(f"{n}={k}" for n, k in zip(names, keys))
+
+
+def grid(rows: int, cols: int, width: float = 4.2, height: float = 3.3, **kw):
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols + 1.2, height * rows), squeeze=False,
+                             layout="constrained", **kw)
+    return fig, axes
+
+
+def save(fig: plt.Figure, path: Path) -> Path:
+    """PNG and SVG. Data artists stay inside their axes, so the layout need not measure each of them
+    (with hundreds of runs that measuring was most of the time), and it is computed once for both."""
+    for ax in fig.axes:
+        for artist in [*ax.lines, *ax.collections]:
+            artist.set_in_layout(False)
     path.parent.mkdir(parents=True, exist_ok=True)
-    png = path.with_suffix(".png")
-    fig.savefig(png, dpi=150)
+    fig.savefig(path.with_suffix(".png"), dpi=130)
+    fig.set_layout_engine("none")
     fig.savefig(path.with_suffix(".svg"))
     plt.close(fig)
-    return png
+    return path.with_suffix(".png")
 
 
-def make_figures(root: Path, profile: pd.DataFrame) -> list[Path]:
-    """Every figure the tables support, under root/figures/."""
+def panels(frame: pd.DataFrame, row_axes: list[str]) -> tuple[int, list[list[tuple[str, pd.DataFrame]]]]:
+    """The panels that have data, as (title, rows), ROWS_PER_PAGE rows of them to a figure.
+
+    One column per cell when there are several cells and every combination of the row axes exists
+    for each; otherwise the panels are wrapped, 4 to a row, so that no panel is ever empty.
+    Returns (columns, pages).
+    """
+    axes = ["cell", *row_axes]
+    groups = [(k if isinstance(k, tuple) else (k,), g) for k, g in frame.groupby(axes, sort=True, dropna=False)]
+    cells = frame.cell.nunique()
+    full = len(groups) == cells * frame.groupby(row_axes, dropna=False).ngroups if row_axes else True
+    columns = cells if full and cells > 1 else min(len(groups), 4)
+    # Row-major with cells as columns: order by the row axes first, then cell.
+    groups.sort(key=lambda item: (tuple(map(str, item[0][1:])), str(item[0][0])))
+    titled = [(facet_label(keys, axes), group) for keys, group in groups]
+    per_page = ROWS_PER_PAGE * columns
+    return columns, [titled[i:i + per_page] for i in range(0, len(titled), per_page)]
+
+
+def panel_grid(count: int, columns: int, **kw):
+    """A figure with `count` panels in `columns`; axes beyond count are removed."""
+    fig, axes = grid(-(-count // columns), columns, **kw)
+    for ax in axes.ravel()[count:]:
+        fig.delaxes(ax)
+    return fig, axes.ravel()[:count], axes
+
+
+def page_path(folder: Path, name: str, page: int, count: int) -> Path:
+    return folder / (name if count == 1 else f"{name}_{page + 1}")
+
+
+def top_h(profile: pd.DataFrame) -> pd.DataFrame:
+    """Each run's top-layer h at its first recorded step."""
+    top = profile[(profile.state == "h") & (profile.layer == profile.groupby("run_id").layer.transform("max"))]
+    return top[top.step == top.groupby("run_id").step.transform("min")]
+
+
+def colourbar(fig, axes, norm, cmap, label):
+    used = [ax for ax in np.ravel(axes) if ax.figure is fig and ax in fig.axes]
+    fig.colorbar(matplotlib.cm.ScalarMappable(norm, cmap), ax=used, label=label, shrink=0.9)
+
+
+def centred_norm(values: pd.Series) -> matplotlib.colors.Normalize:
+    """Symmetric about 0 (gain 1): equal colours mean equal magnitudes of decay and growth."""
+    finite = values[np.isfinite(values)]
+    return matplotlib.colors.CenteredNorm(vcenter=0.0, halfrange=max(finite.abs().max(), 1e-3))
+
+
+def plot_profiles(profile: pd.DataFrame, folder: Path, flagged: set[str]) -> list[Path]:
+    top = top_h(profile)
+    colour = colour_axis(top)
+    cmap = matplotlib.colormaps[SEQUENTIAL]
+    if colour:
+        values = top[colour].astype(float)
+        norm = (matplotlib.colors.LogNorm if colour == "seq_len" else matplotlib.colors.Normalize)(
+            values.min(), values.max())
+        # The largest colour value first: longer runs must not hide shorter ones.
+        top = top.sort_values(colour, ascending=False, kind="stable")
+    columns, all_pages = panels(top, varied(top, FACETS))
+    written = []
+    for number, page in enumerate(all_pages):
+        fig, axes, table = panel_grid(len(page), columns, sharey=True)
+        for ax, (title, rows) in zip(axes, page):
+            for _, run in rows.groupby("run_id", sort=False):
+                run = run.sort_values("lag")
+                col = cmap(norm(float(run[colour].iloc[0]))) if colour else OKABE_ITO[0]
+                ax.plot(run.lag, run.log10_norm.where(np.isfinite(run.log10_norm)), color=col, lw=1.3,
+                        ls="--" if run.run_id.iloc[0] in flagged else "-")
+                band = np.isfinite(run.log10_norm_q25) & np.isfinite(run.log10_norm_q75)
+                ax.fill_between(run.lag, run.log10_norm_q25, run.log10_norm_q75, where=band, color=col,
+                                alpha=0.15, lw=0)
+            ax.axhline(0, color="0.4", lw=0.8, ls=":")
+            ax.set_title(title, fontsize=9)
+            ax.grid(alpha=0.3)
+            ax.set_xlabel(LAG_LABEL)
+            ax.set_ylabel(NORM_LABEL)
+        if colour:
+            colourbar(fig, table, norm, cmap, colour)
+        if flagged & set(top.run_id):
+            fig.suptitle("dashed: runs with numerical flags (diverged, overflow, underflow, nan; see the "
+                         "summary's status)", fontsize=9)
+        written.append(save(fig, page_path(folder, "profiles", number, len(all_pages))))
+    return written
+
+
+def plot_heatmap(profile: pd.DataFrame, folder: Path) -> list[Path]:
+    top = top_h(profile)
+    if "scale" not in varied(top, ["scale"]):
+        return []
+    row_axes = varied(top, FACETS + ["seq_len"])
+    # Seeds (and any repeat) of one (facet, scale, lag) are pooled by their median.
+    table = top.groupby(["cell", *row_axes, "scale", "lag"], dropna=False).log10_norm.median().reset_index()
+    norm = centred_norm(table.log10_norm)
+    columns, all_pages = panels(table, row_axes)
+    written = []
+    for number, page in enumerate(all_pages):
+        fig, axes, grid_axes = panel_grid(len(page), columns, sharey=True)
+        for ax, (title, rows) in zip(axes, page):
+            panel = rows.pivot(index="scale", columns="lag", values="log10_norm")
+            scales, lags = panel.index.to_numpy(float), panel.columns.to_numpy(float)
+            ax.pcolormesh(edges(lags), edges(scales), np.ma.masked_invalid(panel.to_numpy(float)),
+                          cmap=DIVERGING, norm=norm, shading="flat")
+            ax.set_title(title, fontsize=9)
+            ax.set_xlabel(LAG_LABEL)
+            ax.set_ylabel("scale (recurrent weights)")
+        colourbar(fig, grid_axes, norm, DIVERGING, NORM_LABEL + "  (0: gain 1)")
+        written.append(save(fig, page_path(folder, "heatmap", number, len(all_pages))))
+    return written
+
+
+def edges(centres: np.ndarray) -> np.ndarray:
+    """Cell edges around sorted centres (for pcolormesh with uneven spacing)."""
+    if len(centres) == 1:
+        return np.array([centres[0] - 0.5, centres[0] + 0.5])
+    middle = (centres[1:] + centres[:-1]) / 2
+    return np.concatenate([[2 * centres[0] - middle[0]], middle, [2 * centres[-1] - middle[-1]]])
+
+
+def line_groups(summary: pd.DataFrame, x: str) -> tuple[list[str], list[tuple[tuple, pd.DataFrame]]]:
+    """Lines for a summary-based figure: one per combination of the varied axes other than x."""
+    axes = varied(summary, ["cell", *FACETS, "scale", "seq_len"])
+    axes = [a for a in axes if a != x]
+    groups = list(summary.groupby(axes, sort=True, dropna=False)) if axes else [((), summary)]
+    return axes, [(k if isinstance(k, tuple) else (k,), g) for k, g in groups]
+
+
+def style(i: int) -> dict:
+    return {"color": OKABE_ITO[i % len(OKABE_ITO)], "ls": ["-", "--", ":", "-."][i // len(OKABE_ITO) % 4],
+            "marker": "o", "ms": 3.5}
+
+
+def plot_phase(summary: pd.DataFrame, folder: Path) -> list[Path]:
+    if "scale" not in varied(summary, ["scale"]):
+        return []
+    axes_names, groups = line_groups(summary, "scale")
+    fig, (axes,) = grid(1, 1, width=6.5, height=4.2)
+    ax = axes[0] if isinstance(axes, np.ndarray) else axes
+    for i, (keys, group) in enumerate(groups):
+        line = group.groupby("scale").rate.median()  # seeds pooled
+        ax.plot(line.index, line.to_numpy(), label=facet_label(keys, axes_names) or None, **style(i))
+    low, high = ax.get_ylim()
+    low, high = min(low, -3 * STABLE_TOLERANCE), max(high, 3 * STABLE_TOLERANCE)  # both regions visible
+    xlim = ax.get_xlim()
+    ax.axhspan(STABLE_TOLERANCE, high, color="#D55E00", alpha=0.08, lw=0)
+    ax.axhspan(low, -STABLE_TOLERANCE, color="#0072B2", alpha=0.08, lw=0)
+    ax.axhspan(-STABLE_TOLERANCE, STABLE_TOLERANCE, color="0.6", alpha=0.3, lw=0)
+    ax.set_ylim(low, high)
+    ax.axhline(0, color="0.2", lw=0.9)
+    ax.text(0.01, 0.98, "exploding", transform=ax.transAxes, va="top", color="#D55E00", fontsize=9)
+    ax.text(0.01, 0.02, "vanishing", transform=ax.transAxes, va="bottom", color="#0072B2", fontsize=9)
+    ax.set_xlim(xlim)
+    ax.set_xlabel("scale (recurrent weights)")
+    ax.set_ylabel("rate (nats per step back; e^rate = gain per step)")
+    ax.grid(alpha=0.3)
+    if len(groups) > 1:
+        ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    return [save(fig, folder / "phase")]
+
+
+def plot_seq_len(summary: pd.DataFrame, folder: Path) -> list[Path]:
+    if "seq_len" not in varied(summary, ["seq_len"]):
+        return []
+    axes_names, groups = line_groups(summary, "seq_len")
+    fig, (axes,) = grid(1, 1, width=6.5, height=4.2)
+    ax = axes[0] if isinstance(axes, np.ndarray) else axes
+    for i, (keys, group) in enumerate(groups):
+        line = group.groupby("seq_len").log10_gain.median()
+        ax.plot(line.index, line.to_numpy(), label=facet_label(keys, axes_names) or None, **style(i))
+    ax.axhline(0, color="0.2", lw=0.9)
+    ax.set_xscale("log")
+    ax.set_xlabel("seq_len T (steps)")
+    ax.set_ylabel(r"end-to-end $\log_{10}\,\|\partial L/\partial h_0\| / \|\partial L/\partial h_T\|$")
+    ax.grid(alpha=0.3, which="both")
+    if len(groups) > 1:
+        ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    return [save(fig, folder / "seq_len")]
+
+
+def plot_layers(profile: pd.DataFrame, folder: Path) -> list[Path]:
+    deep = profile[(profile.num_layers > 1) & (profile.state == "h")]
+    if deep.empty:
+        return []
+    deep = deep[deep.step == deep.groupby("run_id").step.transform("min")]
+    runs = list(deep.run_id.unique())
+    shown = [runs[i] for i in np.linspace(0, len(runs) - 1, min(len(runs), MAX_LAYER_PANELS)).round().astype(int)]
+    names = varied(deep, ["cell", *FACETS, "scale", "seq_len"])
+    fig, axes, grid_axes = panel_grid(len(shown), min(len(shown), 4), height=2.6)
+    norm = centred_norm(deep.log10_norm)
+    for ax, run in zip(axes, shown):
+        rows = deep[deep.run_id == run]
+        panel = rows.pivot(index="layer", columns="lag", values="log10_norm")
+        ax.pcolormesh(edges(panel.columns.to_numpy(float)), edges(panel.index.to_numpy(float)),
+                      np.ma.masked_invalid(panel.to_numpy(float)), cmap=DIVERGING, norm=norm, shading="flat")
+        ax.set_yticks(panel.index)
+        ax.set_title(facet_label(tuple(rows.iloc[0][names]), names) or run, fontsize=8)
+        ax.set_xlabel(LAG_LABEL, fontsize=8)
+        ax.set_ylabel("layer (0 = bottom)")
+    colourbar(fig, grid_axes, norm, DIVERGING, NORM_LABEL)
+    if len(shown) < len(runs):
+        fig.suptitle(f"{len(shown)} of {len(runs)} multi-layer runs", fontsize=9)
+    return [save(fig, folder / "layers")]
+
+
+def make_figures(root: Path, profile: pd.DataFrame, summary: pd.DataFrame | None = None) -> list[Path]:
+    """Every figure the tables support, under root/figures/; returns the PNGs written.
+
+    The fits come from the profile (harness.analysis), so figures always use the current analysis;
+    the summary, when given, marks the runs whose status carries numerical flags.
+    """
     if profile.empty:
         return []
-    written = [plot_profiles(profile, Path(root) / "figures" / "profiles")]
-    return [p for p in written if p is not None]
+    folder = Path(root) / "figures"
+    flagged = set() if summary is None else set(summary.run_id[~summary.status.isin(["ok"])].dropna())
+    fits = headline(fit_runs(profile[profile.step == profile.groupby("run_id").step.transform("min")]))
+    plt.rcParams.update({"font.size": 10, "axes.titlesize": 10})
+    return [*plot_profiles(profile, folder, flagged), *plot_heatmap(profile, folder), *plot_phase(fits, folder),
+            *plot_seq_len(fits, folder), *plot_layers(profile, folder)]

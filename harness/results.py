@@ -2,8 +2,9 @@
 
 A run folder holds `profile.parquet`, `meta.json` and, written last, the completion marker `DONE`;
 a folder with Hydra's `.hydra/` but no `DONE` is an incomplete run (killed or still running).
-A sweep folder gains `profile.parquet` (all runs' profiles), `summary.parquet` and `summary.csv`
-(one row per run, failed and incomplete runs included).
+A sweep folder gains `profile.parquet` (all runs' profiles), `fits.parquet` (a fit per run, layer and
+state; harness.analysis), and `summary.parquet` / `summary.csv` (one row per run, failed and
+incomplete runs included, with the run's headline fit).
 """
 from __future__ import annotations
 
@@ -20,8 +21,8 @@ import pandas as pd
 import torch
 from omegaconf import OmegaConf
 
-from harness.analysis import fit_profile
-from harness.config import ConfigError, config_columns, flat_config
+from harness.analysis import FIT_COLUMNS, fit_runs, headline
+from harness.config import ConfigError, config_columns, flat_config, run_id
 
 DONE = "DONE"
 PROFILE, META = "profile.parquet", "meta.json"
@@ -88,12 +89,13 @@ def find_runs(root: Path) -> list[Path]:
 
 
 def _run_row(run_dir: Path, root: Path) -> tuple[dict[str, Any], pd.DataFrame | None]:
-    """One summary row for a run folder, and its profile if it finished."""
+    """One summary row (without the fit) for a run folder, and its profile if it has one."""
     where = {"run_dir": str(run_dir.relative_to(root))}
     if not (run_dir / DONE).exists():
         cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
         try:
             columns = config_columns(cfg)
+            where["run_id"] = run_id(columns)
         except ConfigError:
             columns = flat_config(cfg)
         return {**where, **columns, "status": "incomplete"}, None
@@ -101,12 +103,7 @@ def _run_row(run_dir: Path, root: Path) -> tuple[dict[str, Any], pd.DataFrame | 
     row = {"run_id": meta["run_id"], **where, **meta["columns"]}
     row.update({k: meta.get(k) for k in ("status", "error", "wall_time_s",
                                          "input_drive_var", "input_drive_var_cv")})
-    if not (run_dir / PROFILE).exists():
-        return row, None
-    profile = pd.read_parquet(run_dir / PROFILE)
-    # The run's headline fit: the h of the top layer, where the loss reads the network.
-    top = profile[(profile.state == "h") & (profile.layer == profile.layer.max())]
-    row.update(fit_profile(top.lag.to_numpy(), top.log10_norm.to_numpy()))
+    profile = pd.read_parquet(run_dir / PROFILE) if (run_dir / PROFILE).exists() else None
     return row, profile
 
 
@@ -123,6 +120,10 @@ def collect(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     summary = pd.DataFrame(list(rows))
     found = [p for p in profiles if p is not None]
     profile = pd.concat(found, ignore_index=True) if found else pd.DataFrame()
+    if found:
+        fits = fit_runs(profile)
+        summary = summary.join(headline(fits).set_index("run_id")[FIT_COLUMNS], on="run_id")
+        write_parquet(fits, root / "fits.parquet")
     if runs != [root]:  # a single run folder already holds its own profile
         write_parquet(profile, root / PROFILE)
     write_parquet(summary, root / "summary.parquet")

@@ -1,16 +1,29 @@
-"""The per-run fit on synthetic profiles with known rates."""
+"""Fits on synthetic profiles with known rates, noise and transients."""
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
+import torch
 
-from harness.analysis import STABLE_TOLERANCE, fit_profile, regime
+from harness.analysis import STABLE_TOLERANCE, fit_profile, fit_runs, fit_window, headline, regime
+from harness.results import profile_frame
+
+
+def synthetic(rate: float, seq_len: int = 200, noise: float = 0.0, transient: float = 0.0, seed: int = 0):
+    """ln-norm profile: rate per step back, plus noise, plus a bump at both ends (the transients)."""
+    rng = np.random.default_rng(seed)
+    lag = np.arange(seq_len + 1)
+    ln = rate * lag + noise * rng.standard_normal(len(lag))
+    edge = np.exp(-lag / 3) - np.exp(-(seq_len - lag) / 3)  # up near the loss, down near h_0
+    ln += transient * edge
+    return lag, ln / math.log(10)
 
 
 @pytest.mark.parametrize("gain", [0.5, 0.9, 0.999, 1.0, 1.05, 2.0])
 def test_fit_recovers_a_geometric_profile(gain):
-    lag = np.arange(0, 101)
-    fit = fit_profile(lag, lag * math.log10(gain))
+    lag, log10 = synthetic(math.log(gain), seq_len=100)
+    fit = fit_profile(lag, log10)
     assert fit["rate"] == pytest.approx(math.log(gain), abs=1e-12)
     assert fit["gain_per_step"] == pytest.approx(gain)
     assert fit["log10_gain"] == pytest.approx(100 * math.log10(gain), abs=1e-9)
@@ -18,13 +31,35 @@ def test_fit_recovers_a_geometric_profile(gain):
         assert fit["half_life"] == pytest.approx(math.log(2) / abs(math.log(gain)))
 
 
-def test_fit_skips_the_loss_step_and_non_finite_points():
-    lag = np.arange(0, 50)
-    log10 = lag * math.log10(0.8)
-    log10[0] = 3.0  # the loss's own step, not on the line
-    log10[40:] = -np.inf  # underflow
+@pytest.mark.parametrize("rate", [-0.3, -0.02, 0.05])
+def test_fit_is_robust_to_noise_and_edge_transients(rate):
+    lag, log10 = synthetic(rate, seq_len=300, noise=0.5, transient=20.0, seed=1)
+    ln = log10 * math.log(10)
+    naive = np.polyfit(lag, ln, 1)[0]  # least squares over every lag, transients included
+    fit = fit_profile(lag, log10)
+    assert abs(fit["rate"] - rate) < 0.005 < abs(naive - rate)
+
+
+def test_fit_ignores_outliers():
+    lag, log10 = synthetic(-0.1, seq_len=200)
+    log10[[50, 90, 120]] += 30  # three wild points (a nan in another batch, say)
+    assert fit_profile(lag, log10)["rate"] == pytest.approx(-0.1, abs=1e-9)
+
+
+def test_window_rule():
+    assert fit_window(100) == (10, 90)
+    assert fit_window(2000) == (200, 1800)
+    assert fit_window(20) == (2, 18)
+    assert fit_window(2) == (1, 2)
+
+
+def test_underflow_is_fitted_on_the_finite_part_and_flagged():
+    lag, log10 = synthetic(-0.4, seq_len=200)
+    log10[lag > 95] = -np.inf  # autograd in float32 underflows at 1e-38
     fit = fit_profile(lag[::-1], log10[::-1])  # order does not matter
-    assert fit["rate"] == pytest.approx(math.log(0.8))
+    assert fit["rate"] == pytest.approx(-0.4) and fit["truncated"]
+    assert fit["fit_points"] == 95 - 20 + 1
+    assert not fit_profile(*synthetic(-0.4))["truncated"]
 
 
 def test_regime_tolerance():
@@ -33,3 +68,23 @@ def test_regime_tolerance():
     assert regime(2 * STABLE_TOLERANCE) == "exploding"
     assert regime(math.nan) == "undetermined"
     assert fit_profile(np.array([0, 1]), np.array([0.0, -np.inf]))["regime"] == "undetermined"
+
+
+def test_fit_runs_per_layer_and_state_with_the_loss_gradient_as_reference():
+    """A 2-layer lstm profile whose blocks decay at known, different rates."""
+    seq_len, batch = 50, 3
+    lag = torch.arange(seq_len, -1, -1, dtype=torch.float64)  # t = 0..T
+    rates = torch.tensor([-0.1, -0.2, -0.3, -0.4], dtype=torch.float64)  # l0 h, l0 c, l1 h, l1 c
+    offsets = torch.tensor([-1.0, -2.0, 0.0, 0.5], dtype=torch.float64)
+    log_norms = (rates * lag[:, None] + offsets).unsqueeze(1).expand(-1, batch, -1).clone()
+    log_norms[-1, :, 3] = -math.inf  # the lstm's c at the loss step
+    frame = profile_frame(log_norms, "r1", {"cell": "lstm", "num_layers": 2, "scale": 1.0}, ("h", "c"))
+    fits = fit_runs(frame).set_index(["layer", "state"])
+    for part, (layer, state) in enumerate([(0, "h"), (0, "c"), (1, "h"), (1, "c")]):
+        fit = fits.loc[(layer, state)]
+        assert fit.rate == pytest.approx(rates[part].item())
+        # End to end, against the loss's own gradient on the top h at lag 0 (ln = 0 there).
+        expected = (rates[part] * seq_len + offsets[part]).item() / math.log(10)
+        assert fit.log10_gain == pytest.approx(expected)
+        assert fit.cell == "lstm" and fit.scale == 1.0
+    assert len(headline(fit_runs(frame))) == 1 and headline(fit_runs(frame)).iloc[0].layer == 1
