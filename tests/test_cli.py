@@ -1,6 +1,8 @@
 """The real command line: textbook numbers, bad input, every experiment file, results on disk."""
 import json
 import math
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
@@ -119,20 +121,47 @@ def test_experiment_files_document_themselves():
 
 
 def test_collect_and_plot_rebuild_after_an_interrupted_sweep(tmp_path):
-    run_cli("-m", "cell=rnn,gru", "seq_len=8", "hidden_size=4", f"hydra.sweep.dir={tmp_path}", cwd=tmp_path)
-    full = pd.read_parquet(tmp_path / "profile.parquet")
-    # As if the sweep had been killed during its second run and before collecting.
-    (tmp_path / "1" / "DONE").unlink()
-    for generated in ("profile.parquet", "summary.csv", "summary.parquet", "figures/profiles.png"):
-        (tmp_path / generated).unlink()
-    import subprocess, sys
-    collect = subprocess.run([sys.executable, "-m", "harness.collect", str(tmp_path)],
-                             capture_output=True, text=True)
-    assert collect.returncode == 1 and "incomplete: 1" in collect.stdout
-    summary = pd.read_csv(tmp_path / "summary.csv")
-    assert summary.status.tolist() == ["ok", "incomplete"] and summary.cell.tolist() == ["rnn", "gru"]
-    rebuilt = pd.read_parquet(tmp_path / "profile.parquet")
-    pd.testing.assert_frame_equal(rebuilt, full[full.cell == "rnn"].reset_index(drop=True))
-    (tmp_path / "figures" / "profiles.png").unlink()
-    plot = subprocess.run([sys.executable, "-m", "harness.plot", str(tmp_path)], capture_output=True, text=True)
-    assert plot.returncode == 0 and (tmp_path / "figures" / "profiles.png").exists()
+    sweep = tmp_path / "sweep"
+    run_cli("-m", "cell=rnn,gru", "scale=0.5,2", "seq_len=8", "hidden_size=4", f"hydra.sweep.dir={sweep}",
+            cwd=tmp_path)
+    full = pd.read_parquet(sweep / "profile.parquet")
+    figures = sorted(p.name for p in (sweep / "figures").iterdir())
+    assert figures == ["heatmap.png", "heatmap.svg", "phase.png", "phase.svg", "profiles.png", "profiles.svg"]
+    # As if the sweep had been killed during its last run and before collecting.
+    (sweep / "3" / "DONE").unlink()
+    for generated in ["profile.parquet", "fits.parquet", "summary.csv", "summary.parquet", "report.html",
+                      *(f"figures/{name}" for name in figures)]:
+        (sweep / generated).unlink()
+    collect = subprocess.run([sys.executable, "-m", "harness.collect", str(sweep)], capture_output=True, text=True)
+    assert collect.returncode == 1 and "incomplete: 3" in collect.stdout
+    summary = pd.read_csv(sweep / "summary.csv")
+    assert summary.status.tolist() == ["ok", "ok", "ok", "incomplete"]
+    assert summary.cell.tolist() == ["rnn", "rnn", "gru", "gru"] and summary.run_id.notna().all()
+    rebuilt = pd.read_parquet(sweep / "profile.parquet")
+    pd.testing.assert_frame_equal(rebuilt, full[full.run_id.isin(summary.run_id[:3])].reset_index(drop=True))
+
+    # Every figure and the report, deleted and rebuilt from the tables alone.
+    for path in (sweep / "figures").iterdir():
+        path.unlink()
+    (sweep / "report.html").unlink()
+    plot = subprocess.run([sys.executable, "-m", "harness.plot", str(sweep)], capture_output=True, text=True)
+    assert plot.returncode == 0, plot.stderr
+    assert sorted(p.name for p in (sweep / "figures").iterdir()) == figures
+    report = (sweep / "report.html").read_text()
+    assert all(f"figures/{name}" in report for name in figures if name.endswith(".png"))
+
+    # A subset, and two sweeps together, into folders of their own.
+    subset = subprocess.run([sys.executable, "-m", "harness.plot", str(sweep), "--where", "cell=rnn",
+                             "--out", str(tmp_path / "rnn")], capture_output=True, text=True)
+    assert subset.returncode == 0, subset.stderr
+    assert set(pd.read_csv(tmp_path / "rnn" / "summary.csv").cell) == {"rnn"}
+    assert (tmp_path / "rnn" / "figures" / "phase.png").exists()
+    other = tmp_path / "other"
+    run_cli("seq_len=8", "hidden_size=4", "cell=lstm", f"hydra.run.dir={other}", cwd=tmp_path)
+    both = subprocess.run([sys.executable, "-m", "harness.plot", str(sweep), str(other), "--out",
+                           str(tmp_path / "both")], capture_output=True, text=True)
+    assert both.returncode == 0, both.stderr
+    assert sorted(set(pd.read_csv(tmp_path / "both" / "summary.csv").cell)) == ["gru", "lstm", "rnn"]
+    bad = subprocess.run([sys.executable, "-m", "harness.plot", str(sweep), "--where", "colour=red", "--out",
+                          str(tmp_path / "x")], capture_output=True, text=True)
+    assert bad.returncode != 0 and bad.stderr.startswith("error: --where colour=red")
