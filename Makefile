@@ -14,10 +14,12 @@ test: $(VENV)/.installed  ## the test suite
 bench: $(VENV)/.installed  ## recorder speed against a plain torch loop
 	$(PY) benchmarks/recorders.py
 
-gallery: $(VENV)/.installed  ## the README's reference figures, from a fresh quickstart sweep
-	rm -rf results/quickstart/reference
+gallery: $(VENV)/.installed  ## the README's reference figures, from fresh quickstart and theory_check sweeps
+	rm -rf results/quickstart/reference results/theory_check/reference
 	$(PY) -m harness -m experiment=quickstart hydra.sweep.dir=results/quickstart/reference
 	for figure in profiles heatmap phase; do cp results/quickstart/reference/figures/$$figure.png results/reference/; done
+	$(PY) -m harness -m experiment=theory_check hydra.sweep.dir=results/theory_check/reference
+	cp results/theory_check/reference/figures/phase.png results/reference/theory_check_phase.png
 
 # torch is pinned and installed first: pip then takes the CPU build on disk instead of downloading
 # several GB of CUDA packages for an unpinned torch.

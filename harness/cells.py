@@ -109,23 +109,28 @@ class RecurrentNet(nn.Module):
         """The top layer's h inside a joint state: what a readout or a loss sees."""
         return self.split(state)[-len(self.cell.states)]
 
+    def input_drive(self, inputs: Tensor) -> tuple[Tensor, ...]:
+        """The bottom layer's x_t W_ih^T + b_ih for every step, in one batched matmul. Unbound (not
+        indexed), so the backward does not materialise a full (T, B, G*H) gradient at every step."""
+        return F.linear(inputs, self.weight_ih_l0, self.bias_ih_l0).unbind(0)
+
+    def step(self, state: Tensor, drive: Tensor) -> Tensor:
+        """One time step of the whole stack: S_{t-1} and the bottom layer's drive at t -> S_t."""
+        per_layer = len(self.cell.states)
+        previous = self.split(state)
+        new: list[Tensor] = []
+        for layer in range(self.num_layers):
+            if layer > 0:  # the layer below's fresh h is this layer's input
+                drive = F.linear(new[-per_layer], getattr(self, f"weight_ih_l{layer}"),
+                                 getattr(self, f"bias_ih_l{layer}"))
+            new.extend(self.cell.step(drive, previous[layer * per_layer:(layer + 1) * per_layer],
+                                      getattr(self, f"weight_hh_l{layer}"), getattr(self, f"bias_hh_l{layer}"),
+                                      self.act))
+        return new[0] if len(new) == 1 else torch.cat(new, dim=1)
+
     def forward(self, inputs: Tensor, state: Tensor) -> list[Tensor]:
         """Unroll over inputs (seq_len, batch, input_size) from S_0 = state; return [S_0, ..., S_T]."""
-        w_ih, w_hh = self.layer_params("weight_ih"), self.layer_params("weight_hh")
-        b_ih, b_hh = self.layer_params("bias_ih"), self.layer_params("bias_hh")
-        per_layer = len(self.cell.states)
-        # One batched matmul for the bottom layer's input; unbind (not indexing) keeps the backward
-        # from materialising a full (T, B, G*H) gradient at every step.
-        bottom_inputs = F.linear(inputs, w_ih[0], b_ih[0]).unbind(0)
         states = [state]
-        for xw in bottom_inputs:
-            previous = self.split(state)
-            new: list[Tensor] = []
-            for layer in range(self.num_layers):
-                if layer > 0:  # the layer below's fresh h is this layer's input
-                    xw = F.linear(new[-per_layer], w_ih[layer], b_ih[layer])
-                layer_state = previous[layer * per_layer:(layer + 1) * per_layer]
-                new.extend(self.cell.step(xw, layer_state, w_hh[layer], b_hh[layer], self.act))
-            state = new[0] if len(new) == 1 else torch.cat(new, dim=1)
-            states.append(state)
+        for drive in self.input_drive(inputs):
+            states.append(self.step(states[-1], drive))
         return states

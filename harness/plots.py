@@ -7,8 +7,9 @@ is not drawn. Each is written as PNG and SVG under <folder>/figures/.
 profiles   log10 ||dL/dh_{T-k}|| against the lag k: a line per run (batch median) with its 25-75%
            band, coloured by scale on a sequential map.                       [always]
 heatmap    scale x lag -> log10 gain, a diverging map centred on gain 1.     [scale varied]
-phase      fitted rate against scale, a line per cell/activation, the zero line, and the
-           vanishing / stable / exploding bands shaded.                      [scale varied]
+phase      fitted rate against scale, a line per cell/activation, the zero line, the
+           vanishing / stable / exploding bands shaded, and the theory beside it: mean-field
+           curve and critical scale, linear ln rho(W), Lyapunov exponents.  [scale varied]
 seq_len    end-to-end log10 gain against seq_len (log axis).                 [seq_len varied]
 layers     layer x lag -> log10 norm of each layer's h, a panel per run.     [num_layers > 1]
 Profiles and fits are those at each run's first recorded step (initialisation).
@@ -25,6 +26,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from harness.analysis import STABLE_TOLERANCE, fit_runs, headline  # noqa: E402
+from harness.theory import THEORY_COLUMNS, mean_field_rate  # noqa: E402
 
 # Axes a sweep may vary, besides cell (the columns) and the colour axis; seed is never a facet.
 FACETS = ["activation", "init", "num_layers", "hidden_size", "input_size", "batch_size", "cell.forget_bias",
@@ -207,14 +209,45 @@ def style(i: int) -> dict:
 
 
 def plot_phase(summary: pd.DataFrame, folder: Path) -> list[Path]:
+    """Measured rate against scale; where theory applies, the mean-field curve (dense in scale) with
+    its critical scale, the linear prediction, the Lyapunov exponent of each run, and a lower panel
+    of the gaps (measured - predicted)."""
     if "scale" not in varied(summary, ["scale"]):
         return []
     axes_names, groups = line_groups(summary, "scale")
-    fig, (axes,) = grid(1, 1, width=6.5, height=4.2)
-    ax = axes[0] if isinstance(axes, np.ndarray) else axes
+    predicted = [n for n in ("mean_field", "lyapunov", "linear")
+                 if f"theory_{n}" in summary and summary[f"theory_{n}"].notna().any()]
+    fig, axes = plt.subplots(2 if predicted else 1, 1, figsize=(7.7, 6.2 if predicted else 4.2), sharex=True,
+                             squeeze=False, layout="constrained", height_ratios=[3, 1.3] if predicted else [1])
+    ax = axes[0][0]
+    dense = np.linspace(summary.scale.min(), summary.scale.max(), 60)
+    drawn: set[str] = set()
     for i, (keys, group) in enumerate(groups):
-        line = group.groupby("scale").rate.median()  # seeds pooled
-        ax.plot(line.index, line.to_numpy(), label=facet_label(keys, axes_names) or None, **style(i))
+        line = group.groupby("scale").median(numeric_only=True)  # seeds pooled
+        look = style(i)
+        ax.plot(line.index, line.rate, label=facet_label(keys, axes_names) or "measured", **look)
+        theory = dict(color=look["color"], lw=1.0)
+        if "lyapunov" in predicted and line.theory_lyapunov.notna().any():
+            ax.plot(line.index, line.theory_lyapunov, ls="none", marker="x", ms=6, **theory)
+            drawn.add("lyapunov")
+        if "mean_field" in predicted and line.theory_mean_field.notna().all():
+            activation, drive = group.activation.iloc[0], float(group.input_drive_var.median())
+            ax.plot(dense, [mean_field_rate(activation, s, drive) for s in dense], ls="--", **theory)
+            drawn.add("mean_field")
+            critical = group.theory_critical_scale.median()
+            if np.isfinite(critical) and dense[0] <= critical <= dense[-1]:
+                ax.axvline(critical, ls=":", **theory)
+                ax.annotate(f"critical {critical:.2f}", (critical, 0), xytext=(3, 4 + 12 * i),
+                            textcoords="offset points", color=look["color"], fontsize=8)
+                drawn.add("critical")
+        if "linear" in predicted and line.theory_linear.notna().all():
+            offset = float((line.theory_linear - np.log(line.index)).median())  # ln rho(W) at scale 1
+            ax.plot(dense, np.log(dense) + offset, ls="-.", **theory)
+            drawn.add("linear")
+        for name, marker, ls in (("mean_field", "o", "--"), ("lyapunov", "x", "none"), ("linear", "s", "-.")):
+            if predicted and name in drawn and line[f"theory_{name}"].notna().any():
+                axes[1][0].plot(line.index, line.rate - line[f"theory_{name}"], color=look["color"], ls=ls,
+                                marker=marker, ms=4, lw=1.0)
     low, high = ax.get_ylim()
     low, high = min(low, -3 * STABLE_TOLERANCE), max(high, 3 * STABLE_TOLERANCE)  # both regions visible
     xlim = ax.get_xlim()
@@ -223,14 +256,28 @@ def plot_phase(summary: pd.DataFrame, folder: Path) -> list[Path]:
     ax.axhspan(-STABLE_TOLERANCE, STABLE_TOLERANCE, color="0.6", alpha=0.3, lw=0)
     ax.set_ylim(low, high)
     ax.axhline(0, color="0.2", lw=0.9)
-    ax.text(0.01, 0.98, "exploding", transform=ax.transAxes, va="top", color="#D55E00", fontsize=9)
-    ax.text(0.01, 0.02, "vanishing", transform=ax.transAxes, va="bottom", color="#0072B2", fontsize=9)
+    ax.text(0.99, 0.98, "exploding", transform=ax.transAxes, va="top", ha="right", color="#D55E00", fontsize=9)
+    ax.text(0.99, 0.02, "vanishing", transform=ax.transAxes, va="bottom", ha="right", color="#0072B2", fontsize=9)
     ax.set_xlim(xlim)
-    ax.set_xlabel("scale (recurrent weights)")
-    ax.set_ylabel("rate (nats per step back; e^rate = gain per step)")
+    ax.set_ylabel("rate (nats per step back;\ne^rate = gain per step)")
     ax.grid(alpha=0.3)
-    if len(groups) > 1:
-        ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    keys = {"measured": matplotlib.lines.Line2D([], [], color="0.3", marker="o", ms=3.5, label="measured (exact recorder)"),
+            "lyapunov": matplotlib.lines.Line2D([], [], color="0.3", ls="none", marker="x", label="Lyapunov exponent"),
+            "mean_field": matplotlib.lines.Line2D([], [], color="0.3", ls="--", label="mean field"),
+            "linear": matplotlib.lines.Line2D([], [], color="0.3", ls="-.", label="linear: ln ρ(W)"),
+            "critical": matplotlib.lines.Line2D([], [], color="0.3", ls=":", label="critical scale (mean field)")}
+    handles, _ = ax.get_legend_handles_labels()
+    shown = [keys["measured"]] + [keys[k] for k in keys if k in drawn]
+    ax.legend(handles=(handles if len(groups) > 1 else []) + (shown if drawn else []), fontsize=8,
+              loc="center left", bbox_to_anchor=(1.01, 0.5))
+    if predicted:
+        gaps = axes[1][0]
+        gaps.axhline(0, color="0.2", lw=0.9)
+        gaps.axhspan(-0.02, 0.02, color="0.6", alpha=0.2, lw=0)
+        gaps.set_ylabel("measured − predicted\n(nats per step)")
+        gaps.grid(alpha=0.3)
+        gaps.text(0.99, 0.96, "grey: ±0.02", transform=gaps.transAxes, va="top", ha="right", fontsize=8, color="0.3")
+    axes[-1][0].set_xlabel("scale (recurrent weights)")
     return [save(fig, folder / "phase")]
 
 
@@ -289,6 +336,9 @@ def make_figures(root: Path, profile: pd.DataFrame, summary: pd.DataFrame | None
     folder = Path(root) / "figures"
     flagged = set() if summary is None else set(summary.run_id[~summary.status.isin(["ok"])].dropna())
     fits = headline(fit_runs(profile[profile.step == profile.groupby("run_id").step.transform("min")]))
+    beside = [c for c in ("input_drive_var", *THEORY_COLUMNS) if summary is not None and c in summary]
+    if beside:  # the predictions stored with each run
+        fits = fits.join(summary.set_index("run_id")[beside], on="run_id")
     plt.rcParams.update({"font.size": 10, "axes.titlesize": 10})
     return [*plot_profiles(profile, folder, flagged), *plot_heatmap(profile, folder), *plot_phase(fits, folder),
             *plot_seq_len(fits, folder), *plot_layers(profile, folder)]

@@ -4,7 +4,7 @@ A run folder holds `profile.parquet`, `meta.json` and, written last, the complet
 a folder with Hydra's `.hydra/` but no `DONE` is an incomplete run (killed or still running).
 A sweep folder gains `profile.parquet` (all runs' profiles), `fits.parquet` (a fit per run, layer and
 state; harness.analysis), and `summary.parquet` / `summary.csv` (one row per run, failed and
-incomplete runs included, with the run's headline fit).
+incomplete runs included, with the run's headline fit, the theory's predictions and their gaps).
 """
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from omegaconf import OmegaConf
 
 from harness.analysis import FIT_COLUMNS, fit_runs, headline
 from harness.config import ConfigError, config_columns, flat_config, run_id
+from harness.theory import THEORY_COLUMNS
 
 DONE = "DONE"
 PROFILE, META = "profile.parquet", "meta.json"
@@ -101,8 +102,8 @@ def _run_row(run_dir: Path, root: Path) -> tuple[dict[str, Any], pd.DataFrame | 
         return {**where, **columns, "status": "incomplete"}, None
     meta = json.loads((run_dir / META).read_text())
     row = {"run_id": meta["run_id"], **where, **meta["columns"]}
-    row.update({k: meta.get(k) for k in ("status", "error", "wall_time_s",
-                                         "input_drive_var", "input_drive_var_cv")})
+    row.update({k: meta.get(k) for k in ("status", "error", "wall_time_s", "input_drive_var",
+                                         "input_drive_var_cv", *THEORY_COLUMNS)})
     profile = pd.read_parquet(run_dir / PROFILE) if (run_dir / PROFILE).exists() else None
     return row, profile
 
@@ -123,6 +124,8 @@ def collect(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     if found:
         fits = fit_runs(profile)
         summary = summary.join(headline(fits).set_index("run_id")[FIT_COLUMNS], on="run_id")
+        for name in ("linear", "mean_field", "lyapunov"):  # measured minus predicted, nats per step
+            summary[f"gap_{name}"] = summary.rate - summary.get(f"theory_{name}", float("nan"))
         write_parquet(fits, root / "fits.parquet")
     if runs != [root]:  # a single run folder already holds its own profile
         write_parquet(profile, root / PROFILE)

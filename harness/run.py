@@ -24,6 +24,7 @@ from harness.gradients import flush_denormals, record_log_norms
 from harness.init import initialise
 from harness.results import DONE, META, PROFILE, profile_frame, write_json, write_parquet
 from harness.tasks import TASKS
+from harness.theory import predictions
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,8 @@ def status_flags(log_norms: torch.Tensor, states_finite: bool, recorder: str) ->
 
 
 def record(columns: dict[str, Any]) -> tuple[torch.Tensor, list[str], dict[str, float], RecurrentNet]:
-    """Build, run and record one configuration; return ln-norms (T+1, batch, parts), flags, extras."""
+    """Build, run and record one configuration; return ln-norms (T+1, batch, parts), flags, extras
+    (the input drive's statistics and the theory's predictions, harness.theory)."""
     dtype, device = DTYPES[columns["dtype"]], torch.device(columns["device"])
     generator = torch.Generator().manual_seed(columns["seed"])
     # Initialise in float64 on the CPU, then cast: float32 and float64 runs share their weights.
@@ -85,8 +87,9 @@ def record(columns: dict[str, Any]) -> tuple[torch.Tensor, list[str], dict[str, 
         loss = batch.loss(model.top_hidden(states[-1]))
         log_norms = record_log_norms(loss, states, model.num_parts, columns["recorder"])
         states_finite = bool(torch.isfinite(states[-1]).all() and torch.isfinite(loss))
+        theory = predictions(model, columns, batch.inputs, drive_var, generator)
     flags = status_flags(log_norms, states_finite, columns["recorder"])
-    return log_norms, flags, {"input_drive_var": drive_var, "input_drive_var_cv": drive_cv}, model
+    return log_norms, flags, {"input_drive_var": drive_var, "input_drive_var_cv": drive_cv, **theory}, model
 
 
 def run(cfg: DictConfig, out_dir: Path, choices: dict[str, Any] | None = None) -> str:

@@ -1,0 +1,162 @@
+"""What theory predicts for a run's per-step rate (natural log per step back), beside what it measures.
+
+linear      activation=identity, cell=rnn: the backward pass multiplies by W_hh^T every step, so the
+            asymptotic rate is ln rho(W_hh), the log spectral radius of the scaled recurrent matrix
+            (for init=orthogonal or identity the gain over k steps is exactly scale^k).
+mean_field  a one-layer rnn with gaussian or orthogonal init and any elementwise activation
+            (Poole et al. 2016; Schoenholz et al. 2017; Chen, Pennington & Schoenholz 2018): the
+            pre-activation variance settles at the fixed point
+                q* = scale^2 E[act(sqrt(q*) z)^2] + sigma_d^2,     z ~ N(0, 1),
+            where sigma_d^2 is the input drive variance the run records, and a gradient's squared
+            norm changes by chi = scale^2 E[act'(sqrt(q*) z)^2] per step, so rate = ln(chi) / 2.
+            Expectations by a fine trapezoid rule (see gaussian_moments for why not Gauss-Hermite).
+            It assumes wide layers, every unit seeing the
+            same drive variance (a wide input), and gradients independent of the forward weights
+            (untied), which is close for tanh and less so for relu. critical_scale solves chi = 1.
+lyapunov    the largest Lyapunov exponent of the run's own forward trajectory, for every cell: a
+            tangent vector per sample is pushed through each step's Jacobian (forward-mode autograd)
+            and renormalised, and the mean log growth per step after the first 10% of steps (the
+            transient from h_0 = 0) is the exponent; the batch median is reported. The norm of a
+            backpropagated gradient grows at the same exponent, so it should match the exact
+            recorder's rate.
+Where a prediction does not apply, it is NaN and `theory_note` says why.
+"""
+from __future__ import annotations
+
+import functools
+import math
+
+import torch
+import torch.autograd.forward_ad as fwAD
+from torch import Tensor
+
+from harness.analysis import EDGE_FRACTION
+from harness.cells import ACTIVATIONS, RecurrentNet
+
+THEORY_COLUMNS = ("theory_linear", "theory_mean_field", "theory_critical_scale", "theory_lyapunov", "theory_note")
+
+def gaussian_moments(activation: str, q: float) -> tuple[float, float]:
+    """(E[act(u)^2], E[act'(u)^2]) for u ~ N(0, q), act' by autograd.
+
+    A symmetric trapezoid grid in u over 12 standard deviations, fine enough for both the Gaussian
+    and the activation's own features near 0 (spacing min(sqrt(q), 1) / 64), with the discrete
+    Gaussian weights normalised to sum 1. Gauss-Hermite, the textbook choice, puts its nodes on the
+    Gaussian's scale and misses features narrower than that: with 100 nodes it is 2% off for
+    E[tanh'^2] at q = 10 already (0.01 nats per step in the rate). An even number of nodes leaves
+    none at 0, so a relu's jump there splits the weight exactly in half.
+    """
+    # q* = 0 (no drive, subcritical) is read as its limit q -> 0+: a relu's slope there averages to
+    # 1/2 over any perturbation, not relu'(0) = 0.
+    spread = max(math.sqrt(q), 1e-9)
+    half_width = 12 * spread
+    # At most 20,000 nodes: only for q > 1e4, where the state is far out on the activation and its
+    # shape near 0 no longer matters, does the spacing grow past 1/64.
+    spacing = max(min(spread, 1.0) / 64, half_width / 10_000)
+    count = math.ceil(half_width / spacing)
+    u = torch.linspace(-half_width, half_width, 2 * count, dtype=torch.float64).requires_grad_()
+    weights = torch.exp(-0.5 * (u.detach() / spread) ** 2)
+    weights[[0, -1]] *= 0.5  # trapezoid ends
+    weights /= weights.sum()
+    y = ACTIVATIONS[activation](u)
+    (slope,) = torch.autograd.grad(y.sum(), u)
+    return float(weights @ y.detach() ** 2), float(weights @ slope**2)
+
+
+def mean_field_fixed_point(activation: str, scale: float, drive_var: float) -> float:
+    """The largest q with q = scale^2 E[act(u)^2] + drive_var, u ~ N(0, q); inf if q grows without bound.
+
+    The map is increasing in q, so its fixed point is bracketed and found by bisection (plain
+    iteration crawls near the critical scale).
+    """
+    def excess(q: float) -> float:
+        return scale**2 * gaussian_moments(activation, q)[0] + drive_var - q
+
+    low, high = 0.0, max(drive_var, 1.0)
+    while excess(high) > 0:  # past the fixed point
+        low, high = high, 4 * high
+        if high > 1e8:
+            return math.inf
+    for _ in range(100):
+        middle = 0.5 * (low + high)
+        if excess(middle) > 0:
+            low = middle
+        else:
+            high = middle
+        if high - low <= 1e-10 * max(high, 1e-12):
+            break
+    return 0.5 * (low + high)
+
+
+def mean_field_rate(activation: str, scale: float, drive_var: float) -> float:
+    q = mean_field_fixed_point(activation, scale, drive_var)
+    if math.isinf(q):  # the forward pass grows without bound: chi is taken far out on the activation
+        q = 1e8
+    _, slope_moment = gaussian_moments(activation, q)
+    chi = scale**2 * slope_moment
+    return 0.5 * math.log(chi) if chi > 0 else -math.inf
+
+
+@functools.lru_cache(maxsize=256)  # every run of a scale sweep asks with the same drive variance
+def mean_field_critical_scale(activation: str, drive_var: float, high: float = 16.0) -> float:
+    """The scale at which the mean-field rate crosses 0 (chi = 1), to 1e-6 relative, by bisection on
+    log scale; nan if the rate is still negative at `high`."""
+    low = 1e-3
+    if mean_field_rate(activation, high, drive_var) < 0:
+        return math.nan
+    while high / low > 1 + 1e-6:
+        middle = math.sqrt(low * high)
+        if mean_field_rate(activation, middle, drive_var) < 0:
+            low = middle
+        else:
+            high = middle
+    return math.sqrt(low * high)
+
+
+def linear_rate(model: RecurrentNet) -> float:
+    """ln of the spectral radius of the (scaled) recurrent matrix of a one-layer rnn."""
+    eigenvalues = torch.linalg.eigvals(model.weight_hh_l0.detach().double().cpu())
+    return math.log(eigenvalues.abs().max().item())
+
+
+@torch.no_grad()
+def lyapunov_exponent(model: RecurrentNet, inputs: Tensor, generator: torch.Generator) -> float:
+    """Largest Lyapunov exponent of the forward trajectory from S_0 = 0 (batch median), per step."""
+    batch = inputs.shape[1]
+    state = torch.zeros(batch, model.num_parts * model.hidden_size, dtype=inputs.dtype, device=inputs.device)
+    tangent = torch.randn(state.shape, generator=generator, dtype=torch.float64).to(state)
+    tangent /= tangent.norm(dim=1, keepdim=True)
+    drives = model.input_drive(inputs)
+    skip = math.ceil(EDGE_FRACTION * len(drives))
+    growth = torch.zeros(batch, dtype=torch.float64, device=inputs.device)
+    with fwAD.dual_level():
+        for t, drive in enumerate(drives):
+            state, tangent = fwAD.unpack_dual(model.step(fwAD.make_dual(state, tangent), drive))
+            norms = tangent.norm(dim=1, keepdim=True)
+            tangent = tangent / norms.clamp_min(torch.finfo(norms.dtype).tiny)
+            if t >= skip:
+                growth += norms.squeeze(1).double().log()
+    return float(growth.median()) / max(len(drives) - skip, 1)
+
+
+def predictions(model: RecurrentNet, columns: dict, inputs: Tensor, drive_var: float,
+                generator: torch.Generator) -> dict[str, float | str]:
+    """Every prediction that applies to this run, and why the others do not."""
+    notes = []
+    linear = mean_field = critical = math.nan
+    one_layer_rnn = columns["cell"] == "rnn" and columns["num_layers"] == 1
+    if columns["activation"] == "identity" and one_layer_rnn:
+        linear = linear_rate(model)
+    else:
+        notes.append("linear: needs a one-layer rnn with activation=identity")
+    if one_layer_rnn and columns["init"] in ("gaussian", "orthogonal"):
+        mean_field = mean_field_rate(columns["activation"], columns["scale"], drive_var)
+        critical = mean_field_critical_scale(columns["activation"], drive_var)
+    else:
+        notes.append("mean field: needs a one-layer rnn with init=gaussian or orthogonal")
+    return {
+        "theory_linear": linear,
+        "theory_mean_field": mean_field,
+        "theory_critical_scale": critical,
+        "theory_lyapunov": lyapunov_exponent(model, inputs, generator),
+        "theory_note": "; ".join(notes),
+    }

@@ -1,0 +1,88 @@
+"""Theory: quadrature against closed forms, the linear prediction, Lyapunov against the exact recorder."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from harness.analysis import fit_profile
+from harness.gradients import record_log_norms
+from harness.theory import (gaussian_moments, linear_rate, lyapunov_exponent, mean_field_critical_scale,
+                            mean_field_fixed_point, mean_field_rate, predictions)
+from tests.conftest import build, unroll
+
+
+@pytest.mark.parametrize("scale", [0.3, 0.9, 1.0, 1.7, 3.0])
+def test_identity_mean_field_is_ln_scale(scale):
+    assert mean_field_rate("identity", scale, drive_var=0.7) == pytest.approx(math.log(scale), abs=1e-12)
+
+
+@pytest.mark.parametrize("scale", [0.5, 1.0, 1.2, 2.0, 3.0])
+def test_relu_mean_field_with_zero_drive(scale):
+    """chi = scale^2 P(u > 0) = scale^2 / 2 whatever q is."""
+    assert mean_field_rate("relu", scale, drive_var=0.0) == pytest.approx(0.5 * math.log(scale**2 / 2), abs=1e-12)
+
+
+def test_relu_critical_scale_is_root_two():
+    assert mean_field_critical_scale("relu", 0.0) == pytest.approx(math.sqrt(2), rel=1e-6)
+
+
+def test_gaussian_moments_against_closed_forms_and_monte_carlo():
+    for q in (0.01, 0.5, 4.0, 100.0):
+        second, slope = gaussian_moments("identity", q)
+        assert second == pytest.approx(q, rel=1e-9) and slope == pytest.approx(1.0, abs=1e-12)
+        # relu: E[relu(u)^2] = q / 2
+        assert gaussian_moments("relu", q)[0] == pytest.approx(q / 2, rel=1e-9)
+        # erf-gelu at q: a million-sample Monte Carlo, independent of the quadrature
+        u = torch.randn(2_000_000, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * math.sqrt(q)
+        mc = (torch.nn.functional.gelu(u) ** 2).mean().item()
+        assert gaussian_moments("gelu", q)[0] == pytest.approx(mc, rel=5e-3)
+
+
+def test_tanh_fixed_point_and_criticality():
+    q = mean_field_fixed_point("tanh", 1.5, drive_var=0.5)
+    assert q == pytest.approx(1.5**2 * gaussian_moments("tanh", q)[0] + 0.5, rel=1e-9)
+    # With no drive, tanh is critical at scale 1 (chi = scale^2 tanh'(0)^2 at q* = 0).
+    assert mean_field_critical_scale("tanh", 0.0) == pytest.approx(1.0, abs=1e-3)
+    critical = mean_field_critical_scale("tanh", 1.0)
+    assert mean_field_rate("tanh", critical, 1.0) == pytest.approx(0.0, abs=1e-5)
+    assert mean_field_fixed_point("relu", 2.0, 1.0) == math.inf  # scale^2 / 2 > 1: the forward pass grows
+
+
+@pytest.mark.parametrize("init", ["orthogonal", "identity"])
+def test_linear_gain_over_k_steps_is_exactly_scale_to_the_k(init):
+    model, batch = build("rnn", activation="identity", init=init, scale=0.8, hidden_size=16, seq_len=60)
+    states, loss = unroll(model, batch)
+    log_norms = record_log_norms(loss, states, 1, "exact")[:, :, 0]
+    lag = torch.arange(60, -1, -1, dtype=torch.float64).unsqueeze(1)
+    torch.testing.assert_close(log_norms - log_norms[-1], lag * math.log(0.8) * torch.ones_like(log_norms))
+    assert linear_rate(model) == pytest.approx(math.log(0.8), abs=1e-12)
+
+
+def test_linear_rate_is_the_asymptotic_rate_of_a_gaussian_linear_rnn():
+    model, batch = build("rnn", activation="identity", init="gaussian", scale=1.0, hidden_size=24,
+                         seq_len=600, batch_size=4, seed=3)
+    states, loss = unroll(model, batch)
+    log10 = (record_log_norms(loss, states, 1, "exact")[:, :, 0] / math.log(10)).median(dim=1).values
+    fit = fit_profile(np.arange(600, -1, -1), log10.numpy())
+    assert fit["rate"] == pytest.approx(linear_rate(model), abs=0.01)
+
+
+@pytest.mark.parametrize("cell,scale", [("rnn", 0.8), ("rnn", 2.5), ("lstm", 1.0), ("gru", 2.0)])
+def test_lyapunov_exponent_equals_the_exact_recorders_rate(cell, scale):
+    model, batch = build(cell, init="gaussian", scale=scale, hidden_size=32, input_size=32, seq_len=400,
+                         batch_size=8)
+    states, loss = unroll(model, batch)
+    log10 = (record_log_norms(loss, states, model.num_parts, "exact")[:, :, 0] / math.log(10)).median(dim=1).values
+    rate = fit_profile(np.arange(400, -1, -1), log10.numpy())["rate"]
+    exponent = lyapunov_exponent(model, batch.inputs, torch.Generator().manual_seed(1))
+    assert exponent == pytest.approx(rate, abs=0.02)
+
+
+def test_predictions_say_where_they_do_not_apply():
+    model, batch = build("lstm", init="gaussian")
+    columns = {"cell": "lstm", "num_layers": 1, "activation": "tanh", "init": "gaussian", "scale": 1.0}
+    out = predictions(model, columns, batch.inputs, 1.0, torch.Generator().manual_seed(0))
+    assert math.isnan(out["theory_mean_field"]) and math.isnan(out["theory_linear"])
+    assert math.isfinite(out["theory_lyapunov"])
+    assert "mean field: needs a one-layer rnn" in out["theory_note"] and "linear: needs" in out["theory_note"]
