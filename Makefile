@@ -14,12 +14,15 @@ test: $(VENV)/.installed  ## the test suite
 bench: $(VENV)/.installed  ## recorder speed against a plain torch loop
 	$(PY) benchmarks/recorders.py
 
-gallery: $(VENV)/.installed  ## the README's reference figures, from fresh quickstart and theory_check sweeps
+gallery: $(VENV)/.installed  ## the README's reference figures: quickstart, theory_check, adding_remedies (~15 min)
 	rm -rf results/quickstart/reference results/theory_check/reference
 	$(PY) -m harness -m experiment=quickstart hydra.sweep.dir=results/quickstart/reference
 	for figure in profiles heatmap phase; do cp results/quickstart/reference/figures/$$figure.png results/reference/; done
 	$(PY) -m harness -m experiment=theory_check hydra.sweep.dir=results/theory_check/reference
 	cp results/theory_check/reference/figures/phase.png results/reference/theory_check_phase.png
+	rm -rf results/adding_remedies/reference
+	$(PY) -m harness -m experiment=adding_remedies hydra.sweep.dir=results/adding_remedies/reference
+	for figure in losses learnability training_profiles; do cp results/adding_remedies/reference/figures/$$figure.png results/reference/adding_remedies_$$figure.png; done
 
 # torch is pinned and installed first: pip then takes the CPU build on disk instead of downloading
 # several GB of CUDA packages for an unpinned torch.

@@ -34,20 +34,20 @@ def setup(cell: str, seq_len: int, scale: float):
     generator = torch.Generator().manual_seed(0)
     model = RecurrentNet(cell, "tanh", INPUT, HIDDEN, 1).double()
     initialise(model, "gaussian", scale, generator)
-    batch = probe(seq_len, BATCH, INPUT, HIDDEN, generator)
+    batch = probe(seq_len, BATCH, generator, input_size=INPUT, hidden_size=HIDDEN)
     return model.float(), batch.to("cpu", torch.float32)
 
 
 def plain(model, batch) -> None:
     states = model(batch.inputs, model.initial_state(BATCH))
-    batch.loss(model.top_hidden(states[-1])).backward()
+    batch.loss(model.top_hidden(states[-1]).unsqueeze(0)).backward()
 
 
 def recorder(name: str):
     def work(model, batch) -> None:
         with flush_denormals():
             states = model(batch.inputs, model.initial_state(BATCH))
-            record_log_norms(batch.loss(model.top_hidden(states[-1])), states, model.num_parts, name)
+            record_log_norms(batch.loss(model.top_hidden(states[-1]).unsqueeze(0)), states, model.num_parts, name)
     return work
 
 

@@ -14,13 +14,14 @@ import pandas as pd
 
 from harness.plots import make_figures
 from harness.report import write_report
-from harness.results import collect
+from harness.results import collect, collect_losses
 
 
 def collect_and_report(root: Path) -> pd.DataFrame:
     """Write root's tables and figures, print where they are and which runs need attention."""
     profile, summary = collect(root)
-    write_report(root, summary, make_figures(root, profile, summary))
+    losses = collect_losses(root, summary)
+    write_report(root, summary, make_figures(root, profile, summary, losses))
     counts = summary.status.value_counts().to_dict()
     print(f"{root}: {len(summary)} runs ({', '.join(f'{n} {s}' for s, n in counts.items())})")
     print(f"tables: {root / 'summary.csv'}, {root / 'profile.parquet'}; figures: {root / 'figures'}; "

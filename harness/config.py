@@ -20,6 +20,7 @@ from harness.cells import ACTIVATIONS, CELLS
 from harness.gradients import RECORDERS
 from harness.init import INITS
 from harness.tasks import TASKS
+from harness.train import OPTIMIZERS
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "conf"
@@ -68,6 +69,19 @@ def finite_number(minimum: float = -math.inf) -> Validator:
     return check
 
 
+def optional(check: Validator) -> Validator:
+    """null (off), or a value that passes check."""
+    def check_or_null(key: str, value: Any) -> Any:
+        return None if value is None else check(key, value)
+    return check_or_null
+
+
+def positive_number(key: str, value: Any) -> float:
+    if not (_is_number(value) and math.isfinite(value) and value > 0):
+        raise ConfigError(f"{key}={value}: expected a finite number > 0")
+    return float(value)
+
+
 def device(key: str, value: Any) -> str:
     one_of(DEVICES)(key, value)
     if value == "cuda" and not torch.cuda.is_available():
@@ -85,8 +99,10 @@ def text(key: str, value: Any) -> str:
 # `name` field, i.e. the option chosen.
 VALIDATORS: dict[str, Validator] = {
     "name": text,
+    "remedy": one_of(sorted(p.stem for p in (CONF_DIR / "remedy").glob("*.yaml"))),
     "cell": one_of(CELLS),
     "cell.forget_bias": finite_number(),
+    "cell.chrono_tmax": optional(integer(2)),
     "activation": one_of(ACTIVATIONS),
     "init": one_of(INITS),
     "task": one_of(TASKS),
@@ -100,6 +116,13 @@ VALIDATORS: dict[str, Validator] = {
     "recorder": one_of(RECORDERS),
     "dtype": one_of(DTYPES),
     "device": device,
+    "train.steps": integer(0),
+    "train.lr": positive_number,
+    "train.optimizer": one_of(OPTIMIZERS),
+    "train.clip_norm": optional(positive_number),
+    "train.clip_value": optional(positive_number),
+    "train.weight_decay": finite_number(minimum=0),
+    "train.record_every": integer(1),
 }
 GROUPS = ("cell", "init", "task")
 
@@ -123,12 +146,20 @@ def flat_config(cfg: DictConfig) -> dict[str, Any]:
 
 
 def config_columns(cfg: DictConfig) -> dict[str, Any]:
-    """flat_config, every value validated and normalised; raise ConfigError on the first bad one."""
+    """flat_config, every value validated and normalised; raise ConfigError on the first bad one.
+
+    A training task fixes the input size (adding has 2 channels), so its input_size column says so.
+    """
     columns = flat_config(cfg)
     for key, value in columns.items():
         if key not in VALIDATORS:
             raise ConfigError(f"{key}={value}: unknown key; expected one of {', '.join(VALIDATORS)}")
         columns[key] = VALIDATORS[key](key, value)
+    task = TASKS[columns["task"]]
+    if columns["task"] == "probe" and columns.get("train.steps"):
+        raise ConfigError(f"train.steps={columns['train.steps']}: task=probe has nothing to learn; "
+                          "expected 0, or a task among " + ", ".join(t for t in TASKS if t != "probe"))
+    columns["input_size"] = task.input_size or columns["input_size"]
     return columns
 
 

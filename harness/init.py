@@ -56,6 +56,11 @@ def init_identity(model: RecurrentNet, generator: torch.Generator) -> None:
             block.copy_(torch.eye(model.hidden_size, dtype=w.dtype))
 
 
+class NotApplicable(ValueError):
+    """A setting that has no meaning for this cell (a forget-gate bias on an rnn): such a run is
+    recorded as not applicable rather than failed, so that a sweep of cells x remedies can run whole."""
+
+
 INITS: dict[str, Callable[[RecurrentNet, torch.Generator], None]] = {
     "default": init_default,
     "gaussian": init_gaussian,
@@ -66,17 +71,34 @@ INITS: dict[str, Callable[[RecurrentNet, torch.Generator], None]] = {
 
 @torch.no_grad()
 def initialise(model: RecurrentNet, init: str, scale: float, generator: torch.Generator,
-               forget_bias: float = 0.0) -> None:
-    """Apply scheme `init`, multiply every W_hh (all gate blocks) by `scale`, shift the lstm forget bias.
+               forget_bias: float = 0.0, chrono_tmax: int | None = None) -> None:
+    """Apply scheme `init`, multiply every W_hh (all gate blocks) by `scale`, then the gate biases.
 
-    forget_bias is added to the forget gate's b_hh block, so the gate's total bias b_ih + b_hh moves
-    by that much (0, the default, leaves torch's init untouched).
+    forget_bias is added to the lstm forget gate's b_hh block, so the gate's total bias b_ih + b_hh
+    moves by that much (0, the default, leaves torch's init untouched).
+    chrono_tmax (Tallec & Ollivier 2018) sets the gate that keeps the old state to the total bias
+    b = log U[1, tmax - 1], so memories last between 1 and tmax steps: the lstm's forget gate (and its
+    input gate to -b), the gru's update gate z (h' = (1 - z) n + z h).
     """
     INITS[init](model, generator)
     for w in model.layer_params("weight_hh"):
         w.mul_(scale)
     if forget_bias:
         if model.cell_name != "lstm":
-            raise ValueError("forget_bias applies to the lstm only")
+            raise NotApplicable("forget_bias applies to the lstm only")
         for b in model.layer_params("bias_hh"):
             _blocks(b, 4)[1].add_(forget_bias)
+    if chrono_tmax:
+        keep = {"lstm": 1, "gru": 1}.get(model.cell_name)  # forget gate f; update gate z
+        if keep is None:
+            raise NotApplicable("chrono init applies to the lstm and gru only")
+        for b_ih, b_hh in zip(model.layer_params("bias_ih"), model.layer_params("bias_hh")):
+            bias = torch.log(1 + torch.rand(model.hidden_size, generator=generator, dtype=b_hh.dtype)
+                             * (chrono_tmax - 2))
+            for b in (b_ih, b_hh):
+                _blocks(b, model.cell.gates)[keep].zero_()
+            _blocks(b_hh, model.cell.gates)[keep].copy_(bias)
+            if model.cell_name == "lstm":  # input gate i = -b
+                for b in (b_ih, b_hh):
+                    _blocks(b, 4)[0].zero_()
+                _blocks(b_hh, 4)[0].copy_(-bias)

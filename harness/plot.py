@@ -17,7 +17,7 @@ import pandas as pd
 
 from harness.plots import make_figures
 from harness.report import write_report
-from harness.results import PROFILE, collect, write_csv, write_parquet
+from harness.results import LOSSES, PROFILE, collect, write_csv, write_parquet
 
 
 def load(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -70,7 +70,11 @@ def main(argv: list[str] | None = None) -> int:
         write_parquet(profile, out / PROFILE)
         write_parquet(summary, out / "summary.parquet")
         write_csv(summary, out / "summary.csv")
-    figures = make_figures(out, profile, summary)
+    losses = [pd.read_parquet(f / LOSSES) for f in args.folders if (f / LOSSES).exists()]
+    losses = pd.concat(losses, ignore_index=True) if losses else pd.DataFrame()
+    if not losses.empty:
+        losses = losses[losses.run_id.isin(summary.run_id)].drop_duplicates(["run_id", "step"])
+    figures = make_figures(out, profile, summary, losses)
     for path in [*figures, write_report(out, summary, figures)]:
         print(path)
     return 0

@@ -12,7 +12,10 @@ phase      fitted rate against scale, a line per cell/activation, the zero line,
            curve and critical scale, linear ln rho(W), Lyapunov exponents.  [scale varied]
 seq_len    end-to-end log10 gain against seq_len (log axis).                 [seq_len varied]
 layers     layer x lag -> log10 norm of each layer's h, a panel per run.     [num_layers > 1]
-Profiles and fits are those at each run's first recorded step (initialisation).
+training_profiles  the profile at init and at each recorded training step.  [trained runs]
+losses     eval loss against training step, with the task's baseline.        [trained runs]
+learnability  final eval loss / baseline against the rate at init.          [2+ trained runs]
+The other figures use each run's first recorded step (initialisation).
 """
 from __future__ import annotations
 
@@ -29,7 +32,7 @@ from harness.analysis import STABLE_TOLERANCE, fit_runs, headline  # noqa: E402
 from harness.theory import THEORY_COLUMNS, mean_field_rate  # noqa: E402
 
 # Axes a sweep may vary, besides cell (the columns) and the colour axis; seed is never a facet.
-FACETS = ["activation", "init", "num_layers", "hidden_size", "input_size", "batch_size", "cell.forget_bias",
+FACETS = ["activation", "init", "remedy", "num_layers", "hidden_size", "input_size", "batch_size", "cell.forget_bias",
           "task", "recorder", "dtype", "device", "name"]
 ROWS_PER_PAGE = 6
 MAX_LAYER_PANELS = 12
@@ -325,7 +328,91 @@ def plot_layers(profile: pd.DataFrame, folder: Path) -> list[Path]:
     return [save(fig, folder / "layers")]
 
 
-def make_figures(root: Path, profile: pd.DataFrame, summary: pd.DataFrame | None = None) -> list[Path]:
+def plot_losses(losses: pd.DataFrame, folder: Path) -> list[Path]:
+    """Eval loss against training step, a panel per cell (and task, seq_len), a line per remedy (or per
+    value of the other varied axes), one colour per line across panels, the task's baseline dashed."""
+    if losses.empty or losses.step.max() == 0:
+        return []
+    panel_axes = ["cell", *varied(losses, ["task", "seq_len"])]
+    if varied(losses, ["remedy"]):
+        line_axes = ["remedy"]
+    else:
+        line_axes = [a for a in varied(losses, FACETS + ["scale", "seed"]) if a not in panel_axes]
+    label = (lambda row: facet_label(tuple(row), line_axes)) if line_axes else (lambda row: "")
+    losses = losses.assign(line=losses[line_axes].apply(label, axis=1) if line_axes else "")
+    colour = {name: OKABE_ITO[i % len(OKABE_ITO)] for i, name in enumerate(sorted(losses.line.unique()))}
+    groups = list(losses.groupby(panel_axes, sort=True, dropna=False))
+    fig, axes, _ = panel_grid(len(groups), min(len(groups), 3), sharey=True)
+    for ax, (keys, group) in zip(axes, groups):
+        for (name, _), run in group.groupby(["line", "run_id"], sort=True):
+            ax.plot(run.step, run.eval_loss, color=colour[name], lw=1.3)
+        ax.axhline(group.baseline.iloc[0], color="0.3", ls="--", lw=1)
+        ax.set_yscale("log")
+        ax.set_title(facet_label(keys if isinstance(keys, tuple) else (keys,), panel_axes), fontsize=9)
+        ax.set_xlabel("training step")
+        ax.set_ylabel("eval loss (log scale)")
+        ax.grid(alpha=0.3, which="both")
+    handles = [matplotlib.lines.Line2D([], [], color=c, lw=1.5, label=n) for n, c in colour.items() if n]
+    handles.append(matplotlib.lines.Line2D([], [], color="0.3", ls="--", label="baseline"))
+    fig.legend(handles=handles, loc="outside right center", fontsize=8)
+    return [save(fig, folder / "losses")]
+
+
+def plot_training_profiles(profile: pd.DataFrame, folder: Path) -> list[Path]:
+    """The gradient profile at initialisation and at every recorded training step, a panel per run
+    (12 at most), coloured by step (as Arjovsky et al. 2016's figure of ||dC/dh_t|| at init and later)."""
+    top = profile[(profile.state == "h") & (profile.layer == profile.groupby("run_id").layer.transform("max"))]
+    trained = top[top.groupby("run_id").step.transform("nunique") > 1]
+    if trained.empty:
+        return []
+    runs = list(trained.run_id.unique())
+    shown = [runs[i] for i in np.linspace(0, len(runs) - 1, min(len(runs), MAX_LAYER_PANELS)).round().astype(int)]
+    # A remedy implies its activation, init and biases: name the remedy rather than each of them.
+    names = ["cell", "remedy"] if varied(trained, ["remedy"]) else varied(trained, ["cell", *FACETS, "scale", "seq_len"])
+    norm = matplotlib.colors.Normalize(0, trained.step.max())
+    cmap = matplotlib.colormaps[SEQUENTIAL]
+    fig, axes, table = panel_grid(len(shown), min(len(shown), 4), height=2.8, sharey=True)
+    for ax, run in zip(axes, shown):
+        rows = trained[trained.run_id == run]
+        for step, at in rows.groupby("step"):
+            at = at.sort_values("lag")
+            ax.plot(at.lag, at.log10_norm.where(np.isfinite(at.log10_norm)), color=cmap(norm(step)), lw=1.1)
+        ax.set_title(facet_label(tuple(rows.iloc[0][names]), names) or run, fontsize=8)
+        ax.set_xlabel(LAG_LABEL, fontsize=8)
+        ax.set_ylabel(NORM_LABEL)
+        ax.grid(alpha=0.3)
+    colourbar(fig, table, norm, cmap, "training step")
+    if len(shown) < len(runs):
+        fig.suptitle(f"{len(shown)} of {len(runs)} trained runs, spread over the sweep", fontsize=9)
+    return [save(fig, folder / "training_profiles")]
+
+
+def plot_learnability(summary: pd.DataFrame, folder: Path) -> list[Path]:
+    """Final eval loss (relative to the baseline) against the rate measured at initialisation."""
+    if "final_loss" not in summary or summary.final_loss.notna().sum() < 2:
+        return []
+    data = summary[summary.final_loss.notna()]
+    fig, (axes,) = grid(1, 1, width=6.0, height=4.2)
+    ax = axes[0]
+    for i, (cell, group) in enumerate(data.groupby("cell")):
+        ax.scatter(group.rate_init, group.final_loss / group.baseline, color=OKABE_ITO[i], label=f"cell={cell}",
+                   s=28, zorder=3)
+        for row in group.itertuples():
+            if "remedy" in data and data.remedy.nunique() > 1:
+                ax.annotate(row.remedy, (row.rate_init, row.final_loss / row.baseline), fontsize=7,
+                            xytext=(3, 2), textcoords="offset points")
+    ax.axhline(1, color="0.3", ls="--", lw=1, label="baseline")
+    ax.axvline(0, color="0.2", lw=0.8)
+    ax.set_yscale("log")
+    ax.set_xlabel("rate at initialisation (nats per step back)")
+    ax.set_ylabel("final eval loss / baseline (log scale)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    return [save(fig, folder / "learnability")]
+
+
+def make_figures(root: Path, profile: pd.DataFrame, summary: pd.DataFrame | None = None,
+                 losses: pd.DataFrame | None = None) -> list[Path]:
     """Every figure the tables support, under root/figures/; returns the PNGs written.
 
     The fits come from the profile (harness.analysis), so figures always use the current analysis;
@@ -340,5 +427,10 @@ def make_figures(root: Path, profile: pd.DataFrame, summary: pd.DataFrame | None
     if beside:  # the predictions stored with each run
         fits = fits.join(summary.set_index("run_id")[beside], on="run_id")
     plt.rcParams.update({"font.size": 10, "axes.titlesize": 10})
-    return [*plot_profiles(profile, folder, flagged), *plot_heatmap(profile, folder), *plot_phase(fits, folder),
-            *plot_seq_len(fits, folder), *plot_layers(profile, folder)]
+    figures = [*plot_profiles(profile, folder, flagged), *plot_heatmap(profile, folder), *plot_phase(fits, folder),
+               *plot_seq_len(fits, folder), *plot_layers(profile, folder), *plot_training_profiles(profile, folder)]
+    if losses is not None:
+        figures += plot_losses(losses, folder)
+    if summary is not None and "rate_init" in summary:
+        figures += plot_learnability(summary, folder)
+    return figures

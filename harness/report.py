@@ -11,13 +11,17 @@ import pandas as pd
 from harness.analysis import EDGE_FRACTION, STABLE_TOLERANCE
 from harness.plots import FACETS, varied
 
-SHOWN = ["status", "rate", "gain_per_step", "half_life", "regime", "log10_gain", "truncated", "wall_time_s"]
+SHOWN = ["status", "rate", "gain_per_step", "half_life", "regime", "log10_gain", "truncated", "theory_mean_field",
+         "theory_lyapunov", "rate_init", "final_loss", "baseline", "solved", "wall_time_s"]
 CAPTIONS = {
     "profiles": "Gradient norm against steps back from the loss: batch median, 25–75% band.",
     "heatmap": "log10 gradient norm over scale and lag; white is gain 1, red growth, blue decay.",
     "phase": "Fitted rate per step against scale; the grey band is the stable tolerance.",
     "seq_len": "End-to-end log10 gain against sequence length.",
     "layers": "log10 gradient norm of each layer's h over lag.",
+    "training_profiles": "The gradient profile at initialisation and at each recorded training step.",
+    "losses": "Eval loss against training step; dashed: the task's baseline.",
+    "learnability": "Final eval loss relative to the baseline against the rate at initialisation.",
 }
 STYLE = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
@@ -28,7 +32,7 @@ figcaption{color:#555;font-size:14px}"""
 def write_report(root: Path, summary: pd.DataFrame, figures: list[Path]) -> Path:
     root = Path(root)
     axes = varied(summary, ["cell", *FACETS, "scale", "seq_len", "seed"])
-    columns = [c for c in ["run_dir", *axes, *SHOWN] if c in summary]
+    columns = [c for c in ["run_dir", *axes, *SHOWN] if c in summary and summary[c].notna().any()]
     counts = ", ".join(f"{n} {s}" for s, n in summary.status.value_counts().items())
     table = summary[columns].to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="")
     name = summary.name.dropna().iloc[0] if "name" in summary and summary.name.notna().any() else root.name

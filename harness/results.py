@@ -2,8 +2,8 @@
 
 A run folder holds `profile.parquet`, `meta.json` and, written last, the completion marker `DONE`;
 a folder with Hydra's `.hydra/` but no `DONE` is an incomplete run (killed or still running).
-A sweep folder gains `profile.parquet` (all runs' profiles), `fits.parquet` (a fit per run, layer and
-state; harness.analysis), and `summary.parquet` / `summary.csv` (one row per run, failed and
+A sweep folder gains `profile.parquet` (all runs' profiles), `fits.parquet` (a fit per run, layer,
+state and training step; harness.analysis), `losses.parquet` (training runs' loss tables), and `summary.parquet` / `summary.csv` (one row per run, failed and
 incomplete runs included, with the run's headline fit, the theory's predictions and their gaps).
 """
 from __future__ import annotations
@@ -26,7 +26,7 @@ from harness.config import ConfigError, config_columns, flat_config, run_id
 from harness.theory import THEORY_COLUMNS
 
 DONE = "DONE"
-PROFILE, META = "profile.parquet", "meta.json"
+PROFILE, META, LOSSES = "profile.parquet", "meta.json", "losses.parquet"
 QUANTILES = {"log10_norm_q10": 0.10, "log10_norm_q25": 0.25, "log10_norm": 0.5,
              "log10_norm_q75": 0.75, "log10_norm_q90": 0.90}
 
@@ -103,9 +103,19 @@ def _run_row(run_dir: Path, root: Path) -> tuple[dict[str, Any], pd.DataFrame | 
     meta = json.loads((run_dir / META).read_text())
     row = {"run_id": meta["run_id"], **where, **meta["columns"]}
     row.update({k: meta.get(k) for k in ("status", "error", "wall_time_s", "input_drive_var",
-                                         "input_drive_var_cv", *THEORY_COLUMNS)})
+                                         "input_drive_var_cv", *THEORY_COLUMNS, "final_loss", "baseline", "solved")})
     profile = pd.read_parquet(run_dir / PROFILE) if (run_dir / PROFILE).exists() else None
     return row, profile
+
+
+def collect_losses(root: Path, summary: pd.DataFrame) -> pd.DataFrame:
+    """Every run's loss table (harness.train), beside its config columns."""
+    tables = [pd.read_parquet(root / d / LOSSES) for d in summary.run_dir if (root / d / LOSSES).exists()]
+    if not tables:
+        return pd.DataFrame()
+    losses = pd.concat(tables, ignore_index=True)
+    config = summary.drop(columns=[c for c in summary.columns if c in losses and c != "run_id"])
+    return losses.merge(config, on="run_id", how="left")
 
 
 def collect(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -124,6 +134,8 @@ def collect(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     if found:
         fits = fit_runs(profile)
         summary = summary.join(headline(fits).set_index("run_id")[FIT_COLUMNS], on="run_id")
+        at_init = headline(fits[fits.step == fits.groupby("run_id").step.transform("min")])
+        summary["rate_init"] = summary.run_id.map(at_init.set_index("run_id").rate)
         for name in ("linear", "mean_field", "lyapunov"):  # measured minus predicted, nats per step
             summary[f"gap_{name}"] = summary.rate - summary.get(f"theory_{name}", float("nan"))
         write_parquet(fits, root / "fits.parquet")
@@ -131,4 +143,7 @@ def collect(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
         write_parquet(profile, root / PROFILE)
     write_parquet(summary, root / "summary.parquet")
     write_csv(summary, root / "summary.csv")
+    losses = collect_losses(root, summary)
+    if not losses.empty and runs != [root]:
+        write_parquet(losses, root / LOSSES)
     return profile, summary

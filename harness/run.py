@@ -1,19 +1,23 @@
-"""One run: build the model and task from a config, record the gradient profile, write the run folder.
+"""One run: build the model and task from a config, record the gradient profile (and train), write
+the run folder.
 
     config -> RecurrentNet + initialise -> task batch -> forward T steps -> recorder -> profile table
+                                                     -> [train, recording every record_every steps]
 """
 from __future__ import annotations
 
 import functools
 import logging
+import math
 import platform
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import hydra
 import numpy as np
+import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
 
@@ -21,10 +25,11 @@ from harness.analysis import fit_profile
 from harness.cells import RecurrentNet
 from harness.config import DTYPES, ROOT, ConfigError, config_columns, run_id
 from harness.gradients import flush_denormals, record_log_norms
-from harness.init import initialise
-from harness.results import DONE, META, PROFILE, profile_frame, write_json, write_parquet
-from harness.tasks import TASKS
+from harness.init import NotApplicable, initialise
+from harness.results import DONE, LOSSES, META, PROFILE, profile_frame, write_json, write_parquet
+from harness.tasks import TASKS, TaskBatch
 from harness.theory import predictions
+from harness.train import SOLVED_FRACTION, train
 
 log = logging.getLogger(__name__)
 
@@ -65,35 +70,94 @@ def status_flags(log_norms: torch.Tensor, states_finite: bool, recorder: str) ->
     return flags
 
 
-def record(columns: dict[str, Any]) -> tuple[torch.Tensor, list[str], dict[str, float], RecurrentNet]:
-    """Build, run and record one configuration; return ln-norms (T+1, batch, parts), flags, extras
-    (the input drive's statistics and the theory's predictions, harness.theory)."""
+def readout(hidden_size: int, outputs: int, generator: torch.Generator) -> torch.nn.Linear:
+    """A trained task's linear readout of the top layer's h, initialised as torch does but seeded."""
+    head = torch.nn.Linear(hidden_size, outputs).double()
+    bound = 1 / math.sqrt(hidden_size)
+    with torch.no_grad():
+        for p in head.parameters():
+            p.uniform_(-bound, bound, generator=generator)
+    return head
+
+
+class Recording(NamedTuple):
+    profiles: list[tuple[int, torch.Tensor]]  # (training step, ln-norms (T+1, batch, parts))
+    losses: list[dict[str, Any]]  # the loss table's rows
+    flags: list[str]
+    extras: dict[str, Any]  # input-drive statistics, theory predictions, final loss
+    model: RecurrentNet
+
+
+def record(columns: dict[str, Any]) -> Recording:
+    """Build one configuration, record its gradient profile at initialisation and, for a training task,
+    every train.record_every steps while it trains."""
     dtype, device = DTYPES[columns["dtype"]], torch.device(columns["device"])
     generator = torch.Generator().manual_seed(columns["seed"])
+    task = TASKS[columns["task"]]
     # Initialise in float64 on the CPU, then cast: float32 and float64 runs share their weights.
     model = RecurrentNet(columns["cell"], columns["activation"], columns["input_size"],
                          columns["hidden_size"], columns["num_layers"]).double()
-    initialise(model, columns["init"], columns["scale"], generator, columns.get("cell.forget_bias", 0.0))
-    batch = TASKS[columns["task"]](columns["seq_len"], columns["batch_size"], columns["input_size"],
-                                   columns["hidden_size"], generator)
-    if columns["recorder"] == "exact" and not batch.final_state_only:
+    initialise(model, columns["init"], columns["scale"], generator, columns.get("cell.forget_bias", 0.0),
+               columns.get("cell.chrono_tmax"))
+    head = readout(columns["hidden_size"], task.output_size, generator) if task.output_size else None
+
+    def draw() -> TaskBatch:
+        return task.make(columns["seq_len"], columns["batch_size"], generator, input_size=columns["input_size"],
+                         hidden_size=columns["hidden_size"]).to(device, dtype)
+
+    held_out = draw()  # evaluated and recorded on, never trained on
+    if columns["recorder"] == "exact" and not held_out.final_state_only:
         raise ConfigError(f"recorder=exact: task={columns['task']} has a loss on every step; "
                           "expected recorder=autograd")
     model.to(device=device, dtype=dtype)
-    batch.to(device, dtype)
-    drive_var, drive_cv = input_drive_stats(model, batch.inputs)
+    parameters = list(model.parameters())
+    if head is not None:
+        head.to(device=device, dtype=dtype)
+        parameters += list(head.parameters())
+
+    def task_loss(batch: TaskBatch, states: list[torch.Tensor]) -> torch.Tensor:
+        steps = states[-1:] if batch.final_state_only else states[1:]
+        outputs = torch.stack([model.top_hidden(state) for state in steps])
+        return batch.loss(outputs if head is None else head(outputs))
+
+    profiles, flags = [], set()
+
+    def record_at(step: int) -> float:
+        with flush_denormals():
+            states = model(held_out.inputs, model.initial_state(columns["batch_size"]))
+            loss = task_loss(held_out, states)
+            log_norms = record_log_norms(loss, states, model.num_parts, columns["recorder"])
+        profiles.append((step, log_norms))
+        flags.update(status_flags(log_norms, bool(torch.isfinite(states[-1]).all() and torch.isfinite(loss)),
+                                  columns["recorder"]))
+        return loss.item()
+
+    drive_var, drive_cv = input_drive_stats(model, held_out.inputs)
     with flush_denormals():
-        states = model(batch.inputs, model.initial_state(columns["batch_size"]))
-        loss = batch.loss(model.top_hidden(states[-1]))
-        log_norms = record_log_norms(loss, states, model.num_parts, columns["recorder"])
-        states_finite = bool(torch.isfinite(states[-1]).all() and torch.isfinite(loss))
-        theory = predictions(model, columns, batch.inputs, drive_var, generator)
-    flags = status_flags(log_norms, states_finite, columns["recorder"])
-    return log_norms, flags, {"input_drive_var": drive_var, "input_drive_var_cv": drive_cv, **theory}, model
+        theory = predictions(model, columns, held_out.inputs, drive_var, generator)
+    losses = [{"step": 0, "eval_loss": record_at(0), "elapsed_s": 0.0}]
+    settings = {k.removeprefix("train."): v for k, v in columns.items() if k.startswith("train.")}
+    if settings.get("steps"):
+        def loss_of_fresh_batch() -> torch.Tensor:
+            batch = draw()
+            with flush_denormals():
+                return task_loss(batch, model(batch.inputs, model.initial_state(columns["batch_size"])))
+        for row in train(parameters, settings, loss_of_fresh_batch, record_at, task.baseline(columns["seq_len"])):
+            if row.pop("diverged"):
+                flags.add("diverged")
+                break
+            losses.append(row)
+    baseline = task.baseline(columns["seq_len"])
+    final = losses[-1]["eval_loss"] if task.output_size else math.nan
+    extras = {"input_drive_var": drive_var, "input_drive_var_cv": drive_cv, **theory, "final_loss": final,
+              "baseline": baseline, "solved": bool(final <= SOLVED_FRACTION * baseline) if task.output_size else None}
+    order = ["diverged", "nan", "overflow", "underflow", "zero"]
+    return Recording(profiles, losses, [f for f in order if f in flags], extras, model)
 
 
 def run(cfg: DictConfig, out_dir: Path, choices: dict[str, Any] | None = None) -> str:
-    """Run cfg into out_dir and return its status: ok, comma-joined numerical flags, or failed.
+    """Run cfg into out_dir and return its status: ok, comma-joined numerical flags, failed, or
+    not_applicable (a setting that means nothing for this cell; harness.init.NotApplicable).
 
     A ConfigError propagates (nothing is computed or written); any other exception is recorded in the
     run's metadata as status failed, so that one broken run never stops or hides the others.
@@ -109,21 +173,25 @@ def run(cfg: DictConfig, out_dir: Path, choices: dict[str, Any] | None = None) -
     }
     start = time.perf_counter()
     try:
-        log_norms, flags, extras, model = record(columns)
-        meta.update(extras)
-        profile = profile_frame(log_norms, rid, columns, model.cell.states)
+        recording = record(columns)
+        meta.update(recording.extras)
+        profile = pd.concat([profile_frame(log_norms, rid, columns, recording.model.cell.states, step)
+                             for step, log_norms in recording.profiles], ignore_index=True)
         write_parquet(profile, out_dir / PROFILE)
-        meta["status"] = ",".join(flags) or "ok"
+        write_parquet(pd.DataFrame(recording.losses).assign(run_id=rid), out_dir / LOSSES)
+        meta["status"] = ",".join(recording.flags) or "ok"
     except ConfigError:
         raise
+    except NotApplicable as reason:
+        meta.update(status="not_applicable", error=str(reason))
     except Exception as error:  # recorded, not raised: see the docstring
         meta.update(status="failed", error=f"{type(error).__name__}: {error}")
         log.exception("run %s failed", rid)
     meta["wall_time_s"] = time.perf_counter() - start
     write_json(meta, out_dir / META)
     (out_dir / DONE).touch()
-    if meta["status"] != "failed":
-        top = profile[(profile.state == "h") & (profile.layer == columns["num_layers"] - 1)]
+    if meta["status"] not in ("failed", "not_applicable"):
+        top = profile[(profile.state == "h") & (profile.layer == columns["num_layers"] - 1) & (profile.step == 0)]
         fit = fit_profile(top.lag.to_numpy(), top.log10_norm.to_numpy())
         log.info("%s: rate %+.4f nats/step (%s), log10 gain %.2f over %d steps, status %s, %.2f s",
                  rid, fit["rate"], fit["regime"], fit["log10_gain"], columns["seq_len"],

@@ -1,42 +1,148 @@
-"""Tasks: input sequences and a loss on the network's states.
+"""Tasks: input sequences, targets, a loss on the network's outputs, and the loss of a known baseline.
 
-probe   x_t ~ N(0, 1) i.i.d., h_0 = 0, loss = sum over the batch of r . h_T with r a fixed random unit
-        vector. The backward pass is then linear in dL/dh_T, so ||dL/dh_{T-k}|| / ||dL/dh_T|| is the
-        pure propagation gain over k steps, and ||dL/dh_T|| = 1 for the rnn and gru.
-        The batch is summed, not averaged, so each sample's gradient is that of its own loss.
+probe           x_t ~ N(0, 1) i.i.d., h_0 = 0, loss = sum over the batch of r . h_T with r a fixed random
+                unit vector (no training). The backward pass is then linear in dL/dh_T, so
+                ||dL/dh_{T-k}|| / ||dL/dh_T|| is the pure propagation gain over k steps. The batch is
+                summed, not averaged, so each sample's gradient is that of its own loss.
+adding          (Le et al. 2015; Arjovsky et al. 2016) 2 channels: values U[0, 1] and a mask with one 1
+                in each half; target the sum of the two marked values; MSE on the last output.
+                Baseline: always predicting 1 gives Var(U1 + U2) = 1/6 = 0.167.
+copy            (Arjovsky et al. 2016) 10 symbols from 8, then seq_len - 1 blanks, a delimiter, and 10
+                blanks during which the network must recall the 10 symbols: seq_len + 20 steps in all,
+                one-hot over 10 channels (blank, 8 symbols, delimiter); cross-entropy at every step.
+                Baseline: blanks, then uniform guesses: 10 ln 8 / (seq_len + 20).
+temporal_order  (Hochreiter & Schmidhuber 1997; Pascanu et al. 2013) distractors a, b, c, d, with X or Y
+                at one step in [0.1 T, 0.2 T) and one in [0.5 T, 0.6 T); the class is the ordered pair
+                (XX, XY, YX, YY); one-hot over 6 channels; cross-entropy on the last output.
+                Baseline: chance, ln 4.
+random_walk     a random walk s_t (N(0, 1) steps) seen through noise, x_t = s_t + N(0, 0.5^2); predict
+                x_{t+1} at every step; MSE. Baseline: repeating the last value, 1 + 2 (0.5^2) = 1.5.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 
 @dataclass
 class TaskBatch:
-    inputs: Tensor  # (seq_len, batch, input_size)
-    loss: Callable[[Tensor], Tensor]  # top-layer h_T (batch, hidden) -> scalar
+    inputs: Tensor  # (steps, batch, input_size)
+    targets: Tensor | None  # the task's targets; None for the probe
+    # The loss of the network's outputs (steps, batch, output): the readout of the top layer's h at
+    # every step, or at the last step only where final_state_only.
+    loss: Callable[[Tensor], Tensor]
     # The exact recorder rescales the carried gradient; that is only right when the loss reads
     # nothing but the final state, which tasks declare here.
     final_state_only: bool = True
 
     def to(self, device: str | torch.device, dtype: torch.dtype) -> "TaskBatch":
         self.inputs = self.inputs.to(device=device, dtype=dtype)
+        if self.targets is not None:
+            self.targets = self.targets.to(device=device, dtype=dtype if self.targets.is_floating_point() else None)
         return self
 
 
-def probe(seq_len: int, batch_size: int, input_size: int, hidden_size: int,
-          generator: torch.Generator) -> TaskBatch:
+@dataclass(frozen=True)
+class Task:
+    make: Callable[..., TaskBatch]  # (seq_len, batch_size, generator, input_size=, hidden_size=)
+    input_size: int | None  # None: the config's input_size
+    output_size: int | None  # None: no trained readout (the probe reads h_T directly)
+    baseline: Callable[[int], float]  # seq_len -> the documented baseline loss
+
+
+def probe(seq_len: int, batch_size: int, generator: torch.Generator, *, input_size: int,
+          hidden_size: int) -> TaskBatch:
     inputs = torch.randn(seq_len, batch_size, input_size, generator=generator, dtype=torch.float64)
     readout = torch.randn(hidden_size, generator=generator, dtype=torch.float64)
     readout /= readout.norm()
 
-    def loss(h_final: Tensor) -> Tensor:
-        return (h_final @ readout.to(h_final)).sum()
+    def loss(outputs: Tensor) -> Tensor:
+        return (outputs[-1] @ readout.to(outputs)).sum()
 
-    return TaskBatch(inputs, loss)
+    return TaskBatch(inputs, None, loss)
 
 
-TASKS: dict[str, Callable[..., TaskBatch]] = {"probe": probe}
+def _mse_last(targets: Tensor) -> Callable[[Tensor], Tensor]:
+    return lambda outputs: F.mse_loss(outputs[-1].squeeze(-1), targets.to(outputs))
+
+
+def _cross_entropy_last(targets: Tensor) -> Callable[[Tensor], Tensor]:
+    return lambda outputs: F.cross_entropy(outputs[-1], targets)
+
+
+def adding(seq_len: int, batch_size: int, generator: torch.Generator, **_: int) -> TaskBatch:
+    values = torch.rand(seq_len, batch_size, generator=generator, dtype=torch.float64)
+    half = max(seq_len // 2, 1)
+    first = torch.randint(0, half, (batch_size,), generator=generator)
+    second = torch.randint(half, max(seq_len, half + 1), (batch_size,), generator=generator).clamp_max(seq_len - 1)
+    mask = torch.zeros(seq_len, batch_size, dtype=torch.float64)
+    samples = torch.arange(batch_size)
+    mask[first, samples] = 1.0
+    mask[second, samples] = 1.0
+    targets = (values * mask).sum(0)
+    return TaskBatch(torch.stack([values, mask], dim=-1), targets, _mse_last(targets))
+
+
+COPY_SYMBOLS, COPY_LENGTH = 8, 10  # 8 data symbols; 10 of them to recall
+BLANK, DELIMITER = 0, COPY_SYMBOLS + 1
+
+
+def copy(seq_len: int, batch_size: int, generator: torch.Generator, **_: int) -> TaskBatch:
+    steps = seq_len + 2 * COPY_LENGTH
+    symbols = torch.randint(1, COPY_SYMBOLS + 1, (COPY_LENGTH, batch_size), generator=generator)
+    tokens = torch.full((steps, batch_size), BLANK, dtype=torch.long)
+    tokens[:COPY_LENGTH] = symbols
+    tokens[seq_len + COPY_LENGTH - 1] = DELIMITER
+    targets = torch.full((steps, batch_size), BLANK, dtype=torch.long)
+    targets[-COPY_LENGTH:] = symbols
+    inputs = F.one_hot(tokens, COPY_SYMBOLS + 2).double()
+
+    def loss(outputs: Tensor) -> Tensor:
+        return F.cross_entropy(outputs.reshape(-1, outputs.shape[-1]), targets.reshape(-1))
+
+    return TaskBatch(inputs, targets, loss, final_state_only=False)
+
+
+ORDER_SYMBOLS = 6  # distractors a, b, c, d; relevant X, Y
+
+
+def temporal_order(seq_len: int, batch_size: int, generator: torch.Generator, **_: int) -> TaskBatch:
+    tokens = torch.randint(0, 4, (seq_len, batch_size), generator=generator)
+    relevant = torch.randint(0, 2, (2, batch_size), generator=generator)  # 0: X, 1: Y
+    windows = [(0.1, 0.2), (0.5, 0.6)]
+    samples = torch.arange(batch_size)
+    for which, (start, end) in enumerate(windows):
+        low, high = int(start * seq_len), max(int(end * seq_len), int(start * seq_len) + 1)
+        position = torch.randint(low, high, (batch_size,), generator=generator)
+        tokens[position, samples] = 4 + relevant[which]
+    targets = 2 * relevant[0] + relevant[1]
+    return TaskBatch(F.one_hot(tokens, ORDER_SYMBOLS).double(), targets, _cross_entropy_last(targets))
+
+
+WALK_NOISE = 0.5
+
+
+def random_walk(seq_len: int, batch_size: int, generator: torch.Generator, **_: int) -> TaskBatch:
+    walk = torch.randn(seq_len + 1, batch_size, generator=generator, dtype=torch.float64).cumsum(0)
+    seen = walk + WALK_NOISE * torch.randn(walk.shape, generator=generator, dtype=torch.float64)
+    targets = seen[1:]
+
+    def loss(outputs: Tensor) -> Tensor:
+        return F.mse_loss(outputs.squeeze(-1), targets.to(outputs))
+
+    return TaskBatch(seen[:-1].unsqueeze(-1), targets, loss, final_state_only=False)
+
+
+TASKS: dict[str, Task] = {
+    "probe": Task(probe, input_size=None, output_size=None, baseline=lambda seq_len: math.nan),
+    "adding": Task(adding, 2, 1, baseline=lambda seq_len: 1 / 6),
+    "copy": Task(copy, COPY_SYMBOLS + 2, COPY_SYMBOLS + 2,
+                 baseline=lambda seq_len: COPY_LENGTH * math.log(COPY_SYMBOLS) / (seq_len + 2 * COPY_LENGTH)),
+    "temporal_order": Task(temporal_order, ORDER_SYMBOLS, 4, baseline=lambda seq_len: math.log(4)),
+    "random_walk": Task(random_walk, 1, 1, baseline=lambda seq_len: 1 + 2 * WALK_NOISE**2),
+}

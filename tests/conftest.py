@@ -24,14 +24,14 @@ def build(cell: str, activation: str = "tanh", init: str = "default", scale: flo
     generator = torch.Generator().manual_seed(seed)
     model = RecurrentNet(cell, activation, input_size, hidden_size, num_layers).double()
     initialise(model, init, scale, generator)
-    batch = probe(seq_len, batch_size, input_size, hidden_size, generator)
+    batch = probe(seq_len, batch_size, generator, input_size=input_size, hidden_size=hidden_size)
     return model.to(dtype), batch.to("cpu", dtype)
 
 
 def unroll(model: RecurrentNet, batch):
     """States S_0..S_T and the probe loss on the real graph."""
     states = model(batch.inputs, model.initial_state(batch.inputs.shape[1]))
-    return states, batch.loss(model.top_hidden(states[-1]))
+    return states, batch.loss(model.top_hidden(states[-1]).unsqueeze(0))
 
 
 def run_cli(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:

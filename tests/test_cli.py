@@ -7,12 +7,15 @@ import sys
 import pandas as pd
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from harness.config import experiment_names
 from tests.conftest import ROOT, run_cli
 
 SCHEMA = ["run_id", "name", "cell", "activation", "init", "task", "scale", "seq_len", "hidden_size", "input_size",
-          "num_layers", "batch_size", "seed", "recorder", "dtype", "device", "layer", "state", "t", "lag",
+          "num_layers", "batch_size", "seed", "recorder", "dtype", "device", "remedy", "train.steps", "train.lr",
+          "train.optimizer", "train.clip_norm", "train.clip_value", "train.weight_decay", "train.record_every",
+          "layer", "state", "t", "lag",
           "step", "log10_norm", "log10_norm_q10", "log10_norm_q25", "log10_norm_q75", "log10_norm_q90"]
 SUMMARY = ["run_id", "run_dir", "status", "rate", "gain_per_step", "half_life", "regime", "log10_gain",
            "wall_time_s", "input_drive_var"]
@@ -46,7 +49,7 @@ def test_run_folder_metadata(tmp_path):
         assert key in meta, key
     assert meta["status"] == "ok" and meta["choices"]["cell"] == "lstm"
     assert meta["versions"]["torch"] == torch.__version__
-    assert meta["config"]["cell"] == {"name": "lstm", "forget_bias": 0.0}
+    assert meta["config"]["cell"] == {"name": "lstm", "forget_bias": 0.0, "chrono_tmax": None}
     assert not list(tmp_path.glob(".*.parquet*"))  # no temporary files left by the atomic writes
 
 
@@ -75,6 +78,11 @@ BAD_INPUT = [
     ("experiment=nope", "experiment=nope: expected one of"),
     ("-m scale=1,-1", "scale=-1: expected a finite number >= 0"),  # a sweep fails before its first run
     ("-m seq_len=range(0,3)", "seq_len=0: expected an integer >= 1"),
+    ("train.steps=10", "train.steps=10: task=probe has nothing to learn"),
+    ("task=copy train.steps=5", "recorder=exact: task=copy has a loss on every step; expected recorder=autograd"),
+    ("train.optimizer=lbfgs", "train.optimizer=lbfgs: expected one of adam, rmsprop, sgd"),
+    ("train.lr=0", "train.lr=0: expected a finite number > 0"),
+    ("remedy=magic", "remedy=magic: expected one of"),
     ("seq_len=5=6", "seq_len=5=6: not a Hydra override"),
 ]
 if not torch.cuda.is_available():
@@ -104,10 +112,12 @@ def test_bad_value_in_an_experiment_sweep_is_refused_before_any_run(tmp_path):
 
 @pytest.mark.parametrize("experiment", experiment_names())
 def test_every_experiment_runs_smoke_sized(tmp_path, experiment):
-    result = run_cli("-m", f"experiment={experiment}", "hidden_size=4", "input_size=3", "batch_size=2",
-                     f"hydra.sweep.dir={tmp_path}", cwd=tmp_path)
+    smoke = ["hidden_size=4", "input_size=3", "batch_size=2"]
+    if "train" in OmegaConf.load(ROOT / "experiments" / f"{experiment}.yaml"):
+        smoke += ["seq_len=12", "train.steps=4", "train.record_every=2"]
+    result = run_cli("-m", f"experiment={experiment}", *smoke, f"hydra.sweep.dir={tmp_path}", cwd=tmp_path)
     summary = pd.read_csv(tmp_path / "summary.csv")
-    assert len(summary) > 1 and (summary.status != "failed").all()
+    assert len(summary) > 1 and (summary.status != "failed").all() and (summary.status != "incomplete").all()
     assert (summary.name == experiment).all()
     assert (tmp_path / "figures" / "profiles.png").exists()
     assert "runs (" in result.stdout

@@ -73,8 +73,9 @@ def test_exact_is_finite_far_outside_float32_range(cell, scale, beyond):
     columns = dict(cell=cell, activation="tanh", init="gaussian", scale=scale, seq_len=2000,
                    hidden_size=32, input_size=32, num_layers=1, batch_size=4, seed=0, task="probe",
                    recorder="exact", dtype="float32", device="cpu")
-    log_norms, flags, _, _ = record(columns)
-    assert torch.isfinite(log_norms).all() and flags == []
+    recording = record(columns)
+    (_, log_norms), = recording.profiles
+    assert torch.isfinite(log_norms).all() and recording.flags == []
     log10_first = log_norms[0].median().item() / math.log(10)
     float32_decades = math.log10(torch.finfo(torch.float32).max)  # 38.5
     assert log10_first < -2 * float32_decades if beyond == "below" else log10_first > 2 * float32_decades
@@ -84,11 +85,13 @@ def test_autograd_underflow_and_overflow_are_flagged_not_raised():
     base = dict(activation="tanh", init="gaussian", seq_len=600, hidden_size=32, input_size=32,
                 num_layers=1, batch_size=4, seed=0, task="probe", dtype="float32", device="cpu", cell="rnn")
     for scale, expect in [(0.25, "underflow"), (3.0, "overflow")]:
-        log_norms, flags, _, _ = record({**base, "scale": scale, "recorder": "autograd"})
-        assert expect in flags  # an overflow also turns into nan where inf meets 0 in the backward
+        recording = record({**base, "scale": scale, "recorder": "autograd"})
+        (_, log_norms), = recording.profiles
+        assert expect in recording.flags  # an overflow also turns into nan where inf meets 0 in the backward
         assert (torch.isneginf if expect == "underflow" else torch.isposinf)(log_norms).any()
-        exact, exact_flags, _, _ = record({**base, "scale": scale, "recorder": "exact"})
-        assert exact_flags == [] and torch.isfinite(exact).all()
+        exact_recording = record({**base, "scale": scale, "recorder": "exact"})
+        (_, exact), = exact_recording.profiles
+        assert exact_recording.flags == [] and torch.isfinite(exact).all()
         # Where autograd is in range, both agree.
         in_range = torch.isfinite(log_norms) & (log_norms.abs() < 80)
         assert ((log_norms[in_range] - exact[in_range]).abs() < 1e-3).all()
@@ -132,3 +135,11 @@ def test_flush_reaches_torch_worker_threads(mode, unflushed):
         assert fraction == unflushed
     else:  # the calling thread's share is flushed; a worker's share, if there is one, is not
         assert fraction < 1.0
+
+
+@pytest.mark.parametrize("cell", ["rnn", "gru"])
+def test_probe_puts_the_unit_readout_on_every_sample(cell):
+    """dL/dh_T = r for each sample (the batch is summed, and |r| = 1), so every sample's lag-0 norm is 1."""
+    model, batch = build(cell, batch_size=5)
+    log_norms = recorded(model, batch, "autograd")
+    torch.testing.assert_close(log_norms[-1, :, 0], torch.zeros(5, dtype=torch.float64), atol=1e-12, rtol=0)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from harness.cells import CELLS, RecurrentNet
-from harness.init import INITS, initialise
+from harness.init import INITS, NotApplicable, initialise
 
 
 def make(cell="rnn", init="gaussian", scale=1.0, hidden=200, seed=0, forget_bias=0.0):
@@ -73,7 +73,7 @@ def test_forget_bias_shifts_only_the_forget_gate():
 
 
 def test_forget_bias_refused_for_other_cells():
-    with pytest.raises(ValueError, match="lstm only"):
+    with pytest.raises(NotApplicable, match="lstm only"):
         make("gru", forget_bias=1.0)
 
 

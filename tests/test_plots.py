@@ -95,3 +95,18 @@ def test_flagged_runs_are_dashed(tmp_path, monkeypatch):
     summary = pd.DataFrame({"run_id": ["run0", "run1"], "status": ["ok", "diverged"]})
     plots.make_figures(tmp_path, frame, summary)
     assert styles[:2] == ["--", "-"]  # drawn largest scale first: run1 (flagged), then run0
+
+
+def test_training_figures(tmp_path, drawn):
+    """Profiles at several steps, a loss table and a summary: losses, training_profiles, learnability."""
+    frames = [sweep(cell=["rnn", "lstm"]).assign(step=step) for step in (0, 50, 100)]
+    profile = pd.concat(frames, ignore_index=True)
+    losses = pd.DataFrame([{"run_id": f"run{i}", "cell": cell, "step": step, "eval_loss": 0.2 / (1 + step * i),
+                            "baseline": 1 / 6} for i, cell in enumerate(["rnn", "lstm"]) for step in (0, 50, 100)])
+    summary = pd.DataFrame({"run_id": ["run0", "run1"], "cell": ["rnn", "lstm"], "status": ["ok", "ok"],
+                            "rate_init": [-0.5, -0.1], "final_loss": [0.2, 0.002], "baseline": [1 / 6, 1 / 6]})
+    plots.make_figures(tmp_path, profile, summary, losses)
+    assert {"training_profiles", "losses", "learnability"} <= set(drawn)
+    assert drawn["training_profiles"] == [3, 3]  # a line per recorded step, a panel per run
+    assert drawn["losses"] == [2, 2]  # the run's curve and the baseline, a panel per cell
+    assert drawn["learnability"] == [4]  # two cells' points, the baseline and the zero line

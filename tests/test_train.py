@@ -1,0 +1,56 @@
+"""Training: chrono init, clipping against its definition, and what a training run writes."""
+import json
+import math
+
+import pandas as pd
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from harness import run as run_module
+from harness.cells import RecurrentNet
+from harness.config import CONF_DIR
+from harness.init import NotApplicable, initialise
+from harness.train import train
+
+
+@pytest.mark.parametrize("cell,gates,keep", [("lstm", 4, 1), ("gru", 3, 1)])
+def test_chrono_init(cell, gates, keep):
+    model = RecurrentNet(cell, "tanh", 3, 50, 1).double()
+    initialise(model, "orthogonal", 1.0, torch.Generator().manual_seed(0), chrono_tmax=100)
+    total = (model.bias_ih_l0 + model.bias_hh_l0).detach().chunk(gates)
+    assert (total[keep] >= 0).all() and (total[keep] <= math.log(99) + 1e-12).all()
+    assert total[keep].std() > 0.5  # spread over the range, not one value
+    if cell == "lstm":
+        torch.testing.assert_close(total[0], -total[1])
+
+
+def test_chrono_does_not_apply_to_the_rnn():
+    with pytest.raises(NotApplicable):
+        initialise(RecurrentNet("rnn", "tanh", 3, 5, 1), "default", 1.0, torch.Generator(), chrono_tmax=10)
+
+
+def test_clip_norm_bounds_an_sgd_step():
+    weight = torch.nn.Parameter(torch.ones(10, dtype=torch.float64))
+    settings = {"optimizer": "sgd", "lr": 0.1, "weight_decay": 0.0, "steps": 1, "record_every": 1,
+                "clip_norm": 0.5, "clip_value": None}
+    before = weight.detach().clone()
+    rows = list(train([weight], settings, lambda: (weight * 100).sum(), lambda step: 0.0, 1.0))
+    assert rows[0]["grad_norm"] == pytest.approx(100 * math.sqrt(10))  # reported before clipping
+    assert (weight.detach() - before).norm().item() == pytest.approx(0.1 * 0.5)
+
+
+def test_a_training_run_writes_profiles_losses_and_its_result(tmp_path):
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=["task=adding", "cell=lstm", "seq_len=10", "hidden_size=16",
+                                           "batch_size=32", "train.steps=60", "train.record_every=20",
+                                           "train.lr=0.01"])
+    assert run_module.run(cfg, tmp_path) == "ok"
+    profile = pd.read_parquet(tmp_path / "profile.parquet")
+    assert sorted(profile.step.unique()) == [0, 20, 40, 60] and (profile.input_size == 2).all()
+    losses = pd.read_parquet(tmp_path / "losses.parquet")
+    assert losses.step.tolist() == [0, 20, 40, 60] and losses.eval_loss.notna().all()
+    meta = json.loads((tmp_path / "meta.json").read_text())
+    assert meta["baseline"] == pytest.approx(1 / 6) and meta["final_loss"] == losses.eval_loss.iloc[-1]
+    assert meta["solved"] == (meta["final_loss"] <= 0.1 * meta["baseline"])
+    assert losses.eval_loss.iloc[-1] < losses.eval_loss.iloc[0]  # it does learn something
