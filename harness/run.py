@@ -178,7 +178,8 @@ def run(cfg: DictConfig, out_dir: Path, choices: dict[str, Any] | None = None) -
         profile = pd.concat([profile_frame(log_norms, rid, columns, recording.model.cell.states, step)
                              for step, log_norms in recording.profiles], ignore_index=True)
         write_parquet(profile, out_dir / PROFILE)
-        write_parquet(pd.DataFrame(recording.losses).assign(run_id=rid), out_dir / LOSSES)
+        if TASKS[columns["task"]].output_size:  # a trained task; the probe's readout is no training loss
+            write_parquet(pd.DataFrame(recording.losses).assign(run_id=rid), out_dir / LOSSES)
         meta["status"] = ",".join(recording.flags) or "ok"
     except ConfigError:
         raise

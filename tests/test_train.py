@@ -54,3 +54,10 @@ def test_a_training_run_writes_profiles_losses_and_its_result(tmp_path):
     assert meta["baseline"] == pytest.approx(1 / 6) and meta["final_loss"] == losses.eval_loss.iloc[-1]
     assert meta["solved"] == (meta["final_loss"] <= 0.1 * meta["baseline"])
     assert losses.eval_loss.iloc[-1] < losses.eval_loss.iloc[0]  # it does learn something
+
+
+def test_a_probe_run_writes_no_loss_table(tmp_path):
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=["seq_len=5", "hidden_size=4"])
+    assert run_module.run(cfg, tmp_path) == "ok"
+    assert (tmp_path / "profile.parquet").exists() and not (tmp_path / "losses.parquet").exists()
