@@ -14,13 +14,12 @@ import pandas as pd
 
 from harness.plots import make_figures
 from harness.report import write_report
-from harness.results import collect, collect_losses
+from harness.results import collect
 
 
 def collect_and_report(root: Path) -> pd.DataFrame:
     """Write root's tables and figures, print where they are and which runs need attention."""
-    profile, summary = collect(root)
-    losses = collect_losses(root, summary)
+    profile, summary, losses = collect(root)
     write_report(root, summary, make_figures(root, profile, summary, losses))
     counts = summary.status.value_counts().to_dict()
     print(f"{root}: {len(summary)} runs ({', '.join(f'{n} {s}' for s, n in counts.items())})")

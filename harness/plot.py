@@ -17,13 +17,14 @@ import pandas as pd
 
 from harness.plots import make_figures
 from harness.report import write_report
-from harness.results import LOSSES, PROFILE, collect, write_csv, write_parquet
+from harness.results import PROFILE, collect, collect_losses, write_csv, write_parquet
 
 
-def load(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """A folder's (profile, summary): the stored aggregates, or collected from its run folders."""
+def load(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """A folder's (profile, summary, losses): the stored aggregates, or collected from its run folders."""
     if (folder / PROFILE).exists() and (folder / "summary.parquet").exists():
-        return pd.read_parquet(folder / PROFILE), pd.read_parquet(folder / "summary.parquet")
+        summary = pd.read_parquet(folder / "summary.parquet")
+        return pd.read_parquet(folder / PROFILE), summary, collect_losses(folder, summary)
     return collect(folder)
 
 
@@ -56,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.out is None and (len(args.folders) > 1 or args.where):
         parser.error("--out is needed with several folders or --where")
     out = args.out or args.folders[0]
-    profiles, summaries = zip(*(load(folder) for folder in args.folders))
+    profiles, summaries, losses = zip(*(load(folder) for folder in args.folders))
     # One configuration in two sweeps is one run (its numbers are determined by its config).
     summary = pd.concat(summaries, ignore_index=True).drop_duplicates("run_id")
     profile = pd.concat(profiles, ignore_index=True)
@@ -70,8 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         write_parquet(profile, out / PROFILE)
         write_parquet(summary, out / "summary.parquet")
         write_csv(summary, out / "summary.csv")
-    losses = [pd.read_parquet(f / LOSSES) for f in args.folders if (f / LOSSES).exists()]
-    losses = pd.concat(losses, ignore_index=True) if losses else pd.DataFrame()
+    losses = pd.concat(losses, ignore_index=True)
     if not losses.empty:
         losses = losses[losses.run_id.isin(summary.run_id)].drop_duplicates(["run_id", "step"])
     figures = make_figures(out, profile, summary, losses)

@@ -28,7 +28,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from harness.analysis import STABLE_TOLERANCE, fit_runs, headline  # noqa: E402
+from harness.analysis import STABLE_TOLERANCE, fit_runs, headline, is_top_h  # noqa: E402
 from harness.theory import THEORY_COLUMNS, mean_field_rate  # noqa: E402
 
 # Axes a sweep may vary, besides cell (the columns) and the colour axis; seed is never a facet.
@@ -113,7 +113,7 @@ def page_path(folder: Path, name: str, page: int, count: int) -> Path:
 
 def top_h(profile: pd.DataFrame) -> pd.DataFrame:
     """Each run's top-layer h at its first recorded step."""
-    top = profile[(profile.state == "h") & (profile.layer == profile.groupby("run_id").layer.transform("max"))]
+    top = profile[is_top_h(profile)]
     return top[top.step == top.groupby("run_id").step.transform("min")]
 
 
@@ -361,7 +361,7 @@ def plot_losses(losses: pd.DataFrame, folder: Path) -> list[Path]:
 def plot_training_profiles(profile: pd.DataFrame, folder: Path) -> list[Path]:
     """The gradient profile at initialisation and at every recorded training step, a panel per run
     (12 at most), coloured by step (as Arjovsky et al. 2016's figure of ||dC/dh_t|| at init and later)."""
-    top = profile[(profile.state == "h") & (profile.layer == profile.groupby("run_id").layer.transform("max"))]
+    top = profile[is_top_h(profile)]
     trained = top[top.groupby("run_id").step.transform("nunique") > 1]
     if trained.empty:
         return []

@@ -3,8 +3,9 @@
 A run folder holds `profile.parquet`, `meta.json` and, written last, the completion marker `DONE`;
 a folder with Hydra's `.hydra/` but no `DONE` is an incomplete run (killed or still running).
 A sweep folder gains `profile.parquet` (all runs' profiles), `fits.parquet` (a fit per run, layer,
-state and training step; harness.analysis), `losses.parquet` (training runs' loss tables), and `summary.parquet` / `summary.csv` (one row per run, failed and
-incomplete runs included, with the run's headline fit, the theory's predictions and their gaps).
+state and training step; harness.analysis), `losses.parquet` (training runs' loss tables), and
+`summary.parquet` / `summary.csv` (one row per run, failed and incomplete runs included, with the
+run's headline fit, the theory's predictions and their gaps).
 """
 from __future__ import annotations
 
@@ -118,8 +119,9 @@ def collect_losses(root: Path, summary: pd.DataFrame) -> pd.DataFrame:
     return losses.merge(config, on="run_id", how="left")
 
 
-def collect(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Rebuild a sweep's tables from its run folders and write them into root; return (profile, summary).
+def collect(root: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Rebuild a sweep's tables from its run folders and write them into root; return (profile,
+    summary, losses).
 
     Works on any folder of runs: a finished sweep, a failed or interrupted one, or one run.
     """
@@ -146,4 +148,4 @@ def collect(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     losses = collect_losses(root, summary)
     if not losses.empty and runs != [root]:
         write_parquet(losses, root / LOSSES)
-    return profile, summary
+    return profile, summary, losses

@@ -82,7 +82,7 @@ def readout(hidden_size: int, outputs: int, generator: torch.Generator) -> torch
 
 class Recording(NamedTuple):
     profiles: list[tuple[int, torch.Tensor]]  # (training step, ln-norms (T+1, batch, parts))
-    losses: list[dict[str, Any]]  # the loss table's rows
+    losses: list[dict[str, Any]]  # the loss table's rows (none for the probe)
     flags: list[str]
     extras: dict[str, Any]  # input-drive statistics, theory predictions, final loss
     model: RecurrentNet
@@ -135,22 +135,24 @@ def record(columns: dict[str, Any]) -> Recording:
     drive_var, drive_cv = input_drive_stats(model, held_out.inputs)
     with flush_denormals():
         theory = predictions(model, columns, held_out.inputs, drive_var, generator)
-    losses = [{"step": 0, "eval_loss": record_at(0), "elapsed_s": 0.0}]
+    initial_loss = record_at(0)
+    # A loss table belongs to a trained task: the probe's readout is no training loss.
+    losses = [{"step": 0, "eval_loss": initial_loss, "elapsed_s": 0.0}] if task.output_size else []
+    baseline = task.baseline(columns["seq_len"])
     settings = {k.removeprefix("train."): v for k, v in columns.items() if k.startswith("train.")}
     if settings.get("steps"):
         def loss_of_fresh_batch() -> torch.Tensor:
             batch = draw()
             with flush_denormals():
                 return task_loss(batch, model(batch.inputs, model.initial_state(columns["batch_size"])))
-        for row in train(parameters, settings, loss_of_fresh_batch, record_at, task.baseline(columns["seq_len"])):
+        for row in train(parameters, settings, loss_of_fresh_batch, record_at, baseline):
             if row.pop("diverged"):
                 flags.add("diverged")
                 break
             losses.append(row)
-    baseline = task.baseline(columns["seq_len"])
-    final = losses[-1]["eval_loss"] if task.output_size else math.nan
+    final = losses[-1]["eval_loss"] if losses else math.nan
     extras = {"input_drive_var": drive_var, "input_drive_var_cv": drive_cv, **theory, "final_loss": final,
-              "baseline": baseline, "solved": bool(final <= SOLVED_FRACTION * baseline) if task.output_size else None}
+              "baseline": baseline, "solved": bool(final <= SOLVED_FRACTION * baseline) if losses else None}
     order = ["diverged", "nan", "overflow", "underflow", "zero"]
     return Recording(profiles, losses, [f for f in order if f in flags], extras, model)
 
@@ -178,7 +180,7 @@ def run(cfg: DictConfig, out_dir: Path, choices: dict[str, Any] | None = None) -
         profile = pd.concat([profile_frame(log_norms, rid, columns, recording.model.cell.states, step)
                              for step, log_norms in recording.profiles], ignore_index=True)
         write_parquet(profile, out_dir / PROFILE)
-        if TASKS[columns["task"]].output_size:  # a trained task; the probe's readout is no training loss
+        if recording.losses:
             write_parquet(pd.DataFrame(recording.losses).assign(run_id=rid), out_dir / LOSSES)
         meta["status"] = ",".join(recording.flags) or "ok"
     except ConfigError:

@@ -67,7 +67,7 @@ def test_failing_run_is_recorded_and_others_still_collect(tmp_path, monkeypatch)
     assert json.loads((bad / "meta.json").read_text())["error"] == "RuntimeError: out of memory, say"
     for folder in (good, bad):
         (folder / ".hydra").mkdir()  # as Hydra leaves it
-    profile, summary = collect(tmp_path)
+    profile, summary, _ = collect(tmp_path)
     assert summary.status.tolist() == ["ok", "failed"] and set(profile.scale) == {1.0}
 
 

@@ -61,3 +61,15 @@ def test_a_probe_run_writes_no_loss_table(tmp_path):
         cfg = compose("config", overrides=["seq_len=5", "hidden_size=4"])
     assert run_module.run(cfg, tmp_path) == "ok"
     assert (tmp_path / "profile.parquet").exists() and not (tmp_path / "losses.parquet").exists()
+
+
+def test_plot_redraws_a_single_training_run_folder(tmp_path):
+    """The losses figure needs the loss table beside the run's config columns, also for one run."""
+    from harness.plot import main as plot_main
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=["task=adding", "seq_len=6", "hidden_size=4", "train.steps=4",
+                                           "train.record_every=2"])
+    run_module.run(cfg, tmp_path)
+    (tmp_path / ".hydra").mkdir()  # as Hydra leaves it
+    assert plot_main([str(tmp_path)]) == 0
+    assert (tmp_path / "figures" / "losses.png").exists()
