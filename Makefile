@@ -25,12 +25,14 @@ gallery: $(VENV)/.installed  ## the README's reference figures: quickstart, theo
 	for figure in losses learnability training_profiles; do cp results/adding_remedies/reference/figures/$$figure.png results/reference/adding_remedies_$$figure.png; done
 
 # torch is pinned and installed first: pip then takes the CPU build on disk instead of downloading
-# several GB of CUDA packages for an unpinned torch.
+# several GB of CUDA packages for an unpinned torch. The compat editable mode puts the checkout on
+# sys.path, where Hydra's plugin scan (pkgutil over the hydra_plugins namespace) finds our sweeper;
+# the default editable mode's import hook hides it from that scan.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev]' --config-settings editable_mode=compat
 	touch $@
 
 clean:

@@ -1,7 +1,8 @@
 """Hydra callbacks (wired in conf/config.yaml under hydra.callbacks).
 
 Before a sweep's first job: check every value the sweep will take (experiment file and command line).
-After a sweep or a single run: collect the tables, draw the figures, and exit non-zero if a run failed.
+After a sweep or a single run: collect the tables, draw the figures, and exit non-zero if a run failed
+or never finished (a launched worker that died).
 """
 from __future__ import annotations
 
@@ -42,5 +43,5 @@ class CollectResults(Callback):
         if not root.exists():  # the job stopped before Hydra made its folder
             return
         summary = collect_and_report(root)
-        if (summary.status == "failed").any():
+        if summary.status.isin(["failed", "incomplete"]).any():
             raise SystemExit(1)

@@ -34,10 +34,19 @@ def unroll(model: RecurrentNet, batch):
     return states, batch.loss(model.top_hidden(states[-1]).unsqueeze(0))
 
 
-def run_cli(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    """`python -m harness ARGS` in a subprocess, as a user types it."""
+def cli_env(**faults: float) -> dict[str, str]:
+    """The environment of a CLI subprocess; faults (scale=, sleep=) as tests/faults/sitecustomize.py reads them."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("HYDRA_FULL_ERROR", None)
+    if faults:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "tests" / "faults"), env.get("PYTHONPATH")]))
+        env.update({f"HARNESS_FAULT_{name.upper()}": str(value) for name, value in faults.items()})
+    return env
+
+
+def run_cli(*args: str, cwd: Path, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """`python -m harness ARGS` in a subprocess, as a user types it."""
+    env = env or cli_env()
     result = subprocess.run([sys.executable, "-m", "harness", *args], cwd=cwd, env=env,
                             capture_output=True, text=True, timeout=600)
     if check and result.returncode != 0:
