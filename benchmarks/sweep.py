@@ -7,18 +7,18 @@ processes, each beside the sum of its runs' own compute, all measured in one go 
 The 288 sweep is 3 cells x 2 activations x 12 scales x 4 seq_lens of small probe runs (hidden 32,
 batch 16, seq_len 10-80: 10-100 ms of compute each). Every path runs the same command line in a
 fresh process, so times include Python and torch start-up and the final tables and figures.
-Columns: wall (the command, end to end); compute (the sum of the runs' own wall_time_s, which
-harness.run measures around the model, recorder and theory); overhead/config = (wall - compute) / runs,
-everything else a configuration costs; sweep-phase overhead/config = (composing + running - compute)
-/ runs, from the sweeper's own clock (sweep.json), i.e. without start-up and collection; speed-up
-against the basic path. For worker processes compute is spread over the workers, so only wall and
-speed-up compare.
+Columns: wall (the command, end to end); sweep (from the sweep's start to its last run, as the
+results callback prints it: composing, launching and running, without Python start-up and the
+final tables and figures, which every path shares); tables + figures; compute (the sum of the runs'
+own wall_time_s, measured by harness.run around model, recorder and theory); overhead per
+configuration = (sweep - compute) / runs, for the paths that run one configuration at a time;
+speed-ups against Hydra's basic path, end to end and for the sweep.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -45,17 +45,13 @@ ON = {"quickstart": ["fast (in process)", "basic (Hydra's)", "joblib, 2 workers"
 def measure(sweep: str, path: str, out: Path) -> dict:
     command = [sys.executable, "-m", "harness", "-m", *SWEEPS[sweep], *PATHS[path], f"hydra.sweep.dir={out}"]
     start = time.perf_counter()
-    subprocess.run(command, check=True, capture_output=True)
+    result = subprocess.run(command, check=True, capture_output=True, text=True)
     wall = time.perf_counter() - start
+    phases = re.search(r"sweep ([0-9.]+) s, tables and figures ([0-9.]+) s", result.stdout)
     summary = pd.read_parquet(out / "summary.parquet")
-    runs, compute = len(summary), summary.wall_time_s.sum()
-    row = {"sweep": sweep, "path": path, "runs": runs, "wall_s": wall, "compute_s": compute,
-           "overhead_ms_per_config": 1000 * (wall - compute) / runs}
-    manifest = out / "sweep.json"
-    if manifest.exists() and "workers" not in path:
-        last = json.loads(manifest.read_text())["invocations"][-1]
-        row["sweep_phase_overhead_ms_per_config"] = 1000 * (last["compose_s"] + last["runs_s"] - compute) / runs
-    return row
+    return {"sweep": sweep, "path": path, "runs": len(summary), "wall_s": wall,
+            "sweep_s": float(phases.group(1)), "tables_figures_s": float(phases.group(2)),
+            "compute_s": summary.wall_time_s.sum()}
 
 
 def main() -> None:
@@ -69,21 +65,23 @@ def main() -> None:
                 rows.append(measure(sweep, path, Path(tmp) / f"{sweep}-{len(rows)}"))
                 print(f"  {sweep} / {path}: {rows[-1]['wall_s']:.1f} s", file=sys.stderr)
     table = pd.DataFrame(rows)
-    basic = table[table.path == "basic (Hydra's)"].set_index("sweep").wall_s
-    table["speed_up_vs_basic"] = basic.reindex(table.sweep).to_numpy() / table.wall_s
+    basic = table[table.path == "basic (Hydra's)"].set_index("sweep")
     print(f"cores: {os.cpu_count()}; torch threads: default in process, cores / workers in workers\n")
-    print("| sweep | path | runs | wall s | compute s | overhead ms/config | sweep-phase overhead ms/config "
-          "| speed-up vs basic |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| sweep | path | runs | wall s | sweep s | tables + figures s | compute s | overhead ms/config "
+          "| speed-up vs basic: wall | : sweep |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for row in table.itertuples():
-        phase = getattr(row, "sweep_phase_overhead_ms_per_config", float("nan"))
-        print(f"| {row.sweep} | {row.path} | {row.runs} | {row.wall_s:.1f} | {row.compute_s:.1f} "
-              f"| {row.overhead_ms_per_config:.1f} | {'' if phase != phase else f'{phase:.1f}'} "
-              f"| {row.speed_up_vs_basic:.2f} |")
+        # In worker processes the compute runs in parallel: overhead per configuration is not defined.
+        overhead = "" if "workers" in row.path else f"{1000 * (row.sweep_s - row.compute_s) / row.runs:.1f}"
+        print(f"| {row.sweep} | {row.path} | {row.runs} | {row.wall_s:.1f} | {row.sweep_s:.1f} "
+              f"| {row.tables_figures_s:.1f} | {row.compute_s:.1f} | {overhead} "
+              f"| {basic.wall_s[row.sweep] / row.wall_s:.2f} | {basic.sweep_s[row.sweep] / row.sweep_s:.2f} |")
     for sweep, group in table.groupby("sweep", sort=False):
-        walls = group.set_index("path").wall_s
-        if {"joblib, 1 worker", "joblib, 2 workers"} <= set(walls.index):
-            print(f"{sweep}: 2 workers are {walls['joblib, 1 worker'] / walls['joblib, 2 workers']:.2f}x one")
+        times = group.set_index("path")
+        if {"joblib, 1 worker", "joblib, 2 workers"} <= set(times.index):
+            one, two = times.loc["joblib, 1 worker"], times.loc["joblib, 2 workers"]
+            print(f"{sweep}: 2 workers are {one.wall_s / two.wall_s:.2f}x one end to end, "
+                  f"{one.sweep_s / two.sweep_s:.2f}x in the sweep")
 
 
 if __name__ == "__main__":

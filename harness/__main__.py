@@ -4,9 +4,13 @@
     python -m harness cell=lstm scale=2 seq_len=500     # one run with overrides
     python -m harness -m cell=rnn,lstm,gru scale=0.5,1,2   # a sweep over the grid
     python -m harness -m experiment=quickstart          # the sweep declared in experiments/quickstart.yaml
+    python -m harness -m experiment=quickstart hydra/launcher=joblib   # the same, a worker per core
+    python -m harness -m experiment=quickstart hydra/launcher=slurm    # as a SLURM job array
     python -m harness --cfg job                         # print the composed config and stop
 
-Bad values are refused with one line before anything runs (harness.config).
+Bad values are refused with one line before anything runs (harness.config). Sweeps run through the
+fast sweeper (hydra_plugins/harness_sweeper, harness.sweep): rerun an interrupted sweep's command to
+finish it.
 """
 from __future__ import annotations
 

@@ -7,8 +7,9 @@ or never finished (a launched worker that died).
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from hydra.core.utils import JobReturn
 from hydra.experimental.callback import Callback
@@ -26,6 +27,7 @@ def fail(error: ConfigError) -> None:
 
 class CollectResults(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self.started = time.perf_counter()
         params = config.hydra.sweeper.get("params") or {}
         try:
             check_overrides([f"{key}={value}" for key, value in params.items()])
@@ -33,15 +35,19 @@ class CollectResults(Callback):
             fail(error)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        self._finish(Path(config.hydra.sweep.dir))
+        runs_done = time.perf_counter()
+        self._finish(Path(config.hydra.sweep.dir), timing=lambda: (
+            f"sweep {runs_done - self.started:.1f} s, tables and figures {time.perf_counter() - runs_done:.1f} s"))
 
     def on_run_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         self._finish(Path(config.hydra.run.dir))
 
     @staticmethod
-    def _finish(root: Path) -> None:
+    def _finish(root: Path, timing: Callable[[], str] | None = None) -> None:
         if not root.exists():  # the job stopped before Hydra made its folder
             return
         summary = collect_and_report(root)
+        if timing:
+            print(timing())
         if summary.status.isin(["failed", "incomplete"]).any():
             raise SystemExit(1)

@@ -181,7 +181,7 @@ def plot_heatmap(profile: pd.DataFrame, folder: Path) -> list[Path]:
             panel = rows.pivot(index="scale", columns="lag", values="log10_norm")
             scales, lags = panel.index.to_numpy(float), panel.columns.to_numpy(float)
             ax.pcolormesh(edges(lags), edges(scales), np.ma.masked_invalid(panel.to_numpy(float)),
-                          cmap=DIVERGING, norm=norm, shading="flat")
+                          cmap=DIVERGING, norm=norm, shading="flat", rasterized=True)  # SVG: one image, not a path per cell
             ax.set_title(title, fontsize=9)
             ax.set_xlabel(LAG_LABEL)
             ax.set_ylabel("scale (recurrent weights)")

@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import pickle
+import random
 import sys
 import threading
 import time
@@ -218,7 +219,7 @@ def run_jobs(jobs: list[Job], sweep_dir: Path, torch_threads: int | None = None)
             out = write_job_files(job, sweep_dir)
             handler = run_log.to(out / f"{job.hydra['job']['name']}.log")
             try:
-                run(copy.deepcopy(job.config), out, job.hydra["runtime"]["choices"])
+                run(job.config, out, job.hydra["runtime"]["choices"])
             finally:
                 logging.getLogger().removeHandler(handler)
                 handler.close()
@@ -231,12 +232,14 @@ def chunk_file(sweep_dir: Path, chunk: int) -> Path:
 
 
 def write_chunks(jobs: list[Job], sweep_dir: Path, chunks: int, torch_threads: int | None) -> int:
-    """Deal jobs round-robin into `chunks` files (a grid's costly and cheap runs mix in each)."""
+    """Deal jobs into `chunks` files, shuffled first (seeded): in grid order a round-robin deal would
+    give one chunk every long seq_len and leave the other workers idle at the end."""
     chunks = max(1, min(chunks, len(jobs)))
+    dealt = random.Random(0).sample(jobs, len(jobs))
     for chunk in range(chunks):
         path = chunk_file(sweep_dir, chunk)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(pickle.dumps({"torch_threads": torch_threads, "jobs": jobs[chunk::chunks]}))
+        path.write_bytes(pickle.dumps({"torch_threads": torch_threads, "jobs": dealt[chunk::chunks]}))
     return chunks
 
 
@@ -380,15 +383,15 @@ def sweep(config_loader: Any, master: DictConfig, grid: list[list[str]], setting
     workers, threads = parallelism(launcher_cfg)
     threads = settings.torch_threads or threads
     with Progress(todo, sweep_dir, kept) as progress:
-        if not todo:
-            pass
-        elif in_process(launcher_cfg):
+        if todo and in_process(launcher_cfg):
             run_jobs(todo, sweep_dir, settings.torch_threads)
-        else:
+        elif todo:
             chunks = write_chunks(todo, sweep_dir, settings.chunks or workers, threads)
             for launched in launcher().launch([chunk_overrides(sweep_dir, k) for k in range(chunks)], 0):
-                if launched.status.name != "COMPLETED":
-                    log.error("a launched job failed: %s", launched._return_value)
+                try:
+                    launched.return_value  # raises what the launched job raised
+                except Exception as error:  # its unfinished runs are listed as incomplete at the end
+                    log.error("a launched job failed: %s", error)
     invocation = {"launcher": str(launcher_cfg.get("_target_")), "ran": len(todo), "kept": kept,
                   "failed": progress.failed, "compose_s": compose_s,
                   "elapsed_s": time.perf_counter() - started, "runs_s": progress.elapsed}

@@ -7,7 +7,7 @@ import torch
 
 from harness.analysis import fit_profile
 from harness.gradients import record_log_norms
-from harness.theory import (gaussian_moments, linear_rate, lyapunov_exponent, mean_field_critical_scale,
+from harness.theory import (gaussian_moments, jvp, linear_rate, lyapunov_exponent, mean_field_critical_scale,
                             mean_field_fixed_point, mean_field_rate, predictions)
 from tests.conftest import build, unroll
 
@@ -66,6 +66,22 @@ def test_linear_rate_is_the_asymptotic_rate_of_a_gaussian_linear_rnn():
     log10 = (record_log_norms(loss, states, 1, "exact")[:, :, 0] / math.log(10)).median(dim=1).values
     fit = fit_profile(np.arange(600, -1, -1), log10.numpy())
     assert fit["rate"] == pytest.approx(linear_rate(model), abs=0.01)
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_jvp_equals_forward_mode_autograd(cell):
+    import torch.autograd.forward_ad as fwAD
+
+    model, batch = build(cell, scale=1.7, num_layers=2)
+    state = torch.randn(3, model.num_parts * model.hidden_size, dtype=torch.float64)
+    tangent = torch.randn_like(state)
+    drive = model.input_drive(batch.inputs)[0].detach()
+    new, pushed = jvp(lambda s: model.step(s, drive), state, tangent)
+    with torch.no_grad(), fwAD.dual_level():
+        dual = model.step(fwAD.make_dual(state, tangent), drive)
+        expected_new, expected_pushed = fwAD.unpack_dual(dual)
+    torch.testing.assert_close(new, expected_new, rtol=0, atol=0)
+    torch.testing.assert_close(pushed, expected_pushed, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("cell,scale", [("rnn", 0.8), ("rnn", 2.5), ("lstm", 1.0), ("gru", 2.0)])
