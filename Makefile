@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: quickstart test bench gallery clean
+.PHONY: quickstart test bench bench-sweep gallery clean
 
 quickstart: $(VENV)/.installed  ## the default sweep: tables and figures under results/quickstart/
 	$(PY) -m harness -m experiment=quickstart
@@ -13,6 +13,9 @@ test: $(VENV)/.installed  ## the test suite
 
 bench: $(VENV)/.installed  ## recorder speed against a plain torch loop
 	$(PY) benchmarks/recorders.py
+
+bench-sweep: $(VENV)/.installed  ## sweep speed: fast path, Hydra's basic path, joblib workers (~6 min)
+	$(PY) benchmarks/sweep.py
 
 gallery: $(VENV)/.installed  ## the README's reference figures: quickstart, theory_check, adding_remedies (~15 min)
 	rm -rf results/quickstart/reference results/theory_check/reference

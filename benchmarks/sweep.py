@@ -1,7 +1,7 @@
 """Sweep speed: the fast path (this project's sweeper) against Hydra's basic path and joblib worker
 processes, each beside the sum of its runs' own compute, all measured in one go on this machine.
 
-    python benchmarks/sweep.py              # quickstart + the 288-configuration sweep (~8 min on 2 cores)
+    python benchmarks/sweep.py              # quickstart + the 288-configuration sweep (~6 min on 2 cores)
     python benchmarks/sweep.py --only grid  # just the 288-configuration sweep
 
 The 288 sweep is 3 cells x 2 activations x 12 scales x 4 seq_lens of small probe runs (hidden 32,
