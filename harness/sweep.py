@@ -112,10 +112,11 @@ class Composer:
         from hydra._internal.config_loader_impl import ConfigLoaderImpl, get_overrides_dirname
 
         parsed = [self._parse(line) for line in overrides]
-        values = [o for o in parsed if not self._is_group(o)]
+        is_group = [self._is_group(o) for o in parsed]
+        values = [o for o, group in zip(parsed, is_group) if not group]
         whole = any(o.is_hydra_override() for o in values)
         base, hydra = self._base(tuple(overrides) if whole else
-                                 tuple(o.input_line for o in parsed if self._is_group(o)))
+                                 tuple(o.input_line for o, group in zip(parsed, is_group) if group))
         config = copy.deepcopy(base)
         if not whole:
             ConfigLoaderImpl._apply_overrides_to_config(values, config)
@@ -372,9 +373,8 @@ def sweep(config_loader: Any, master: DictConfig, grid: list[list[str]], setting
             master.hydra.sweep.dir = str(sweep_dir)  # where the callbacks collect the tables
     sweep_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(master, sweep_dir / "multirun.yaml")
-    manifest = read_manifest(sweep_dir)
-    write_json({"run_ids": [job.run_id for job in jobs], "invocations": manifest.get("invocations", [])},
-               sweep_dir / MANIFEST)
+    run_ids, invocations = [job.run_id for job in jobs], read_manifest(sweep_dir).get("invocations", [])
+    write_json({"run_ids": run_ids, "invocations": invocations}, sweep_dir / MANIFEST)
     kept = len(jobs) - len(todo)
     if kept:
         print(f"resuming {sweep_dir}: {kept} of {len(jobs)} runs finished before, {len(todo)} to run",
@@ -395,9 +395,7 @@ def sweep(config_loader: Any, master: DictConfig, grid: list[list[str]], setting
     invocation = {"launcher": str(launcher_cfg.get("_target_")), "ran": len(todo), "kept": kept,
                   "failed": progress.failed, "compose_s": compose_s,
                   "elapsed_s": time.perf_counter() - started, "runs_s": progress.elapsed}
-    manifest = read_manifest(sweep_dir)
-    manifest["invocations"] = manifest.get("invocations", []) + [invocation]
-    write_json(manifest, sweep_dir / MANIFEST)
+    write_json({"run_ids": run_ids, "invocations": invocations + [invocation]}, sweep_dir / MANIFEST)
     return sweep_dir
 
 
