@@ -21,10 +21,10 @@ import time
 
 import torch
 
-from harness.cells import RecurrentNet
-from harness.gradients import flush_denormals, flush_denormals_everywhere, record_log_norms
-from harness.init import initialise
-from harness.tasks import probe
+from harness.core.cells import RecurrentNet
+from harness.core.recorders import flush_denormals, flush_denormals_everywhere, record_log_norms
+from harness.core.init import initialise
+from harness.core.tasks import probe
 
 HIDDEN, BATCH, INPUT = 128, 32, 32
 TORCH_MODULES = {"rnn": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}
@@ -47,7 +47,7 @@ def recorder(name: str):
     def work(model, batch) -> None:
         with flush_denormals():
             states = model(batch.inputs, model.initial_state(BATCH))
-            record_log_norms(batch.loss(model.top_hidden(states[-1]).unsqueeze(0)), states, model.num_parts, name)
+            record_log_norms(batch.loss(model.top_hidden(states[-1]).unsqueeze(0)), states, model.block_sizes, name)
     return work
 
 

@@ -10,7 +10,7 @@ fresh process, so times include Python and torch start-up and the final tables a
 Columns: wall (the command, end to end); sweep (from the sweep's start to its last run, as the
 results callback prints it: composing, launching and running, without Python start-up and the
 final tables and figures, which every path shares); tables + figures; compute (the sum of the runs'
-own wall_time_s, measured by harness.run around model, recorder and theory); overhead per
+own wall_time_s, measured by harness.lab.run around model, recorder and theory); overhead per
 configuration = (sweep - compute) / runs, for the paths that run one configuration at a time;
 speed-ups against Hydra's basic path, end to end and for the sweep.
 """

@@ -1,43 +1,7 @@
-"""Rebuild a sweep's aggregate tables, figures and report from its run folders.
-
-    python -m harness.collect results/quickstart/2026-11-22_10-00-00
-
-Works after a failed or interrupted sweep too: finished runs are read, the others are listed in the
-summary as failed or incomplete. Exit status 1 if any run failed or is incomplete.
-"""
-from __future__ import annotations
-
+"""`python -m harness.collect RESULTS_DIR`: rebuild a sweep's tables, figures and report (harness.cli.collect)."""
 import sys
-from pathlib import Path
-
-import pandas as pd
-
-from harness.plots import make_figures
-from harness.report import write_report
-from harness.results import collect
-
-
-def collect_and_report(root: Path) -> pd.DataFrame:
-    """Write root's tables and figures, print where they are and which runs need attention."""
-    profile, summary, losses = collect(root)
-    write_report(root, summary, make_figures(root, profile, summary, losses))
-    counts = summary.status.value_counts().to_dict()
-    print(f"{root}: {len(summary)} runs ({', '.join(f'{n} {s}' for s, n in counts.items())})")
-    print(f"tables: {root / 'summary.csv'}, {root / 'profile.parquet'}; figures: {root / 'figures'}; "
-          f"report: {root / 'report.html'}")
-    for row in summary[summary.status.isin(["failed", "incomplete"])].itertuples():
-        print(f"  {row.status}: {row.run_dir}" + (f" ({row.error})" if getattr(row, "error", None) else ""))
-    return summary
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1:
-        print("usage: python -m harness.collect RESULTS_DIR", file=sys.stderr)
-        return 2
-    summary = collect_and_report(Path(args[0]))
-    return int(summary.status.isin(["failed", "incomplete"]).any())
-
 
 if __name__ == "__main__":
+    from harness.cli.collect import main
+
     sys.exit(main())

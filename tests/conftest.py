@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 import torch
 
-from harness.cells import RecurrentNet
-from harness.init import initialise
-from harness.tasks import probe
+from harness.core.cells import RecurrentNet
+from harness.core.init import initialise
+from harness.core.tasks import probe
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def build(cell: str, activation: str = "tanh", init: str = "default", scale: float = 1.0,
           hidden_size: int = 6, input_size: int = 4, num_layers: int = 1, seq_len: int = 12,
           batch_size: int = 3, dtype: torch.dtype = torch.float64, seed: int = 0):
-    """A model and a probe batch, made as harness.run makes them."""
+    """A model and a probe batch, made as harness.lab.run makes them."""
     generator = torch.Generator().manual_seed(seed)
     model = RecurrentNet(cell, activation, input_size, hidden_size, num_layers).double()
     initialise(model, init, scale, generator)

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from harness.cells import ACTIVATIONS, CELLS, RecurrentNet
+from harness.core.cells import ACTIVATIONS, CELLS, RecurrentNet
 from tests.conftest import build
 
 TORCH_MODULES = {"rnn": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}

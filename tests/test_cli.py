@@ -9,10 +9,10 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from harness.config import experiment_names
+from harness.cli.paths import options
 from tests.conftest import ROOT, run_cli
 
-SCHEMA = ["run_id", "name", "cell", "activation", "init", "task", "scale", "seq_len", "hidden_size", "input_size",
+SCHEMA = ["run_id", "name", "cell", "cell.forget_bias", "cell.chrono_tmax", "cell._target_", "activation", "init", "task", "scale", "seq_len", "hidden_size", "input_size",
           "num_layers", "batch_size", "seed", "recorder", "dtype", "device", "remedy", "train.steps", "train.lr",
           "train.optimizer", "train.clip_norm", "train.clip_value", "train.weight_decay", "train.record_every",
           "layer", "state", "t", "lag",
@@ -49,7 +49,8 @@ def test_run_folder_metadata(tmp_path):
         assert key in meta, key
     assert meta["status"] == "ok" and meta["choices"]["cell"] == "lstm"
     assert meta["versions"]["torch"] == torch.__version__
-    assert meta["config"]["cell"] == {"name": "lstm", "forget_bias": 0.0, "chrono_tmax": None}
+    assert meta["config"]["cell"] == {"name": "lstm", "forget_bias": 0.0, "chrono_tmax": None, "_target_": None,
+                                      "kwargs": {}}
     assert not list(tmp_path.glob(".*.parquet*"))  # no temporary files left by the atomic writes
 
 
@@ -110,7 +111,7 @@ def test_bad_value_in_an_experiment_sweep_is_refused_before_any_run(tmp_path):
     assert not (tmp_path / "sweep").exists()
 
 
-@pytest.mark.parametrize("experiment", experiment_names())
+@pytest.mark.parametrize("experiment", options("experiment"))
 def test_every_experiment_runs_smoke_sized(tmp_path, experiment):
     smoke = ["hidden_size=4", "input_size=3", "batch_size=2"]
     if "train" in OmegaConf.load(ROOT / "experiments" / f"{experiment}.yaml"):

@@ -4,9 +4,10 @@ import math
 import pytest
 import torch
 
-from harness.cells import CELLS
-from harness.gradients import flush_denormals, record_log_norms
-from harness.run import record, status_flags
+from harness.core.cells import CELLS
+from harness.core.recorders import flush_denormals, record_log_norms
+from harness.core.recorders import status_flags
+from harness.lab.run import record
 from tests.conftest import build, unroll
 
 
@@ -20,7 +21,7 @@ def true_log_norms(model, batch):
 
 def recorded(model, batch, recorder):
     states, loss = unroll(model, batch)
-    return record_log_norms(loss, states, model.num_parts, recorder)
+    return record_log_norms(loss, states, model.block_sizes, recorder)
 
 
 def assert_same_norms(log_a, log_b, rel):
@@ -113,7 +114,7 @@ def test_flush_denormals_is_scoped():
 
 FLUSH_PROBE = """
 import sys, torch
-from harness.gradients import flush_denormals, flush_denormals_everywhere
+from harness.core.recorders import flush_denormals, flush_denormals_everywhere
 if sys.argv[1] == "everywhere":
     flush_denormals_everywhere()
 torch.set_num_threads(2)

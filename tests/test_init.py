@@ -4,8 +4,8 @@ import math
 import pytest
 import torch
 
-from harness.cells import CELLS, RecurrentNet
-from harness.init import INITS, NotApplicable, initialise
+from harness.core.cells import CELLS, RecurrentNet
+from harness.core.init import INITS, NotApplicable, initialise
 
 
 def make(cell="rnn", init="gaussian", scale=1.0, hidden=200, seed=0, forget_bias=0.0):

@@ -8,12 +8,13 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from harness import run as run_module
-from harness.cells import CELLS
-from harness.init import INITS
-from harness.tasks import TASKS
-from harness.config import CONF_DIR, GROUPS, VALIDATORS, config_columns, flat_config
-from harness.results import DONE, collect, profile_frame, write_parquet
+from harness.lab import run as run_module
+from harness.core.cells import CELLS
+from harness.core.init import INITS
+from harness.core.tasks import TASKS
+from harness.cli.paths import CONF_DIR
+from harness.core.spec import GROUPS, VALIDATORS, config_columns, flat_config
+from harness.lab.results import DONE, collect, profile_frame, write_parquet
 
 
 def test_profile_frame_rows_and_quantiles():
@@ -75,3 +76,33 @@ def test_config_columns_normalise_numbers():
     columns = config_columns(compose_config("scale=2", "cell=lstm"))
     assert columns["scale"] == 2.0 and isinstance(columns["scale"], float)
     assert columns["cell"] == "lstm" and columns["cell.forget_bias"] == 0.0
+
+
+def test_results_of_the_first_schema_still_load(tmp_path):
+    """tests/data/schema0_sweep was written before the typed run specification (other run ids, no
+    cell._target_ column): plot and collect still read it."""
+    import shutil
+
+    from harness.cli.plot import main as plot_main
+    from tests.conftest import ROOT
+
+    old = tmp_path / "old"
+    shutil.copytree(ROOT / "tests" / "data" / "schema0_sweep", old)
+    assert plot_main([str(old)]) == 0
+    assert {p.name for p in (old / "figures").glob("*.png")} == {"profiles.png", "heatmap.png", "phase.png"}
+    (old / "summary.parquet").unlink()
+    _, summary, _ = collect(old)
+    assert summary.status.tolist() == ["ok"] * 4 and set(summary.cell) == {"rnn", "lstm"}
+
+
+def test_profiles_saved_from_python_are_plotted_like_cli_runs(tmp_path):
+    import harness
+    from harness.cli.plot import main as plot_main
+
+    torch.manual_seed(0)
+    for module in (torch.nn.LSTM(3, 6), torch.nn.GRU(3, 6)):
+        harness.record(module, torch.randn(12, 4, 3)).save(tmp_path / type(module).__name__)
+    assert plot_main([str(tmp_path)]) == 0
+    summary = pd.read_csv(tmp_path / "summary.csv")
+    assert sorted(summary.cell) == ["gru", "lstm"] and (summary.status == "ok").all()
+    assert summary.rate.notna().all() and (tmp_path / "figures" / "profiles.png").exists()

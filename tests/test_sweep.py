@@ -16,8 +16,9 @@ from hydra._internal.utils import create_config_search_path
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
-from harness.config import CONF_DIR, ConfigError
-from harness.sweep import Composer, in_process, parallelism
+from harness.cli.paths import CONF_DIR
+from harness.core.errors import ConfigError
+from harness.cli.sweep import Composer, in_process, parallelism
 from tests.conftest import ROOT, cli_env, run_cli
 
 GRID = ["-m", "cell=rnn,gru", "scale=0.5,1,2,3", "seq_len=8", "hidden_size=4", "batch_size=3"]
@@ -94,7 +95,7 @@ def test_fast_and_basic_paths_give_the_same_runs(tmp_path, reference):
         for choices in (ours["runtime"]["choices"], theirs["runtime"]["choices"]):
             del choices["hydra/sweeper"], choices["hydra/launcher"]
         assert ours["runtime"]["choices"] == theirs["runtime"]["choices"]
-        assert (fast / str(num) / "__main__.log").read_text().count("status ok") == 1
+        assert (fast / str(num) / "harness.log").read_text().count("status ok") == 1
 
 
 def read_every_table(root, stop, seen):
@@ -144,7 +145,7 @@ def test_a_failing_run_is_recorded_and_the_others_finish(tmp_path, launcher):
     assert (summary[summary.scale != 0.7].status == "ok").all() and len(summary) == 3
     assert f"failed: {failed.run_dir.item()} (RuntimeError: injected fault at scale=0.7)" in result.stdout
     assert "1 failed" in result.stderr
-    assert "Traceback" in (out / str(failed.run_dir.item()) / "__main__.log").read_text()
+    assert "Traceback" in (out / str(failed.run_dir.item()) / "harness.log").read_text()
 
 
 def wait_for(condition, timeout=120.0):

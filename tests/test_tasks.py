@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from harness.tasks import COPY_LENGTH, COPY_SYMBOLS, TASKS, WALK_NOISE
+from harness.core.tasks import COPY_LENGTH, COPY_SYMBOLS, TASKS, WALK_NOISE
 
 
 def make(task, seq_len=40, batch=200_000, seed=0):

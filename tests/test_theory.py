@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from harness.analysis import fit_profile
-from harness.gradients import record_log_norms
-from harness.theory import (gaussian_moments, jvp, linear_rate, lyapunov_exponent, mean_field_critical_scale,
+from harness.core.analysis import fit_profile
+from harness.core.recorders import record_log_norms
+from harness.core.theory import (gaussian_moments, jvp, linear_rate, lyapunov_exponent, mean_field_critical_scale,
                             mean_field_fixed_point, mean_field_rate, predictions)
 from tests.conftest import build, unroll
 
@@ -53,7 +53,7 @@ def test_tanh_fixed_point_and_criticality():
 def test_linear_gain_over_k_steps_is_exactly_scale_to_the_k(init):
     model, batch = build("rnn", activation="identity", init=init, scale=0.8, hidden_size=16, seq_len=60)
     states, loss = unroll(model, batch)
-    log_norms = record_log_norms(loss, states, 1, "exact")[:, :, 0]
+    log_norms = record_log_norms(loss, states, model.block_sizes, "exact")[:, :, 0]
     lag = torch.arange(60, -1, -1, dtype=torch.float64).unsqueeze(1)
     torch.testing.assert_close(log_norms - log_norms[-1], lag * math.log(0.8) * torch.ones_like(log_norms))
     assert linear_rate(model) == pytest.approx(math.log(0.8), abs=1e-12)
@@ -63,7 +63,7 @@ def test_linear_rate_is_the_asymptotic_rate_of_a_gaussian_linear_rnn():
     model, batch = build("rnn", activation="identity", init="gaussian", scale=1.0, hidden_size=24,
                          seq_len=600, batch_size=4, seed=3)
     states, loss = unroll(model, batch)
-    log10 = (record_log_norms(loss, states, 1, "exact")[:, :, 0] / math.log(10)).median(dim=1).values
+    log10 = (record_log_norms(loss, states, model.block_sizes, "exact")[:, :, 0] / math.log(10)).median(dim=1).values
     fit = fit_profile(np.arange(600, -1, -1), log10.numpy())
     assert fit["rate"] == pytest.approx(linear_rate(model), abs=0.01)
 
@@ -89,7 +89,7 @@ def test_lyapunov_exponent_equals_the_exact_recorders_rate(cell, scale):
     model, batch = build(cell, init="gaussian", scale=scale, hidden_size=32, input_size=32, seq_len=400,
                          batch_size=8)
     states, loss = unroll(model, batch)
-    log10 = (record_log_norms(loss, states, model.num_parts, "exact")[:, :, 0] / math.log(10)).median(dim=1).values
+    log10 = (record_log_norms(loss, states, model.block_sizes, "exact")[:, :, 0] / math.log(10)).median(dim=1).values
     rate = fit_profile(np.arange(400, -1, -1), log10.numpy())["rate"]
     exponent = lyapunov_exponent(model, batch.inputs, torch.Generator().manual_seed(1))
     assert exponent == pytest.approx(rate, abs=0.02)

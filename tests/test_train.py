@@ -7,11 +7,11 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from harness import run as run_module
-from harness.cells import RecurrentNet
-from harness.config import CONF_DIR
-from harness.init import NotApplicable, initialise
-from harness.train import train
+from harness.lab import run as run_module
+from harness.core.cells import RecurrentNet
+from harness.cli.paths import CONF_DIR
+from harness.core.init import NotApplicable, initialise
+from harness.core.train import train
 
 
 @pytest.mark.parametrize("cell,gates,keep", [("lstm", 4, 1), ("gru", 3, 1)])
@@ -65,7 +65,7 @@ def test_a_probe_run_writes_no_loss_table(tmp_path):
 
 def test_plot_redraws_a_single_training_run_folder(tmp_path):
     """The losses figure needs the loss table beside the run's config columns, also for one run."""
-    from harness.plot import main as plot_main
+    from harness.cli.plot import main as plot_main
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         cfg = compose("config", overrides=["task=adding", "seq_len=6", "hidden_size=4", "train.steps=4",
                                            "train.record_every=2"])

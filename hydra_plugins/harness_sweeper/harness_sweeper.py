@@ -1,6 +1,6 @@
 """The `harness` Hydra sweeper, this project's default (conf/config.yaml): Hydra's sweep syntax and
 run folders, at a few ms of overhead per configuration, with resume after a crash and a progress line.
-The work is done in harness.sweep; this module only plugs it into Hydra (no `from __future__ import
+The work is done in harness.cli.sweep; this module only plugs it into Hydra (no `from __future__ import
 annotations` here: Hydra runs the module before registering it, so dataclasses cannot resolve strings).
 
     python -m harness -m cell=rnn,lstm scale=0.5,1,2                  # all runs in this process
@@ -32,7 +32,7 @@ ConfigStore.instance().store(group="hydra/sweeper", name="harness", node=Harness
 class HarnessSweeper(Sweeper):
     def __init__(self, params: Optional[Dict[str, str]] = None, chunks: Optional[int] = None,
                  torch_threads: Optional[int] = None, resume: bool = True) -> None:
-        from harness.sweep import Settings
+        from harness.cli.sweep import Settings
 
         self.params = params or {}
         self.settings = Settings(chunks=chunks, torch_threads=torch_threads, resume=resume)
@@ -43,9 +43,9 @@ class HarnessSweeper(Sweeper):
     def sweep(self, arguments: List[str]) -> Any:
         from hydra.core.plugins import Plugins
 
-        from harness.callbacks import fail
-        from harness.config import ConfigError
-        from harness.sweep import expand, run_chunk, sweep
+        from harness.cli.callbacks import fail
+        from harness.core.errors import ConfigError
+        from harness.cli.sweep import expand, run_chunk, sweep
 
         def launcher() -> Any:  # made once the sweep folder is known: launchers read it when made
             return Plugins.instance().instantiate_launcher(

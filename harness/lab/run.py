@@ -7,6 +7,8 @@ the run folder.
 from __future__ import annotations
 
 import functools
+import importlib
+import importlib.metadata
 import logging
 import math
 import platform
@@ -15,21 +17,21 @@ import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import hydra
 import numpy as np
 import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from harness.analysis import fit_profile
-from harness.cells import RecurrentNet
-from harness.config import DTYPES, ROOT, ConfigError, config_columns, run_id
-from harness.gradients import flush_denormals, record_log_norms
-from harness.init import NotApplicable, initialise
-from harness.results import DONE, LOSSES, META, PROFILE, profile_frame, write_json, write_parquet
-from harness.tasks import TASKS, TaskBatch
-from harness.theory import predictions
-from harness.train import SOLVED_FRACTION, train
+from harness.core.analysis import fit_profile
+from harness.core.cells import CellNet, RecurrentNet, StackedNet
+from harness.core.errors import ConfigError, NotApplicable
+from harness.core.spec import DTYPES, config_columns, run_id
+from harness.core.recorders import flush_denormals, record_log_norms, status_flags
+from harness.core.init import initialise
+from harness.core.runfolder import DONE, LOSSES, META, PROFILE, profile_frame, write_json, write_parquet
+from harness.core.tasks import TASKS, TaskBatch
+from harness.core.theory import predictions
+from harness.core.train import SOLVED_FRACTION, train
 
 log = logging.getLogger(__name__)
 
@@ -38,36 +40,25 @@ log = logging.getLogger(__name__)
 def git_commit() -> str | None:
     """The checkout's commit (with -dirty if it has local changes), or None outside a git checkout."""
     try:
-        out = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=40"], cwd=ROOT,
+        out = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=40"], cwd=Path(__file__).parent,
                              capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None
 
 
-def input_drive_stats(model: RecurrentNet, inputs: torch.Tensor) -> tuple[float, float]:
+def input_drive_stats(model: StackedNet, inputs: torch.Tensor) -> tuple[float, float]:
     """Mean over the bottom layer's units of E[(W_ih x_t + b_ih + b_hh)^2] over the run's inputs, and
-    its coefficient of variation across units (mean-field theory assumes every unit sees the same)."""
+    its coefficient of variation across units (mean-field theory assumes every unit sees the same).
+    NaN for a user cell, whose input weights are its own business."""
+    if not isinstance(model, RecurrentNet):
+        return math.nan, math.nan
     with torch.no_grad():
-        drive = torch.nn.functional.linear(inputs, model.weight_ih_l0, model.bias_ih_l0 + model.bias_hh_l0)
+        bias = None if not model.bias else model.bias_ih_l0 + model.bias_hh_l0
+        drive = torch.nn.functional.linear(inputs, model.weight_ih_l0, bias)
         per_unit = drive.double().pow(2).mean(dim=(0, 1))
     mean = per_unit.mean().item()
     return mean, (per_unit.std().item() / mean if mean > 0 else float("nan"))
-
-
-def status_flags(log_norms: torch.Tensor, states_finite: bool, recorder: str) -> list[str]:
-    """Numerical trouble as data. The loss's own step t = T is left out: there the lstm's c (and any
-    block the loss does not read) has a gradient that is exactly 0 by construction."""
-    before_loss = log_norms[:-1]
-    flags = [] if states_finite else ["diverged"]  # the forward pass itself reached inf or nan
-    if torch.isnan(before_loss).any():
-        flags.append("nan")
-    if torch.isposinf(before_loss).any():
-        flags.append("overflow")
-    if torch.isneginf(before_loss).any():
-        # autograd: underflow (or a true zero); exact: the gradient is exactly zero (e.g. dead relus)
-        flags.append("underflow" if recorder == "autograd" else "zero")
-    return flags
 
 
 def readout(hidden_size: int, outputs: int, generator: torch.Generator) -> torch.nn.Linear:
@@ -85,7 +76,40 @@ class Recording(NamedTuple):
     losses: list[dict[str, Any]]  # the loss table's rows (none for the probe)
     flags: list[str]
     extras: dict[str, Any]  # input-drive statistics, theory predictions, final loss
-    model: RecurrentNet
+    model: StackedNet
+
+
+def import_object(key: str, path: str) -> Any:
+    """The object at a dotted import path (a user cell's class); ConfigError if there is none."""
+    module_name, _, name = path.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError) as error:
+        raise ConfigError(f"{key}={path}: cannot import it ({error}); expected a class importable from the "
+                          "folder you run in or an installed package") from None
+
+
+def build_network(columns: dict[str, Any], generator: torch.Generator) -> StackedNet:
+    """The run's network in float64 on the CPU, initialised: a built-in RecurrentNet, or the user cell
+    named by cell._target_ (built with input_size=, hidden_size= and cell.kwargs.*, under the run's
+    seed) in a CellNet. Raises NotApplicable for a setting that means nothing for the cell."""
+    sizes = columns["input_size"], columns["hidden_size"], columns["num_layers"]
+    settings = (columns["init"], columns["scale"], generator, columns.get("cell.forget_bias", 0.0),
+                columns.get("cell.chrono_tmax"))
+    target = columns.get("cell._target_")
+    if target is None:
+        model = RecurrentNet(columns["cell"], columns["activation"], *sizes).double()
+    else:
+        cls = import_object("cell._target_", target)
+        kwargs = {k.removeprefix("cell.kwargs."): v for k, v in columns.items() if k.startswith("cell.kwargs.")}
+        input_size, hidden_size, num_layers = sizes
+        with torch.random.fork_rng(devices=[]):  # the cell's own init, seeded, without touching the caller's RNG
+            torch.manual_seed(columns["seed"])
+            layers = [cls(input_size=input_size if layer == 0 else hidden_size, hidden_size=hidden_size, **kwargs)
+                      for layer in range(num_layers)]
+        model = CellNet(layers, input_size).double()
+    initialise(model, *settings)
+    return model
 
 
 def record(columns: dict[str, Any]) -> Recording:
@@ -94,21 +118,15 @@ def record(columns: dict[str, Any]) -> Recording:
     dtype, device = DTYPES[columns["dtype"]], torch.device(columns["device"])
     generator = torch.Generator().manual_seed(columns["seed"])
     task = TASKS[columns["task"]]
-    # Initialise in float64 on the CPU, then cast: float32 and float64 runs share their weights.
-    model = RecurrentNet(columns["cell"], columns["activation"], columns["input_size"],
-                         columns["hidden_size"], columns["num_layers"]).double()
-    initialise(model, columns["init"], columns["scale"], generator, columns.get("cell.forget_bias", 0.0),
-               columns.get("cell.chrono_tmax"))
-    head = readout(columns["hidden_size"], task.output_size, generator) if task.output_size else None
+    # Built in float64 on the CPU, then cast: float32 and float64 runs share their weights.
+    model = build_network(columns, generator)
+    head = readout(model.hidden_size, task.output_size, generator) if task.output_size else None
 
     def draw() -> TaskBatch:
         return task.make(columns["seq_len"], columns["batch_size"], generator, input_size=columns["input_size"],
-                         hidden_size=columns["hidden_size"]).to(device, dtype)
+                         hidden_size=model.hidden_size).to(device, dtype)
 
     held_out = draw()  # evaluated and recorded on, never trained on
-    if columns["recorder"] == "exact" and not held_out.final_state_only:
-        raise ConfigError(f"recorder=exact: task={columns['task']} has a loss on every step; "
-                          "expected recorder=autograd")
     model.to(device=device, dtype=dtype)
     parameters = list(model.parameters())
     if head is not None:
@@ -126,7 +144,7 @@ def record(columns: dict[str, Any]) -> Recording:
         with flush_denormals():
             states = model(held_out.inputs, model.initial_state(columns["batch_size"]))
             loss = task_loss(held_out, states)
-            log_norms = record_log_norms(loss, states, model.num_parts, columns["recorder"])
+            log_norms = record_log_norms(loss, states, model.block_sizes, columns["recorder"])
         profiles.append((step, log_norms))
         flags.update(status_flags(log_norms, bool(torch.isfinite(states[-1]).all() and torch.isfinite(loss)),
                                   columns["recorder"]))
@@ -157,27 +175,28 @@ def record(columns: dict[str, Any]) -> Recording:
     return Recording(profiles, losses, [f for f in order if f in flags], extras, model)
 
 
-def run(cfg: DictConfig, out_dir: Path, choices: dict[str, Any] | None = None) -> str:
+def run(cfg: DictConfig | dict[str, Any], out_dir: Path, choices: dict[str, Any] | None = None) -> str:
     """Run cfg into out_dir and return its status: ok, comma-joined numerical flags, failed, or
-    not_applicable (a setting that means nothing for this cell; harness.init.NotApplicable).
+    not_applicable (a setting that means nothing for this cell; harness.core.init.NotApplicable).
 
     A ConfigError propagates (nothing is computed or written); any other exception is recorded in the
     run's metadata as status failed, so that one broken run never stops or hides the others.
     """
-    columns = config_columns(cfg)
+    config = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    columns = config_columns(config)
     rid = run_id(columns)
     meta: dict[str, Any] = {
-        "run_id": rid, "columns": columns, "config": OmegaConf.to_container(cfg, resolve=True),
+        "run_id": rid, "columns": columns, "config": config,
         "choices": choices or {}, "seed": columns["seed"], "git_commit": git_commit(),
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
-                     "hydra": hydra.__version__, "numpy": np.__version__},
+                     "hydra": importlib.metadata.version("hydra-core"), "numpy": np.__version__},
         "torch_threads": torch.get_num_threads(), "error": None,
     }
     start = time.perf_counter()
     try:
         recording = record(columns)
         meta.update(recording.extras)
-        profile = pd.concat([profile_frame(log_norms, rid, columns, recording.model.cell.states, step)
+        profile = pd.concat([profile_frame(log_norms, rid, columns, recording.model.state_names, step)
                              for step, log_norms in recording.profiles], ignore_index=True)
         write_parquet(profile, out_dir / PROFILE)
         if recording.losses:

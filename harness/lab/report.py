@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.analysis import EDGE_FRACTION, STABLE_TOLERANCE
-from harness.plots import FACETS, varied
+from harness.core.analysis import EDGE_FRACTION, STABLE_TOLERANCE
+from harness.lab.plots import FACETS, varied
 
 SHOWN = ["status", "rate", "gain_per_step", "half_life", "regime", "log10_gain", "truncated", "theory_mean_field",
          "theory_lyapunov", "rate_init", "final_loss", "baseline", "solved", "wall_time_s"]

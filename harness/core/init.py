@@ -15,7 +15,8 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from harness.cells import RecurrentNet
+from harness.core.cells import CellNet, RecurrentNet
+from harness.core.errors import NotApplicable
 
 
 def _blocks(weight: Tensor, gates: int) -> tuple[Tensor, ...]:
@@ -27,7 +28,8 @@ def _zero_mean_inputs(model: RecurrentNet, generator: torch.Generator) -> None:
     for w in model.layer_params("weight_ih"):
         w.copy_(torch.randn(w.shape, generator=generator, dtype=w.dtype) / math.sqrt(w.shape[1]))
     for b in model.layer_params("bias_ih") + model.layer_params("bias_hh"):
-        b.zero_()
+        if b is not None:
+            b.zero_()
 
 
 def init_default(model: RecurrentNet, generator: torch.Generator) -> None:
@@ -56,11 +58,6 @@ def init_identity(model: RecurrentNet, generator: torch.Generator) -> None:
             block.copy_(torch.eye(model.hidden_size, dtype=w.dtype))
 
 
-class NotApplicable(ValueError):
-    """A setting that has no meaning for this cell (a forget-gate bias on an rnn): such a run is
-    recorded as not applicable rather than failed, so that a sweep of cells x remedies can run whole."""
-
-
 INITS: dict[str, Callable[[RecurrentNet, torch.Generator], None]] = {
     "default": init_default,
     "gaussian": init_gaussian,
@@ -70,7 +67,27 @@ INITS: dict[str, Callable[[RecurrentNet, torch.Generator], None]] = {
 
 
 @torch.no_grad()
-def initialise(model: RecurrentNet, init: str, scale: float, generator: torch.Generator,
+def initialise_user_cell(model: CellNet, init: str, scale: float, forget_bias: float = 0.0,
+                         chrono_tmax: int | None = None) -> None:
+    """A user cell initialises itself (init=default); `scale` multiplies the parameters it names in
+    `recurrent_weights`. Any other setting is not applicable to it, never guessed."""
+    if init != "default":
+        raise NotApplicable(f"init={init} applies to the built-in cells; a user cell initialises itself (init=default)")
+    if forget_bias or chrono_tmax:
+        raise NotApplicable("forget_bias and chrono init apply to the built-in lstm and gru only")
+    if scale == 1.0:
+        return
+    for cell in model.layers:
+        names = getattr(cell, "recurrent_weights", None)
+        if not names:
+            raise NotApplicable(f"scale={scale}: {type(cell).__name__} names no recurrent_weights to scale")
+        parameters = dict(cell.named_parameters())
+        for name in names:
+            parameters[name].mul_(scale)
+
+
+@torch.no_grad()
+def initialise(model: RecurrentNet | CellNet, init: str, scale: float, generator: torch.Generator,
                forget_bias: float = 0.0, chrono_tmax: int | None = None) -> None:
     """Apply scheme `init`, multiply every W_hh (all gate blocks) by `scale`, then the gate biases.
 
@@ -80,6 +97,10 @@ def initialise(model: RecurrentNet, init: str, scale: float, generator: torch.Ge
     b = log U[1, tmax - 1], so memories last between 1 and tmax steps: the lstm's forget gate (and its
     input gate to -b), the gru's update gate z (h' = (1 - z) n + z h).
     """
+    if isinstance(model, CellNet):
+        return initialise_user_cell(model, init, scale, forget_bias, chrono_tmax)
+    if not model.bias and (forget_bias or chrono_tmax):
+        raise NotApplicable("forget_bias and chrono init set gate biases; this network has none (bias=False)")
     INITS[init](model, generator)
     for w in model.layer_params("weight_hh"):
         w.mul_(scale)

@@ -2,7 +2,10 @@
 
 linear      activation=identity, cell=rnn: the backward pass multiplies by W_hh^T every step, so the
             asymptotic rate is ln rho(W_hh), the log spectral radius of the scaled recurrent matrix
-            (for init=orthogonal or identity the gain over k steps is exactly scale^k).
+            (for init=orthogonal or identity the gain over k steps is exactly scale^k). For a user
+            cell, the same from the step's own Jacobian dS_t/dS_{t-1}, where the step is affine in
+            its state (the Jacobian is the same at the origin and at a random state and input);
+            otherwise it does not apply.
 mean_field  a one-layer rnn with gaussian or orthogonal init and any elementwise activation
             (Poole et al. 2016; Schoenholz et al. 2017; Chen, Pennington & Schoenholz 2018): the
             pre-activation variance settles at the fixed point
@@ -30,8 +33,8 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from harness.analysis import EDGE_FRACTION
-from harness.cells import ACTIVATIONS, RecurrentNet
+from harness.core.analysis import EDGE_FRACTION
+from harness.core.cells import ACTIVATIONS, CellNet, RecurrentNet, StackedNet
 
 THEORY_COLUMNS = ("theory_linear", "theory_mean_field", "theory_critical_scale", "theory_lyapunov", "theory_note")
 
@@ -118,6 +121,28 @@ def linear_rate(model: RecurrentNet) -> float:
     return math.log(eigenvalues.abs().max().item())
 
 
+MAX_JACOBIAN_STATE = 1024  # a dense Jacobian of the step beyond this many state entries is not worth it
+
+
+def affine_step_rate(model: StackedNet, inputs: Tensor, generator: torch.Generator) -> float:
+    """ln rho(J) for a step that is affine in its state (J its constant Jacobian), else nan."""
+    size = sum(model.block_sizes)
+    if size > MAX_JACOBIAN_STATE:
+        return math.nan
+    x = inputs[0, :1].detach()
+
+    def jacobian_at(state: Tensor, drive: Tensor) -> Tensor:
+        with torch.enable_grad():
+            return torch.autograd.functional.jacobian(lambda s: model.step(s, drive), state).reshape(size, size)
+
+    origin = jacobian_at(torch.zeros(1, size, dtype=x.dtype, device=x.device), torch.zeros_like(x))
+    elsewhere = jacobian_at(torch.randn(1, size, generator=generator, dtype=torch.float64).to(x), x)
+    tolerance = 1e-6 * max(origin.abs().max().item(), 1e-30)
+    if not torch.allclose(origin, elsewhere, rtol=0, atol=tolerance):
+        return math.nan
+    return math.log(torch.linalg.eigvals(origin.double().cpu()).abs().max().item())
+
+
 def jvp(step: Callable[[Tensor], Tensor], state: Tensor, tangent: Tensor) -> tuple[Tensor, Tensor]:
     """(step(state), J tangent) with J = d step / d state, by the double-backward trick: the
     vector-Jacobian product u -> J^T u is linear in u, so its own gradient against `tangent` is
@@ -133,10 +158,10 @@ def jvp(step: Callable[[Tensor], Tensor], state: Tensor, tangent: Tensor) -> tup
     return new.detach(), pushed
 
 
-def lyapunov_exponent(model: RecurrentNet, inputs: Tensor, generator: torch.Generator) -> float:
+def lyapunov_exponent(model: StackedNet, inputs: Tensor, generator: torch.Generator) -> float:
     """Largest Lyapunov exponent of the forward trajectory from S_0 = 0 (batch median), per step."""
     batch = inputs.shape[1]
-    state = torch.zeros(batch, model.num_parts * model.hidden_size, dtype=inputs.dtype, device=inputs.device)
+    state = torch.zeros(batch, sum(model.block_sizes), dtype=inputs.dtype, device=inputs.device)
     tangent = torch.randn(state.shape, generator=generator, dtype=torch.float64).to(state)
     tangent /= tangent.norm(dim=1, keepdim=True)
     with torch.no_grad():
@@ -152,13 +177,17 @@ def lyapunov_exponent(model: RecurrentNet, inputs: Tensor, generator: torch.Gene
     return float(growth.median()) / max(len(drives) - skip, 1)
 
 
-def predictions(model: RecurrentNet, columns: dict, inputs: Tensor, drive_var: float,
+def predictions(model: StackedNet, columns: dict, inputs: Tensor, drive_var: float,
                 generator: torch.Generator) -> dict[str, float | str]:
     """Every prediction that applies to this run, and why the others do not."""
     notes = []
     linear = mean_field = critical = math.nan
     one_layer_rnn = columns["cell"] == "rnn" and columns["num_layers"] == 1
-    if columns["activation"] == "identity" and one_layer_rnn:
+    if isinstance(model, CellNet):
+        linear = affine_step_rate(model, inputs, generator)
+        if math.isnan(linear):
+            notes.append(f"linear: needs a step affine in its state, with at most {MAX_JACOBIAN_STATE} state entries")
+    elif columns["activation"] == "identity" and one_layer_rnn:
         linear = linear_rate(model)
     else:
         notes.append("linear: needs a one-layer rnn with activation=identity")

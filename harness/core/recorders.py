@@ -1,6 +1,6 @@
 """Recorders: per-sample ||dL/dS_t|| for every state block at every time step t = 0..T.
 
-Both recorders hook the joint state S_t of every step (harness.cells) on the real autograd graph and
+Both recorders hook the joint state S_t of every step (harness.core.cells) on the real autograd graph and
 differ only in what the hook returns:
 
 autograd  returns nothing: the gradient flows as torch computes it, in the run's dtype, so underflow
@@ -21,7 +21,7 @@ recorder that means float32 underflows at 1.2e-38, not 1.4e-45.
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import torch
 from torch import Tensor
@@ -56,49 +56,72 @@ def flush_denormals() -> Iterator[None]:
             torch.set_flush_denormal(False)
 
 
-def record_log_norms(loss: Tensor, states: list[Tensor], num_parts: int, recorder: str) -> Tensor:
-    """Backpropagate `loss` to states[0] and return ln||dL/d block|| of shape (T+1, batch, num_parts).
+def block_norms(grad: Tensor, block_sizes: Sequence[int], dtype: torch.dtype | None = None) -> Tensor:
+    """Per-sample norms of each block of a joint state's gradient: (batch, blocks)."""
+    if len(set(block_sizes)) == 1:  # equal blocks: one reduction over a view
+        return torch.linalg.vector_norm(grad.view(grad.shape[0], len(block_sizes), -1), dim=-1, dtype=dtype)
+    return torch.stack([torch.linalg.vector_norm(block, dim=-1, dtype=dtype)
+                        for block in grad.split(list(block_sizes), dim=1)], dim=1)
 
-    `states` are S_0..S_T; block p of S_t is columns [p*H, (p+1)*H). Entries are float64; -inf is a
-    zero gradient, +inf an overflow, nan a gradient that became nan.
+
+def record_log_norms(loss: Tensor, states: list[Tensor], block_sizes: Sequence[int], recorder: str,
+                     retain_graph: bool = False) -> Tensor:
+    """Backpropagate `loss` to states[0] and return ln||dL/d block|| of shape (T+1, batch, blocks).
+
+    `states` are S_0..S_T; S_t's blocks are consecutive columns of widths block_sizes. Entries are
+    float64; -inf is a zero gradient, +inf an overflow, nan a gradient that became nan.
     """
     if recorder not in RECORDERS:
         raise ValueError(f"recorder={recorder!r}: allowed {', '.join(RECORDERS)}")
-    batch = states[0].shape[0]
+    num_parts = len(block_sizes)
     # Hooks fire from S_T back to S_0; each appends its step's numbers, reversed at the end.
-    block_norms: list[Tensor] = []
+    norms: list[Tensor] = []
     divisors: list[Tensor] = []
 
     def read(grad: Tensor) -> None:
-        block_norms.append(torch.linalg.vector_norm(grad.view(batch, num_parts, -1), dim=-1,
-                                                    dtype=torch.float64))
+        norms.append(block_norms(grad, block_sizes, torch.float64))
 
     def renormalise(grad: Tensor) -> Tensor:
         # The arriving gradient is one step's Jacobian applied to a unit vector, so its norms are
         # safe to take in its own dtype. The divisor is kept exactly as applied; a sample whose
         # gradient is exactly 0 stays 0, and its log-norm is -inf from here back.
-        norms = torch.linalg.vector_norm(grad.view(batch, num_parts, -1), dim=-1)
-        total = norms if num_parts == 1 else torch.linalg.vector_norm(norms, dim=1, keepdim=True)
+        arriving = block_norms(grad, block_sizes)
+        total = arriving if num_parts == 1 else torch.linalg.vector_norm(arriving, dim=1, keepdim=True)
         divisor = total.clamp_min(torch.finfo(grad.dtype).tiny)
-        block_norms.append(norms)
+        norms.append(arriving)
         divisors.append(divisor)
         return grad / divisor
 
     hook = renormalise if recorder == "exact" else read
     handles = [state.register_hook(hook) for state in states]
     try:
-        torch.autograd.grad(loss, states[0])
+        torch.autograd.grad(loss, states[0], retain_graph=retain_graph)
     finally:
         for handle in handles:
             handle.remove()
-    if len(block_norms) != len(states):
-        raise RuntimeError(f"{len(block_norms)} of {len(states)} state hooks fired: is every S_t on "
+    if len(norms) != len(states):
+        raise RuntimeError(f"{len(norms)} of {len(states)} state hooks fired: is every S_t on "
                            "the path from the loss to S_0?")
 
-    log_norms = torch.stack(block_norms[::-1]).double().log()
+    log_norms = torch.stack(norms[::-1]).double().log()
     if divisors:
         # The gradient arriving at S_t had been divided by the divisors taken at t+1 .. T.
         log_divisors = torch.stack(divisors[::-1]).double().log()  # (T+1, batch, 1)
         from_t_on = log_divisors.flip(0).cumsum(0).flip(0)
         log_norms += torch.cat([from_t_on[1:], torch.zeros_like(from_t_on[:1])])
     return log_norms
+
+
+def status_flags(log_norms: torch.Tensor, states_finite: bool, recorder: str) -> list[str]:
+    """Numerical trouble as data. The loss's own step t = T is left out: there the lstm's c (and any
+    block the loss does not read) has a gradient that is exactly 0 by construction."""
+    before_loss = log_norms[:-1]
+    flags = [] if states_finite else ["diverged"]  # the forward pass itself reached inf or nan
+    if torch.isnan(before_loss).any():
+        flags.append("nan")
+    if torch.isposinf(before_loss).any():
+        flags.append("overflow")
+    if torch.isneginf(before_loss).any():
+        # autograd: underflow (or a true zero); exact: the gradient is exactly zero (e.g. dead relus)
+        flags.append("underflow" if recorder == "autograd" else "zero")
+    return flags

@@ -15,8 +15,9 @@ from hydra.core.utils import JobReturn
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from harness.collect import collect_and_report
-from harness.config import ConfigError, check_overrides
+from harness.cli.collect import collect_and_report
+from harness.cli.overrides import check_overrides
+from harness.core.errors import ConfigError
 
 
 def fail(error: ConfigError) -> None:

@@ -22,14 +22,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")  # figures are files; no display needed
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from harness.analysis import STABLE_TOLERANCE, fit_runs, headline, is_top_h  # noqa: E402
-from harness.theory import THEORY_COLUMNS, mean_field_rate  # noqa: E402
+from harness.core.analysis import STABLE_TOLERANCE
+from harness.lab.fits import fit_runs, headline, is_top_h
+from harness.core.theory import THEORY_COLUMNS, mean_field_rate
 
 # Axes a sweep may vary, besides cell (the columns) and the colour axis; seed is never a facet.
 FACETS = ["activation", "init", "remedy", "num_layers", "hidden_size", "input_size", "batch_size", "cell.forget_bias",
@@ -415,7 +414,7 @@ def make_figures(root: Path, profile: pd.DataFrame, summary: pd.DataFrame | None
                  losses: pd.DataFrame | None = None) -> list[Path]:
     """Every figure the tables support, under root/figures/; returns the PNGs written.
 
-    The fits come from the profile (harness.analysis), so figures always use the current analysis;
+    The fits come from the profile (harness.core.analysis), so figures always use the current analysis;
     the summary, when given, marks the runs whose status carries numerical flags.
     """
     if profile.empty:

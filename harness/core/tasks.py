@@ -53,6 +53,7 @@ class Task:
     input_size: int | None  # None: the config's input_size
     output_size: int | None  # None: no trained readout (the probe reads h_T directly)
     baseline: Callable[[int], float]  # seq_len -> the documented baseline loss
+    final_state_only: bool = True  # its loss reads the last step only (what the exact recorder needs)
 
 
 def probe(seq_len: int, batch_size: int, generator: torch.Generator, *, input_size: int,
@@ -142,7 +143,8 @@ TASKS: dict[str, Task] = {
     "probe": Task(probe, input_size=None, output_size=None, baseline=lambda seq_len: math.nan),
     "adding": Task(adding, 2, 1, baseline=lambda seq_len: 1 / 6),
     "copy": Task(copy, COPY_SYMBOLS + 2, COPY_SYMBOLS + 2,
-                 baseline=lambda seq_len: COPY_LENGTH * math.log(COPY_SYMBOLS) / (seq_len + 2 * COPY_LENGTH)),
+                 baseline=lambda seq_len: COPY_LENGTH * math.log(COPY_SYMBOLS) / (seq_len + 2 * COPY_LENGTH),
+                 final_state_only=False),
     "temporal_order": Task(temporal_order, ORDER_SYMBOLS, 4, baseline=lambda seq_len: math.log(4)),
-    "random_walk": Task(random_walk, 1, 1, baseline=lambda seq_len: 1 + 2 * WALK_NOISE**2),
+    "random_walk": Task(random_walk, 1, 1, baseline=lambda seq_len: 1 + 2 * WALK_NOISE**2, final_state_only=False),
 }

@@ -12,10 +12,10 @@ overrides (scale=2) are applied to a copy by Hydra's own override code (~1 ms); 
 libyaml. The folders, files and numbers are the basic path's (tests/test_sweep.py compares them).
 
 Faults. A run folder is finished when its DONE marker is there and its meta.json has the job's
-run_id (the hash of its resolved config, harness.config.run_id). Rerunning an interrupted sweep's
+run_id (the hash of its resolved config, harness.core.spec.run_id). Rerunning an interrupted sweep's
 command resumes it: the newest sibling folder holding an unfinished sweep of the same run_ids (the
 manifest sweep.json) is reused, its finished runs are kept and only the others run. A run that
-raises is recorded as failed by harness.run and the others go on. Launched workers write only
+raises is recorded as failed by harness.lab.run and the others go on. Launched workers write only
 their own run folders, atomically; the sweep's tables are written once, by the parent, at the end.
 """
 from __future__ import annotations
@@ -36,8 +36,9 @@ from typing import Any
 import yaml
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from harness.config import ConfigError, config_columns, run_id
-from harness.results import DONE, META, write_json
+from harness.core.errors import ConfigError
+from harness.core.spec import config_columns, run_id
+from harness.lab.results import DONE, META, write_json
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +127,7 @@ class Composer:
                     "override_dirname": get_overrides_dirname(task, naming["exclude_keys"],
                                                               naming["item_sep"], naming["kv_sep"])}
         hydra = {**hydra, "job": job_node, "overrides": {**hydra["overrides"], "task": [o.input_line for o in task]}}
-        return Job(num, hydra["overrides"]["task"], run_id(config_columns(config)),
+        return Job(num, hydra["overrides"]["task"], run_id(config_columns(OmegaConf.to_container(config, resolve=True))),
                    self._subdir(config, hydra), config, hydra)
 
     def _subdir(self, config: DictConfig, hydra: dict[str, Any]) -> str:
@@ -206,11 +207,11 @@ class _RunLog:
 
 
 def run_jobs(jobs: list[Job], sweep_dir: Path, torch_threads: int | None = None) -> None:
-    """Run jobs one after the other in this process (harness.run.run records any failure)."""
+    """Run jobs one after the other in this process (harness.lab.run.run records any failure)."""
     import torch
 
-    from harness.gradients import flush_denormals_everywhere
-    from harness.run import run
+    from harness.core.recorders import flush_denormals_everywhere
+    from harness.lab.run import run
 
     flush_denormals_everywhere()
     if torch_threads:
@@ -352,7 +353,7 @@ class Progress:
 @dataclass
 class Settings:
     chunks: int | None  # launched jobs to split the runs into; None: one per worker
-    torch_threads: int | None  # per launched job; None: cores / workers (harness.sweep.parallelism)
+    torch_threads: int | None  # per launched job; None: cores / workers (harness.cli.sweep.parallelism)
     resume: bool  # reuse the newest unfinished identical sweep folder when the configured one is new
 
 

@@ -1,0 +1,31 @@
+"""Where configs come from: the packaged conf/ (experiments included), then the user's own folders.
+
+In a clone, harness/conf is a link to the top-level conf/ (whose experiment/ links to experiments/);
+a built wheel holds a copy of both (pyproject.toml's package data). From any folder, the user's
+./conf/<group>/*.yaml and ./experiments/*.yaml come first: they add options and override packaged ones
+of the same name (hydra_plugins/harness_user_configs puts them on Hydra's search path).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+
+def user_dirs(cwd: Path | None = None) -> dict[str, Path]:
+    """The user's config folders that exist in cwd, and are not the packaged ones (a clone's root)."""
+    cwd = Path.cwd() if cwd is None else cwd
+    found = {"conf": cwd / "conf", "experiments": cwd / "experiments"}
+    packaged = {CONF_DIR.resolve(), (CONF_DIR / "experiment").resolve()}
+    return {name: path for name, path in found.items() if path.is_dir() and path.resolve() not in packaged}
+
+
+def options(group: str) -> list[str]:
+    """The options of a config group (cell, remedy, experiment, ...), packaged and the user's."""
+    folders = [CONF_DIR / group]
+    user = user_dirs()
+    if "conf" in user:
+        folders.append(user["conf"] / group)
+    if group == "experiment" and "experiments" in user:
+        folders.append(user["experiments"])
+    return sorted({p.stem for folder in folders for p in folder.glob("*.yaml")})

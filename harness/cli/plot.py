@@ -1,0 +1,86 @@
+"""Rebuild every figure and the report of one or more sweeps from their stored tables; no model runs.
+
+    python -m harness.plot results/quickstart/2026-11-22_10-00-00
+    python -m harness.plot results/quickstart/<time> --where cell=lstm,gru --out results/gated
+    python -m harness.plot results/scale/<a> results/scale/<b> --out results/scale/both
+
+A folder without aggregate tables (a sweep that failed or was interrupted) is collected first.
+With --where or several folders, --out names where the figures, tables and report go.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import matplotlib
+import pandas as pd
+
+from harness.lab.plots import make_figures
+from harness.lab.report import write_report
+from harness.lab.results import PROFILE, collect, collect_losses, write_csv, write_parquet
+
+
+def load(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """A folder's (profile, summary, losses): the stored aggregates, or collected from its run folders."""
+    if (folder / PROFILE).exists() and (folder / "summary.parquet").exists():
+        summary = pd.read_parquet(folder / "summary.parquet")
+        return pd.read_parquet(folder / PROFILE), summary, collect_losses(folder, summary)
+    return collect(folder)
+
+
+def keep(frame: pd.DataFrame, key: str, values: list[str]) -> pd.Series:
+    """Rows whose `key` is one of `values` (numbers compared as numbers)."""
+    column = frame[key]
+    if pd.api.types.is_numeric_dtype(column):
+        return column.isin([float(v) for v in values])
+    return column.astype(str).isin(values)
+
+
+def parse_where(items: list[str], frame: pd.DataFrame) -> list[tuple[str, list[str]]]:
+    filters = []
+    for item in items:
+        key, _, values = item.partition("=")
+        if key not in frame or not values:
+            raise SystemExit(f"error: --where {item}: expected KEY=VALUE[,VALUE...] with KEY one of "
+                             f"{', '.join(c for c in frame.columns if not c.startswith('log10'))}")
+        filters.append((key, values.split(",")))
+    return filters
+
+
+def main(argv: list[str] | None = None) -> int:
+    matplotlib.use("Agg")  # figures are files; the command line needs no display
+    parser = argparse.ArgumentParser(prog="python -m harness.plot", description=__doc__.splitlines()[0])
+    parser.add_argument("folders", nargs="+", type=Path, help="sweep (or run) folders")
+    parser.add_argument("--where", action="append", default=[], metavar="KEY=VALUE[,VALUE...]",
+                        help="keep only these runs (repeatable)")
+    parser.add_argument("--out", type=Path, help="where to write (default: the one folder given)")
+    args = parser.parse_args(argv)
+    if args.out is None and (len(args.folders) > 1 or args.where):
+        parser.error("--out is needed with several folders or --where")
+    out = args.out or args.folders[0]
+    profiles, summaries, losses = zip(*(load(folder) for folder in args.folders))
+    # One configuration in two sweeps is one run (its numbers are determined by its config).
+    summary = pd.concat(summaries, ignore_index=True).drop_duplicates("run_id")
+    profile = pd.concat(profiles, ignore_index=True)
+    profile = profile[profile.run_id.isin(summary.run_id)].drop_duplicates(["run_id", "step", "layer", "state", "t"])
+    for key, values in parse_where(args.where, summary):
+        summary = summary[keep(summary, key, values)]
+        profile = profile[profile.run_id.isin(summary.run_id)]
+    if summary.empty:
+        raise SystemExit("error: no runs left to plot")
+    if out not in args.folders:
+        write_parquet(profile, out / PROFILE)
+        write_parquet(summary, out / "summary.parquet")
+        write_csv(summary, out / "summary.csv")
+    losses = pd.concat(losses, ignore_index=True)
+    if not losses.empty:
+        losses = losses[losses.run_id.isin(summary.run_id)].drop_duplicates(["run_id", "step"])
+    figures = make_figures(out, profile, summary, losses)
+    for path in [*figures, write_report(out, summary, figures)]:
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,269 @@
+"""The typed run specification: the one place that says what a run is.
+
+`RunSpec` (with `CellSpec` and `TrainSpec` for the `cell` and `train` groups) lists every key a run
+reads, with its type, default, the values allowed and what it means. Everything else derives from it:
+the table columns (`columns`), the run id (`run_id`), the validators that check command-line
+overrides, experiment sweeps and each composed config before any compute (`VALIDATORS`, with the
+cross-field rules in `check_run`), and the structured config Hydra composes into (registered by
+harness.cli). Adding a key is one field here plus its default in conf/config.yaml.
+
+A validator returns the value normalised (scale=1 becomes 1.0) so that tables never mix ints and
+floats in a column.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any, Callable, Dict, Mapping, Optional
+
+import torch
+
+from harness.core.cells import ACTIVATIONS, CELLS
+from harness.core.errors import ConfigError
+from harness.core.init import INITS
+from harness.core.recorders import RECORDERS
+from harness.core.tasks import TASKS
+from harness.core.train import OPTIMIZERS
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+DEVICES = ("cpu", "cuda")
+
+
+Validator = Callable[[str, Any], Any]
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def one_of(options: Any) -> Validator:
+    allowed = sorted(options)
+
+    def check(key: str, value: Any) -> Any:
+        if value not in allowed:
+            raise ConfigError(f"{key}={value}: expected one of {', '.join(allowed)}")
+        return value
+    return check
+
+
+def integer(minimum: int) -> Validator:
+    def check(key: str, value: Any) -> int:
+        if not (_is_number(value) and isinstance(value, int) and value >= minimum):
+            raise ConfigError(f"{key}={value}: expected an integer >= {minimum}")
+        return value
+    return check
+
+
+def finite_number(minimum: float = -math.inf) -> Validator:
+    bound = "" if minimum == -math.inf else f" >= {minimum:g}"
+
+    def check(key: str, value: Any) -> float:
+        if not (_is_number(value) and math.isfinite(value) and value >= minimum):
+            raise ConfigError(f"{key}={value}: expected a finite number{bound}")
+        return float(value)
+    return check
+
+
+def optional(check: Validator) -> Validator:
+    """null (off), or a value that passes check."""
+    def check_or_null(key: str, value: Any) -> Any:
+        return None if value is None else check(key, value)
+    return check_or_null
+
+
+def positive_number(key: str, value: Any) -> float:
+    if not (_is_number(value) and math.isfinite(value) and value > 0):
+        raise ConfigError(f"{key}={value}: expected a finite number > 0")
+    return float(value)
+
+
+def device(key: str, value: Any) -> str:
+    one_of(DEVICES)(key, value)
+    if value == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"{key}={value}: CUDA is not available on this machine; expected cpu")
+    return value
+
+
+def text(key: str, value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{key}={value}: expected a non-empty name")
+    return value
+
+
+def import_path(key: str, value: Any) -> str | None:
+    """null, or a dotted import path `package.module.Name` (imported when the run builds its model)."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or "." not in value or not all(p.isidentifier() for p in value.split(".")):
+        raise ConfigError(f"{key}={value}: expected an import path such as mypkg.cells.MyCell")
+    return value
+
+
+def scalars(key: str, value: Any) -> dict[str, Any]:
+    """A mapping of names to scalars (a user cell's constructor arguments)."""
+    if not isinstance(value, Mapping) or not all(
+            isinstance(v, (int, float, str, bool)) or v is None for v in value.values()):
+        raise ConfigError(f"{key}={value}: expected a mapping of names to numbers, strings or booleans")
+    return dict(value)
+
+
+def spec(default: Any, check: Validator, doc: str) -> Any:
+    """A specification field: its default, its validator and what it means (shown by `describe`)."""
+    factory = {"default_factory": default} if callable(default) else {"default": default}
+    return field(**factory, metadata={"check": check, "doc": doc})
+
+
+@dataclass
+class CellSpec:
+    """The `cell` group: a built-in cell, or a user cell named by `_target_` (see harness.core.cells)."""
+    name: str = spec("rnn", text, "rnn | lstm | gru (built in), or the name of a user cell")
+    forget_bias: float = spec(0.0, finite_number(), "lstm only: added to the forget gate's bias after init")
+    chrono_tmax: Optional[int] = spec(None, optional(integer(2)),
+                                      "lstm, gru: chrono init, gate biases log U[1, tmax - 1] (null: off)")
+    _target_: Optional[str] = spec(None, import_path, "a user cell: the nn.Module class to build (null: built in)")
+    kwargs: Dict[str, Any] = spec(dict, scalars, "a user cell's own constructor arguments")
+
+
+@dataclass
+class InitSpec:
+    """The `init` group (harness.core.init)."""
+    name: str = spec("default", one_of(INITS), "default | gaussian | orthogonal | identity")
+
+
+@dataclass
+class TaskSpec:
+    """The `task` group (harness.core.tasks)."""
+    name: str = spec("probe", one_of(TASKS), "probe | adding | copy | temporal_order | random_walk")
+
+
+@dataclass
+class TrainSpec:
+    """The `train` group: training for the tasks other than probe (harness.core.train)."""
+    steps: int = spec(0, integer(0), "optimiser steps, each on a fresh batch (0: record at init only)")
+    lr: float = spec(0.001, positive_number, "learning rate")
+    optimizer: str = spec("adam", one_of(OPTIMIZERS), "sgd | adam | rmsprop")
+    clip_norm: Optional[float] = spec(None, optional(positive_number), "clip the gradients' global norm (null: off)")
+    clip_value: Optional[float] = spec(None, optional(positive_number), "clip every gradient entry (null: off)")
+    weight_decay: float = spec(0.0, finite_number(minimum=0), "L2 penalty, passed to the optimiser")
+    record_every: int = spec(100, integer(1), "evaluate and record the profile every this many steps")
+
+
+@dataclass
+class RunSpec:
+    """One run. Groups chosen by name on the command line (cell=lstm, init=gaussian, task=adding) are
+    stored as {name: ..., fields...}; their table column is the name, their fields `group.field`."""
+    name: str = spec("adhoc", text, "names the results folder; each experiment sets its own")
+    remedy: str = spec("none", text, "the remedy group's choice, so that tables say which was applied")
+    cell: CellSpec = spec(CellSpec, text, "the recurrent cell")
+    init: InitSpec = spec(InitSpec, text, "recurrent weight initialisation")
+    task: TaskSpec = spec(TaskSpec, text, "inputs, targets and loss")
+    activation: str = spec("tanh", one_of(ACTIVATIONS), "replaces tanh in the cell (gates stay sigmoid)")
+    scale: float = spec(1.0, finite_number(minimum=0), "multiplies every recurrent weight matrix after init")
+    seq_len: int = spec(100, integer(1), "T, the number of time steps unrolled")
+    hidden_size: int = spec(64, integer(1), "units per layer")
+    input_size: int = spec(64, integer(1), "input channels (a training task fixes its own)")
+    num_layers: int = spec(1, integer(1), "stacked recurrent layers")
+    batch_size: int = spec(32, integer(1), "samples; the profile keeps their median and quantiles")
+    seed: int = spec(0, integer(0), "seeds the weights and the inputs, in that order")
+    recorder: str = spec("exact", one_of(RECORDERS), "exact (renormalised BPTT, any range) | autograd (raw, in dtype)")
+    dtype: str = spec("float32", one_of(DTYPES), "float32 | float64")
+    device: str = spec("cpu", device, "cpu | cuda")
+    train: TrainSpec = spec(TrainSpec, text, "training settings")
+
+
+GROUPS = ("cell", "init", "task")  # chosen by name from conf/<group>/
+
+
+def _flat_fields(cls: type, prefix: str = "") -> dict[str, Any]:
+    """Column name -> dataclass field, nested groups flattened with dots (a group's own column is its name)."""
+    flat: dict[str, Any] = {}
+    for f in fields(cls):
+        key = f"{prefix}{f.name}"
+        if isinstance(f.default_factory, type) and f.default_factory is not dict:  # a nested group
+            flat.update({(key if k == "name" else f"{key}.{k}"): v
+                         for k, v in _flat_fields(f.default_factory).items()})
+        else:
+            flat[key] = f
+    return flat
+
+
+FIELDS = _flat_fields(RunSpec)
+# Column name -> validator: the single table every check uses.
+VALIDATORS: dict[str, Validator] = {key: f.metadata["check"] for key, f in FIELDS.items()}
+
+
+def describe() -> list[tuple[str, Any, str]]:
+    """(key, default, meaning) for every key of a run, as the README's table lists them."""
+    rows = []
+    for key, f in FIELDS.items():
+        default = f.default if f.default is not MISSING else f.default_factory()
+        rows.append((key, default, f.metadata["doc"]))
+    return rows
+
+
+def flat_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A resolved config (nested dicts) as flat table columns: cell, cell.forget_bias, scale, ...
+
+    A user cell's constructor arguments become columns of their own (cell.kwargs.units)."""
+    columns: dict[str, Any] = {}
+    for key, value in config.items():
+        if key == "hydra":
+            continue
+        if isinstance(value, Mapping):  # a config group: its name (the option chosen), then its fields
+            for name, field_value in value.items():
+                column = key if name == "name" else f"{key}.{name}"
+                if name == "kwargs" and isinstance(field_value, Mapping):
+                    columns.update({f"{column}.{k}": v for k, v in field_value.items()})
+                else:
+                    columns[column] = field_value
+        else:
+            columns[key] = value
+    return columns
+
+
+def check_run(columns: dict[str, Any]) -> None:
+    """The rules that involve more than one key; raise ConfigError on the first broken one."""
+    target = columns.get("cell._target_")
+    if target is None and columns["cell"] not in CELLS:
+        raise ConfigError(f"cell={columns['cell']}: expected one of {', '.join(CELLS)}, or a user cell with "
+                          "cell._target_=package.module.Class")
+    if target is None and any(k.startswith("cell.kwargs.") for k in columns):
+        raise ConfigError(f"cell.kwargs: cell={columns['cell']} is built in and takes no constructor "
+                          "arguments; expected cell._target_ with them")
+    task = TASKS[columns["task"]]
+    if columns["task"] == "probe" and columns.get("train.steps"):
+        raise ConfigError(f"train.steps={columns['train.steps']}: task=probe has nothing to learn; "
+                          "expected 0, or a task among " + ", ".join(t for t in TASKS if t != "probe"))
+    if columns["recorder"] == "exact" and not task.final_state_only:
+        raise ConfigError(f"recorder=exact: task={columns['task']} has a loss on every step; "
+                          "expected recorder=autograd")
+
+
+def config_columns(config: Mapping[str, Any]) -> dict[str, Any]:
+    """flat_config, every value validated and normalised and the cross-field rules checked; raise
+    ConfigError on the first bad one.
+
+    A training task fixes the input size (adding has 2 channels), so its input_size column says so.
+    """
+    columns = flat_config(config)
+    for key, value in columns.items():
+        check = VALIDATORS.get(key)
+        if check is None and key.startswith("cell.kwargs."):
+            check = lambda k, v: scalars(k, {k: v})[k]  # noqa: E731  checked as a scalar
+        if check is None:
+            raise ConfigError(f"{key}={value}: unknown key; expected one of {', '.join(VALIDATORS)}")
+        columns[key] = check(key, value)
+    columns.pop("cell.kwargs", None)  # an empty mapping: no arguments, no column
+    if columns.get("cell._target_") and columns["cell"] in CELLS:  # cell._target_=... over a built-in's name
+        columns["cell"] = columns["cell._target_"].rsplit(".", 1)[-1]
+    check_run(columns)
+    columns["input_size"] = TASKS[columns["task"]].input_size or columns["input_size"]
+    return columns
+
+
+def run_id(columns: dict[str, Any]) -> str:
+    """A short hash of everything that determines a run's numbers (the experiment name does not)."""
+    identity = {k: v for k, v in sorted(columns.items()) if k != "name"}
+    return hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
