@@ -17,7 +17,7 @@ bench: $(VENV)/.installed  ## recorder speed against a plain torch loop
 bench-sweep: $(VENV)/.installed  ## sweep speed: fast path, Hydra's basic path, joblib workers (~6 min)
 	$(PY) benchmarks/sweep.py
 
-gallery: $(VENV)/.installed  ## the README's reference figures: quickstart, theory_check, adding_remedies (~15 min)
+gallery: $(VENV)/.installed  ## the README's reference figures: quickstart, theory_check, adding_remedies, memory_cells, python (~16 min)
 	rm -rf results/quickstart/reference results/theory_check/reference
 	$(PY) -m harness -m experiment=quickstart hydra.sweep.dir=results/quickstart/reference
 	for figure in profiles heatmap phase; do cp results/quickstart/reference/figures/$$figure.png results/reference/; done
@@ -26,6 +26,10 @@ gallery: $(VENV)/.installed  ## the README's reference figures: quickstart, theo
 	rm -rf results/adding_remedies/reference
 	$(PY) -m harness -m experiment=adding_remedies hydra.sweep.dir=results/adding_remedies/reference
 	for figure in losses learnability training_profiles; do cp results/adding_remedies/reference/figures/$$figure.png results/reference/adding_remedies_$$figure.png; done
+	rm -rf results/memory_cells/reference
+	$(PY) -m harness -m experiment=memory_cells hydra.sweep.dir=results/memory_cells/reference
+	cp results/memory_cells/reference/figures/profiles_loglog.png results/reference/memory_cells_loglog.png
+	$(PY) examples/record_lstm.py --out results/python && cp results/python/lstm_gru.png results/reference/python_lstm_gru.png
 
 # torch is pinned and installed first: pip then takes the CPU build on disk instead of downloading
 # several GB of CUDA packages for an unpinned torch. The compat editable mode puts the checkout on

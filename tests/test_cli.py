@@ -12,7 +12,8 @@ from omegaconf import OmegaConf
 from harness.cli.paths import options
 from tests.conftest import ROOT, run_cli
 
-SCHEMA = ["run_id", "name", "cell", "cell.forget_bias", "cell.chrono_tmax", "cell._target_", "activation", "init", "task", "scale", "seq_len", "hidden_size", "input_size",
+SCHEMA = ["run_id", "name", "cell", "cell.forget_bias", "cell.chrono_tmax", "cell.r_min", "cell.r_max", "cell.max_phase",
+          "cell._target_", "activation", "init", "task", "scale", "seq_len", "hidden_size", "input_size",
           "num_layers", "batch_size", "seed", "recorder", "dtype", "device", "remedy", "train.steps", "train.lr",
           "train.optimizer", "train.clip_norm", "train.clip_value", "train.weight_decay", "train.record_every",
           "layer", "state", "t", "lag",
@@ -49,13 +50,13 @@ def test_run_folder_metadata(tmp_path):
         assert key in meta, key
     assert meta["status"] == "ok" and meta["choices"]["cell"] == "lstm"
     assert meta["versions"]["torch"] == torch.__version__
-    assert meta["config"]["cell"] == {"name": "lstm", "forget_bias": 0.0, "chrono_tmax": None, "_target_": None,
-                                      "kwargs": {}}
+    assert meta["config"]["cell"] == {"name": "lstm", "forget_bias": 0.0, "chrono_tmax": None, "r_min": 0.0,
+                                      "r_max": 1.0, "max_phase": 2 * math.pi, "_target_": None, "kwargs": {}}
     assert not list(tmp_path.glob(".*.parquet*"))  # no temporary files left by the atomic writes
 
 
 BAD_INPUT = [
-    ("cell=foo", "cell=foo: expected one of gru, lstm, rnn"),
+    ("cell=foo", "cell=foo: expected one of gru, indrnn, lru, lstm, minimal, rnn"),
     ("activation=swish", "activation=swish: expected one of"),
     ("init=xavier", "init=xavier: expected one of default, gaussian, identity, orthogonal"),
     ("task=parity", "task=parity: expected one of"),
@@ -114,7 +115,10 @@ def test_bad_value_in_an_experiment_sweep_is_refused_before_any_run(tmp_path):
 @pytest.mark.parametrize("experiment", options("experiment"))
 def test_every_experiment_runs_smoke_sized(tmp_path, experiment):
     smoke = ["hidden_size=4", "input_size=3", "batch_size=2"]
-    if "train" in OmegaConf.load(ROOT / "experiments" / f"{experiment}.yaml"):
+    config = OmegaConf.load(ROOT / "experiments" / f"{experiment}.yaml")
+    if config.get("seq_len", 0) > 100 and "seq_len" not in config.hydra.sweeper.params:  # a long fixed T
+        smoke += ["seq_len=20"]
+    if "train" in config:
         smoke += ["seq_len=12", "train.steps=4", "train.record_every=2"]
     result = run_cli("-m", f"experiment={experiment}", *smoke, f"hydra.sweep.dir={tmp_path}", cwd=tmp_path)
     summary = pd.read_csv(tmp_path / "summary.csv")

@@ -9,7 +9,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from harness.lab import run as run_module
-from harness.core.cells import CELLS
+from harness.core.networks import NETWORKS
 from harness.core.init import INITS
 from harness.core.tasks import TASKS
 from harness.cli.paths import CONF_DIR
@@ -43,7 +43,7 @@ def compose_config(*overrides):
 
 
 def test_groups_match_their_registries():
-    registries = {"cell": CELLS, "init": INITS, "task": TASKS}
+    registries = {"cell": NETWORKS, "init": INITS, "task": TASKS}
     assert set(registries) == set(GROUPS)
     for group, registry in registries.items():
         assert {p.stem for p in (CONF_DIR / group).glob("*.yaml")} == set(registry), group

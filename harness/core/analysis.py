@@ -16,6 +16,16 @@ regime       vanishing if rate < -STABLE_TOLERANCE, exploding if rate > STABLE_T
              undetermined when fewer than 2 finite points remain.
 log10_gain   end to end: log10 of ||dL/ds_0|| / ||dL/dh_T||, this state at t = 0 against the gradient
              the loss puts on the top layer's h_T (for the rnn and gru the profile's own lag 0).
+decay_law    which law the profile follows over the window: exponential (ln-norm = a + r k) or power
+             (ln-norm = a + p ln(k+1), how linear recurrent units near the unit circle forget), chosen by
+             held-out extrapolation: both are fitted (Theil-Sen) on the nearer two thirds of the window's
+             lags and the law whose prediction of the farther third has the smaller median absolute
+             residual wins. `flat` when both fits over the whole window change the norm by less than a
+             factor FLAT_FACTOR end to end; `undetermined` with fewer than MIN_LAW_POINTS finite points.
+             A power-law profile's `rate` is only the window's average exponential slope (it depends on
+             the window); read power_exponent there.
+power_exponent  p, the log-log slope of the norm against k + 1 over the window (Theil-Sen), for every
+             profile; -0.5 for an lru with the ring 0..1 (theory.closed_form_profile).
 """
 from __future__ import annotations
 
@@ -27,9 +37,12 @@ import numpy as np
 STABLE_TOLERANCE = 0.01
 EDGE_FRACTION = 0.1  # of the lags, left out at each end of the window
 MAX_FIT_POINTS = 256  # Theil-Sen is quadratic in the points; long profiles are thinned evenly
+FLAT_FACTOR = 1.25  # a profile that changes by less than this factor across its window is flat
+MIN_LAW_POINTS = 8  # enough points to hold a third out and still fit two parameters on the rest
+DECAY_LAWS = ("exponential", "power", "flat", "undetermined")
 
-FIT_COLUMNS = ["rate", "gain_per_step", "half_life", "regime", "log10_gain", "fit_lag_min", "fit_lag_max",
-               "fit_points", "truncated"]
+FIT_COLUMNS = ["rate", "gain_per_step", "half_life", "regime", "decay_law", "power_exponent", "log10_gain",
+               "fit_lag_min", "fit_lag_max", "fit_points", "truncated"]
 
 
 def regime(rate: float) -> str:
@@ -57,6 +70,28 @@ def theil_sen(x: np.ndarray, y: np.ndarray) -> float:
     return float(np.median((y[j] - y[i]) / (x[j] - x[i])))
 
 
+def held_out_residual(x: np.ndarray, y: np.ndarray, near: np.ndarray) -> float:
+    """Fit y = a + b x (Theil-Sen slope, median intercept) on the `near` points; the median absolute
+    residual of its prediction on the others."""
+    slope = theil_sen(x[near], y[near])
+    intercept = float(np.median(y[near] - slope * x[near]))
+    return float(np.median(np.abs(y[~near] - (intercept + slope * x[~near]))))
+
+
+def decay_law(lag: np.ndarray, ln_norm: np.ndarray) -> tuple[str, float]:
+    """(decay_law, power_exponent) of a profile's finite window points (see the module docstring)."""
+    if len(lag) < MIN_LAW_POINTS:
+        return "undetermined", math.nan
+    log_lag = np.log1p(lag)
+    rate, power = theil_sen(lag, ln_norm), theil_sen(log_lag, ln_norm)
+    change = max(abs(rate) * np.ptp(lag), abs(power) * np.ptp(log_lag))
+    if change < math.log(FLAT_FACTOR):
+        return "flat", power
+    near = lag <= lag.min() + 2 / 3 * np.ptp(lag)
+    exponential = held_out_residual(lag, ln_norm, near)
+    return ("exponential" if exponential <= held_out_residual(log_lag, ln_norm, near) else "power"), power
+
+
 def fit_profile(lag: np.ndarray, log10_norm: np.ndarray, log10_reference: float | None = None) -> dict:
     """Fit one profile (a log10 norm per lag); log10_reference defaults to the profile's lag 0."""
     lag, log10_norm = np.asarray(lag, dtype=float), np.asarray(log10_norm, dtype=float)
@@ -66,12 +101,15 @@ def fit_profile(lag: np.ndarray, log10_norm: np.ndarray, log10_reference: float 
     window = (lag >= first) & (lag <= last)
     use = window & np.isfinite(log10_norm)
     rate = theil_sen(lag[use], log10_norm[use] * math.log(10)) if use.sum() >= 2 else math.nan
+    law, power = decay_law(lag[use], log10_norm[use] * math.log(10))
     reference = log10_norm[0] if log10_reference is None else log10_reference
     return {
         "rate": rate,
         "gain_per_step": math.exp(rate),
         "half_life": math.log(2) / abs(rate) if rate else math.inf,
         "regime": regime(rate),
+        "decay_law": law,
+        "power_exponent": power,
         "log10_gain": float(log10_norm[-1] - reference),
         "fit_lag_min": first,
         "fit_lag_max": last,

@@ -121,7 +121,7 @@ def record(model: nn.Module, inputs: Tensor, loss: Loss | None = None, recorder:
         raise ConfigError("recorder='autograd' with sources: the dependency view is computed exactly, one "
                           "final-step loss per source; expected recorder='auto' or 'exact'")
     user_loss = loss
-    loss = loss or probe_loss(net.hidden_size, seed, parameter, batch_first)
+    loss = loss or probe_loss(net.output_size, seed, parameter, batch_first)
 
     def outputs_of(states: list[Tensor], dtype: torch.dtype) -> tuple[Tensor, Tensor]:
         """(the (T, B, H) output stack, the same as the loss sees it: batch first where the module is)."""

@@ -93,6 +93,11 @@ class StackedNet(nn.Module):
         """The blocks of a joint state: layer 0's (h[, c]), then layer 1's, ..."""
         return (state,) if self.num_parts == 1 else state.split(list(self.block_sizes), dim=1)
 
+    @property
+    def output_size(self) -> int:
+        """The width of what the loss sees: the top layer's first block."""
+        return self.block_sizes[-len(self.state_names)]
+
     def top_hidden(self, state: Tensor) -> Tensor:
         """The top layer's first block (its h) inside a joint state: what a readout or a loss sees."""
         return self.split(state)[-len(self.state_names)]

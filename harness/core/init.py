@@ -15,7 +15,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from harness.core.cells import CellNet, RecurrentNet
+from harness.core.cells import CellNet, RecurrentNet, StackedNet
 from harness.core.errors import NotApplicable
 
 
@@ -87,7 +87,7 @@ def initialise_user_cell(model: CellNet, init: str, scale: float, forget_bias: f
 
 
 @torch.no_grad()
-def initialise(model: RecurrentNet | CellNet, init: str, scale: float, generator: torch.Generator,
+def initialise(model: StackedNet, init: str, scale: float, generator: torch.Generator,
                forget_bias: float = 0.0, chrono_tmax: int | None = None) -> None:
     """Apply scheme `init`, multiply every W_hh (all gate blocks) by `scale`, then the gate biases.
 
@@ -99,6 +99,10 @@ def initialise(model: RecurrentNet | CellNet, init: str, scale: float, generator
     """
     if isinstance(model, CellNet):
         return initialise_user_cell(model, init, scale, forget_bias, chrono_tmax)
+    if not isinstance(model, RecurrentNet):  # lru, indrnn, minimal (harness.core.modern) know their schemes
+        if forget_bias or chrono_tmax:
+            raise NotApplicable("forget_bias and chrono init apply to the lstm and gru only")
+        return model.initialise(init, scale, generator)
     if not model.bias and (forget_bias or chrono_tmax):
         raise NotApplicable("forget_bias and chrono init set gate biases; this network has none (bias=False)")
     INITS[init](model, generator)

@@ -20,9 +20,10 @@ from typing import Any, Callable, Dict, Mapping, Optional
 
 import torch
 
-from harness.core.cells import ACTIVATIONS, CELLS
+from harness.core.cells import ACTIVATIONS
 from harness.core.errors import ConfigError
 from harness.core.init import INITS
+from harness.core.networks import NETWORKS
 from harness.core.recorders import RECORDERS
 from harness.core.tasks import TASKS
 from harness.core.train import OPTIMIZERS
@@ -118,10 +119,13 @@ def spec(default: Any, check: Validator, doc: str) -> Any:
 @dataclass
 class CellSpec:
     """The `cell` group: a built-in cell, or a user cell named by `_target_` (see harness.core.cells)."""
-    name: str = spec("rnn", text, "rnn | lstm | gru (built in), or the name of a user cell")
+    name: str = spec("rnn", text, "rnn | lstm | gru | lru | indrnn | minimal (built in), or a user cell's name")
     forget_bias: float = spec(0.0, finite_number(), "lstm only: added to the forget gate's bias after init")
     chrono_tmax: Optional[int] = spec(None, optional(integer(2)),
                                       "lstm, gru: chrono init, gate biases log U[1, tmax - 1] (null: off)")
+    r_min: float = spec(0.0, finite_number(minimum=0), "lru only: ring init, smallest |lambda|")
+    r_max: float = spec(1.0, finite_number(minimum=0), "lru only: ring init, largest |lambda| (<= 1)")
+    max_phase: float = spec(2 * math.pi, finite_number(minimum=0), "lru only: ring init, phases U[0, max_phase]")
     _target_: Optional[str] = spec(None, import_path, "a user cell: the nn.Module class to build (null: built in)")
     kwargs: Dict[str, Any] = spec(dict, scalars, "a user cell's own constructor arguments")
 
@@ -226,8 +230,8 @@ def flat_config(config: Mapping[str, Any]) -> dict[str, Any]:
 def check_run(columns: dict[str, Any]) -> None:
     """The rules that involve more than one key; raise ConfigError on the first broken one."""
     target = columns.get("cell._target_")
-    if target is None and columns["cell"] not in CELLS:
-        raise ConfigError(f"cell={columns['cell']}: expected one of {', '.join(CELLS)}, or a user cell with "
+    if target is None and columns["cell"] not in NETWORKS:
+        raise ConfigError(f"cell={columns['cell']}: expected one of {', '.join(NETWORKS)}, or a user cell with "
                           "cell._target_=package.module.Class")
     if target is None and any(k.startswith("cell.kwargs.") for k in columns):
         raise ConfigError(f"cell.kwargs: cell={columns['cell']} is built in and takes no constructor "
@@ -236,6 +240,9 @@ def check_run(columns: dict[str, Any]) -> None:
     if columns["task"] == "probe" and columns.get("train.steps"):
         raise ConfigError(f"train.steps={columns['train.steps']}: task=probe has nothing to learn; "
                           "expected 0, or a task among " + ", ".join(t for t in TASKS if t != "probe"))
+    if not 0 <= columns.get("cell.r_min", 0.0) < columns.get("cell.r_max", 1.0) <= 1:
+        raise ConfigError(f"cell.r_min={columns['cell.r_min']}, cell.r_max={columns['cell.r_max']}: expected "
+                          "0 <= r_min < r_max <= 1 (use scale to push |lambda| past 1)")
     if columns["recorder"] == "exact" and not task.final_state_only:
         raise ConfigError(f"recorder=exact: task={columns['task']} has a loss on every step; "
                           "expected recorder=autograd")
@@ -256,7 +263,7 @@ def config_columns(config: Mapping[str, Any]) -> dict[str, Any]:
             raise ConfigError(f"{key}={value}: unknown key; expected one of {', '.join(VALIDATORS)}")
         columns[key] = check(key, value)
     columns.pop("cell.kwargs", None)  # an empty mapping: no arguments, no column
-    if columns.get("cell._target_") and columns["cell"] in CELLS:  # cell._target_=... over a built-in's name
+    if columns.get("cell._target_") and columns["cell"] in NETWORKS:  # cell._target_=... over a built-in's name
         columns["cell"] = columns["cell._target_"].rsplit(".", 1)[-1]
     check_run(columns)
     columns["input_size"] = TASKS[columns["task"]].input_size or columns["input_size"]

@@ -39,6 +39,7 @@ class TaskBatch:
     # The exact recorder rescales the carried gradient; that is only right when the loss reads
     # nothing but the final state, which tasks declare here.
     final_state_only: bool = True
+    readout: Tensor | None = None  # the probe's fixed readout r: dL/dh_T (closed-form theory needs it)
 
     def to(self, device: str | torch.device, dtype: torch.dtype) -> "TaskBatch":
         self.inputs = self.inputs.to(device=device, dtype=dtype)
@@ -65,7 +66,7 @@ def probe(seq_len: int, batch_size: int, generator: torch.Generator, *, input_si
     def loss(outputs: Tensor) -> Tensor:
         return (outputs[-1] @ readout.to(outputs)).sum()
 
-    return TaskBatch(inputs, None, loss)
+    return TaskBatch(inputs, None, loss, readout=readout)
 
 
 def _mse_last(targets: Tensor) -> Callable[[Tensor], Tensor]:

@@ -16,6 +16,10 @@ mean_field  a one-layer rnn with gaussian or orthogonal init and any elementwise
             It assumes wide layers, every unit seeing the
             same drive variance (a wide input), and gradients independent of the forward weights
             (untied), which is close for tanh and less so for relu. critical_scale solves chi = 1.
+lru         linear and diagonal: the linear rate and the Lyapunov exponent are both ln(scale max|lambda_j|),
+            from the eigenvalues (never a dense Jacobian, so hidden 8192 is cheap); with the probe the
+            whole profile has a closed form (closed_form_profile). indrnn with activation=identity:
+            unit j's gain over k steps is |u_j|^k, so the linear rate is ln max|u_j|.
 lyapunov    the largest Lyapunov exponent of the run's own forward trajectory, for every cell: a
             tangent vector per sample is pushed through each step's Jacobian (a Jacobian-vector
             product, see jvp) and renormalised, and the mean log growth per step after the first 10% of steps (the
@@ -30,11 +34,13 @@ import functools
 import math
 from typing import Callable
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from harness.core.analysis import EDGE_FRACTION
 from harness.core.cells import ACTIVATIONS, CellNet, RecurrentNet, StackedNet
+from harness.core.modern import IndRNNNet, LRUNet, MinimalNet
 
 THEORY_COLUMNS = ("theory_linear", "theory_mean_field", "theory_critical_scale", "theory_lyapunov", "theory_note")
 
@@ -181,9 +187,17 @@ def predictions(model: StackedNet, columns: dict, inputs: Tensor, drive_var: flo
                 generator: torch.Generator) -> dict[str, float | str]:
     """Every prediction that applies to this run, and why the others do not."""
     notes = []
-    linear = mean_field = critical = math.nan
+    linear = mean_field = critical = lyapunov = math.nan
     one_layer_rnn = columns["cell"] == "rnn" and columns["num_layers"] == 1
-    if isinstance(model, CellNet):
+    if isinstance(model, LRUNet):  # linear and diagonal: both from its eigenvalues, for any width
+        linear = lyapunov = model.linear_rate()
+    elif isinstance(model, (IndRNNNet, MinimalNet)):
+        rate = model.linear_rate()
+        linear = math.nan if rate is None else rate
+        if rate is None:
+            notes.append(f"linear: needs a linear step (the {columns['cell']} with activation=identity)"
+                         if columns["cell"] == "indrnn" else "linear: the minimal cell's gate is not linear")
+    elif isinstance(model, CellNet):
         linear = affine_step_rate(model, inputs, generator)
         if math.isnan(linear):
             notes.append(f"linear: needs a step affine in its state, with at most {MAX_JACOBIAN_STATE} state entries")
@@ -200,6 +214,39 @@ def predictions(model: StackedNet, columns: dict, inputs: Tensor, drive_var: flo
         "theory_linear": linear,
         "theory_mean_field": mean_field,
         "theory_critical_scale": critical,
-        "theory_lyapunov": lyapunov_exponent(model, inputs, generator),
+        "theory_lyapunov": lyapunov if isinstance(model, LRUNet) else lyapunov_exponent(model, inputs, generator),
         "theory_note": "; ".join(notes),
     }
+
+
+def closed_form_profile(model: StackedNet, columns: dict, readout: Tensor | None) -> dict[str, "np.ndarray"]:
+    """Closed-form log10 ||dL/dh_{T-k}|| for k = 0..T (indexed by t = T - k), where one exists: a
+    one-layer lru or identity-activation indrnn on the probe, whose dL/dh_T is the readout c.
+
+    theory_log10_norm        this run's exact law: ||dL/dh_{T-k}||^2 = sum_j |c_j|^2 g_j^(2k), with g_j
+                             = scale |lambda_j| (lru) or |u_j| (indrnn);
+    theory_ring_log10_norm   (lru) its expectation over the ring: for |lambda|^2 ~ U[a, b],
+                             E|lambda|^(2k) = (b^(k+1) - a^(k+1)) / ((k+1)(b - a)); with a = 0, b = 1
+                             the squared norm falls as 1/(k+1), a power law of exponent -1/2 in the norm.
+    """
+    if readout is None or columns["num_layers"] != 1 or columns["task"] != "probe":
+        return {}
+    if isinstance(model, LRUNet):
+        gains = model.scale.item() * torch.exp(-torch.exp(model.nu_log_l0.detach().double().cpu()))
+        weights = readout.double().cpu().view(-1, 2).pow(2).sum(1)  # |c_j|^2 = Re^2 + Im^2 (the state's layout)
+    elif isinstance(model, IndRNNNet) and model.activation == "identity":
+        gains = model.weight_hh_l0.detach().double().cpu().abs()
+        weights = readout.double().cpu().pow(2)
+    else:
+        return {}
+    seq_len = columns["seq_len"]
+    lag = torch.arange(seq_len, -1, -1, dtype=torch.float64)  # k at t = 0..T
+    # log sum_j w_j g_j^(2k), stably (zero gains and zero weights are -inf terms)
+    log_terms = weights.log().unsqueeze(0) + 2 * lag.unsqueeze(1) * gains.log().unsqueeze(0)
+    out = {"theory_log10_norm": (0.5 * torch.logsumexp(log_terms, dim=1) / math.log(10)).numpy()}
+    if isinstance(model, LRUNet):
+        a, b = model.r_min**2, model.r_max**2
+        expectation = (b ** (lag + 1) - a ** (lag + 1)) / ((lag + 1) * (b - a))
+        log_ring = weights.sum().log() + 2 * lag * math.log(model.scale.item()) + expectation.log()
+        out["theory_ring_log10_norm"] = (0.5 * log_ring / math.log(10)).numpy()
+    return out

@@ -20,6 +20,7 @@ The other figures use each run's first recorded step (initialisation).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 import matplotlib.pyplot as plt
@@ -164,6 +165,46 @@ def plot_profiles(profile: pd.DataFrame, folder: Path, flagged: set[str]) -> lis
     return written
 
 
+LAW_COLOURS = {"exponential": OKABE_ITO[0], "power": OKABE_ITO[1], "flat": "0.5", "undetermined": "0.75"}
+THEORY_LINES = {"theory_log10_norm": ("k", "--", "closed form, this run"),
+                "theory_ring_log10_norm": ("k", ":", "closed form, expectation over the ring")}
+
+
+def plot_decay_laws(profile: pd.DataFrame, fits: pd.DataFrame, folder: Path) -> list[Path]:
+    """The profiles on log-log axes (lag k >= 1), coloured by the decay law each run's fit names, with
+    the closed-form theory where the table has it; drawn when some run decays as a power law, which
+    is a straight line here (an exponential bends down)."""
+    if "decay_law" not in fits or not (fits.decay_law == "power").any():
+        return []
+    top = top_h(profile)
+    top = top[top.lag >= 1].join(fits.set_index("run_id")[["decay_law", "power_exponent"]], on="run_id")
+    columns, all_pages = panels(top, varied(top, FACETS))
+    written = []
+    for number, page in enumerate(all_pages):
+        # Own y axes: a power law spans a decade or two where an exponential spans hundreds.
+        fig, axes, _ = panel_grid(len(page), min(columns, 3))
+        drawn: dict[str, Any] = {}
+        for ax, (title, rows) in zip(axes, page):
+            for _, run in rows.groupby("run_id", sort=False):
+                run = run.sort_values("lag")
+                law = run.decay_law.iloc[0]
+                ax.plot(run.lag, run.log10_norm.where(np.isfinite(run.log10_norm)), color=LAW_COLOURS[law], lw=1.3)
+                drawn.setdefault(f"measured, {law}", matplotlib.lines.Line2D([], [], color=LAW_COLOURS[law], lw=1.3))
+                for column, (colour, ls, name) in THEORY_LINES.items():
+                    if column in run and run[column].notna().any():
+                        ax.plot(run.lag, run[column], color=colour, ls=ls, lw=1.0)
+                        drawn.setdefault(name, matplotlib.lines.Line2D([], [], color=colour, ls=ls, lw=1.0))
+            ax.set_xscale("log")
+            ax.set_title(title, fontsize=9)
+            ax.grid(alpha=0.3, which="both")
+            ax.set_xlabel("lag k (log scale)")
+            ax.set_ylabel(NORM_LABEL)
+        fig.legend(list(drawn.values()), list(drawn), loc="outside lower center", ncol=min(len(drawn), 4),
+                   fontsize=8, frameon=False)
+        written.append(save(fig, page_path(folder, "profiles_loglog", number, len(all_pages))))
+    return written
+
+
 def plot_heatmap(profile: pd.DataFrame, folder: Path) -> list[Path]:
     top = top_h(profile)
     if "scale" not in varied(top, ["scale"]):
@@ -208,6 +249,18 @@ def line_groups(summary: pd.DataFrame, x: str) -> tuple[list[str], list[tuple[tu
 def style(i: int) -> dict:
     return {"color": OKABE_ITO[i % len(OKABE_ITO)], "ls": ["-", "--", ":", "-."][i // len(OKABE_ITO) % 4],
             "marker": "o", "ms": 3.5}
+
+
+SCALED = {"lru": "|λ|", "indrnn": "u"}  # what `scale` multiplies where it is not the recurrent matrix
+
+
+def scale_label(summary: pd.DataFrame) -> str:
+    """The phase figure's x axis, named for what scale multiplies in the cells drawn."""
+    cells = list(dict.fromkeys(summary.cell))
+    own = {SCALED.get(cell, "W_hh") for cell in cells}
+    if len(own) == 1:
+        return f"scale (multiplies {own.pop()})"
+    return "scale (multiplies " + ", ".join(f"{SCALED.get(c, 'W_hh')} for {c}" for c in cells) + ")"
 
 
 def plot_phase(summary: pd.DataFrame, folder: Path) -> list[Path]:
@@ -279,7 +332,7 @@ def plot_phase(summary: pd.DataFrame, folder: Path) -> list[Path]:
         gaps.set_ylabel("measured − predicted\n(nats per step)")
         gaps.grid(alpha=0.3)
         gaps.text(0.99, 0.96, "grey: ±0.02", transform=gaps.transAxes, va="top", ha="right", fontsize=8, color="0.3")
-    axes[-1][0].set_xlabel("scale (recurrent weights)")
+    axes[-1][0].set_xlabel(scale_label(summary))
     return [save(fig, folder / "phase")]
 
 
@@ -425,11 +478,12 @@ def make_figures(root: Path, profile: pd.DataFrame, summary: pd.DataFrame | None
     beside = [c for c in ("input_drive_var", *THEORY_COLUMNS) if summary is not None and c in summary]
     if beside:  # the predictions stored with each run
         fits = fits.join(summary.set_index("run_id")[beside], on="run_id")
-    plt.rcParams.update({"font.size": 10, "axes.titlesize": 10})
-    figures = [*plot_profiles(profile, folder, flagged), *plot_heatmap(profile, folder), *plot_phase(fits, folder),
-               *plot_seq_len(fits, folder), *plot_layers(profile, folder), *plot_training_profiles(profile, folder)]
-    if losses is not None:
-        figures += plot_losses(losses, folder)
-    if summary is not None and "rate_init" in summary:
-        figures += plot_learnability(summary, folder)
+    with plt.rc_context({"font.size": 10, "axes.titlesize": 10}):  # these figures' style, nobody else's
+        figures = [*plot_profiles(profile, folder, flagged), *plot_decay_laws(profile, fits, folder),
+                   *plot_heatmap(profile, folder), *plot_phase(fits, folder), *plot_seq_len(fits, folder),
+                   *plot_layers(profile, folder), *plot_training_profiles(profile, folder)]
+        if losses is not None:
+            figures += plot_losses(losses, folder)
+        if summary is not None and "rate_init" in summary:
+            figures += plot_learnability(summary, folder)
     return figures

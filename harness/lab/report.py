@@ -11,10 +11,12 @@ import pandas as pd
 from harness.core.analysis import EDGE_FRACTION, STABLE_TOLERANCE
 from harness.lab.plots import FACETS, varied
 
-SHOWN = ["status", "rate", "gain_per_step", "half_life", "regime", "log10_gain", "truncated", "theory_mean_field",
+SHOWN = ["status", "rate", "gain_per_step", "half_life", "regime", "decay_law", "power_exponent", "log10_gain", "truncated", "theory_mean_field",
          "theory_lyapunov", "rate_init", "final_loss", "baseline", "solved", "wall_time_s"]
 CAPTIONS = {
     "profiles": "Gradient norm against steps back from the loss: batch median, 25–75% band.",
+    "profiles_loglog": "The same profiles on log-log axes, coloured by the decay law each run's fit names "
+                       "(a power law is a straight line); black: closed-form theory where it exists.",
     "heatmap": "log10 gradient norm over scale and lag; white is gain 1, red growth, blue decay.",
     "phase": "Fitted rate per step against scale; the grey band is the stable tolerance.",
     "seq_len": "End-to-end log10 gain against sequence length.",

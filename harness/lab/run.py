@@ -28,9 +28,10 @@ from harness.core.errors import ConfigError, NotApplicable
 from harness.core.spec import DTYPES, config_columns, run_id
 from harness.core.recorders import flush_denormals, record_log_norms, status_flags
 from harness.core.init import initialise
+from harness.core.networks import build
 from harness.core.runfolder import DONE, LOSSES, META, PROFILE, profile_frame, write_json, write_parquet
 from harness.core.tasks import TASKS, TaskBatch
-from harness.core.theory import predictions
+from harness.core.theory import closed_form_profile, predictions
 from harness.core.train import SOLVED_FRACTION, train
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,7 @@ class Recording(NamedTuple):
     flags: list[str]
     extras: dict[str, Any]  # input-drive statistics, theory predictions, final loss
     model: StackedNet
+    closed_form: dict[str, np.ndarray]  # closed-form log10 norms at init, indexed by t (theory.closed_form_profile)
 
 
 def import_object(key: str, path: str) -> Any:
@@ -98,7 +100,8 @@ def build_network(columns: dict[str, Any], generator: torch.Generator) -> Stacke
                 columns.get("cell.chrono_tmax"))
     target = columns.get("cell._target_")
     if target is None:
-        model = RecurrentNet(columns["cell"], columns["activation"], *sizes).double()
+        options = {k.removeprefix("cell."): v for k, v in columns.items() if k.startswith("cell.")}
+        model = build(columns["cell"], columns["activation"], *sizes, options).double()
     else:
         cls = import_object("cell._target_", target)
         kwargs = {k.removeprefix("cell.kwargs."): v for k, v in columns.items() if k.startswith("cell.kwargs.")}
@@ -120,11 +123,11 @@ def record(columns: dict[str, Any]) -> Recording:
     task = TASKS[columns["task"]]
     # Built in float64 on the CPU, then cast: float32 and float64 runs share their weights.
     model = build_network(columns, generator)
-    head = readout(model.hidden_size, task.output_size, generator) if task.output_size else None
+    head = readout(model.output_size, task.output_size, generator) if task.output_size else None
 
     def draw() -> TaskBatch:
         return task.make(columns["seq_len"], columns["batch_size"], generator, input_size=columns["input_size"],
-                         hidden_size=model.hidden_size).to(device, dtype)
+                         hidden_size=model.output_size).to(device, dtype)
 
     held_out = draw()  # evaluated and recorded on, never trained on
     model.to(device=device, dtype=dtype)
@@ -172,7 +175,8 @@ def record(columns: dict[str, Any]) -> Recording:
     extras = {"input_drive_var": drive_var, "input_drive_var_cv": drive_cv, **theory, "final_loss": final,
               "baseline": baseline, "solved": bool(final <= SOLVED_FRACTION * baseline) if losses else None}
     order = ["diverged", "nan", "overflow", "underflow", "zero"]
-    return Recording(profiles, losses, [f for f in order if f in flags], extras, model)
+    return Recording(profiles, losses, [f for f in order if f in flags], extras, model,
+                     closed_form_profile(model, columns, held_out.readout))
 
 
 def run(cfg: DictConfig | dict[str, Any], out_dir: Path, choices: dict[str, Any] | None = None) -> str:
@@ -198,6 +202,9 @@ def run(cfg: DictConfig | dict[str, Any], out_dir: Path, choices: dict[str, Any]
         meta.update(recording.extras)
         profile = pd.concat([profile_frame(log_norms, rid, columns, recording.model.state_names, step)
                              for step, log_norms in recording.profiles], ignore_index=True)
+        at_init = (profile.step == 0) & (profile.state == "h") & (profile.layer == columns["num_layers"] - 1)
+        for name, log10_norm in recording.closed_form.items():  # theory beside the measurement it predicts
+            profile.loc[at_init, name] = log10_norm[profile.t[at_init].to_numpy()]
         write_parquet(profile, out_dir / PROFILE)
         if recording.losses:
             write_parquet(pd.DataFrame(recording.losses).assign(run_id=rid), out_dir / LOSSES)
