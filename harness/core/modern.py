@@ -125,15 +125,23 @@ class LRUNet(StackedNet):
         return math.log(self.scale.item() * largest) if largest > 0 else -math.inf
 
 
-class IndRNNNet(StackedNet):
-    """A stack of IndRNN layers (see the module docstring)."""
+class HiddenNet(StackedNet):
+    """What indrnn and minimal share: one real h of hidden_size per layer, an activation, and layer
+    l > 0 reading the h of the layer below."""
 
-    def __init__(self, activation: str, input_size: int, hidden_size: int, num_layers: int):
+    def __init__(self, cell_name: str, activation: str, input_size: int, hidden_size: int, num_layers: int):
         super().__init__()
-        self.cell_name, self.activation, self.act = "indrnn", activation, ACTIVATIONS[activation]
+        self.cell_name, self.activation, self.act = cell_name, activation, ACTIVATIONS[activation]
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
         self.state_names = ("h",)
         self.block_sizes = (hidden_size,) * num_layers
+
+
+class IndRNNNet(HiddenNet):
+    """A stack of IndRNN layers (see the module docstring)."""
+
+    def __init__(self, activation: str, input_size: int, hidden_size: int, num_layers: int):
+        super().__init__("indrnn", activation, input_size, hidden_size, num_layers)
         for layer in range(num_layers):
             cols = input_size if layer == 0 else hidden_size
             self.register_parameter(f"weight_ih_l{layer}", nn.Parameter(torch.empty(hidden_size, cols)))
@@ -174,15 +182,11 @@ class IndRNNNet(StackedNet):
         return math.log(largest) if largest > 0 else -math.inf
 
 
-class MinimalNet(StackedNet):
+class MinimalNet(HiddenNet):
     """A stack of minimalRNN layers (see the module docstring)."""
 
     def __init__(self, activation: str, input_size: int, hidden_size: int, num_layers: int):
-        super().__init__()
-        self.cell_name, self.activation, self.act = "minimal", activation, ACTIVATIONS[activation]
-        self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
-        self.state_names = ("h",)
-        self.block_sizes = (hidden_size,) * num_layers
+        super().__init__("minimal", activation, input_size, hidden_size, num_layers)
         for layer in range(num_layers):
             cols = input_size if layer == 0 else hidden_size
             self.register_parameter(f"weight_ih_l{layer}", nn.Parameter(torch.empty(hidden_size, cols)))  # W_z
