@@ -42,6 +42,7 @@ from harness.core.cells import CellNet, RecurrentNet, StackedNet
 from harness.core.errors import ConfigError, ModelError
 from harness.core.profile import GradientProfile
 from harness.core.recorders import RECORDERS, flush_denormals, record_log_norms
+from harness.core.segments import record_profile, segment_length
 
 Loss = Callable[[Tensor], Tensor]
 TORCH_CELLS = {nn.RNN: "rnn", nn.LSTM: "lstm", nn.GRU: "gru"}
@@ -92,13 +93,16 @@ def probe_loss(hidden_size: int, seed: int, like: Tensor, batch_first: bool = Fa
 
 
 def record(model: nn.Module, inputs: Tensor, loss: Loss | None = None, recorder: str = "auto",
-           sources: int | None = None, seed: int = 0, name: str = "python") -> GradientProfile:
+           sources: int | None = None, seed: int = 0, name: str = "python", segment: int | None = None,
+           memory_fraction: float = 0.25) -> GradientProfile:
     """Record ||dL/dh_t|| for every t, every layer and state block, every sample (see the module doc).
 
     inputs: (seq_len, batch, input_size), or (batch, seq_len, input_size) for a batch_first module.
     loss: outputs -> scalar, outputs shaped like the module's own output sequence; default: the probe.
     recorder: "exact" | "autograd" | "auto".   sources: N for the dependency-length view.
     seed: seeds the probe's readout and the sampled sources.   name: the `name` column.
+    segment: steps recorded per segment (harness.core.segments; None: as many as memory_fraction of
+    the available memory holds); the numbers do not depend on it. The sources view runs in memory.
     """
     if recorder not in (*RECORDERS, "auto"):
         raise ConfigError(f"recorder={recorder!r}: expected one of exact, autograd, auto")
@@ -123,38 +127,42 @@ def record(model: nn.Module, inputs: Tensor, loss: Loss | None = None, recorder:
     user_loss = loss
     loss = loss or probe_loss(net.output_size, seed, parameter, batch_first)
 
-    def outputs_of(states: list[Tensor], dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-        """(the (T, B, H) output stack, the same as the loss sees it: batch first where the module is)."""
-        stack = torch.stack([net.top_hidden(s) for s in states[1:]])
-        seen = stack.to(dtype)
-        return stack, seen.transpose(0, 1) if batch_first else seen
+    def seen(stack: Tensor) -> Tensor:
+        """Outputs (steps, B, H) as the loss sees them: in the model's dtype, batch first where it is."""
+        stack = stack.to(parameter.dtype)
+        return stack.transpose(0, 1) if batch_first else stack
 
     start = time.perf_counter()
     with flush_denormals():
-        states = net(x, net.initial_state(x.shape[1]))
-        stack, seen = outputs_of(states, parameter.dtype)
-        value = loss(seen)
+        with torch.no_grad():  # which outputs does the loss read? Asked on the outputs alone.
+            states = net(x, net.initial_state(x.shape[1]).detach())
+            stack = torch.stack([net.top_hidden(s) for s in states[1:]])
+        stack.requires_grad_()
+        value = loss(seen(stack))
         if not (isinstance(value, Tensor) and value.dim() == 0):
             raise ModelError("loss: expected a callable returning a scalar tensor")
-        (reach,) = torch.autograd.grad(value, stack, retain_graph=True, allow_unused=True)
+        (reach,) = torch.autograd.grad(value, stack, allow_unused=True)
         if reach is None:
             raise ModelError("loss: its value does not depend on the model's outputs")
         every_step = bool(reach[:-1].ne(0).any())
+        finite = bool(torch.isfinite(states[-1]).all())
+        del states, stack
         if recorder == "exact" and every_step:
             raise ConfigError("recorder='exact': the loss reads outputs before the last step, whose direct "
                               "gradient the exact recorder's rescaling cannot carry; expected recorder='autograd' "
                               "or 'auto'")
         used = ("autograd" if every_step else "exact") if recorder == "auto" else recorder
         if sources is not None:
+            states = net(x, net.initial_state(x.shape[1]))
+            stack = torch.stack([net.top_hidden(s) for s in states[1:]])
             log_norms, counts = dependency_view(net, states, stack, loss, batch_first, sources, seed)
             used = "exact"
-        elif used == "autograd" and parameter.dtype != torch.float64:  # record what torch computes, in float64
-            net64 = copy.deepcopy(net).double()
-            states = net64(x.double(), net64.initial_state(x.shape[1]))
-            _, seen64 = outputs_of(states, parameter.dtype)
-            log_norms = record_log_norms(loss(seen64), states, net.block_sizes, "autograd")
         else:
-            log_norms = record_log_norms(value, states, net.block_sizes, used)
+            # autograd records what torch computes, in float64 (a float64 copy of the weights)
+            run_net, run_x = ((copy.deepcopy(net).double(), x.double())
+                              if used == "autograd" and parameter.dtype != torch.float64 else (net, x))
+            steps = segment_length(run_net, x.shape[0], x.shape[1], run_x.dtype.itemsize, memory_fraction, segment)
+            log_norms, _, _ = record_profile(run_net, run_x, lambda out: loss(seen(out)), not every_step, used, steps)
     columns = {"name": name, "cell": cell, "model": type(model).__name__,
                "activation": getattr(net, "activation", None), "seq_len": x.shape[0],
                "hidden_size": net.hidden_size, "input_size": x.shape[-1], "num_layers": net.num_layers,
@@ -162,8 +170,7 @@ def record(model: nn.Module, inputs: Tensor, loss: Loss | None = None, recorder:
                "device": parameter.device.type, "loss": "probe" if user_loss is None else "custom",
                "view": "adjoint" if sources is None else f"dependency ({sources} sources)"}
     return GradientProfile(log_norms, net.state_names, columns, "adjoint" if sources is None else "dependency",
-                           None if sources is None else counts, bool(torch.isfinite(states[-1]).all()),
-                           time.perf_counter() - start)
+                           None if sources is None else counts, finite, time.perf_counter() - start)
 
 
 def dependency_view(net: StackedNet, states: list[Tensor], stack: Tensor, loss: Loss, batch_first: bool,

@@ -64,12 +64,16 @@ def block_norms(grad: Tensor, block_sizes: Sequence[int], dtype: torch.dtype | N
                         for block in grad.split(list(block_sizes), dim=1)], dim=1)
 
 
-def record_log_norms(loss: Tensor, states: list[Tensor], block_sizes: Sequence[int], recorder: str,
-                     retain_graph: bool = False) -> Tensor:
-    """Backpropagate `loss` to states[0] and return ln||dL/d block|| of shape (T+1, batch, blocks).
+def backpropagate(objective: Tensor, states: list[Tensor], block_sizes: Sequence[int], recorder: str,
+                  retain_graph: bool = False, hook_first: bool = True) -> tuple[Tensor, Tensor | None, Tensor]:
+    """Backpropagate `objective` to states[0] through the recorder's hooks on the states.
 
-    `states` are S_0..S_T; S_t's blocks are consecutive columns of widths block_sizes. Entries are
-    float64; -inf is a zero gradient, +inf an overflow, nan a gradient that became nan.
+    Returns (arriving, log_divisors, first_grad): ln of each block's norm of the gradient arriving at
+    each hooked state, (hooked states, batch, blocks), float64 and before any division at or after that
+    state; the exact recorder's ln divisor per hooked state, (hooked, batch, 1), else None; and the
+    gradient that reached states[0] (after its own hook, if hooked). `accumulate` turns the first two
+    into log-norms. hook_first=False leaves states[0] to the caller (a segment's start, hooked by the
+    segment before it, where its whole gradient meets).
     """
     if recorder not in RECORDERS:
         raise ValueError(f"recorder={recorder!r}: allowed {', '.join(RECORDERS)}")
@@ -93,23 +97,39 @@ def record_log_norms(loss: Tensor, states: list[Tensor], block_sizes: Sequence[i
         return grad / divisor
 
     hook = renormalise if recorder == "exact" else read
-    handles = [state.register_hook(hook) for state in states]
+    hooked = states if hook_first else states[1:]
+    handles = [state.register_hook(hook) for state in hooked]
     try:
-        torch.autograd.grad(loss, states[0], retain_graph=retain_graph)
+        (first_grad,) = torch.autograd.grad(objective, states[0], retain_graph=retain_graph)
     finally:
         for handle in handles:
             handle.remove()
-    if len(norms) != len(states):
-        raise RuntimeError(f"{len(norms)} of {len(states)} state hooks fired: is every S_t on "
+    if len(norms) != len(hooked):
+        raise RuntimeError(f"{len(norms)} of {len(hooked)} state hooks fired: is every S_t on "
                            "the path from the loss to S_0?")
+    arriving = torch.stack(norms[::-1]).double().log()
+    log_divisors = torch.stack(divisors[::-1]).double().log() if divisors else None
+    return arriving, log_divisors, first_grad
 
-    log_norms = torch.stack(norms[::-1]).double().log()
-    if divisors:
-        # The gradient arriving at S_t had been divided by the divisors taken at t+1 .. T.
-        log_divisors = torch.stack(divisors[::-1]).double().log()  # (T+1, batch, 1)
-        from_t_on = log_divisors.flip(0).cumsum(0).flip(0)
-        log_norms += torch.cat([from_t_on[1:], torch.zeros_like(from_t_on[:1])])
-    return log_norms
+
+def accumulate(arriving: Tensor, log_divisors: Tensor | None) -> Tensor:
+    """Log-norms from backpropagate's rows (S_0..S_T in order): the gradient arriving at S_t had been
+    divided by the divisors taken at t+1 .. T, so those logs are added back."""
+    if log_divisors is None:
+        return arriving
+    from_t_on = log_divisors.flip(0).cumsum(0).flip(0)
+    return arriving + torch.cat([from_t_on[1:], torch.zeros_like(from_t_on[:1])])
+
+
+def record_log_norms(loss: Tensor, states: list[Tensor], block_sizes: Sequence[int], recorder: str,
+                     retain_graph: bool = False) -> Tensor:
+    """Backpropagate `loss` to states[0] and return ln||dL/d block|| of shape (T+1, batch, blocks).
+
+    `states` are S_0..S_T; S_t's blocks are consecutive columns of widths block_sizes. Entries are
+    float64; -inf is a zero gradient, +inf an overflow, nan a gradient that became nan.
+    """
+    arriving, log_divisors, _ = backpropagate(loss, states, block_sizes, recorder, retain_graph)
+    return accumulate(arriving, log_divisors)
 
 
 def status_flags(log_norms: torch.Tensor, states_finite: bool, recorder: str) -> list[str]:

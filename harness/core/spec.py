@@ -155,6 +155,15 @@ class TrainSpec:
 
 
 @dataclass
+class MemorySpec:
+    """The `memory` group: how a recording fits in memory. It never changes a run's numbers (tested),
+    so it is not part of the run id."""
+    fraction: float = spec(0.25, positive_number, "of the available memory a recording's graph may use")
+    segment: Optional[int] = spec(None, optional(integer(1)),
+                                  "steps recorded per segment (null: as many as `fraction` holds)")
+
+
+@dataclass
 class RunSpec:
     """One run. Groups chosen by name on the command line (cell=lstm, init=gaussian, task=adding) are
     stored as {name: ..., fields...}; their table column is the name, their fields `group.field`."""
@@ -175,6 +184,7 @@ class RunSpec:
     dtype: str = spec("float32", one_of(DTYPES), "float32 | float64")
     device: str = spec("cpu", device, "cpu | cuda")
     train: TrainSpec = spec(TrainSpec, text, "training settings")
+    memory: MemorySpec = spec(MemorySpec, text, "memory settings of the recorder")
 
 
 GROUPS = ("cell", "init", "task")  # chosen by name from conf/<group>/
@@ -270,7 +280,11 @@ def config_columns(config: Mapping[str, Any]) -> dict[str, Any]:
     return columns
 
 
+NOT_IDENTITY = ("name", "memory.")  # columns that never change a run's numbers
+
+
 def run_id(columns: dict[str, Any]) -> str:
-    """A short hash of everything that determines a run's numbers (the experiment name does not)."""
-    identity = {k: v for k, v in sorted(columns.items()) if k != "name"}
+    """A short hash of everything that determines a run's numbers (the experiment name and the memory
+    settings do not)."""
+    identity = {k: v for k, v in sorted(columns.items()) if not k.startswith(NOT_IDENTITY)}
     return hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]

@@ -15,7 +15,7 @@ import platform
 import subprocess
 import time
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -26,7 +26,8 @@ from harness.core.analysis import fit_profile
 from harness.core.cells import CellNet, RecurrentNet, StackedNet
 from harness.core.errors import ConfigError, NotApplicable
 from harness.core.spec import DTYPES, config_columns, run_id
-from harness.core.recorders import flush_denormals, record_log_norms, status_flags
+from harness.core.recorders import flush_denormals, status_flags
+from harness.core.segments import record_profile, segment_length
 from harness.core.init import initialise
 from harness.core.networks import build
 from harness.core.runfolder import DONE, LOSSES, META, PROFILE, profile_frame, write_json, write_parquet
@@ -136,21 +137,24 @@ def record(columns: dict[str, Any]) -> Recording:
         head.to(device=device, dtype=dtype)
         parameters += list(head.parameters())
 
+    def output_loss(batch: TaskBatch) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The task's loss of the top layer's outputs it reads (through the readout, if trained)."""
+        return lambda outputs: batch.loss(outputs if head is None else head(outputs))
+
     def task_loss(batch: TaskBatch, states: list[torch.Tensor]) -> torch.Tensor:
         steps = states[-1:] if batch.final_state_only else states[1:]
-        outputs = torch.stack([model.top_hidden(state) for state in steps])
-        return batch.loss(outputs if head is None else head(outputs))
+        return output_loss(batch)(torch.stack([model.top_hidden(state) for state in steps]))
 
+    segment = segment_length(model, columns["seq_len"], columns["batch_size"], dtype.itemsize,
+                             columns.get("memory.fraction", 0.25), columns.get("memory.segment"))
     profiles, flags = [], set()
 
     def record_at(step: int) -> float:
         with flush_denormals():
-            states = model(held_out.inputs, model.initial_state(columns["batch_size"]))
-            loss = task_loss(held_out, states)
-            log_norms = record_log_norms(loss, states, model.block_sizes, columns["recorder"])
+            log_norms, loss, finite = record_profile(model, held_out.inputs, output_loss(held_out),
+                                                     held_out.final_state_only, columns["recorder"], segment)
         profiles.append((step, log_norms))
-        flags.update(status_flags(log_norms, bool(torch.isfinite(states[-1]).all() and torch.isfinite(loss)),
-                                  columns["recorder"]))
+        flags.update(status_flags(log_norms, finite, columns["recorder"]))
         return loss.item()
 
     drive_var, drive_cv = input_drive_stats(model, held_out.inputs)
@@ -173,6 +177,7 @@ def record(columns: dict[str, Any]) -> Recording:
             losses.append(row)
     final = losses[-1]["eval_loss"] if losses else math.nan
     extras = {"input_drive_var": drive_var, "input_drive_var_cv": drive_cv, **theory, "final_loss": final,
+              "segment_length": segment,
               "baseline": baseline, "solved": bool(final <= SOLVED_FRACTION * baseline) if losses else None}
     order = ["diverged", "nan", "overflow", "underflow", "zero"]
     return Recording(profiles, losses, [f for f in order if f in flags], extras, model,

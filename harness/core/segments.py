@@ -1,0 +1,142 @@
+"""Recording in segments: any sequence length in memory bounded by the segment, not by T.
+
+    forward, no graph      S_0 -> ... -> S_T, keeping only the state at each segment's start
+    the loss               on the outputs it reads (the final one, or every step's), once, for
+                           dL/d output_t: the only thing the backward needs from it
+    backward, by segment   last segment first: rebuild its graph from its start state, inject
+                           dL/d output_t for its steps and the gradient carried into its end state,
+                           backpropagate through the recorder's hooks to its start, carry that on
+
+The gradient carried from one segment into the one before is the one that would flow in one graph
+(for the exact recorder, already renormalised by the hooks after it, so of order one); every state is
+hooked once, in the segment where its whole gradient meets, and the exact recorder's log divisors are
+summed once over the whole sequence, so the numbers are the in-memory recording's, bit for bit. A
+segment covering the whole sequence is the in-memory recording. Input drives (harness.core.cells'
+input_drive) are computed in fixed chunks aligned to t = 0 whatever the segment length, so the numbers
+do not depend on it (tested to be identical). No graph is longer than a segment, so none is deep
+enough to overflow the stack when it is freed (a 30,000-step graph with hooks segfaulted torch).
+"""
+from __future__ import annotations
+
+import math
+import os
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from harness.core.cells import StackedNet
+from harness.core.recorders import accumulate, backpropagate, record_log_norms
+
+DRIVE_CHUNK = 256  # steps of input drive computed together (a batched matmul), aligned to t = 0
+MAX_SEGMENT = 8192  # steps of graph at most, whatever the memory allows (graphs of ~3e4 hooked steps crash)
+MIN_SEGMENT = 64  # fewer steps per segment cost more in Python overhead than they save in memory
+GRAPH_BYTES_PER_VALUE = 24  # autograd's saved tensors per state entry per step, measured on the lstm (~2x margin)
+GRAPH_BYTES_PER_STEP = 16_384  # autograd nodes, hooks and Python objects per step, whatever the width
+
+
+def available_memory() -> int:
+    """Bytes of memory available to a new allocation (Linux: MemAvailable), or 4 GiB if unknown."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 4 << 30
+
+
+def graph_bytes_per_step(net: StackedNet, batch_size: int, itemsize: int) -> int:
+    """A generous estimate of one recorded step's graph: saved tensors and per-node overhead."""
+    width = sum(net.block_sizes) + sum(p.numel() for p in net.parameters()) // max(sum(net.block_sizes), 1)
+    return GRAPH_BYTES_PER_VALUE * batch_size * width * itemsize + GRAPH_BYTES_PER_STEP
+
+
+def segment_length(net: StackedNet, seq_len: int, batch_size: int, itemsize: int, memory_fraction: float,
+                   segment: int | None = None) -> int:
+    """Steps per segment: `segment` if given, else as many as a memory_fraction of the available
+    memory holds, between MIN_SEGMENT and MAX_SEGMENT, and never more than seq_len."""
+    if segment is None:
+        budget = memory_fraction * available_memory()
+        segment = int(budget // graph_bytes_per_step(net, batch_size, itemsize))
+        segment = max(MIN_SEGMENT, min(segment, MAX_SEGMENT))
+    return max(1, min(segment, seq_len))
+
+
+class Drives:
+    """Input drives of steps [b, e), computed in DRIVE_CHUNK-aligned chunks (the last one cached)."""
+
+    def __init__(self, net: StackedNet, inputs: Tensor):
+        self.net, self.inputs, self.cached = net, inputs, (-1, None)
+
+    def __call__(self, begin: int, end: int) -> list[Tensor]:
+        drives = []
+        for chunk in range(begin // DRIVE_CHUNK, math.ceil(end / DRIVE_CHUNK)):
+            if self.cached[0] != chunk:
+                with torch.no_grad():  # the recorders need no parameter gradients
+                    span = self.inputs[chunk * DRIVE_CHUNK:(chunk + 1) * DRIVE_CHUNK]
+                    self.cached = (chunk, self.net.input_drive(span))
+            start = chunk * DRIVE_CHUNK
+            drives.extend(self.cached[1][max(begin - start, 0):end - start])
+        return drives
+
+
+def record_profile(net: StackedNet, inputs: Tensor, output_loss: Callable[[Tensor], Tensor], final_state_only: bool,
+                   recorder: str, segment: int) -> tuple[Tensor, Tensor, bool]:
+    """Record ln||dL/d block|| for t = 0..T in segments of `segment` steps (see the module docstring).
+
+    output_loss receives the top layer's outputs the loss reads, (1, batch, width) for a final-state
+    loss or (T, batch, width), and returns the scalar loss. Returns (log_norms (T+1, batch, blocks),
+    the loss, whether every state stayed finite).
+    """
+    seq_len, batch = inputs.shape[0], inputs.shape[1]
+    drives = Drives(net, inputs)
+    if segment >= seq_len:  # one segment: the in-memory recording, one forward pass with its graph
+        states = [net.initial_state(batch)]
+        for drive in drives(0, seq_len):
+            states.append(net.step(states[-1], drive))
+        loss = output_loss(torch.stack([net.top_hidden(s) for s in (states[-1:] if final_state_only else states[1:])]))
+        log_norms = record_log_norms(loss, states, net.block_sizes, recorder)
+        return log_norms, loss.detach(), bool(torch.isfinite(states[-1]).all() and torch.isfinite(loss))
+    bounds = list(range(0, seq_len, segment)) + [seq_len]
+    starts, outputs, finite = [], [], True
+    state = net.initial_state(batch).detach()
+    with torch.no_grad():
+        for begin, end in zip(bounds[:-1], bounds[1:]):
+            starts.append(state)
+            for drive in drives(begin, end):
+                state = net.step(state, drive)
+                if not final_state_only:
+                    outputs.append(net.top_hidden(state))
+            finite = finite and bool(torch.isfinite(state).all())
+    read = torch.stack([net.top_hidden(state)] if final_state_only else outputs).requires_grad_()
+    with torch.enable_grad():
+        loss = output_loss(read)
+        (output_grads,) = torch.autograd.grad(loss, read)
+
+    arriving: list[Tensor] = []  # per segment, last first: its hooked states' rows
+    divisors: list[Tensor | None] = []
+    carry = None  # the gradient flowing into the segment's end state from the segments after it
+    for index in reversed(range(len(starts))):
+        begin, end = bounds[index], bounds[index + 1]
+        states = [starts[index].clone().requires_grad_()]
+        with torch.enable_grad():
+            for drive in drives(begin, end):
+                states.append(net.step(states[-1], drive))
+            if final_state_only:
+                objective = (net.top_hidden(states[-1]) * output_grads[0]).sum() if end == seq_len else 0
+            else:
+                objective = (torch.stack([net.top_hidden(s) for s in states[1:]]) * output_grads[begin:end]).sum()
+            if carry is not None:
+                objective = objective + (states[-1] * carry).sum()
+        # A segment's start state is hooked by the segment before it, where all of its gradient meets
+        # (the output read at that step included), exactly as in one graph.
+        rows, logs, carry = backpropagate(objective, states, net.block_sizes, recorder, hook_first=begin == 0)
+        arriving.append(rows)
+        divisors.append(logs)
+    log_divisors = None if divisors[0] is None else torch.cat(divisors[::-1])
+    return accumulate(torch.cat(arriving[::-1]), log_divisors), loss.detach(), finite and bool(torch.isfinite(loss))

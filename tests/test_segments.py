@@ -1,0 +1,98 @@
+"""Recording in segments: the same numbers as the in-memory recording, whatever the segment length,
+for every cell and both recorders; bounded graphs for sequences that crashed in memory."""
+import math
+
+import pytest
+import torch
+
+import harness
+from harness.core import segments
+from harness.core.init import initialise
+from harness.core.networks import NETWORKS, build
+from harness.core.segments import record_profile, segment_length
+from harness.lab.run import record
+from tests.conftest import ROOT  # noqa: F401  (the package is importable as the tests run it)
+
+SEQ_LEN = 40
+
+
+def network(cell: str, num_layers: int = 2):
+    model = build(cell, "tanh", 3, 5, num_layers, {}).double()
+    initialise(model, "default", 1.1, torch.Generator().manual_seed(0))
+    return model
+
+
+def probe(width: int):
+    readout = torch.randn(width, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    return lambda outputs: (outputs[-1] @ readout).sum()
+
+
+def sequence_loss(outputs):
+    return outputs.pow(2).mean() + outputs[:, 0].sin().sum()
+
+
+CASES = [(cell, recorder, final) for cell in NETWORKS for recorder in ("exact", "autograd")
+         for final in (True, False) if final or recorder == "autograd"]
+
+
+@pytest.mark.parametrize("cell,recorder,final_state_only", CASES)
+def test_segmented_equals_in_memory_whatever_the_segment_length(cell, recorder, final_state_only):
+    model = network(cell)
+    x = torch.randn(SEQ_LEN, 3, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    loss = probe(model.output_size) if final_state_only else sequence_loss
+    in_memory, value, finite = record_profile(model, x, loss, final_state_only, recorder, SEQ_LEN)
+    assert finite and in_memory.shape == (SEQ_LEN + 1, 3, model.num_parts)
+    for segment in (1, 7, 16, 39):
+        segmented, segmented_value, _ = record_profile(model, x, loss, final_state_only, recorder, segment)
+        # identical, not close: the same operations on the same numbers, -inf where a gradient is 0
+        assert torch.equal(segmented, in_memory), (segment, (segmented - in_memory).abs().max())
+        assert segmented_value == value
+
+
+def test_in_memory_path_equals_autograd_on_the_unrolled_graph():
+    """The segment-sized recording against torch.autograd.grad over every S_t of one graph."""
+    model = network("lstm")
+    x = torch.randn(SEQ_LEN, 3, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    loss = probe(model.output_size)
+    states = model(x, model.initial_state(3))
+    grads = torch.autograd.grad(loss(model.top_hidden(states[-1]).unsqueeze(0)), states)
+    expected = torch.stack([g.view(3, model.num_parts, -1).norm(dim=-1) for g in grads]).log()
+    for segment in (SEQ_LEN, 9):
+        measured = record_profile(model, x, loss, True, "exact", segment)[0]
+        finite = torch.isfinite(expected)
+        assert torch.equal(finite, torch.isfinite(measured))
+        assert ((measured - expected)[finite]).abs().max() < 1e-9
+
+
+def test_a_user_cell_records_in_segments():
+    cell = torch.nn.LSTMCell(3, 4).double()
+    x = torch.randn(30, 2, 3, dtype=torch.float64)
+    whole = harness.record(cell, x, segment=30)
+    assert torch.equal(harness.record(cell, x, segment=4).log_norms, whole.log_norms)
+
+
+def test_segment_length_follows_the_memory_budget(monkeypatch):
+    model = network("rnn", num_layers=1)
+    monkeypatch.setattr(segments, "available_memory", lambda: 1 << 40)
+    assert segment_length(model, 10**6, 32, 4, 0.25) == segments.MAX_SEGMENT
+    assert segment_length(model, 100, 32, 4, 0.25) == 100  # never longer than the sequence
+    per_step = segments.graph_bytes_per_step(model, 32, 4)
+    monkeypatch.setattr(segments, "available_memory", lambda: 1000 * per_step)
+    assert segment_length(model, 10**6, 32, 4, 0.5) == 500
+    monkeypatch.setattr(segments, "available_memory", lambda: 0)
+    assert segment_length(model, 10**6, 32, 4, 0.5) == segments.MIN_SEGMENT
+    assert segment_length(model, 10**6, 32, 4, 0.5, segment=17) == 17  # memory.segment overrides
+
+
+def test_thirty_thousand_steps_record_without_crashing():
+    """A 4-unit tanh rnn over 30,000 steps: the in-memory graph of this length segfaulted torch while
+    being freed (the run was lost without a trace); in segments it completes with finite norms."""
+    columns = dict(cell="rnn", activation="tanh", init="default", scale=1.0, seq_len=30_000, hidden_size=4,
+                   input_size=4, num_layers=1, batch_size=2, seed=0, task="probe", recorder="exact",
+                   dtype="float32", device="cpu")
+    recording = record(columns)
+    (_, log_norms), = recording.profiles
+    assert log_norms.shape == (30_001, 2, 1) and torch.isfinite(log_norms).all()
+    assert recording.extras["segment_length"] <= segments.MAX_SEGMENT
+    # a vanishing profile: far below float32's range, still finite (the exact recorder's log domain)
+    assert log_norms[0].max() / math.log(10) < -300
