@@ -102,3 +102,20 @@ def test_predictions_say_where_they_do_not_apply():
     assert math.isnan(out["theory_mean_field"]) and math.isnan(out["theory_linear"])
     assert math.isfinite(out["theory_lyapunov"])
     assert "mean field: needs a one-layer rnn" in out["theory_note"] and "linear: needs" in out["theory_note"]
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("activation", ["tanh", "relu", "sigmoid", "identity", "leaky_relu", "gelu", "softsign"])
+@pytest.mark.parametrize("num_layers", [1, 2])
+def test_cells_own_jvp_equals_the_autograd_jacobian(cell, activation, num_layers):
+    """RecurrentNet.step_jvp (the written-out JVPs the Lyapunov exponent uses) against J v with J the
+    full Jacobian of one step by torch.autograd.functional.jacobian, sample by sample."""
+    model, batch = build(cell, activation=activation, init="gaussian", scale=1.3, num_layers=num_layers)
+    state = torch.randn(3, sum(model.block_sizes), dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    tangent = torch.randn(state.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    drive = model.input_drive(batch.inputs)[0]
+    new, pushed = model.step_jvp(state, drive, tangent)
+    torch.testing.assert_close(new, model.step(state, drive), rtol=0, atol=0)
+    for b in range(3):
+        jacobian = torch.autograd.functional.jacobian(lambda s: model.step(s[None], drive[b:b + 1])[0], state[b])
+        torch.testing.assert_close(pushed[b], jacobian @ tangent[b], rtol=1e-12, atol=1e-12)

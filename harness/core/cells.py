@@ -10,6 +10,7 @@ parameters carry torch's names (weight_ih_l0, ...), so state dicts load across i
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -32,8 +33,23 @@ ACTIVATIONS: dict[str, Activation] = {
 }
 
 
-# Each step takes the input projection x_t W_ih^T + b_ih (computed outside, batched when possible),
-# the layer's previous state, and returns its new state. Gates are always sigmoid; `act` replaces tanh.
+# Each activation's derivative, from its input u and output y (for harness.core.cells' JVPs).
+SLOPES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
+    "tanh": lambda u, y: 1 - y * y,
+    "relu": lambda u, y: (u > 0).to(u.dtype),
+    "sigmoid": lambda u, y: y * (1 - y),
+    "identity": lambda u, y: torch.ones_like(u),
+    "leaky_relu": lambda u, y: torch.where(u > 0, torch.ones_like(u), torch.full_like(u, 0.01)),
+    "gelu": lambda u, y: torch.special.ndtr(u) + u * torch.exp(-0.5 * u * u) / math.sqrt(2 * math.pi),
+    "softsign": lambda u, y: 1 / (1 + u.abs()) ** 2,
+}
+
+# A cell's step is its recurrent matmul hw = h W_hh^T + b_hh followed by an elementwise `tail`
+# (xw, hw, state) -> new state, where xw = x_t W_ih^T + b_ih is computed outside (batched when
+# possible). Gates are always sigmoid; `act` replaces tanh. The split is what lets a tangent be pushed
+# through a step at the cost of one more matmul (RecurrentNet.step_jvp): the matmuls are linear, and
+# each tail has its Jacobian-vector product written out (`tail_jvp`: the new state and its tangent
+# from the tangents of xw, hw and the state; `slope` is the activation's derivative).
 # b_hh is None for a network without biases (torch's bias=False).
 
 def recurrent(h: Tensor, w_hh: Tensor, b_hh: Tensor | None) -> Tensor:
@@ -41,40 +57,76 @@ def recurrent(h: Tensor, w_hh: Tensor, b_hh: Tensor | None) -> Tensor:
     return h @ w_hh.t() if b_hh is None else torch.addmm(b_hh, h, w_hh.t())
 
 
-def rnn_step(xw: Tensor, state: tuple[Tensor, ...], w_hh: Tensor, b_hh: Tensor | None, act: Activation):
-    (h,) = state
-    return (act(xw + recurrent(h, w_hh, b_hh)),)
+def rnn_tail(xw: Tensor, hw: Tensor, state: tuple[Tensor, ...], act: Activation) -> tuple[Tensor, ...]:
+    return (act(xw + hw),)
 
 
-def lstm_step(xw: Tensor, state: tuple[Tensor, ...], w_hh: Tensor, b_hh: Tensor | None, act: Activation):
-    h, c = state
-    i, f, g, o = (xw + recurrent(h, w_hh, b_hh)).chunk(4, dim=1)
+def rnn_tail_jvp(xw: Tensor, hw: Tensor, state: tuple[Tensor, ...], act: Activation, slope: Callable,
+                 dxw: Tensor, dhw: Tensor, dstate: tuple[Tensor, ...]) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
+    pre = xw + hw
+    h = act(pre)
+    return (h,), (slope(pre, h) * (dxw + dhw),)
+
+
+def lstm_tail(xw: Tensor, hw: Tensor, state: tuple[Tensor, ...], act: Activation) -> tuple[Tensor, ...]:
+    _, c = state
+    i, f, g, o = (xw + hw).chunk(4, dim=1)
     c = torch.sigmoid(f) * c + torch.sigmoid(i) * act(g)
     h = torch.sigmoid(o) * act(c)
     return h, c
 
 
-def gru_step(xw: Tensor, state: tuple[Tensor, ...], w_hh: Tensor, b_hh: Tensor | None, act: Activation):
+def lstm_tail_jvp(xw: Tensor, hw: Tensor, state: tuple[Tensor, ...], act: Activation, slope: Callable,
+                  dxw: Tensor, dhw: Tensor, dstate: tuple[Tensor, ...]) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
+    (_, c), (_, dc) = state, dstate
+    i, f, g, o = (xw + hw).chunk(4, dim=1)
+    di, df, dg, do = (dxw + dhw).chunk(4, dim=1)
+    si, sf, so, ag = torch.sigmoid(i), torch.sigmoid(f), torch.sigmoid(o), act(g)
+    c_new = sf * c + si * ag
+    dc_new = sf * (1 - sf) * df * c + sf * dc + si * (1 - si) * di * ag + si * slope(g, ag) * dg
+    ac = act(c_new)
+    return (so * ac, c_new), (so * (1 - so) * do * ac + so * slope(c_new, ac) * dc_new, dc_new)
+
+
+def gru_tail(xw: Tensor, hw: Tensor, state: tuple[Tensor, ...], act: Activation) -> tuple[Tensor, ...]:
     (h,) = state
     x_r, x_z, x_n = xw.chunk(3, dim=1)
-    h_r, h_z, h_n = recurrent(h, w_hh, b_hh).chunk(3, dim=1)
+    h_r, h_z, h_n = hw.chunk(3, dim=1)
     r = torch.sigmoid(x_r + h_r)
     z = torch.sigmoid(x_z + h_z)
     n = act(x_n + r * h_n)  # torch.nn.GRU puts b_hn inside the reset gate's product
     return ((1 - z) * n + z * h,)
 
 
+def gru_tail_jvp(xw: Tensor, hw: Tensor, state: tuple[Tensor, ...], act: Activation, slope: Callable,
+                 dxw: Tensor, dhw: Tensor, dstate: tuple[Tensor, ...]) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
+    (h,), (dh,) = state, dstate
+    (x_r, x_z, x_n), (dx_r, dx_z, dx_n) = xw.chunk(3, dim=1), dxw.chunk(3, dim=1)
+    (h_r, h_z, h_n), (dh_r, dh_z, dh_n) = hw.chunk(3, dim=1), dhw.chunk(3, dim=1)
+    r, z = torch.sigmoid(x_r + h_r), torch.sigmoid(x_z + h_z)
+    dr, dz = r * (1 - r) * (dx_r + dh_r), z * (1 - z) * (dx_z + dh_z)
+    pre = x_n + r * h_n
+    n = act(pre)
+    dn = slope(pre, n) * (dx_n + dr * h_n + r * dh_n)
+    return ((1 - z) * n + z * h,), ((1 - z) * dn + z * dh + dz * (h - n),)
+
+
 @dataclass(frozen=True)
 class Cell:
-    step: Callable[..., tuple[Tensor, ...]]
+    tail: Callable[..., tuple[Tensor, ...]]
+    tail_jvp: Callable[..., tuple[tuple[Tensor, ...], tuple[Tensor, ...]]]
     gates: int  # blocks stacked in W_ih and W_hh, in torch's order
     states: tuple[str, ...]  # names of the per-layer state tensors, as they appear in S_t
 
+    def step(self, xw: Tensor, state: tuple[Tensor, ...], w_hh: Tensor, b_hh: Tensor | None,
+             act: Activation) -> tuple[Tensor, ...]:
+        return self.tail(xw, recurrent(state[0], w_hh, b_hh), state, act)
+
 
 CELLS: dict[str, Cell] = {
-    "rnn": Cell(rnn_step, gates=1, states=("h",)),
-    "lstm": Cell(lstm_step, gates=4, states=("h", "c")),  # gates i, f, g, o
-    "gru": Cell(gru_step, gates=3, states=("h",)),  # gates r, z, n
+    "rnn": Cell(rnn_tail, rnn_tail_jvp, gates=1, states=("h",)),
+    "lstm": Cell(lstm_tail, lstm_tail_jvp, gates=4, states=("h", "c")),  # gates i, f, g, o
+    "gru": Cell(gru_tail, gru_tail_jvp, gates=3, states=("h",)),  # gates r, z, n
 }
 
 
@@ -156,6 +208,30 @@ class RecurrentNet(StackedNet):
                                       getattr(self, f"weight_hh_l{layer}"), getattr(self, f"bias_hh_l{layer}"),
                                       self.act))
         return new[0] if len(new) == 1 else torch.cat(new, dim=1)
+
+    def step_jvp(self, state: Tensor, drive: Tensor, tangent: Tensor) -> tuple[Tensor, Tensor]:
+        """(step(state, drive), J tangent) with J = dS_t/dS_{t-1}: the matmuls applied to the tangent,
+        then each cell's written-out tail JVP. No graph is built; one more matmul per layer and step."""
+        per_layer = len(self.state_names)
+        previous, pushed_in = self.split(state), self.split(tangent)
+        new: list[Tensor] = []
+        pushed: list[Tensor] = []
+        drive_tangent = torch.zeros_like(drive)  # the inputs do not move
+        for layer in range(self.num_layers):
+            w_hh, b_hh = getattr(self, f"weight_hh_l{layer}"), getattr(self, f"bias_hh_l{layer}")
+            if layer > 0:  # the layer below's fresh h is this layer's input
+                w_ih = getattr(self, f"weight_ih_l{layer}")
+                drive = F.linear(new[-per_layer], w_ih, getattr(self, f"bias_ih_l{layer}"))
+                drive_tangent = pushed[-per_layer] @ w_ih.t()
+            blocks = previous[layer * per_layer:(layer + 1) * per_layer]
+            block_tangents = pushed_in[layer * per_layer:(layer + 1) * per_layer]
+            hw, hw_tangent = recurrent(blocks[0], w_hh, b_hh), block_tangents[0] @ w_hh.t()
+            out, out_tangent = self.cell.tail_jvp(drive, hw, blocks, self.act, SLOPES[self.activation],
+                                                  drive_tangent, hw_tangent, block_tangents)
+            new.extend(out)
+            pushed.extend(out_tangent)
+        join = (lambda parts: parts[0]) if len(new) == 1 else (lambda parts: torch.cat(parts, dim=1))
+        return join(new), join(pushed)
 
 
 def as_tuple(state: Tensor | Sequence[Tensor]) -> tuple[Tensor, ...]:

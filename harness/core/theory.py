@@ -175,7 +175,11 @@ def lyapunov_exponent(model: StackedNet, inputs: Tensor, generator: torch.Genera
     skip = math.ceil(EDGE_FRACTION * len(drives))
     growth = torch.zeros(batch, dtype=torch.float64, device=inputs.device)
     for t, drive in enumerate(drives):
-        state, tangent = jvp(lambda s: model.step(s, drive), state, tangent)
+        if isinstance(model, RecurrentNet):  # the cells' own JVP: one more matmul per step, no graph
+            with torch.no_grad():
+                state, tangent = model.step_jvp(state, drive, tangent)
+        else:
+            state, tangent = jvp(lambda s: model.step(s, drive), state, tangent)
         norms = tangent.norm(dim=1, keepdim=True)
         tangent = tangent / norms.clamp_min(torch.finfo(norms.dtype).tiny)
         if t >= skip:
