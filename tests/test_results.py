@@ -59,7 +59,7 @@ def test_failing_run_is_recorded_and_others_still_collect(tmp_path, monkeypatch)
     good = tmp_path / "0"
     run_module.run(compose_config("seq_len=5", "hidden_size=3"), good)
 
-    def broken(columns):
+    def broken(columns, progress=False):
         raise RuntimeError("out of memory, say")
     monkeypatch.setattr(run_module, "record", broken)
     bad = tmp_path / "1"

@@ -96,3 +96,21 @@ def test_thirty_thousand_steps_record_without_crashing():
     assert recording.extras["segment_length"] <= segments.MAX_SEGMENT
     # a vanishing profile: far below float32's range, still finite (the exact recorder's log domain)
     assert log_norms[0].max() / math.log(10) < -300
+
+
+@pytest.mark.parametrize("segment", [SEQ_LEN, 6])
+def test_progress_counts_every_step_forward_and_backward(segment):
+    model = network("gru")
+    x = torch.randn(SEQ_LEN, 2, 3, dtype=torch.float64)
+    done = []
+    record_profile(model, x, probe(model.output_size), True, "exact", segment, done.append)
+    assert sum(done) == 2 * SEQ_LEN
+
+
+def test_a_long_single_run_says_how_fast_it_went_where_stderr_is_no_terminal(capsys, monkeypatch):
+    from harness.lab import run as run_module
+    clock = iter(range(0, 1000, 3))  # every reading of the clock 3 s after the last
+    monkeypatch.setattr(run_module.time, "perf_counter", lambda: next(clock))
+    with run_module.step_bar(True, 200, "recording") as update:
+        update(200)
+    assert capsys.readouterr().err.strip() == "recording: 200 steps in 3.0 s (67 steps/s)"

@@ -73,3 +73,27 @@ def test_plot_redraws_a_single_training_run_folder(tmp_path):
     (tmp_path / ".hydra").mkdir()  # as Hydra leaves it
     assert plot_main([str(tmp_path)]) == 0
     assert (tmp_path / "figures" / "losses.png").exists()
+
+
+@pytest.mark.parametrize("cell,task,recorder", [("rnn", "adding", "exact"), ("lstm", "adding", "exact"),
+                                                ("gru", "copy", "autograd"), ("lstm", "random_walk", "autograd")])
+def test_fused_training_equals_the_explicit_cells(cell, task, recorder, monkeypatch):
+    """Training through torch's fused module (harness.core.api.to_torch, the same parameters) gives the
+    explicit cells' losses and recorded profiles, to float64 rounding."""
+    columns = dict(cell=cell, activation="tanh", init="default", scale=1.0, seq_len=12, hidden_size=6, input_size=3,
+                   num_layers=2, batch_size=4, seed=0, task=task, recorder=recorder, dtype="float64", device="cpu",
+                   **{"train.steps": 6, "train.lr": 0.01, "train.optimizer": "adam", "train.clip_norm": None,
+                      "train.clip_value": None, "train.weight_decay": 0.0, "train.record_every": 3})
+    columns["input_size"] = {"adding": 2, "copy": 10, "random_walk": 1}[task]
+    fused = run_module.record(columns)
+    monkeypatch.setattr(run_module, "to_torch", lambda net: None)  # the explicit cells only
+    explicit = run_module.record(columns)
+    assert [row["step"] for row in fused.losses] == [0, 3, 6]
+    for a, b in zip(fused.losses, explicit.losses):
+        for key in ("eval_loss", "train_loss", "grad_norm"):
+            if key in a:
+                assert a[key] == pytest.approx(b[key], rel=1e-9, abs=1e-12), key
+    for (step_a, a), (step_b, b) in zip(fused.profiles, explicit.profiles):
+        assert step_a == step_b
+        finite = torch.isfinite(a)
+        assert torch.equal(finite, torch.isfinite(b)) and (a[finite] - b[finite]).abs().max() < 1e-9

@@ -35,7 +35,7 @@ from harness.lab.run import run
 def hydra_main(cfg: DictConfig) -> str:
     runtime = HydraConfig.get().runtime
     try:
-        return run(cfg, Path(runtime.output_dir), dict(runtime.choices))
+        return run(cfg, Path(runtime.output_dir), dict(runtime.choices), progress=True)
     except ConfigError as error:
         fail(error)
 

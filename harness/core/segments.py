@@ -86,21 +86,26 @@ class Drives:
 
 
 def record_profile(net: StackedNet, inputs: Tensor, output_loss: Callable[[Tensor], Tensor], final_state_only: bool,
-                   recorder: str, segment: int) -> tuple[Tensor, Tensor, bool]:
+                   recorder: str, segment: int, progress: Callable[[int], object] | None = None
+                   ) -> tuple[Tensor, Tensor, bool]:
     """Record ln||dL/d block|| for t = 0..T in segments of `segment` steps (see the module docstring).
 
     output_loss receives the top layer's outputs the loss reads, (1, batch, width) for a final-state
     loss or (T, batch, width), and returns the scalar loss. Returns (log_norms (T+1, batch, blocks),
-    the loss, whether every state stayed finite).
+    the loss, whether every state stayed finite). progress, if given, is told how many steps were
+    done, forward and backward (2 T in all).
     """
+    progress = progress or (lambda steps: None)
     seq_len, batch = inputs.shape[0], inputs.shape[1]
     drives = Drives(net, inputs)
     if segment >= seq_len:  # one segment: the in-memory recording, one forward pass with its graph
         states = [net.initial_state(batch)]
         for drive in drives(0, seq_len):
             states.append(net.step(states[-1], drive))
+            progress(1)
         loss = output_loss(torch.stack([net.top_hidden(s) for s in (states[-1:] if final_state_only else states[1:])]))
         log_norms = record_log_norms(loss, states, net.block_sizes, recorder)
+        progress(seq_len)
         return log_norms, loss.detach(), bool(torch.isfinite(states[-1]).all() and torch.isfinite(loss))
     bounds = list(range(0, seq_len, segment)) + [seq_len]
     starts, outputs, finite = [], [], True
@@ -110,6 +115,7 @@ def record_profile(net: StackedNet, inputs: Tensor, output_loss: Callable[[Tenso
             starts.append(state)
             for drive in drives(begin, end):
                 state = net.step(state, drive)
+                progress(1)
                 if not final_state_only:
                     outputs.append(net.top_hidden(state))
             finite = finite and bool(torch.isfinite(state).all())
@@ -138,5 +144,6 @@ def record_profile(net: StackedNet, inputs: Tensor, output_loss: Callable[[Tenso
         rows, logs, carry = backpropagate(objective, states, net.block_sizes, recorder, hook_first=begin == 0)
         arriving.append(rows)
         divisors.append(logs)
+        progress(end - begin)
     log_divisors = None if divisors[0] is None else torch.cat(divisors[::-1])
     return accumulate(torch.cat(arriving[::-1]), log_divisors), loss.detach(), finite and bool(torch.isfinite(loss))

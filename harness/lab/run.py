@@ -6,6 +6,7 @@ the run folder.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import importlib.metadata
@@ -13,9 +14,10 @@ import logging
 import math
 import platform
 import subprocess
+import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, Iterator, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -23,6 +25,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from harness.core.analysis import fit_profile
+from harness.core.api import to_torch
 from harness.core.cells import CellNet, RecurrentNet, StackedNet
 from harness.core.errors import ConfigError, NotApplicable
 from harness.core.spec import DTYPES, config_columns, run_id
@@ -116,9 +119,27 @@ def build_network(columns: dict[str, Any], generator: torch.Generator) -> Stacke
     return model
 
 
-def record(columns: dict[str, Any]) -> Recording:
+@contextlib.contextmanager
+def step_bar(enabled: bool, total: int, description: str) -> Iterator[Callable[[int], object] | None]:
+    """A progress bar of a recording's steps on stderr (tqdm: steps done, steps/s, time left), shown
+    after 2 s on a terminal; elsewhere one summary line for a recording that took longer than that."""
+    if not enabled:
+        yield None
+        return
+    from tqdm import tqdm
+
+    start = time.perf_counter()
+    with tqdm(total=total, unit="step", desc=description, delay=2, leave=False, file=sys.stderr,
+              disable=None, dynamic_ncols=True) as bar:  # disable=None: off where stderr is no terminal
+        yield bar.update
+    elapsed = time.perf_counter() - start
+    if not sys.stderr.isatty() and elapsed > 2:
+        print(f"{description}: {total} steps in {elapsed:.1f} s ({total / elapsed:.0f} steps/s)", file=sys.stderr)
+
+
+def record(columns: dict[str, Any], progress: bool = False) -> Recording:
     """Build one configuration, record its gradient profile at initialisation and, for a training task,
-    every train.record_every steps while it trains."""
+    every train.record_every steps while it trains. progress: a bar of each recording's steps."""
     dtype, device = DTYPES[columns["dtype"]], torch.device(columns["device"])
     generator = torch.Generator().manual_seed(columns["seed"])
     task = TASKS[columns["task"]]
@@ -141,7 +162,15 @@ def record(columns: dict[str, Any]) -> Recording:
         """The task's loss of the top layer's outputs it reads (through the readout, if trained)."""
         return lambda outputs: batch.loss(outputs if head is None else head(outputs))
 
-    def task_loss(batch: TaskBatch, states: list[torch.Tensor]) -> torch.Tensor:
+    fused = to_torch(model) if isinstance(model, RecurrentNet) else None
+
+    def task_loss(batch: TaskBatch) -> torch.Tensor:
+        """The training loss of a batch: through torch's fused module where the equations are torch's
+        (the same parameters; tested equal to the explicit cells), else the explicit cells."""
+        if fused is not None:
+            outputs, _ = fused(batch.inputs)  # (T, B, H): the top layer's h at every step
+            return output_loss(batch)(outputs[-1:] if batch.final_state_only else outputs)
+        states = model(batch.inputs, model.initial_state(columns["batch_size"]))
         steps = states[-1:] if batch.final_state_only else states[1:]
         return output_loss(batch)(torch.stack([model.top_hidden(state) for state in steps]))
 
@@ -150,9 +179,10 @@ def record(columns: dict[str, Any]) -> Recording:
     profiles, flags = [], set()
 
     def record_at(step: int) -> float:
-        with flush_denormals():
+        with flush_denormals(), step_bar(progress, 2 * columns["seq_len"], f"recording (training step {step})"
+                                         if columns.get("train.steps") else "recording") as update:
             log_norms, loss, finite = record_profile(model, held_out.inputs, output_loss(held_out),
-                                                     held_out.final_state_only, columns["recorder"], segment)
+                                                     held_out.final_state_only, columns["recorder"], segment, update)
         profiles.append((step, log_norms))
         flags.update(status_flags(log_norms, finite, columns["recorder"]))
         return loss.item()
@@ -169,7 +199,7 @@ def record(columns: dict[str, Any]) -> Recording:
         def loss_of_fresh_batch() -> torch.Tensor:
             batch = draw()
             with flush_denormals():
-                return task_loss(batch, model(batch.inputs, model.initial_state(columns["batch_size"])))
+                return task_loss(batch)
         for row in train(parameters, settings, loss_of_fresh_batch, record_at, baseline):
             if row.pop("diverged"):
                 flags.add("diverged")
@@ -184,7 +214,8 @@ def record(columns: dict[str, Any]) -> Recording:
                      closed_form_profile(model, columns, held_out.readout))
 
 
-def run(cfg: DictConfig | dict[str, Any], out_dir: Path, choices: dict[str, Any] | None = None) -> str:
+def run(cfg: DictConfig | dict[str, Any], out_dir: Path, choices: dict[str, Any] | None = None,
+        progress: bool = False) -> str:
     """Run cfg into out_dir and return its status: ok, comma-joined numerical flags, failed, or
     not_applicable (a setting that means nothing for this cell; harness.core.init.NotApplicable).
 
@@ -203,7 +234,7 @@ def run(cfg: DictConfig | dict[str, Any], out_dir: Path, choices: dict[str, Any]
     }
     start = time.perf_counter()
     try:
-        recording = record(columns)
+        recording = record(columns, progress)
         meta.update(recording.extras)
         profile = pd.concat([profile_frame(log_norms, rid, columns, recording.model.state_names, step)
                              for step, log_norms in recording.profiles], ignore_index=True)
