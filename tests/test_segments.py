@@ -114,3 +114,32 @@ def test_a_long_single_run_says_how_fast_it_went_where_stderr_is_no_terminal(cap
     with run_module.step_bar(True, 200, "recording") as update:
         update(200)
     assert capsys.readouterr().err.strip() == "recording: 200 steps in 3.0 s (67 steps/s)"
+
+
+def test_streamed_inputs_give_the_same_numbers_however_they_are_sliced():
+    from harness.core.tasks import CHUNK, StreamedInputs
+
+    stream = StreamedInputs((3 * CHUNK + 17, 2, 3), base_seed=12345)
+    whole = stream[0:stream.shape[0]]
+    assert whole.shape == (3 * CHUNK + 17, 2, 3)
+    for begin, end in [(0, 5), (CHUNK - 3, CHUNK + 4), (100, 700), (3 * CHUNK, 3 * CHUNK + 17)]:
+        assert torch.equal(stream[begin:end], whole[begin:end])
+    assert not torch.equal(stream.chunk(0), stream.chunk(1))  # chunks are independent draws
+
+
+def test_a_probe_too_long_to_hold_streams_its_inputs(monkeypatch):
+    """T = 10^6, batch 32, input 64 would need 16 GB of float64 inputs: the probe streams them."""
+    from harness.core import tasks
+
+    batch = tasks.probe(10**6, 32, torch.Generator().manual_seed(0), input_size=64, hidden_size=8)
+    assert isinstance(batch.inputs, tasks.StreamedInputs) and batch.inputs.shape == (10**6, 32, 64)
+    assert batch.inputs[999_990:10**6].shape == (10, 32, 64)
+    # a run records on streamed inputs as on the same inputs held whole, in segments or not
+    monkeypatch.setattr(tasks, "MAX_HELD_INPUTS", 0)
+    streamed = tasks.probe(SEQ_LEN, 3, torch.Generator().manual_seed(0), input_size=3, hidden_size=5)
+    held = streamed.inputs[0:SEQ_LEN]
+    model = network("lstm")
+    loss = probe(model.output_size)
+    reference = record_profile(model, held, loss, True, "exact", SEQ_LEN)[0]
+    for segment in (SEQ_LEN, 7):
+        assert torch.equal(record_profile(model, streamed.inputs, loss, True, "exact", segment)[0], reference)

@@ -27,8 +27,9 @@ from torch import Tensor
 
 from harness.core.cells import StackedNet
 from harness.core.recorders import accumulate, backpropagate, record_log_norms
+from harness.core.tasks import CHUNK, StreamedInputs
 
-DRIVE_CHUNK = 256  # steps of input drive computed together (a batched matmul), aligned to t = 0
+DRIVE_CHUNK = CHUNK  # steps of input drive computed together (a batched matmul), aligned to t = 0
 MAX_SEGMENT = 8192  # steps of graph at most, whatever the memory allows (graphs of ~3e4 hooked steps crash)
 MIN_SEGMENT = 64  # fewer steps per segment cost more in Python overhead than they save in memory
 GRAPH_BYTES_PER_VALUE = 24  # autograd's saved tensors per state entry per step, measured on the lstm (~2x margin)
@@ -70,7 +71,7 @@ def segment_length(net: StackedNet, seq_len: int, batch_size: int, itemsize: int
 class Drives:
     """Input drives of steps [b, e), computed in DRIVE_CHUNK-aligned chunks (the last one cached)."""
 
-    def __init__(self, net: StackedNet, inputs: Tensor):
+    def __init__(self, net: StackedNet, inputs: Tensor | StreamedInputs):
         self.net, self.inputs, self.cached = net, inputs, (-1, None)
 
     def __call__(self, begin: int, end: int) -> list[Tensor]:
@@ -85,7 +86,7 @@ class Drives:
         return drives
 
 
-def record_profile(net: StackedNet, inputs: Tensor, output_loss: Callable[[Tensor], Tensor], final_state_only: bool,
+def record_profile(net: StackedNet, inputs: Tensor | StreamedInputs, output_loss: Callable[[Tensor], Tensor], final_state_only: bool,
                    recorder: str, segment: int, progress: Callable[[int], object] | None = None
                    ) -> tuple[Tensor, Tensor, bool]:
     """Record ln||dL/d block|| for t = 0..T in segments of `segment` steps (see the module docstring).

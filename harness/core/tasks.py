@@ -1,7 +1,8 @@
 """Tasks: input sequences, targets, a loss on the network's outputs, and the loss of a known baseline.
 
 probe           x_t ~ N(0, 1) i.i.d., h_0 = 0, loss = sum over the batch of r . h_T with r a fixed random
-                unit vector (no training). The backward pass is then linear in dL/dh_T, so
+                unit vector (no training). Inputs of more than MAX_HELD_INPUTS bytes are streamed
+                (StreamedInputs): generated chunk by chunk when asked for, never held whole. The backward pass is then linear in dL/dh_T, so
                 ||dL/dh_{T-k}|| / ||dL/dh_T|| is the pure propagation gain over k steps. The batch is
                 summed, not averaged, so each sample's gradient is that of its own loss.
 adding          (Le et al. 2015; Arjovsky et al. 2016) 2 channels: values U[0, 1] and a mask with one 1
@@ -22,16 +23,57 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 
+CHUNK = 256  # steps of inputs streamed (and of input drives computed) together, aligned to t = 0
+MAX_HELD_INPUTS = 1 << 30  # bytes of float64 inputs held whole; a larger probe streams them
+
+
+class StreamedInputs:
+    """Probe inputs x_t ~ N(0, 1) for steps too many to hold: generated CHUNK steps at a time, chunk c
+    from its own seed (derived from the run's generator), so any slice gives the same numbers however
+    it is asked for and only the chunks asked for exist. Sliced like a (seq_len, batch, input_size)
+    tensor along time; tests/test_segments.py checks slices against the materialised tensor."""
+
+    def __init__(self, shape: tuple[int, int, int], base_seed: int, dtype: torch.dtype = torch.float64,
+                 device: str | torch.device = "cpu"):
+        self.shape, self.base_seed, self.dtype, self.device = torch.Size(shape), base_seed, dtype, torch.device(device)
+
+    def chunk(self, index: int) -> Tensor:
+        seed = (self.base_seed + index * 0x9E3779B97F4A7C15) % (1 << 63)  # chunk seeds far apart
+        steps = min(CHUNK, self.shape[0] - index * CHUNK)
+        x = torch.randn(steps, *self.shape[1:], generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+        return x.to(device=self.device, dtype=self.dtype)
+
+    def __getitem__(self, steps: slice) -> Tensor:
+        begin, end, stride = steps.indices(self.shape[0])
+        if stride != 1:
+            raise IndexError("streamed inputs are sliced by contiguous ranges of steps")
+        chunks = range(begin // CHUNK, -(-end // CHUNK)) if end > begin else range(0)
+        parts = [self.chunk(c) for c in chunks]
+        if not parts:
+            return torch.empty(0, *self.shape[1:], dtype=self.dtype, device=self.device)
+        offset = begin - chunks[0] * CHUNK
+        return torch.cat(parts)[offset:offset + end - begin]
+
+    def to(self, device: str | torch.device, dtype: torch.dtype) -> "StreamedInputs":
+        return StreamedInputs(tuple(self.shape), self.base_seed, dtype, device)
+
+
+def time_chunks(inputs: Tensor | StreamedInputs) -> Iterator[Tensor]:
+    """The inputs CHUNK steps at a time (held or streamed)."""
+    for begin in range(0, inputs.shape[0], CHUNK):
+        yield inputs[begin:begin + CHUNK]
+
+
 @dataclass
 class TaskBatch:
-    inputs: Tensor  # (steps, batch, input_size)
+    inputs: Tensor | StreamedInputs  # (steps, batch, input_size); a probe too long to hold streams them
     targets: Tensor | None  # the task's targets; None for the probe
     # The loss of the network's outputs (steps, batch, output): the readout of the top layer's h at
     # every step, or at the last step only where final_state_only.
@@ -42,7 +84,7 @@ class TaskBatch:
     readout: Tensor | None = None  # the probe's fixed readout r: dL/dh_T (closed-form theory needs it)
 
     def to(self, device: str | torch.device, dtype: torch.dtype) -> "TaskBatch":
-        self.inputs = self.inputs.to(device=device, dtype=dtype)
+        self.inputs = self.inputs.to(device, dtype)
         if self.targets is not None:
             self.targets = self.targets.to(device=device, dtype=dtype if self.targets.is_floating_point() else None)
         return self
@@ -59,7 +101,11 @@ class Task:
 
 def probe(seq_len: int, batch_size: int, generator: torch.Generator, *, input_size: int,
           hidden_size: int) -> TaskBatch:
-    inputs = torch.randn(seq_len, batch_size, input_size, generator=generator, dtype=torch.float64)
+    if seq_len * batch_size * input_size * 8 <= MAX_HELD_INPUTS:
+        inputs = torch.randn(seq_len, batch_size, input_size, generator=generator, dtype=torch.float64)
+    else:  # streamed: x_t generated chunk by chunk when a recording asks for it
+        base_seed = int(torch.randint(1 << 62, (1,), generator=generator))
+        inputs = StreamedInputs((seq_len, batch_size, input_size), base_seed)
     readout = torch.randn(hidden_size, generator=generator, dtype=torch.float64)
     readout /= readout.norm()
 

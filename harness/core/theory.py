@@ -41,6 +41,7 @@ from torch import Tensor
 from harness.core.analysis import EDGE_FRACTION
 from harness.core.cells import ACTIVATIONS, CellNet, RecurrentNet, StackedNet
 from harness.core.modern import IndRNNNet, LRUNet, MinimalNet
+from harness.core.tasks import time_chunks
 
 THEORY_COLUMNS = ("theory_linear", "theory_mean_field", "theory_critical_scale", "theory_lyapunov", "theory_note")
 
@@ -135,7 +136,7 @@ def affine_step_rate(model: StackedNet, inputs: Tensor, generator: torch.Generat
     size = sum(model.block_sizes)
     if size > MAX_JACOBIAN_STATE:
         return math.nan
-    x = inputs[0, :1].detach()
+    x = inputs[0:1][0, :1].detach()
 
     def jacobian_at(state: Tensor, drive: Tensor) -> Tensor:
         with torch.enable_grad():
@@ -164,17 +165,21 @@ def jvp(step: Callable[[Tensor], Tensor], state: Tensor, tangent: Tensor) -> tup
     return new.detach(), pushed
 
 
+def chunk_drives(model: StackedNet, chunk: Tensor) -> tuple[Tensor, ...]:
+    with torch.no_grad():
+        return model.input_drive(chunk)
+
+
 def lyapunov_exponent(model: StackedNet, inputs: Tensor, generator: torch.Generator) -> float:
     """Largest Lyapunov exponent of the forward trajectory from S_0 = 0 (batch median), per step."""
     batch = inputs.shape[1]
     state = torch.zeros(batch, sum(model.block_sizes), dtype=inputs.dtype, device=inputs.device)
     tangent = torch.randn(state.shape, generator=generator, dtype=torch.float64).to(state)
     tangent /= tangent.norm(dim=1, keepdim=True)
-    with torch.no_grad():
-        drives = [drive.detach() for drive in model.input_drive(inputs)]
-    skip = math.ceil(EDGE_FRACTION * len(drives))
+    seq_len = inputs.shape[0]
+    skip = math.ceil(EDGE_FRACTION * seq_len)
     growth = torch.zeros(batch, dtype=torch.float64, device=inputs.device)
-    for t, drive in enumerate(drives):
+    for t, drive in enumerate(drive for chunk in time_chunks(inputs) for drive in chunk_drives(model, chunk)):
         if isinstance(model, RecurrentNet):  # the cells' own JVP: one more matmul per step, no graph
             with torch.no_grad():
                 state, tangent = model.step_jvp(state, drive, tangent)
@@ -184,7 +189,7 @@ def lyapunov_exponent(model: StackedNet, inputs: Tensor, generator: torch.Genera
         tangent = tangent / norms.clamp_min(torch.finfo(norms.dtype).tiny)
         if t >= skip:
             growth += norms.squeeze(1).double().log()
-    return float(growth.median()) / max(len(drives) - skip, 1)
+    return float(growth.median()) / max(seq_len - skip, 1)
 
 
 def predictions(model: StackedNet, columns: dict, inputs: Tensor, drive_var: float,

@@ -34,7 +34,7 @@ from harness.core.segments import record_profile, segment_length
 from harness.core.init import initialise
 from harness.core.networks import build
 from harness.core.runfolder import DONE, LOSSES, META, PROFILE, profile_frame, write_json, write_parquet
-from harness.core.tasks import TASKS, TaskBatch
+from harness.core.tasks import TASKS, StreamedInputs, TaskBatch, time_chunks
 from harness.core.theory import closed_form_profile, predictions
 from harness.core.train import SOLVED_FRACTION, train
 
@@ -52,16 +52,19 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
-def input_drive_stats(model: StackedNet, inputs: torch.Tensor) -> tuple[float, float]:
+def input_drive_stats(model: StackedNet, inputs: torch.Tensor | StreamedInputs) -> tuple[float, float]:
     """Mean over the bottom layer's units of E[(W_ih x_t + b_ih + b_hh)^2] over the run's inputs, and
     its coefficient of variation across units (mean-field theory assumes every unit sees the same).
-    NaN for a user cell, whose input weights are its own business."""
+    NaN for a user cell, whose input weights are its own business. Chunk by chunk: inputs may stream."""
     if not isinstance(model, RecurrentNet):
         return math.nan, math.nan
+    bias = None if not model.bias else model.bias_ih_l0 + model.bias_hh_l0
+    per_unit = torch.zeros(model.weight_ih_l0.shape[0], dtype=torch.float64)
     with torch.no_grad():
-        bias = None if not model.bias else model.bias_ih_l0 + model.bias_hh_l0
-        drive = torch.nn.functional.linear(inputs, model.weight_ih_l0, bias)
-        per_unit = drive.double().pow(2).mean(dim=(0, 1))
+        for chunk in time_chunks(inputs):
+            drive = torch.nn.functional.linear(chunk, model.weight_ih_l0, bias)
+            per_unit += drive.double().pow(2).sum(dim=(0, 1)).cpu()
+    per_unit /= inputs.shape[0] * inputs.shape[1]
     mean = per_unit.mean().item()
     return mean, (per_unit.std().item() / mean if mean > 0 else float("nan"))
 
