@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: quickstart test bench bench-sweep gallery clean
+.PHONY: quickstart test bench bench-sweep bench-length gallery clean
 
 quickstart: $(VENV)/.installed  ## the default sweep: tables and figures under results/quickstart/
 	$(PY) -m harness -m experiment=quickstart
@@ -16,6 +16,9 @@ bench: $(VENV)/.installed  ## recorder speed against a plain torch loop
 
 bench-sweep: $(VENV)/.installed  ## sweep speed: fast path, Hydra's basic path, joblib workers (~6 min)
 	$(PY) benchmarks/sweep.py
+
+bench-length: $(VENV)/.installed  ## long sequences: time, peak memory, ratios against fused torch and the in-memory recorder (~10 min)
+	$(PY) benchmarks/length.py
 
 gallery: $(VENV)/.installed  ## the README's reference figures: quickstart, theory_check, adding_remedies, memory_cells, python (~16 min)
 	rm -rf results/quickstart/reference results/theory_check/reference
