@@ -1,8 +1,10 @@
 """One run: build the model and task from a config, record the gradient profile (and train), write
 the run folder.
 
-    config -> RecurrentNet + initialise -> task batch -> forward T steps -> recorder -> profile table
-                                                     -> [train, recording every record_every steps]
+    columns (harness.core.spec) -> network (built-in or user cell) + initialise -> task batch
+      -> recording in segments (harness.core.segments, the exact or autograd recorder) -> profile table
+      -> theory beside it (harness.core.theory)
+      -> [train through torch's fused module where the equations are torch's, recording every record_every steps]
 """
 from __future__ import annotations
 
