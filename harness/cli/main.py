@@ -24,6 +24,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from harness.cli.callbacks import fail
+from harness.cli.hydra_internals import command_line_overrides
 from harness.cli.overrides import check_overrides
 from harness.cli.paths import CONF_DIR
 from harness.core.errors import ConfigError
@@ -41,16 +42,15 @@ def hydra_main(cfg: DictConfig) -> str:
 
 
 def main() -> None:
-    from hydra._internal.utils import get_args_parser  # Hydra's own reading of its command line
-
     flush_denormals_everywhere()  # before torch starts its worker threads, so that they inherit it
     matplotlib.use("Agg")  # figures are files; the command line needs no display
     if "" not in sys.path and os.getcwd() not in sys.path:  # the `harness` console script: user cells
         sys.path.insert(0, os.getcwd())                      # import from the folder it runs in, as with -m
 
-    overrides = get_args_parser().parse_known_args(sys.argv[1:])[0].overrides
+    overrides = command_line_overrides(sys.argv[1:])  # Hydra's own reading of its command line
     try:
-        check_overrides(overrides)
+        if overrides is not None:
+            check_overrides(overrides)
     except ConfigError as error:
         fail(error)
     hydra_main()

@@ -36,6 +36,8 @@ from typing import Any
 import yaml
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
+from harness.cli.hydra_internals import (apply_overrides, caching_repo, check_version, overrides_dirname,
+                                         split_sweep)
 from harness.core.errors import ConfigError
 from harness.core.spec import config_columns, run_id
 from harness.lab.results import DONE, META, write_json
@@ -85,9 +87,7 @@ class Composer:
         self.loader, self.master = config_loader, master
         self.parser = OverridesParser.create()
         # Hydra's own repository, search-path overrides included, tells group choices from values
-        # (private API, stable across hydra-core 1.3, which pyproject pins).
-        _, self.repo = config_loader._parse_overrides_and_create_caching_repo(
-            master.hydra.job.config_name, list(master.hydra.overrides.hydra))
+        self.repo = caching_repo(config_loader, master.hydra.job.config_name, list(master.hydra.overrides.hydra))
         self.parsed: dict[str, Any] = {}
         self.bases: dict[tuple[str, ...], tuple[DictConfig, dict[str, Any]]] = {}
 
@@ -110,8 +110,6 @@ class Composer:
 
     def job(self, num: int, overrides: list[str]) -> Job:
         """Compose job `num` of the grid; raise ConfigError if a value is not allowed."""
-        from hydra._internal.config_loader_impl import ConfigLoaderImpl, get_overrides_dirname
-
         parsed = [self._parse(line) for line in overrides]
         is_group = [self._is_group(o) for o in parsed]
         values = [o for o, group in zip(parsed, is_group) if not group]
@@ -120,12 +118,12 @@ class Composer:
                                  tuple(o.input_line for o, group in zip(parsed, is_group) if group))
         config = copy.deepcopy(base)
         if not whole:
-            ConfigLoaderImpl._apply_overrides_to_config(values, config)
+            apply_overrides(values, config)
         task = [o for o in parsed if not o.is_hydra_override()]
         naming = hydra["job"]["config"]["override_dirname"]
         job_node = {**hydra["job"], "num": num, "id": str(num),  # id is typed str in HydraConf
-                    "override_dirname": get_overrides_dirname(task, naming["exclude_keys"],
-                                                              naming["item_sep"], naming["kv_sep"])}
+                    "override_dirname": overrides_dirname(task, naming["exclude_keys"],
+                                                          naming["item_sep"], naming["kv_sep"])}
         hydra = {**hydra, "job": job_node, "overrides": {**hydra["overrides"], "task": [o.input_line for o in task]}}
         return Job(num, hydra["overrides"]["task"], run_id(config_columns(OmegaConf.to_container(config, resolve=True))),
                    self._subdir(config, hydra), config, hydra)
@@ -402,10 +400,9 @@ def sweep(config_loader: Any, master: DictConfig, grid: list[list[str]], setting
 
 def expand(params: dict[str, str], arguments: list[str], config_loader: Any) -> list[list[str]]:
     """The jobs' override lists, in the order (and so with the numbers) Hydra's basic sweeper gives."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
+    check_version()
     lines = [f"{key}={value}" for key, value in params.items()] + list(arguments)
     parsed = OverridesParser.create(config_loader=config_loader).parse_overrides(lines)
-    (grid,) = BasicSweeper.split_arguments(parsed, None)
-    return grid
+    return split_sweep(parsed)
