@@ -8,7 +8,7 @@ import torch
 
 from harness.core.analysis import STABLE_TOLERANCE, fit_profile, fit_window, regime
 from harness.lab.fits import fit_runs, headline
-from harness.lab.results import profile_frame
+from harness.core.runfolder import profile_frame
 
 
 def synthetic(rate: float, seq_len: int = 200, noise: float = 0.0, transient: float = 0.0, seed: int = 0):

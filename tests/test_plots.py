@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from harness.lab import plots
-from harness.lab.results import profile_frame
+from harness.core.runfolder import profile_frame
 
 BASE = {"name": "t", "cell": "rnn", "activation": "tanh", "init": "gaussian", "task": "probe", "scale": 1.0,
         "seq_len": 20, "hidden_size": 8, "input_size": 8, "num_layers": 1, "batch_size": 4, "seed": 0,

@@ -14,7 +14,8 @@ from harness.core.init import INITS
 from harness.core.tasks import TASKS
 from harness.cli.paths import CONF_DIR
 from harness.core.spec import GROUPS, VALIDATORS, config_columns, flat_config
-from harness.lab.results import DONE, collect, profile_frame, write_parquet
+from harness.core.runfolder import DONE, profile_frame, write_parquet
+from harness.lab.results import collect
 
 
 def test_profile_frame_rows_and_quantiles():

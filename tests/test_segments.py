@@ -11,7 +11,6 @@ from harness.core.init import initialise
 from harness.core.networks import NETWORKS, build
 from harness.core.segments import record_profile, segment_length
 from harness.lab.run import record
-from tests.conftest import ROOT  # noqa: F401  (the package is importable as the tests run it)
 
 SEQ_LEN = 40
 

@@ -18,7 +18,8 @@ import pandas as pd
 
 from harness.lab.plots import make_figures
 from harness.lab.report import write_report
-from harness.lab.results import PROFILE, collect, collect_losses, write_csv, write_parquet
+from harness.core.runfolder import PROFILE, write_csv, write_parquet
+from harness.lab.results import collect, collect_losses
 
 
 def load(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:

@@ -40,7 +40,7 @@ from harness.cli.hydra_internals import (apply_overrides, caching_repo, check_ve
                                          split_sweep)
 from harness.core.errors import ConfigError
 from harness.core.spec import config_columns, run_id
-from harness.lab.results import DONE, META, write_json
+from harness.core.runfolder import DONE, META, write_json
 
 log = logging.getLogger(__name__)
 

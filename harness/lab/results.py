@@ -22,8 +22,7 @@ from harness.core.errors import ConfigError
 from harness.core.spec import config_columns, flat_config, run_id
 from harness.core.theory import THEORY_COLUMNS
 
-from harness.core.runfolder import (DONE, LOSSES, META, PROFILE, QUANTILES, profile_frame, write_csv,  # noqa: F401
-                                     write_json, write_parquet)
+from harness.core.runfolder import DONE, LOSSES, META, PROFILE, write_csv, write_parquet
 
 
 def find_runs(root: Path) -> list[Path]:
