@@ -59,7 +59,7 @@ def lru_reference(model, x):
 
 def indrnn_reference(model, x):
     def step(layer, x_t, h):
-        w, u, b = (getattr(model, f"{n}_l{layer}").detach() for n in ("weight_ih", "weight_hh", "bias"))
+        w, u, b = (getattr(model, f"{n}_l{layer}").detach() for n in ("weight_ih", "weight_hh", "bias_ih"))
         h = model.act(x_t @ w.T + u * h + b)
         return h, h
 

@@ -126,38 +126,47 @@ class LRUNet(StackedNet):
 
 
 class HiddenNet(StackedNet):
-    """What indrnn and minimal share: one real h of hidden_size per layer, an activation, and layer
-    l > 0 reading the h of the layer below."""
+    """What indrnn and minimal share: one real h of hidden_size per layer, an activation, an input
+    projection x W_ih^T + b_ih (layer l > 0 reading the h of the layer below), and the parameters of
+    each layer registered in that order: weight_ih, bias_ih, then the cell's own `recurrent` ones."""
 
-    def __init__(self, cell_name: str, activation: str, input_size: int, hidden_size: int, num_layers: int):
+    def __init__(self, cell_name: str, activation: str, input_size: int, hidden_size: int, num_layers: int,
+                 recurrent: dict[str, tuple[int, ...]]):
         super().__init__()
         self.cell_name, self.activation, self.act = cell_name, activation, ACTIVATIONS[activation]
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
         self.state_names = ("h",)
         self.block_sizes = (hidden_size,) * num_layers
+        for layer in range(num_layers):
+            cols = input_size if layer == 0 else hidden_size
+            for name, shape in {"weight_ih": (hidden_size, cols), "bias_ih": (hidden_size,), **recurrent}.items():
+                self.register_parameter(f"{name}_l{layer}", nn.Parameter(torch.empty(shape)))
+
+    def input_drive(self, inputs: Tensor) -> tuple[Tensor, ...]:
+        return F.linear(inputs, self.weight_ih_l0, self.bias_ih_l0).unbind(0)
+
+    def step(self, state: Tensor, drive: Tensor) -> Tensor:
+        blocks, new = self.split(state), []
+        for layer in range(self.num_layers):
+            if layer > 0:
+                drive = F.linear(new[-1], getattr(self, f"weight_ih_l{layer}"), getattr(self, f"bias_ih_l{layer}"))
+            new.append(self.layer_step(layer, drive, blocks[layer]))
+        return new[0] if len(new) == 1 else torch.cat(new, dim=1)
+
+    def layer_step(self, layer: int, drive: Tensor, h: Tensor) -> Tensor:
+        """One layer's new h from its input projection and its previous h."""
+        raise NotImplementedError
 
 
 class IndRNNNet(HiddenNet):
     """A stack of IndRNN layers (see the module docstring)."""
 
     def __init__(self, activation: str, input_size: int, hidden_size: int, num_layers: int):
-        super().__init__("indrnn", activation, input_size, hidden_size, num_layers)
-        for layer in range(num_layers):
-            cols = input_size if layer == 0 else hidden_size
-            self.register_parameter(f"weight_ih_l{layer}", nn.Parameter(torch.empty(hidden_size, cols)))
-            self.register_parameter(f"weight_hh_l{layer}", nn.Parameter(torch.empty(hidden_size)))  # u
-            self.register_parameter(f"bias_l{layer}", nn.Parameter(torch.empty(hidden_size)))
+        super().__init__("indrnn", activation, input_size, hidden_size, num_layers,
+                         {"weight_hh": (hidden_size,)})  # u
 
-    def input_drive(self, inputs: Tensor) -> tuple[Tensor, ...]:
-        return F.linear(inputs, self.weight_ih_l0, self.bias_l0).unbind(0)
-
-    def step(self, state: Tensor, drive: Tensor) -> Tensor:
-        blocks, new = self.split(state), []
-        for layer in range(self.num_layers):
-            if layer > 0:
-                drive = F.linear(new[-1], getattr(self, f"weight_ih_l{layer}"), getattr(self, f"bias_l{layer}"))
-            new.append(self.act(drive + getattr(self, f"weight_hh_l{layer}") * blocks[layer]))
-        return new[0] if len(new) == 1 else torch.cat(new, dim=1)
+    def layer_step(self, layer: int, drive: Tensor, h: Tensor) -> Tensor:
+        return self.act(drive + getattr(self, f"weight_hh_l{layer}") * h)
 
     @torch.no_grad()
     def initialise(self, init: str, scale: float, generator: torch.Generator) -> None:
@@ -167,7 +176,7 @@ class IndRNNNet(HiddenNet):
         bound = 1 / math.sqrt(self.hidden_size)
         for layer in range(self.num_layers):
             _uniform_(getattr(self, f"weight_ih_l{layer}"), bound, generator)
-            _uniform_(getattr(self, f"bias_l{layer}"), bound, generator)
+            _uniform_(getattr(self, f"bias_ih_l{layer}"), bound, generator)
             u = getattr(self, f"weight_hh_l{layer}")
             if init == "default":
                 u.uniform_(0, 1, generator=generator)
@@ -186,28 +195,16 @@ class MinimalNet(HiddenNet):
     """A stack of minimalRNN layers (see the module docstring)."""
 
     def __init__(self, activation: str, input_size: int, hidden_size: int, num_layers: int):
-        super().__init__("minimal", activation, input_size, hidden_size, num_layers)
-        for layer in range(num_layers):
-            cols = input_size if layer == 0 else hidden_size
-            self.register_parameter(f"weight_ih_l{layer}", nn.Parameter(torch.empty(hidden_size, cols)))  # W_z
-            self.register_parameter(f"bias_ih_l{layer}", nn.Parameter(torch.empty(hidden_size)))  # b_z
-            self.register_parameter(f"weight_hh_l{layer}", nn.Parameter(torch.empty(hidden_size, hidden_size)))  # W
-            self.register_parameter(f"weight_zh_l{layer}", nn.Parameter(torch.empty(hidden_size, hidden_size)))  # V
-            self.register_parameter(f"bias_hh_l{layer}", nn.Parameter(torch.empty(hidden_size)))  # b
+        # W_z, b_z are the input projection; then W, V and b of the gate
+        super().__init__("minimal", activation, input_size, hidden_size, num_layers,
+                         {"weight_hh": (hidden_size, hidden_size), "weight_zh": (hidden_size, hidden_size),
+                          "bias_hh": (hidden_size,)})
 
-    def input_drive(self, inputs: Tensor) -> tuple[Tensor, ...]:
-        return F.linear(inputs, self.weight_ih_l0, self.bias_ih_l0).unbind(0)
-
-    def step(self, state: Tensor, drive: Tensor) -> Tensor:
-        blocks, new = self.split(state), []
-        for layer in range(self.num_layers):
-            if layer > 0:
-                drive = F.linear(new[-1], getattr(self, f"weight_ih_l{layer}"), getattr(self, f"bias_ih_l{layer}"))
-            z, h = self.act(drive), blocks[layer]
-            gate = torch.sigmoid(torch.addmm(getattr(self, f"bias_hh_l{layer}"), h, getattr(self, f"weight_hh_l{layer}").t())
-                                 + F.linear(z, getattr(self, f"weight_zh_l{layer}")))
-            new.append(gate * h + (1 - gate) * z)
-        return new[0] if len(new) == 1 else torch.cat(new, dim=1)
+    def layer_step(self, layer: int, drive: Tensor, h: Tensor) -> Tensor:
+        z = self.act(drive)
+        gate = torch.sigmoid(torch.addmm(getattr(self, f"bias_hh_l{layer}"), h, getattr(self, f"weight_hh_l{layer}").t())
+                             + F.linear(z, getattr(self, f"weight_zh_l{layer}")))
+        return gate * h + (1 - gate) * z
 
     @torch.no_grad()
     def initialise(self, init: str, scale: float, generator: torch.Generator) -> None:
