@@ -32,7 +32,8 @@ def measure(cell: str, seq_len: int, mode: str) -> dict:
     from harness.core.init import initialise
     from harness.core.networks import build
     from harness.core.recorders import flush_denormals_everywhere
-    from harness.core.segments import record_profile, segment_length
+    from harness.core.memory import segment_length
+    from harness.core.segments import record_profile
     from harness.core.tasks import probe
 
     flush_denormals_everywhere()

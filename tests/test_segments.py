@@ -9,7 +9,9 @@ import harness
 from harness.core import segments
 from harness.core.init import initialise
 from harness.core.networks import NETWORKS, build
-from harness.core.segments import record_profile, segment_length
+from harness.core import memory
+from harness.core.memory import segment_length
+from harness.core.segments import record_profile
 from harness.lab.run import record
 
 SEQ_LEN = 40
@@ -72,14 +74,14 @@ def test_a_user_cell_records_in_segments():
 
 def test_segment_length_follows_the_memory_budget(monkeypatch):
     model = network("rnn", num_layers=1)
-    monkeypatch.setattr(segments, "available_memory", lambda: 1 << 40)
-    assert segment_length(model, 10**6, 32, 4, 0.25) == segments.MAX_SEGMENT
+    monkeypatch.setattr(memory, "available_memory", lambda: 1 << 40)
+    assert segment_length(model, 10**6, 32, 4, 0.25) == memory.MAX_SEGMENT
     assert segment_length(model, 100, 32, 4, 0.25) == 100  # never longer than the sequence
-    per_step = segments.graph_bytes_per_step(model, 32, 4)
-    monkeypatch.setattr(segments, "available_memory", lambda: 1000 * per_step)
+    per_step = memory.graph_bytes_per_step(model, 32, 4)
+    monkeypatch.setattr(memory, "available_memory", lambda: 1000 * per_step)
     assert segment_length(model, 10**6, 32, 4, 0.5) == 500
-    monkeypatch.setattr(segments, "available_memory", lambda: 0)
-    assert segment_length(model, 10**6, 32, 4, 0.5) == segments.MIN_SEGMENT
+    monkeypatch.setattr(memory, "available_memory", lambda: 0)
+    assert segment_length(model, 10**6, 32, 4, 0.5) == memory.MIN_SEGMENT
     assert segment_length(model, 10**6, 32, 4, 0.5, segment=17) == 17  # memory.segment overrides
 
 
@@ -92,7 +94,7 @@ def test_thirty_thousand_steps_record_without_crashing():
     recording = record(columns)
     (_, log_norms), = recording.profiles
     assert log_norms.shape == (30_001, 2, 1) and torch.isfinite(log_norms).all()
-    assert recording.extras["segment_length"] <= segments.MAX_SEGMENT
+    assert recording.extras["segment_length"] <= memory.MAX_SEGMENT
     # a vanishing profile: far below float32's range, still finite (the exact recorder's log domain)
     assert log_norms[0].max() / math.log(10) < -300
 

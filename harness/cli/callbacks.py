@@ -1,6 +1,5 @@
 """Hydra callbacks (wired in conf/config.yaml under hydra.callbacks).
 
-Before a sweep's first job: check every value the sweep will take (experiment file and command line).
 After a sweep or a single run: collect the tables, draw the figures, and exit non-zero if a run failed
 or never finished (a launched worker that died).
 """
@@ -15,13 +14,15 @@ from hydra.core.utils import JobReturn
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from harness.cli.collect import collect_and_report
-from harness.cli.overrides import check_overrides
-from harness.core.errors import ConfigError
+from harness.cli.collect import ATTENTION, collect_and_report
+from harness.core.errors import HarnessError, Interrupted
 
 
-def fail(error: ConfigError) -> None:
-    """The one-line error for bad input: no traceback, exit status 2."""
+def fail(error: HarnessError) -> None:
+    """The one line for a user's mistake (exit status 2) or an interruption (130): no traceback."""
+    if isinstance(error, Interrupted):
+        print(error, file=sys.stderr)
+        raise SystemExit(130)
     print(f"error: {error}", file=sys.stderr)
     raise SystemExit(2)
 
@@ -29,11 +30,6 @@ def fail(error: ConfigError) -> None:
 class CollectResults(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self.started = time.perf_counter()
-        params = config.hydra.sweeper.get("params") or {}
-        try:
-            check_overrides([f"{key}={value}" for key, value in params.items()])
-        except ConfigError as error:
-            fail(error)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         runs_done = time.perf_counter()
@@ -50,5 +46,5 @@ class CollectResults(Callback):
         summary = collect_and_report(root)
         if timing:
             print(timing())
-        if summary.status.isin(["failed", "incomplete"]).any():
+        if summary.status.isin(ATTENTION).any():
             raise SystemExit(1)

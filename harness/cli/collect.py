@@ -15,7 +15,10 @@ import pandas as pd
 
 from harness.lab.plots import make_figures
 from harness.lab.report import write_report
+from harness.core.errors import HarnessError
 from harness.lab.results import collect
+
+ATTENTION = ["failed", "incomplete", "damaged", "skipped"]  # statuses listed after the summary line
 
 
 def collect_and_report(root: Path) -> pd.DataFrame:
@@ -26,8 +29,9 @@ def collect_and_report(root: Path) -> pd.DataFrame:
     print(f"{root}: {len(summary)} runs ({', '.join(f'{n} {s}' for s, n in counts.items())})")
     print(f"tables: {root / 'summary.csv'}, {root / 'profile.parquet'}; figures: {root / 'figures'}; "
           f"report: {root / 'report.html'}")
-    for row in summary[summary.status.isin(["failed", "incomplete"])].itertuples():
-        print(f"  {row.status}: {row.run_dir}" + (f" ({row.error})" if getattr(row, "error", None) else ""))
+    for row in summary[summary.status.isin(ATTENTION)].itertuples():
+        error = getattr(row, "error", None)
+        print(f"  {row.status}: {row.run_dir}" + (f" ({error})" if isinstance(error, str) and error else ""))
     return summary
 
 
@@ -37,8 +41,12 @@ def main(argv: list[str] | None = None) -> int:
     if len(args) != 1:
         print("usage: python -m harness.collect RESULTS_DIR", file=sys.stderr)
         return 2
-    summary = collect_and_report(Path(args[0]))
-    return int(summary.status.isin(["failed", "incomplete"]).any())
+    try:
+        summary = collect_and_report(Path(args[0]))
+    except HarnessError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return int(summary.status.isin(ATTENTION).any())
 
 
 if __name__ == "__main__":

@@ -25,14 +25,28 @@ def check_version(version: str | None = None) -> None:
                           "install one of those, or run with hydra/sweeper=basic hydra/launcher=basic")
 
 
-def command_line_overrides(argv: list[str]) -> list[str] | None:
-    """The overrides on a command line as Hydra itself reads them, or None where this Hydra's parser
-    is not the one tested (then Hydra checks them itself)."""
+def command_line(argv: list[str]) -> tuple[list[str], bool] | None:
+    """The overrides on a command line and whether it asks for a sweep (-m), as Hydra itself reads
+    them, or None where this Hydra's parser is not the one tested (then Hydra checks them itself)."""
     try:
         from hydra._internal.utils import get_args_parser
     except ImportError:
         return None
-    return get_args_parser().parse_known_args(argv)[0].overrides
+    args = get_args_parser().parse_known_args(argv)[0]
+    return args.overrides, bool(args.multirun)
+
+
+def load_master(config_dir: str, overrides: list[str], multirun: bool) -> tuple[Any, Any]:
+    """(Hydra's config loader, the composed master config) for a command line's overrides, as Hydra
+    composes them before it makes any folder. Raises what Hydra raises."""
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra._internal.utils import create_config_search_path
+    from hydra.types import RunMode
+
+    check_version()
+    loader = ConfigLoaderImpl(config_search_path=create_config_search_path(config_dir))
+    mode = RunMode.MULTIRUN if multirun else RunMode.RUN
+    return loader, loader.load_configuration("config", overrides=overrides, run_mode=mode)
 
 
 def caching_repo(config_loader: Any, config_name: str, hydra_overrides: list[str]) -> Any:

@@ -2,6 +2,9 @@
 a bad value is one line, not Hydra's multi-line message or a run that fails half-way."""
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from harness.cli.paths import options
 from harness.core.errors import ConfigError
 from harness.core.spec import VALIDATORS, Validator, one_of, scalars
@@ -21,8 +24,9 @@ def checker(table: dict[str, Validator], key: str) -> Validator | None:
     return table.get(key)
 
 
-def check_overrides(overrides: list[str]) -> None:
-    """Validate Hydra override strings (sweeps expanded) against VALIDATORS; raise ConfigError."""
+def check_overrides(overrides: list[str], multirun: bool = True) -> None:
+    """Validate Hydra override strings (sweeps expanded) against VALIDATORS; raise ConfigError.
+    multirun: whether the command line asked for a sweep (-m), without which a sweep is refused."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     parser, parsed = OverridesParser.create(), []
@@ -41,13 +45,43 @@ def check_overrides(overrides: list[str]) -> None:
             continue
         check = checker(table, key)
         if check is None:
-            raise ConfigError(f"{key}={override.get_value_element_as_str()}: unknown key; "
+            raise ConfigError(f"{override.input_line}: unknown key; "
                               f"expected one of {', '.join(table)}")
+        if override.is_sweep_override() and not multirun:
+            raise ConfigError(f"{override.input_line}: a sweep; expected -m (--multirun) "
+                              "before the overrides, or a single value")
         if not override.is_sweep_override():
             values = [override.value()]
         elif override.is_discrete_sweep():
             values = list(override.sweep_iterator())
-        else:  # an interval sweep: the sweeper picks the points, each checked in its run
-            continue
+        else:  # interval(a, b): for optimising sweepers (Optuna, Nevergrad), which pick the points
+            raise ConfigError(f"{override.input_line}: an interval has no points to run; "
+                              "expected a list (a,b,c) or range(start, stop, step)")
         for value in values:
             check(key, value)
+
+
+SYSTEM_FOLDERS = ("/proc", "/sys", "/dev")
+
+
+def check_writable(key: str, folder: Path) -> None:
+    """Raise ConfigError unless folder is, or can be made as, a folder this process may write."""
+    resolved = Path(os.path.abspath(folder))
+    if any(str(p) in SYSTEM_FOLDERS for p in [resolved, *resolved.parents]):
+        raise ConfigError(f"{key}={folder}: a system folder, not a place for results; expected a folder of your own")
+    existing = resolved
+    while not existing.exists() and not existing.is_symlink():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"{key}={folder}: {existing} is not a folder; expected a path of folders")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{key}={folder}: {existing} cannot be written (permissions, or a read-only file "
+                          "system); expected a folder you can write to")
+
+
+def check_output_dir(overrides: list[str], multirun: bool) -> None:
+    """check_writable for the run's or sweep's folder named on the command line (or results/)."""
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    named = [line.split("=", 1)[1] for line in overrides if line.split("=", 1)[0].lstrip("+") == key]
+    folder = (named[-1] if named else "results").strip("'\"").split("${", 1)[0] or "."
+    check_writable(key, Path(folder))

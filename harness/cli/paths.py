@@ -29,3 +29,14 @@ def options(group: str) -> list[str]:
     if group == "experiment" and "experiments" in user:
         folders.append(user["experiments"])
     return sorted({p.stem for folder in folders for p in folder.glob("*.yaml")})
+
+
+def config_file(group: str, name: str, searchpath: list[str] = ()) -> Path | None:
+    """The file Hydra reads for group/name (experiment/quickstart): the user's folders, then any
+    hydra.searchpath folder (file:// entries), then the packaged conf/; None if not found."""
+    user = user_dirs()
+    folders = [user["experiments"]] if group == "experiment" and "experiments" in user else []
+    folders += [user["conf"] / group] if "conf" in user else []
+    folders += [Path(entry.removeprefix("file://")) / group for entry in searchpath if entry.startswith("file://")]
+    folders.append(CONF_DIR / group)
+    return next((folder / f"{name}.yaml" for folder in folders if (folder / f"{name}.yaml").is_file()), None)

@@ -16,6 +16,7 @@ from pathlib import Path
 import matplotlib
 import pandas as pd
 
+from harness.core.errors import ConfigError, HarnessError
 from harness.lab.plots import make_figures
 from harness.lab.report import write_report
 from harness.core.runfolder import PROFILE, write_csv, write_parquet
@@ -23,10 +24,15 @@ from harness.lab.results import collect, collect_losses
 
 
 def load(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """A folder's (profile, summary, losses): the stored aggregates, or collected from its run folders."""
+    """A folder's (profile, summary, losses): the stored aggregates, or collected from its run folders
+    when there are none or they cannot be read (a damaged table is rebuilt, and the line says so)."""
     if (folder / PROFILE).exists() and (folder / "summary.parquet").exists():
-        summary = pd.read_parquet(folder / "summary.parquet")
-        return pd.read_parquet(folder / PROFILE), summary, collect_losses(folder, summary)
+        try:
+            summary = pd.read_parquet(folder / "summary.parquet")
+            return pd.read_parquet(folder / PROFILE), summary, collect_losses(folder, summary)
+        except Exception as error:  # noqa: BLE001  a truncated or garbage table: rebuild it
+            print(f"{folder}: its tables cannot be read ({type(error).__name__}); rebuilding them from the "
+                  "run folders", file=sys.stderr)
     return collect(folder)
 
 
@@ -43,8 +49,8 @@ def parse_where(items: list[str], frame: pd.DataFrame) -> list[tuple[str, list[s
     for item in items:
         key, _, values = item.partition("=")
         if key not in frame or not values:
-            raise SystemExit(f"error: --where {item}: expected KEY=VALUE[,VALUE...] with KEY one of "
-                             f"{', '.join(c for c in frame.columns if not c.startswith('log10'))}")
+            raise ConfigError(f"--where {item}: expected KEY=VALUE[,VALUE...] with KEY one of "
+                              f"{', '.join(c for c in frame.columns if not c.startswith('log10'))}")
         filters.append((key, values.split(",")))
     return filters
 
@@ -59,18 +65,27 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.out is None and (len(args.folders) > 1 or args.where):
         parser.error("--out is needed with several folders or --where")
-    out = args.out or args.folders[0]
-    profiles, summaries, losses = zip(*(load(folder) for folder in args.folders))
+    try:
+        return plot(args.folders, args.out or args.folders[0], args.where)
+    except HarnessError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+def plot(folders: list[Path], out: Path, where: list[str]) -> int:
+    """Figures, tables and report of the runs in folders (filtered by where) into out."""
+    profiles, summaries, losses = zip(*(load(folder) for folder in folders))
     # One configuration in two sweeps is one run (its numbers are determined by its config).
-    summary = pd.concat(summaries, ignore_index=True).drop_duplicates("run_id")
+    summary = pd.concat(summaries, ignore_index=True)
+    summary = summary[~summary.run_id.duplicated() | summary.run_id.isna()]  # damaged folders have no id
     profile = pd.concat(profiles, ignore_index=True)
     profile = profile[profile.run_id.isin(summary.run_id)].drop_duplicates(["run_id", "step", "layer", "state", "t"])
-    for key, values in parse_where(args.where, summary):
+    for key, values in parse_where(where, summary):
         summary = summary[keep(summary, key, values)]
         profile = profile[profile.run_id.isin(summary.run_id)]
     if summary.empty:
-        raise SystemExit("error: no runs left to plot")
-    if out not in args.folders:
+        raise ConfigError(f"--where {' '.join(where)}: no runs left to plot")
+    if out not in folders:
         write_parquet(profile, out / PROFILE)
         write_parquet(summary, out / "summary.parquet")
         write_csv(summary, out / "summary.csv")

@@ -12,23 +12,33 @@ overrides (scale=2) are applied to a copy by Hydra's own override code (~1 ms); 
 libyaml. The folders, files and numbers are the basic path's (tests/test_sweep.py compares them).
 
 Faults. A run folder is finished when its DONE marker is there and its meta.json has the job's
-run_id (the hash of its resolved config, harness.core.spec.run_id). Rerunning an interrupted sweep's
-command resumes it: the newest sibling folder holding an unfinished sweep of the same run_ids (the
-manifest sweep.json) is reused, its finished runs are kept and only the others run. A run that
-raises is recorded as failed by harness.lab.run and the others go on. Launched workers write only
-their own run folders, atomically; the sweep's tables are written once, by the parent, at the end.
+run_id (the hash of its resolved config, harness.core.spec.run_id). The whole grid is composed and
+checked (values, combinations, the memory estimate of harness.core.memory) before any folder is made.
+A sweep writes where hydra.sweep.dir says; without one, rerunning an interrupted sweep's command
+resumes it: the newest sibling folder holding an unfinished sweep of the same run_ids (the manifest
+sweep.json) is reused, its finished runs are kept and only the others run. A sweep folder is locked
+(.lock: pid and host) while a sweep writes it. A run that raises is recorded as failed by
+harness.lab.run; a run whose process dies (a segfault, the OOM killer) is recorded as failed with the
+signal by the process that supervises it (run_jobs); the others go on. Ctrl-C or SIGTERM removes the
+interrupted runs' folders and says how to resume. Launched workers write only their own run folders,
+atomically, never through a symbolic link; the sweep's tables are written once, by the parent, at the end.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
 import os
-import pickle
 import random
+import shutil
+import signal
+import socket
 import sys
 import threading
 import time
+import traceback
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,14 +48,19 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from harness.cli.hydra_internals import (apply_overrides, caching_repo, check_version, overrides_dirname,
                                          split_sweep)
-from harness.core.errors import ConfigError
+from harness.cli.overrides import check_writable
+from harness.core.errors import ConfigError, Interrupted
+from harness.core.memory import check_fits
+from harness.core.runfolder import DONE, META, write_json, write_text
 from harness.core.spec import config_columns, run_id
-from harness.core.runfolder import DONE, META, write_json
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "sweep.json"  # the sweep's run ids, to recognise it again, and what each invocation did
 CHUNKS = ".chunks"  # launched jobs' own folders: their job lists and logs (not run folders)
+LOCK = ".lock"  # the running sweep's pid and host (Lock)
+FORKS = sys.platform.startswith("linux")  # where forking a process that imported torch is safe and cheap
+FORK_LOCK = threading.Lock()  # held while forking and while the progress thread writes
 YAML_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # libyaml when present: ~6x faster
 
 
@@ -60,16 +75,23 @@ class Job:
     hydra: dict[str, Any]  # the run's hydra node, as .hydra/hydra.yaml
 
     def state(self, sweep_dir: Path) -> str:
-        """"todo", "ok" (finished; failed runs are run again) or "failed"; a folder that holds another
-        configuration's finished run is refused (ConfigError) rather than overwritten."""
+        """"todo", "ok" (finished), "failed" (finished, failed: run again), "foreign" (the folder holds
+        another configuration's finished run: never overwritten) or "link" (the run folder is a
+        symbolic link: never written through). A damaged folder (DONE without a readable meta.json)
+        is "todo": run again."""
         out = sweep_dir / self.subdir
-        if not (out / DONE).exists():
+        if out.is_symlink():
+            return "link"
+        if not (out / DONE).is_file():
             return "todo"
-        meta = json.loads((out / META).read_text())
-        if meta["run_id"] != self.run_id:
-            raise ConfigError(f"hydra.sweep.dir={sweep_dir}: {self.subdir}/ holds the finished run "
-                              f"{meta['run_id']}, not this sweep's {self.run_id}; expected a new or matching folder")
-        return "failed" if meta["status"] == "failed" else "ok"
+        try:
+            meta = json.loads((out / META).read_text())
+            finished, status = meta["run_id"], meta["status"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return "todo"
+        if finished != self.run_id:
+            return "foreign"
+        return "failed" if status == "failed" else "ok"
 
 
 class Composer:
@@ -125,8 +147,10 @@ class Composer:
                     "override_dirname": overrides_dirname(task, naming["exclude_keys"],
                                                           naming["item_sep"], naming["kv_sep"])}
         hydra = {**hydra, "job": job_node, "overrides": {**hydra["overrides"], "task": [o.input_line for o in task]}}
-        return Job(num, hydra["overrides"]["task"], run_id(config_columns(OmegaConf.to_container(config, resolve=True))),
-                   self._subdir(config, hydra), config, hydra)
+        explicit = [o.key_or_group for o in values if not o.is_hydra_override()]
+        columns = config_columns(OmegaConf.to_container(config, resolve=True), explicit)
+        check_fits(columns)
+        return Job(num, hydra["overrides"]["task"], run_id(columns), self._subdir(config, hydra), config, hydra)
 
     def _subdir(self, config: DictConfig, hydra: dict[str, Any]) -> str:
         pattern = hydra["sweep"]["subdir"]
@@ -138,8 +162,20 @@ class Composer:
 
 
 def compose(config_loader: Any, master: DictConfig, grid: list[list[str]]) -> list[Job]:
+    """Every job of the grid; if any is not allowed, one ConfigError for the sweep, before anything
+    runs: the first refused run's reason and overrides, and how many were refused."""
     composer = Composer(config_loader, master)
-    return [composer.job(num, overrides) for num, overrides in enumerate(grid)]
+    jobs, refused = [], []
+    for num, overrides in enumerate(grid):
+        try:
+            jobs.append(composer.job(num, overrides))
+        except ConfigError as error:
+            refused.append((num, overrides, error))
+    if refused:
+        num, overrides, error = refused[0]
+        raise ConfigError(f"{error} [run {num}: {' '.join(overrides) or 'no overrides'}; "
+                          f"{len(refused)} of {len(grid)} runs refused, nothing ran]")
+    return jobs
 
 
 def read_manifest(sweep_dir: Path) -> dict[str, Any]:
@@ -149,21 +185,40 @@ def read_manifest(sweep_dir: Path) -> dict[str, Any]:
         return {}
 
 
-def choose_sweep_dir(configured: Path, jobs: list[Job], resume: bool) -> Path:
-    """The configured folder, or the newest sibling holding an unfinished sweep of the same runs."""
-    if not resume or configured.exists():
+def choose_sweep_dir(configured: Path, jobs: list[Job], resume: bool, explicit: bool) -> Path:
+    """Where the sweep writes: the configured folder if it was named (hydra.sweep.dir=...) or exists;
+    else, when resuming, the newest sibling holding an unfinished sweep of the same runs (the same
+    command run again after an interruption: its new time-stamped folder name is not the old one)."""
+    if explicit or not resume or configured.exists() or not configured.parent.is_dir():
         return configured
     run_ids = [job.run_id for job in jobs]
-    siblings = [d for d in configured.parent.glob("*") if d.is_dir() and read_manifest(d).get("run_ids") == run_ids]
+    siblings = [d for d in configured.parent.iterdir()
+                if d.is_dir() and not d.is_symlink() and read_manifest(d).get("run_ids") == run_ids]
     unfinished = [d for d in siblings if any(job.state(d) != "ok" for job in jobs)]
     return max(unfinished, key=lambda d: d.stat().st_mtime, default=configured)
 
 
+def check_folders(jobs: list[Job], states: dict[int, str], sweep_dir: Path) -> None:
+    """Refuse (ConfigError) a sweep folder whose run folders hold other runs or are symbolic links."""
+    for job in jobs:
+        if states[job.num] == "foreign":
+            meta = json.loads((sweep_dir / job.subdir / META).read_text())
+            raise ConfigError(f"hydra.sweep.dir={sweep_dir}: {job.subdir}/ holds the finished run "
+                              f"{meta['run_id']}, not this sweep's {job.run_id}; expected a new or matching folder")
+        if states[job.num] == "link":
+            raise ConfigError(f"hydra.sweep.dir={sweep_dir}: {job.subdir}/ is a symbolic link; results are never "
+                              "written through links; expected a real folder or none")
+
+
 def write_job_files(job: Job, sweep_dir: Path) -> Path:
-    """The run folder with Hydra's .hydra/ files (config, hydra, overrides), as run_job writes them."""
+    """The run folder with Hydra's .hydra/ files (config, hydra, overrides), as run_job writes them.
+    A rerun starts clean: no DONE of an earlier failed attempt, no temporary files of a killed write,
+    and no symbolic links where it writes (each file is written by rename, which replaces a link)."""
     out = sweep_dir / job.subdir
-    for stale in out.glob(".*.*"):  # temporary files of a write that a kill interrupted
-        if stale.is_file():
+    out.mkdir(parents=True, exist_ok=True)
+    log_file = out / f"{job.hydra['job']['name']}.log"  # appended to by each attempt
+    for stale in [out / DONE, *out.glob(".*.*"), *([log_file] if log_file.is_symlink() else [])]:
+        if stale.is_symlink() or stale.is_file():
             stale.unlink()
     if job.hydra.get("output_subdir") is not None:
         hydra = {**job.hydra, "sweep": {**job.hydra["sweep"], "dir": str(sweep_dir)},
@@ -171,10 +226,10 @@ def write_job_files(job: Job, sweep_dir: Path) -> Path:
         files = {"config.yaml": OmegaConf.to_container(job.config), "hydra.yaml": {"hydra": hydra},
                  "overrides.yaml": job.overrides}
         folder = out / job.hydra["output_subdir"]
-        folder.mkdir(parents=True, exist_ok=True)
+        if folder.is_symlink():
+            folder.unlink()
         for name, content in files.items():
-            (folder / name).write_text(yaml.dump(content, Dumper=YAML_DUMPER, sort_keys=False))
-    out.mkdir(parents=True, exist_ok=True)
+            write_text(yaml.dump(content, Dumper=YAML_DUMPER, sort_keys=False), folder / name)
     return out
 
 
@@ -204,8 +259,74 @@ class _RunLog:
         logging.getLogger().setLevel(self.level)
 
 
-def run_jobs(jobs: list[Job], sweep_dir: Path, torch_threads: int | None = None) -> None:
-    """Run jobs one after the other in this process (harness.lab.run.run records any failure)."""
+def run_jobs(jobs: list[Job], sweep_dir: Path, torch_threads: int | None = None, isolate: bool = False) -> None:
+    """Run jobs one after the other (harness.lab.run.run records any Python failure).
+
+    isolate: run them in a child process forked from this one, so that a run that dies in native
+    code (a segfault, the out-of-memory killer) is recorded as failed with its signal and a new child
+    goes on with the rest. Only a process that has not computed with torch may fork one (OpenMP's
+    thread pool does not survive a fork): the sweep's own process and its launched workers, which
+    only supervise. Where there is no fork (Windows, macOS's default), runs are not isolated.
+    """
+    pending = list(jobs)
+    while pending:
+        if not (isolate and FORKS):
+            _run_here(pending, sweep_dir, torch_threads)
+            return
+        with FORK_LOCK, warnings.catch_warnings():  # the progress thread writes nothing while we fork
+            warnings.simplefilter("ignore", DeprecationWarning)  # Python 3.12's "multi-threaded fork"
+            pid = os.fork()
+        if pid == 0:  # the child: run, then leave without the parent's exit handlers
+            code = 0
+            try:
+                _run_here(pending, sweep_dir, torch_threads)
+            except KeyboardInterrupt:
+                code = 130
+            except BaseException:  # noqa: BLE001  an internal bug: shown, and the supervisor records it
+                traceback.print_exc()
+                code = 1
+            finally:
+                logging.shutdown()
+                os._exit(code)
+        try:
+            _, status = os.waitpid(pid, 0)
+        except BaseException:  # interrupted: stop the child too, then pass it on
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+            os.waitpid(pid, 0)
+            raise
+        pending = [job for job in pending if not (sweep_dir / job.subdir / DONE).is_file()]
+        if status == 0 or not pending:
+            return
+        interrupted = (os.WTERMSIG(status) == signal.SIGINT if os.WIFSIGNALED(status)
+                       else os.WEXITSTATUS(status) == 130)
+        if interrupted:
+            raise KeyboardInterrupt
+        crashed, pending = pending[0], pending[1:]
+        _record_crash(crashed, sweep_dir, status)
+
+
+def _crash_reason(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        number = os.WTERMSIG(status)
+        name = signal.Signals(number).name if number in signal.Signals._value2member_map_ else f"signal {number}"
+        why = {"SIGSEGV": "a crash in native code", "SIGKILL": "killed, e.g. by the out-of-memory killer",
+               "SIGABRT": "an abort in native code", "SIGBUS": "a bus error in native code"}.get(name, "")
+        return f"killed by {name}" + (f" ({why})" if why else "")
+    return f"its process exited with status {os.WEXITSTATUS(status)}"
+
+
+def _record_crash(job: Job, sweep_dir: Path, status: int) -> None:
+    from harness.lab.run import record_failure
+
+    out = sweep_dir / job.subdir
+    reason = _crash_reason(status)
+    record_failure(job.config, out, job.hydra["runtime"]["choices"], reason)
+    with open(out / f"{job.hydra['job']['name']}.log", "a") as log_file:
+        log_file.write(f"the run's process died: {reason}\n")
+
+
+def _run_here(jobs: list[Job], sweep_dir: Path, torch_threads: int | None) -> None:
     import torch
 
     from harness.core.recorders import flush_denormals_everywhere
@@ -228,19 +349,27 @@ def run_jobs(jobs: list[Job], sweep_dir: Path, torch_threads: int | None = None)
 # --- launched jobs: a chunk of the sweep's jobs per launched Hydra job ----------------------------------
 
 def chunk_file(sweep_dir: Path, chunk: int) -> Path:
-    return sweep_dir / CHUNKS / f"{chunk}.pkl"
+    return sweep_dir / CHUNKS / f"{chunk}.json"
 
 
 def write_chunks(jobs: list[Job], sweep_dir: Path, chunks: int, torch_threads: int | None) -> int:
     """Deal jobs into `chunks` files, shuffled first (seeded): in grid order a round-robin deal would
-    give one chunk every long seq_len and leave the other workers idle at the end."""
+    give one chunk every long seq_len and leave the other workers idle at the end. The files hold
+    data only (JSON: configs as Hydra composed them), never code: a sweep folder may be shared."""
     chunks = max(1, min(chunks, len(jobs)))
     dealt = random.Random(0).sample(jobs, len(jobs))
     for chunk in range(chunks):
-        path = chunk_file(sweep_dir, chunk)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(pickle.dumps({"torch_threads": torch_threads, "jobs": dealt[chunk::chunks]}))
+        data = [{"num": j.num, "overrides": j.overrides, "run_id": j.run_id, "subdir": j.subdir,
+                 "config": OmegaConf.to_container(j.config), "hydra": j.hydra} for j in dealt[chunk::chunks]]
+        write_json({"torch_threads": torch_threads, "jobs": data}, chunk_file(sweep_dir, chunk))
     return chunks
+
+
+def read_chunk(path: Path) -> tuple[list[Job], int | None]:
+    data = json.loads(path.read_text())
+    jobs = [Job(j["num"], j["overrides"], j["run_id"], j["subdir"], OmegaConf.create(j["config"]), j["hydra"])
+            for j in data["jobs"]]
+    return jobs, data["torch_threads"]
 
 
 def chunk_overrides(sweep_dir: Path, chunk: int) -> list[str]:
@@ -251,14 +380,14 @@ def chunk_overrides(sweep_dir: Path, chunk: int) -> list[str]:
 
 def run_chunk(cfg: DictConfig) -> int:
     """The task function of a launched job (any Hydra launcher, any machine that sees the folder):
-    run the jobs of chunk hydra.job.num."""
+    run the jobs of chunk hydra.job.num, each isolated (this worker only supervises)."""
     from hydra.core.hydra_config import HydraConfig
 
     hydra = HydraConfig.get()
     sweep_dir = Path(hydra.sweep.dir)
-    chunk = pickle.loads(chunk_file(sweep_dir, hydra.job.num).read_bytes())
-    run_jobs(chunk["jobs"], sweep_dir, chunk["torch_threads"])
-    return len(chunk["jobs"])
+    jobs, torch_threads = read_chunk(chunk_file(sweep_dir, hydra.job.num))
+    run_jobs(jobs, sweep_dir, torch_threads, isolate=True)
+    return len(jobs)
 
 
 def parallelism(launcher: DictConfig) -> tuple[int, int | None]:
@@ -330,8 +459,9 @@ class Progress:
     def _watch(self) -> None:
         every = 0.5 if self.tty else 10.0
         while not self.stopped.wait(every):
-            self.poll()
-            self._show()
+            with FORK_LOCK:
+                self.poll()
+                self._show()
 
     def __enter__(self) -> "Progress":
         self._show()
@@ -353,48 +483,121 @@ class Settings:
     chunks: int | None  # launched jobs to split the runs into; None: one per worker
     torch_threads: int | None  # per launched job; None: cores / workers (harness.cli.sweep.parallelism)
     resume: bool  # reuse the newest unfinished identical sweep folder when the configured one is new
+    isolate: bool = True  # runs in a forked child: a native crash fails one run, not the sweep
+
+
+class Lock:
+    """A sweep folder's lock: `.lock` holds the owner's pid, host and start time. A second sweep into
+    the folder is refused at once; a lock whose process is gone (same host) is stale and replaced."""
+
+    def __init__(self, sweep_dir: Path):
+        self.path = sweep_dir / LOCK
+        self.owner = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+    def _holder(self) -> dict[str, Any] | None:
+        """The lock's owner if it is alive (or on another host, where that cannot be told); else None."""
+        try:
+            holder = json.loads(self.path.read_text())
+            pid, host = int(holder["pid"]), holder["host"]
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError):
+            return None  # damaged: no sweep could be relying on it
+        if host != self.owner["host"]:
+            return holder
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:  # alive, another user's
+            pass
+        return holder
+
+    def __enter__(self) -> "Lock":
+        mine = self.path.with_name(f".lock.{os.getpid()}")
+        write_json(self.owner, mine)
+        try:
+            for _ in range(2):
+                try:
+                    os.link(mine, self.path)  # atomic: fails if a lock is there
+                    return self
+                except FileExistsError:
+                    holder = self._holder()
+                    if holder is not None:
+                        raise ConfigError(
+                            f"hydra.sweep.dir={self.path.parent}: another sweep (pid {holder['pid']} on "
+                            f"{holder['host']}, since {holder.get('started')}) is writing there; expected "
+                            f"it to finish first, or another folder") from None
+                    self.path.unlink(missing_ok=True)  # stale: its owner is gone
+            raise ConfigError(f"hydra.sweep.dir={self.path.parent}: cannot take its lock {self.path}")
+        finally:
+            mine.unlink(missing_ok=True)
+
+    def __exit__(self, *exc: Any) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def prepare_folder(sweep_dir: Path) -> None:
+    """Create the sweep folder, or raise ConfigError in one line saying why it cannot be written."""
+    check_writable("hydra.sweep.dir", sweep_dir)
+    try:
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(f"hydra.sweep.dir={sweep_dir}: cannot make it ({error.strerror or error}); "
+                          "expected a folder you can write to") from None
 
 
 def sweep(config_loader: Any, master: DictConfig, grid: list[list[str]], settings: Settings,
           launcher: Any) -> Path:
-    """Compose every job (bad values refused before any compute), pick the sweep folder, run the jobs
-    it has not finished (in this process, or in chunks through `launcher()`, a Hydra Launcher made
-    on demand), and return the folder. Raises ConfigError."""
+    """Compose every job (the whole sweep refused before any compute if one is not allowed), pick and
+    lock the sweep folder, run the jobs it has not finished (in this process, or in chunks through
+    `launcher()`, a Hydra Launcher made on demand), and return the folder. Raises ConfigError, and
+    Interrupted (after removing the interrupted runs' folders: only finished runs are left)."""
     started = time.perf_counter()
     jobs = compose(config_loader, master, grid)
     compose_s = time.perf_counter() - started
     configured = Path(str(master.hydra.sweep.dir))
-    sweep_dir = choose_sweep_dir(configured, jobs, settings.resume)
-    states = {job.num: job.state(sweep_dir) for job in jobs}
-    todo = [job for job in jobs if states[job.num] != "ok"]
+    explicit = any(o.split("=", 1)[0].lstrip("+~") == "hydra.sweep.dir" for o in master.hydra.overrides.hydra)
+    sweep_dir = choose_sweep_dir(configured, jobs, settings.resume, explicit)
     if sweep_dir != configured:
         with read_write(master.hydra), open_dict(master.hydra):
             master.hydra.sweep.dir = str(sweep_dir)  # where the callbacks collect the tables
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(master, sweep_dir / "multirun.yaml")
-    run_ids, invocations = [job.run_id for job in jobs], read_manifest(sweep_dir).get("invocations", [])
-    write_json({"run_ids": run_ids, "invocations": invocations}, sweep_dir / MANIFEST)
-    kept = len(jobs) - len(todo)
-    if kept:
-        print(f"resuming {sweep_dir}: {kept} of {len(jobs)} runs finished before, {len(todo)} to run",
-              file=sys.stderr)
-    launcher_cfg = master.hydra.launcher
-    workers, threads = parallelism(launcher_cfg)
-    threads = settings.torch_threads or threads
-    with Progress(todo, sweep_dir, kept) as progress:
-        if todo and in_process(launcher_cfg):
-            run_jobs(todo, sweep_dir, settings.torch_threads)
-        elif todo:
-            chunks = write_chunks(todo, sweep_dir, settings.chunks or workers, threads)
-            for launched in launcher().launch([chunk_overrides(sweep_dir, k) for k in range(chunks)], 0):
-                try:
-                    launched.return_value  # raises what the launched job raised
-                except Exception as error:  # its unfinished runs are listed as incomplete at the end
-                    log.error("a launched job failed: %s", error)
-    invocation = {"launcher": str(launcher_cfg.get("_target_")), "ran": len(todo), "kept": kept,
-                  "failed": progress.failed, "compose_s": compose_s,
-                  "elapsed_s": time.perf_counter() - started, "runs_s": progress.elapsed}
-    write_json({"run_ids": run_ids, "invocations": invocations + [invocation]}, sweep_dir / MANIFEST)
+    prepare_folder(sweep_dir)
+    with Lock(sweep_dir):
+        states = {job.num: job.state(sweep_dir) for job in jobs}
+        check_folders(jobs, states, sweep_dir)
+        todo = [job for job in jobs if states[job.num] != "ok"]
+        write_text(OmegaConf.to_yaml(master), sweep_dir / "multirun.yaml")
+        run_ids, invocations = [job.run_id for job in jobs], read_manifest(sweep_dir).get("invocations", [])
+        write_json({"run_ids": run_ids, "invocations": invocations}, sweep_dir / MANIFEST)
+        kept = len(jobs) - len(todo)
+        if kept:
+            print(f"resuming {sweep_dir}: {kept} of {len(jobs)} runs finished before, {len(todo)} to run",
+                  file=sys.stderr)
+        launcher_cfg = master.hydra.launcher
+        workers, threads = parallelism(launcher_cfg)
+        threads = settings.torch_threads or threads
+        try:
+            with Progress(todo, sweep_dir, kept) as progress:
+                if todo and in_process(launcher_cfg):
+                    run_jobs(todo, sweep_dir, settings.torch_threads, settings.isolate)
+                elif todo:
+                    chunks = write_chunks(todo, sweep_dir, settings.chunks or workers, threads)
+                    for launched in launcher().launch([chunk_overrides(sweep_dir, k) for k in range(chunks)], 0):
+                        try:
+                            launched.return_value  # raises what the launched job raised
+                        except Exception as error:  # its unfinished runs are listed as incomplete at the end
+                            log.error("a launched job failed: %s", error)
+        except KeyboardInterrupt:
+            unfinished = [job for job in todo if not (sweep_dir / job.subdir / DONE).is_file()]
+            for job in unfinished:  # only finished runs stay: an interrupted one starts over on resume
+                shutil.rmtree(sweep_dir / job.subdir, ignore_errors=True)
+            raise Interrupted(f"interrupted: {len(jobs) - len(unfinished)} of {len(jobs)} runs are finished in "
+                              f"{sweep_dir}; run the same command again to finish the sweep") from None
+        invocation = {"launcher": str(launcher_cfg.get("_target_")), "ran": len(todo), "kept": kept,
+                      "failed": progress.failed, "compose_s": compose_s,
+                      "elapsed_s": time.perf_counter() - started, "runs_s": progress.elapsed}
+        write_json({"run_ids": run_ids, "invocations": invocations + [invocation]}, sweep_dir / MANIFEST)
     return sweep_dir
 
 

@@ -42,7 +42,8 @@ from harness.core.cells import CellNet, RecurrentNet, StackedNet
 from harness.core.errors import ConfigError, ModelError
 from harness.core.profile import GradientProfile
 from harness.core.recorders import RECORDERS, flush_denormals, record_log_norms
-from harness.core.segments import record_profile, segment_length
+from harness.core.memory import segment_length
+from harness.core.segments import record_profile
 
 Loss = Callable[[Tensor], Tensor]
 TORCH_CELLS = {nn.RNN: "rnn", nn.LSTM: "lstm", nn.GRU: "gru"}

@@ -19,3 +19,7 @@ class NotApplicable(HarnessError, ValueError):
 
 class ModelError(HarnessError, TypeError):
     """A model or its inputs that harness.record cannot unroll (a bidirectional nn.LSTM, a wrong shape)."""
+
+
+class Interrupted(HarnessError):
+    """A sweep stopped by Ctrl-C or SIGTERM: the message says what is finished and how to resume."""

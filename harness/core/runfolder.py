@@ -35,8 +35,9 @@ _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 
 
-def _atomic(path: Path, write: Any) -> None:
-    """Write through a temporary file in the same folder, then rename: readers never see half a file."""
+def write_atomic(path: Path, write: Any) -> None:
+    """Call write(temporary path) in path's folder, then rename it to path: readers never see half a
+    file, and a symbolic link placed at path is replaced, never written through."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     os.close(fd)
@@ -50,17 +51,23 @@ def _atomic(path: Path, write: Any) -> None:
 
 
 def write_parquet(frame: pd.DataFrame, path: Path) -> None:
-    _atomic(path, lambda tmp: frame.to_parquet(tmp, index=False))
+    write_atomic(path, lambda tmp: frame.to_parquet(tmp, index=False))
 
 
 def write_csv(frame: pd.DataFrame, path: Path) -> None:
-    _atomic(path, lambda tmp: frame.to_csv(tmp, index=False))
+    write_atomic(path, lambda tmp: frame.to_csv(tmp, index=False))
+
+
+def write_bytes(data: bytes, path: Path) -> None:
+    write_atomic(path, lambda tmp: Path(tmp).write_bytes(data))
+
+
+def write_text(text: str, path: Path) -> None:
+    write_atomic(path, lambda tmp: Path(tmp).write_text(text))
 
 
 def write_json(data: dict[str, Any], path: Path) -> None:
-    def dump(tmp: str) -> None:
-        Path(tmp).write_text(json.dumps(data, indent=2, default=str) + "\n")
-    _atomic(path, dump)
+    write_text(json.dumps(data, indent=2, default=str) + "\n", path)
 
 
 def profile_frame(log_norms: torch.Tensor, run_id: str, columns: dict[str, Any],

@@ -19,7 +19,6 @@ enough to overflow the stack when it is freed (a 30,000-step graph with hooks se
 from __future__ import annotations
 
 import math
-import os
 from typing import Callable
 
 import torch
@@ -30,44 +29,6 @@ from harness.core.recorders import accumulate, backpropagate, record_log_norms
 from harness.core.tasks import CHUNK, StreamedInputs
 
 DRIVE_CHUNK = CHUNK  # steps of input drive computed together (a batched matmul), aligned to t = 0
-MAX_SEGMENT = 8192  # steps of graph at most, whatever the memory allows (graphs of ~3e4 hooked steps crash)
-MIN_SEGMENT = 64  # fewer steps per segment cost more in Python overhead than they save in memory
-GRAPH_BYTES_PER_VALUE = 24  # autograd's saved tensors per state entry per step, measured on the lstm (~2x margin)
-GRAPH_BYTES_PER_STEP = 16_384  # autograd nodes, hooks and Python objects per step, whatever the width
-
-
-def available_memory() -> int:
-    """Bytes of memory available to a new allocation (Linux: MemAvailable), or 4 GiB if unknown."""
-    try:
-        with open("/proc/meminfo") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return 4 << 30
-
-
-def graph_bytes_per_step(net: StackedNet, batch_size: int, itemsize: int) -> int:
-    """A generous estimate of one recorded step's graph: saved tensors and per-node overhead."""
-    width = sum(net.block_sizes) + sum(p.numel() for p in net.parameters()) // max(sum(net.block_sizes), 1)
-    return GRAPH_BYTES_PER_VALUE * batch_size * width * itemsize + GRAPH_BYTES_PER_STEP
-
-
-def segment_length(net: StackedNet, seq_len: int, batch_size: int, itemsize: int, memory_fraction: float,
-                   segment: int | None = None) -> int:
-    """Steps per segment: `segment` if given, else as many as a memory_fraction of the available
-    memory holds, between MIN_SEGMENT and MAX_SEGMENT, and never more than seq_len."""
-    if segment is None:
-        budget = memory_fraction * available_memory()
-        segment = int(budget // graph_bytes_per_step(net, batch_size, itemsize))
-        segment = max(MIN_SEGMENT, min(segment, MAX_SEGMENT))
-    return max(1, min(segment, seq_len))
-
-
 class Drives:
     """Input drives of steps [b, e), computed in DRIVE_CHUNK-aligned chunks (the last one cached)."""
 

@@ -16,7 +16,7 @@ import hashlib
 import json
 import math
 from dataclasses import MISSING, dataclass, field, fields
-from typing import Any, Callable, Dict, Mapping, Optional
+from typing import Any, Callable, Collection, Dict, Mapping, Optional
 
 import torch
 
@@ -258,9 +258,31 @@ def check_run(columns: dict[str, Any]) -> None:
                           "expected recorder=autograd")
 
 
-def config_columns(config: Mapping[str, Any]) -> dict[str, Any]:
+# Keys that mean something for some built-in cells only. Set by a remedy's config file on a cell
+# they do not fit, the run is recorded as not applicable (so that cells x remedies sweeps run whole);
+# set by the user on such a cell, they are refused.
+CELL_ONLY = {"cell.forget_bias": ("lstm",), "cell.chrono_tmax": ("lstm", "gru"), "cell.r_min": ("lru",),
+             "cell.r_max": ("lru",), "cell.max_phase": ("lru",)}
+
+
+def check_explicit(columns: dict[str, Any], explicit: Collection[str]) -> None:
+    """The rules for keys the user set (command line, sweep): a cell-only key on another cell, a key
+    the task fixes set to something else. Raise ConfigError on the first broken one."""
+    for key in explicit:
+        cells = CELL_ONLY.get(key)
+        if cells and columns["cell"] not in cells:
+            raise ConfigError(f"{key}={columns[key]}: applies to cell={' or '.join(cells)} only, not "
+                              f"cell={columns['cell']}; expected no {key} for it (a remedy that sets it "
+                              "is recorded as not applicable on such cells)")
+    fixed = TASKS[columns["task"]].input_size
+    if "input_size" in explicit and fixed and columns["input_size"] != fixed:
+        raise ConfigError(f"input_size={columns['input_size']}: task={columns['task']} has {fixed} input "
+                          f"channels; expected input_size={fixed}, or no input_size")
+
+
+def config_columns(config: Mapping[str, Any], explicit: Collection[str] = ()) -> dict[str, Any]:
     """flat_config, every value validated and normalised and the cross-field rules checked; raise
-    ConfigError on the first bad one.
+    ConfigError on the first bad one. explicit: the keys the user set, which check_explicit checks.
 
     A training task fixes the input size (adding has 2 channels), so its input_size column says so.
     """
@@ -276,6 +298,7 @@ def config_columns(config: Mapping[str, Any]) -> dict[str, Any]:
     if columns.get("cell._target_") and columns["cell"] in NETWORKS:  # cell._target_=... over a built-in's name
         columns["cell"] = columns["cell._target_"].rsplit(".", 1)[-1]
     check_run(columns)
+    check_explicit(columns, explicit)
     columns["input_size"] = TASKS[columns["task"]].input_size or columns["input_size"]
     return columns
 

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from harness.core.analysis import STABLE_TOLERANCE
+from harness.core.runfolder import write_atomic
 from harness.lab.fits import fit_runs, headline, is_top_h
 from harness.core.theory import THEORY_COLUMNS, mean_field_rate
 
@@ -72,10 +73,9 @@ def save(fig: plt.Figure, path: Path) -> Path:
     for ax in fig.axes:
         for artist in [*ax.lines, *ax.collections]:
             artist.set_in_layout(False)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path.with_suffix(".png"), dpi=130)
+    write_atomic(path.with_suffix(".png"), lambda tmp: fig.savefig(tmp, format="png", dpi=130))
     fig.set_layout_engine("none")
-    fig.savefig(path.with_suffix(".svg"))
+    write_atomic(path.with_suffix(".svg"), lambda tmp: fig.savefig(tmp, format="svg"))
     plt.close(fig)
     return path.with_suffix(".png")
 

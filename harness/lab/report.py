@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from harness.core.analysis import EDGE_FRACTION, STABLE_TOLERANCE
+from harness.core.runfolder import write_text
 from harness.lab.plots import FACETS, varied
 
 SHOWN = ["status", "rate", "gain_per_step", "half_life", "regime", "decay_law", "power_exponent", "log10_gain", "truncated", "theory_mean_field",
@@ -54,5 +55,5 @@ def write_report(root: Path, summary: pd.DataFrame, figures: list[Path]) -> Path
         parts.append(f"<figure><img src='{rel}' alt='{png.stem}'><figcaption>{png.stem}: {caption} "
                      f"(<a href='{Path(rel).with_suffix('.svg').as_posix()}'>svg</a>)</figcaption></figure>")
     path = root / "report.html"
-    path.write_text("\n".join(parts) + "\n")
+    write_text("\n".join(parts) + "\n", path)
     return path

@@ -36,8 +36,17 @@ def find_runs(root: Path) -> list[Path]:
 
 
 def _run_row(run_dir: Path, root: Path) -> tuple[dict[str, Any], pd.DataFrame | None]:
-    """One summary row (without the fit) for a run folder, and its profile if it has one."""
+    """One summary row (without the fit) for a run folder, and its profile if it has one. A folder
+    that cannot be read is a row of its own, status "damaged", with what is wrong: named, not fatal."""
     where = {"run_dir": str(run_dir.relative_to(root))}
+    try:
+        return _read_run(run_dir, where)
+    except Exception as error:  # noqa: BLE001  any unreadable file: a truncated parquet, bad JSON, ...
+        reason = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+        return {**where, "status": "damaged", "error": reason}, None
+
+
+def _read_run(run_dir: Path, where: dict[str, str]) -> tuple[dict[str, Any], pd.DataFrame | None]:
     if not (run_dir / DONE).exists():
         cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
         try:
@@ -52,6 +61,11 @@ def _run_row(run_dir: Path, root: Path) -> tuple[dict[str, Any], pd.DataFrame | 
                                          "input_drive_var_cv", *THEORY_COLUMNS, "final_loss", "baseline", "solved")})
     profile = pd.read_parquet(run_dir / PROFILE) if (run_dir / PROFILE).exists() else None
     return row, profile
+
+
+def find_links(root: Path) -> list[Path]:
+    """Symbolic links to folders inside root: never read (nor written) as runs, but named."""
+    return sorted(p for p in root.rglob("*") if p.is_symlink() and p.is_dir())
 
 
 def collect_losses(root: Path, summary: pd.DataFrame) -> pd.DataFrame:
@@ -71,11 +85,16 @@ def collect(root: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     Works on any folder of runs: a finished sweep, a failed or interrupted one, or one run.
     """
     root = Path(root)
+    if not root.is_dir():
+        raise ConfigError(f"{root}: no such folder; expected a sweep or run folder under results/")
     runs = find_runs(root)
     if not runs:
-        raise FileNotFoundError(f"{root}: no run folders (a run folder has a .hydra/ subfolder)")
+        raise ConfigError(f"{root}: no run folders in it (a run folder holds .hydra/, or DONE and meta.json); "
+                          "expected a sweep or run folder")
     rows, profiles = zip(*(_run_row(run, root) for run in runs))
-    summary = pd.DataFrame(list(rows))
+    links = [{"run_dir": str(p.relative_to(root)), "status": "skipped", "error": "a symbolic link: not read"}
+             for p in find_links(root)]
+    summary = pd.DataFrame(list(rows) + links)
     found = [p for p in profiles if p is not None]
     profile = pd.concat(found, ignore_index=True) if found else pd.DataFrame()
     if found:

@@ -32,10 +32,11 @@ from harness.core.cells import CellNet, RecurrentNet, StackedNet
 from harness.core.errors import ConfigError, NotApplicable
 from harness.core.spec import DTYPES, config_columns, run_id
 from harness.core.recorders import flush_denormals, status_flags
-from harness.core.segments import record_profile, segment_length
+from harness.core.memory import segment_length
+from harness.core.segments import record_profile
 from harness.core.init import initialise
 from harness.core.networks import build
-from harness.core.runfolder import DONE, LOSSES, META, PROFILE, profile_frame, write_json, write_parquet
+from harness.core.runfolder import DONE, LOSSES, META, PROFILE, profile_frame, write_bytes, write_json, write_parquet
 from harness.core.tasks import TASKS, StreamedInputs, TaskBatch, time_chunks
 from harness.core.theory import closed_form_profile, predictions
 from harness.core.train import SOLVED_FRACTION, train
@@ -219,6 +220,29 @@ def record(columns: dict[str, Any], progress: bool = False) -> Recording:
                      closed_form_profile(model, columns, held_out.readout))
 
 
+def run_meta(cfg: DictConfig | dict[str, Any], choices: dict[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A run's columns and the start of its meta.json: what it is and where it ran. Raises ConfigError."""
+    config = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    columns = config_columns(config)
+    meta: dict[str, Any] = {
+        "run_id": run_id(columns), "columns": columns, "config": config,
+        "choices": choices or {}, "seed": columns["seed"], "git_commit": git_commit(),
+        "versions": {"python": platform.python_version(), "torch": torch.__version__,
+                     "hydra": importlib.metadata.version("hydra-core"), "numpy": np.__version__},
+        "torch_threads": torch.get_num_threads(), "error": None,
+    }
+    return columns, meta
+
+
+def record_failure(cfg: DictConfig | dict[str, Any], out_dir: Path, choices: dict[str, Any] | None,
+                   error: str) -> None:
+    """Mark out_dir as a finished, failed run of cfg: for a run whose process died before it could
+    say so itself (a crash in native code, a kill), as its supervisor saw it."""
+    _, meta = run_meta(cfg, choices)
+    write_json({**meta, "status": "failed", "error": error}, out_dir / META)
+    write_bytes(b"", out_dir / DONE)
+
+
 def run(cfg: DictConfig | dict[str, Any], out_dir: Path, choices: dict[str, Any] | None = None,
         progress: bool = False) -> str:
     """Run cfg into out_dir and return its status: ok, comma-joined numerical flags, failed, or
@@ -227,16 +251,8 @@ def run(cfg: DictConfig | dict[str, Any], out_dir: Path, choices: dict[str, Any]
     A ConfigError propagates (nothing is computed or written); any other exception is recorded in the
     run's metadata as status failed, so that one broken run never stops or hides the others.
     """
-    config = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
-    columns = config_columns(config)
-    rid = run_id(columns)
-    meta: dict[str, Any] = {
-        "run_id": rid, "columns": columns, "config": config,
-        "choices": choices or {}, "seed": columns["seed"], "git_commit": git_commit(),
-        "versions": {"python": platform.python_version(), "torch": torch.__version__,
-                     "hydra": importlib.metadata.version("hydra-core"), "numpy": np.__version__},
-        "torch_threads": torch.get_num_threads(), "error": None,
-    }
+    columns, meta = run_meta(cfg, choices)
+    rid = meta["run_id"]
     start = time.perf_counter()
     try:
         recording = record(columns, progress)
@@ -259,7 +275,7 @@ def run(cfg: DictConfig | dict[str, Any], out_dir: Path, choices: dict[str, Any]
         log.exception("run %s failed", rid)
     meta["wall_time_s"] = time.perf_counter() - start
     write_json(meta, out_dir / META)
-    (out_dir / DONE).touch()
+    write_bytes(b"", out_dir / DONE)
     if meta["status"] not in ("failed", "not_applicable"):
         top = profile[(profile.state == "h") & (profile.layer == columns["num_layers"] - 1) & (profile.step == 0)]
         fit = fit_profile(top.lag.to_numpy(), top.log10_norm.to_numpy())

@@ -24,6 +24,7 @@ class HarnessSweeperConf:
     chunks: Optional[int] = None  # launched jobs the runs are dealt into; null: one per worker
     torch_threads: Optional[int] = None  # per launched job; null: the cores each worker has
     resume: bool = True  # an interrupted sweep's command, run again, finishes that sweep's folder
+    isolate: bool = True  # each run in a forked child (Linux): a segfault or OOM kill fails that run only
 
 
 ConfigStore.instance().store(group="hydra/sweeper", name="harness", node=HarnessSweeperConf, provider="harness")
@@ -31,11 +32,11 @@ ConfigStore.instance().store(group="hydra/sweeper", name="harness", node=Harness
 
 class HarnessSweeper(Sweeper):
     def __init__(self, params: Optional[Dict[str, str]] = None, chunks: Optional[int] = None,
-                 torch_threads: Optional[int] = None, resume: bool = True) -> None:
+                 torch_threads: Optional[int] = None, resume: bool = True, isolate: bool = True) -> None:
         from harness.cli.sweep import Settings
 
         self.params = params or {}
-        self.settings = Settings(chunks=chunks, torch_threads=torch_threads, resume=resume)
+        self.settings = Settings(chunks=chunks, torch_threads=torch_threads, resume=resume, isolate=isolate)
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.hydra_context, self.config = hydra_context, config
@@ -44,7 +45,7 @@ class HarnessSweeper(Sweeper):
         from hydra.core.plugins import Plugins
 
         from harness.cli.callbacks import fail
-        from harness.core.errors import ConfigError
+        from harness.core.errors import HarnessError
         from harness.cli.sweep import expand, run_chunk, sweep
 
         def launcher() -> Any:  # made once the sweep folder is known: launchers read it when made
@@ -54,5 +55,5 @@ class HarnessSweeper(Sweeper):
         loader = self.hydra_context.config_loader
         try:
             return sweep(loader, self.config, expand(self.params, arguments, loader), self.settings, launcher)
-        except ConfigError as error:
+        except HarnessError as error:
             fail(error)
