@@ -61,3 +61,27 @@ def read_profile(run_dir: Path) -> pd.DataFrame:
 @pytest.fixture
 def tmp_results(tmp_path: Path) -> Path:
     return tmp_path
+
+
+GRID = ["-m", "cell=rnn,gru", "scale=0.5,1,2,3", "seq_len=8", "hidden_size=4", "batch_size=3"]
+KEYS = ["run_id", "layer", "state", "t", "step"]
+
+
+def tables(sweep_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The sweep's profile and summary, in a fixed row order, without the timings."""
+    profile = pd.read_parquet(sweep_dir / "profile.parquet").sort_values(KEYS).reset_index(drop=True)
+    summary = pd.read_parquet(sweep_dir / "summary.parquet").drop(columns="wall_time_s")
+    return profile, summary.sort_values("run_id").reset_index(drop=True)
+
+
+def assert_same_tables(left: Path, right: Path) -> None:
+    for a, b in zip(tables(left), tables(right)):
+        pd.testing.assert_frame_equal(a, b)
+
+
+@pytest.fixture(scope="session")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
+    """GRID through the default (fast, in-process) path: the numbers every other path must give."""
+    out = tmp_path_factory.mktemp("reference")
+    result = run_cli(*GRID, f"hydra.sweep.dir={out}", cwd=out)
+    return out, result

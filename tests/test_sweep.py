@@ -19,31 +19,7 @@ from omegaconf import OmegaConf
 from harness.cli.paths import CONF_DIR
 from harness.core.errors import ConfigError
 from harness.cli.sweep import Composer, in_process, parallelism
-from tests.conftest import ROOT, cli_env, run_cli
-
-GRID = ["-m", "cell=rnn,gru", "scale=0.5,1,2,3", "seq_len=8", "hidden_size=4", "batch_size=3"]
-KEYS = ["run_id", "layer", "state", "t", "step"]
-
-
-def tables(sweep_dir):
-    """The sweep's profile and summary, in a fixed row order, without the timings."""
-    profile = pd.read_parquet(sweep_dir / "profile.parquet").sort_values(KEYS).reset_index(drop=True)
-    summary = pd.read_parquet(sweep_dir / "summary.parquet").drop(columns="wall_time_s")
-    return profile, summary.sort_values("run_id").reset_index(drop=True)
-
-
-def assert_same_tables(left, right):
-    for a, b in zip(tables(left), tables(right)):
-        pd.testing.assert_frame_equal(a, b)
-
-
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-    """GRID through the default (fast, in-process) path."""
-    out = tmp_path_factory.mktemp("reference")
-    result = run_cli(*GRID, f"hydra.sweep.dir={out}", cwd=out)
-    return out, result
-
+from tests.conftest import GRID, ROOT, assert_same_tables, cli_env, run_cli
 
 def loader_and_master():
     loader = ConfigLoaderImpl(config_search_path=create_config_search_path(str(CONF_DIR)))
@@ -123,7 +99,7 @@ def test_worker_processes_give_the_same_tables_and_never_a_torn_file(tmp_path, r
     assert seen and not [p for p in out.rglob(".*") if p.is_file()]  # no temporary file left behind
     metas = [json.loads((out / str(num) / "meta.json").read_text()) for num in range(8)]
     assert {m["torch_threads"] for m in metas} == {max(1, (os.cpu_count() or 1) // 2)}
-    assert sorted(p.name for p in (out / ".chunks").glob("*.pkl")) == ["0.pkl", "1.pkl", "2.pkl"]
+    assert sorted(p.name for p in (out / ".chunks").glob("*.json")) == ["0.json", "1.json", "2.json"]
 
 
 def test_submitit_local_sweep_runs(tmp_path, reference):

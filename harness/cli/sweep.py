@@ -51,7 +51,7 @@ from harness.cli.hydra_internals import (apply_overrides, caching_repo, check_ve
 from harness.cli.overrides import check_writable
 from harness.core.errors import ConfigError, Interrupted
 from harness.core.memory import check_fits
-from harness.core.runfolder import DONE, META, write_json, write_text
+from harness.core.runfolder import DONE, META, PROFILE, write_json, write_text
 from harness.core.spec import config_columns, run_id
 
 log = logging.getLogger(__name__)
@@ -77,8 +77,8 @@ class Job:
     def state(self, sweep_dir: Path) -> str:
         """"todo", "ok" (finished), "failed" (finished, failed: run again), "foreign" (the folder holds
         another configuration's finished run: never overwritten) or "link" (the run folder is a
-        symbolic link: never written through). A damaged folder (DONE without a readable meta.json)
-        is "todo": run again."""
+        symbolic link: never written through). A damaged folder (DONE without a readable meta.json,
+        or a finished run's profile.parquet truncated) is "todo": run again."""
         out = sweep_dir / self.subdir
         if out.is_symlink():
             return "link"
@@ -91,7 +91,20 @@ class Job:
             return "todo"
         if finished != self.run_id:
             return "foreign"
-        return "failed" if status == "failed" else "ok"
+        if status == "failed":
+            return "failed"
+        return "ok" if status == "not_applicable" or _whole_parquet(out / PROFILE) else "todo"
+
+
+def _whole_parquet(path: Path) -> bool:
+    """Whether a parquet file is there and ends as one does (its footer's magic bytes): cheap enough
+    for every run of a resume scan, and enough to catch a truncated write."""
+    try:
+        with open(path, "rb") as table:
+            table.seek(-4, os.SEEK_END)
+            return table.read(4) == b"PAR1"
+    except OSError:
+        return False
 
 
 class Composer:
