@@ -2,6 +2,7 @@
 import json
 import math
 import re
+import shutil
 import subprocess
 import sys
 
@@ -10,10 +11,12 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from harness.cli.collect import main as collect_main
 from harness.cli.main import check_command
+from harness.cli.plot import main as plot_main
 from harness.cli.paths import options
 from harness.core.errors import ConfigError
-from tests.conftest import ROOT, run_cli
+from tests.conftest import KEYS, ROOT, run_cli
 
 SCHEMA = ["run_id", "name", "cell", "cell.forget_bias", "cell.chrono_tmax", "cell.r_min", "cell.r_max", "cell.max_phase",
           "cell._target_", "activation", "init", "task", "scale", "seq_len", "hidden_size", "input_size",
@@ -200,48 +203,54 @@ def test_experiment_files_document_themselves():
         assert "# Question:" in text and "# Figures:" in text and f"experiment={path.stem}" in text, path
 
 
-def test_collect_and_plot_rebuild_after_an_interrupted_sweep(tmp_path):
+def test_collect_and_plot_rebuild_after_an_interrupted_sweep(tmp_path, reference, capsys):
+    """harness.collect and harness.plot, called as their command lines call them (in-process)."""
     sweep = tmp_path / "sweep"
-    run_cli("-m", "cell=rnn,gru", "scale=0.5,2", "seq_len=8", "hidden_size=4", f"hydra.sweep.dir={sweep}",
-            cwd=tmp_path)
+    shutil.copytree(reference[0], sweep)
     full = pd.read_parquet(sweep / "profile.parquet")
     figures = sorted(p.name for p in (sweep / "figures").iterdir())
     assert figures == ["heatmap.png", "heatmap.svg", "phase.png", "phase.svg", "profiles.png", "profiles.svg"]
     # As if the sweep had been killed during its last run and before collecting.
-    (sweep / "3" / "DONE").unlink()
+    (sweep / "7" / "DONE").unlink()
     for generated in ["profile.parquet", "fits.parquet", "summary.csv", "summary.parquet", "report.html",
                       *(f"figures/{name}" for name in figures)]:
         (sweep / generated).unlink()
-    collect = subprocess.run([sys.executable, "-m", "harness.collect", str(sweep)], capture_output=True, text=True)
-    assert collect.returncode == 1 and "incomplete: 3" in collect.stdout
+    assert collect_main([str(sweep)]) == 1 and "incomplete: 7" in capsys.readouterr().out
     summary = pd.read_csv(sweep / "summary.csv")
-    assert summary.status.tolist() == ["ok", "ok", "ok", "incomplete"]
-    assert summary.cell.tolist() == ["rnn", "rnn", "gru", "gru"] and summary.run_id.notna().all()
+    assert summary.status.tolist() == ["ok"] * 7 + ["incomplete"]
+    assert summary.cell.tolist() == ["rnn"] * 4 + ["gru"] * 4 and summary.run_id.notna().all()
     rebuilt = pd.read_parquet(sweep / "profile.parquet")
-    pd.testing.assert_frame_equal(rebuilt, full[full.run_id.isin(summary.run_id[:3])].reset_index(drop=True))
+    kept = full[full.run_id.isin(summary.run_id[:7])].sort_values(KEYS).reset_index(drop=True)
+    pd.testing.assert_frame_equal(rebuilt.sort_values(KEYS).reset_index(drop=True), kept)
 
     # Every figure and the report, deleted and rebuilt from the tables alone.
     for path in (sweep / "figures").iterdir():
         path.unlink()
     (sweep / "report.html").unlink()
-    plot = subprocess.run([sys.executable, "-m", "harness.plot", str(sweep)], capture_output=True, text=True)
-    assert plot.returncode == 0, plot.stderr
+    assert plot_main([str(sweep)]) == 0
     assert sorted(p.name for p in (sweep / "figures").iterdir()) == figures
     report = (sweep / "report.html").read_text()
     assert all(f"figures/{name}" in report for name in figures if name.endswith(".png"))
 
     # A subset, and two sweeps together, into folders of their own.
-    subset = subprocess.run([sys.executable, "-m", "harness.plot", str(sweep), "--where", "cell=rnn",
-                             "--out", str(tmp_path / "rnn")], capture_output=True, text=True)
-    assert subset.returncode == 0, subset.stderr
+    assert plot_main([str(sweep), "--where", "cell=rnn", "--out", str(tmp_path / "rnn")]) == 0
     assert set(pd.read_csv(tmp_path / "rnn" / "summary.csv").cell) == {"rnn"}
     assert (tmp_path / "rnn" / "figures" / "phase.png").exists()
     other = tmp_path / "other"
-    run_cli("seq_len=8", "hidden_size=4", "cell=lstm", f"hydra.run.dir={other}", cwd=tmp_path)
-    both = subprocess.run([sys.executable, "-m", "harness.plot", str(sweep), str(other), "--out",
-                           str(tmp_path / "both")], capture_output=True, text=True)
-    assert both.returncode == 0, both.stderr
-    assert sorted(set(pd.read_csv(tmp_path / "both" / "summary.csv").cell)) == ["gru", "lstm", "rnn"]
-    bad = subprocess.run([sys.executable, "-m", "harness.plot", str(sweep), "--where", "colour=red", "--out",
-                          str(tmp_path / "x")], capture_output=True, text=True)
-    assert bad.returncode != 0 and bad.stderr.startswith("error: --where colour=red")
+    shutil.copytree(sweep / "3", other)  # a run folder on its own
+    (other / "meta.json").write_text((other / "meta.json").read_text().replace('"gru"', '"lstm"'))
+    assert plot_main([str(sweep), str(other), "--out", str(tmp_path / "both")]) == 0
+    assert len(pd.read_csv(tmp_path / "both" / "summary.csv")) == 8  # one configuration in two folders: one run
+    capsys.readouterr()
+    assert plot_main([str(sweep), "--where", "colour=red", "--out", str(tmp_path / "x")]) == 2
+    assert capsys.readouterr().err.startswith("error: --where colour=red: expected KEY=VALUE")
+    assert plot_main([str(tmp_path / "nope")]) == 2
+    assert capsys.readouterr().err == f"error: {tmp_path / 'nope'}: no such folder; expected a sweep or run folder under results/\n"
+
+
+def test_collect_and_plot_commands_exit_in_one_line(tmp_path):
+    """The real entry points, for their exit codes: a folder with no runs is one line, no traceback."""
+    for module in ("harness.collect", "harness.plot"):
+        result = subprocess.run([sys.executable, "-m", module, str(tmp_path)], capture_output=True, text=True)
+        assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+        assert result.stderr.startswith(f"error: {tmp_path}: no run folders in it")

@@ -281,6 +281,8 @@ def run_jobs(jobs: list[Job], sweep_dir: Path, torch_threads: int | None = None,
     thread pool does not survive a fork): the sweep's own process and its launched workers, which
     only supervise. Where there is no fork (Windows, macOS's default), runs are not isolated.
     """
+    from harness.core.recorders import flush_denormals_everywhere
+
     pending = list(jobs)
     while pending:
         if not (isolate and FORKS):
@@ -292,6 +294,7 @@ def run_jobs(jobs: list[Job], sweep_dir: Path, torch_threads: int | None = None,
         if pid == 0:  # the child: run, then leave without the parent's exit handlers
             code = 0
             try:
+                flush_denormals_everywhere()  # this process computes, and may set torch's flags for good
                 _run_here(pending, sweep_dir, torch_threads)
             except KeyboardInterrupt:
                 code = 130
@@ -342,10 +345,8 @@ def _record_crash(job: Job, sweep_dir: Path, status: int) -> None:
 def _run_here(jobs: list[Job], sweep_dir: Path, torch_threads: int | None) -> None:
     import torch
 
-    from harness.core.recorders import flush_denormals_everywhere
     from harness.lab.run import run
 
-    flush_denormals_everywhere()
     if torch_threads:
         torch.set_num_threads(torch_threads)
     with _RunLog() as run_log:
