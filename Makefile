@@ -8,8 +8,8 @@ PY := $(VENV)/bin/python
 quickstart: $(VENV)/.installed  ## the default sweep: tables and figures under results/quickstart/
 	$(PY) -m harness -m experiment=quickstart
 
-test: $(VENV)/.installed  ## the test suite
-	$(PY) -m pytest
+test: $(VENV)/.installed  ## the test suite, a worker per core (pytest-xdist)
+	$(PY) -m pytest -n auto
 
 bench: $(VENV)/.installed  ## recorder speed against a plain torch loop
 	$(PY) benchmarks/recorders.py

@@ -29,6 +29,7 @@ SUMMARY = ["run_id", "run_dir", "status", "rate", "gain_per_step", "half_life", 
            "wall_time_s", "input_drive_var"]
 
 
+@pytest.mark.slow
 def test_textbook_gains_through_the_cli(tmp_path):
     """A 1-unit linear rnn: the gain over k steps is exactly |w|^k (0.9^10 = 0.3487, 1.1^10 = 2.5937)."""
     run_cli("-m", "activation=identity", "init=orthogonal", "hidden_size=1", "seq_len=20",
@@ -179,15 +180,31 @@ def test_bad_value_in_an_experiment_sweep_is_refused_before_any_run(tmp_path):
     assert not (tmp_path / "sweep").exists()
 
 
-@pytest.mark.parametrize("experiment", options("experiment"))
-def test_every_experiment_runs_smoke_sized(tmp_path, experiment):
-    config = OmegaConf.load(ROOT / "experiments" / f"{experiment}.yaml")
+def smoke_sized(config: OmegaConf) -> list[str]:
+    """Overrides that shrink an experiment to a smoke test: tiny sizes, short sequences, a few training
+    steps, and two values of each numeric or activation axis (every cell and remedy is kept: each
+    runs code of its own)."""
     fixed_inputs = "train" in config  # a training task fixes its input size
     smoke = ["hidden_size=4", "batch_size=2", *([] if fixed_inputs else ["input_size=3"])]
     if config.get("seq_len", 0) > 100 and "seq_len" not in config.hydra.sweeper.params:  # a long fixed T
         smoke += ["seq_len=20"]
     if "train" in config:
         smoke += ["seq_len=12", "train.steps=4", "train.record_every=2"]
+    for key, values in config.hydra.sweeper.params.items():
+        if key in ("cell", "remedy"):
+            continue
+        if values.startswith("range("):  # range(start, stop, step): its first two points
+            start, _, step = (float(v) for v in values[len("range("):-1].split(","))
+            values = f"{start:g},{start + step:g}"
+        smoke.append(f"hydra.sweeper.params.{key}='{','.join(values.split(',')[:2])}'")
+    return smoke
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("experiment", options("experiment"))
+def test_every_experiment_runs_smoke_sized(tmp_path, experiment):
+    config = OmegaConf.load(ROOT / "experiments" / f"{experiment}.yaml")
+    smoke = smoke_sized(config)
     result = run_cli("-m", f"experiment={experiment}", *smoke, f"hydra.sweep.dir={tmp_path}", cwd=tmp_path)
     summary = pd.read_csv(tmp_path / "summary.csv")
     assert len(summary) > 1 and (summary.status != "failed").all() and (summary.status != "incomplete").all()

@@ -23,6 +23,7 @@ CRASH = ["-m", "cell._target_=crashing_cell.CrashingCell", "+cell.kwargs.crash_a
          "seq_len=8", "input_size=4", "batch_size=2"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("launcher", ["basic", "joblib"])
 def test_a_native_crash_fails_its_run_and_the_sweep_goes_on(tmp_path, launcher):
     """tests/faults/crashing_cell.py sends SIGSEGV to its own process at hidden_size=4."""
@@ -37,6 +38,7 @@ def test_a_native_crash_fails_its_run_and_the_sweep_goes_on(tmp_path, launcher):
     assert "killed by SIGSEGV" in (out / "1" / "harness.log").read_text()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["SIGINT", "SIGTERM"])
 def test_an_interrupt_leaves_finished_runs_and_one_line_and_the_command_finishes_it(tmp_path, reference, how):
     out = tmp_path / "sweep"
@@ -90,6 +92,7 @@ def test_a_stale_or_damaged_lock_is_replaced(tmp_path):
         assert not (tmp_path / ".lock").exists()
 
 
+@pytest.mark.slow
 def test_damaged_run_folders_and_tables_are_named_skipped_and_rebuilt(tmp_path, reference, capsys):
     sweep = tmp_path / "sweep"
     shutil.copytree(reference[0], sweep)

@@ -20,6 +20,8 @@ from types import SimpleNamespace
 
 import pytest
 
+pytestmark = pytest.mark.slow  # a wheel built and installed into a new virtual environment
+
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 300
 

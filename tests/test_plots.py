@@ -71,6 +71,7 @@ def test_no_empty_panels_when_the_grid_is_ragged(tmp_path, drawn):
     assert len(drawn["profiles"]) == 3 and all(n > 0 for n in drawn["profiles"])
 
 
+@pytest.mark.slow
 def test_five_hundred_runs_page_and_stay_readable(tmp_path, drawn):
     frame = sweep(cell=["rnn", "lstm", "gru"], activation=["tanh", "relu", "gelu", "softsign", "sigmoid",
                   "identity", "leaky_relu"], scale=list(np.linspace(0.3, 3, 24)))

@@ -85,6 +85,7 @@ def test_segment_length_follows_the_memory_budget(monkeypatch):
     assert segment_length(model, 10**6, 32, 4, 0.5, segment=17) == 17  # memory.segment overrides
 
 
+@pytest.mark.slow
 def test_thirty_thousand_steps_record_without_crashing():
     """A 4-unit tanh rnn over 30,000 steps: the in-memory graph of this length segfaulted torch while
     being freed (the run was lost without a trace); in segments it completes with finite norms."""

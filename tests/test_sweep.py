@@ -56,6 +56,7 @@ def test_composer_refuses_a_bad_value_before_any_run():
         Composer(loader, master).job(0, ["seq_len=0"])
 
 
+@pytest.mark.slow
 def test_fast_and_basic_paths_give_the_same_runs(tmp_path, reference):
     fast, result = reference
     assert "sweep: 8/8 runs done, 0 failed" in result.stderr  # the progress line's last state
@@ -84,6 +85,7 @@ def read_every_table(root, stop, seen):
             json.loads(path.read_text())
 
 
+@pytest.mark.slow
 def test_worker_processes_give_the_same_tables_and_never_a_torn_file(tmp_path, reference):
     out, stop, seen = tmp_path / "joblib", threading.Event(), set()
     out.mkdir()
@@ -102,6 +104,7 @@ def test_worker_processes_give_the_same_tables_and_never_a_torn_file(tmp_path, r
     assert sorted(p.name for p in (out / ".chunks").glob("*.json")) == ["0.json", "1.json", "2.json"]
 
 
+@pytest.mark.slow
 def test_submitit_local_sweep_runs(tmp_path, reference):
     out = tmp_path / "submitit"
     run_cli(*GRID, "hydra/launcher=submitit_local", "hydra.sweeper.chunks=2", f"hydra.sweep.dir={out}", cwd=tmp_path)
@@ -109,6 +112,7 @@ def test_submitit_local_sweep_runs(tmp_path, reference):
     assert list((out / ".submitit").iterdir())  # submitit's own job records
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("launcher", ["basic", "joblib"])
 def test_a_failing_run_is_recorded_and_the_others_finish(tmp_path, launcher):
     out = tmp_path / "sweep"
@@ -131,6 +135,7 @@ def wait_for(condition, timeout=120.0):
         time.sleep(0.02)
 
 
+@pytest.mark.slow
 def test_kill_9_then_the_same_command_finishes_the_sweep(tmp_path, reference):
     """No sweep folder given: the rerun finds the interrupted one by its runs' hashes."""
     sweeps = tmp_path / "results" / "adhoc"
