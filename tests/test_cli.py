@@ -14,6 +14,7 @@ from omegaconf import OmegaConf
 from harness.cli.collect import main as collect_main
 from harness.cli.main import check_command
 from harness.cli.plot import main as plot_main
+from harness.lab.run import run
 from harness.cli.paths import options
 from harness.core.errors import ConfigError
 from tests.conftest import KEYS, ROOT, run_cli
@@ -253,11 +254,14 @@ def test_collect_and_plot_rebuild_after_an_interrupted_sweep(tmp_path, reference
     assert plot_main([str(sweep), "--where", "cell=rnn", "--out", str(tmp_path / "rnn")]) == 0
     assert set(pd.read_csv(tmp_path / "rnn" / "summary.csv").cell) == {"rnn"}
     assert (tmp_path / "rnn" / "figures" / "phase.png").exists()
-    other = tmp_path / "other"
-    shutil.copytree(sweep / "3", other)  # a run folder on its own
-    (other / "meta.json").write_text((other / "meta.json").read_text().replace('"gru"', '"lstm"'))
+    other = tmp_path / "other"  # a run of its own, as `python -m harness cell=lstm ...` writes it
+    config = OmegaConf.load(sweep / "0" / ".hydra" / "config.yaml")
+    config.cell.name = "lstm"
+    run(config, other)
+    shutil.copytree(sweep / "0", other / "same")  # and one configuration in two folders: one run
     assert plot_main([str(sweep), str(other), "--out", str(tmp_path / "both")]) == 0
-    assert len(pd.read_csv(tmp_path / "both" / "summary.csv")) == 8  # one configuration in two folders: one run
+    both = pd.read_csv(tmp_path / "both" / "summary.csv")
+    assert sorted(set(both.cell)) == ["gru", "lstm", "rnn"] and len(both) == 9
     capsys.readouterr()
     assert plot_main([str(sweep), "--where", "colour=red", "--out", str(tmp_path / "x")]) == 2
     assert capsys.readouterr().err.startswith("error: --where colour=red: expected KEY=VALUE")

@@ -189,3 +189,18 @@ def test_parallelism_follows_the_launchers_settings():
     assert parallelism(launcher("hydra/launcher=slurm")) == (16, 4)  # conf/hydra/launcher/slurm.yaml
     assert not in_process(launcher("hydra/launcher=slurm"))
     assert (ROOT / "conf" / "hydra" / "launcher" / "slurm.yaml").exists()
+
+
+@pytest.mark.slow
+def test_a_run_alone_gives_the_numbers_it_gives_in_a_sweep(tmp_path, reference):
+    """Determinism, the last of four: a configuration alone (here) gives the numbers it gives in a sweep
+    (reference), in joblib chunks (test_worker_processes_...) and resumed (test_kill_9_... and
+    tests/test_faults.py's interrupts)."""
+    alone = tmp_path / "alone"
+    run_cli("cell=gru", "scale=2", "seq_len=8", "hidden_size=4", "batch_size=3", f"hydra.run.dir={alone}", cwd=tmp_path)
+    mine = pd.read_parquet(alone / "profile.parquet")
+    theirs = pd.read_parquet(reference[0] / "profile.parquet")
+    theirs = theirs[theirs.run_id == mine.run_id.iloc[0]]
+    order = ["layer", "state", "t", "step"]
+    pd.testing.assert_frame_equal(mine.sort_values(order).reset_index(drop=True),
+                                  theirs.sort_values(order).reset_index(drop=True))
