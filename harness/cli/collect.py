@@ -27,8 +27,10 @@ def collect_and_report(root: Path) -> pd.DataFrame:
     write_report(root, summary, make_figures(root, profile, summary, losses))
     counts = summary.status.value_counts().to_dict()
     print(f"{root}: {len(summary)} runs ({', '.join(f'{n} {s}' for s, n in counts.items())})")
-    print(f"tables: {root / 'summary.csv'}, {root / 'profile.parquet'}; figures: {root / 'figures'}; "
-          f"report: {root / 'report.html'}")
+    written = {"tables": [root / "summary.csv", root / "profile.parquet"], "figures": [root / "figures"],
+               "report": [root / "report.html"]}
+    print("; ".join(f"{what}: {', '.join(map(str, paths))}" for what, paths in written.items()
+                    if all(p.exists() for p in paths) and not (what == "figures" and not any(paths[0].iterdir()))))
     for row in summary[summary.status.isin(ATTENTION)].itertuples():
         error = getattr(row, "error", None)
         print(f"  {row.status}: {row.run_dir}" + (f" ({error})" if isinstance(error, str) and error else ""))
