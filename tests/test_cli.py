@@ -191,6 +191,8 @@ def smoke_sized(config: OmegaConf) -> list[str]:
         smoke += ["seq_len=20"]
     if "train" in config:
         smoke += ["seq_len=12", "train.steps=4", "train.record_every=2"]
+    if config.get("theory", {}).get("spectrum_k"):  # at most the (now tiny) state size
+        smoke += ["theory.spectrum_k=2"]
     for key, values in config.hydra.sweeper.params.items():
         if key in ("cell", "remedy"):
             continue

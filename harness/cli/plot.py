@@ -19,8 +19,8 @@ import pandas as pd
 from harness.core.errors import ConfigError, HarnessError
 from harness.lab.plots import make_figures
 from harness.lab.report import write_report
-from harness.core.runfolder import PROFILE, write_csv, write_parquet
-from harness.lab.results import collect, collect_losses
+from harness.core.runfolder import PROFILE, write_parquet
+from harness.lab.results import collect, collect_losses, write_summary
 
 
 def load(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
@@ -87,8 +87,7 @@ def plot(folders: list[Path], out: Path, where: list[str]) -> int:
         raise ConfigError(f"--where {' '.join(where)}: no runs left to plot")
     if out not in folders:
         write_parquet(profile, out / PROFILE)
-        write_parquet(summary, out / "summary.parquet")
-        write_csv(summary, out / "summary.csv")
+        write_summary(summary, out)
     losses = pd.concat(losses, ignore_index=True)
     if not losses.empty:
         losses = losses[losses.run_id.isin(summary.run_id)].drop_duplicates(["run_id", "step"])

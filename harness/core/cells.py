@@ -70,7 +70,7 @@ def rnn_tail_jvp(xw: Tensor, hw: Tensor, state: tuple[Tensor, ...], act: Activat
 
 def lstm_tail(xw: Tensor, hw: Tensor, state: tuple[Tensor, ...], act: Activation) -> tuple[Tensor, ...]:
     _, c = state
-    i, f, g, o = (xw + hw).chunk(4, dim=1)
+    i, f, g, o = (xw + hw).chunk(4, dim=-1)
     c = torch.sigmoid(f) * c + torch.sigmoid(i) * act(g)
     h = torch.sigmoid(o) * act(c)
     return h, c
@@ -79,8 +79,8 @@ def lstm_tail(xw: Tensor, hw: Tensor, state: tuple[Tensor, ...], act: Activation
 def lstm_tail_jvp(xw: Tensor, hw: Tensor, state: tuple[Tensor, ...], act: Activation, slope: Callable,
                   dxw: Tensor, dhw: Tensor, dstate: tuple[Tensor, ...]) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
     (_, c), (_, dc) = state, dstate
-    i, f, g, o = (xw + hw).chunk(4, dim=1)
-    di, df, dg, do = (dxw + dhw).chunk(4, dim=1)
+    i, f, g, o = (xw + hw).chunk(4, dim=-1)
+    di, df, dg, do = (dxw + dhw).chunk(4, dim=-1)
     si, sf, so, ag = torch.sigmoid(i), torch.sigmoid(f), torch.sigmoid(o), act(g)
     c_new = sf * c + si * ag
     dc_new = sf * (1 - sf) * df * c + sf * dc + si * (1 - si) * di * ag + si * slope(g, ag) * dg
@@ -90,8 +90,8 @@ def lstm_tail_jvp(xw: Tensor, hw: Tensor, state: tuple[Tensor, ...], act: Activa
 
 def gru_tail(xw: Tensor, hw: Tensor, state: tuple[Tensor, ...], act: Activation) -> tuple[Tensor, ...]:
     (h,) = state
-    x_r, x_z, x_n = xw.chunk(3, dim=1)
-    h_r, h_z, h_n = hw.chunk(3, dim=1)
+    x_r, x_z, x_n = xw.chunk(3, dim=-1)
+    h_r, h_z, h_n = hw.chunk(3, dim=-1)
     r = torch.sigmoid(x_r + h_r)
     z = torch.sigmoid(x_z + h_z)
     n = act(x_n + r * h_n)  # torch.nn.GRU puts b_hn inside the reset gate's product
@@ -101,8 +101,8 @@ def gru_tail(xw: Tensor, hw: Tensor, state: tuple[Tensor, ...], act: Activation)
 def gru_tail_jvp(xw: Tensor, hw: Tensor, state: tuple[Tensor, ...], act: Activation, slope: Callable,
                  dxw: Tensor, dhw: Tensor, dstate: tuple[Tensor, ...]) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
     (h,), (dh,) = state, dstate
-    (x_r, x_z, x_n), (dx_r, dx_z, dx_n) = xw.chunk(3, dim=1), dxw.chunk(3, dim=1)
-    (h_r, h_z, h_n), (dh_r, dh_z, dh_n) = hw.chunk(3, dim=1), dhw.chunk(3, dim=1)
+    (x_r, x_z, x_n), (dx_r, dx_z, dx_n) = xw.chunk(3, dim=-1), dxw.chunk(3, dim=-1)
+    (h_r, h_z, h_n), (dh_r, dh_z, dh_n) = hw.chunk(3, dim=-1), dhw.chunk(3, dim=-1)
     r, z = torch.sigmoid(x_r + h_r), torch.sigmoid(x_z + h_z)
     dr, dz = r * (1 - r) * (dx_r + dh_r), z * (1 - z) * (dx_z + dh_z)
     pre = x_n + r * h_n
@@ -143,7 +143,7 @@ class StackedNet(nn.Module):
 
     def split(self, state: Tensor) -> tuple[Tensor, ...]:
         """The blocks of a joint state: layer 0's (h[, c]), then layer 1's, ..."""
-        return (state,) if self.num_parts == 1 else state.split(list(self.block_sizes), dim=1)
+        return (state,) if self.num_parts == 1 else state.split(list(self.block_sizes), dim=-1)
 
     @property
     def output_size(self) -> int:
@@ -211,7 +211,8 @@ class RecurrentNet(StackedNet):
 
     def step_jvp(self, state: Tensor, drive: Tensor, tangent: Tensor) -> tuple[Tensor, Tensor]:
         """(step(state, drive), J tangent) with J = dS_t/dS_{t-1}: the matmuls applied to the tangent,
-        then each cell's written-out tail JVP. No graph is built; one more matmul per layer and step."""
+        then each cell's written-out tail JVP. No graph is built; one more matmul per layer and step.
+        tangent is (batch, state) or (k, batch, state): k tangents at once (a Lyapunov spectrum's)."""
         per_layer = len(self.state_names)
         previous, pushed_in = self.split(state), self.split(tangent)
         new: list[Tensor] = []
@@ -230,7 +231,7 @@ class RecurrentNet(StackedNet):
                                                   drive_tangent, hw_tangent, block_tangents)
             new.extend(out)
             pushed.extend(out_tangent)
-        join = (lambda parts: parts[0]) if len(new) == 1 else (lambda parts: torch.cat(parts, dim=1))
+        join = (lambda parts: parts[0]) if len(new) == 1 else (lambda parts: torch.cat(parts, dim=-1))
         return join(new), join(pushed)
 
 

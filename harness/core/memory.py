@@ -21,8 +21,8 @@ from typing import Any
 import torch
 
 from harness.core.cells import StackedNet
-from harness.core.errors import ConfigError, HarnessError
-from harness.core.networks import NETWORKS, LRU_OPTIONS, build
+from harness.core.errors import ConfigError
+from harness.core.networks import meta_network
 from harness.core.tasks import CHUNK, MAX_HELD_INPUTS, TASKS
 
 MIN_SEGMENT = 64  # fewer steps per segment cost more in Python overhead than they save in memory
@@ -68,19 +68,6 @@ def segment_length(net: StackedNet, seq_len: int, batch_size: int, itemsize: int
     return max(1, min(segment, seq_len))
 
 
-def _meta_network(columns: dict[str, Any]) -> StackedNet | None:
-    """The built-in network on the meta device (shapes only, no memory); None for a user cell."""
-    if columns.get("cell._target_") or columns["cell"] not in NETWORKS:
-        return None
-    options = {k: columns.get(f"cell.{k}", v) for k, v in LRU_OPTIONS.items()}
-    try:
-        with torch.device("meta"):
-            return build(columns["cell"], columns["activation"], columns["input_size"], columns["hidden_size"],
-                         columns["num_layers"], options)
-    except HarnessError:  # not applicable: the run will say so, at no cost
-        return None
-
-
 def estimate(columns: dict[str, Any], available: int) -> dict[str, int]:
     """Bytes each part of a run needs at its peak (see the module docstring), from validated columns,
     with the segment length the recorder would pick given `available` bytes."""
@@ -88,7 +75,7 @@ def estimate(columns: dict[str, Any], available: int) -> dict[str, int]:
     seq_len, batch, hidden = columns["seq_len"], columns["batch_size"], columns["hidden_size"]
     task = TASKS[columns["task"]]
     inputs = task.input_size or columns["input_size"]
-    net = _meta_network(columns)
+    net = meta_network(columns)
     n_params = sum(p.numel() for p in net.parameters()) if net else 0
     state = sum(net.block_sizes) if net else hidden * columns["num_layers"]
     training = bool(columns.get("train.steps"))
@@ -112,7 +99,8 @@ def estimate(columns: dict[str, Any], available: int) -> dict[str, int]:
         "inputs": int(input_bytes),
         "recording": recording,
         "training": steps * per_step if training else 0,
-        "theory": 3 * 8 * hidden * hidden,  # the bottom layer's recurrent block in float64, twice in LAPACK
+        "theory": 3 * 8 * hidden * hidden  # the bottom layer's recurrent block in float64, twice in LAPACK
+        + 4 * (columns.get("theory.spectrum_k") or 1) * batch * state * itemsize,  # tangents and their QR
         "tables": recordings * steps * (len(net.block_sizes) if net else 1) * TABLE_BYTES_PER_ROW,
     }
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 import math
 from typing import Any, Callable
 
+import torch
+
 from harness.core.cells import CELLS, RecurrentNet, StackedNet
-from harness.core.errors import NotApplicable
+from harness.core.errors import HarnessError, NotApplicable
 from harness.core.modern import IndRNNNet, LRUNet, MinimalNet
 
 # Options of one cell only, with the defaults that mean "not set" for the others.
@@ -34,3 +36,17 @@ def build(cell: str, activation: str, input_size: int, hidden_size: int, num_lay
         raise NotApplicable(f"activation={activation}: the lru is linear; it has no activation to replace")
     return NETWORKS[cell](activation, input_size, hidden_size, num_layers,
                           **{k: options.get(k, v) for k, v in LRU_OPTIONS.items()})
+
+
+def meta_network(columns: dict[str, Any]) -> StackedNet | None:
+    """A run's built-in network on torch's meta device (shapes only, no memory: parameter counts and
+    state sizes before anything is allocated); None for a user cell or a setting it does not take."""
+    if columns.get("cell._target_") or columns["cell"] not in NETWORKS:
+        return None
+    options = {k: columns.get(f"cell.{k}", v) for k, v in LRU_OPTIONS.items()}
+    try:
+        with torch.device("meta"):
+            return build(columns["cell"], columns["activation"], columns["input_size"], columns["hidden_size"],
+                         columns["num_layers"], options)
+    except HarnessError:  # not applicable: the run will say so, at no cost
+        return None

@@ -23,7 +23,7 @@ import torch
 from harness.core.cells import ACTIVATIONS
 from harness.core.errors import ConfigError
 from harness.core.init import INITS
-from harness.core.networks import NETWORKS
+from harness.core.networks import NETWORKS, meta_network
 from harness.core.recorders import RECORDERS
 from harness.core.tasks import TASKS
 from harness.core.train import OPTIMIZERS
@@ -155,6 +155,12 @@ class TrainSpec:
 
 
 @dataclass
+class TheorySpec:
+    """The `theory` group: what is computed beside the measurement (harness.core.theory)."""
+    spectrum_k: int = spec(0, integer(0), "the k largest Lyapunov exponents (0: off; at most the state size)")
+
+
+@dataclass
 class MemorySpec:
     """The `memory` group: how a recording fits in memory. It never changes a run's numbers (tested),
     so it is not part of the run id."""
@@ -184,6 +190,7 @@ class RunSpec:
     dtype: str = spec("float32", one_of(DTYPES), "float32 | float64")
     device: str = spec("cpu", device, "cpu | cuda")
     train: TrainSpec = spec(TrainSpec, text, "training settings")
+    theory: TheorySpec = spec(TheorySpec, text, "theory settings")
     memory: MemorySpec = spec(MemorySpec, text, "memory settings of the recorder")
 
 
@@ -253,6 +260,10 @@ def check_run(columns: dict[str, Any]) -> None:
     if not 0 <= columns.get("cell.r_min", 0.0) < columns.get("cell.r_max", 1.0) <= 1:
         raise ConfigError(f"cell.r_min={columns['cell.r_min']}, cell.r_max={columns['cell.r_max']}: expected "
                           "0 <= r_min < r_max <= 1 (use scale to push |lambda| past 1)")
+    spectrum_k, network = columns.get("theory.spectrum_k") or 0, meta_network(columns) if target is None else None
+    if spectrum_k and network is not None and spectrum_k > sum(network.block_sizes):
+        raise ConfigError(f"theory.spectrum_k={spectrum_k}: the {columns['cell']}'s state has {sum(network.block_sizes)} "
+                          f"entries (hidden_size x its state blocks x num_layers); expected at most that")
     if columns["recorder"] == "exact" and not task.final_state_only:
         raise ConfigError(f"recorder=exact: task={columns['task']} has a loss on every step; "
                           "expected recorder=autograd")

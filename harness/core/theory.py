@@ -40,10 +40,12 @@ from torch import Tensor
 
 from harness.core.analysis import EDGE_FRACTION
 from harness.core.cells import ACTIVATIONS, CellNet, RecurrentNet, StackedNet
+from harness.core.errors import ModelError
 from harness.core.modern import IndRNNNet, LRUNet, MinimalNet
 from harness.core.tasks import time_chunks
 
 THEORY_COLUMNS = ("theory_linear", "theory_mean_field", "theory_critical_scale", "theory_lyapunov", "theory_note")
+SPECTRUM_COLUMNS = ("lyapunov_dimension", "entropy_rate", "spectrum_sum")  # with theory.spectrum_k > 0
 
 def gaussian_moments(activation: str, q: float) -> tuple[float, float]:
     """(E[act(u)^2], E[act'(u)^2]) for u ~ N(0, q), act' by autograd.
@@ -170,26 +172,102 @@ def chunk_drives(model: StackedNet, chunk: Tensor) -> tuple[Tensor, ...]:
         return model.input_drive(chunk)
 
 
-def lyapunov_exponent(model: StackedNet, inputs: Tensor, generator: torch.Generator) -> float:
-    """Largest Lyapunov exponent of the forward trajectory from S_0 = 0 (batch median), per step."""
-    batch = inputs.shape[1]
-    state = torch.zeros(batch, sum(model.block_sizes), dtype=inputs.dtype, device=inputs.device)
-    tangent = torch.randn(state.shape, generator=generator, dtype=torch.float64).to(state)
-    tangent /= tangent.norm(dim=1, keepdim=True)
+def push_tangents(model: StackedNet, state: Tensor, drive: Tensor, tangents: Tensor,
+                  analytic: bool = True) -> tuple[Tensor, Tensor]:
+    """(the next state, J_t tangents) for tangents (k, batch, state): the cells' own JVP for built-in
+    cells (all k at once, no graph), else the generic double-backward jvp, one tangent at a time
+    (analytic=False forces it: the slow, obvious reference the tests hold the fast path to)."""
+    if analytic and isinstance(model, RecurrentNet):
+        with torch.no_grad():
+            return model.step_jvp(state, drive, tangents)
+    pushed = [jvp(lambda s: model.step(s, drive), state, tangent) for tangent in tangents]
+    return pushed[0][0], torch.stack([tangent for _, tangent in pushed])
+
+
+SPREAD_PER_QR = 4.0  # nats: the most the tangents may grow apart between two QR decompositions
+GROWTH_PER_QR = 40.0  # nats: the most they may grow or shrink together (float32 spans about 87 each way)
+MAX_QR_INTERVAL = 16  # steps
+
+
+def lyapunov_spectrum(model: StackedNet, inputs: Tensor, generator: torch.Generator, k: int = 1,
+                      interval: int | None = None, seed: int = 0, analytic: bool = True) -> Tensor:
+    """The k largest Lyapunov exponents of the forward trajectory from S_0 = 0, nats per step,
+    sorted from the largest (Benettin et al. 1980, as in Engelken, Wolf & Abbott 2023): k tangent
+    vectors pushed through each step's Jacobian and re-orthonormalised by a QR decomposition, the
+    logs of |R_ii| summed after the transient (the first EDGE_FRACTION of steps), per sample; the batch
+    median of each index is reported. Returns a float64 tensor (k,).
+
+    The QR is what costs (the tangents are k forward passes' worth of matmuls), so it runs every
+    `interval` steps; by default the interval adapts: after each QR the next comes when the tangents
+    may have grown apart by SPREAD_PER_QR nats at the rates just seen (e^4: two digits of float32 lost
+    at most), or grown or shrunk together by GROWTH_PER_QR (far from float32's overflow and
+    underflow), every 1 to MAX_QR_INTERVAL steps. The exponents do not
+    depend on it (tested): a product of triangular factors has the product of their diagonals. For
+    k = 1 the one tangent is renormalised every step. The first tangent is drawn from the run's
+    generator as the largest exponent's always was, so theory_lyapunov's numbers do not depend on k;
+    the others from `seed`."""
+    batch, size = inputs.shape[1], sum(model.block_sizes)
+    if not 1 <= k <= size:
+        raise ModelError(f"theory.spectrum_k={k}: this network's state has {size} entries; expected 1 to {size}")
+    state = torch.zeros(batch, size, dtype=inputs.dtype, device=inputs.device)
+    first = torch.randn((1, batch, size), generator=generator, dtype=torch.float64)
+    others = torch.randn((k - 1, batch, size), generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    tangents = orthonormal(torch.cat([first, others]).to(state))[0]
     seq_len = inputs.shape[0]
     skip = math.ceil(EDGE_FRACTION * seq_len)
-    growth = torch.zeros(batch, dtype=torch.float64, device=inputs.device)
-    for t, drive in enumerate(drive for chunk in time_chunks(inputs) for drive in chunk_drives(model, chunk)):
-        if isinstance(model, RecurrentNet):  # the cells' own JVP: one more matmul per step, no graph
-            with torch.no_grad():
-                state, tangent = model.step_jvp(state, drive, tangent)
+    growth = torch.zeros(k, batch, dtype=torch.float64, device=inputs.device)
+    drives = (drive for chunk in time_chunks(inputs) for drive in chunk_drives(model, chunk))
+    next_qr, last_qr = 1, 0
+    for t, drive in enumerate(drives, start=1):
+        state, tangents = push_tangents(model, state, drive, tangents, analytic)
+        if t not in (next_qr, skip, seq_len):
+            continue
+        tangents, logs = orthonormal(tangents)
+        if t > skip:  # a QR at the transient's last step: every log after it is counted whole
+            growth += logs.double()
+        if interval is not None or k == 1:
+            steps = 1 if k == 1 else interval
         else:
-            state, tangent = jvp(lambda s: model.step(s, drive), state, tangent)
-        norms = tangent.norm(dim=1, keepdim=True)
-        tangent = tangent / norms.clamp_min(torch.finfo(norms.dtype).tiny)
-        if t >= skip:
-            growth += norms.squeeze(1).double().log()
-    return float(growth.median()) / max(seq_len - skip, 1)
+            rates = logs.double() / (t - last_qr)
+            spread, size_change = (rates.max() - rates.min()).item(), rates.abs().max().item()
+            steps = int(min(MAX_QR_INTERVAL, SPREAD_PER_QR / max(spread, 1e-9), GROWTH_PER_QR / max(size_change, 1e-9)))
+            steps = max(1, steps)
+        next_qr, last_qr = t + steps, t
+    exponents = growth.median(dim=1).values / max(seq_len - skip, 1)
+    return exponents.sort(descending=True).values.cpu()
+
+
+def orthonormal(tangents: Tensor) -> tuple[Tensor, Tensor]:
+    """(tangents (k, batch, state) re-orthonormalised, ln|R_ii| (k, batch)): the QR decomposition of
+    each sample's state x k matrix; for one tangent, its norm."""
+    if tangents.shape[0] == 1:
+        norms = tangents.norm(dim=-1)
+        return tangents / norms.clamp_min(torch.finfo(norms.dtype).tiny).unsqueeze(-1), norms.log()
+    q, r = torch.linalg.qr(tangents.permute(1, 2, 0))  # (batch, state, k), (batch, k, k)
+    diagonal = r.diagonal(dim1=-2, dim2=-1).abs().clamp_min(torch.finfo(r.dtype).tiny)
+    return q.permute(2, 0, 1), diagonal.log().T
+
+
+def lyapunov_exponent(model: StackedNet, inputs: Tensor, generator: torch.Generator) -> float:
+    """Largest Lyapunov exponent of the forward trajectory from S_0 = 0 (batch median), per step."""
+    return float(lyapunov_spectrum(model, inputs, generator, k=1)[0])
+
+
+def spectrum_summary(exponents: Tensor) -> dict[str, float]:
+    """lyapunov_dimension (Kaplan-Yorke: j + S_j / |lambda_{j+1}| with S_j the largest non-negative
+    partial sum; 0 when the first exponent is negative, k when every partial sum is >= 0),
+    entropy_rate (the sum of the positive exponents) and spectrum_sum, from exponents sorted down."""
+    values = exponents.double().tolist()
+    sums = np.cumsum(values)
+    if values[0] < 0:
+        dimension = 0.0
+    elif sums[-1] >= 0:
+        dimension = float(len(values))
+    else:
+        j = int(np.nonzero(sums >= 0)[0].max()) + 1  # exponents 1..j keep the volume growing
+        dimension = j + sums[j - 1] / abs(values[j])
+    return {"lyapunov_dimension": dimension, "entropy_rate": float(sum(v for v in values if v > 0)),
+            "spectrum_sum": float(sums[-1])}
 
 
 def predictions(model: StackedNet, columns: dict, inputs: Tensor, drive_var: float,
@@ -219,12 +297,19 @@ def predictions(model: StackedNet, columns: dict, inputs: Tensor, drive_var: flo
         critical = mean_field_critical_scale(columns["activation"], drive_var)
     else:
         notes.append("mean field: needs a one-layer rnn with init=gaussian or orthogonal")
+    spectrum_k = columns.get("theory.spectrum_k") or 0
+    if spectrum_k:  # theory_lyapunov is its first exponent: one trajectory, transient and statistic
+        spectrum = lyapunov_spectrum(model, inputs, generator, spectrum_k, seed=columns["seed"])
+        lyapunov = float(spectrum[0])
+    elif not isinstance(model, LRUNet):
+        lyapunov = lyapunov_exponent(model, inputs, generator)
     return {
         "theory_linear": linear,
         "theory_mean_field": mean_field,
         "theory_critical_scale": critical,
-        "theory_lyapunov": lyapunov if isinstance(model, LRUNet) else lyapunov_exponent(model, inputs, generator),
+        "theory_lyapunov": lyapunov,
         "theory_note": "; ".join(notes),
+        **({"spectrum": spectrum.tolist(), **spectrum_summary(spectrum)} if spectrum_k else {}),
     }
 
 

@@ -463,6 +463,60 @@ def plot_learnability(summary: pd.DataFrame, folder: Path) -> list[Path]:
     return [save(fig, folder / "learnability")]
 
 
+def plot_spectrum(summary: pd.DataFrame, folder: Path) -> list[Path]:
+    """The Lyapunov spectra (theory.spectrum_k > 0): exponent against its index, one line per run; where
+    scale varies, the top exponents and the Kaplan-Yorke dimension against scale beside it."""
+    if "spectrum" not in summary:
+        return []
+    runs = summary[summary.spectrum.map(lambda s: isinstance(s, (list, np.ndarray)) and len(s) > 0)]
+    if runs.empty:
+        return []
+    by_scale = "scale" in varied(runs, ["scale"])
+    fig, axes = plt.subplots(1, 3 if by_scale else 1, figsize=(13.5 if by_scale else 5.5, 4.0), squeeze=False,
+                             layout="constrained")
+    ax = axes[0][0]
+    cmap, norm = matplotlib.colormaps[SEQUENTIAL], matplotlib.colors.Normalize(runs.scale.min(), runs.scale.max())
+    for i, run in enumerate(runs.sort_values("scale").itertuples()):
+        exponents = np.asarray(run.spectrum, dtype=float)
+        ax.plot(np.arange(1, len(exponents) + 1), exponents, marker="o", ms=2.5, lw=1.1,
+                color=cmap(norm(run.scale)) if by_scale else OKABE_ITO[i % len(OKABE_ITO)])
+    ax.axhline(0, color="0.2", lw=0.9)
+    ax.set_xlabel("index i (exponents sorted, largest first)")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    ax.set_ylabel(r"Lyapunov exponent $\lambda_i$ (nats per step)")
+    ax.set_title(f"spectra of {len(runs)} runs" + (", colour: scale" if by_scale else ""), fontsize=9)
+    ax.grid(alpha=0.3)
+    if by_scale:
+        fig.colorbar(matplotlib.cm.ScalarMappable(norm, cmap), ax=ax, label="scale")
+        names, groups = line_groups(runs, "scale")
+        top = min(3, int(runs.spectrum.map(len).min()))
+        for i, (keys, group) in enumerate(groups):
+            group = group.sort_values("scale")
+            colour = OKABE_ITO[i % len(OKABE_ITO)]
+            exponents = np.stack([np.asarray(s, dtype=float)[:top] for s in group.spectrum])
+            for j, ls in zip(range(top), ["-", "--", ":"]):
+                axes[0][1].plot(group.scale, exponents[:, j], color=colour, ls=ls, marker="o", ms=3)
+            axes[0][1].plot(group.scale, group.rate, color=colour, ls="none", marker="x", ms=6)
+            axes[0][2].plot(group.scale, group.lyapunov_dimension, color=colour, marker="o", ms=3.5,
+                            label=facet_label(keys, names) or None)
+        axes[0][1].axhline(0, color="0.2", lw=0.9)
+        keys = [matplotlib.lines.Line2D([], [], color="0.3", ls=ls, marker="o", ms=3, label=rf"$\lambda_{j + 1}$")
+                for j, ls in zip(range(top), ["-", "--", ":"])]
+        keys.append(matplotlib.lines.Line2D([], [], color="0.3", ls="none", marker="x", ms=6,
+                                            label="measured rate (recorder)"))
+        axes[0][1].legend(handles=keys, fontsize=8)
+        axes[0][1].set_ylabel("nats per step")
+        axes[0][1].set_title(f"the top {top} exponents and the recorder's rate", fontsize=9)
+        axes[0][2].set_ylabel("Kaplan-Yorke dimension\n(0: the top exponent < 0)")
+        axes[0][2].set_title(f"Kaplan-Yorke dimension (at most k = {int(runs.spectrum.map(len).min())})", fontsize=9)
+        if len(groups) > 1:
+            axes[0][2].legend(fontsize=8)
+        for panel in axes[0][1:]:
+            panel.set_xlabel(scale_label(runs))
+            panel.grid(alpha=0.3)
+    return [save(fig, folder / "spectrum")]
+
+
 def make_figures(root: Path, profile: pd.DataFrame, summary: pd.DataFrame | None = None,
                  losses: pd.DataFrame | None = None) -> list[Path]:
     """Every figure the tables support, under root/figures/; returns the PNGs written.
@@ -486,4 +540,6 @@ def make_figures(root: Path, profile: pd.DataFrame, summary: pd.DataFrame | None
             figures += plot_losses(losses, folder)
         if summary is not None and "rate_init" in summary:
             figures += plot_learnability(summary, folder)
+        if summary is not None:
+            figures += plot_spectrum(summary, folder)
     return figures

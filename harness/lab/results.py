@@ -19,8 +19,8 @@ from omegaconf import OmegaConf
 from harness.core.analysis import FIT_COLUMNS
 from harness.lab.fits import fit_runs, headline
 from harness.core.errors import ConfigError
-from harness.core.spec import config_columns, flat_config, run_id
-from harness.core.theory import THEORY_COLUMNS
+from harness.core.spec import VALIDATORS, config_columns, flat_config, run_id
+from harness.core.theory import SPECTRUM_COLUMNS, THEORY_COLUMNS
 
 from harness.core.runfolder import DONE, LOSSES, META, PROFILE, write_csv, write_parquet
 
@@ -57,8 +57,10 @@ def _read_run(run_dir: Path, where: dict[str, str]) -> tuple[dict[str, Any], pd.
         return {**where, **columns, "status": "incomplete"}, None
     meta = json.loads((run_dir / META).read_text())
     row = {"run_id": meta["run_id"], **where, **meta["columns"]}
-    row.update({k: meta.get(k) for k in ("status", "error", "wall_time_s", "input_drive_var",
-                                         "input_drive_var_cv", *THEORY_COLUMNS, "final_loss", "baseline", "solved")})
+    row.update({k: meta.get(k) for k in ("status", "error", "wall_time_s", "input_drive_var", "input_drive_var_cv",
+                                         *THEORY_COLUMNS, "final_loss", "baseline", "solved")})
+    if meta.get("spectrum") is not None:  # theory.spectrum_k > 0
+        row.update({"spectrum": meta["spectrum"], **{k: meta.get(k) for k in SPECTRUM_COLUMNS}})
     profile = pd.read_parquet(run_dir / PROFILE) if (run_dir / PROFILE).exists() else None
     return row, profile
 
@@ -66,6 +68,28 @@ def _read_run(run_dir: Path, where: dict[str, str]) -> tuple[dict[str, Any], pd.
 def find_links(root: Path) -> list[Path]:
     """Symbolic links to folders inside root: never read (nor written) as runs, but named."""
     return sorted(p for p in root.rglob("*") if p.is_symlink() and p.is_dir())
+
+
+def spectrum_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """spectrum.parquet: a row per run and exponent (index 1..k, exponent in nats per step), beside the
+    run's config columns; empty where no run computed a spectrum (theory.spectrum_k = 0)."""
+    if "spectrum" not in summary:
+        return pd.DataFrame()
+    runs = summary[summary.spectrum.map(lambda s: s is not None and len(s) > 0 if not isinstance(s, float) else False)]
+    config = [c for c in summary.columns if c == "run_id" or c in VALIDATORS or c.startswith("cell.kwargs.")]
+    table = runs[config + ["spectrum"]].explode("spectrum").rename(columns={"spectrum": "exponent"})
+    table["exponent"] = table.exponent.astype(float)
+    table.insert(len(config), "index", table.groupby("run_id").cumcount() + 1)
+    return table.reset_index(drop=True)
+
+
+def write_summary(summary: pd.DataFrame, root: Path) -> None:
+    """summary.parquet (the spectra as a list column), summary.csv (without them) and spectrum.parquet."""
+    write_parquet(summary, root / "summary.parquet")
+    write_csv(summary.drop(columns="spectrum", errors="ignore"), root / "summary.csv")
+    spectrum = spectrum_table(summary)
+    if not spectrum.empty:
+        write_parquet(spectrum, root / "spectrum.parquet")
 
 
 def collect_losses(root: Path, summary: pd.DataFrame) -> pd.DataFrame:
@@ -107,8 +131,7 @@ def collect(root: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
         write_parquet(fits, root / "fits.parquet")
     if runs != [root]:  # a single run folder already holds its own profile
         write_parquet(profile, root / PROFILE)
-    write_parquet(summary, root / "summary.parquet")
-    write_csv(summary, root / "summary.csv")
+    write_summary(summary, root)
     losses = collect_losses(root, summary)
     if not losses.empty and runs != [root]:
         write_parquet(losses, root / LOSSES)
