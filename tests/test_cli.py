@@ -23,7 +23,7 @@ SCHEMA = ["run_id", "name", "cell", "cell.forget_bias", "cell.chrono_tmax", "cel
           "cell._target_", "activation", "init", "task", "scale", "seq_len", "hidden_size", "input_size",
           "num_layers", "batch_size", "seed", "recorder", "dtype", "device", "remedy", "train.steps", "train.lr",
           "train.optimizer", "train.clip_norm", "train.clip_value", "train.weight_decay", "train.record_every",
-          "memory.fraction", "memory.segment",
+          "theory.spectrum_k", "memory.fraction", "memory.segment",
           "layer", "state", "t", "lag",
           "step", "log10_norm", "log10_norm_q10", "log10_norm_q25", "log10_norm_q75", "log10_norm_q90"]
 SUMMARY = ["run_id", "run_dir", "status", "rate", "gain_per_step", "half_life", "regime", "log10_gain",
