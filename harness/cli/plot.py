@@ -19,7 +19,7 @@ import pandas as pd
 from harness.core.errors import ConfigError, HarnessError
 from harness.lab.plots import make_figures
 from harness.lab.report import write_report
-from harness.core.runfolder import PROFILE, write_parquet
+from harness.core.runfolder import GATES, PROFILE, UNITS, write_parquet
 from harness.lab.results import collect, collect_losses, write_summary
 
 
@@ -88,6 +88,11 @@ def plot(folders: list[Path], out: Path, where: list[str]) -> int:
     if out not in folders:
         write_parquet(profile, out / PROFILE)
         write_summary(summary, out)
+        for name in (UNITS, GATES):  # record.units=true: the kept runs' rows
+            tables = [pd.read_parquet(folder / name) for folder in folders if (folder / name).exists()]
+            if tables:
+                table = pd.concat(tables, ignore_index=True)
+                write_parquet(table[table.run_id.isin(summary.run_id)], out / name)
     losses = pd.concat(losses, ignore_index=True)
     if not losses.empty:
         losses = losses[losses.run_id.isin(summary.run_id)].drop_duplicates(["run_id", "step"])

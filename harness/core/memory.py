@@ -4,6 +4,7 @@
     inputs       the held-out batch (a probe too large to hold streams it) and each training batch
     recording    one segment's graph, the states kept at segment starts, the per-step log norms
     training     the fused forward's graph over the whole sequence (training is not segmented)
+    units        record.units: one in-memory graph of the whole sequence and the per-unit rows
     theory       the eigenvalues of the bottom layer's recurrent matrix (LAPACK's working copies)
     tables       the profile table, a row per step, state and recording
 
@@ -33,7 +34,7 @@ TABLE_BYTES_PER_ROW = 600  # a profile row: ~40 config columns and 5 quantiles, 
 # Which keys to change when a part is too large, the first one named in the message.
 KEYS = {"parameters": ("hidden_size", "num_layers"), "inputs": ("seq_len", "batch_size", "input_size"),
         "recording": ("seq_len", "batch_size", "memory.fraction"), "training": ("seq_len", "batch_size", "hidden_size"),
-        "theory": ("hidden_size",), "tables": ("seq_len", "train.record_every")}
+        "theory": ("hidden_size",), "tables": ("seq_len", "train.record_every"), "units": ("seq_len", "batch_size")}
 
 
 def available_memory() -> int:
@@ -99,6 +100,7 @@ def estimate(columns: dict[str, Any], available: int) -> dict[str, int]:
         "inputs": int(input_bytes),
         "recording": recording,
         "training": steps * per_step if training else 0,
+        "units": steps * (per_step + 2 * batch * state * 8) if columns.get("record.units") else 0,  # one graph
         "theory": 3 * 8 * hidden * hidden  # the bottom layer's recurrent block in float64, twice in LAPACK
         + 4 * (columns.get("theory.spectrum_k") or 1) * batch * state * itemsize,  # tangents and their QR
         "tables": recordings * steps * (len(net.block_sizes) if net else 1) * TABLE_BYTES_PER_ROW,

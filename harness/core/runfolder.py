@@ -4,6 +4,9 @@ the long profile table.
     <run>/profile.parquet   a row per (training step, layer, state, t): batch quantiles of log10 norms
     <run>/meta.json         run_id, the run's columns, status, theory, timings, versions
     <run>/losses.parquet    training runs only
+    <run>/units.parquet     record.units=true: a row per (t, state block, unit): batch-median log10 |dL/dS_t,j|
+    <run>/gates.parquet     record.units=true: a row per (t, gate): batch-median log10 ||dL/d hw_t^g|| and
+                            log10 ||C_t^g|| (step t's part of dL/dW_hh), one-layer built-in cells
     <run>/DONE              written last: the run is complete
 
 Every file is written through a temporary file and a rename, so a reader never sees half of one.
@@ -27,6 +30,7 @@ if TYPE_CHECKING:
 
 DONE = "DONE"
 PROFILE, META, LOSSES = "profile.parquet", "meta.json", "losses.parquet"
+UNITS, GATES = "units.parquet", "gates.parquet"  # record.units=true (harness.core.detail)
 QUANTILES = {"log10_norm_q10": 0.10, "log10_norm_q25": 0.25, "log10_norm": 0.5,
              "log10_norm_q75": 0.75, "log10_norm_q90": 0.90}
 
@@ -68,6 +72,33 @@ def write_text(text: str, path: Path) -> None:
 
 def write_json(data: dict[str, Any], path: Path) -> None:
     write_text(json.dumps(data, indent=2, default=str) + "\n", path)
+
+
+def detail_frames(detail: Any, run_id: str, state_names: tuple[str, ...], block_sizes: tuple[int, ...]
+                  ) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """units.parquet and gates.parquet of one harness.core.detail.Detail (batch medians, log10)."""
+    import pandas as pd
+
+    log10 = math.log(10)
+    units = (detail.units.median(dim=1).values / log10).numpy()  # (T+1, state)
+    steps, width = units.shape
+    names = [state_names[b % len(state_names)] for b, size in enumerate(block_sizes) for _ in range(size)]
+    index = [j for size in block_sizes for j in range(size)]
+    layer = [b // len(state_names) for b, size in enumerate(block_sizes) for _ in range(size)]
+    unit_frame = pd.DataFrame({"run_id": run_id, "t": np.repeat(np.arange(steps), width),
+                               "lag": np.repeat(steps - 1 - np.arange(steps), width), "layer": np.tile(layer, steps),
+                               "state": np.tile(names, steps), "unit": np.tile(index, steps),
+                               "log10_norm": units.reshape(-1)})
+    if detail.gates is None:
+        return unit_frame, None
+    gates = (detail.gates.median(dim=1).values / log10).numpy()  # (T, gates), t = 1..T
+    weights = (detail.weights / log10).numpy()
+    count = len(detail.gate_names)
+    t = np.repeat(np.arange(1, steps), count)
+    gate_frame = pd.DataFrame({"run_id": run_id, "t": t, "lag": steps - 1 - t,
+                               "gate": np.tile(detail.gate_names, steps - 1),
+                               "log10_norm": gates.reshape(-1), "log10_weight": weights.reshape(-1)})
+    return unit_frame, gate_frame
 
 
 def profile_frame(log_norms: torch.Tensor, run_id: str, columns: dict[str, Any],

@@ -74,6 +74,12 @@ def optional(check: Validator) -> Validator:
     return check_or_null
 
 
+def boolean(key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key}={value}: expected true or false")
+    return value
+
+
 def positive_number(key: str, value: Any) -> float:
     if not (_is_number(value) and math.isfinite(value) and value > 0):
         raise ConfigError(f"{key}={value}: expected a finite number > 0")
@@ -161,6 +167,13 @@ class TheorySpec:
 
 
 @dataclass
+class RecordSpec:
+    """The `record` group: what is recorded beside the profile (harness.core.detail)."""
+    units: bool = spec(False, boolean, "per-unit, per-gate and per-step weight-gradient rows (units.parquet, "
+                                       "gates.parquet); off: they multiply a table's size by the state size")
+
+
+@dataclass
 class MemorySpec:
     """The `memory` group: how a recording fits in memory. It never changes a run's numbers (tested),
     so it is not part of the run id."""
@@ -191,6 +204,7 @@ class RunSpec:
     device: str = spec("cpu", device, "cpu | cuda")
     train: TrainSpec = spec(TrainSpec, text, "training settings")
     theory: TheorySpec = spec(TheorySpec, text, "theory settings")
+    record: RecordSpec = spec(RecordSpec, text, "what is recorded beside the profile")
     memory: MemorySpec = spec(MemorySpec, text, "memory settings of the recorder")
 
 
@@ -260,10 +274,15 @@ def check_run(columns: dict[str, Any]) -> None:
     if not 0 <= columns.get("cell.r_min", 0.0) < columns.get("cell.r_max", 1.0) <= 1:
         raise ConfigError(f"cell.r_min={columns['cell.r_min']}, cell.r_max={columns['cell.r_max']}: expected "
                           "0 <= r_min < r_max <= 1 (use scale to push |lambda| past 1)")
-    spectrum_k, network = columns.get("theory.spectrum_k") or 0, meta_network(columns) if target is None else None
+    spectrum_k = columns.get("theory.spectrum_k") or 0
+    network = meta_network(columns) if spectrum_k and target is None else None
     if spectrum_k and network is not None and spectrum_k > sum(network.block_sizes):
         raise ConfigError(f"theory.spectrum_k={spectrum_k}: the {columns['cell']}'s state has {sum(network.block_sizes)} "
                           f"entries (hidden_size x its state blocks x num_layers); expected at most that")
+    if columns.get("record.units") and not task.final_state_only:
+        raise ConfigError(f"record.units=true: task={columns['task']} has a loss on every step; the per-unit rows "
+                          "use the exact recorder's renormalisation; expected a task whose loss reads the last step "
+                          f"({', '.join(name for name, kind in TASKS.items() if kind.final_state_only)})")
     if columns["recorder"] == "exact" and not task.final_state_only:
         raise ConfigError(f"recorder=exact: task={columns['task']} has a loss on every step; "
                           "expected recorder=autograd")

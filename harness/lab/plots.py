@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from harness.core.analysis import STABLE_TOLERANCE
-from harness.core.runfolder import write_atomic
+from harness.core.runfolder import GATES, UNITS, write_atomic
 from harness.lab.fits import fit_runs, headline, is_top_h
 from harness.core.theory import THEORY_COLUMNS, mean_field_rate
 
@@ -517,6 +517,93 @@ def plot_spectrum(summary: pd.DataFrame, folder: Path) -> list[Path]:
     return [save(fig, folder / "spectrum")]
 
 
+MAX_DETAIL_PANELS = 12  # runs drawn in the units and gates figures (the titles say how many of how many)
+# One colour per gate name across cells and figures, none of them black (the profile's line).
+GATE_COLOURS = {"h": "#0072B2", "i": "#E69F00", "f": "#D55E00", "g": "#009E73", "o": "#CC79A7",
+                "r": "#56B4E9", "z": "#999933", "n": "#8C564B"}
+
+
+def unit_rates(units: pd.DataFrame) -> pd.Series:
+    """Each unit's decay rate, log10 per step back: the slope over the middle half of its lags."""
+    middle = units[(units.lag >= units.lag.max() * 0.25) & (units.lag <= units.lag.max() * 0.75)]
+    middle = middle[np.isfinite(middle.log10_norm)]
+
+    def slope(rows: pd.DataFrame) -> float:
+        return float(np.polyfit(rows.lag, rows.log10_norm, 1)[0]) if rows.lag.nunique() > 1 else np.nan
+    return middle.groupby(["layer", "state", "unit"]).apply(slope)
+
+
+def plot_units(units: pd.DataFrame, summary: pd.DataFrame, folder: Path) -> list[Path]:
+    """record.units=true: per run, log10 |dL/dS_t,j| for every state entry j (rows, sorted by their own
+    decay rate, slowest on top) against the lag; one robust colour range for all panels."""
+    runs = [r for r in summary.run_id if r in set(units.run_id)]
+    shown = runs[:MAX_DETAIL_PANELS]
+    finite = units.log10_norm[np.isfinite(units.log10_norm) & units.run_id.isin(shown)]
+    if finite.empty:
+        return []
+    low, high = np.percentile(finite, [2, 98])
+    norm = matplotlib.colors.Normalize(low, high)
+    columns = min(3, len(shown))
+    fig, axes = grid(-(-len(shown) // columns), columns)
+    labels = varied(summary[summary.run_id.isin(shown)], ["cell", *FACETS, "scale", "seq_len"])
+    for ax, run_id in zip(axes.flat, shown):
+        rows = units[units.run_id == run_id]
+        order = unit_rates(rows).sort_values(ascending=False, na_position="last").index
+        table = rows.pivot_table(index=["layer", "state", "unit"], columns="lag", values="log10_norm").loc[order]
+        ax.imshow(table.to_numpy(float), aspect="auto", cmap=SEQUENTIAL, norm=norm, interpolation="nearest",
+                  extent=(table.columns.min() - 0.5, table.columns.max() + 0.5, len(table) - 0.5, -0.5))
+        run = summary[summary.run_id == run_id].iloc[0]
+        ax.set_title(facet_label(tuple(run[labels]), labels) or run_id, fontsize=9)
+        ax.set_xlabel(LAG_LABEL)
+        ax.set_ylabel("state entry, by its decay rate\n(slowest on top)")
+    for ax in axes.flat[len(shown):]:
+        ax.set_visible(False)
+    fig.colorbar(matplotlib.cm.ScalarMappable(norm, SEQUENTIAL), ax=axes, extend="both", shrink=0.9,
+                 label=r"$\log_{10}|\partial L/\partial S_{t,j}|$ (2-98% range; beyond: end colours)")
+    fig.suptitle(f"per-unit gradients at initialisation, {len(shown)} of {len(runs)} runs", fontsize=10)
+    return [save(fig, folder / "units")]
+
+
+def plot_gates(gates: pd.DataFrame, profile: pd.DataFrame, summary: pd.DataFrame, folder: Path) -> list[Path]:
+    """record.units=true, one-layer built-in cells: per run, each gate block's pre-activation gradient
+    (solid) and its step's share of dL/dW_hh (dashed) against the lag, beside ||dL/dh|| (black)."""
+    runs = [r for r in summary.run_id if r in set(gates.run_id)]
+    shown = runs[:MAX_DETAIL_PANELS]
+    if not shown:
+        return []
+    columns = min(3, len(shown))
+    fig, axes = grid(-(-len(shown) // columns), columns)
+    labels = varied(summary[summary.run_id.isin(shown)], ["cell", *FACETS, "scale", "seq_len"])
+    top = top_h(profile)
+    drawn: set[str] = set()
+    for ax, run_id in zip(axes.flat, shown):
+        rows = gates[gates.run_id == run_id].sort_values("lag")
+        for gate, line in rows.groupby("gate", sort=False):
+            colour = GATE_COLOURS.get(gate, "0.5")
+            drawn.add(gate)
+            ax.plot(line.lag, line.log10_norm.where(np.isfinite(line.log10_norm)), color=colour, lw=1.2)
+            ax.plot(line.lag, line.log10_weight.where(np.isfinite(line.log10_weight)), color=colour, lw=1.0, ls="--")
+        state = top[(top.run_id == run_id) & (top.step == top[top.run_id == run_id].step.min())].sort_values("lag")
+        ax.plot(state.lag, state.log10_norm.where(np.isfinite(state.log10_norm)), color="k", lw=1.0)
+        run = summary[summary.run_id == run_id].iloc[0]
+        ax.set_title(facet_label(tuple(run[labels]), labels) or run_id, fontsize=9)
+        ax.set_xlabel(LAG_LABEL)
+        ax.set_ylabel("log10 norm")
+        ax.grid(alpha=0.3)
+    for ax in axes.flat[len(shown):]:
+        ax.set_visible(False)
+    handles = [matplotlib.lines.Line2D([], [], color=c, lw=1.2, label=f"gate {g}") for g, c in GATE_COLOURS.items()
+               if g in drawn]
+    handles += [matplotlib.lines.Line2D([], [], color="0.3", lw=1.2, label=r"$\|\partial L/\partial\, hw_t\|$ (pre-activation)"),
+                matplotlib.lines.Line2D([], [], color="0.3", lw=1.0, ls="--",
+                                        label=r"$\|C_t\|$: step t's part of $\partial L/\partial W_{hh}$"),
+                matplotlib.lines.Line2D([], [], color="k", lw=1.0, label=r"$\|\partial L/\partial h_t\|$ (the profile)")]
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 4), fontsize=8, frameon=False)
+    fig.suptitle(f"per-gate gradients and weight-gradient contributions (batch medians; C_t summed over the "
+                 f"batch), {len(shown)} of {len(runs)} runs", fontsize=10)
+    return [save(fig, folder / "gates")]
+
+
 def make_figures(root: Path, profile: pd.DataFrame, summary: pd.DataFrame | None = None,
                  losses: pd.DataFrame | None = None) -> list[Path]:
     """Every figure the tables support, under root/figures/; returns the PNGs written.
@@ -542,4 +629,8 @@ def make_figures(root: Path, profile: pd.DataFrame, summary: pd.DataFrame | None
             figures += plot_learnability(summary, folder)
         if summary is not None:
             figures += plot_spectrum(summary, folder)
+            for name, draw in ((UNITS, lambda t: plot_units(t, summary, folder)),
+                               (GATES, lambda t: plot_gates(t, profile, summary, folder))):
+                if (Path(root) / name).exists():
+                    figures += draw(pd.read_parquet(Path(root) / name))
     return figures

@@ -2,7 +2,8 @@
 
 A run folder holds `profile.parquet`, `meta.json` and, written last, the completion marker `DONE`;
 a folder with Hydra's `.hydra/` but no `DONE` is an incomplete run (killed or still running).
-A sweep folder gains `profile.parquet` (all runs' profiles), `fits.parquet` (a fit per run, layer,
+A sweep folder gains `profile.parquet` (all runs' profiles), `units.parquet` and `gates.parquet`
+(record.units=true), `fits.parquet` (a fit per run, layer,
 state and training step; harness.core.analysis), `losses.parquet` (training runs' loss tables), and
 `summary.parquet` / `summary.csv` (one row per run, failed and incomplete runs included, with the
 run's headline fit, the theory's predictions and their gaps).
@@ -10,6 +11,7 @@ run's headline fit, the theory's predictions and their gaps).
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +24,7 @@ from harness.core.errors import ConfigError
 from harness.core.spec import VALIDATORS, config_columns, flat_config, run_id
 from harness.core.theory import SPECTRUM_COLUMNS, THEORY_COLUMNS
 
-from harness.core.runfolder import DONE, LOSSES, META, PROFILE, write_csv, write_parquet
+from harness.core.runfolder import DONE, GATES, LOSSES, META, PROFILE, UNITS, write_csv, write_parquet
 
 
 def find_runs(root: Path) -> list[Path]:
@@ -63,6 +65,17 @@ def _read_run(run_dir: Path, where: dict[str, str]) -> tuple[dict[str, Any], pd.
         row.update({"spectrum": meta["spectrum"], **{k: meta.get(k) for k in SPECTRUM_COLUMNS}})
     profile = pd.read_parquet(run_dir / PROFILE) if (run_dir / PROFILE).exists() else None
     return row, profile
+
+
+def _read_table(path: Path) -> pd.DataFrame | None:
+    """A run's optional table, or None if it has none or it cannot be read (said on stderr)."""
+    if not path.exists():
+        return None
+    try:
+        return pd.read_parquet(path)
+    except Exception as error:  # noqa: BLE001  a damaged file: named, left out, not fatal
+        print(f"{path}: cannot be read ({type(error).__name__}); left out of the sweep's table", file=sys.stderr)
+        return None
 
 
 def find_links(root: Path) -> list[Path]:
@@ -129,8 +142,13 @@ def collect(root: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
         for name in ("linear", "mean_field", "lyapunov"):  # measured minus predicted, nats per step
             summary[f"gap_{name}"] = summary.rate - summary.get(f"theory_{name}", float("nan"))
         write_parquet(fits, root / "fits.parquet")
-    if runs != [root]:  # a single run folder already holds its own profile
+    if runs != [root]:  # a single run folder already holds its own profile (and units, gates)
         write_parquet(profile, root / PROFILE)
+        for name in (UNITS, GATES):  # record.units=true
+            tables = [table for run, row in zip(runs, rows) if row.get("status") not in ("damaged", None)
+                      for table in [_read_table(run / name)] if table is not None]
+            if tables:
+                write_parquet(pd.concat(tables, ignore_index=True), root / name)
     write_summary(summary, root)
     losses = collect_losses(root, summary)
     if not losses.empty and runs != [root]:

@@ -29,6 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 from harness.core.analysis import fit_profile
 from harness.core.api import to_torch
 from harness.core.cells import CellNet, RecurrentNet, StackedNet
+from harness.core.detail import Detail, record_detail
 from harness.core.errors import ConfigError, NotApplicable
 from harness.core.spec import DTYPES, config_columns, run_id
 from harness.core.recorders import flush_denormals, status_flags
@@ -36,7 +37,8 @@ from harness.core.memory import segment_length
 from harness.core.segments import record_profile
 from harness.core.init import initialise
 from harness.core.networks import build
-from harness.core.runfolder import DONE, LOSSES, META, PROFILE, profile_frame, write_bytes, write_json, write_parquet
+from harness.core.runfolder import (DONE, GATES, LOSSES, META, PROFILE, UNITS, detail_frames, profile_frame, write_bytes,
+                                    write_json, write_parquet)
 from harness.core.tasks import TASKS, StreamedInputs, TaskBatch, time_chunks
 from harness.core.theory import closed_form_profile, predictions
 from harness.core.train import SOLVED_FRACTION, train
@@ -89,6 +91,7 @@ class Recording(NamedTuple):
     extras: dict[str, Any]  # input-drive statistics, theory predictions, final loss
     model: StackedNet
     closed_form: dict[str, np.ndarray]  # closed-form log10 norms at init, indexed by t (theory.closed_form_profile)
+    detail: Detail | None  # record.units=true: per-unit, per-gate and weight rows at init (harness.core.detail)
 
 
 def import_object(key: str, path: str) -> Any:
@@ -197,6 +200,11 @@ def record(columns: dict[str, Any], progress: bool = False) -> Recording:
     with flush_denormals():
         theory = predictions(model, columns, held_out.inputs, drive_var, generator)
     initial_loss = record_at(0)
+    detail = None
+    if columns.get("record.units"):
+        inputs = held_out.inputs[0:columns["seq_len"]] if isinstance(held_out.inputs, StreamedInputs) else held_out.inputs
+        with flush_denormals():
+            detail = record_detail(model, inputs, output_loss(held_out))
     # A loss table belongs to a trained task: the probe's readout is no training loss.
     losses = [{"step": 0, "eval_loss": initial_loss, "elapsed_s": 0.0}] if task.output_size else []
     baseline = task.baseline(columns["seq_len"])
@@ -217,7 +225,7 @@ def record(columns: dict[str, Any], progress: bool = False) -> Recording:
               "baseline": baseline, "solved": bool(final <= SOLVED_FRACTION * baseline) if losses else None}
     order = ["diverged", "nan", "overflow", "underflow", "zero"]
     return Recording(profiles, losses, [f for f in order if f in flags], extras, model,
-                     closed_form_profile(model, columns, held_out.readout))
+                     closed_form_profile(model, columns, held_out.readout), detail)
 
 
 def run_meta(cfg: DictConfig | dict[str, Any], choices: dict[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -265,6 +273,12 @@ def run(cfg: DictConfig | dict[str, Any], out_dir: Path, choices: dict[str, Any]
         write_parquet(profile, out_dir / PROFILE)
         if recording.losses:
             write_parquet(pd.DataFrame(recording.losses).assign(run_id=rid), out_dir / LOSSES)
+        if recording.detail is not None:
+            units, gates = detail_frames(recording.detail, rid, recording.model.state_names,
+                                         recording.model.block_sizes)
+            write_parquet(units, out_dir / UNITS)
+            if gates is not None:
+                write_parquet(gates, out_dir / GATES)
         meta["status"] = ",".join(recording.flags) or "ok"
     except ConfigError:
         raise

@@ -1,0 +1,105 @@
+"""Inside a profile: each state entry's gradient, each gate's, and each step's share of the recurrent
+weights' gradient, in the exact recorder's log domain (any range: 1e-3000 is ln 1e-3000).
+
+    units    ln|dL/dS_t,j|            every state entry j, t = 0..T                 (T+1, batch, state)
+    gates    ln||dL/d hw_t^g||        the recurrent pre-activation hw_t = h_{t-1} W_hh^T + b_hh of the
+                                      step that makes S_t, per gate block g (rnn: one; lstm: i, f, g, o;
+                                      gru: r, z, n, where n's is the part inside r * (...)), t = 1..T
+                                      (T, batch, gates)
+    weights  ln||C_t^g||_F            C_t = sum over the batch of (dL/d hw_t)^T h_{t-1}: step t's part
+                                      of dL/dW_hh, per gate block; the C_t sum to dL/dW_hh    (T, gates)
+
+The weights' row is what decides whether a long dependency can be learned: a step whose C_t is
+1e-30 of the others' cannot move the weights, however large dL/dh_t is there.
+
+One backward pass over the in-memory graph with the exact recorder's per-sample renormalisation
+(harness.core.recorders): the hook at S_t keeps the arriving gradient (its scale is the divisors of
+the steps after t, known by then) and divides by its norm. Afterwards, each step's tail is pushed
+back by a local vector-Jacobian product from the renormalised gradient, which gives hw_t's gradient
+and, against h_{t-1}, C_t. Gates and weights for a one-layer built-in cell (RecurrentNet); units for
+any network. Checked against autograd on the unrolled graph with retain_grad (tests/test_detail.py).
+"""
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import torch
+from torch import Tensor
+
+from harness.core.cells import RecurrentNet, StackedNet, recurrent
+
+GATES = {"rnn": ("h",), "lstm": ("i", "f", "g", "o"), "gru": ("r", "z", "n")}
+
+
+class Detail(NamedTuple):
+    units: Tensor  # (T+1, batch, state) ln|dL/dS_t,j|, float64
+    gates: Tensor | None  # (T, batch, gates) ln||dL/d hw_t^g||; None where the network has no gates to show
+    weights: Tensor | None  # (T, gates) ln||C_t^g||_F
+    gate_names: tuple[str, ...]
+    contributions: Tensor | None  # (T, rows, hidden) C_t itself, float64, when asked for (small cases)
+
+
+def record_detail(net: StackedNet, inputs: Tensor, output_loss: Callable[[Tensor], Tensor],
+                  contributions: bool = False) -> Detail:
+    """The units, gates and weights rows of one recording (see the module docstring) for a loss that
+    reads the final state only (the exact recorder's renormalisation needs that): output_loss gets the
+    top layer's h_T as (1, batch, width). contributions: also return every C_t (T x the size of W_hh,
+    float64; for tests and small cases)."""
+    batch = inputs.shape[1]
+    with torch.no_grad():
+        drives = list(net.input_drive(inputs))
+    states = [net.initial_state(batch)]
+    for drive in drives:
+        states.append(net.step(states[-1], drive))
+    loss = output_loss(net.top_hidden(states[-1]).unsqueeze(0))
+
+    arriving: list[Tensor] = []  # at S_T first: the gradient as it arrives, float64
+    log_divisors: list[Tensor] = []  # (batch,)
+
+    def renormalise(grad: Tensor) -> Tensor:
+        divisor = torch.linalg.vector_norm(grad, dim=1, keepdim=True).clamp_min(torch.finfo(grad.dtype).tiny)
+        arriving.append(grad.double())
+        log_divisors.append(divisor.double().log().squeeze(1))
+        return grad / divisor
+
+    handles = [state.register_hook(renormalise) for state in states]
+    try:
+        torch.autograd.grad(loss, states[0])
+    finally:
+        for handle in handles:
+            handle.remove()
+    grads, logs = torch.stack(arriving[::-1]), torch.stack(log_divisors[::-1])  # S_0 .. S_T
+    after = logs.flip(0).cumsum(0).flip(0)  # sum of the log divisors at t .. T
+    scale = torch.cat([after[1:], torch.zeros_like(after[:1])])  # at t: those of the steps after t
+    with torch.no_grad():
+        units = grads.abs().log() + scale.unsqueeze(-1)
+    if not (isinstance(net, RecurrentNet) and net.num_layers == 1):
+        return Detail(units, None, None, (), None)
+    return _gates_and_weights(net, states, drives, grads, logs, scale, units, contributions)
+
+
+def _gates_and_weights(net: RecurrentNet, states: list[Tensor], drives: list[Tensor], grads: Tensor,
+                       logs: Tensor, scale: Tensor, units: Tensor, contributions: bool) -> Detail:
+    names, hidden = GATES[net.cell_name], net.hidden_size
+    w_hh, b_hh = net.weight_hh_l0.detach(), None if net.bias_hh_l0 is None else net.bias_hh_l0.detach()
+    gates, weights, kept = [], [], []
+    for t in range(1, len(states)):
+        previous = states[t - 1].detach()
+        blocks = net.split(previous)
+        hw = recurrent(blocks[0], w_hh, b_hh).requires_grad_()
+        with torch.enable_grad():
+            new = torch.cat(net.cell.tail(drives[t - 1], hw, blocks, net.act), dim=-1)
+        unit = (grads[t] / logs[t].exp().unsqueeze(1)).to(new.dtype)  # as the hook passed it on
+        (d_hw,) = torch.autograd.grad(new, hw, unit)
+        d_hw = d_hw.double()
+        log_scale = scale[t] + logs[t]  # (batch,): the true gradient is d_hw * exp(log_scale)
+        per_gate = d_hw.view(d_hw.shape[0], len(names), hidden)
+        gates.append(torch.linalg.vector_norm(per_gate, dim=-1).log() + log_scale.unsqueeze(1))
+        # C_t = sum_b exp(log_scale_b) d_hw_b^T h_b, the largest scale factored out so that none overflows
+        top = log_scale.max()
+        weighted = d_hw * (log_scale - top).exp().unsqueeze(1)
+        matrix = weighted.t() @ blocks[0].double()  # (gates * hidden, hidden)
+        weights.append(torch.linalg.vector_norm(matrix.view(len(names), hidden, hidden), dim=(1, 2)).log() + top)
+        if contributions:
+            kept.append(matrix * top.exp())
+    return Detail(units, torch.stack(gates), torch.stack(weights), names, torch.stack(kept) if contributions else None)
