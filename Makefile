@@ -20,7 +20,7 @@ bench-sweep: $(VENV)/.installed  ## sweep speed: fast path, Hydra's basic path, 
 bench-length: $(VENV)/.installed  ## long sequences: time, peak memory, ratios against fused torch and the in-memory recorder (~10 min)
 	$(PY) benchmarks/length.py
 
-gallery: $(VENV)/.installed  ## the README's reference figures: quickstart, theory_check, adding_remedies, memory_cells, spectrum, python (~17 min)
+gallery: $(VENV)/.installed  ## the README's reference figures: quickstart, theory_check, adding_remedies, memory_cells, spectrum, units, python (~17 min)
 	rm -rf results/quickstart/reference results/theory_check/reference
 	$(PY) -m harness -m experiment=quickstart hydra.sweep.dir=results/quickstart/reference
 	for figure in profiles heatmap phase; do cp results/quickstart/reference/figures/$$figure.png results/reference/; done
@@ -35,6 +35,9 @@ gallery: $(VENV)/.installed  ## the README's reference figures: quickstart, theo
 	rm -rf results/spectrum/reference
 	$(PY) -m harness -m experiment=spectrum hydra.sweep.dir=results/spectrum/reference
 	cp results/spectrum/reference/figures/spectrum.png results/reference/spectrum_tanh.png
+	rm -rf results/units/reference
+	$(PY) -m harness -m experiment=units hydra.sweep.dir=results/units/reference
+	for figure in units gates; do cp results/units/reference/figures/$$figure.png results/reference/; done
 	$(PY) examples/record_lstm.py --out results/python && cp results/python/lstm_gru.png results/reference/python_lstm_gru.png
 
 # torch is pinned and installed first: pip then takes the CPU build on disk instead of downloading
