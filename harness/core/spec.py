@@ -157,6 +157,11 @@ class TrainSpec:
     clip_norm: Optional[float] = spec(None, optional(positive_number), "clip the gradients' global norm (null: off)")
     clip_value: Optional[float] = spec(None, optional(positive_number), "clip every gradient entry (null: off)")
     weight_decay: float = spec(0.0, finite_number(minimum=0), "L2 penalty, passed to the optimiser")
+    omega: float = spec(0.0, finite_number(minimum=0), "weight of Pascanu et al. 2013's Omega regulariser "
+                                                       "(0: off; one-layer rnn only)")
+    flossing_k: int = spec(0, integer(0), "gradient flossing: the k largest Lyapunov exponents pushed toward 0 "
+                                          "(0: off; built-in rnn, lstm, gru)")
+    flossing_every: int = spec(10, integer(1), "a flossing step before training and every this many steps")
     record_every: int = spec(100, integer(1), "evaluate and record the profile every this many steps")
 
 
@@ -274,11 +279,12 @@ def check_run(columns: dict[str, Any]) -> None:
     if not 0 <= columns.get("cell.r_min", 0.0) < columns.get("cell.r_max", 1.0) <= 1:
         raise ConfigError(f"cell.r_min={columns['cell.r_min']}, cell.r_max={columns['cell.r_max']}: expected "
                           "0 <= r_min < r_max <= 1 (use scale to push |lambda| past 1)")
-    spectrum_k = columns.get("theory.spectrum_k") or 0
-    network = meta_network(columns) if spectrum_k and target is None else None
-    if spectrum_k and network is not None and spectrum_k > sum(network.block_sizes):
-        raise ConfigError(f"theory.spectrum_k={spectrum_k}: the {columns['cell']}'s state has {sum(network.block_sizes)} "
-                          f"entries (hidden_size x its state blocks x num_layers); expected at most that")
+    for key in ("theory.spectrum_k", "train.flossing_k"):  # tangents: at most the state's entries
+        k = columns.get(key) or 0
+        network = meta_network(columns) if k and target is None else None
+        if network is not None and k > sum(network.block_sizes):
+            raise ConfigError(f"{key}={k}: the {columns['cell']}'s state has {sum(network.block_sizes)} "
+                              f"entries (hidden_size x its state blocks x num_layers); expected at most that")
     if columns.get("record.units") and not task.final_state_only:
         raise ConfigError(f"record.units=true: task={columns['task']} has a loss on every step; the per-unit rows "
                           "use the exact recorder's renormalisation; expected a task whose loss reads the last step "
@@ -292,7 +298,8 @@ def check_run(columns: dict[str, Any]) -> None:
 # they do not fit, the run is recorded as not applicable (so that cells x remedies sweeps run whole);
 # set by the user on such a cell, they are refused.
 CELL_ONLY = {"cell.forget_bias": ("lstm",), "cell.chrono_tmax": ("lstm", "gru"), "cell.r_min": ("lru",),
-             "cell.r_max": ("lru",), "cell.max_phase": ("lru",)}
+             "cell.r_max": ("lru",), "cell.max_phase": ("lru",), "train.omega": ("rnn",),
+             "train.flossing_k": ("rnn", "lstm", "gru")}
 
 
 def check_explicit(columns: dict[str, Any], explicit: Collection[str]) -> None:

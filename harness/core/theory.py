@@ -248,6 +248,26 @@ def orthonormal(tangents: Tensor) -> tuple[Tensor, Tensor]:
     return q.permute(2, 0, 1), diagonal.log().T
 
 
+def flossing_loss(model: RecurrentNet, inputs: Tensor, k: int, generator: torch.Generator) -> Tensor:
+    """Gradient flossing's objective (Engelken 2023): the sum of the squares of the k largest Lyapunov
+    exponents of the trajectory on `inputs`, batch means, differentiable in the parameters through the
+    tangents' dynamics (the cells' JVPs, built with the graph) and the QR decompositions at every step.
+    Its gradient pushes the exponents toward 0, where gradients neither vanish nor explode."""
+    batch, size = inputs.shape[1], sum(model.block_sizes)
+    state = torch.zeros(batch, size, dtype=inputs.dtype, device=inputs.device)
+    tangents = orthonormal(torch.randn((k, batch, size), generator=generator, dtype=torch.float64).to(state))[0]
+    skip = math.ceil(EDGE_FRACTION * inputs.shape[0])
+    logs = torch.zeros(batch, k, dtype=inputs.dtype, device=inputs.device)
+    for t, drive in enumerate(model.input_drive(inputs), start=1):
+        state, tangents = model.step_jvp(state, drive, tangents)
+        q, r = torch.linalg.qr(tangents.permute(1, 2, 0))
+        tangents = q.permute(2, 0, 1)
+        if t > skip:
+            logs = logs + r.diagonal(dim1=-2, dim2=-1).abs().clamp_min(torch.finfo(r.dtype).tiny).log()
+    exponents = logs.mean(dim=0) / max(inputs.shape[0] - skip, 1)
+    return exponents.pow(2).sum()
+
+
 def lyapunov_exponent(model: StackedNet, inputs: Tensor, generator: torch.Generator) -> float:
     """Largest Lyapunov exponent of the forward trajectory from S_0 = 0 (batch median), per step."""
     return float(lyapunov_spectrum(model, inputs, generator, k=1)[0])

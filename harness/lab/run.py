@@ -28,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from harness.core.analysis import fit_profile
 from harness.core.api import to_torch
-from harness.core.cells import CellNet, RecurrentNet, StackedNet
+from harness.core.cells import SLOPES, CellNet, RecurrentNet, StackedNet, recurrent
 from harness.core.detail import Detail, record_detail
 from harness.core.errors import ConfigError, NotApplicable
 from harness.core.spec import DTYPES, config_columns, run_id
@@ -40,8 +40,8 @@ from harness.core.networks import build
 from harness.core.runfolder import (DONE, GATES, LOSSES, META, PROFILE, UNITS, detail_frames, profile_frame, write_bytes,
                                     write_json, write_parquet)
 from harness.core.tasks import TASKS, StreamedInputs, TaskBatch, time_chunks
-from harness.core.theory import closed_form_profile, predictions
-from harness.core.train import SOLVED_FRACTION, train
+from harness.core.theory import closed_form_profile, flossing_loss, predictions
+from harness.core.train import SOLVED_FRACTION, omega, train
 
 log = logging.getLogger(__name__)
 
@@ -171,17 +171,29 @@ def record(columns: dict[str, Any], progress: bool = False) -> Recording:
         """The task's loss of the top layer's outputs it reads (through the readout, if trained)."""
         return lambda outputs: batch.loss(outputs if head is None else head(outputs))
 
-    fused = to_torch(model) if isinstance(model, RecurrentNet) else None
+    omega_weight = columns.get("train.omega") or 0.0
+    if omega_weight and not (isinstance(model, RecurrentNet) and model.cell_name == "rnn" and model.num_layers == 1):
+        raise NotApplicable("train.omega: Pascanu et al.'s Omega regulariser is defined for a one-layer rnn")
+    fused = to_torch(model) if isinstance(model, RecurrentNet) and not omega_weight else None
 
     def task_loss(batch: TaskBatch) -> torch.Tensor:
         """The training loss of a batch: through torch's fused module where the equations are torch's
-        (the same parameters; tested equal to the explicit cells), else the explicit cells."""
+        (the same parameters; tested equal to the explicit cells), else the explicit cells; plus
+        train.omega times Omega (harness.core.train.omega) where asked for."""
         if fused is not None:
             outputs, _ = fused(batch.inputs)  # (T, B, H): the top layer's h at every step
             return output_loss(batch)(outputs[-1:] if batch.final_state_only else outputs)
         states = model(batch.inputs, model.initial_state(columns["batch_size"]))
         steps = states[-1:] if batch.final_state_only else states[1:]
-        return output_loss(batch)(torch.stack([model.top_hidden(state) for state in steps]))
+        loss = output_loss(batch)(torch.stack([model.top_hidden(state) for state in steps]))
+        if not omega_weight:
+            return loss
+        w_hh, b_hh = model.weight_hh_l0, model.bias_hh_l0
+        with torch.no_grad():  # f'_t at each step's pre-activation, held constant as Omega asks
+            drives = model.input_drive(batch.inputs)
+            slopes = [SLOPES[model.activation](pre, model.act(pre)) for pre in
+                      (drive + recurrent(h, w_hh, b_hh) for drive, h in zip(drives, states[:-1]))]
+        return loss + omega_weight * omega(loss, states[1:], slopes, w_hh)
 
     segment = segment_length(model, columns["seq_len"], columns["batch_size"], dtype.itemsize,
                              columns.get("memory.fraction", 0.25), columns.get("memory.segment"))
@@ -214,7 +226,16 @@ def record(columns: dict[str, Any], progress: bool = False) -> Recording:
             batch = draw()
             with flush_denormals():
                 return task_loss(batch)
-        for row in train(parameters, settings, loss_of_fresh_batch, record_at, baseline):
+        floss = None
+        if settings.get("flossing_k"):
+            if not isinstance(model, RecurrentNet):
+                raise NotApplicable("train.flossing_k: gradient flossing needs the built-in cells' JVPs (rnn, lstm, gru)")
+            flossing_generator = torch.Generator().manual_seed(columns["seed"])  # its tangents; draw() keeps its own
+
+            def floss() -> torch.Tensor:
+                with flush_denormals():
+                    return flossing_loss(model, draw().inputs, settings["flossing_k"], flossing_generator)
+        for row in train(parameters, settings, loss_of_fresh_batch, record_at, baseline, floss):
             if row.pop("diverged"):
                 flags.add("diverged")
                 break
