@@ -23,7 +23,8 @@ SCHEMA = ["run_id", "name", "cell", "cell.forget_bias", "cell.chrono_tmax", "cel
           "cell._target_", "activation", "init", "task", "scale", "seq_len", "hidden_size", "input_size",
           "num_layers", "batch_size", "seed", "recorder", "dtype", "device", "remedy", "train.steps", "train.lr",
           "train.optimizer", "train.clip_norm", "train.clip_value", "train.weight_decay", "train.record_every",
-          "theory.spectrum_k", "memory.fraction", "memory.segment",
+          "theory.spectrum_k", "record.units", "train.omega", "train.flossing_k", "train.flossing_every",
+          "memory.fraction", "memory.segment",
           "layer", "state", "t", "lag",
           "step", "log10_norm", "log10_norm_q10", "log10_norm_q25", "log10_norm_q75", "log10_norm_q90"]
 SUMMARY = ["run_id", "run_dir", "status", "rate", "gain_per_step", "half_life", "regime", "log10_gain",
@@ -186,7 +187,8 @@ def smoke_sized(config: OmegaConf) -> list[str]:
     steps, and two values of each numeric or activation axis (every cell and remedy is kept: each
     runs code of its own)."""
     fixed_inputs = "train" in config  # a training task fixes its input size
-    smoke = ["hidden_size=4", "batch_size=2", *([] if fixed_inputs else ["input_size=3"])]
+    flossing = "flossing" in str(config.hydra.sweeper.params.get("remedy", ""))  # 8 exponents: 8 units at least
+    smoke = [f"hidden_size={8 if flossing else 4}", "batch_size=2", *([] if fixed_inputs else ["input_size=3"])]
     if config.get("seq_len", 0) > 100 and "seq_len" not in config.hydra.sweeper.params:  # a long fixed T
         smoke += ["seq_len=20"]
     if "train" in config:
