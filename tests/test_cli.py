@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 from harness.cli.collect import main as collect_main
 from harness.cli.main import check_command
 from harness.cli.plot import main as plot_main
-from harness.lab.run import run
+from harness.lab.run import run as run_config
 from harness.cli.paths import options
 from harness.core.errors import ConfigError
 from tests.conftest import KEYS, ROOT, run_cli
@@ -116,7 +116,7 @@ BAD_INPUT += [  # combinations, sizes and sweeps: refused whole, before anything
     ("scale=interval(0,1)", "scale=interval(0,1): a sweep; expected -m"),
     ("-m scale=interval(0,1)", "scale=interval(0,1): an interval has no points to run"),
 ]
-FOLDERS = [f"hydra.run.dir={{tmp}}/run", f"hydra.sweep.dir={{tmp}}/sweep"]
+FOLDERS = ["hydra.run.dir={tmp}/run", "hydra.sweep.dir={tmp}/sweep"]
 
 
 @pytest.mark.parametrize("args,message", BAD_INPUT, ids=[a for a, _ in BAD_INPUT])
@@ -261,7 +261,7 @@ def test_collect_and_plot_rebuild_after_an_interrupted_sweep(tmp_path, reference
     other = tmp_path / "other"  # a run of its own, as `python -m harness cell=lstm ...` writes it
     config = OmegaConf.load(sweep / "0" / ".hydra" / "config.yaml")
     config.cell.name = "lstm"
-    run(config, other)
+    run_config(config, other)
     shutil.copytree(sweep / "0", other / "same")  # and one configuration in two folders: one run
     assert plot_main([str(sweep), str(other), "--out", str(tmp_path / "both")]) == 0
     both = pd.read_csv(tmp_path / "both" / "summary.csv")

@@ -6,7 +6,6 @@ import pytest
 import torch
 
 import harness
-from harness.core import segments
 from harness.core.init import initialise
 from harness.core.networks import NETWORKS, build
 from harness.core import memory

@@ -3,7 +3,6 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from harness.core.tasks import COPY_LENGTH, COPY_SYMBOLS, TASKS, WALK_NOISE
 

@@ -19,8 +19,6 @@ import math
 import os
 from typing import Any
 
-import torch
-
 from harness.core.cells import StackedNet
 from harness.core.errors import ConfigError
 from harness.core.networks import meta_network

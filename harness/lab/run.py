@@ -232,9 +232,10 @@ def record(columns: dict[str, Any], progress: bool = False) -> Recording:
                 raise NotApplicable("train.flossing_k: gradient flossing needs the built-in cells' JVPs (rnn, lstm, gru)")
             flossing_generator = torch.Generator().manual_seed(columns["seed"])  # its tangents; draw() keeps its own
 
-            def floss() -> torch.Tensor:
+            def flossing_objective() -> torch.Tensor:
                 with flush_denormals():
                     return flossing_loss(model, draw().inputs, settings["flossing_k"], flossing_generator)
+            floss = flossing_objective
         for row in train(parameters, settings, loss_of_fresh_batch, record_at, baseline, floss):
             if row.pop("diverged"):
                 flags.add("diverged")
