@@ -16,6 +16,7 @@ import pandas as pd
 from harness.lab.plots import make_figures
 from harness.lab.report import write_report
 from harness.core.errors import HarnessError
+from harness.core.runfolder import PROFILE
 from harness.lab.results import collect
 
 ATTENTION = ["failed", "incomplete", "damaged", "skipped"]  # statuses listed after the summary line
@@ -24,13 +25,14 @@ ATTENTION = ["failed", "incomplete", "damaged", "skipped"]  # statuses listed af
 def collect_and_report(root: Path) -> pd.DataFrame:
     """Write root's tables and figures, print where they are and which runs need attention."""
     profile, summary, losses = collect(root)
-    write_report(root, summary, make_figures(root, profile, summary, losses))
+    figures = make_figures(root, profile, summary, losses)
+    report = write_report(root, summary, figures)
     counts = summary.status.value_counts().to_dict()
     print(f"{root}: {len(summary)} runs ({', '.join(f'{n} {s}' for s, n in counts.items())})")
-    written = {"tables": [root / "summary.csv", root / "profile.parquet"], "figures": [root / "figures"],
-               "report": [root / "report.html"]}
-    print("; ".join(f"{what}: {', '.join(map(str, paths))}" for what, paths in written.items()
-                    if all(p.exists() for p in paths) and not (what == "figures" and not any(paths[0].iterdir()))))
+    tables = [root / "summary.csv", root / PROFILE]
+    written = {"tables": ", ".join(map(str, tables)) if all(p.exists() for p in tables) else "",
+               "figures": root / "figures" if figures else "", "report": report}
+    print("; ".join(f"{what}: {where}" for what, where in written.items() if where))
     for row in summary[summary.status.isin(ATTENTION)].itertuples():
         error = getattr(row, "error", None)
         print(f"  {row.status}: {row.run_dir}" + (f" ({error})" if isinstance(error, str) and error else ""))

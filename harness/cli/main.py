@@ -29,7 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from harness.cli.callbacks import fail
 from harness.cli.hydra_internals import command_line, load_master
-from harness.cli.overrides import check_output_dir, check_overrides
+from harness.cli.overrides import check_output_dir, check_overrides, override_key, override_values
 from harness.cli.paths import CONF_DIR, config_file
 from harness.cli.sweep import compose, expand
 from harness.core.errors import ConfigError, Interrupted
@@ -45,7 +45,7 @@ def hydra_main(cfg: DictConfig) -> str:
     out_dir = Path(hydra_cfg.runtime.output_dir)
     try:
         return run(cfg, out_dir, dict(hydra_cfg.runtime.choices), progress=True)
-    except ConfigError as error:  # checked before Hydra made the folder (check_command); never here
+    except ConfigError as error:  # what check_command cannot see before the run: a user cell that does not import
         fail(error)
     except KeyboardInterrupt:
         shutil.rmtree(out_dir, ignore_errors=True)
@@ -61,7 +61,7 @@ def one_line(error: BaseException) -> str:
 
 def _searchpath(overrides: list[str]) -> list[str]:
     """The folders a hydra.searchpath=[...] override adds."""
-    lines = [line.split("=", 1)[1] for line in overrides if line.split("=", 1)[0].lstrip("+") == "hydra.searchpath"]
+    lines = override_values(overrides, "hydra.searchpath")
     return [entry.strip(" '\"") for line in lines for entry in line.strip("[]").split(",")]
 
 
@@ -83,7 +83,7 @@ def check_command(argv: list[str], whole_sweep: bool = False) -> None:
         named = re.match(r"In '(\w+)/([\w.-]+)'", message)  # Hydra names the config it was composing
         found = named and config_file(*named.groups(), searchpath=_searchpath(overrides))
         raise ConfigError(f"{found}: {message}" if found else message) from None
-    task = [line for line in overrides if not line.lstrip("+~").startswith("hydra.")]
+    task = [line for line in overrides if not override_key(line).startswith("hydra.")]
     if multirun:
         params = master.hydra.sweeper.get("params") or {}
         try:
@@ -97,7 +97,7 @@ def check_command(argv: list[str], whole_sweep: bool = False) -> None:
         return
     config = OmegaConf.to_container(master, resolve=False)
     config.pop("hydra")
-    explicit = [line.split("=", 1)[0].lstrip("+~") for line in task]
+    explicit = [override_key(line) for line in task]
     check_fits(config_columns(OmegaConf.to_container(OmegaConf.create(config), resolve=True), explicit))
 
 

@@ -10,6 +10,16 @@ from harness.core.errors import ConfigError
 from harness.core.spec import VALIDATORS, Validator, one_of, scalars
 
 
+def override_key(line: str) -> str:
+    """The key a command-line override sets: `+a.b=1`, `++a.b=1` and `~a.b` all name a.b."""
+    return line.split("=", 1)[0].lstrip("+~")
+
+
+def override_values(overrides: list[str], key: str) -> list[str]:
+    """The values the overrides give `key`, in command-line order."""
+    return [line.split("=", 1)[1] for line in overrides if "=" in line and override_key(line) == key]
+
+
 def checkers(extra_paths: bool) -> dict[str, Validator]:
     """VALIDATORS, with the groups' names checked against their config files (packaged and the
     user's; anything goes for the experiment when the user adds search paths of their own)."""
@@ -82,6 +92,6 @@ def check_writable(key: str, folder: Path) -> None:
 def check_output_dir(overrides: list[str], multirun: bool) -> None:
     """check_writable for the run's or sweep's folder named on the command line (or results/)."""
     key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
-    named = [line.split("=", 1)[1] for line in overrides if line.split("=", 1)[0].lstrip("+") == key]
+    named = override_values(overrides, key)
     folder = (named[-1] if named else "results").strip("'\"").split("${", 1)[0] or "."
     check_writable(key, Path(folder))

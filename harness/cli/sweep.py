@@ -48,7 +48,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from harness.cli.hydra_internals import (apply_overrides, caching_repo, check_version, overrides_dirname,
                                          split_sweep)
-from harness.cli.overrides import check_writable
+from harness.cli.overrides import check_writable, override_values
 from harness.core.errors import ConfigError, Interrupted
 from harness.core.memory import check_fits
 from harness.core.runfolder import DONE, META, PROFILE, write_json, write_text
@@ -571,7 +571,7 @@ def sweep(config_loader: Any, master: DictConfig, grid: list[list[str]], setting
     jobs = compose(config_loader, master, grid)
     compose_s = time.perf_counter() - started
     configured = Path(str(master.hydra.sweep.dir))
-    explicit = any(o.split("=", 1)[0].lstrip("+~") == "hydra.sweep.dir" for o in master.hydra.overrides.hydra)
+    explicit = bool(override_values(list(master.hydra.overrides.hydra), "hydra.sweep.dir"))
     sweep_dir = choose_sweep_dir(configured, jobs, settings.resume, explicit)
     if sweep_dir != configured:
         with read_write(master.hydra), open_dict(master.hydra):

@@ -50,21 +50,29 @@ def available_memory() -> int:
         return 4 << 30
 
 
+def _graph_bytes(state: int, n_params: int, batch_size: int, itemsize: int) -> int:
+    width = state + n_params // max(state, 1)
+    return GRAPH_BYTES_PER_VALUE * batch_size * width * itemsize + GRAPH_BYTES_PER_STEP
+
+
 def graph_bytes_per_step(net: StackedNet, batch_size: int, itemsize: int) -> int:
     """A generous estimate of one recorded step's graph: saved tensors and per-node overhead."""
-    width = sum(net.block_sizes) + sum(p.numel() for p in net.parameters()) // max(sum(net.block_sizes), 1)
-    return GRAPH_BYTES_PER_VALUE * batch_size * width * itemsize + GRAPH_BYTES_PER_STEP
+    return _graph_bytes(sum(net.block_sizes), sum(p.numel() for p in net.parameters()), batch_size, itemsize)
+
+
+def _segment(per_step: int, seq_len: int, memory_fraction: float, segment: int | None, available: int) -> int:
+    if segment is None:
+        segment = max(MIN_SEGMENT, min(int(memory_fraction * available // per_step), MAX_SEGMENT))
+    return max(1, min(segment, seq_len))
 
 
 def segment_length(net: StackedNet, seq_len: int, batch_size: int, itemsize: int, memory_fraction: float,
                    segment: int | None = None) -> int:
     """Steps per segment: `segment` if given, else as many as a memory_fraction of the available
     memory holds, between MIN_SEGMENT and MAX_SEGMENT, and never more than seq_len."""
-    if segment is None:
-        budget = memory_fraction * available_memory()
-        segment = int(budget // graph_bytes_per_step(net, batch_size, itemsize))
-        segment = max(MIN_SEGMENT, min(segment, MAX_SEGMENT))
-    return max(1, min(segment, seq_len))
+    if segment is not None:
+        return max(1, min(segment, seq_len))
+    return _segment(graph_bytes_per_step(net, batch_size, itemsize), seq_len, memory_fraction, None, available_memory())
 
 
 def estimate(columns: dict[str, Any], available: int) -> dict[str, int]:
@@ -85,13 +93,11 @@ def estimate(columns: dict[str, Any], available: int) -> dict[str, int]:
         input_bytes = held * (1 + itemsize / 8) if held <= MAX_HELD_INPUTS else 2 * CHUNK * batch * inputs * 8
     else:
         input_bytes = 2 * steps * batch * inputs * (8 + itemsize)  # held out and a training batch, float64 then cast
-    per_step = (GRAPH_BYTES_PER_VALUE * batch * (state + n_params // max(state, 1)) * itemsize
-                + GRAPH_BYTES_PER_STEP)
-    segment = columns.get("memory.segment") or max(MIN_SEGMENT, min(MAX_SEGMENT, int(  # as segment_length picks it
-        columns.get("memory.fraction", 0.25) * available // per_step)))
-    segments = math.ceil(steps / segment)
-    recording = (min(segment, steps) * per_step + segments * batch * state * itemsize
-                 + 3 * steps * batch * len(net.block_sizes if net else [0]) * 8  # log norms, divisors, sums
+    parts = len(net.block_sizes) if net else 1
+    per_step = _graph_bytes(state, n_params, batch, itemsize)
+    segment = _segment(per_step, steps, columns.get("memory.fraction", 0.25), columns.get("memory.segment"), available)
+    recording = (segment * per_step + math.ceil(steps / segment) * batch * state * itemsize
+                 + 3 * steps * batch * parts * 8  # log norms, divisors, sums
                  + (0 if task.final_state_only else 2 * steps * batch * hidden * itemsize))
     return {
         "parameters": n_params * (8 + itemsize * (4 if training else 1)),
@@ -101,7 +107,7 @@ def estimate(columns: dict[str, Any], available: int) -> dict[str, int]:
         "units": steps * (per_step + 2 * batch * state * 8) if columns.get("record.units") else 0,  # one graph
         "theory": 3 * 8 * hidden * hidden  # the bottom layer's recurrent block in float64, twice in LAPACK
         + 4 * (columns.get("theory.spectrum_k") or 1) * batch * state * itemsize,  # tangents and their QR
-        "tables": recordings * steps * (len(net.block_sizes) if net else 1) * TABLE_BYTES_PER_ROW,
+        "tables": recordings * steps * parts * TABLE_BYTES_PER_ROW,
     }
 
 

@@ -257,14 +257,13 @@ def flossing_loss(model: RecurrentNet, inputs: Tensor, k: int, generator: torch.
     state = torch.zeros(batch, size, dtype=inputs.dtype, device=inputs.device)
     tangents = orthonormal(torch.randn((k, batch, size), generator=generator, dtype=torch.float64).to(state))[0]
     skip = math.ceil(EDGE_FRACTION * inputs.shape[0])
-    logs = torch.zeros(batch, k, dtype=inputs.dtype, device=inputs.device)
+    growth = torch.zeros(k, batch, dtype=inputs.dtype, device=inputs.device)
     for t, drive in enumerate(model.input_drive(inputs), start=1):
         state, tangents = model.step_jvp(state, drive, tangents)
-        q, r = torch.linalg.qr(tangents.permute(1, 2, 0))
-        tangents = q.permute(2, 0, 1)
+        tangents, logs = orthonormal(tangents)
         if t > skip:
-            logs = logs + r.diagonal(dim1=-2, dim2=-1).abs().clamp_min(torch.finfo(r.dtype).tiny).log()
-    exponents = logs.mean(dim=0) / max(inputs.shape[0] - skip, 1)
+            growth = growth + logs
+    exponents = growth.mean(dim=1) / max(inputs.shape[0] - skip, 1)
     return exponents.pow(2).sum()
 
 
