@@ -43,7 +43,7 @@ def test_a_native_crash_fails_its_run_and_the_sweep_goes_on(tmp_path, launcher):
 def test_an_interrupt_leaves_finished_runs_and_one_line_and_the_command_finishes_it(tmp_path, reference, how):
     out = tmp_path / "sweep"
     sweep = subprocess.Popen([sys.executable, "-m", "harness", *GRID, f"hydra.sweep.dir={out}"], cwd=tmp_path,
-                             env=cli_env(sleep=0.5), start_new_session=True, text=True,
+                             env=cli_env(sleep=1.0), start_new_session=True, text=True,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         wait_for(lambda: len(list(out.glob("*/DONE"))) >= 2)

@@ -302,8 +302,10 @@ def run_jobs(jobs: list[Job], sweep_dir: Path, torch_threads: int | None = None,
                 traceback.print_exc()
                 code = 1
             finally:
-                logging.shutdown()
-                os._exit(code)
+                try:
+                    logging.shutdown()
+                finally:  # even if a second signal lands here: the child never runs the parent's code
+                    os._exit(code)
         try:
             _, status = os.waitpid(pid, 0)
         except BaseException:  # interrupted: stop the child too, then pass it on
