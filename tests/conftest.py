@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from harness.core.cells import RecurrentNet
+from harness.core import networks
 from harness.core.init import initialise
 from harness.core.tasks import probe
 
@@ -22,7 +23,7 @@ def build(cell: str, activation: str = "tanh", init: str = "default", scale: flo
           batch_size: int = 3, dtype: torch.dtype = torch.float64, seed: int = 0):
     """A model and a probe batch, made as harness.lab.run makes them."""
     generator = torch.Generator().manual_seed(seed)
-    model = RecurrentNet(cell, activation, input_size, hidden_size, num_layers).double()
+    model = networks.build(cell, activation, input_size, hidden_size, num_layers, {}).double()
     initialise(model, init, scale, generator)
     batch = probe(seq_len, batch_size, generator, input_size=input_size, hidden_size=hidden_size)
     return model.to(dtype), batch.to("cpu", dtype)

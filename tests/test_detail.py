@@ -30,6 +30,10 @@ def unrolled(model, inputs, readout):
         hw.retain_grad()
         if model.cell_name == "rnn":
             h = torch.tanh(xw + hw)
+        elif model.cell_name == "minimal":  # xw is W_z x + b_z here; V is weight_zh
+            z = torch.tanh(xw)
+            u = sig(hw + z @ model.weight_zh_l0.detach().T)
+            h = u * h + (1 - u) * z
         elif model.cell_name == "lstm":
             i, f, g, o = (xw + hw).chunk(4, 1)
             c = sig(f) * c + sig(i) * torch.tanh(g)
@@ -49,7 +53,7 @@ def unrolled(model, inputs, readout):
     return states, hws, copies
 
 
-@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru", "minimal"])
 def test_units_gates_and_weights_are_autograds(cell):
     model, batch = build(cell, scale=1.5, hidden_size=5, input_size=3, seq_len=12, batch_size=3)
     detail = record_detail(model, batch.inputs, batch.loss, contributions=True)

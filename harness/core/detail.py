@@ -4,7 +4,8 @@ weights' gradient, in the exact recorder's log domain (any range: 1e-3000 is ln 
     units    ln|dL/dS_t,j|            every state entry j, t = 0..T                 (T+1, batch, state)
     gates    ln||dL/d hw_t^g||        the recurrent pre-activation hw_t = h_{t-1} W_hh^T + b_hh of the
                                       step that makes S_t, per gate block g (rnn: one; lstm: i, f, g, o;
-                                      gru: r, z, n, where n's is the part inside r * (...)), t = 1..T
+                                      gru: r, z, n, where n's is the part inside r * (...); minimal:
+                                      u, whose V z_t part carries the same gradient), t = 1..T
                                       (T, batch, gates)
     weights  ln||C_t^g||_F            C_t = sum over the batch of (dL/d hw_t)^T h_{t-1}: step t's part
                                       of dL/dW_hh, per gate block; the C_t sum to dL/dW_hh    (T, gates)
@@ -16,7 +17,7 @@ One backward pass over the in-memory graph with the exact recorder's per-sample 
 (harness.core.recorders): the hook at S_t keeps the arriving gradient (its scale is the divisors of
 the steps after t, known by then) and divides by its norm. Afterwards, each step's tail is pushed
 back by a local vector-Jacobian product from the renormalised gradient, which gives hw_t's gradient
-and, against h_{t-1}, C_t. Gates and weights for a one-layer built-in cell (RecurrentNet); units for
+and, against h_{t-1}, C_t. Gates and weights for a one-layer rnn, lstm, gru or minimal cell; units for
 any network. Checked against autograd on the unrolled graph with retain_grad (tests/test_detail.py).
 """
 from __future__ import annotations
@@ -27,8 +28,9 @@ import torch
 from torch import Tensor
 
 from harness.core.cells import RecurrentNet, StackedNet, recurrent
+from harness.core.modern import MinimalNet
 
-GATES = {"rnn": ("h",), "lstm": ("i", "f", "g", "o"), "gru": ("r", "z", "n")}
+GATES = {"rnn": ("h",), "lstm": ("i", "f", "g", "o"), "gru": ("r", "z", "n"), "minimal": ("u",)}
 
 
 class Detail(NamedTuple):
@@ -73,12 +75,19 @@ def record_detail(net: StackedNet, inputs: Tensor, output_loss: Callable[[Tensor
     scale = torch.cat([after[1:], torch.zeros_like(after[:1])])  # at t: those of the steps after t
     with torch.no_grad():
         units = grads.abs().log() + scale.unsqueeze(-1)
-    if not (isinstance(net, RecurrentNet) and net.num_layers == 1):
+    if not (isinstance(net, (RecurrentNet, MinimalNet)) and net.num_layers == 1):
         return Detail(units, None, None, (), None)
     return _gates_and_weights(net, states, drives, grads, logs, scale, units, contributions)
 
 
-def _gates_and_weights(net: RecurrentNet, states: list[Tensor], drives: list[Tensor], grads: Tensor,
+def _tail(net: RecurrentNet | MinimalNet, drive: Tensor, hw: Tensor, blocks: tuple[Tensor, ...]) -> Tensor:
+    """A one-layer step's new state from its recurrent pre-activation hw (the rest held fixed)."""
+    if isinstance(net, MinimalNet):
+        return net.gate_tail(0, drive, hw, blocks[0])
+    return torch.cat(net.cell.tail(drive, hw, blocks, net.act), dim=-1)
+
+
+def _gates_and_weights(net: RecurrentNet | MinimalNet, states: list[Tensor], drives: list[Tensor], grads: Tensor,
                        logs: Tensor, scale: Tensor, units: Tensor, contributions: bool) -> Detail:
     names, hidden = GATES[net.cell_name], net.hidden_size
     w_hh, b_hh = net.weight_hh_l0.detach(), None if net.bias_hh_l0 is None else net.bias_hh_l0.detach()
@@ -88,7 +97,7 @@ def _gates_and_weights(net: RecurrentNet, states: list[Tensor], drives: list[Ten
         blocks = net.split(previous)
         hw = recurrent(blocks[0], w_hh, b_hh).requires_grad_()
         with torch.enable_grad():
-            new = torch.cat(net.cell.tail(drives[t - 1], hw, blocks, net.act), dim=-1)
+            new = _tail(net, drives[t - 1], hw, blocks)
         unit = (grads[t] / logs[t].exp().unsqueeze(1)).to(new.dtype)  # as the hook passed it on
         (d_hw,) = torch.autograd.grad(new, hw, unit)
         d_hw = d_hw.double()

@@ -201,9 +201,13 @@ class MinimalNet(HiddenNet):
                           "bias_hh": (hidden_size,)})
 
     def layer_step(self, layer: int, drive: Tensor, h: Tensor) -> Tensor:
+        hw = torch.addmm(getattr(self, f"bias_hh_l{layer}"), h, getattr(self, f"weight_hh_l{layer}").t())
+        return self.gate_tail(layer, drive, hw, h)
+
+    def gate_tail(self, layer: int, drive: Tensor, hw: Tensor, h: Tensor) -> Tensor:
+        """The new h from the gate's recurrent part hw = h W^T + b (harness.core.detail reads its gradient)."""
         z = self.act(drive)
-        gate = torch.sigmoid(torch.addmm(getattr(self, f"bias_hh_l{layer}"), h, getattr(self, f"weight_hh_l{layer}").t())
-                             + F.linear(z, getattr(self, f"weight_zh_l{layer}")))
+        gate = torch.sigmoid(hw + F.linear(z, getattr(self, f"weight_zh_l{layer}")))
         return gate * h + (1 - gate) * z
 
     @torch.no_grad()

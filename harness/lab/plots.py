@@ -520,7 +520,7 @@ def plot_spectrum(summary: pd.DataFrame, folder: Path) -> list[Path]:
 MAX_DETAIL_PANELS = 12  # runs drawn in the units and gates figures (the titles say how many of how many)
 # One colour per gate name across cells and figures, none of them black (the profile's line).
 GATE_COLOURS = {"h": "#0072B2", "i": "#E69F00", "f": "#D55E00", "g": "#009E73", "o": "#CC79A7",
-                "r": "#56B4E9", "z": "#999933", "n": "#8C564B"}
+                "r": "#56B4E9", "z": "#999933", "n": "#8C564B", "u": "#332288"}
 
 
 def unit_rates(units: pd.DataFrame) -> pd.Series:
