@@ -253,7 +253,9 @@ def test_collect_and_plot_rebuild_after_an_interrupted_sweep(tmp_path, reference
     assert plot_main([str(sweep)]) == 0
     assert sorted(p.name for p in (sweep / "figures").iterdir()) == figures
     report = (sweep / "report.html").read_text()
-    assert all(f"figures/{name}" in report for name in figures if name.endswith(".png"))
+    pngs = [name for name in figures if name.endswith(".png")]
+    assert report.count("src='data:image/png;base64,") == len(pngs)  # embedded: the file stands alone
+    assert all(f"alt='{name[:-4]}'" in report for name in pngs)
 
     # A subset, and two sweeps together, into folders of their own.
     assert plot_main([str(sweep), "--where", "cell=rnn", "--out", str(tmp_path / "rnn")]) == 0

@@ -37,17 +37,17 @@ def drawn(monkeypatch):
     figures = {}
     save = plots.save
 
-    def spy(fig, path):
+    def spy(fig, path, caption):
         panels = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
         figures[path.name] = [len(ax.lines) + len(ax.collections) for ax in panels]
-        return save(fig, path)
+        return save(fig, path, caption)
     monkeypatch.setattr(plots, "save", spy)
     return figures
 
 
 def test_one_run_draws_only_the_profile(tmp_path, drawn):
     written = plots.make_figures(tmp_path, sweep(scale=[1.0]))
-    assert [p.name for p in written] == ["profiles.png"] and drawn == {"profiles": [3]}  # line, band, zero line
+    assert [d.path.name for d in written] == ["profiles.png"] and drawn == {"profiles": [3]}  # line, band, zero line
     assert (tmp_path / "figures" / "profiles.svg").exists()
 
 
@@ -77,7 +77,7 @@ def test_five_hundred_runs_page_and_stay_readable(tmp_path, drawn):
                   "identity", "leaky_relu"], scale=list(np.linspace(0.3, 3, 24)))
     assert frame.run_id.nunique() == 504
     written = plots.make_figures(tmp_path, frame)
-    names = sorted(p.stem for p in written)
+    names = sorted(d.path.stem for d in written)
     assert names == ["heatmap_1", "heatmap_2", "phase", "profiles_1", "profiles_2"]
     assert sum(len(v) for k, v in drawn.items() if k.startswith("profiles")) == 21
     assert all(n > 0 for v in drawn.values() for n in v)

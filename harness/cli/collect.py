@@ -26,7 +26,7 @@ def collect_and_report(root: Path) -> pd.DataFrame:
     """Write root's tables and figures, print where they are and which runs need attention."""
     profile, summary, losses = collect(root)
     figures = make_figures(root, profile, summary, losses)
-    report = write_report(root, summary, figures)
+    report = write_report(root, summary, figures, source=root)
     counts = summary.status.value_counts().to_dict()
     print(f"{root}: {len(summary)} runs ({', '.join(f'{n} {s}' for s, n in counts.items())})")
     tables = [root / "summary.csv", root / PROFILE]

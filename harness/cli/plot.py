@@ -97,7 +97,7 @@ def plot(folders: list[Path], out: Path, where: list[str]) -> int:
     if not losses.empty:
         losses = losses[losses.run_id.isin(summary.run_id)].drop_duplicates(["run_id", "step"])
     figures = make_figures(out, profile, summary, losses)
-    for path in [*figures, write_report(out, summary, figures)]:
+    for path in [*(drawn.path for drawn in figures), write_report(out, summary, figures, source=folders[0] if len(folders) == 1 else None, where=where)]:
         print(path)
     return 0
 

@@ -19,8 +19,11 @@ The other figures use each run's first recorded step (initialisation).
 """
 from __future__ import annotations
 
+import functools
+import textwrap
+import zlib
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import matplotlib
 import matplotlib.pyplot as plt
@@ -30,7 +33,7 @@ import pandas as pd
 from harness.core.analysis import STABLE_TOLERANCE
 from harness.core.runfolder import GATES, UNITS, write_atomic
 from harness.lab.fits import fit_runs, headline, is_top_h
-from harness.core.theory import THEORY_COLUMNS, mean_field_rate
+from harness.core.theory import THEORY_COLUMNS, mean_field_curve
 
 # Axes a sweep may vary, besides cell (the columns) and the colour axis; seed is never a facet.
 FACETS = ["activation", "init", "remedy", "num_layers", "hidden_size", "input_size", "batch_size", "cell.forget_bias",
@@ -41,6 +44,33 @@ OKABE_ITO = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "
 SEQUENTIAL, DIVERGING = "viridis", "RdBu_r"
 NORM_LABEL = r"$\log_{10}\,\|\partial L/\partial h_{T-k}\|$"
 LAG_LABEL = "lag k = T − t (steps back from the loss)"
+# One colour and one place per cell in every figure: panels, lines and legends follow this order.
+CELL_ORDER = ("rnn", "lstm", "gru", "lru", "indrnn", "minimal")
+CELL_COLOURS = dict(zip(CELL_ORDER, ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9"]))
+USER_CELL_COLOURS = ["#882255", "#117733", "#999933", "#332288", "#AA4499", "#44AA99"]
+LINE_STYLES = ["-", "--", ":", "-."]
+MARKERS = ["o", "s", "^", "v", "D", "P", "X", "*", "h", "<", ">", "p"]
+TITLE_POINTS = 9
+
+
+class Drawn(NamedTuple):
+    """A figure written: its PNG (an SVG beside it) and the caption that says what it shows."""
+    path: Path
+    caption: str
+
+
+def cell_colour(cell: str) -> str:
+    """The cell's colour, the same in every figure; a user cell's follows from its name."""
+    return CELL_COLOURS.get(cell) or USER_CELL_COLOURS[zlib.crc32(str(cell).encode()) % len(USER_CELL_COLOURS)]
+
+
+def cell_rank(cell: Any) -> tuple[int, str]:
+    """rnn, lstm, gru, the other built-in cells, then user cells by name."""
+    return (CELL_ORDER.index(cell), "") if cell in CELL_ORDER else (len(CELL_ORDER), str(cell))
+
+
+def ordered_cells(cells) -> list:
+    return sorted(dict.fromkeys(cells), key=cell_rank)
 
 
 def varied(frame: pd.DataFrame, columns: list[str]) -> list[str]:
@@ -61,13 +91,20 @@ def facet_label(keys: tuple, names: list[str]) -> str:
     return ", ".join(f"{n}={k}" for n, k in zip(names, keys))
 
 
+def title(ax, text: str, width_in: float | None = None, size: float = TITLE_POINTS) -> None:
+    """A panel title wrapped to the panel's width, so that no title runs into its neighbour or off the page."""
+    width_in = width_in or ax.get_position().width * ax.figure.get_figwidth()
+    characters = max(int(width_in * 72 / (0.55 * size)), 12)  # an average glyph is ~0.55 em wide
+    ax.set_title(textwrap.fill(text, characters), fontsize=size)
+
+
 def grid(rows: int, cols: int, width: float = 4.2, height: float = 3.3, **kw):
     fig, axes = plt.subplots(rows, cols, figsize=(width * cols + 1.2, height * rows), squeeze=False,
                              layout="constrained", **kw)
     return fig, axes
 
 
-def save(fig: plt.Figure, path: Path) -> Path:
+def save(fig: plt.Figure, path: Path, caption: str) -> Drawn:
     """PNG and SVG. Data artists stay inside their axes, so the layout need not measure each of them
     (with hundreds of runs that measuring was most of the time), and it is computed once for both."""
     for ax in fig.axes:
@@ -77,7 +114,23 @@ def save(fig: plt.Figure, path: Path) -> Path:
     fig.set_layout_engine("none")
     write_atomic(path.with_suffix(".svg"), lambda tmp: fig.savefig(tmp, format="svg"))
     plt.close(fig)
-    return path.with_suffix(".png")
+    return Drawn(path.with_suffix(".png"), caption)
+
+
+def run_list(runs: pd.DataFrame, names: list[str], limit: int = 8) -> str:
+    """'cell=rnn, scale=3; cell=gru, scale=3' for a caption (the first `limit`, then how many more)."""
+    labels = [facet_label(tuple(row), names) or str(run_id)
+              for run_id, row in zip(runs.run_id, runs[names].itertuples(index=False))]
+    more = f" and {len(labels) - limit} more" if len(labels) > limit else ""
+    return "; ".join(labels[:limit]) + more
+
+
+def leaves_range(lag: pd.Series, values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """(lags, values) of the last finite point before a run's norm turns inf or nan (where it left
+    float's range), for a mark there."""
+    finite = np.isfinite(values.to_numpy(float))
+    exits = np.flatnonzero(finite[:-1] & ~finite[1:])
+    return lag.to_numpy(float)[exits], values.to_numpy(float)[exits]
 
 
 def panels(frame: pd.DataFrame, row_axes: list[str]) -> tuple[int, list[list[tuple[str, pd.DataFrame]]]]:
@@ -92,8 +145,8 @@ def panels(frame: pd.DataFrame, row_axes: list[str]) -> tuple[int, list[list[tup
     cells = frame.cell.nunique()
     full = len(groups) == cells * frame.groupby(row_axes, dropna=False).ngroups if row_axes else True
     columns = cells if full and cells > 1 else min(len(groups), 4)
-    # Row-major with cells as columns: order by the row axes first, then cell.
-    groups.sort(key=lambda item: (tuple(map(str, item[0][1:])), str(item[0][0])))
+    # Row-major with cells as columns: order by the row axes first, then cell (rnn, lstm, gru, ...).
+    groups.sort(key=lambda item: (tuple(map(str, item[0][1:])), cell_rank(item[0][0])))
     titled = [(facet_label(keys, axes), group) for keys, group in groups]
     per_page = ROWS_PER_PAGE * columns
     return columns, [titled[i:i + per_page] for i in range(0, len(titled), per_page)]
@@ -117,18 +170,21 @@ def top_h(profile: pd.DataFrame) -> pd.DataFrame:
     return top[top.step == top.groupby("run_id").step.transform("min")]
 
 
-def colourbar(fig, axes, norm, cmap, label):
+def colourbar(fig, axes, norm, cmap, label, extend: str = "neither"):
     used = [ax for ax in np.ravel(axes) if ax.figure is fig and ax in fig.axes]
-    fig.colorbar(matplotlib.cm.ScalarMappable(norm, cmap), ax=used, label=label, shrink=0.9)
+    fig.colorbar(matplotlib.cm.ScalarMappable(norm, cmap), ax=used, label=label, shrink=0.9, extend=extend)
 
 
-def centred_norm(values: pd.Series) -> matplotlib.colors.Normalize:
-    """Symmetric about 0 (gain 1): equal colours mean equal magnitudes of decay and growth."""
-    finite = values[np.isfinite(values)]
-    return matplotlib.colors.CenteredNorm(vcenter=0.0, halfrange=max(finite.abs().max(), 1e-3))
+def robust_centred_norm(values: pd.Series, percentile: float = 98) -> tuple[matplotlib.colors.CenteredNorm, int]:
+    """Symmetric about 0 (gain 1), so that equal colours mean equal magnitudes of decay and growth, over
+    the `percentile` of |values|: one extreme run no longer turns every other one a flat colour.
+    Returns the norm and how many finite values lie beyond it (drawn in the end colours)."""
+    finite = values[np.isfinite(values)].abs()
+    halfrange = max(float(np.percentile(finite, percentile)) if len(finite) else 0.0, 1e-3)
+    return matplotlib.colors.CenteredNorm(vcenter=0.0, halfrange=halfrange), int((finite > halfrange).sum())
 
 
-def plot_profiles(profile: pd.DataFrame, folder: Path, flagged: set[str]) -> list[Path]:
+def plot_profiles(profile: pd.DataFrame, folder: Path, flagged: set[str]) -> list[Drawn]:
     top = top_h(profile)
     colour = colour_axis(top)
     cmap = matplotlib.colormaps[SEQUENTIAL]
@@ -138,30 +194,59 @@ def plot_profiles(profile: pd.DataFrame, folder: Path, flagged: set[str]) -> lis
             values.min(), values.max())
         # The largest colour value first: longer runs must not hide shorter ones.
         top = top.sort_values(colour, ascending=False, kind="stable")
-    columns, all_pages = panels(top, varied(top, FACETS))
+    facets = varied(top, FACETS)
+    columns, all_pages = panels(top, facets)
     written = []
     for number, page in enumerate(all_pages):
         fig, axes, table = panel_grid(len(page), columns, sharey=True)
-        for ax, (title, rows) in zip(axes, page):
+        banded, dashed, exits, empty = False, False, 0, []
+        for ax, (text, rows) in zip(axes, page):
             for _, run in rows.groupby("run_id", sort=False):
                 run = run.sort_values("lag")
                 col = cmap(norm(float(run[colour].iloc[0]))) if colour else OKABE_ITO[0]
-                ax.plot(run.lag, run.log10_norm.where(np.isfinite(run.log10_norm)), color=col, lw=1.3,
-                        ls="--" if run.run_id.iloc[0] in flagged else "-")
+                values = run.log10_norm
+                if not np.isfinite(values).any():
+                    empty.append(run.iloc[:1])
+                    continue
+                flag = run.run_id.iloc[0] in flagged
+                dashed |= flag
+                ax.plot(run.lag, values.where(np.isfinite(values)), color=col, lw=1.3, ls="--" if flag else "-",
+                        zorder=3)
                 band = np.isfinite(run.log10_norm_q25) & np.isfinite(run.log10_norm_q75)
-                ax.fill_between(run.lag, run.log10_norm_q25, run.log10_norm_q75, where=band, color=col,
-                                alpha=0.15, lw=0)
+                if band.any():  # under the lines, strong enough to see through a crowd of them
+                    ax.fill_between(run.lag, run.log10_norm_q25, run.log10_norm_q75, where=band, color=col,
+                                    alpha=0.3, lw=0, zorder=2)
+                    banded = True
+                lags, ends = leaves_range(run.lag, values)
+                if len(lags):
+                    ax.plot(lags, ends, ls="none", marker="X", ms=7, color="k", zorder=4)
+                    exits += len(lags)
             ax.axhline(0, color="0.4", lw=0.8, ls=":")
-            ax.set_title(title, fontsize=9)
+            title(ax, text)
             ax.grid(alpha=0.3)
             ax.set_xlabel(LAG_LABEL)
             ax.set_ylabel(NORM_LABEL)
         if colour:
             colourbar(fig, table, norm, cmap, colour)
-        if flagged & set(top.run_id):
-            fig.suptitle("dashed: runs with numerical flags (diverged, overflow, underflow, nan; see the "
-                         "summary's status)", fontsize=9)
-        written.append(save(fig, page_path(folder, "profiles", number, len(all_pages))))
+        keys = [matplotlib.lines.Line2D([], [], color="0.3", lw=1.3, label="batch median")]
+        if banded:
+            keys.append(matplotlib.patches.Patch(color="0.3", alpha=0.3, lw=0, label="25–75% of the batch"))
+        if dashed:
+            keys.append(matplotlib.lines.Line2D([], [], color="0.3", lw=1.3, ls="--", label="numerical flags (see status)"))
+        if exits:
+            keys.append(matplotlib.lines.Line2D([], [], color="k", ls="none", marker="X", ms=7,
+                                                label="last finite value (then inf/nan)"))
+        fig.legend(handles=keys, loc="outside lower center", ncol=len(keys), fontsize=8, frameon=False)
+        caption = ("Gradient norm against steps back from the loss, a line per run (batch median)"
+                   + (", coloured by " + colour if colour else "")
+                   + ("; shaded: the batch's 25–75% range" if banded else "; no batch band (one sample per run)")
+                   + ("; dashed: runs with numerical flags (diverged, overflow, underflow, nan: see the summary's "
+                      "status)" if dashed else "")
+                   + (f"; black X: the last finite value before a run's norm left float range ({exits} such points)"
+                      if exits else "")
+                   + (f"; not drawn, no finite value: {run_list(pd.concat(empty), ['cell', *facets, *([colour] if colour else [])])}"
+                      if empty else "") + ".")
+        written.append(save(fig, page_path(folder, "profiles", number, len(all_pages)), caption))
     return written
 
 
@@ -170,7 +255,7 @@ THEORY_LINES = {"theory_log10_norm": ("k", "--", "closed form, this run"),
                 "theory_ring_log10_norm": ("k", ":", "closed form, expectation over the ring")}
 
 
-def plot_decay_laws(profile: pd.DataFrame, fits: pd.DataFrame, folder: Path) -> list[Path]:
+def plot_decay_laws(profile: pd.DataFrame, fits: pd.DataFrame, folder: Path) -> list[Drawn]:
     """The profiles on log-log axes (lag k >= 1), coloured by the decay law each run's fit names, with
     the closed-form theory where the table has it; drawn when some run decays as a power law, which
     is a straight line here (an exponential bends down)."""
@@ -184,7 +269,7 @@ def plot_decay_laws(profile: pd.DataFrame, fits: pd.DataFrame, folder: Path) -> 
         # Own y axes: a power law spans a decade or two where an exponential spans hundreds.
         fig, axes, _ = panel_grid(len(page), min(columns, 3))
         drawn: dict[str, Any] = {}
-        for ax, (title, rows) in zip(axes, page):
+        for ax, (text, rows) in zip(axes, page):
             for _, run in rows.groupby("run_id", sort=False):
                 run = run.sort_values("lag")
                 law = run.decay_law.iloc[0]
@@ -195,38 +280,48 @@ def plot_decay_laws(profile: pd.DataFrame, fits: pd.DataFrame, folder: Path) -> 
                         ax.plot(run.lag, run[column], color=colour, ls=ls, lw=1.0)
                         drawn.setdefault(name, matplotlib.lines.Line2D([], [], color=colour, ls=ls, lw=1.0))
             ax.set_xscale("log")
-            ax.set_title(title, fontsize=9)
+            title(ax, text)
             ax.grid(alpha=0.3, which="both")
             ax.set_xlabel("lag k (log scale)")
             ax.set_ylabel(NORM_LABEL)
         fig.legend(list(drawn.values()), list(drawn), loc="outside lower center", ncol=min(len(drawn), 4),
                    fontsize=8, frameon=False)
-        written.append(save(fig, page_path(folder, "profiles_loglog", number, len(all_pages))))
+        laws = [name.split(", ")[1] for name in drawn if name.startswith("measured")]
+        theory = [name for name in drawn if not name.startswith("measured")]
+        caption = ("The profiles on log-log axes (lag ≥ 1), coloured by the decay law each run's fit names ("
+                   + ", ".join(laws) + "); a power law is a straight line here, an exponential bends down"
+                   + ("; black: " + " and ".join(theory) if theory else "") + ".")
+        written.append(save(fig, page_path(folder, "profiles_loglog", number, len(all_pages)), caption))
     return written
 
 
-def plot_heatmap(profile: pd.DataFrame, folder: Path) -> list[Path]:
+def plot_heatmap(profile: pd.DataFrame, folder: Path) -> list[Drawn]:
     top = top_h(profile)
     if "scale" not in varied(top, ["scale"]):
         return []
     row_axes = varied(top, FACETS + ["seq_len"])
     # Seeds (and any repeat) of one (facet, scale, lag) are pooled by their median.
     table = top.groupby(["cell", *row_axes, "scale", "lag"], dropna=False).log10_norm.median().reset_index()
-    norm = centred_norm(table.log10_norm)
+    norm, clipped = robust_centred_norm(table.log10_norm)
     columns, all_pages = panels(table, row_axes)
     written = []
     for number, page in enumerate(all_pages):
         fig, axes, grid_axes = panel_grid(len(page), columns, sharey=True)
-        for ax, (title, rows) in zip(axes, page):
+        for ax, (text, rows) in zip(axes, page):
             panel = rows.pivot(index="scale", columns="lag", values="log10_norm")
             scales, lags = panel.index.to_numpy(float), panel.columns.to_numpy(float)
             ax.pcolormesh(edges(lags), edges(scales), np.ma.masked_invalid(panel.to_numpy(float)),
                           cmap=DIVERGING, norm=norm, shading="flat", rasterized=True)  # SVG: one image, not a path per cell
-            ax.set_title(title, fontsize=9)
+            ax.set_facecolor("0.75")  # no finite value: grey, never white (white is gain 1)
+            title(ax, text)
             ax.set_xlabel(LAG_LABEL)
             ax.set_ylabel("scale (recurrent weights)")
-        colourbar(fig, grid_axes, norm, DIVERGING, NORM_LABEL + "  (0: gain 1)")
-        written.append(save(fig, page_path(folder, "heatmap", number, len(all_pages))))
+        colourbar(fig, grid_axes, norm, DIVERGING, NORM_LABEL + "  (0: gain 1)", extend="both" if clipped else "neither")
+        caption = (f"log10 gradient norm over scale and lag, white at 0 (gain 1), red growth, blue decay; the colour "
+                   f"range is ±{norm.halfrange:.3g}, the 98th percentile of |log10 norm|"
+                   + (f", and the {clipped} cells beyond it take the end colours (the colourbar's arrows)" if clipped else "")
+                   + "; grey: no finite value.")
+        written.append(save(fig, page_path(folder, "heatmap", number, len(all_pages)), caption))
     return written
 
 
@@ -238,17 +333,33 @@ def edges(centres: np.ndarray) -> np.ndarray:
     return np.concatenate([[2 * centres[0] - middle[0]], middle, [2 * centres[-1] - middle[-1]]])
 
 
-def line_groups(summary: pd.DataFrame, x: str) -> tuple[list[str], list[tuple[tuple, pd.DataFrame]]]:
-    """Lines for a summary-based figure: one per combination of the varied axes other than x."""
-    axes = varied(summary, ["cell", *FACETS, "scale", "seq_len"])
-    axes = [a for a in axes if a != x]
-    groups = list(summary.groupby(axes, sort=True, dropna=False)) if axes else [((), summary)]
-    return axes, [(k if isinstance(k, tuple) else (k,), g) for k, g in groups]
+class Line(NamedTuple):
+    label: str  # the varied axes' values, "" when the figure has one line
+    rows: pd.DataFrame
+    look: dict  # colour (the cell's, where cells differ), line style, marker
 
 
-def style(i: int) -> dict:
-    return {"color": OKABE_ITO[i % len(OKABE_ITO)], "ls": ["-", "--", ":", "-."][i // len(OKABE_ITO) % 4],
-            "marker": "o", "ms": 3.5}
+def line_groups(summary: pd.DataFrame, x: str) -> tuple[list[str], list[Line]]:
+    """Lines for a summary-based figure: one per combination of the varied axes other than x, cells
+    first in their order and in their colours (the other axes then change the line style), else
+    colours in turn."""
+    axes = [a for a in varied(summary, ["cell", *FACETS, "scale", "seq_len"]) if a != x]
+    groups = [(k if isinstance(k, tuple) else (k,), g) for k, g in summary.groupby(axes, sort=True, dropna=False)] \
+        if axes else [((), summary)]
+    if "cell" in axes:
+        at = axes.index("cell")
+        groups.sort(key=lambda item: (cell_rank(item[0][at]), tuple(map(str, item[0]))))
+    lines, seen = [], {}
+    for i, (keys, rows) in enumerate(groups):
+        if "cell" in axes:
+            cell = keys[axes.index("cell")]
+            n = seen[cell] = seen.get(cell, -1) + 1
+            colour = cell_colour(cell)
+        else:
+            n, colour = i // len(OKABE_ITO), OKABE_ITO[i % len(OKABE_ITO)]
+        look = {"color": colour, "ls": LINE_STYLES[n % len(LINE_STYLES)], "marker": MARKERS[n % len(MARKERS)], "ms": 3.5}
+        lines.append(Line(facet_label(keys, axes), rows, look))
+    return axes, lines
 
 
 SCALED = {"lru": "|λ|", "indrnn": "u"}  # what `scale` multiplies where it is not the recurrent matrix
@@ -263,46 +374,61 @@ def scale_label(summary: pd.DataFrame) -> str:
     return "scale (multiplies " + ", ".join(f"{SCALED.get(c, 'W_hh')} for {c}" for c in cells) + ")"
 
 
-def plot_phase(summary: pd.DataFrame, folder: Path) -> list[Path]:
+@functools.lru_cache(maxsize=64)  # lines of one activation and drive (other seq_lens, seeds) share a curve
+def mean_field_line(activation: str, low: float, high: float, drive: float) -> tuple[np.ndarray, np.ndarray]:
+    dense = np.linspace(low, high, 60)
+    return dense, mean_field_curve(activation, dense, drive)
+
+
+def recorders_named(frame: pd.DataFrame) -> str:
+    return "/".join(sorted(frame.recorder.dropna().unique())) if "recorder" in frame else "?"
+
+
+def plot_phase(summary: pd.DataFrame, folder: Path) -> list[Drawn]:
     """Measured rate against scale; where theory applies, the mean-field curve (dense in scale) with
     its critical scale, the linear prediction, the Lyapunov exponent of each run, and a lower panel
     of the gaps (measured - predicted)."""
     if "scale" not in varied(summary, ["scale"]):
         return []
-    axes_names, groups = line_groups(summary, "scale")
+    axes_names, lines = line_groups(summary, "scale")
     predicted = [n for n in ("mean_field", "lyapunov", "linear")
                  if f"theory_{n}" in summary and summary[f"theory_{n}"].notna().any()]
-    fig, axes = plt.subplots(2 if predicted else 1, 1, figsize=(7.7, 6.2 if predicted else 4.2), sharex=True,
+    fig, axes = plt.subplots(2 if predicted else 1, 1, figsize=(8.2, 6.4 if predicted else 4.4), sharex=True,
                              squeeze=False, layout="constrained", height_ratios=[3, 1.3] if predicted else [1])
     ax = axes[0][0]
-    dense = np.linspace(summary.scale.min(), summary.scale.max(), 60)
-    drawn: set[str] = set()
-    for i, (keys, group) in enumerate(groups):
+    drawn: dict[str, str] = {}  # theory drawn -> its legend text
+    critical_scales, missing = [], []
+    for label, group, look in lines:
         line = group.groupby("scale").median(numeric_only=True)  # seeds pooled
-        look = style(i)
-        ax.plot(line.index, line.rate, label=facet_label(keys, axes_names) or "measured", **look)
+        ax.plot(line.index, line.rate.where(np.isfinite(line.rate)), label=label or "measured", **look)
+        lost = line.index[~np.isfinite(line.rate)]
+        if len(lost):  # no finite rate (diverged, nan): a hollow mark on the x axis at its scale
+            ax.plot(lost, np.zeros(len(lost)), ls="none", marker="o", ms=7, mfc="none", mec=look["color"],
+                    transform=ax.get_xaxis_transform(), clip_on=False)
+            missing.append(f"{label or 'the run'} at scale {', '.join(f'{v:g}' for v in lost)}")
         theory = dict(color=look["color"], lw=1.0)
         if "lyapunov" in predicted and line.theory_lyapunov.notna().any():
             ax.plot(line.index, line.theory_lyapunov, ls="none", marker="x", ms=6, **theory)
-            drawn.add("lyapunov")
+            drawn["lyapunov"] = "Lyapunov exponent (x)"
         if "mean_field" in predicted and line.theory_mean_field.notna().all():
-            activation, drive = group.activation.iloc[0], float(group.input_drive_var.median())
-            ax.plot(dense, [mean_field_rate(activation, s, drive) for s in dense], ls="--", **theory)
-            drawn.add("mean_field")
+            dense, rates = mean_field_line(group.activation.iloc[0], float(summary.scale.min()),
+                                           float(summary.scale.max()), float(group.input_drive_var.median()))
+            ax.plot(dense, rates, ls="--", **theory)
+            drawn["mean_field"] = "mean field (dashed)"
             critical = group.theory_critical_scale.median()
             if np.isfinite(critical) and dense[0] <= critical <= dense[-1]:
                 ax.axvline(critical, ls=":", **theory)
-                ax.annotate(f"critical {critical:.2f}", (critical, 0), xytext=(3, 4 + 12 * i),
-                            textcoords="offset points", color=look["color"], fontsize=8)
-                drawn.add("critical")
+                critical_scales.append(f"{critical:.2f}" + (f" ({label})" if label else ""))
+                drawn["critical"] = "critical scale, mean field (dotted): " + ", ".join(critical_scales)
         if "linear" in predicted and line.theory_linear.notna().all():
+            dense = np.linspace(summary.scale.min(), summary.scale.max(), 60)
             offset = float((line.theory_linear - np.log(line.index)).median())  # ln rho(W) at scale 1
             ax.plot(dense, np.log(dense) + offset, ls="-.", **theory)
-            drawn.add("linear")
-        for name, marker, ls in (("mean_field", "o", "--"), ("lyapunov", "x", "none"), ("linear", "s", "-.")):
+            drawn["linear"] = "linear: ln ρ(W) (dash-dot)"
+        for name, marker in (("mean_field", "o"), ("lyapunov", "x"), ("linear", "s")):
             if predicted and name in drawn and line[f"theory_{name}"].notna().any():
-                axes[1][0].plot(line.index, line.rate - line[f"theory_{name}"], color=look["color"], ls=ls,
-                                marker=marker, ms=4, lw=1.0)
+                axes[1][0].plot(line.index, line.rate - line[f"theory_{name}"], color=look["color"], ls="none",
+                                marker=marker, ms=4.5, mfc="none" if marker in "os" else None)
     low, high = ax.get_ylim()
     low, high = min(low, -3 * STABLE_TOLERANCE), max(high, 3 * STABLE_TOLERANCE)  # both regions visible
     xlim = ax.get_xlim()
@@ -311,51 +437,74 @@ def plot_phase(summary: pd.DataFrame, folder: Path) -> list[Path]:
     ax.axhspan(-STABLE_TOLERANCE, STABLE_TOLERANCE, color="0.6", alpha=0.3, lw=0)
     ax.set_ylim(low, high)
     ax.axhline(0, color="0.2", lw=0.9)
-    ax.text(0.99, 0.98, "exploding", transform=ax.transAxes, va="top", ha="right", color="#D55E00", fontsize=9)
-    ax.text(0.99, 0.02, "vanishing", transform=ax.transAxes, va="bottom", ha="right", color="#0072B2", fontsize=9)
     ax.set_xlim(xlim)
     ax.set_ylabel("rate (nats per step back;\ne^rate = gain per step)")
     ax.grid(alpha=0.3)
-    keys = {"measured": matplotlib.lines.Line2D([], [], color="0.3", marker="o", ms=3.5, label="measured (exact recorder)"),
-            "lyapunov": matplotlib.lines.Line2D([], [], color="0.3", ls="none", marker="x", label="Lyapunov exponent"),
-            "mean_field": matplotlib.lines.Line2D([], [], color="0.3", ls="--", label="mean field"),
-            "linear": matplotlib.lines.Line2D([], [], color="0.3", ls="-.", label="linear: ln ρ(W)"),
-            "critical": matplotlib.lines.Line2D([], [], color="0.3", ls=":", label="critical scale (mean field)")}
+    measured = f"measured ({recorders_named(summary)} recorder)"
     handles, _ = ax.get_legend_handles_labels()
-    shown = [keys["measured"]] + [keys[k] for k in keys if k in drawn]
-    ax.legend(handles=(handles if len(groups) > 1 else []) + (shown if drawn else []), fontsize=8,
-              loc="center left", bbox_to_anchor=(1.01, 0.5))
+    keys = [matplotlib.lines.Line2D([], [], color="0.3", marker="o", ms=3.5, label=measured)] if len(lines) > 1 else []
+    keys += [matplotlib.lines.Line2D([], [], color="0.3", ls=ls, marker=marker, label=drawn[name])
+             for name, ls, marker in (("lyapunov", "none", "x"), ("mean_field", "--", None), ("linear", "-.", None),
+                                      ("critical", ":", None)) if name in drawn]
+    keys += [matplotlib.patches.Patch(color="#D55E00", alpha=0.15, label="exploding (rate > %g)" % STABLE_TOLERANCE),
+             matplotlib.patches.Patch(color="0.6", alpha=0.4, label="stable (|rate| ≤ %g)" % STABLE_TOLERANCE),
+             matplotlib.patches.Patch(color="#0072B2", alpha=0.15, label="vanishing (rate < −%g)" % STABLE_TOLERANCE)]
+    if missing:
+        keys.append(matplotlib.lines.Line2D([], [], ls="none", marker="o", ms=7, mfc="none", mec="0.3",
+                                            label="no finite rate (on the x axis)"))
+    ax.legend(handles=(handles if len(lines) > 1 else [matplotlib.lines.Line2D([], [], color=OKABE_ITO[0], marker="o",
+              ms=3.5, label=measured)]) + keys, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     if predicted:
         gaps = axes[1][0]
         gaps.axhline(0, color="0.2", lw=0.9)
         gaps.axhspan(-0.02, 0.02, color="0.6", alpha=0.2, lw=0)
         gaps.set_ylabel("measured − predicted\n(nats per step)")
         gaps.grid(alpha=0.3)
-        gaps.text(0.99, 0.96, "grey: ±0.02", transform=gaps.transAxes, va="top", ha="right", fontsize=8, color="0.3")
+        marks = [matplotlib.lines.Line2D([], [], color="0.3", ls="none", marker=m, mfc="none" if m in "os" else None,
+                                         label=f"− {text}") for name, m, text in
+                 (("mean_field", "o", "mean field"), ("lyapunov", "x", "Lyapunov"), ("linear", "s", "linear"))
+                 if name in drawn]
+        marks.append(matplotlib.patches.Patch(color="0.6", alpha=0.3, label="±0.02"))
+        gaps.legend(handles=marks, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     axes[-1][0].set_xlabel(scale_label(summary))
-    return [save(fig, folder / "phase")]
+    parts = [f"Fitted rate per step against scale, {measured}"
+             + (f", a line per {', '.join(axes_names)}" if axes_names else ""),
+             f"shaded: exploding above +{STABLE_TOLERANCE}, grey: stable within ±{STABLE_TOLERANCE}, "
+             f"blue: vanishing below −{STABLE_TOLERANCE}"]
+    parts += [drawn[name] for name in ("mean_field", "critical", "linear", "lyapunov") if name in drawn]
+    if predicted:
+        parts.append("lower panel: measured minus each prediction (grey: ±0.02)")
+    if missing:
+        parts.append("no finite rate (hollow circles on the x axis): " + "; ".join(missing))
+    return [save(fig, folder / "phase", "; ".join(parts) + ".")]
 
 
-def plot_seq_len(summary: pd.DataFrame, folder: Path) -> list[Path]:
+def plot_seq_len(summary: pd.DataFrame, folder: Path) -> list[Drawn]:
     if "seq_len" not in varied(summary, ["seq_len"]):
         return []
-    axes_names, groups = line_groups(summary, "seq_len")
+    axes_names, lines = line_groups(summary, "seq_len")
     fig, (axes,) = grid(1, 1, width=6.5, height=4.2)
-    ax = axes[0] if isinstance(axes, np.ndarray) else axes
-    for i, (keys, group) in enumerate(groups):
+    ax = axes[0]
+    for label, group, look in lines:
         line = group.groupby("seq_len").log10_gain.median()
-        ax.plot(line.index, line.to_numpy(), label=facet_label(keys, axes_names) or None, **style(i))
+        ax.plot(line.index, line.where(np.isfinite(line)).to_numpy(), label=label or None, **look)
     ax.axhline(0, color="0.2", lw=0.9)
     ax.set_xscale("log")
-    ax.set_xlabel("seq_len T (steps)")
+    lengths = np.sort(summary.seq_len.unique())
+    ax.xaxis.set_major_locator(matplotlib.ticker.FixedLocator(lengths))  # a tick at every length swept
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FixedFormatter([f"{v:g}" for v in lengths]))
+    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+    ax.set_xlabel("seq_len T (steps, log scale)")
     ax.set_ylabel(r"end-to-end $\log_{10}\,\|\partial L/\partial h_0\| / \|\partial L/\partial h_T\|$")
     ax.grid(alpha=0.3, which="both")
-    if len(groups) > 1:
+    if len(lines) > 1:
         ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    return [save(fig, folder / "seq_len")]
+    caption = ("End-to-end log10 gain (batch median, seeds pooled) against sequence length, ticks at the lengths swept"
+               + (f", a line per {', '.join(axes_names)}" if axes_names else "") + ".")
+    return [save(fig, folder / "seq_len", caption)]
 
 
-def plot_layers(profile: pd.DataFrame, folder: Path) -> list[Path]:
+def plot_layers(profile: pd.DataFrame, folder: Path) -> list[Drawn]:
     deep = profile[(profile.num_layers > 1) & (profile.state == "h")]
     if deep.empty:
         return []
@@ -364,23 +513,28 @@ def plot_layers(profile: pd.DataFrame, folder: Path) -> list[Path]:
     shown = [runs[i] for i in np.linspace(0, len(runs) - 1, min(len(runs), MAX_LAYER_PANELS)).round().astype(int)]
     names = varied(deep, ["cell", *FACETS, "scale", "seq_len"])
     fig, axes, grid_axes = panel_grid(len(shown), min(len(shown), 4), height=2.6)
-    norm = centred_norm(deep.log10_norm)
+    norm, clipped = robust_centred_norm(deep.log10_norm)
     for ax, run in zip(axes, shown):
         rows = deep[deep.run_id == run]
         panel = rows.pivot(index="layer", columns="lag", values="log10_norm")
         ax.pcolormesh(edges(panel.columns.to_numpy(float)), edges(panel.index.to_numpy(float)),
                       np.ma.masked_invalid(panel.to_numpy(float)), cmap=DIVERGING, norm=norm, shading="flat")
         ax.set_yticks(panel.index)
-        ax.set_title(facet_label(tuple(rows.iloc[0][names]), names) or run, fontsize=8)
+        ax.set_facecolor("0.75")
+        title(ax, facet_label(tuple(rows.iloc[0][names]), names) or run, size=8)
         ax.set_xlabel(LAG_LABEL, fontsize=8)
         ax.set_ylabel("layer (0 = bottom)")
-    colourbar(fig, grid_axes, norm, DIVERGING, NORM_LABEL)
+    colourbar(fig, grid_axes, norm, DIVERGING, NORM_LABEL, extend="both" if clipped else "neither")
     if len(shown) < len(runs):
-        fig.suptitle(f"{len(shown)} of {len(runs)} multi-layer runs", fontsize=9)
-    return [save(fig, folder / "layers")]
+        fig.suptitle(f"{len(shown)} of {len(runs)} multi-layer runs, spread over the sweep", fontsize=9)
+    caption = (f"log10 gradient norm of each layer's h over lag, a panel per run ({len(shown)} of {len(runs)} "
+               f"multi-layer runs{', spread over the sweep' if len(shown) < len(runs) else ''}); white at gain 1, "
+               f"colour range ±{norm.halfrange:.3g} (98th percentile of |log10 norm|"
+               + (f"; {clipped} values beyond it in the end colours" if clipped else "") + "); grey: no finite value.")
+    return [save(fig, folder / "layers", caption)]
 
 
-def plot_losses(losses: pd.DataFrame, folder: Path) -> list[Path]:
+def plot_losses(losses: pd.DataFrame, folder: Path) -> list[Drawn]:
     """Eval loss against training step, a panel per cell (and task, seq_len), a line per remedy (or per
     value of the other varied axes), one colour per line across panels, the task's baseline dashed."""
     if losses.empty or losses.step.max() == 0:
@@ -393,77 +547,102 @@ def plot_losses(losses: pd.DataFrame, folder: Path) -> list[Path]:
     label = (lambda row: facet_label(tuple(row), line_axes)) if line_axes else (lambda row: "")
     losses = losses.assign(line=losses[line_axes].apply(label, axis=1) if line_axes else "")
     colour = {name: OKABE_ITO[i % len(OKABE_ITO)] for i, name in enumerate(sorted(losses.line.unique()))}
-    groups = list(losses.groupby(panel_axes, sort=True, dropna=False))
+    groups = sorted(((k if isinstance(k, tuple) else (k,), g) for k, g in losses.groupby(panel_axes, sort=True, dropna=False)),
+                    key=lambda item: (cell_rank(item[0][0]), tuple(map(str, item[0][1:]))))
     fig, axes, _ = panel_grid(len(groups), min(len(groups), 3), sharey=True)
     for ax, (keys, group) in zip(axes, groups):
         for (name, _), run in group.groupby(["line", "run_id"], sort=True):
             ax.plot(run.step, run.eval_loss, color=colour[name], lw=1.3)
         ax.axhline(group.baseline.iloc[0], color="0.3", ls="--", lw=1)
         ax.set_yscale("log")
-        ax.set_title(facet_label(keys if isinstance(keys, tuple) else (keys,), panel_axes), fontsize=9)
+        title(ax, facet_label(keys, panel_axes))
         ax.set_xlabel("training step")
         ax.set_ylabel("eval loss (log scale)")
         ax.grid(alpha=0.3, which="both")
     handles = [matplotlib.lines.Line2D([], [], color=c, lw=1.5, label=n) for n, c in colour.items() if n]
     handles.append(matplotlib.lines.Line2D([], [], color="0.3", ls="--", label="baseline"))
     fig.legend(handles=handles, loc="outside right center", fontsize=8)
-    return [save(fig, folder / "losses")]
+    caption = (f"Eval loss (log scale) against training step, a panel per {', '.join(panel_axes)}"
+               + (f", a colour per {', '.join(line_axes)} (the same in every panel)" if line_axes else "")
+               + f"; dashed: the task's baseline; {losses.run_id.nunique()} runs.")
+    return [save(fig, folder / "losses", caption)]
 
 
-def plot_training_profiles(profile: pd.DataFrame, folder: Path) -> list[Path]:
-    """The gradient profile at initialisation and at every recorded training step, a panel per run
-    (12 at most), coloured by step (as Arjovsky et al. 2016's figure of ||dC/dh_t|| at init and later)."""
+def plot_training_profiles(profile: pd.DataFrame, folder: Path, summary: pd.DataFrame | None = None) -> list[Drawn]:
+    """The gradient profile at initialisation and at every recorded training step, a panel per run,
+    coloured by step (as Arjovsky et al. 2016's figure of ||dC/dh_t|| at init and later); every trained
+    run, MAX_LAYER_PANELS to a page, in cell order."""
     top = profile[is_top_h(profile)]
     trained = top[top.groupby("run_id").step.transform("nunique") > 1]
     if trained.empty:
         return []
-    runs = list(trained.run_id.unique())
-    shown = [runs[i] for i in np.linspace(0, len(runs) - 1, min(len(runs), MAX_LAYER_PANELS)).round().astype(int)]
     # A remedy implies its activation, init and biases: name the remedy rather than each of them.
     names = ["cell", "remedy"] if varied(trained, ["remedy"]) else varied(trained, ["cell", *FACETS, "scale", "seq_len"])
+    first = trained.drop_duplicates("run_id")
+    runs = list(first.sort_values(names, key=lambda c: c.map(cell_rank) if c.name == "cell" else c, kind="stable").run_id)
+    untrained = []
+    if summary is not None and "final_loss" in summary:  # runs of a training sweep that have no trained profile
+        others = summary[~summary.run_id.isin(runs)]
+        untrained = [f"{run_list(others.iloc[[i]], [n for n in names if n in others])} ({status})"
+                     for i, status in enumerate(others.status)]
     norm = matplotlib.colors.Normalize(0, trained.step.max())
     cmap = matplotlib.colormaps[SEQUENTIAL]
-    fig, axes, table = panel_grid(len(shown), min(len(shown), 4), height=2.8, sharey=True)
-    for ax, run in zip(axes, shown):
-        rows = trained[trained.run_id == run]
-        for step, at in rows.groupby("step"):
-            at = at.sort_values("lag")
-            ax.plot(at.lag, at.log10_norm.where(np.isfinite(at.log10_norm)), color=cmap(norm(step)), lw=1.1)
-        ax.set_title(facet_label(tuple(rows.iloc[0][names]), names) or run, fontsize=8)
-        ax.set_xlabel(LAG_LABEL, fontsize=8)
-        ax.set_ylabel(NORM_LABEL)
-        ax.grid(alpha=0.3)
-    colourbar(fig, table, norm, cmap, "training step")
-    if len(shown) < len(runs):
-        fig.suptitle(f"{len(shown)} of {len(runs)} trained runs, spread over the sweep", fontsize=9)
-    return [save(fig, folder / "training_profiles")]
+    pages = [runs[i:i + MAX_LAYER_PANELS] for i in range(0, len(runs), MAX_LAYER_PANELS)]
+    written = []
+    for number, shown in enumerate(pages):
+        fig, axes, table = panel_grid(len(shown), min(len(shown), 4), height=2.8, sharey=True)
+        for ax, run in zip(axes, shown):
+            rows = trained[trained.run_id == run]
+            for step, at in rows.groupby("step"):
+                at = at.sort_values("lag")
+                ax.plot(at.lag, at.log10_norm.where(np.isfinite(at.log10_norm)), color=cmap(norm(step)), lw=1.1)
+            title(ax, facet_label(tuple(rows.iloc[0][names]), names) or run, size=8)
+            ax.set_xlabel(LAG_LABEL, fontsize=8)
+            ax.set_ylabel(NORM_LABEL)
+            ax.grid(alpha=0.3)
+        colourbar(fig, table, norm, cmap, "training step")
+        caption = (f"The gradient profile (batch median) at initialisation (step 0) and at each recorded training "
+                   f"step, coloured by step, a panel per trained run ({len(shown)} here, {len(runs)} in all"
+                   + (f", page {number + 1} of {len(pages)}" if len(pages) > 1 else "") + ")"
+                   + ("; without a trained profile: " + "; ".join(untrained) if untrained else "") + ".")
+        written.append(save(fig, page_path(folder, "training_profiles", number, len(pages)), caption))
+    return written
 
 
-def plot_learnability(summary: pd.DataFrame, folder: Path) -> list[Path]:
-    """Final eval loss (relative to the baseline) against the rate measured at initialisation."""
+def plot_learnability(summary: pd.DataFrame, folder: Path) -> list[Drawn]:
+    """Final eval loss (relative to the baseline) against the rate measured at initialisation: a colour
+    per cell, a marker per remedy (a legend, never labels that could overprint each other)."""
     if "final_loss" not in summary or summary.final_loss.notna().sum() < 2:
         return []
     data = summary[summary.final_loss.notna()]
-    fig, (axes,) = grid(1, 1, width=6.0, height=4.2)
+    by_remedy = "remedy" in data and data.remedy.nunique() > 1
+    remedies = sorted(data.remedy.unique()) if by_remedy else []
+    marker = {name: MARKERS[i % len(MARKERS)] for i, name in enumerate(remedies)}
+    fig, (axes,) = grid(1, 1, width=6.0, height=4.4)
     ax = axes[0]
-    for i, (cell, group) in enumerate(data.groupby("cell")):
-        ax.scatter(group.rate_init, group.final_loss / group.baseline, color=OKABE_ITO[i], label=f"cell={cell}",
-                   s=28, zorder=3)
-        for row in group.itertuples():
-            if "remedy" in data and data.remedy.nunique() > 1:
-                ax.annotate(row.remedy, (row.rate_init, row.final_loss / row.baseline), fontsize=7,
-                            xytext=(3, 2), textcoords="offset points")
-    ax.axhline(1, color="0.3", ls="--", lw=1, label="baseline")
+    cells = ordered_cells(data.cell)
+    for cell in cells:
+        for remedy, group in (data[data.cell == cell].groupby("remedy") if by_remedy else [(None, data[data.cell == cell])]):
+            ax.scatter(group.rate_init, group.final_loss / group.baseline, color=cell_colour(cell), s=34, zorder=3,
+                       marker=marker.get(remedy, "o"), edgecolors="white", linewidths=0.5)
+    ax.axhline(1, color="0.3", ls="--", lw=1)
     ax.axvline(0, color="0.2", lw=0.8)
     ax.set_yscale("log")
     ax.set_xlabel("rate at initialisation (nats per step back)")
     ax.set_ylabel("final eval loss / baseline (log scale)")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
-    return [save(fig, folder / "learnability")]
+    handles = [matplotlib.lines.Line2D([], [], ls="none", marker="o", ms=7, color=cell_colour(c), label=f"cell={c}")
+               for c in cells]
+    handles += [matplotlib.lines.Line2D([], [], ls="none", marker=marker[r], ms=7, color="0.35", label=f"remedy={r}")
+                for r in remedies]
+    handles.append(matplotlib.lines.Line2D([], [], color="0.3", ls="--", label="baseline"))
+    ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    caption = (f"Final eval loss relative to the task's baseline (dashed) against the rate at initialisation, "
+               f"{len(data)} trained runs: colour by cell" + (", marker by remedy" if by_remedy else "") + ".")
+    return [save(fig, folder / "learnability", caption)]
 
 
-def plot_spectrum(summary: pd.DataFrame, folder: Path) -> list[Path]:
+def plot_spectrum(summary: pd.DataFrame, folder: Path) -> list[Drawn]:
     """The Lyapunov spectra (theory.spectrum_k > 0): exponent against its index, one line per run; where
     scale varies, the top exponents and the Kaplan-Yorke dimension against scale beside it."""
     if "spectrum" not in summary:
@@ -488,17 +667,17 @@ def plot_spectrum(summary: pd.DataFrame, folder: Path) -> list[Path]:
     ax.grid(alpha=0.3)
     if by_scale:
         fig.colorbar(matplotlib.cm.ScalarMappable(norm, cmap), ax=ax, label="scale")
-        names, groups = line_groups(runs, "scale")
+        names, lines = line_groups(runs, "scale")
         top = min(3, int(runs.spectrum.map(len).min()))
-        for i, (keys, group) in enumerate(groups):
+        for label, group, look in lines:
             group = group.sort_values("scale")
-            colour = OKABE_ITO[i % len(OKABE_ITO)]
+            colour = look["color"]
             exponents = np.stack([np.asarray(s, dtype=float)[:top] for s in group.spectrum])
             for j, ls in zip(range(top), ["-", "--", ":"]):
                 axes[0][1].plot(group.scale, exponents[:, j], color=colour, ls=ls, marker="o", ms=3)
             axes[0][1].plot(group.scale, group.rate, color=colour, ls="none", marker="x", ms=6)
-            axes[0][2].plot(group.scale, group.lyapunov_dimension, color=colour, marker="o", ms=3.5,
-                            label=facet_label(keys, names) or None)
+            axes[0][2].plot(group.scale, group.lyapunov_dimension, color=colour, marker=look["marker"], ms=3.5,
+                            ls=look["ls"], label=label or None)
         axes[0][1].axhline(0, color="0.2", lw=0.9)
         keys = [matplotlib.lines.Line2D([], [], color="0.3", ls=ls, marker="o", ms=3, label=rf"$\lambda_{j + 1}$")
                 for j, ls in zip(range(top), ["-", "--", ":"])]
@@ -509,12 +688,18 @@ def plot_spectrum(summary: pd.DataFrame, folder: Path) -> list[Path]:
         axes[0][1].set_title(f"the top {top} exponents and the recorder's rate", fontsize=9)
         axes[0][2].set_ylabel("Kaplan-Yorke dimension\n(0: the top exponent < 0)")
         axes[0][2].set_title(f"Kaplan-Yorke dimension (at most k = {int(runs.spectrum.map(len).min())})", fontsize=9)
-        if len(groups) > 1:
+        if len(lines) > 1:
             axes[0][2].legend(fontsize=8)
         for panel in axes[0][1:]:
             panel.set_xlabel(scale_label(runs))
             panel.grid(alpha=0.3)
-    return [save(fig, folder / "spectrum")]
+    k = int(runs.spectrum.map(len).min())
+    caption = (f"Left: the Lyapunov spectrum of each of {len(runs)} runs, exponent against index (largest first)"
+               + (", coloured by scale" if by_scale else "") + "."
+               + (f" Middle: the top {min(3, k)} exponents (solid, dashed, dotted) and the recorder's measured rate (x) "
+                  f"against scale. Right: the Kaplan-Yorke dimension (0 when the top exponent is negative, at most "
+                  f"k = {k}) against scale." if by_scale else ""))
+    return [save(fig, folder / "spectrum", caption)]
 
 
 MAX_DETAIL_PANELS = 12  # runs drawn in the units and gates figures (the titles say how many of how many)
@@ -533,7 +718,7 @@ def unit_rates(units: pd.DataFrame) -> pd.Series:
     return middle.groupby(["layer", "state", "unit"]).apply(slope)
 
 
-def plot_units(units: pd.DataFrame, summary: pd.DataFrame, folder: Path) -> list[Path]:
+def plot_units(units: pd.DataFrame, summary: pd.DataFrame, folder: Path) -> list[Drawn]:
     """record.units=true: per run, log10 |dL/dS_t,j| for every state entry j (rows, sorted by their own
     decay rate, slowest on top) against the lag; one robust colour range for all panels."""
     runs = [r for r in summary.run_id if r in set(units.run_id)]
@@ -553,7 +738,7 @@ def plot_units(units: pd.DataFrame, summary: pd.DataFrame, folder: Path) -> list
         ax.imshow(table.to_numpy(float), aspect="auto", cmap=SEQUENTIAL, norm=norm, interpolation="nearest",
                   extent=(table.columns.min() - 0.5, table.columns.max() + 0.5, len(table) - 0.5, -0.5))
         run = summary[summary.run_id == run_id].iloc[0]
-        ax.set_title(facet_label(tuple(run[labels]), labels) or run_id, fontsize=9)
+        title(ax, facet_label(tuple(run[labels]), labels) or run_id)
         ax.set_xlabel(LAG_LABEL)
         ax.set_ylabel("state entry, by its decay rate\n(slowest on top)")
     for ax in axes.flat[len(shown):]:
@@ -561,10 +746,13 @@ def plot_units(units: pd.DataFrame, summary: pd.DataFrame, folder: Path) -> list
     fig.colorbar(matplotlib.cm.ScalarMappable(norm, SEQUENTIAL), ax=axes, extend="both", shrink=0.9,
                  label=r"$\log_{10}|\partial L/\partial S_{t,j}|$ (2-98% range; beyond: end colours)")
     fig.suptitle(f"per-unit gradients at initialisation, {len(shown)} of {len(runs)} runs", fontsize=10)
-    return [save(fig, folder / "units")]
+    caption = (f"Per-unit gradients at initialisation: batch-median log10 |dL/dS_t,j| for every state entry j "
+               f"(rows, sorted by their own decay rate, slowest on top) against lag, {len(shown)} of {len(runs)} runs; "
+               f"one colour range for all panels, the 2–98% range ({low:.3g} to {high:.3g}), beyond it the end colours.")
+    return [save(fig, folder / "units", caption)]
 
 
-def plot_gates(gates: pd.DataFrame, profile: pd.DataFrame, summary: pd.DataFrame, folder: Path) -> list[Path]:
+def plot_gates(gates: pd.DataFrame, profile: pd.DataFrame, summary: pd.DataFrame, folder: Path) -> list[Drawn]:
     """record.units=true, one-layer built-in cells: per run, each gate block's pre-activation gradient
     (solid) and its step's share of dL/dW_hh (dashed) against the lag, beside ||dL/dh|| (black)."""
     runs = [r for r in summary.run_id if r in set(gates.run_id)]
@@ -586,7 +774,7 @@ def plot_gates(gates: pd.DataFrame, profile: pd.DataFrame, summary: pd.DataFrame
         state = top[(top.run_id == run_id) & (top.step == top[top.run_id == run_id].step.min())].sort_values("lag")
         ax.plot(state.lag, state.log10_norm.where(np.isfinite(state.log10_norm)), color="k", lw=1.0)
         run = summary[summary.run_id == run_id].iloc[0]
-        ax.set_title(facet_label(tuple(run[labels]), labels) or run_id, fontsize=9)
+        title(ax, facet_label(tuple(run[labels]), labels) or run_id)
         ax.set_xlabel(LAG_LABEL)
         ax.set_ylabel("log10 norm")
         ax.grid(alpha=0.3)
@@ -601,12 +789,16 @@ def plot_gates(gates: pd.DataFrame, profile: pd.DataFrame, summary: pd.DataFrame
     fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 4), fontsize=8, frameon=False)
     fig.suptitle(f"per-gate gradients and weight-gradient contributions (batch medians; C_t summed over the "
                  f"batch), {len(shown)} of {len(runs)} runs", fontsize=10)
-    return [save(fig, folder / "gates")]
+    caption = (f"Per-gate gradients at initialisation, {len(shown)} of {len(runs)} runs: for each gate "
+               f"({', '.join(g for g in GATE_COLOURS if g in drawn)}) the batch-median norm of the gradient at its "
+               f"recurrent pre-activation (solid) and ||C_t||, step t's part of dL/dW_hh summed over the batch "
+               f"(dashed), beside the profile ||dL/dh_t|| (black).")
+    return [save(fig, folder / "gates", caption)]
 
 
 def make_figures(root: Path, profile: pd.DataFrame, summary: pd.DataFrame | None = None,
-                 losses: pd.DataFrame | None = None) -> list[Path]:
-    """Every figure the tables support, under root/figures/; returns the PNGs written.
+                 losses: pd.DataFrame | None = None) -> list[Drawn]:
+    """Every figure the tables support, under root/figures/; returns what was written (PNG and caption).
 
     The fits come from the profile (harness.core.analysis), so figures always use the current analysis;
     the summary, when given, marks the runs whose status carries numerical flags.
@@ -622,7 +814,7 @@ def make_figures(root: Path, profile: pd.DataFrame, summary: pd.DataFrame | None
     with plt.rc_context({"font.size": 10, "axes.titlesize": 10}):  # these figures' style, nobody else's
         figures = [*plot_profiles(profile, folder, flagged), *plot_decay_laws(profile, fits, folder),
                    *plot_heatmap(profile, folder), *plot_phase(fits, folder), *plot_seq_len(fits, folder),
-                   *plot_layers(profile, folder), *plot_training_profiles(profile, folder)]
+                   *plot_layers(profile, folder), *plot_training_profiles(profile, folder, summary)]
         if losses is not None:
             figures += plot_losses(losses, folder)
         if summary is not None and "rate_init" in summary:

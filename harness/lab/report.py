@@ -1,59 +1,148 @@
-"""A one-page HTML report per sweep folder: the summary table and every figure, so that sending the
-folder shares the results. Images are linked relatively (figures/*.png)."""
+"""One self-contained HTML report per sweep folder: the question, the command, the settings held fixed
+and the axes swept, a summary table, every figure (embedded, with the caption its plotting code wrote
+from what it drew), the runs that failed or diverged, and the harness version and commit. Nothing
+outside the file is needed to read it, so it can be mailed as it is.
+"""
 from __future__ import annotations
 
+import base64
 import html
+import importlib.metadata
+import json
 from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
+from omegaconf import OmegaConf
 
 from harness.core.analysis import EDGE_FRACTION, STABLE_TOLERANCE
-from harness.core.runfolder import write_text
-from harness.lab.plots import FACETS, varied
+from harness.core.runfolder import META, write_text
+from harness.core.spec import VALIDATORS
+from harness.lab.plots import Drawn
 
-SHOWN = ["status", "rate", "gain_per_step", "half_life", "regime", "decay_law", "power_exponent", "log10_gain", "truncated", "theory_mean_field",
-         "theory_lyapunov", "rate_init", "final_loss", "baseline", "solved", "wall_time_s"]
-CAPTIONS = {
-    "profiles": "Gradient norm against steps back from the loss: batch median, 25–75% band.",
-    "profiles_loglog": "The same profiles on log-log axes, coloured by the decay law each run's fit names "
-                       "(a power law is a straight line); black: closed-form theory where it exists.",
-    "heatmap": "log10 gradient norm over scale and lag; white is gain 1, red growth, blue decay.",
-    "phase": "Fitted rate per step against scale; the grey band is the stable tolerance.",
-    "seq_len": "End-to-end log10 gain against sequence length.",
-    "layers": "log10 gradient norm of each layer's h over lag.",
-    "training_profiles": "The gradient profile at initialisation and at each recorded training step.",
-    "losses": "Eval loss against training step; dashed: the task's baseline.",
-    "learnability": "Final eval loss relative to the baseline against the rate at initialisation.",
-}
+SHOWN = ["status", "rate", "gain_per_step", "half_life", "regime", "decay_law", "power_exponent", "log10_gain",
+         "truncated", "theory_mean_field", "theory_lyapunov", "rate_init", "final_loss", "baseline", "solved",
+         "wall_time_s"]
 STYLE = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
-table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
+table{border-collapse:collapse;font-size:13px;margin:0.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
 th{background:#f2f2f2}img{max-width:100%;border:1px solid #ddd}figure{margin:1.5em 0}
-figcaption{color:#555;font-size:14px}"""
+figcaption{color:#444;font-size:14px}code,pre{background:#f6f6f6;padding:2px 4px}.filtered{color:#a00}"""
 
 
-def write_report(root: Path, summary: pd.DataFrame, figures: list[Path]) -> Path:
+def config_columns(summary: pd.DataFrame) -> list[str]:
+    return [c for c in summary.columns if c in VALIDATORS or c.startswith("cell.kwargs.")]
+
+
+def sweep_command(source: Path | None) -> tuple[str | None, str | None]:
+    """(the command that made the sweep, the question its experiment file's opening comment asks), from
+    the sweep's multirun.yaml; (None, None) where there is none (a single run, rebuilt tables)."""
+    file = source / "multirun.yaml" if source else None
+    if file is None or not file.is_file():
+        return None, None
+    try:
+        overrides = list(OmegaConf.load(file).hydra.overrides.task)
+    except Exception:  # noqa: BLE001  an unreadable record only costs the report its command line
+        return None, None
+    command = "python -m harness -m " + " ".join(overrides)
+    experiment = next((o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0].lstrip("+") == "experiment"), None)
+    return command, experiment_question(experiment) if experiment else None
+
+
+def experiment_question(name: str) -> str | None:
+    """An experiment file's opening comment, without its run commands (the lines that start with python)."""
+    from harness.cli.paths import config_file  # the CLI's view of where experiment files live
+
+    path = config_file("experiment", name)
+    if path is None:
+        return None
+    lines = []
+    for line in path.read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        text = line.lstrip("#").strip()
+        if text.startswith(("python", "@package")):
+            continue
+        lines.append(text)
+    return " ".join(lines).strip() or None
+
+
+def run_commits(source: Path | None, summary: pd.DataFrame) -> list[str]:
+    """The git commits the runs' meta.json files record (one, unless the sweep was resumed across commits)."""
+    commits = set()
+    for run_dir in summary.run_dir.dropna() if source else ():
+        try:
+            commits.add(json.loads((source / run_dir / META).read_text()).get("git_commit"))
+        except (OSError, ValueError):
+            continue
+    return sorted(c for c in commits if c)
+
+
+def table_html(frame: pd.DataFrame) -> str:
+    return frame.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="", border=0)
+
+
+def embedded(png: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode("ascii")
+
+
+def write_report(root: Path, summary: pd.DataFrame, figures: list[Drawn], source: Path | None = None,
+                 where: list[str] = ()) -> Path:
+    """root/report.html. source: the sweep folder whose multirun.yaml names the command (root itself
+    unless rebuilt elsewhere); where: the --where filters that chose these runs from it."""
     root = Path(root)
-    axes = varied(summary, ["cell", *FACETS, "scale", "seq_len", "seed"])
-    columns = [c for c in ["run_dir", *axes, *SHOWN] if c in summary and summary[c].notna().any()]
+    config = config_columns(summary)
+    swept = [c for c in config if summary[c].nunique(dropna=False) > 1]
+    fixed = {c: summary[c].dropna().iloc[0] for c in config if c not in swept and summary[c].notna().any()}
+    columns = [c for c in ["run_dir", *swept, *SHOWN] if c in summary and summary[c].notna().any()]
     counts = ", ".join(f"{n} {s}" for s, n in summary.status.value_counts().items())
-    table = summary[columns].to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="")
-    name = summary.name.dropna().iloc[0] if "name" in summary and summary.name.notna().any() else root.name
+    name = str(fixed.get("name", root.name))
+    filtered = " where " + " and ".join(where) if where else ""
+    command, question = sweep_command(source)
+    commits = run_commits(source, summary)
     parts = [
-        f"<!doctype html><meta charset='utf-8'><title>{html.escape(str(name))}</title><style>{STYLE}</style>",
-        f"<h1>{html.escape(str(name))}</h1>",
-        f"<p>{html.escape(str(root))} · {len(summary)} runs ({html.escape(counts)}) · "
-        f"report written {datetime.now():%Y-%m-%d %H:%M}</p>",
+        f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(name + filtered)}</title>"
+        f"<style>{STYLE}</style></head><body>",
+        f"<h1>{html.escape(name)}" + (f" <span class='filtered'>({html.escape(filtered.strip())})</span>" if where else "")
+        + "</h1>",
+    ]
+    if question:
+        parts.append(f"<p><b>Question.</b> {html.escape(question)}</p>")
+    if command:
+        parts.append(f"<p><b>Command.</b> <code>{html.escape(command)}</code>"
+                     + (f", then <code>python -m harness.plot {html.escape(str(source))} "
+                        f"{' '.join('--where ' + html.escape(w) for w in where)} --out {html.escape(str(root))}</code>"
+                        if where else "") + "</p>")
+    if where:
+        parts.append(f"<p class='filtered'><b>Filtered:</b> only the runs{html.escape(filtered)} "
+                     f"({len(summary)} of the sweep's runs) are in the tables and figures below.</p>")
+    parts += [
+        f"<p>{html.escape(str(root))} · {len(summary)} runs ({html.escape(counts)}) · harness "
+        f"{html.escape(importlib.metadata.version('harness'))}"
+        + (f" · commit {html.escape(', '.join(commits))}" if commits else "")
+        + f" · report written {datetime.now():%Y-%m-%d %H:%M}</p>",
+        "<h2>Settings</h2>",
+        "<p><b>Swept:</b> " + (html.escape(", ".join(f"{c} ({summary[c].nunique(dropna=False)} values)" for c in swept))
+                              or "nothing (one configuration)") + "</p>",
+        "<p><b>Held fixed:</b></p>",
+        table_html(pd.DataFrame([fixed])) if fixed else "<p>nothing</p>",
         f"<p>rate: Theil–Sen slope of ln‖∂L/∂h<sub>T−k</sub>‖ in the lag k over the middle "
         f"{100 - 200 * EDGE_FRACTION:.0f}% of lags (nats per step; &lt; 0 vanishing); stable within "
-        f"±{STABLE_TOLERANCE} per step. Tables: profile.parquet, fits.parquet, summary.csv.</p>",
-        "<h2>Summary</h2>", table, "<h2>Figures</h2>",
+        f"±{STABLE_TOLERANCE} per step. Tables beside this file: profile.parquet, fits.parquet, summary.csv.</p>",
     ]
-    for png in figures:
-        caption = CAPTIONS.get(png.stem.rsplit("_", 1)[0] if png.stem[-1].isdigit() else png.stem, "")
-        rel = png.relative_to(root).as_posix()
-        parts.append(f"<figure><img src='{rel}' alt='{png.stem}'><figcaption>{png.stem}: {caption} "
-                     f"(<a href='{Path(rel).with_suffix('.svg').as_posix()}'>svg</a>)</figcaption></figure>")
+    attention = summary[~summary.status.isin(["ok", "not_applicable"])]
+    parts.append("<h2>Runs that failed, diverged or carry numerical flags</h2>")
+    if attention.empty:
+        parts.append("<p>None: every run finished with finite numbers.</p>")
+    else:
+        keep = [c for c in ["run_dir", *swept, "status", "error"] if c in attention and attention[c].notna().any()]
+        parts.append(table_html(attention[keep]))
+    parts += ["<h2>Summary</h2>", table_html(summary[columns]), "<h2>Figures</h2>"]
+    for drawn in figures:
+        svg = drawn.path.with_suffix(".svg").relative_to(root).as_posix()
+        parts.append(f"<figure><img src='{embedded(drawn.path)}' alt='{html.escape(drawn.path.stem)}'>"
+                     f"<figcaption><b>{html.escape(drawn.path.stem)}.</b> {html.escape(drawn.caption)} "
+                     f"(vector copy beside this file: {html.escape(svg)})</figcaption></figure>")
+    parts.append("</body></html>")
     path = root / "report.html"
     write_text("\n".join(parts) + "\n", path)
     return path
