@@ -1,4 +1,5 @@
 """The real command line: textbook numbers, bad input, every experiment file, results on disk."""
+import html
 import json
 import math
 import re
@@ -217,6 +218,10 @@ def test_every_experiment_runs_smoke_sized(tmp_path, experiment):
     assert (summary.name == experiment).all()
     assert (tmp_path / "figures" / "profiles.png").exists()
     assert "runs (" in result.stdout
+    report = (tmp_path / "report.html").read_text()
+    question = (ROOT / "experiments" / f"{experiment}.yaml").read_text().split("# Question: ", 1)[1].split()[:6]
+    assert f"<b>Question.</b> {html.escape(' '.join(question))}" in report  # the file's own words
+    assert f"python -m harness -m experiment={experiment} " in report
 
 
 def test_experiment_files_document_themselves():

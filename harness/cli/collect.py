@@ -13,6 +13,7 @@ from pathlib import Path
 import matplotlib
 import pandas as pd
 
+from harness.cli.paths import sweep_origin
 from harness.lab.plots import make_figures
 from harness.lab.report import write_report
 from harness.core.errors import HarnessError
@@ -26,7 +27,8 @@ def collect_and_report(root: Path) -> pd.DataFrame:
     """Write root's tables and figures, print where they are and which runs need attention."""
     profile, summary, losses = collect(root)
     figures = make_figures(root, profile, summary, losses)
-    report = write_report(root, summary, figures, source=root)
+    command, question = sweep_origin(root)
+    report = write_report(root, summary, figures, source=root, command=command, question=question)
     counts = summary.status.value_counts().to_dict()
     print(f"{root}: {len(summary)} runs ({', '.join(f'{n} {s}' for s, n in counts.items())})")
     tables = [root / "summary.csv", root / PROFILE]

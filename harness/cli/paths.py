@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 
@@ -40,3 +42,35 @@ def config_file(group: str, name: str, searchpath: list[str] = ()) -> Path | Non
     folders += [Path(entry.removeprefix("file://")) / group for entry in searchpath if entry.startswith("file://")]
     folders.append(CONF_DIR / group)
     return next((folder / f"{name}.yaml" for folder in folders if (folder / f"{name}.yaml").is_file()), None)
+
+
+def sweep_origin(source: Path | None) -> tuple[str | None, str | None]:
+    """(the command that made the sweep, the question its experiment file's opening comment asks), from
+    the sweep's multirun.yaml; (None, None) where there is none (a single run, rebuilt tables)."""
+    file = source / "multirun.yaml" if source else None
+    if file is None or not file.is_file():
+        return None, None
+    try:
+        overrides = list(OmegaConf.load(file).hydra.overrides.task)
+    except Exception:  # noqa: BLE001  an unreadable record only costs the report its command line
+        return None, None
+    command = "python -m harness -m " + " ".join(overrides)
+    experiment = next((o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0].lstrip("+") == "experiment"), None)
+    return command, experiment_question(experiment) if experiment else None
+
+
+def experiment_question(name: str) -> str | None:
+    """An experiment file's opening comment up to its Figures:/Run: lines (the question it asks)."""
+    path = config_file("experiment", name)
+    if path is None:
+        return None
+    lines = []
+    for line in path.read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        text = line.lstrip("#").strip()
+        if text.startswith(("Figures:", "Run:", "python")):
+            break
+        if not text.startswith("@package"):
+            lines.append(text)
+    return " ".join(lines).removeprefix("Question:").strip() or None

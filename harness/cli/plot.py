@@ -16,6 +16,7 @@ from pathlib import Path
 import matplotlib
 import pandas as pd
 
+from harness.cli.paths import sweep_origin
 from harness.core.errors import ConfigError, HarnessError
 from harness.lab.plots import make_figures
 from harness.lab.report import write_report
@@ -97,7 +98,10 @@ def plot(folders: list[Path], out: Path, where: list[str]) -> int:
     if not losses.empty:
         losses = losses[losses.run_id.isin(summary.run_id)].drop_duplicates(["run_id", "step"])
     figures = make_figures(out, profile, summary, losses)
-    for path in [*(drawn.path for drawn in figures), write_report(out, summary, figures, source=folders[0] if len(folders) == 1 else None, where=where)]:
+    source = folders[0] if len(folders) == 1 else None  # several sweeps: no one command made them
+    command, question = sweep_origin(source)
+    report = write_report(out, summary, figures, source=source, where=where, command=command, question=question)
+    for path in [*(drawn.path for drawn in figures), report]:
         print(path)
     return 0
 

@@ -160,6 +160,13 @@ def panel_grid(count: int, columns: int, **kw):
     return fig, axes.ravel()[:count], axes
 
 
+def outer_labels(axes, columns: int, ylabel: str) -> None:
+    """The y label on the first column only: a rotated label inside the grid runs into its neighbour's
+    x label."""
+    for i, ax in enumerate(axes):
+        ax.set_ylabel(ylabel if i % columns == 0 else "")
+
+
 def page_path(folder: Path, name: str, page: int, count: int) -> Path:
     return folder / (name if count == 1 else f"{name}_{page + 1}")
 
@@ -225,7 +232,7 @@ def plot_profiles(profile: pd.DataFrame, folder: Path, flagged: set[str]) -> lis
             title(ax, text)
             ax.grid(alpha=0.3)
             ax.set_xlabel(LAG_LABEL)
-            ax.set_ylabel(NORM_LABEL)
+        outer_labels(axes, columns, NORM_LABEL)
         if colour:
             colourbar(fig, table, norm, cmap, colour)
         keys = [matplotlib.lines.Line2D([], [], color="0.3", lw=1.3, label="batch median")]
@@ -283,7 +290,7 @@ def plot_decay_laws(profile: pd.DataFrame, fits: pd.DataFrame, folder: Path) -> 
             title(ax, text)
             ax.grid(alpha=0.3, which="both")
             ax.set_xlabel("lag k (log scale)")
-            ax.set_ylabel(NORM_LABEL)
+        outer_labels(axes, min(columns, 3), NORM_LABEL)
         fig.legend(list(drawn.values()), list(drawn), loc="outside lower center", ncol=min(len(drawn), 4),
                    fontsize=8, frameon=False)
         laws = [name.split(", ")[1] for name in drawn if name.startswith("measured")]
@@ -315,7 +322,7 @@ def plot_heatmap(profile: pd.DataFrame, folder: Path) -> list[Drawn]:
             ax.set_facecolor("0.75")  # no finite value: grey, never white (white is gain 1)
             title(ax, text)
             ax.set_xlabel(LAG_LABEL)
-            ax.set_ylabel("scale (recurrent weights)")
+        outer_labels(axes, columns, "scale (recurrent weights)")
         colourbar(fig, grid_axes, norm, DIVERGING, NORM_LABEL + "  (0: gain 1)", extend="both" if clipped else "neither")
         caption = (f"log10 gradient norm over scale and lag, white at 0 (gain 1), red growth, blue decay; the colour "
                    f"range is ±{norm.halfrange:.3g}, the 98th percentile of |log10 norm|"
@@ -598,8 +605,8 @@ def plot_training_profiles(profile: pd.DataFrame, folder: Path, summary: pd.Data
                 ax.plot(at.lag, at.log10_norm.where(np.isfinite(at.log10_norm)), color=cmap(norm(step)), lw=1.1)
             title(ax, facet_label(tuple(rows.iloc[0][names]), names) or run, size=8)
             ax.set_xlabel(LAG_LABEL, fontsize=8)
-            ax.set_ylabel(NORM_LABEL)
             ax.grid(alpha=0.3)
+        outer_labels(axes, min(len(shown), 4), NORM_LABEL)
         colourbar(fig, table, norm, cmap, "training step")
         caption = (f"The gradient profile (batch median) at initialisation (step 0) and at each recorded training "
                    f"step, coloured by step, a panel per trained run ({len(shown)} here, {len(runs)} in all"

@@ -13,7 +13,6 @@ from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
-from omegaconf import OmegaConf
 
 from harness.core.analysis import EDGE_FRACTION, STABLE_TOLERANCE
 from harness.core.runfolder import META, write_text
@@ -31,39 +30,6 @@ figcaption{color:#444;font-size:14px}code,pre{background:#f6f6f6;padding:2px 4px
 
 def config_columns(summary: pd.DataFrame) -> list[str]:
     return [c for c in summary.columns if c in VALIDATORS or c.startswith("cell.kwargs.")]
-
-
-def sweep_command(source: Path | None) -> tuple[str | None, str | None]:
-    """(the command that made the sweep, the question its experiment file's opening comment asks), from
-    the sweep's multirun.yaml; (None, None) where there is none (a single run, rebuilt tables)."""
-    file = source / "multirun.yaml" if source else None
-    if file is None or not file.is_file():
-        return None, None
-    try:
-        overrides = list(OmegaConf.load(file).hydra.overrides.task)
-    except Exception:  # noqa: BLE001  an unreadable record only costs the report its command line
-        return None, None
-    command = "python -m harness -m " + " ".join(overrides)
-    experiment = next((o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0].lstrip("+") == "experiment"), None)
-    return command, experiment_question(experiment) if experiment else None
-
-
-def experiment_question(name: str) -> str | None:
-    """An experiment file's opening comment, without its run commands (the lines that start with python)."""
-    from harness.cli.paths import config_file  # the CLI's view of where experiment files live
-
-    path = config_file("experiment", name)
-    if path is None:
-        return None
-    lines = []
-    for line in path.read_text().splitlines():
-        if not line.startswith("#"):
-            break
-        text = line.lstrip("#").strip()
-        if text.startswith(("python", "@package")):
-            continue
-        lines.append(text)
-    return " ".join(lines).strip() or None
 
 
 def run_commits(source: Path | None, summary: pd.DataFrame) -> list[str]:
@@ -86,9 +52,10 @@ def embedded(png: Path) -> str:
 
 
 def write_report(root: Path, summary: pd.DataFrame, figures: list[Drawn], source: Path | None = None,
-                 where: list[str] = ()) -> Path:
-    """root/report.html. source: the sweep folder whose multirun.yaml names the command (root itself
-    unless rebuilt elsewhere); where: the --where filters that chose these runs from it."""
+                 where: list[str] = (), command: str | None = None, question: str | None = None) -> Path:
+    """root/report.html. source: the sweep folder the runs are in (root itself unless rebuilt
+    elsewhere); where: the --where filters that chose these runs from it; command and question: the
+    command that made the sweep and its experiment file's comment (harness.cli.paths.sweep_origin)."""
     root = Path(root)
     config = config_columns(summary)
     swept = [c for c in config if summary[c].nunique(dropna=False) > 1]
@@ -97,7 +64,6 @@ def write_report(root: Path, summary: pd.DataFrame, figures: list[Drawn], source
     counts = ", ".join(f"{n} {s}" for s, n in summary.status.value_counts().items())
     name = str(fixed.get("name", root.name))
     filtered = " where " + " and ".join(where) if where else ""
-    command, question = sweep_command(source)
     commits = run_commits(source, summary)
     parts = [
         f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(name + filtered)}</title>"

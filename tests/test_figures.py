@@ -1,0 +1,293 @@
+"""What the figures draw, read back from their artists, against what the tables hold; the same
+figures against stored reference images; and the report in a real browser engine.
+
+Semantic tests (each guards one of the defects a reviewer found, named in its docstring) build small
+tables in the test. Image tests draw each figure kind from fixed tables checked into
+tests/data/figures/ and compare it with tests/data/figures/baseline/<name>.png by matplotlib's own
+RMS image comparison (matplotlib.testing.compare.compare_images) within TOLERANCE; after a deliberate
+change, look at the new images and regenerate them with
+    HARNESS_REGENERATE_BASELINES=1 .venv/bin/python -m pytest tests/test_figures.py -k baseline
+"""
+from __future__ import annotations
+
+import html
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.testing.compare import compare_images
+
+from harness.lab import plots
+from harness.lab.report import write_report
+from tests.test_plots import sweep
+
+DATA = Path(__file__).parent / "data" / "figures"
+BASELINE = DATA / "baseline"
+# RMS difference over 0-255 grey levels. Identical matplotlib and freetype versions draw identical
+# pixels (0.0); 2 absorbs antialiasing differences between machines, while a changed colour, line or
+# label moves the RMS far past it (a swapped cell colour: > 5; see test_a_swapped_colour_fails).
+TOLERANCE = 2.0
+
+
+@pytest.fixture
+def figures(monkeypatch):
+    """Every figure made, before it is closed: name -> (figure, caption), laid out as saved."""
+    made = {}
+    save = plots.save
+
+    def keep(fig, path, caption):
+        fig.canvas.draw()  # laid out, as it will be saved
+        made[path.name] = (fig, caption)
+        return save(fig, path, caption)
+    monkeypatch.setattr(plots, "save", keep)
+    return made
+
+
+def three_cells(**axes) -> pd.DataFrame:
+    return sweep(cell=["gru", "rnn", "lstm"], **axes)  # out of order on purpose
+
+
+def summary_of(profile: pd.DataFrame, **columns) -> pd.DataFrame:
+    runs = profile.drop_duplicates("run_id")[["run_id", "cell", "scale"]].assign(status="ok", **columns)
+    return runs.reset_index(drop=True)
+
+
+def texts(fig) -> list[matplotlib.text.Text]:
+    """The texts a reader reads: titles, axis labels, the tick labels drawn (ticks inside the view),
+    legend entries, annotations, figure titles; visible and not empty."""
+    found = [*fig.texts, *(t for legend in fig.legends for t in legend.get_texts())]
+    for ax in fig.axes:
+        found += [ax.title, ax._left_title, ax._right_title, ax.xaxis.label, ax.yaxis.label, *ax.texts]
+        if ax.get_legend():
+            found += ax.get_legend().get_texts()
+        for axis in (ax.xaxis, ax.yaxis):
+            low, high = sorted(axis.get_view_interval())
+            span = (high - low) * 1e-9
+            found += [tick.label1 for tick, at in zip(axis.get_major_ticks(), axis.get_majorticklocs())
+                      if low - span <= at <= high + span]
+    return [t for t in found if t.get_visible() and t.get_text().strip()]
+
+
+# 1. phase: the legend said "exact recorder" for autograd runs too.
+def test_the_phase_legend_names_the_recorders_present(tmp_path, figures):
+    profile = three_cells(scale=[0.5, 1.0, 2.0], recorder=["autograd"])
+    plots.make_figures(tmp_path, profile)
+    fig, caption = figures["phase"]
+    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert any("autograd recorder" in t for t in legend) and not any("exact" in t for t in legend)
+    assert "autograd recorder" in caption
+
+
+# 2. captions named bands that were not drawn: the caption is written from what was drawn.
+def test_captions_describe_what_was_drawn(tmp_path, figures):
+    one_sample = sweep(scale=[0.5, 2.0])
+    one_sample[["log10_norm_q25", "log10_norm_q75"]] = np.nan  # no batch band to draw
+    plots.make_figures(tmp_path, one_sample)
+    _, caption = figures["profiles"]
+    assert "no batch band" in caption and "shaded" not in caption
+    plots.make_figures(tmp_path, sweep(scale=[0.5, 2.0]))
+    fig, caption = figures["profiles"]
+    assert "shaded: the batch's 25–75% range" in caption
+    assert any(isinstance(c, matplotlib.collections.PolyCollection) for c in fig.axes[0].collections)
+
+
+# 3 and 5. titles clipped at the edge, labels drawn over each other ("critical 1.85" over "exploding").
+@pytest.mark.parametrize("kind", ["phase", "profiles", "learnability"])
+def test_no_text_leaves_the_figure_or_overlaps_another(tmp_path, figures, kind):
+    profile = sweep(cell=["rnn", "lstm", "gru"], activation=["tanh", "relu"], remedy=["none", "clip", "weight_decay"],
+                    scale=[0.5, 1.0, 2.0])
+    summary = summary_of(profile, rate_init=-0.1, final_loss=0.1, baseline=0.2)
+    summary["remedy"] = profile.drop_duplicates("run_id").remedy.to_numpy()
+    plots.make_figures(tmp_path, profile, summary)
+    name = next(n for n in figures if n.startswith(kind))
+    fig, _ = figures[name]
+    page = fig.bbox.padded(8)  # a text's box reaches a few px beyond its glyphs
+    boxes = [(t.get_text(), t.get_window_extent()) for t in texts(fig)]
+    for text, box in boxes:
+        assert page.x0 <= box.x0 and box.x1 <= page.x1 and page.y0 <= box.y0 and box.y1 <= page.y1, text
+    for i, (a, box_a) in enumerate(boxes):
+        for b, box_b in boxes[i + 1:]:
+            overlap = min(box_a.x1, box_b.x1) - max(box_a.x0, box_b.x0), min(box_a.y1, box_b.y1) - max(box_a.y0, box_b.y0)
+            assert min(overlap) <= 3.0, f"{a!r} overlaps {b!r}"  # neighbouring legend rows touch by ~2 px
+
+
+# 4. heatmap: the colour range was set by the single most extreme run.
+def test_the_heatmap_range_is_robust_and_says_it_clips(tmp_path, figures):
+    profile = sweep(scale=list(np.linspace(0.3, 1.5, 60)))
+    extreme = profile.run_id == profile.run_id.iloc[-1]  # 1.6% of the cells
+    profile.loc[extreme, "log10_norm"] *= 50  # one run 50x steeper than the rest
+    plots.make_figures(tmp_path, profile)
+    fig, caption = figures["heatmap"]
+    mesh = fig.axes[0].collections[0]
+    assert mesh.norm.halfrange < 0.5 * np.nanmax(np.abs(profile.log10_norm))
+    colourbar = next(ax for ax in fig.axes if ax.get_label() == "<colorbar>")
+    assert colourbar._colorbar.extend == "both" and "end colours" in caption
+
+
+# 6. the same cell had different colours in different figures, and panels came alphabetically.
+def test_each_cell_keeps_its_colour_and_place_everywhere(tmp_path, figures):
+    profile = three_cells(scale=[0.5, 1.0, 2.0])
+    summary = summary_of(profile, rate_init=-0.1, final_loss=0.1, baseline=0.2)
+    plots.make_figures(tmp_path, profile, summary)
+    titles = [ax.get_title() for ax in figures["profiles"][0].axes if ax.get_label() != "<colorbar>"]
+    assert titles == ["cell=rnn", "cell=lstm", "cell=gru"]
+    phase = {line.get_label(): line.get_color() for line in figures["phase"][0].axes[0].lines
+             if line.get_label().startswith("cell=")}
+    assert phase == {f"cell={c}": plots.CELL_COLOURS[c] for c in ("rnn", "lstm", "gru")}
+    scatter = figures["learnability"][0].axes[0].collections
+    colours = [matplotlib.colors.to_hex(c.get_facecolor()[0]) for c in scatter]
+    assert colours == [plots.CELL_COLOURS[c].lower() for c in ("rnn", "lstm", "gru")]
+
+
+# 7. the seq_len axis had no ticks at the swept lengths.
+def test_seq_len_ticks_are_the_swept_lengths(tmp_path, figures):
+    plots.make_figures(tmp_path, sweep(seq_len=[10, 20, 40, 80]))
+    ax = figures["seq_len"][0].axes[0]
+    assert list(ax.get_xticks()) == [10, 20, 40, 80]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["10", "20", "40", "80"]
+
+
+# 8. the 25-75% band was invisible.
+def test_the_batch_band_is_visible_under_its_line(tmp_path, figures):
+    plots.make_figures(tmp_path, sweep(scale=[0.5, 2.0]))
+    ax = figures["profiles"][0].axes[0]
+    bands = [c for c in ax.collections if isinstance(c, matplotlib.collections.PolyCollection)]
+    assert len(bands) == 2 and all(b.get_alpha() >= 0.25 for b in bands)
+    assert all(b.get_zorder() < line.get_zorder() for b in bands for line in ax.lines if line.get_linewidth() > 1)
+
+
+# 9. training_profiles silently omitted runs.
+def test_every_trained_run_has_a_training_panel(tmp_path, figures):
+    runs = sweep(cell=["rnn", "lstm", "gru"], remedy=[f"r{i}" for i in range(6)])  # 18 runs: two pages
+    profile = pd.concat([runs.assign(step=step) for step in (0, 10)], ignore_index=True)
+    plots.make_figures(tmp_path, profile)
+    panels = [ax for name, (fig, _) in figures.items() if name.startswith("training_profiles")
+              for ax in fig.axes if ax.get_label() != "<colorbar>"]
+    assert len(panels) == 18
+    assert {ax.get_title() for ax in panels} == {f"cell={c}, remedy=r{i}" for c in ("rnn", "lstm", "gru") for i in range(6)}
+
+
+# 10. a diverged run vanished without a mark.
+def test_a_diverged_run_is_drawn_to_where_it_left_the_range_and_a_lost_one_is_listed(tmp_path, figures):
+    profile = sweep(scale=[0.5, 1.0, 2.0])
+    runs = list(profile.run_id.unique())
+    tail = (profile.run_id == runs[2]) & (profile.lag > 10)
+    profile.loc[tail, ["log10_norm", "log10_norm_q25", "log10_norm_q75"]] = np.inf  # overflowed 10 steps back
+    profile.loc[profile.run_id == runs[1], ["log10_norm", "log10_norm_q25", "log10_norm_q75"]] = np.nan
+    plots.make_figures(tmp_path, profile, summary_of(profile).assign(status=["ok", "nan", "diverged"]))
+    fig, caption = figures["profiles"]
+    ax = fig.axes[0]
+    curves = [line for line in ax.lines if line.get_linewidth() > 1.2 and line.get_marker() in ("None", None)]
+    assert len(curves) == 2  # the diverged run is drawn; the all-nan run cannot be
+    exits = [line for line in ax.lines if line.get_marker() == "X"]
+    assert len(exits) == 1 and exits[0].get_xdata()[0] == 10
+    assert "scale=1.0" in caption and "no finite value" in caption
+    phase, phase_caption = figures["phase"]
+    assert "no finite rate" in phase_caption and "1" in phase_caption.split("no finite rate")[1]
+
+
+# 11. the residual panel's dots and crosses were unexplained.
+def test_the_residual_panel_explains_its_markers(tmp_path, figures):
+    profile = sweep(scale=[0.5, 1.0, 2.0])
+    summary = summary_of(profile, theory_lyapunov=[-0.8, -0.1, 0.6], theory_mean_field=[-0.7, -0.1, 0.5],
+                         theory_critical_scale=1.2, input_drive_var=1.0, activation="tanh")
+    plots.make_figures(tmp_path, profile, summary)
+    fig, caption = figures["phase"]
+    lower = fig.axes[1]
+    legend = [t.get_text() for t in lower.get_legend().get_texts()]
+    assert legend == ["− mean field", "− Lyapunov", "±0.02"]
+    assert {line.get_marker() for line in lower.lines if line.get_linestyle() == "None"} == {"o", "x"}
+    assert "critical scale" in caption and "1.20" in caption
+
+
+def test_the_report_says_where_it_was_filtered_and_what_is_fixed(tmp_path):
+    profile = three_cells(scale=[0.5, 2.0])
+    summary = summary_of(profile, run_dir=[str(i) for i in range(6)], name="demo", hidden_size=8, seq_len=20)
+    summary.loc[2, ["status"]] = "failed"
+    drawn = plots.make_figures(tmp_path, profile, summary)
+    report = write_report(tmp_path, summary, drawn, where=["cell=rnn,gru"]).read_text()
+    assert "<title>demo where cell=rnn,gru</title>" in report and "only the runs where cell=rnn,gru" in report
+    assert "<th>hidden_size</th>" in report and "<th>seq_len</th>" in report  # held fixed
+    assert "cell (3 values)" in report and "scale (2 values)" in report  # swept
+    assert "failed, diverged" in report and "<td>failed</td>" in report
+    for figure in drawn:
+        assert html.escape(figure.caption) in report
+
+
+def browser_probe(page: Path) -> dict:
+    """Open `page` in headless chromium and return, after it loaded, each image's natural width and any
+    error a script, a resource or the console reported. The probe is a script added at the top of a
+    copy of the page; chromium prints the DOM after the load event (--dump-dom)."""
+    probe = ("<script>window.__errors=[];addEventListener('error',e=>__errors.push(String(e.message||"
+             "(e.target&&(e.target.src||'').slice(0,40)))),true);const __error=console.error;console.error=(...a)"
+             "=>{__errors.push(a.join(' '));__error(...a)};addEventListener('load',()=>{const i=[...document.images];"
+             "const r=document.createElement('pre');r.id='probe';r.textContent=JSON.stringify({widths:i.map(x=>"
+             "x.naturalWidth),errors:__errors});document.body.appendChild(r)});</script>")
+    copy = page.with_name("probed.html")
+    copy.write_text(page.read_text().replace("<head>", "<head>" + probe, 1))
+    result = subprocess.run([BROWSER, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=5000",
+                             "--dump-dom", copy.as_uri()], capture_output=True, text=True, timeout=120)
+    found = result.stdout.split('<pre id="probe">', 1)
+    assert len(found) == 2, f"the page never finished loading: {result.stderr[-500:]}"
+    return json.loads(found[1].split("</pre>", 1)[0].replace("&quot;", '"'))
+
+
+BROWSER = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+@pytest.mark.skipif(BROWSER is None, reason="no chromium on this machine (Debian: apt-get install chromium)")
+def test_the_report_opens_in_a_browser_with_every_image_and_no_error(tmp_path):
+    profile = three_cells(scale=[0.5, 1.0, 2.0])
+    profile.loc[profile.run_id == "run8", "log10_norm"] = np.inf  # a diverged run
+    summary = summary_of(profile, run_dir=[str(i) for i in range(9)], name="demo")
+    summary.loc[[3, 8], "status"] = ["failed", "diverged"]
+    drawn = plots.make_figures(tmp_path, profile, summary)
+    report = write_report(tmp_path, summary, drawn, where=["cell=rnn,lstm,gru"])
+    shutil.rmtree(tmp_path / "figures")  # nothing beside the file may be needed
+    seen = browser_probe(report)
+    print(f"browser: {len(seen['widths'])} images, natural widths {seen['widths']}, errors {seen['errors']}")
+    assert len(seen["widths"]) == len(drawn) == 3 and min(seen["widths"]) > 0 and seen["errors"] == []
+    # The probe can fail: a broken image is seen as one.
+    broken = report.with_name("broken.html")
+    broken.write_text(report.read_text().replace("data:image/png;base64,iVBOR", "data:image/png;base64,AAAA", 1))
+    assert min(browser_probe(broken)["widths"]) == 0
+
+
+def stored_tables() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    return tuple(pd.read_parquet(DATA / f"{name}.parquet") for name in ("profile", "summary", "losses"))
+
+
+KINDS = ["profiles", "heatmap", "phase", "seq_len", "training_profiles_1", "losses", "learnability"]
+
+
+@pytest.fixture(scope="module")
+def drawn_from_stored(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("stored")
+    profile, summary, losses = stored_tables()
+    with matplotlib.rc_context({"svg.hashsalt": "harness"}):
+        return {d.path.stem: d.path for d in plots.make_figures(folder, profile, summary, losses)}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_baseline_image(drawn_from_stored, kind):
+    made = drawn_from_stored[kind]
+    if os.environ.get("HARNESS_REGENERATE_BASELINES"):
+        BASELINE.mkdir(parents=True, exist_ok=True)
+        shutil.copy(made, BASELINE / f"{kind}.png")
+    difference = compare_images(str(BASELINE / f"{kind}.png"), str(made), tol=TOLERANCE)
+    assert difference is None, difference
+
+
+def test_a_swapped_colour_fails_the_image_test(drawn_from_stored, monkeypatch, tmp_path):
+    """The image test can fail: swap rnn's and lstm's colours and the phase figure differs."""
+    monkeypatch.setitem(plots.CELL_COLOURS, "rnn", plots.CELL_COLOURS["lstm"])
+    monkeypatch.setitem(plots.CELL_COLOURS, "lstm", "#0072B2")
+    profile, summary, losses = stored_tables()
+    made = {d.path.stem: d.path for d in plots.make_figures(tmp_path, profile, summary, losses)}
+    assert compare_images(str(BASELINE / "phase.png"), str(made["phase"]), tol=TOLERANCE) is not None
