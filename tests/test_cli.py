@@ -237,7 +237,7 @@ def test_collect_and_plot_rebuild_after_an_interrupted_sweep(tmp_path, reference
     shutil.copytree(reference[0], sweep)
     full = pd.read_parquet(sweep / "profile.parquet")
     figures = sorted(p.name for p in (sweep / "figures").iterdir())
-    assert figures == ["heatmap.png", "heatmap.svg", "phase.png", "phase.svg", "profiles.png", "profiles.svg"]
+    assert figures == ["heatmap.png", "phase.png", "profiles.png"]
     # As if the sweep had been killed during its last run and before collecting.
     (sweep / "7" / "DONE").unlink()
     for generated in ["profile.parquet", "fits.parquet", "summary.csv", "summary.parquet", "report.html",
@@ -261,6 +261,8 @@ def test_collect_and_plot_rebuild_after_an_interrupted_sweep(tmp_path, reference
     pngs = [name for name in figures if name.endswith(".png")]
     assert report.count("src='data:image/png;base64,") == len(pngs)  # embedded: the file stands alone
     assert all(f"alt='{name[:-4]}'" in report for name in pngs)
+    assert plot_main([str(sweep), "--svg"]) == 0  # vector copies on request, named in the report
+    assert (sweep / "figures" / "phase.svg").exists() and "vector copy: figures/phase.svg" in (sweep / "report.html").read_text()
 
     # A subset, and two sweeps together, into folders of their own.
     assert plot_main([str(sweep), "--where", "cell=rnn", "--out", str(tmp_path / "rnn")]) == 0

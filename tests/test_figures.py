@@ -35,6 +35,9 @@ BASELINE = DATA / "baseline"
 TOLERANCE = 2.0
 
 
+BOXES: dict = {}  # figure name -> (its box, [(text, its box)]) as laid out for saving
+
+
 @pytest.fixture
 def figures(monkeypatch):
     """Every figure made, before it is closed: name -> (figure, caption), laid out as saved."""
@@ -42,7 +45,8 @@ def figures(monkeypatch):
     save = plots.save
 
     def keep(fig, path, caption):
-        fig.canvas.draw()  # laid out, as it will be saved
+        fig.canvas.draw()  # laid out, as it will be saved; measured now, before saving changes the dpi
+        BOXES[path.name] = fig.bbox.frozen(), [(t.get_text(), t.get_window_extent().frozen()) for t in texts(fig)]
         made[path.name] = (fig, caption)
         return save(fig, path, caption)
     monkeypatch.setattr(plots, "save", keep)
@@ -106,9 +110,8 @@ def test_no_text_leaves_the_figure_or_overlaps_another(tmp_path, figures, kind):
     summary["remedy"] = profile.drop_duplicates("run_id").remedy.to_numpy()
     plots.make_figures(tmp_path, profile, summary)
     name = next(n for n in figures if n.startswith(kind))
-    fig, _ = figures[name]
-    page = fig.bbox.padded(8)  # a text's box reaches a few px beyond its glyphs
-    boxes = [(t.get_text(), t.get_window_extent()) for t in texts(fig)]
+    page, boxes = BOXES[name]
+    page = page.padded(8)  # a text's box reaches a few px beyond its glyphs
     for text, box in boxes:
         assert page.x0 <= box.x0 and box.x1 <= page.x1 and page.y0 <= box.y0 and box.y1 <= page.y1, text
     for i, (a, box_a) in enumerate(boxes):
@@ -270,8 +273,7 @@ KINDS = ["profiles", "heatmap", "phase", "seq_len", "training_profiles_1", "loss
 def drawn_from_stored(tmp_path_factory):
     folder = tmp_path_factory.mktemp("stored")
     profile, summary, losses = stored_tables()
-    with matplotlib.rc_context({"svg.hashsalt": "harness"}):
-        return {d.path.stem: d.path for d in plots.make_figures(folder, profile, summary, losses)}
+    return {d.path.stem: d.path for d in plots.make_figures(folder, profile, summary, losses)}
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -48,7 +48,9 @@ def drawn(monkeypatch):
 def test_one_run_draws_only_the_profile(tmp_path, drawn):
     written = plots.make_figures(tmp_path, sweep(scale=[1.0]))
     assert [d.path.name for d in written] == ["profiles.png"] and drawn == {"profiles": [3]}  # line, band, zero line
-    assert (tmp_path / "figures" / "profiles.svg").exists()
+    assert not (tmp_path / "figures" / "profiles.svg").exists()
+    plots.make_figures(tmp_path, sweep(scale=[1.0]), vector=True)
+    assert (tmp_path / "figures" / "profiles.svg").read_text().startswith("<?xml")
 
 
 def test_scale_sweep_adds_heatmap_and_phase(tmp_path, drawn):

@@ -3,6 +3,7 @@
     python -m harness.plot results/quickstart/2026-11-22_10-00-00
     python -m harness.plot results/quickstart/<time> --where cell=lstm,gru --out results/gated
     python -m harness.plot results/scale/<a> results/scale/<b> --out results/scale/both
+    python -m harness.plot results/quickstart/<time> --svg      # vector copies of the figures too
 
 A folder without aggregate tables (a sweep that failed or was interrupted) is collected first.
 With --where or several folders, --out names where the figures, tables and report go.
@@ -63,17 +64,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--where", action="append", default=[], metavar="KEY=VALUE[,VALUE...]",
                         help="keep only these runs (repeatable)")
     parser.add_argument("--out", type=Path, help="where to write (default: the one folder given)")
+    parser.add_argument("--svg", action="store_true", help="an SVG copy of every figure beside its PNG")
     args = parser.parse_args(argv)
     if args.out is None and (len(args.folders) > 1 or args.where):
         parser.error("--out is needed with several folders or --where")
     try:
-        return plot(args.folders, args.out or args.folders[0], args.where)
+        return plot(args.folders, args.out or args.folders[0], args.where, args.svg)
     except HarnessError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 
 
-def plot(folders: list[Path], out: Path, where: list[str]) -> int:
+def plot(folders: list[Path], out: Path, where: list[str], vector: bool = False) -> int:
     """Figures, tables and report of the runs in folders (filtered by where) into out."""
     profiles, summaries, losses = zip(*(load(folder) for folder in folders))
     # One configuration in two sweeps is one run (its numbers are determined by its config).
@@ -97,7 +99,7 @@ def plot(folders: list[Path], out: Path, where: list[str]) -> int:
     losses = pd.concat(losses, ignore_index=True)
     if not losses.empty:
         losses = losses[losses.run_id.isin(summary.run_id)].drop_duplicates(["run_id", "step"])
-    figures = make_figures(out, profile, summary, losses)
+    figures = make_figures(out, profile, summary, losses, vector=vector)
     source = folders[0] if len(folders) == 1 else None  # several sweeps: no one command made them
     command, question = sweep_origin(source)
     report = write_report(out, summary, figures, source=source, where=where, command=command, question=question)

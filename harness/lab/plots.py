@@ -2,7 +2,7 @@
 
 Every figure follows what the sweep varied: panels split by cell (columns) and by the other varied
 axes (rows), colour by scale (or by seq_len when scale is fixed), and a figure whose axis did not vary
-is not drawn. Each is written as PNG and SVG under <folder>/figures/.
+is not drawn. Each is written as PNG under <folder>/figures/ (and as SVG with vector=True).
 
 profiles   log10 ||dL/dh_{T-k}|| against the lag k: a line per run (batch median) with its 25-75%
            band, coloured by scale on a sequential map.                       [always]
@@ -19,6 +19,7 @@ The other figures use each run's first recorded step (initialisation).
 """
 from __future__ import annotations
 
+import contextvars
 import functools
 import textwrap
 import zlib
@@ -54,7 +55,7 @@ TITLE_POINTS = 9
 
 
 class Drawn(NamedTuple):
-    """A figure written: its PNG (an SVG beside it) and the caption that says what it shows."""
+    """A figure written: its PNG (an SVG beside it when asked for) and the caption that says what it shows."""
     path: Path
     caption: str
 
@@ -104,15 +105,20 @@ def grid(rows: int, cols: int, width: float = 4.2, height: float = 3.3, **kw):
     return fig, axes
 
 
+# make_figures(vector=True) asks every figure for an SVG copy too (a third of the drawing time).
+VECTOR: contextvars.ContextVar[bool] = contextvars.ContextVar("vector", default=False)
+
+
 def save(fig: plt.Figure, path: Path, caption: str) -> Drawn:
-    """PNG and SVG. Data artists stay inside their axes, so the layout need not measure each of them
-    (with hundreds of runs that measuring was most of the time), and it is computed once for both."""
+    """PNG (and SVG, see VECTOR). Data artists stay inside their axes, so the layout need not measure
+    each of them (with hundreds of runs that measuring was most of the time), and it is computed once."""
     for ax in fig.axes:
         for artist in [*ax.lines, *ax.collections]:
             artist.set_in_layout(False)
     write_atomic(path.with_suffix(".png"), lambda tmp: fig.savefig(tmp, format="png", dpi=130))
-    fig.set_layout_engine("none")
-    write_atomic(path.with_suffix(".svg"), lambda tmp: fig.savefig(tmp, format="svg"))
+    if VECTOR.get():
+        fig.set_layout_engine("none")
+        write_atomic(path.with_suffix(".svg"), lambda tmp: fig.savefig(tmp, format="svg"))
     plt.close(fig)
     return Drawn(path.with_suffix(".png"), caption)
 
@@ -418,8 +424,10 @@ def plot_phase(summary: pd.DataFrame, folder: Path) -> list[Drawn]:
             ax.plot(line.index, line.theory_lyapunov, ls="none", marker="x", ms=6, **theory)
             drawn["lyapunov"] = "Lyapunov exponent (x)"
         if "mean_field" in predicted and line.theory_mean_field.notna().all():
+            # The drive to 3 digits: lines whose drives differ by less (other seq_lens, seeds) share one curve.
+            drive = float(f"{group.input_drive_var.median():.3g}")
             dense, rates = mean_field_line(group.activation.iloc[0], float(summary.scale.min()),
-                                           float(summary.scale.max()), float(group.input_drive_var.median()))
+                                           float(summary.scale.max()), drive)
             ax.plot(dense, rates, ls="--", **theory)
             drawn["mean_field"] = "mean field (dashed)"
             critical = group.theory_critical_scale.median()
@@ -804,7 +812,7 @@ def plot_gates(gates: pd.DataFrame, profile: pd.DataFrame, summary: pd.DataFrame
 
 
 def make_figures(root: Path, profile: pd.DataFrame, summary: pd.DataFrame | None = None,
-                 losses: pd.DataFrame | None = None) -> list[Drawn]:
+                 losses: pd.DataFrame | None = None, vector: bool = False) -> list[Drawn]:
     """Every figure the tables support, under root/figures/; returns what was written (PNG and caption).
 
     The fits come from the profile (harness.core.analysis), so figures always use the current analysis;
@@ -818,6 +826,15 @@ def make_figures(root: Path, profile: pd.DataFrame, summary: pd.DataFrame | None
     beside = [c for c in ("input_drive_var", *THEORY_COLUMNS) if summary is not None and c in summary]
     if beside:  # the predictions stored with each run
         fits = fits.join(summary.set_index("run_id")[beside], on="run_id")
+    token = VECTOR.set(vector)
+    try:
+        return _draw_all(root, folder, profile, summary, losses, flagged, fits)
+    finally:
+        VECTOR.reset(token)
+
+
+def _draw_all(root: Path, folder: Path, profile: pd.DataFrame, summary: pd.DataFrame | None,
+              losses: pd.DataFrame | None, flagged: set[str], fits: pd.DataFrame) -> list[Drawn]:
     with plt.rc_context({"font.size": 10, "axes.titlesize": 10}):  # these figures' style, nobody else's
         figures = [*plot_profiles(profile, folder, flagged), *plot_decay_laws(profile, fits, folder),
                    *plot_heatmap(profile, folder), *plot_phase(fits, folder), *plot_seq_len(fits, folder),

@@ -104,10 +104,11 @@ def write_report(root: Path, summary: pd.DataFrame, figures: list[Drawn], source
         parts.append(table_html(attention[keep]))
     parts += ["<h2>Summary</h2>", table_html(summary[columns]), "<h2>Figures</h2>"]
     for drawn in figures:
-        svg = drawn.path.with_suffix(".svg").relative_to(root).as_posix()
+        svg = drawn.path.with_suffix(".svg")
+        vector = f" (vector copy: {svg.relative_to(root).as_posix()})" if svg.exists() else ""
         parts.append(f"<figure><img src='{embedded(drawn.path)}' alt='{html.escape(drawn.path.stem)}'>"
-                     f"<figcaption><b>{html.escape(drawn.path.stem)}.</b> {html.escape(drawn.caption)} "
-                     f"(vector copy beside this file: {html.escape(svg)})</figcaption></figure>")
+                     f"<figcaption><b>{html.escape(drawn.path.stem)}.</b> {html.escape(drawn.caption)}"
+                     f"{html.escape(vector)}</figcaption></figure>")
     parts.append("</body></html>")
     path = root / "report.html"
     write_text("\n".join(parts) + "\n", path)
