@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from harness.core.cells import StackedNet
-from harness.core.recorders import accumulate, backpropagate, record_log_norms
+from harness.core.recorders import backpropagate, record_log_norms
 from harness.core.tasks import CHUNK, StreamedInputs
 
 DRIVE_CHUNK = CHUNK  # steps of input drive computed together (a batched matmul), aligned to t = 0
@@ -86,8 +86,8 @@ def record_profile(net: StackedNet, inputs: Tensor | StreamedInputs, output_loss
         loss = output_loss(read)
         (output_grads,) = torch.autograd.grad(loss, read)
 
-    arriving: list[Tensor] = []  # per segment, last first: its hooked states' rows
-    divisors: list[Tensor | None] = []
+    log_norms: Tensor | None = None  # (T+1, batch, blocks), filled from the end, segment by segment
+    after: Tensor | None = None  # the exact recorder's ln divisors summed from S_T back to the segment's end
     carry = None  # the gradient flowing into the segment's end state from the segments after it
     for index in reversed(range(len(starts))):
         begin, end = bounds[index], bounds[index + 1]
@@ -104,8 +104,16 @@ def record_profile(net: StackedNet, inputs: Tensor | StreamedInputs, output_loss
         # A segment's start state is hooked by the segment before it, where all of its gradient meets
         # (the output read at that step included), exactly as in one graph.
         rows, logs, carry = backpropagate(objective, states, net.block_sizes, recorder, hook_first=begin == 0)
-        arriving.append(rows)
-        divisors.append(logs)
+        if log_norms is None:
+            log_norms = rows.new_empty((seq_len + 1, *rows.shape[1:]))
+        if logs is not None:
+            # The suffix sums of the divisors, folded from S_T back exactly as accumulate folds the
+            # whole sequence at once (so the numbers are the in-memory recording's, bit for bit), one
+            # segment at a time: no T-long temporaries beside the result.
+            after = torch.zeros_like(logs[:1]) if after is None else after
+            folded = torch.cat([after, logs.flip(0)]).cumsum(0)
+            rows = rows + folded[:-1].flip(0)
+            after = folded[-1:]
+        log_norms[end + 1 - len(rows):end + 1] = rows
         progress(end - begin)
-    log_divisors = None if divisors[0] is None else torch.cat(divisors[::-1])
-    return accumulate(torch.cat(arriving[::-1]), log_divisors), loss.detach(), finite and bool(torch.isfinite(loss))
+    return log_norms, loss.detach(), finite and bool(torch.isfinite(loss))
