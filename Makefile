@@ -28,7 +28,8 @@ gallery: $(VENV)/.installed  ## the README's reference figures: quickstart, theo
 	cp results/theory_check/reference/figures/phase.png results/reference/theory_check_phase.png
 	rm -rf results/adding_remedies/reference
 	$(PY) -m harness -m experiment=adding_remedies hydra.sweep.dir=results/adding_remedies/reference
-	for figure in losses learnability training_profiles; do cp results/adding_remedies/reference/figures/$$figure.png results/reference/adding_remedies_$$figure.png; done
+	for figure in losses learnability; do cp results/adding_remedies/reference/figures/$$figure.png results/reference/adding_remedies_$$figure.png; done
+	cp results/adding_remedies/reference/figures/training_profiles_1.png results/reference/adding_remedies_training_profiles.png  # page 1
 	rm -rf results/memory_cells/reference
 	$(PY) -m harness -m experiment=memory_cells hydra.sweep.dir=results/memory_cells/reference
 	cp results/memory_cells/reference/figures/profiles_loglog.png results/reference/memory_cells_loglog.png

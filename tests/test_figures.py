@@ -293,3 +293,14 @@ def test_a_swapped_colour_fails_the_image_test(drawn_from_stored, monkeypatch, t
     profile, summary, losses = stored_tables()
     made = {d.path.stem: d.path for d in plots.make_figures(tmp_path, profile, summary, losses)}
     assert compare_images(str(BASELINE / "phase.png"), str(made["phase"]), tol=TOLERANCE) is not None
+
+
+def test_no_two_loss_lines_look_alike(tmp_path, figures):
+    """Nine remedies, eight colours: the ninth line gets a dash, not a colour already taken."""
+    losses = pd.DataFrame([{"run_id": f"r{i}", "cell": "rnn", "remedy": f"remedy{i}", "step": step,
+                            "eval_loss": 1 / (1 + step * i), "baseline": 0.2} for i in range(9) for step in (0, 10)])
+    plots.make_figures(tmp_path, sweep(scale=[1.0]), None, losses)
+    fig, _ = figures["losses"]
+    looks = [(line.get_color(), line.get_linestyle()) for line in fig.axes[0].lines]
+    runs = [look for look in looks if look != ("0.3", "--")]  # the baseline
+    assert len(runs) == 9 and len(set(runs)) == 9

@@ -8,7 +8,7 @@ import torch
 from harness.core.analysis import fit_profile
 from harness.core.recorders import record_log_norms
 from harness.core.theory import (gaussian_moments, jvp, linear_rate, lyapunov_exponent, mean_field_critical_scale,
-                            mean_field_fixed_point, mean_field_rate, predictions)
+                            mean_field_curve, mean_field_fixed_point, mean_field_rate, predictions)
 from tests.conftest import build, unroll
 
 
@@ -119,3 +119,13 @@ def test_cells_own_jvp_equals_the_autograd_jacobian(cell, activation, num_layers
     for b in range(3):
         jacobian = torch.autograd.functional.jacobian(lambda s: model.step(s[None], drive[b:b + 1])[0], state[b])
         torch.testing.assert_close(pushed[b], jacobian @ tangent[b], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("activation,drive_var", [("tanh", 0.0), ("tanh", 1.3), ("relu", 0.4), ("sigmoid", 0.3),
+                                                  ("gelu", 2.0)])
+def test_the_dense_mean_field_curve_is_the_rate_at_every_scale(activation, drive_var):
+    """The phase figure's curve, solved backwards on a grid of q, against one bisection per scale
+    (from far below to far above the critical scale, where relu's q is unbounded)."""
+    scales = np.linspace(0.1, 3.0, 12)
+    expected = [mean_field_rate(activation, float(s), drive_var) for s in scales]
+    assert mean_field_curve(activation, scales, drive_var) == pytest.approx(expected, abs=1e-4)

@@ -103,6 +103,8 @@ def fit_profile(lag: np.ndarray, log10_norm: np.ndarray, log10_reference: float 
     rate = theil_sen(lag[use], log10_norm[use] * math.log(10)) if use.sum() >= 2 else math.nan
     law, power = decay_law(lag[use], log10_norm[use] * math.log(10))
     reference = log10_norm[0] if log10_reference is None else log10_reference
+    with np.errstate(invalid="ignore"):  # inf - inf (a run that overflowed at both ends) is nan: data
+        log10_gain = float(log10_norm[-1] - reference)
     return {
         "rate": rate,
         "gain_per_step": math.exp(rate),
@@ -110,7 +112,7 @@ def fit_profile(lag: np.ndarray, log10_norm: np.ndarray, log10_reference: float 
         "regime": regime(rate),
         "decay_law": law,
         "power_exponent": power,
-        "log10_gain": float(log10_norm[-1] - reference),
+        "log10_gain": log10_gain,
         "fit_lag_min": first,
         "fit_lag_max": last,
         "fit_points": int(use.sum()),

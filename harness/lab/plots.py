@@ -188,7 +188,10 @@ def colourbar(fig, axes, norm, cmap, label, extend: str = "neither"):
     fig.colorbar(matplotlib.cm.ScalarMappable(norm, cmap), ax=used, label=label, shrink=0.9, extend=extend)
 
 
-def robust_centred_norm(values: pd.Series, percentile: float = 98) -> tuple[matplotlib.colors.CenteredNorm, int]:
+RANGE_PERCENTILE = 90  # of |log10 norm|: the heatmaps' colour range; the top tenth takes the end colours
+
+
+def robust_centred_norm(values: pd.Series, percentile: float = RANGE_PERCENTILE) -> tuple[matplotlib.colors.CenteredNorm, int]:
     """Symmetric about 0 (gain 1), so that equal colours mean equal magnitudes of decay and growth, over
     the `percentile` of |values|: one extreme run no longer turns every other one a flat colour.
     Returns the norm and how many finite values lie beyond it (drawn in the end colours)."""
@@ -331,7 +334,7 @@ def plot_heatmap(profile: pd.DataFrame, folder: Path) -> list[Drawn]:
         outer_labels(axes, columns, "scale (recurrent weights)")
         colourbar(fig, grid_axes, norm, DIVERGING, NORM_LABEL + "  (0: gain 1)", extend="both" if clipped else "neither")
         caption = (f"log10 gradient norm over scale and lag, white at 0 (gain 1), red growth, blue decay; the colour "
-                   f"range is ±{norm.halfrange:.3g}, the 98th percentile of |log10 norm|"
+                   f"range is ±{norm.halfrange:.3g}, the {RANGE_PERCENTILE}th percentile of |log10 norm|"
                    + (f", and the {clipped} cells beyond it take the end colours (the colourbar's arrows)" if clipped else "")
                    + "; grey: no finite value.")
         written.append(save(fig, page_path(folder, "heatmap", number, len(all_pages)), caption))
@@ -544,7 +547,7 @@ def plot_layers(profile: pd.DataFrame, folder: Path) -> list[Drawn]:
         fig.suptitle(f"{len(shown)} of {len(runs)} multi-layer runs, spread over the sweep", fontsize=9)
     caption = (f"log10 gradient norm of each layer's h over lag, a panel per run ({len(shown)} of {len(runs)} "
                f"multi-layer runs{', spread over the sweep' if len(shown) < len(runs) else ''}); white at gain 1, "
-               f"colour range ±{norm.halfrange:.3g} (98th percentile of |log10 norm|"
+               f"colour range ±{norm.halfrange:.3g} ({RANGE_PERCENTILE}th percentile of |log10 norm|"
                + (f"; {clipped} values beyond it in the end colours" if clipped else "") + "); grey: no finite value.")
     return [save(fig, folder / "layers", caption)]
 
@@ -561,24 +564,26 @@ def plot_losses(losses: pd.DataFrame, folder: Path) -> list[Drawn]:
         line_axes = [a for a in varied(losses, FACETS + ["scale", "seed"]) if a not in panel_axes]
     label = (lambda row: facet_label(tuple(row), line_axes)) if line_axes else (lambda row: "")
     losses = losses.assign(line=losses[line_axes].apply(label, axis=1) if line_axes else "")
-    colour = {name: OKABE_ITO[i % len(OKABE_ITO)] for i, name in enumerate(sorted(losses.line.unique()))}
+    # One look per line, the same in every panel: colours in turn, then line styles (9 remedies > 8 colours).
+    look = {name: {"color": OKABE_ITO[i % len(OKABE_ITO)], "ls": LINE_STYLES[i // len(OKABE_ITO) % len(LINE_STYLES)]}
+            for i, name in enumerate(sorted(losses.line.unique()))}
     groups = sorted(((k if isinstance(k, tuple) else (k,), g) for k, g in losses.groupby(panel_axes, sort=True, dropna=False)),
                     key=lambda item: (cell_rank(item[0][0]), tuple(map(str, item[0][1:]))))
     fig, axes, _ = panel_grid(len(groups), min(len(groups), 3), sharey=True)
     for ax, (keys, group) in zip(axes, groups):
         for (name, _), run in group.groupby(["line", "run_id"], sort=True):
-            ax.plot(run.step, run.eval_loss, color=colour[name], lw=1.3)
+            ax.plot(run.step, run.eval_loss, lw=1.3, **look[name])
         ax.axhline(group.baseline.iloc[0], color="0.3", ls="--", lw=1)
         ax.set_yscale("log")
         title(ax, facet_label(keys, panel_axes))
         ax.set_xlabel("training step")
         ax.set_ylabel("eval loss (log scale)")
         ax.grid(alpha=0.3, which="both")
-    handles = [matplotlib.lines.Line2D([], [], color=c, lw=1.5, label=n) for n, c in colour.items() if n]
+    handles = [matplotlib.lines.Line2D([], [], lw=1.5, label=n, **style) for n, style in look.items() if n]
     handles.append(matplotlib.lines.Line2D([], [], color="0.3", ls="--", label="baseline"))
     fig.legend(handles=handles, loc="outside right center", fontsize=8)
     caption = (f"Eval loss (log scale) against training step, a panel per {', '.join(panel_axes)}"
-               + (f", a colour per {', '.join(line_axes)} (the same in every panel)" if line_axes else "")
+               + (f", a line style per {', '.join(line_axes)} (colour, then dash; the same in every panel)" if line_axes else "")
                + f"; dashed: the task's baseline; {losses.run_id.nunique()} runs.")
     return [save(fig, folder / "losses", caption)]
 
@@ -629,7 +634,9 @@ def plot_learnability(summary: pd.DataFrame, folder: Path) -> list[Drawn]:
     per cell, a marker per remedy (a legend, never labels that could overprint each other)."""
     if "final_loss" not in summary or summary.final_loss.notna().sum() < 2:
         return []
-    data = summary[summary.final_loss.notna()]
+    trained = summary[summary.final_loss.notna()]
+    drawable = np.isfinite(trained.final_loss / trained.baseline) & np.isfinite(trained.rate_init) & (trained.final_loss > 0)
+    data, lost = trained[drawable], trained[~drawable]
     by_remedy = "remedy" in data and data.remedy.nunique() > 1
     remedies = sorted(data.remedy.unique()) if by_remedy else []
     marker = {name: MARKERS[i % len(MARKERS)] for i, name in enumerate(remedies)}
@@ -651,9 +658,15 @@ def plot_learnability(summary: pd.DataFrame, folder: Path) -> list[Drawn]:
     handles += [matplotlib.lines.Line2D([], [], ls="none", marker=marker[r], ms=7, color="0.35", label=f"remedy={r}")
                 for r in remedies]
     handles.append(matplotlib.lines.Line2D([], [], color="0.3", ls="--", label="baseline"))
+    if len(lost):  # named where the figure travels without its caption
+        handles.append(matplotlib.lines.Line2D([], [], ls="none", label=f"not drawn (no finite loss or rate):\n"
+                                               + run_list(lost, ["cell", "remedy"] if by_remedy else ["cell"], 3)))
     ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     caption = (f"Final eval loss relative to the task's baseline (dashed) against the rate at initialisation, "
-               f"{len(data)} trained runs: colour by cell" + (", marker by remedy" if by_remedy else "") + ".")
+               f"{len(data)} trained runs: colour by cell" + (", marker by remedy" if by_remedy else "")
+               + (f"; not drawn, no finite loss or rate: "
+                  + "; ".join(f"{run_list(lost.iloc[[i]], ['cell', 'remedy'] if by_remedy else ['cell'])} ({status})"
+                              for i, status in enumerate(lost.status)) if len(lost) else "") + ".")
     return [save(fig, folder / "learnability", caption)]
 
 
