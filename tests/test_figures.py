@@ -216,7 +216,7 @@ def test_the_report_says_where_it_was_filtered_and_what_is_fixed(tmp_path):
     drawn = plots.make_figures(tmp_path, profile, summary)
     report = write_report(tmp_path, summary, drawn, where=["cell=rnn,gru"]).read_text()
     assert "<title>demo where cell=rnn,gru</title>" in report and "only the runs where cell=rnn,gru" in report
-    assert "<th>hidden_size</th>" in report and "<th>seq_len</th>" in report  # held fixed
+    assert "<code>hidden_size=8</code>" in report and "<code>seq_len=20</code>" in report  # held fixed
     assert "cell (3 values)" in report and "scale (2 values)" in report  # swept
     assert "failed, diverged" in report and "<td>failed</td>" in report
     for figure in drawn:

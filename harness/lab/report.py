@@ -25,7 +25,8 @@ SHOWN = ["status", "rate", "gain_per_step", "half_life", "regime", "decay_law", 
 STYLE = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;font-size:13px;margin:0.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
 th{background:#f2f2f2}img{max-width:100%;border:1px solid #ddd}figure{margin:1.5em 0}
-figcaption{color:#444;font-size:14px}code,pre{background:#f6f6f6;padding:2px 4px}.filtered{color:#a00}"""
+figcaption{color:#444;font-size:14px}code,pre{background:#f6f6f6;padding:2px 4px}.filtered{color:#a00}
+.wide{overflow-x:auto;max-width:100%}"""
 
 
 def config_columns(summary: pd.DataFrame) -> list[str]:
@@ -44,7 +45,9 @@ def run_commits(source: Path | None, summary: pd.DataFrame) -> list[str]:
 
 
 def table_html(frame: pd.DataFrame) -> str:
-    return frame.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="", border=0)
+    """A table that scrolls sideways inside the page when it is wider than the page."""
+    return ("<div class='wide'>" + frame.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="", border=0)
+            + "</div>")
 
 
 def embedded(png: Path) -> str:
@@ -89,8 +92,8 @@ def write_report(root: Path, summary: pd.DataFrame, figures: list[Drawn], source
         "<h2>Settings</h2>",
         "<p><b>Swept:</b> " + (html.escape(", ".join(f"{c} ({summary[c].nunique(dropna=False)} values)" for c in swept))
                               or "nothing (one configuration)") + "</p>",
-        "<p><b>Held fixed:</b></p>",
-        table_html(pd.DataFrame([fixed])) if fixed else "<p>nothing</p>",
+        "<p><b>Held fixed:</b> " + (" · ".join(f"<code>{html.escape(f'{k}={v}')}</code>" for k, v in fixed.items())
+                                    or "nothing") + "</p>",
         f"<p>rate: Theil–Sen slope of ln‖∂L/∂h<sub>T−k</sub>‖ in the lag k over the middle "
         f"{100 - 200 * EDGE_FRACTION:.0f}% of lags (nats per step; &lt; 0 vanishing); stable within "
         f"±{STABLE_TOLERANCE} per step. Tables beside this file: profile.parquet, fits.parquet, summary.csv.</p>",
