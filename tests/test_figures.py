@@ -104,8 +104,9 @@ def test_captions_describe_what_was_drawn(tmp_path, figures):
 # 3 and 5. titles clipped at the edge, labels drawn over each other ("critical 1.85" over "exploding").
 @pytest.mark.parametrize("kind", ["phase", "profiles", "learnability"])
 def test_no_text_leaves_the_figure_or_overlaps_another(tmp_path, figures, kind):
+    # 36 lines in the phase figure: its legend must still fit (a colour per cell, a style per combination)
     profile = sweep(cell=["rnn", "lstm", "gru"], activation=["tanh", "relu"], remedy=["none", "clip", "weight_decay"],
-                    scale=[0.5, 1.0, 2.0])
+                    seq_len=[10, 20], scale=[0.5, 1.0, 2.0])
     summary = summary_of(profile, rate_init=-0.1, final_loss=0.1, baseline=0.2)
     summary["remedy"] = profile.drop_duplicates("run_id").remedy.to_numpy()
     plots.make_figures(tmp_path, profile, summary)
@@ -143,6 +144,9 @@ def test_each_cell_keeps_its_colour_and_place_everywhere(tmp_path, figures):
     phase = {line.get_label(): line.get_color() for line in figures["phase"][0].axes[0].lines
              if line.get_label().startswith("cell=")}
     assert phase == {f"cell={c}": plots.CELL_COLOURS[c] for c in ("rnn", "lstm", "gru")}
+    legend = figures["phase"][0].axes[0].get_legend()
+    keys = {t.get_text(): h.get_color() for t, h in zip(legend.get_texts(), legend.legend_handles) if t.get_text().startswith("cell=")}
+    assert keys == phase
     scatter = figures["learnability"][0].axes[0].collections
     colours = [matplotlib.colors.to_hex(c.get_facecolor()[0]) for c in scatter]
     assert colours == [plots.CELL_COLOURS[c].lower() for c in ("rnn", "lstm", "gru")]

@@ -355,27 +355,51 @@ class Line(NamedTuple):
     look: dict  # colour (the cell's, where cells differ), line style, marker
 
 
-def line_groups(summary: pd.DataFrame, x: str) -> tuple[list[str], list[Line]]:
-    """Lines for a summary-based figure: one per combination of the varied axes other than x, cells
-    first in their order and in their colours (the other axes then change the line style), else
-    colours in turn."""
+class Lines(NamedTuple):
+    axes: list[str]  # the varied axes the lines stand for
+    lines: list[Line]
+    key: list  # legend handles that explain the looks: a colour per cell and a style per other combination
+
+
+def look_of(n: int, colour: str) -> dict:
+    """The n-th line style with a colour: markers first, then dashes (48 distinct looks)."""
+    return {"color": colour, "marker": MARKERS[n % len(MARKERS)], "ls": LINE_STYLES[n // len(MARKERS) % len(LINE_STYLES)],
+            "ms": 3.5}
+
+
+def line_groups(summary: pd.DataFrame, x: str) -> Lines:
+    """Lines for a summary-based figure: one per combination of the varied axes other than x. Where
+    cells differ, a line's colour is its cell's and its style stands for the combination of the other
+    axes, the same style for the same combination in every cell, so the legend is a colour per cell
+    plus a style per combination (3 + 8 entries for 24 lines, not 24); otherwise each line's own."""
     axes = [a for a in varied(summary, ["cell", *FACETS, "scale", "seq_len"]) if a != x]
     groups = [(k if isinstance(k, tuple) else (k,), g) for k, g in summary.groupby(axes, sort=True, dropna=False)] \
         if axes else [((), summary)]
-    if "cell" in axes:
-        at = axes.index("cell")
-        groups.sort(key=lambda item: (cell_rank(item[0][at]), tuple(map(str, item[0]))))
-    lines, seen = [], {}
-    for i, (keys, rows) in enumerate(groups):
-        if "cell" in axes:
-            cell = keys[axes.index("cell")]
-            n = seen[cell] = seen.get(cell, -1) + 1
-            colour = cell_colour(cell)
-        else:
-            n, colour = i // len(OKABE_ITO), OKABE_ITO[i % len(OKABE_ITO)]
-        look = {"color": colour, "ls": LINE_STYLES[n % len(LINE_STYLES)], "marker": MARKERS[n % len(MARKERS)], "ms": 3.5}
-        lines.append(Line(facet_label(keys, axes), rows, look))
-    return axes, lines
+    if "cell" not in axes:
+        lines = [Line(facet_label(keys, axes), rows, look_of(i // len(OKABE_ITO), OKABE_ITO[i % len(OKABE_ITO)]))
+                 for i, (keys, rows) in enumerate(groups)]
+        key = [matplotlib.lines.Line2D([], [], label=line.label, **line.look) for line in lines] if len(lines) > 1 else []
+        return Lines(axes, lines, key)
+    at = axes.index("cell")
+    others = [a for a in axes if a != "cell"]
+    rest = lambda keys: tuple(k for i, k in enumerate(keys) if i != at)  # noqa: E731
+    combinations = sorted({rest(keys) for keys, _ in groups}, key=lambda c: tuple(map(str, c)))
+    groups.sort(key=lambda item: (cell_rank(item[0][at]), combinations.index(rest(item[0]))))
+    lines = [Line(facet_label(keys, axes), rows, look_of(combinations.index(rest(keys)), cell_colour(keys[at])))
+             for keys, rows in groups]
+    key = [matplotlib.lines.Line2D([], [], color=cell_colour(cell), lw=2, label=f"cell={cell}")
+           for cell in ordered_cells(k[at] for k, _ in groups)]
+    if others:
+        key += [matplotlib.lines.Line2D([], [], label=facet_label(combination, others), **look_of(n, "0.35"))
+                for n, combination in enumerate(combinations)]
+    return Lines(axes, lines, key)
+
+
+def legend_beside(ax, handles: list, **kw) -> None:
+    """A legend right of the axes, in as many columns as it takes to stay within the figure's height."""
+    rows = max(int(ax.figure.get_figheight() * 72 / 14) - 2, 8)  # ~14 points per 8-point entry
+    ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), ncol=-(-len(handles) // rows),
+              **kw)
 
 
 SCALED = {"lru": "|λ|", "indrnn": "u"}  # what `scale` multiplies where it is not the recurrent matrix
@@ -406,7 +430,7 @@ def plot_phase(summary: pd.DataFrame, folder: Path) -> list[Drawn]:
     of the gaps (measured - predicted)."""
     if "scale" not in varied(summary, ["scale"]):
         return []
-    axes_names, lines = line_groups(summary, "scale")
+    axes_names, lines, line_key = line_groups(summary, "scale")
     predicted = [n for n in ("mean_field", "lyapunov", "linear")
                  if f"theory_{n}" in summary and summary[f"theory_{n}"].notna().any()]
     fig, axes = plt.subplots(2 if predicted else 1, 1, figsize=(8.2, 6.4 if predicted else 4.4), sharex=True,
@@ -436,8 +460,11 @@ def plot_phase(summary: pd.DataFrame, folder: Path) -> list[Drawn]:
             critical = group.theory_critical_scale.median()
             if np.isfinite(critical) and dense[0] <= critical <= dense[-1]:
                 ax.axvline(critical, ls=":", **theory)
-                critical_scales.append(f"{critical:.2f}" + (f" ({label})" if label else ""))
-                drawn["critical"] = "critical scale, mean field (dotted): " + ", ".join(critical_scales)
+                critical_scales.append((f"{critical:.2f}", label))
+                values = list(dict.fromkeys(value for value, _ in critical_scales))  # distinct, in order
+                named = len(critical_scales) <= 2 and all(name for _, name in critical_scales)
+                text = ", ".join(f"{value} ({name})" for value, name in critical_scales) if named else ", ".join(values)
+                drawn["critical"] = textwrap.fill("critical scale, mean field (dotted): " + text, 44)
         if "linear" in predicted and line.theory_linear.notna().all():
             dense = np.linspace(summary.scale.min(), summary.scale.max(), 60)
             offset = float((line.theory_linear - np.log(line.index)).median())  # ln rho(W) at scale 1
@@ -459,7 +486,6 @@ def plot_phase(summary: pd.DataFrame, folder: Path) -> list[Drawn]:
     ax.set_ylabel("rate (nats per step back;\ne^rate = gain per step)")
     ax.grid(alpha=0.3)
     measured = f"measured ({recorders_named(summary)} recorder)"
-    handles, _ = ax.get_legend_handles_labels()
     keys = [matplotlib.lines.Line2D([], [], color="0.3", marker="o", ms=3.5, label=measured)] if len(lines) > 1 else []
     keys += [matplotlib.lines.Line2D([], [], color="0.3", ls=ls, marker=marker, label=drawn[name])
              for name, ls, marker in (("lyapunov", "none", "x"), ("mean_field", "--", None), ("linear", "-.", None),
@@ -470,8 +496,8 @@ def plot_phase(summary: pd.DataFrame, folder: Path) -> list[Drawn]:
     if missing:
         keys.append(matplotlib.lines.Line2D([], [], ls="none", marker="o", ms=7, mfc="none", mec="0.3",
                                             label="no finite rate (on the x axis)"))
-    ax.legend(handles=(handles if len(lines) > 1 else [matplotlib.lines.Line2D([], [], color=OKABE_ITO[0], marker="o",
-              ms=3.5, label=measured)]) + keys, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    legend_beside(ax, (line_key if len(lines) > 1 else [matplotlib.lines.Line2D([], [], color=OKABE_ITO[0], marker="o",
+                  ms=3.5, label=measured)]) + keys)
     if predicted:
         gaps = axes[1][0]
         gaps.axhline(0, color="0.2", lw=0.9)
@@ -500,7 +526,7 @@ def plot_phase(summary: pd.DataFrame, folder: Path) -> list[Drawn]:
 def plot_seq_len(summary: pd.DataFrame, folder: Path) -> list[Drawn]:
     if "seq_len" not in varied(summary, ["seq_len"]):
         return []
-    axes_names, lines = line_groups(summary, "seq_len")
+    axes_names, lines, line_key = line_groups(summary, "seq_len")
     fig, (axes,) = grid(1, 1, width=6.5, height=4.2)
     ax = axes[0]
     for label, group, look in lines:
@@ -515,8 +541,8 @@ def plot_seq_len(summary: pd.DataFrame, folder: Path) -> list[Drawn]:
     ax.set_xlabel("seq_len T (steps, log scale)")
     ax.set_ylabel(r"end-to-end $\log_{10}\,\|\partial L/\partial h_0\| / \|\partial L/\partial h_T\|$")
     ax.grid(alpha=0.3, which="both")
-    if len(lines) > 1:
-        ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    if line_key:
+        legend_beside(ax, line_key)
     caption = ("End-to-end log10 gain (batch median, seeds pooled) against sequence length, ticks at the lengths swept"
                + (f", a line per {', '.join(axes_names)}" if axes_names else "") + ".")
     return [save(fig, folder / "seq_len", caption)]
@@ -695,7 +721,7 @@ def plot_spectrum(summary: pd.DataFrame, folder: Path) -> list[Drawn]:
     ax.grid(alpha=0.3)
     if by_scale:
         fig.colorbar(matplotlib.cm.ScalarMappable(norm, cmap), ax=ax, label="scale")
-        names, lines = line_groups(runs, "scale")
+        names, lines, line_key = line_groups(runs, "scale")
         top = min(3, int(runs.spectrum.map(len).min()))
         for label, group, look in lines:
             group = group.sort_values("scale")
@@ -716,8 +742,8 @@ def plot_spectrum(summary: pd.DataFrame, folder: Path) -> list[Drawn]:
         axes[0][1].set_title(f"the top {top} exponents and the recorder's rate", fontsize=9)
         axes[0][2].set_ylabel("Kaplan-Yorke dimension\n(0: the top exponent < 0)")
         axes[0][2].set_title(f"Kaplan-Yorke dimension (at most k = {int(runs.spectrum.map(len).min())})", fontsize=9)
-        if len(lines) > 1:
-            axes[0][2].legend(fontsize=8)
+        if line_key:
+            legend_beside(axes[0][2], line_key)
         for panel in axes[0][1:]:
             panel.set_xlabel(scale_label(runs))
             panel.grid(alpha=0.3)
