@@ -43,6 +43,7 @@ def figures(monkeypatch):
     """Every figure made, before it is closed: name -> (figure, caption), laid out as saved."""
     made = {}
     save = plots.save
+    BOXES.clear()  # only this test's figures
 
     def keep(fig, path, caption):
         fig.canvas.draw()  # laid out, as it will be saved; measured now, before saving changes the dpi
@@ -110,15 +111,40 @@ def test_no_text_leaves_the_figure_or_overlaps_another(tmp_path, figures, kind):
     summary = summary_of(profile, rate_init=-0.1, final_loss=0.1, baseline=0.2)
     summary["remedy"] = profile.drop_duplicates("run_id").remedy.to_numpy()
     plots.make_figures(tmp_path, profile, summary)
-    name = next(n for n in figures if n.startswith(kind))
+    assert_readable(next(n for n in figures if n.startswith(kind)))
+
+
+def assert_readable(name: str) -> None:
+    """No text of the figure `name` (as laid out for saving) leaves the figure or overlaps another."""
     page, boxes = BOXES[name]
     page = page.padded(8)  # a text's box reaches a few px beyond its glyphs
     for text, box in boxes:
-        assert page.x0 <= box.x0 and box.x1 <= page.x1 and page.y0 <= box.y0 and box.y1 <= page.y1, text
+        assert page.x0 <= box.x0 and box.x1 <= page.x1 and page.y0 <= box.y0 and box.y1 <= page.y1, f"{name}: {text}"
     for i, (a, box_a) in enumerate(boxes):
         for b, box_b in boxes[i + 1:]:
             overlap = min(box_a.x1, box_b.x1) - max(box_a.x0, box_b.x0), min(box_a.y1, box_b.y1) - max(box_a.y0, box_b.y0)
-            assert min(overlap) <= 3.0, f"{a!r} overlaps {b!r}"  # neighbouring legend rows touch by ~2 px
+            assert min(overlap) <= 3.0, f"{name}: {a!r} overlaps {b!r}"  # neighbouring legend rows touch by ~2 px
+
+
+def test_every_other_figure_kind_is_readable(tmp_path, figures):
+    """The same check on the stored tables' figures (profiles, heatmap, phase, seq_len, both training
+    pages, losses, learnability), layers, the log-log profiles and the spectrum."""
+    profile, summary, losses = stored_tables()
+    plots.make_figures(tmp_path / "stored", profile, summary, losses)
+    deep = sweep(num_layers=[2], scale=[0.5, 2.0])
+    plots.make_figures(tmp_path / "deep", deep)
+    power = sweep(cell=["rnn", "lru"], scale=[0.9, 1.0])
+    lru = power.run_id.isin(power[power.cell == "lru"].run_id)
+    power.loc[lru, "log10_norm"] = -0.5 * np.log10(1 + power.loc[lru, "lag"])  # a power law
+    plots.make_figures(tmp_path / "power", power)
+    spectra = summary_of(sweep(scale=[0.5, 1.0, 2.0]), rate=[-0.7, -0.1, 0.4], lyapunov_dimension=[0, 0, 3.5])
+    spectra["spectrum"] = [list(np.linspace(r, r - 2, 8)) for r in (-0.7, -0.1, 0.4)]
+    plots.plot_spectrum(spectra, tmp_path / "spectrum")
+    kinds = {"profiles", "heatmap", "phase", "seq_len", "training_profiles_1", "training_profiles_2", "losses",
+             "learnability", "layers", "profiles_loglog", "spectrum"}
+    assert kinds <= set(BOXES)
+    for name in kinds:
+        assert_readable(name)
 
 
 # 4. heatmap: the colour range was set by the single most extreme run.
