@@ -92,9 +92,9 @@ def facet_label(keys: tuple, names: list[str]) -> str:
     return ", ".join(f"{n}={k}" for n, k in zip(names, keys))
 
 
-def title(ax, text: str, width_in: float | None = None, size: float = TITLE_POINTS) -> None:
+def title(ax, text: str, size: float = TITLE_POINTS) -> None:
     """A panel title wrapped to the panel's width, so that no title runs into its neighbour or off the page."""
-    width_in = width_in or ax.get_position().width * ax.figure.get_figwidth()
+    width_in = ax.get_position().width * ax.figure.get_figwidth()
     characters = max(int(width_in * 72 / (0.55 * size)), 12)  # an average glyph is ~0.55 em wide
     ax.set_title(textwrap.fill(text, characters), fontsize=size)
 
@@ -382,7 +382,9 @@ def line_groups(summary: pd.DataFrame, x: str) -> Lines:
         return Lines(axes, lines, key)
     at = axes.index("cell")
     others = [a for a in axes if a != "cell"]
-    rest = lambda keys: tuple(k for i, k in enumerate(keys) if i != at)  # noqa: E731
+
+    def rest(keys: tuple) -> tuple:  # a line's values of the axes other than cell
+        return tuple(k for i, k in enumerate(keys) if i != at)
     combinations = sorted({rest(keys) for keys, _ in groups}, key=lambda c: tuple(map(str, c)))
     groups.sort(key=lambda item: (cell_rank(item[0][at]), combinations.index(rest(item[0]))))
     lines = [Line(facet_label(keys, axes), rows, look_of(combinations.index(rest(keys)), cell_colour(keys[at])))
