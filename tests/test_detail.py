@@ -64,12 +64,12 @@ def test_units_gates_and_weights_are_autograds(cell):
     for t, (hw, w) in enumerate(zip(hws, copies)):
         per_gate = hw.grad.view(3, gates, 5).norm(dim=-1).log()
         assert torch.allclose(detail.gates[t], per_gate, atol=1e-9), t
-        assert torch.allclose(detail.contributions[t], w.grad, atol=1e-12), t
+        assert torch.allclose(detail.contributions[t, 0], w.grad, atol=1e-12), t
         assert torch.allclose(detail.weights[t], w.grad.view(gates, 5, 5).norm(dim=(1, 2)).log(), atol=1e-9), t
     # The steps' contributions add up to the gradient of the one shared W_hh, as torch computes it.
     states = model(batch.inputs, model.initial_state(3))
     batch.loss(model.top_hidden(states[-1]).unsqueeze(0)).backward()
-    assert torch.allclose(detail.contributions.sum(0), model.weight_hh_l0.grad, atol=1e-12)
+    assert torch.allclose(detail.contributions.sum(0)[0], model.weight_hh_l0.grad, atol=1e-12)
 
 
 def test_rows_stay_finite_far_below_float64():
@@ -102,11 +102,20 @@ def test_a_run_writes_unit_and_gate_tables_and_a_sweep_collects_them(tmp_path, r
     assert len(units) == (seq_len + 1) * 2 * hidden and set(units.state) == {"h", "c"}
     assert len(gates) == seq_len * 4 and list(gates.gate[:4]) == ["i", "f", "g", "o"]
     assert (gates.lag == seq_len - gates.t).all() and units.t.max() == seq_len
+    config.cell.name, config.num_layers = "lstm", 2
+    assert run(config, tmp_path / "2") == "ok"
+    stacked = pd.read_parquet(tmp_path / "2" / "gates.parquet")
+    assert len(stacked) == seq_len * 2 * 4 and list(stacked.layer[:8]) == [0] * 4 + [1] * 4
     collect(tmp_path)
     for name, per_run in (("units.parquet", units), ("gates.parquet", gates)):
         table = pd.read_parquet(tmp_path / name)
-        assert table.run_id.nunique() == 2
+        assert table.run_id.nunique() == 3
         pd.testing.assert_frame_equal(table[table.run_id == per_run.run_id[0]].reset_index(drop=True), per_run)
+    # The figure: a panel per run and layer, the stacked run's two titled by layer.
+    from harness.lab import plots
+    summary, profile = pd.read_parquet(tmp_path / "summary.parquet"), pd.read_parquet(tmp_path / "profile.parquet")
+    (figure,) = plots.plot_gates(pd.read_parquet(tmp_path / "gates.parquet"), profile, summary, tmp_path / "figures")
+    assert "a panel per run and layer (4 of 4, 3 runs)" in figure.caption
 
 
 def test_units_need_a_loss_on_the_last_step():
@@ -116,3 +125,21 @@ def test_units_need_a_loss_on_the_last_step():
     columns = dict(cell="rnn", task="copy", recorder="autograd", **{"record.units": True})
     with pytest.raises(ConfigError, match="record.units=true: task=copy has a loss on every step"):
         check_run(columns)
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru", "minimal"])
+def test_a_stack_s_contributions_are_torch_s_gradient_of_every_layer(cell):
+    """Two layers: each layer's hw gradient includes what reaches S_t through the layer above within
+    the step (without it the bottom layer's sum is wrong), so the C_t of each layer sum to torch's
+    dL/dW_hh of that layer, and the weights rows are their norms, gate block by gate block."""
+    model, batch = build(cell, scale=1.5, hidden_size=5, input_size=3, num_layers=2, seq_len=10, batch_size=3)
+    detail = record_detail(model, batch.inputs, batch.loss, contributions=True)
+    gates = len(detail.gate_names) // 2
+    assert detail.gates.shape == (10, 3, 2 * gates) and detail.gate_layers == (0,) * gates + (1,) * gates
+    states = model(batch.inputs, model.initial_state(3))
+    batch.loss(model.top_hidden(states[-1]).unsqueeze(0)).backward()
+    for layer in (0, 1):
+        expected = getattr(model, f"weight_hh_l{layer}").grad
+        assert torch.allclose(detail.contributions[:, layer].sum(0), expected, atol=1e-12), layer
+        norms = detail.contributions[:, layer].reshape(10, gates, 5, 5).norm(dim=(2, 3)).log()
+        assert torch.allclose(detail.weights[:, layer * gates:(layer + 1) * gates], norms, atol=1e-9), layer

@@ -5,10 +5,11 @@ weights' gradient, in the exact recorder's log domain (any range: 1e-3000 is ln 
     gates    ln||dL/d hw_t^g||        the recurrent pre-activation hw_t = h_{t-1} W_hh^T + b_hh of the
                                       step that makes S_t, per gate block g (rnn: one; lstm: i, f, g, o;
                                       gru: r, z, n, where n's is the part inside r * (...); minimal:
-                                      u, whose V z_t part carries the same gradient), t = 1..T
-                                      (T, batch, gates)
+                                      u, whose V z_t part carries the same gradient), per layer,
+                                      t = 1..T                                   (T, batch, layers * gates)
     weights  ln||C_t^g||_F            C_t = sum over the batch of (dL/d hw_t)^T h_{t-1}: step t's part
-                                      of dL/dW_hh, per gate block; the C_t sum to dL/dW_hh    (T, gates)
+                                      of dL/dW_hh, per layer and gate block; the C_t sum to dL/dW_hh
+                                                                                 (T, layers * gates)
 
 The weights' row is what decides whether a long dependency can be learned: a step whose C_t is
 1e-30 of the others' cannot move the weights, however large dL/dh_t is there.
@@ -16,15 +17,18 @@ The weights' row is what decides whether a long dependency can be learned: a ste
 One backward pass over the in-memory graph with the exact recorder's per-sample renormalisation
 (harness.core.recorders): the hook at S_t keeps the arriving gradient (its scale is the divisors of
 the steps after t, known by then) and divides by its norm. Afterwards, each step's tail is pushed
-back by a local vector-Jacobian product from the renormalised gradient, which gives hw_t's gradient
-and, against h_{t-1}, C_t. Gates and weights for a one-layer rnn, lstm, gru or minimal cell; units for
-any network. Checked against autograd on the unrolled graph with retain_grad (tests/test_detail.py).
+back by a local vector-Jacobian product from the renormalised gradient through the whole step (in a
+stack, a layer's hw_t also reaches S_t through the layers above it within the step), which gives each
+layer's hw_t gradient and, against its h_{t-1}, C_t. Gates and weights for rnn, lstm, gru and minimal
+networks of any depth; units for any network. Checked against autograd on the unrolled graph with
+retain_grad, and the C_t against torch's own dL/dW_hh of every layer (tests/test_detail.py).
 """
 from __future__ import annotations
 
 from typing import Callable, NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from harness.core.cells import RecurrentNet, StackedNet, recurrent
@@ -35,10 +39,11 @@ GATES = {"rnn": ("h",), "lstm": ("i", "f", "g", "o"), "gru": ("r", "z", "n"), "m
 
 class Detail(NamedTuple):
     units: Tensor  # (T+1, batch, state) ln|dL/dS_t,j|, float64
-    gates: Tensor | None  # (T, batch, gates) ln||dL/d hw_t^g||; None where the network has no gates to show
-    weights: Tensor | None  # (T, gates) ln||C_t^g||_F
-    gate_names: tuple[str, ...]
-    contributions: Tensor | None  # (T, rows, hidden) C_t itself, float64, when asked for (small cases)
+    gates: Tensor | None  # (T, batch, layers * gates) ln||dL/d hw_t^g||; None where there are no gates to show
+    weights: Tensor | None  # (T, layers * gates) ln||C_t^g||_F
+    gate_names: tuple[str, ...]  # per column of gates: the gate's name ...
+    gate_layers: tuple[int, ...]  # ... and its layer
+    contributions: Tensor | None  # (T, layers, rows, hidden) C_t itself, float64, when asked for (small cases)
 
 
 def record_detail(net: StackedNet, inputs: Tensor, output_loss: Callable[[Tensor], Tensor],
@@ -75,40 +80,58 @@ def record_detail(net: StackedNet, inputs: Tensor, output_loss: Callable[[Tensor
     scale = torch.cat([after[1:], torch.zeros_like(after[:1])])  # at t: those of the steps after t
     with torch.no_grad():
         units = grads.abs().log() + scale.unsqueeze(-1)
-    if not (isinstance(net, (RecurrentNet, MinimalNet)) and net.num_layers == 1):
-        return Detail(units, None, None, (), None)
+    if not isinstance(net, (RecurrentNet, MinimalNet)):
+        return Detail(units, None, None, (), (), None)
     return _gates_and_weights(net, states, drives, grads, logs, scale, units, contributions)
 
 
-def _tail(net: RecurrentNet | MinimalNet, drive: Tensor, hw: Tensor, blocks: tuple[Tensor, ...]) -> Tensor:
-    """A one-layer step's new state from its recurrent pre-activation hw (the rest held fixed)."""
-    if isinstance(net, MinimalNet):
-        return net.gate_tail(0, drive, hw, blocks[0])
-    return torch.cat(net.cell.tail(drive, hw, blocks, net.act), dim=-1)
+def _step_from_hw(net: RecurrentNet | MinimalNet, drive: Tensor, hws: list[Tensor], blocks: tuple[Tensor, ...]) -> Tensor:
+    """S_t from each layer's recurrent pre-activation hw^l (the rest held fixed), the layers above
+    reading the fresh h below as the network's own step does, so that a layer's hw gradient includes
+    what flows back to it through the layers above within the step."""
+    per_layer = len(net.state_names)
+    new: list[Tensor] = []
+    for layer, hw in enumerate(hws):
+        if layer > 0:
+            drive = F.linear(new[-per_layer], getattr(net, f"weight_ih_l{layer}"), getattr(net, f"bias_ih_l{layer}"))
+        own = blocks[layer * per_layer:(layer + 1) * per_layer]
+        if isinstance(net, MinimalNet):
+            new.append(net.gate_tail(layer, drive, hw, own[0]))
+        else:
+            new.extend(net.cell.tail(drive, hw, own, net.act))
+    return torch.cat(new, dim=-1)
 
 
 def _gates_and_weights(net: RecurrentNet | MinimalNet, states: list[Tensor], drives: list[Tensor], grads: Tensor,
                        logs: Tensor, scale: Tensor, units: Tensor, contributions: bool) -> Detail:
-    names, hidden = GATES[net.cell_name], net.hidden_size
-    w_hh, b_hh = net.weight_hh_l0.detach(), None if net.bias_hh_l0 is None else net.bias_hh_l0.detach()
+    names, hidden, per_layer = GATES[net.cell_name], net.hidden_size, len(net.state_names)
+    recurrence = [(getattr(net, f"weight_hh_l{layer}").detach(), getattr(net, f"bias_hh_l{layer}"))
+                  for layer in range(net.num_layers)]
     gates, weights, kept = [], [], []
     for t in range(1, len(states)):
-        previous = states[t - 1].detach()
-        blocks = net.split(previous)
-        hw = recurrent(blocks[0], w_hh, b_hh).requires_grad_()
+        blocks = net.split(states[t - 1].detach())
+        with torch.no_grad():  # each hw^l a leaf of its own
+            hws = [recurrent(blocks[layer * per_layer], w_hh, None if b_hh is None else b_hh.detach())
+                   for layer, (w_hh, b_hh) in enumerate(recurrence)]
+        hws = [hw.requires_grad_() for hw in hws]
         with torch.enable_grad():
-            new = _tail(net, drives[t - 1], hw, blocks)
+            new = _step_from_hw(net, drives[t - 1], hws, blocks)
         unit = (grads[t] / logs[t].exp().unsqueeze(1)).to(new.dtype)  # as the hook passed it on
-        (d_hw,) = torch.autograd.grad(new, hw, unit)
-        d_hw = d_hw.double()
         log_scale = scale[t] + logs[t]  # (batch,): the true gradient is d_hw * exp(log_scale)
-        per_gate = d_hw.view(d_hw.shape[0], len(names), hidden)
-        gates.append(torch.linalg.vector_norm(per_gate, dim=-1).log() + log_scale.unsqueeze(1))
-        # C_t = sum_b exp(log_scale_b) d_hw_b^T h_b, the largest scale factored out so that none overflows
-        top = log_scale.max()
-        weighted = d_hw * (log_scale - top).exp().unsqueeze(1)
-        matrix = weighted.t() @ blocks[0].double()  # (gates * hidden, hidden)
-        weights.append(torch.linalg.vector_norm(matrix.view(len(names), hidden, hidden), dim=(1, 2)).log() + top)
+        top = log_scale.max()  # C_t = sum_b exp(log_scale_b) d_hw_b^T h_b: the largest scale factored out
+        step_gates, step_weights, step_kept = [], [], []
+        for layer, d_hw in enumerate(torch.autograd.grad(new, hws, unit)):
+            d_hw = d_hw.double()
+            per_gate = d_hw.view(d_hw.shape[0], len(names), hidden)
+            step_gates.append(torch.linalg.vector_norm(per_gate, dim=-1).log() + log_scale.unsqueeze(1))
+            weighted = d_hw * (log_scale - top).exp().unsqueeze(1)
+            matrix = weighted.t() @ blocks[layer * per_layer].double()  # (gates * hidden, hidden)
+            step_weights.append(torch.linalg.vector_norm(matrix.view(len(names), hidden, hidden), dim=(1, 2)).log() + top)
+            step_kept.append(matrix * top.exp())
+        gates.append(torch.cat(step_gates, dim=1))
+        weights.append(torch.cat(step_weights))
         if contributions:
-            kept.append(matrix * top.exp())
-    return Detail(units, torch.stack(gates), torch.stack(weights), names, torch.stack(kept) if contributions else None)
+            kept.append(torch.stack(step_kept))
+    layers = tuple(layer for layer in range(net.num_layers) for _ in names)
+    return Detail(units, torch.stack(gates), torch.stack(weights), names * net.num_layers, layers,
+                  torch.stack(kept) if contributions else None)

@@ -5,8 +5,8 @@ the long profile table.
     <run>/meta.json         run_id, the run's columns, status, theory, timings, versions
     <run>/losses.parquet    training runs only
     <run>/units.parquet     record.units=true: a row per (t, state block, unit): batch-median log10 |dL/dS_t,j|
-    <run>/gates.parquet     record.units=true: a row per (t, gate): batch-median log10 ||dL/d hw_t^g|| and
-                            log10 ||C_t^g|| (step t's part of dL/dW_hh), one-layer built-in cells
+    <run>/gates.parquet     record.units=true: a row per (t, layer, gate): batch-median log10 ||dL/d hw_t^g||
+                            and log10 ||C_t^g|| (step t's part of dL/dW_hh); rnn, lstm, gru, minimal
     <run>/DONE              written last: the run is complete
 
 Every file is written through a temporary file and a rename, so a reader never sees half of one.
@@ -96,6 +96,7 @@ def detail_frames(detail: Any, run_id: str, state_names: tuple[str, ...], block_
     count = len(detail.gate_names)
     t = np.repeat(np.arange(1, steps), count)
     gate_frame = pd.DataFrame({"run_id": run_id, "t": t, "lag": steps - 1 - t,
+                               "layer": np.tile(detail.gate_layers, steps - 1),
                                "gate": np.tile(detail.gate_names, steps - 1),
                                "log10_norm": gates.reshape(-1), "log10_weight": weights.reshape(-1)})
     return unit_frame, gate_frame

@@ -809,28 +809,33 @@ def plot_units(units: pd.DataFrame, summary: pd.DataFrame, folder: Path) -> list
 
 
 def plot_gates(gates: pd.DataFrame, profile: pd.DataFrame, summary: pd.DataFrame, folder: Path) -> list[Drawn]:
-    """record.units=true, one-layer built-in cells: per run, each gate block's pre-activation gradient
-    (solid) and its step's share of dL/dW_hh (dashed) against the lag, beside ||dL/dh|| (black)."""
-    runs = [r for r in summary.run_id if r in set(gates.run_id)]
-    shown = runs[:MAX_DETAIL_PANELS]
+    """record.units=true: a panel per run and layer, each gate block's pre-activation gradient (solid)
+    and its step's share of dL/dW_hh (dashed) against the lag, beside that layer's ||dL/dh|| (black)."""
+    if "layer" not in gates:  # tables written before gates had layers: one layer
+        gates = gates.assign(layer=0)
+    panels_all = [(run, layer) for run in summary.run_id if run in set(gates.run_id)
+                  for layer in sorted(gates[gates.run_id == run].layer.unique())]
+    runs = list(dict.fromkeys(run for run, _ in panels_all))
+    shown = panels_all[:MAX_DETAIL_PANELS]
     if not shown:
         return []
     columns = min(3, len(shown))
     fig, axes = grid(-(-len(shown) // columns), columns)
-    labels = varied(summary[summary.run_id.isin(shown)], ["cell", *FACETS, "scale", "seq_len"])
-    top = top_h(profile)
+    labels = varied(summary[summary.run_id.isin([run for run, _ in shown])], ["cell", *FACETS, "scale", "seq_len"])
+    hidden = profile[(profile.state == "h") & (profile.step == profile.groupby("run_id").step.transform("min"))]
     drawn: set[str] = set()
-    for ax, run_id in zip(axes.flat, shown):
-        rows = gates[gates.run_id == run_id].sort_values("lag")
+    for ax, (run_id, layer) in zip(axes.flat, shown):
+        rows = gates[(gates.run_id == run_id) & (gates.layer == layer)].sort_values("lag")
         for gate, line in rows.groupby("gate", sort=False):
             colour = GATE_COLOURS.get(gate, "0.5")
             drawn.add(gate)
             ax.plot(line.lag, line.log10_norm.where(np.isfinite(line.log10_norm)), color=colour, lw=1.2)
             ax.plot(line.lag, line.log10_weight.where(np.isfinite(line.log10_weight)), color=colour, lw=1.0, ls="--")
-        state = top[(top.run_id == run_id) & (top.step == top[top.run_id == run_id].step.min())].sort_values("lag")
+        state = hidden[(hidden.run_id == run_id) & (hidden.layer == layer)].sort_values("lag")
         ax.plot(state.lag, state.log10_norm.where(np.isfinite(state.log10_norm)), color="k", lw=1.0)
         run = summary[summary.run_id == run_id].iloc[0]
-        title(ax, facet_label(tuple(run[labels]), labels) or run_id)
+        deep = gates[gates.run_id == run_id].layer.nunique() > 1
+        title(ax, (facet_label(tuple(run[labels]), labels) or run_id) + (f", layer {layer}" if deep else ""))
         ax.set_xlabel(LAG_LABEL)
         ax.set_ylabel("log10 norm")
         ax.grid(alpha=0.3)
@@ -841,14 +846,14 @@ def plot_gates(gates: pd.DataFrame, profile: pd.DataFrame, summary: pd.DataFrame
     handles += [matplotlib.lines.Line2D([], [], color="0.3", lw=1.2, label=r"$\|\partial L/\partial\, hw_t\|$ (pre-activation)"),
                 matplotlib.lines.Line2D([], [], color="0.3", lw=1.0, ls="--",
                                         label=r"$\|C_t\|$: step t's part of $\partial L/\partial W_{hh}$"),
-                matplotlib.lines.Line2D([], [], color="k", lw=1.0, label=r"$\|\partial L/\partial h_t\|$ (the profile)")]
+                matplotlib.lines.Line2D([], [], color="k", lw=1.0, label=r"$\|\partial L/\partial h_t\|$ (the layer's profile)")]
     fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 4), fontsize=8, frameon=False)
     fig.suptitle(f"per-gate gradients and weight-gradient contributions (batch medians; C_t summed over the "
-                 f"batch), {len(shown)} of {len(runs)} runs", fontsize=10)
-    caption = (f"Per-gate gradients at initialisation, {len(shown)} of {len(runs)} runs: for each gate "
-               f"({', '.join(g for g in GATE_COLOURS if g in drawn)}) the batch-median norm of the gradient at its "
-               f"recurrent pre-activation (solid) and ||C_t||, step t's part of dL/dW_hh summed over the batch "
-               f"(dashed), beside the profile ||dL/dh_t|| (black).")
+                 f"batch), {len(shown)} of {len(panels_all)} panels ({len(runs)} runs)", fontsize=10)
+    caption = (f"Per-gate gradients at initialisation, a panel per run and layer ({len(shown)} of {len(panels_all)}, "
+               f"{len(runs)} runs): for each gate ({', '.join(g for g in GATE_COLOURS if g in drawn)}) the batch-median "
+               f"norm of the gradient at its recurrent pre-activation (solid) and ||C_t||, step t's part of dL/dW_hh "
+               f"summed over the batch (dashed), beside the layer's profile ||dL/dh_t|| (black).")
     return [save(fig, folder / "gates", caption)]
 
 
