@@ -105,14 +105,12 @@ def _step_from_hw(net: RecurrentNet | MinimalNet, drive: Tensor, hws: list[Tenso
 def _gates_and_weights(net: RecurrentNet | MinimalNet, states: list[Tensor], drives: list[Tensor], grads: Tensor,
                        logs: Tensor, scale: Tensor, units: Tensor, contributions: bool) -> Detail:
     names, hidden, per_layer = GATES[net.cell_name], net.hidden_size, len(net.state_names)
-    recurrence = [(getattr(net, f"weight_hh_l{layer}").detach(), getattr(net, f"bias_hh_l{layer}"))
-                  for layer in range(net.num_layers)]
     gates, weights, kept = [], [], []
     for t in range(1, len(states)):
         blocks = net.split(states[t - 1].detach())
         with torch.no_grad():  # each hw^l a leaf of its own
-            hws = [recurrent(blocks[layer * per_layer], w_hh, None if b_hh is None else b_hh.detach())
-                   for layer, (w_hh, b_hh) in enumerate(recurrence)]
+            hws = [recurrent(blocks[layer * per_layer], getattr(net, f"weight_hh_l{layer}"),
+                             getattr(net, f"bias_hh_l{layer}")) for layer in range(net.num_layers)]
         hws = [hw.requires_grad_() for hw in hws]
         with torch.enable_grad():
             new = _step_from_hw(net, drives[t - 1], hws, blocks)

@@ -108,7 +108,7 @@ def mean_field_rate(activation: str, scale: float, drive_var: float) -> float:
     return 0.5 * math.log(chi) if chi > 0 else -math.inf
 
 
-def mean_field_curve(activation: str, scales: "np.ndarray", drive_var: float, points: int = 200) -> "np.ndarray":
+def mean_field_curve(activation: str, scales: np.ndarray, drive_var: float, points: int = 200) -> np.ndarray:
     """mean_field_rate at many scales at once (the phase figure's dense curve), ~10x cheaper than one
     bisection per scale. The fixed-point equation is solved backwards: on a log grid of the excess
     e = q - drive_var, the scale whose fixed point is q is s(q) = sqrt(e / E[act(u)^2]); each scale's
@@ -116,17 +116,15 @@ def mean_field_curve(activation: str, scales: "np.ndarray", drive_var: float, po
     it, and its rate is then computed at that q exactly as mean_field_rate does. Agrees with it to
     1e-4 nats per step (tested); below the grid's smallest scale q is its limit 0+, above its largest
     q is unbounded (read as 1e8, as there)."""
-    import numpy as np
-
     excess = np.logspace(-12, 8, points) * max(drive_var, 1.0)
     q = drive_var + excess
     grid_scales = np.sqrt(excess / np.array([gaussian_moments(activation, float(v))[0] for v in q]))
     rates = []
     for scale in np.asarray(scales, dtype=float):
-        crossing = np.flatnonzero((grid_scales[:-1] - scale) * (grid_scales[1:] - scale) <= 0)
         if scale <= 0:
             rates.append(-math.inf)
             continue
+        crossing = np.flatnonzero((grid_scales[:-1] - scale) * (grid_scales[1:] - scale) <= 0)
         if len(crossing):  # the secant in (s, ln e) between the bracket, then once more from its point
             i = crossing[-1]
             bracket = [(grid_scales[i], math.log(excess[i])), (grid_scales[i + 1], math.log(excess[i + 1]))]

@@ -123,10 +123,13 @@ def save(fig: plt.Figure, path: Path, caption: str) -> Drawn:
     return Drawn(path.with_suffix(".png"), caption)
 
 
-def run_list(runs: pd.DataFrame, names: list[str], limit: int = 8) -> str:
-    """'cell=rnn, scale=3; cell=gru, scale=3' for a caption (the first `limit`, then how many more)."""
-    labels = [facet_label(tuple(row), names) or str(run_id)
-              for run_id, row in zip(runs.run_id, runs[names].itertuples(index=False))]
+def run_list(runs: pd.DataFrame, names: list[str], limit: int | None = 8, status: bool = False) -> str:
+    """'cell=rnn, scale=3; cell=gru, scale=3' for a caption (the first `limit`, then how many more;
+    limit None: all), each with its status in brackets if asked."""
+    labels = [(facet_label(tuple(row), names) or str(run_id)) + (f" ({state})" if status else "")
+              for run_id, state, row in zip(runs.run_id, runs.status if status else runs.run_id,
+                                             runs[names].itertuples(index=False))]
+    limit = len(labels) if limit is None else limit
     more = f" and {len(labels) - limit} more" if len(labels) > limit else ""
     return "; ".join(labels[:limit]) + more
 
@@ -628,11 +631,10 @@ def plot_training_profiles(profile: pd.DataFrame, folder: Path, summary: pd.Data
     names = ["cell", "remedy"] if varied(trained, ["remedy"]) else varied(trained, ["cell", *FACETS, "scale", "seq_len"])
     first = trained.drop_duplicates("run_id")
     runs = list(first.sort_values(names, key=lambda c: c.map(cell_rank) if c.name == "cell" else c, kind="stable").run_id)
-    untrained = []
+    untrained = ""
     if summary is not None and "final_loss" in summary:  # runs of a training sweep that have no trained profile
         others = summary[~summary.run_id.isin(runs)]
-        untrained = [f"{run_list(others.iloc[[i]], [n for n in names if n in others])} ({status})"
-                     for i, status in enumerate(others.status)]
+        untrained = run_list(others, [n for n in names if n in others], limit=None, status=True)
     norm = matplotlib.colors.Normalize(0, trained.step.max())
     cmap = matplotlib.colormaps[SEQUENTIAL]
     pages = [runs[i:i + MAX_LAYER_PANELS] for i in range(0, len(runs), MAX_LAYER_PANELS)]
@@ -652,7 +654,7 @@ def plot_training_profiles(profile: pd.DataFrame, folder: Path, summary: pd.Data
         caption = (f"The gradient profile (batch median) at initialisation (step 0) and at each recorded training "
                    f"step, coloured by step, a panel per trained run ({len(shown)} here, {len(runs)} in all"
                    + (f", page {number + 1} of {len(pages)}" if len(pages) > 1 else "") + ")"
-                   + ("; without a trained profile: " + "; ".join(untrained) if untrained else "") + ".")
+                   + ("; without a trained profile: " + untrained if untrained else "") + ".")
         written.append(save(fig, page_path(folder, "training_profiles", number, len(pages)), caption))
     return written
 
@@ -693,8 +695,8 @@ def plot_learnability(summary: pd.DataFrame, folder: Path) -> list[Drawn]:
     caption = (f"Final eval loss relative to the task's baseline (dashed) against the rate at initialisation, "
                f"{len(data)} trained runs: colour by cell" + (", marker by remedy" if by_remedy else "")
                + (f"; not drawn, no finite loss or rate: "
-                  + "; ".join(f"{run_list(lost.iloc[[i]], ['cell', 'remedy'] if by_remedy else ['cell'])} ({status})"
-                              for i, status in enumerate(lost.status)) if len(lost) else "") + ".")
+                  + run_list(lost, ["cell", "remedy"] if by_remedy else ["cell"], limit=None, status=True)
+                  if len(lost) else "") + ".")
     return [save(fig, folder / "learnability", caption)]
 
 

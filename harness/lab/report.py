@@ -16,8 +16,8 @@ import pandas as pd
 
 from harness.core.analysis import EDGE_FRACTION, STABLE_TOLERANCE
 from harness.core.runfolder import META, write_text
-from harness.core.spec import VALIDATORS
 from harness.lab.plots import Drawn
+from harness.lab.results import summary_config
 
 SHOWN = ["status", "rate", "gain_per_step", "half_life", "regime", "decay_law", "power_exponent", "log10_gain",
          "truncated", "theory_mean_field", "theory_lyapunov", "rate_init", "final_loss", "baseline", "solved",
@@ -27,10 +27,6 @@ table{border-collapse:collapse;font-size:13px;margin:0.5em 0}td,th{border:1px so
 th{background:#f2f2f2}img{max-width:100%;border:1px solid #ddd}figure{margin:1.5em 0}
 figcaption{color:#444;font-size:14px}code,pre{background:#f6f6f6;padding:2px 4px}.filtered{color:#a00}
 .wide{overflow-x:auto;max-width:100%}"""
-
-
-def config_columns(summary: pd.DataFrame) -> list[str]:
-    return [c for c in summary.columns if c in VALIDATORS or c.startswith("cell.kwargs.")]
 
 
 def run_commits(source: Path | None, summary: pd.DataFrame) -> list[str]:
@@ -60,7 +56,7 @@ def write_report(root: Path, summary: pd.DataFrame, figures: list[Drawn], source
     elsewhere); where: the --where filters that chose these runs from it; command and question: the
     command that made the sweep and its experiment file's comment (harness.cli.paths.sweep_origin)."""
     root = Path(root)
-    config = config_columns(summary)
+    config = summary_config(summary)
     swept = [c for c in config if summary[c].nunique(dropna=False) > 1]
     fixed = {c: summary[c].dropna().iloc[0] for c in config if c not in swept and summary[c].notna().any()}
     columns = [c for c in ["run_dir", *swept, *SHOWN] if c in summary and summary[c].notna().any()]

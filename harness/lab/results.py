@@ -83,13 +83,18 @@ def find_links(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_symlink() and p.is_dir())
 
 
+def summary_config(summary: pd.DataFrame) -> list[str]:
+    """The summary's config columns (the run's settings), in their order."""
+    return [c for c in summary.columns if c in VALIDATORS or c.startswith("cell.kwargs.")]
+
+
 def spectrum_table(summary: pd.DataFrame) -> pd.DataFrame:
     """spectrum.parquet: a row per run and exponent (index 1..k, exponent in nats per step), beside the
     run's config columns; empty where no run computed a spectrum (theory.spectrum_k = 0)."""
     if "spectrum" not in summary:
         return pd.DataFrame()
     runs = summary[summary.spectrum.map(lambda s: s is not None and len(s) > 0 if not isinstance(s, float) else False)]
-    config = [c for c in summary.columns if c == "run_id" or c in VALIDATORS or c.startswith("cell.kwargs.")]
+    config = ["run_id", *summary_config(summary)]
     table = runs[config + ["spectrum"]].explode("spectrum").rename(columns={"spectrum": "exponent"})
     table["exponent"] = table.exponent.astype(float)
     table.insert(len(config), "index", table.groupby("run_id").cumcount() + 1)
