@@ -51,6 +51,7 @@ def figures(monkeypatch):
         made[path.name] = (fig, caption)
         return save(fig, path, caption)
     monkeypatch.setattr(plots, "save", keep)
+    monkeypatch.setattr(plots, "PARALLEL_ROWS", float("inf"))  # drawn here, where `made` can see them
     return made
 
 
@@ -159,6 +160,17 @@ def test_the_heatmap_range_is_robust_and_says_it_clips(tmp_path, figures):
     colourbar = next(ax for ax in fig.axes if ax.get_label() == "<colorbar>")
     assert colourbar._colorbar.extend == "both" and "end colours" in caption
 
+
+
+def test_the_heatmap_has_a_row_of_one_height_per_swept_scale(tmp_path, figures):
+    """Edges halfway between uneven scales (0.5, 2, 2.5) made rows of different heights and an axis
+    reaching below the smallest scale, as if scales near 0 had been run."""
+    plots.make_figures(tmp_path, sweep(scale=[0.5, 2.0, 2.5]))
+    ax = figures["heatmap"][0].axes[0]
+    rows = np.unique(ax.collections[0].get_coordinates()[..., 1])
+    assert rows.tolist() == [-0.5, 0.5, 1.5, 2.5]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["0.5", "2", "2.5"]
+    assert ax.get_ylim() == (-0.5, 2.5)
 
 # 6. the same cell had different colours in different figures, and panels came alphabetically.
 def test_each_cell_keeps_its_colour_and_place_everywhere(tmp_path, figures):
@@ -303,12 +315,24 @@ KINDS = ["profiles", "heatmap", "phase", "seq_len", "training_profiles_1", "loss
 def drawn_from_stored(tmp_path_factory):
     folder = tmp_path_factory.mktemp("stored")
     profile, summary, losses = stored_tables()
-    return {d.path.stem: d.path for d in plots.make_figures(folder, profile, summary, losses)}
+    drawn = plots.make_figures(folder, profile, summary, losses, workers=1)
+    return {d.path.stem: d for d in drawn}
+
+
+def test_figures_drawn_in_worker_processes_are_the_figures_drawn_in_one(drawn_from_stored, tmp_path):
+    """The 288-run grid draws its figures in forked workers: the same files, byte for byte, and the
+    same captions, in the same order, as drawn one after another in this process."""
+    profile, summary, losses = stored_tables()
+    in_workers = plots.make_figures(tmp_path, profile, summary, losses, workers=2)
+    assert [(d.path.name, d.caption) for d in in_workers] == \
+        [(d.path.name, d.caption) for d in drawn_from_stored.values()]
+    for drawn in in_workers:
+        assert drawn.path.read_bytes() == drawn_from_stored[drawn.path.stem].path.read_bytes(), drawn.path.name
 
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_baseline_image(drawn_from_stored, kind):
-    made = drawn_from_stored[kind]
+    made = drawn_from_stored[kind].path
     if os.environ.get("HARNESS_REGENERATE_BASELINES"):
         BASELINE.mkdir(parents=True, exist_ok=True)
         shutil.copy(made, BASELINE / f"{kind}.png")

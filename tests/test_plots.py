@@ -42,6 +42,7 @@ def drawn(monkeypatch):
         figures[path.name] = [len(ax.lines) + len(ax.collections) for ax in panels]
         return save(fig, path, caption)
     monkeypatch.setattr(plots, "save", spy)
+    monkeypatch.setattr(plots, "PARALLEL_ROWS", float("inf"))  # drawn here, where the spy can see them
     return figures
 
 

@@ -19,12 +19,17 @@ The other figures use each run's first recorded step (initialisation).
 """
 from __future__ import annotations
 
+import concurrent.futures
 import contextvars
 import functools
+import multiprocessing
+import os
+import sys
 import textwrap
+import warnings
 import zlib
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import matplotlib
 import matplotlib.pyplot as plt
@@ -176,6 +181,12 @@ def outer_labels(axes, columns: int, ylabel: str) -> None:
         ax.set_ylabel(ylabel if i % columns == 0 else "")
 
 
+def lag_axis(ax, **kw) -> None:
+    """An x axis of lags: named, with whole-number ticks (a lag of 2.5 steps does not exist)."""
+    ax.set_xlabel(LAG_LABEL, **kw)
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True, steps=[1, 2, 5, 10]))
+
+
 def page_path(folder: Path, name: str, page: int, count: int) -> Path:
     return folder / (name if count == 1 else f"{name}_{page + 1}")
 
@@ -243,7 +254,7 @@ def plot_profiles(profile: pd.DataFrame, folder: Path, flagged: set[str]) -> lis
             ax.axhline(0, color="0.4", lw=0.8, ls=":")
             title(ax, text)
             ax.grid(alpha=0.3)
-            ax.set_xlabel(LAG_LABEL)
+            lag_axis(ax)
         outer_labels(axes, columns, NORM_LABEL)
         if colour:
             colourbar(fig, table, norm, cmap, colour)
@@ -325,18 +336,24 @@ def plot_heatmap(profile: pd.DataFrame, folder: Path) -> list[Drawn]:
     columns, all_pages = panels(table, row_axes)
     written = []
     for number, page in enumerate(all_pages):
-        fig, axes, grid_axes = panel_grid(len(page), columns, sharey=True)
+        # Rows are indices, so panels share their y axis only where they ran the same scales.
+        same_scales = len({tuple(sorted(rows.scale.unique())) for _, rows in page}) == 1
+        fig, axes, grid_axes = panel_grid(len(page), columns, sharey=same_scales)
         for ax, (text, rows) in zip(axes, page):
             panel = rows.pivot(index="scale", columns="lag", values="log10_norm")
-            scales, lags = panel.index.to_numpy(float), panel.columns.to_numpy(float)
-            ax.pcolormesh(edges(lags), edges(scales), np.ma.masked_invalid(panel.to_numpy(float)),
+            lags = panel.columns.to_numpy(float)
+            # A row per swept scale, all of one height: scales are a list someone chose (0.9, 1, 1.1, 4),
+            # not a continuum, and edges halfway between uneven values would invent scales never run.
+            ax.pcolormesh(edges(lags), np.arange(len(panel.index) + 1) - 0.5, np.ma.masked_invalid(panel.to_numpy(float)),
                           cmap=DIVERGING, norm=norm, shading="flat", rasterized=True)  # SVG: one image, not a path per cell
+            ax.set_yticks(range(len(panel.index)), [f"{scale:g}" for scale in panel.index])
             ax.set_facecolor("0.75")  # no finite value: grey, never white (white is gain 1)
             title(ax, text)
-            ax.set_xlabel(LAG_LABEL)
-        outer_labels(axes, columns, "scale (recurrent weights)")
+            lag_axis(ax)
+        outer_labels(axes, columns, "scale (a row per value swept)")
         colourbar(fig, grid_axes, norm, DIVERGING, NORM_LABEL + "  (0: gain 1)", extend="both" if clipped else "neither")
-        caption = (f"log10 gradient norm over scale and lag, white at 0 (gain 1), red growth, blue decay; the colour "
+        caption = (f"log10 gradient norm over scale and lag, a row per swept scale (rows of one height, however far "
+                   f"apart the values), white at 0 (gain 1), red growth, blue decay; the colour "
                    f"range is ±{norm.halfrange:.3g}, the {RANGE_PERCENTILE}th percentile of |log10 norm|"
                    + (f", and the {clipped} cells beyond it take the end colours (the colourbar's arrows)" if clipped else "")
                    + "; grey: no finite value.")
@@ -571,7 +588,7 @@ def plot_layers(profile: pd.DataFrame, folder: Path) -> list[Drawn]:
         ax.set_yticks(panel.index)
         ax.set_facecolor("0.75")
         title(ax, facet_label(tuple(rows.iloc[0][names]), names) or run, size=8)
-        ax.set_xlabel(LAG_LABEL, fontsize=8)
+        lag_axis(ax, fontsize=8)
         ax.set_ylabel("layer (0 = bottom)")
     colourbar(fig, grid_axes, norm, DIVERGING, NORM_LABEL, extend="both" if clipped else "neither")
     if len(shown) < len(runs):
@@ -647,7 +664,7 @@ def plot_training_profiles(profile: pd.DataFrame, folder: Path, summary: pd.Data
                 at = at.sort_values("lag")
                 ax.plot(at.lag, at.log10_norm.where(np.isfinite(at.log10_norm)), color=cmap(norm(step)), lw=1.1)
             title(ax, facet_label(tuple(rows.iloc[0][names]), names) or run, size=8)
-            ax.set_xlabel(LAG_LABEL, fontsize=8)
+            lag_axis(ax, fontsize=8)
             ax.grid(alpha=0.3)
         outer_labels(axes, min(len(shown), 4), NORM_LABEL)
         colourbar(fig, table, norm, cmap, "training step")
@@ -797,7 +814,7 @@ def plot_units(units: pd.DataFrame, summary: pd.DataFrame, folder: Path) -> list
                   extent=(table.columns.min() - 0.5, table.columns.max() + 0.5, len(table) - 0.5, -0.5))
         run = summary[summary.run_id == run_id].iloc[0]
         title(ax, facet_label(tuple(run[labels]), labels) or run_id)
-        ax.set_xlabel(LAG_LABEL)
+        lag_axis(ax)
         ax.set_ylabel("state entry, by its decay rate\n(slowest on top)")
     for ax in axes.flat[len(shown):]:
         ax.set_visible(False)
@@ -838,7 +855,7 @@ def plot_gates(gates: pd.DataFrame, profile: pd.DataFrame, summary: pd.DataFrame
         run = summary[summary.run_id == run_id].iloc[0]
         deep = gates[gates.run_id == run_id].layer.nunique() > 1
         title(ax, (facet_label(tuple(run[labels]), labels) or run_id) + (f", layer {layer}" if deep else ""))
-        ax.set_xlabel(LAG_LABEL)
+        lag_axis(ax)
         ax.set_ylabel("log10 norm")
         ax.grid(alpha=0.3)
     for ax in axes.flat[len(shown):]:
@@ -860,11 +877,13 @@ def plot_gates(gates: pd.DataFrame, profile: pd.DataFrame, summary: pd.DataFrame
 
 
 def make_figures(root: Path, profile: pd.DataFrame, summary: pd.DataFrame | None = None,
-                 losses: pd.DataFrame | None = None, vector: bool = False) -> list[Drawn]:
+                 losses: pd.DataFrame | None = None, vector: bool = False, workers: int | None = None) -> list[Drawn]:
     """Every figure the tables support, under root/figures/; returns what was written (PNG and caption).
 
     The fits come from the profile (harness.core.analysis), so figures always use the current analysis;
-    the summary, when given, marks the runs whose status carries numerical flags.
+    the summary, when given, marks the runs whose status carries numerical flags. The figures are
+    drawn in `workers` processes at once (default: one per core for a profile of PARALLEL_ROWS rows
+    or more, else this process alone); the files and captions do not depend on it (tested).
     """
     if profile.empty:
         return []
@@ -874,27 +893,61 @@ def make_figures(root: Path, profile: pd.DataFrame, summary: pd.DataFrame | None
     beside = [c for c in ("input_drive_var", *THEORY_COLUMNS) if summary is not None and c in summary]
     if beside:  # the predictions stored with each run
         fits = fits.join(summary.set_index("run_id")[beside], on="run_id")
+    jobs: list[tuple[Callable[..., list[Drawn]], tuple]] = [
+        (plot_profiles, (profile, folder, flagged)), (plot_decay_laws, (profile, fits, folder)),
+        (plot_heatmap, (profile, folder)), (plot_phase, (fits, folder)), (plot_seq_len, (fits, folder)),
+        (plot_layers, (profile, folder)), (plot_training_profiles, (profile, folder, summary))]
+    if losses is not None:
+        jobs.append((plot_losses, (losses, folder)))
+    if summary is not None and "rate_init" in summary:
+        jobs.append((plot_learnability, (summary, folder)))
+    if summary is not None:
+        jobs.append((plot_spectrum, (summary, folder)))
+        if (Path(root) / UNITS).exists():
+            jobs.append((plot_units, (pd.read_parquet(Path(root) / UNITS), summary, folder)))
+        if (Path(root) / GATES).exists():
+            jobs.append((plot_gates, (pd.read_parquet(Path(root) / GATES), profile, summary, folder)))
+    if workers is None:
+        workers = min(len(os.sched_getaffinity(0)), len(jobs)) if len(profile) >= PARALLEL_ROWS and FORKS else 1
+    if workers <= 1:
+        return [drawn for function, args in jobs for drawn in draw(function, args, vector)]
+    return [drawn for figures in draw_in_processes(jobs, workers, vector) for drawn in figures]
+
+
+PARALLEL_ROWS = 10_000  # below this, figures take well under a second each and forking would cost more than it saves
+FORKS = sys.platform.startswith("linux")  # forked workers inherit the tables instead of receiving copies
+_JOBS: list[tuple[Callable[..., list[Drawn]], tuple]] = []  # what forked workers draw, by index
+
+
+def draw(function: Callable[..., list[Drawn]], args: tuple, vector: bool) -> list[Drawn]:
+    """One figure function's pages, in these figures' style (and nobody else's)."""
     token = VECTOR.set(vector)
     try:
-        return _draw_all(root, folder, profile, summary, losses, flagged, fits)
+        with plt.rc_context({"font.size": 10, "axes.titlesize": 10}):
+            return function(*args)
     finally:
         VECTOR.reset(token)
 
 
-def _draw_all(root: Path, folder: Path, profile: pd.DataFrame, summary: pd.DataFrame | None,
-              losses: pd.DataFrame | None, flagged: set[str], fits: pd.DataFrame) -> list[Drawn]:
-    with plt.rc_context({"font.size": 10, "axes.titlesize": 10}):  # these figures' style, nobody else's
-        figures = [*plot_profiles(profile, folder, flagged), *plot_decay_laws(profile, fits, folder),
-                   *plot_heatmap(profile, folder), *plot_phase(fits, folder), *plot_seq_len(fits, folder),
-                   *plot_layers(profile, folder), *plot_training_profiles(profile, folder, summary)]
-        if losses is not None:
-            figures += plot_losses(losses, folder)
-        if summary is not None and "rate_init" in summary:
-            figures += plot_learnability(summary, folder)
-        if summary is not None:
-            figures += plot_spectrum(summary, folder)
-            for name, draw in ((UNITS, lambda t: plot_units(t, summary, folder)),
-                               (GATES, lambda t: plot_gates(t, profile, summary, folder))):
-                if (Path(root) / name).exists():
-                    figures += draw(pd.read_parquet(Path(root) / name))
-    return figures
+def draw_in_processes(jobs: list, workers: int, vector: bool) -> list[list[Drawn]]:
+    """Each job drawn in one of `workers` forked processes; their results in the jobs' order. The
+    workers read the jobs from memory they inherit (no copy of the tables is sent), and run torch,
+    which the mean-field curves use, on one thread, as torch's own DataLoader workers do after a fork."""
+    _JOBS[:] = jobs
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # Python 3.12's "multi-threaded fork"
+            with concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
+                                                        initializer=torch_on_one_thread) as pool:
+                return list(pool.map(draw_job, range(len(jobs)), [vector] * len(jobs)))
+    finally:
+        _JOBS.clear()
+
+
+def draw_job(index: int, vector: bool) -> list[Drawn]:
+    return draw(*_JOBS[index], vector)
+
+
+def torch_on_one_thread() -> None:
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(1)
