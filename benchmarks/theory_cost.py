@@ -7,6 +7,9 @@ For rnn, lstm and gru: the exact recorder (harness.core.segments.record_profile,
 largest Lyapunov exponent with the cells' own JVP (RecurrentNet.step_jvp, what runs use) and with the
 generic double-backward JVP (theory.jvp, what user cells use), and the top-k Lyapunov spectrum
 (theory.spectrum_k = k, default k = the state size: every exponent); best of 3, seconds, and ratios.
+Last, for the rnn, the floor: the fewest torch ops any tangent step needs (the forward addmm and
+tanh, the tangent's matmul and product with tanh', its norm and division), in a bare loop, against
+the recording. No implementation of the largest exponent can cost less than this on this machine.
 """
 from __future__ import annotations
 
@@ -29,6 +32,19 @@ def best(fn, repeats: int) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return min(times)
+
+
+def bare_rnn_tangent(model, x: torch.Tensor) -> None:
+    """The largest exponent's least work per step for a tanh rnn, nothing else: no chunks, no logs kept."""
+    w, b = model.weight_hh_l0.detach(), model.bias_hh_l0.detach()
+    drives = torch.nn.functional.linear(x, model.weight_ih_l0.detach(), model.bias_ih_l0.detach())
+    h = torch.zeros(x.shape[1], w.shape[0])
+    v = torch.ones_like(h)
+    with torch.no_grad():
+        for drive in drives:
+            h = torch.tanh(torch.addmm(drive + b, h, w.t()))
+            v = (1 - h * h) * (v @ w.t())
+            v = v / v.norm(dim=-1, keepdim=True)
 
 
 def main() -> None:
@@ -58,6 +74,11 @@ def main() -> None:
         spectrum = best(lambda: theory.lyapunov_spectrum(model, x, torch.Generator().manual_seed(1), k), args.repeats)
         print(f"{cell:6} {recording:9.3f} {ours:11.3f} {generic:10.3f} {ours / recording:14.2f} {generic / recording:15.2f} "
               f"{k:4d} {spectrum:11.3f} {spectrum / recording:16.2f}")
+        if cell == "rnn":
+            floor = best(lambda: bare_rnn_tangent(model, x), args.repeats)
+            floor_line = (f"floor (rnn): a bare tangent loop {floor:.3f} s = {floor / recording:.2f} of the recording, "
+                          f"{1e6 * floor / args.seq_len:.0f} us per step")
+    print(floor_line)
 
 
 if __name__ == "__main__":
