@@ -8,7 +8,7 @@ import torch
 import harness
 from harness.core.init import initialise
 from harness.core.networks import NETWORKS, build
-from harness.core import memory
+from harness.core import memory, theory
 from harness.core.memory import segment_length
 from harness.core.segments import record_profile
 from harness.lab.run import record
@@ -48,6 +48,22 @@ def test_segmented_equals_in_memory_whatever_the_segment_length(cell, recorder, 
         assert torch.equal(segmented, in_memory), (segment, (segmented - in_memory).abs().max())
         assert segmented_value == value
 
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("segment", [SEQ_LEN, 7])
+def test_a_recording_that_carries_the_tangent_records_the_same_and_finds_the_largest_exponent(cell, segment):
+    """The tangent rides the recording's forward pass: the recording is unchanged, bit for bit, and
+    the exponent is theory.lyapunov_exponent's (a pass of its own with the cells' JVPs, tested against
+    autograd Jacobians), on two layers, in memory and in segments."""
+    model = network(cell)
+    x = torch.randn(SEQ_LEN, 3, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    plain = record_profile(model, x, probe(model.output_size), True, "exact", segment)[0]
+    tangent = theory.CarriedTangent(model, SEQ_LEN, 3, torch.Generator().manual_seed(2), x)
+    carried = record_profile(model, x, probe(model.output_size), True, "exact", segment, tangent=tangent)[0]
+    assert torch.equal(carried, plain)
+    expected = theory.lyapunov_exponent(model, x, torch.Generator().manual_seed(2))
+    assert tangent.exponent() == pytest.approx(expected, abs=1e-12)
 
 def test_in_memory_path_equals_autograd_on_the_unrolled_graph():
     """The segment-sized recording against torch.autograd.grad over every S_t of one graph."""

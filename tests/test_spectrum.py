@@ -47,6 +47,10 @@ def test_exponents_are_sorted_and_do_not_depend_on_the_qr_interval():
     for interval in (3, 7, None):  # None: adaptive, what runs use
         other = lyapunov_spectrum(model, batch.inputs, torch.Generator().manual_seed(0), k=6, interval=interval)
         assert torch.allclose(every, other, atol=1e-10), interval
+    # One tangent, renormalised every step or when due (as theory_lyapunov is): the same exponent.
+    one = lyapunov_spectrum(model, batch.inputs, torch.Generator().manual_seed(0), k=1, interval=1)
+    assert torch.allclose(one, lyapunov_spectrum(model, batch.inputs, torch.Generator().manual_seed(0), k=1), atol=1e-12)
+    assert torch.allclose(one, every[:1], atol=1e-10)
 
 
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])

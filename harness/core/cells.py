@@ -48,85 +48,105 @@ SLOPES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
 # (xw, hw, state) -> new state, where xw = x_t W_ih^T + b_ih is computed outside (batched when
 # possible). Gates are always sigmoid; `act` replaces tanh. The split is what lets a tangent be pushed
 # through a step at the cost of one more matmul (RecurrentNet.step_jvp): the matmuls are linear, and
-# each tail has its Jacobian-vector product written out (`tail_jvp`: the new state and its tangent
-# from the tangents of xw, hw and the state; `slope` is the activation's derivative).
-# b_hh is None for a network without biases (torch's bias=False).
+# the tail's Jacobian is elementwise, written out in two parts. `coefficients` turns what the tail
+# computed on its way (its `internals`: activated gates, pre-activations) into the Jacobian's
+# elementwise factors, for every step of a batch at once or one step at a time; `push` applies them
+# to the tangents of xw, hw and the state (dxw None: the inputs do not move), a few products per step.
+# `slope` is the activation's derivative. b_hh is None for a network without biases (torch's bias=False).
+
+Internals = tuple[Tensor, ...]
+
 
 def recurrent(h: Tensor, w_hh: Tensor, b_hh: Tensor | None) -> Tensor:
     """h W_hh^T + b_hh, fused into one addmm where there is a bias."""
     return h @ w_hh.t() if b_hh is None else torch.addmm(b_hh, h, w_hh.t())
 
 
-def rnn_tail(xw: Tensor, hw: Tensor, state: tuple[Tensor, ...], act: Activation) -> tuple[Tensor, ...]:
-    return (act(xw + hw),)
+def plus(dxw: Tensor | None, dhw: Tensor) -> Tensor:
+    return dhw if dxw is None else dxw + dhw
 
 
-def rnn_tail_jvp(xw: Tensor, hw: Tensor, state: tuple[Tensor, ...], act: Activation, slope: Callable,
-                 dxw: Tensor, dhw: Tensor, dstate: tuple[Tensor, ...]) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
+def rnn_tail(xw: Tensor, hw: Tensor, state: tuple[Tensor, ...], act: Activation) -> tuple[tuple[Tensor, ...], Internals]:
     pre = xw + hw
     h = act(pre)
-    return (h,), (slope(pre, h) * (dxw + dhw),)
+    return (h,), (pre, h)
 
 
-def lstm_tail(xw: Tensor, hw: Tensor, state: tuple[Tensor, ...], act: Activation) -> tuple[Tensor, ...]:
+def rnn_coefficients(internals: Internals, slope: Callable) -> tuple[Tensor, ...]:
+    return (slope(*internals),)
+
+
+def rnn_push(coefficients: tuple[Tensor, ...], dxw: Tensor | None, dhw: Tensor, dstate: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+    return (coefficients[0] * plus(dxw, dhw),)
+
+
+def lstm_tail(xw: Tensor, hw: Tensor, state: tuple[Tensor, ...], act: Activation) -> tuple[tuple[Tensor, ...], Internals]:
     _, c = state
     i, f, g, o = (xw + hw).chunk(4, dim=-1)
-    c = torch.sigmoid(f) * c + torch.sigmoid(i) * act(g)
-    h = torch.sigmoid(o) * act(c)
-    return h, c
-
-
-def lstm_tail_jvp(xw: Tensor, hw: Tensor, state: tuple[Tensor, ...], act: Activation, slope: Callable,
-                  dxw: Tensor, dhw: Tensor, dstate: tuple[Tensor, ...]) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
-    (_, c), (_, dc) = state, dstate
-    i, f, g, o = (xw + hw).chunk(4, dim=-1)
-    di, df, dg, do = (dxw + dhw).chunk(4, dim=-1)
     si, sf, so, ag = torch.sigmoid(i), torch.sigmoid(f), torch.sigmoid(o), act(g)
     c_new = sf * c + si * ag
-    dc_new = sf * (1 - sf) * df * c + sf * dc + si * (1 - si) * di * ag + si * slope(g, ag) * dg
     ac = act(c_new)
-    return (so * ac, c_new), (so * (1 - so) * do * ac + so * slope(c_new, ac) * dc_new, dc_new)
+    return (so * ac, c_new), (si, sf, so, g, ag, c, c_new, ac)
 
 
-def gru_tail(xw: Tensor, hw: Tensor, state: tuple[Tensor, ...], act: Activation) -> tuple[Tensor, ...]:
+def lstm_coefficients(internals: Internals, slope: Callable) -> tuple[Tensor, ...]:
+    """(the factors of dz = dxw + dhw's four blocks in dc' (i, f, g) and dh' (o), f, o act'(c'))."""
+    si, sf, so, g, ag, c, c_new, ac = internals
+    gates = torch.cat([si * (1 - si) * ag, sf * (1 - sf) * c, si * slope(g, ag), so * (1 - so) * ac], dim=-1)
+    return gates, sf, so * slope(c_new, ac)
+
+
+def lstm_push(coefficients: tuple[Tensor, ...], dxw: Tensor | None, dhw: Tensor, dstate: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+    # dc' = f dc + i(1-i) act(g) di + f(1-f) c df + i act'(g) dg;  dh' = o(1-o) act(c') do + o act'(c') dc'
+    gates, f, out = coefficients
+    parts = (gates * plus(dxw, dhw)).unflatten(-1, (4, -1))
+    dc_new = torch.addcmul(parts[..., :3, :].sum(-2), f, dstate[1])
+    return torch.addcmul(parts[..., 3, :], out, dc_new), dc_new
+
+
+def gru_tail(xw: Tensor, hw: Tensor, state: tuple[Tensor, ...], act: Activation) -> tuple[tuple[Tensor, ...], Internals]:
     (h,) = state
     x_r, x_z, x_n = xw.chunk(3, dim=-1)
     h_r, h_z, h_n = hw.chunk(3, dim=-1)
     r = torch.sigmoid(x_r + h_r)
     z = torch.sigmoid(x_z + h_z)
-    n = act(x_n + r * h_n)  # torch.nn.GRU puts b_hn inside the reset gate's product
-    return ((1 - z) * n + z * h,)
-
-
-def gru_tail_jvp(xw: Tensor, hw: Tensor, state: tuple[Tensor, ...], act: Activation, slope: Callable,
-                 dxw: Tensor, dhw: Tensor, dstate: tuple[Tensor, ...]) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
-    (h,), (dh,) = state, dstate
-    (x_r, x_z, x_n), (dx_r, dx_z, dx_n) = xw.chunk(3, dim=-1), dxw.chunk(3, dim=-1)
-    (h_r, h_z, h_n), (dh_r, dh_z, dh_n) = hw.chunk(3, dim=-1), dhw.chunk(3, dim=-1)
-    r, z = torch.sigmoid(x_r + h_r), torch.sigmoid(x_z + h_z)
-    dr, dz = r * (1 - r) * (dx_r + dh_r), z * (1 - z) * (dx_z + dh_z)
-    pre = x_n + r * h_n
+    pre = x_n + r * h_n  # torch.nn.GRU puts b_hn inside the reset gate's product
     n = act(pre)
-    dn = slope(pre, n) * (dx_n + dr * h_n + r * dh_n)
-    return ((1 - z) * n + z * h,), ((1 - z) * dn + z * dh + dz * (h - n),)
+    return ((1 - z) * n + z * h,), (r, z, pre, n, h_n, h)
+
+
+def gru_coefficients(internals: Internals, slope: Callable) -> tuple[Tensor, ...]:
+    """(the factors of dhw's three blocks (r, z, n) in dh', those of dxw's, z)."""
+    r, z, pre, n, h_n, h = internals
+    dn = (1 - z) * slope(pre, n)  # dh' per d(pre)
+    k_r, k_z = dn * h_n * r * (1 - r), (h - n) * z * (1 - z)
+    return torch.cat([k_r, k_z, dn * r], dim=-1), torch.cat([k_r, k_z, dn], dim=-1), z
+
+
+def gru_push(coefficients: tuple[Tensor, ...], dxw: Tensor | None, dhw: Tensor, dstate: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+    # dh' = (1-z) act'(pre) (dx_n + r dh_n + h_n dr) + (h - n) dz + z dh,  dr = r(1-r)(dx_r + dh_r), dz likewise
+    of_hw, of_xw, z = coefficients
+    parts = of_hw * dhw if dxw is None else torch.addcmul(of_hw * dhw, of_xw, dxw)
+    return (torch.addcmul(parts.unflatten(-1, (3, -1)).sum(-2), z, dstate[0]),)
 
 
 @dataclass(frozen=True)
 class Cell:
-    tail: Callable[..., tuple[Tensor, ...]]
-    tail_jvp: Callable[..., tuple[tuple[Tensor, ...], tuple[Tensor, ...]]]
+    tail: Callable[..., tuple[tuple[Tensor, ...], Internals]]
+    coefficients: Callable[[Internals, Callable], tuple[Tensor, ...]]
+    push: Callable[..., tuple[Tensor, ...]]
     gates: int  # blocks stacked in W_ih and W_hh, in torch's order
     states: tuple[str, ...]  # names of the per-layer state tensors, as they appear in S_t
 
     def step(self, xw: Tensor, state: tuple[Tensor, ...], w_hh: Tensor, b_hh: Tensor | None,
              act: Activation) -> tuple[Tensor, ...]:
-        return self.tail(xw, recurrent(state[0], w_hh, b_hh), state, act)
+        return self.tail(xw, recurrent(state[0], w_hh, b_hh), state, act)[0]
 
 
 CELLS: dict[str, Cell] = {
-    "rnn": Cell(rnn_tail, rnn_tail_jvp, gates=1, states=("h",)),
-    "lstm": Cell(lstm_tail, lstm_tail_jvp, gates=4, states=("h", "c")),  # gates i, f, g, o
-    "gru": Cell(gru_tail, gru_tail_jvp, gates=3, states=("h",)),  # gates r, z, n
+    "rnn": Cell(rnn_tail, rnn_coefficients, rnn_push, gates=1, states=("h",)),
+    "lstm": Cell(lstm_tail, lstm_coefficients, lstm_push, gates=4, states=("h", "c")),  # gates i, f, g, o
+    "gru": Cell(gru_tail, gru_coefficients, gru_push, gates=3, states=("h",)),  # gates r, z, n
 }
 
 
@@ -209,30 +229,47 @@ class RecurrentNet(StackedNet):
                                       self.act))
         return new[0] if len(new) == 1 else torch.cat(new, dim=1)
 
-    def step_jvp(self, state: Tensor, drive: Tensor, tangent: Tensor) -> tuple[Tensor, Tensor]:
-        """(step(state, drive), J tangent) with J = dS_t/dS_{t-1}: the matmuls applied to the tangent,
-        then each cell's written-out tail JVP. No graph is built; one more matmul per layer and step.
-        tangent is (batch, state) or (k, batch, state): k tangents at once (a Lyapunov spectrum's)."""
-        per_layer = len(self.state_names)
-        previous, pushed_in = self.split(state), self.split(tangent)
+    def linearised_step(self, state: Tensor, drive: Tensor, jacobian_graph: bool = False) -> tuple[Tensor, list]:
+        """(step(state, drive), each layer's Jacobian coefficients for push_tangent): the same new state,
+        bit for bit, as step. The coefficients carry a graph only with jacobian_graph (gradient flossing
+        differentiates through them); a recording that carries a tangent needs none."""
+        per_layer, slope = len(self.state_names), SLOPES[self.activation]
+        previous = self.split(state)
         new: list[Tensor] = []
-        pushed: list[Tensor] = []
-        drive_tangent = torch.zeros_like(drive)  # the inputs do not move
+        coefficients = []
         for layer in range(self.num_layers):
-            w_hh, b_hh = getattr(self, f"weight_hh_l{layer}"), getattr(self, f"bias_hh_l{layer}")
             if layer > 0:  # the layer below's fresh h is this layer's input
-                w_ih = getattr(self, f"weight_ih_l{layer}")
-                drive = F.linear(new[-per_layer], w_ih, getattr(self, f"bias_ih_l{layer}"))
-                drive_tangent = pushed[-per_layer] @ w_ih.t()
+                drive = F.linear(new[-per_layer], getattr(self, f"weight_ih_l{layer}"),
+                                 getattr(self, f"bias_ih_l{layer}"))
             blocks = previous[layer * per_layer:(layer + 1) * per_layer]
-            block_tangents = pushed_in[layer * per_layer:(layer + 1) * per_layer]
-            hw, hw_tangent = recurrent(blocks[0], w_hh, b_hh), block_tangents[0] @ w_hh.t()
-            out, out_tangent = self.cell.tail_jvp(drive, hw, blocks, self.act, SLOPES[self.activation],
-                                                  drive_tangent, hw_tangent, block_tangents)
+            hw = recurrent(blocks[0], getattr(self, f"weight_hh_l{layer}"), getattr(self, f"bias_hh_l{layer}"))
+            out, internals = self.cell.tail(drive, hw, blocks, self.act)
+            with torch.set_grad_enabled(jacobian_graph and torch.is_grad_enabled()):
+                coefficients.append(self.cell.coefficients(internals, slope))
             new.extend(out)
-            pushed.extend(out_tangent)
-        join = (lambda parts: parts[0]) if len(new) == 1 else (lambda parts: torch.cat(parts, dim=-1))
-        return join(new), join(pushed)
+        return (new[0] if len(new) == 1 else torch.cat(new, dim=-1)), coefficients
+
+    def push_tangent(self, coefficients: list, tangent: Tensor) -> Tensor:
+        """J_t tangent, from linearised_step's coefficients: one matmul per layer (two above the first,
+        whose input moves with the layer below) and the cell's few elementwise products. tangent is
+        (batch, state) or (k, batch, state): k tangents at once (a Lyapunov spectrum's)."""
+        per_layer = len(self.state_names)
+        pushed_in = self.split(tangent)
+        pushed: list[Tensor] = []
+        drive_tangent = None  # the inputs do not move
+        for layer, layer_coefficients in enumerate(coefficients):
+            if layer > 0:
+                drive_tangent = pushed[-per_layer] @ getattr(self, f"weight_ih_l{layer}").t()
+            blocks = pushed_in[layer * per_layer:(layer + 1) * per_layer]
+            pushed.extend(self.cell.push(layer_coefficients, drive_tangent,
+                                         blocks[0] @ getattr(self, f"weight_hh_l{layer}").t(), blocks))
+        return pushed[0] if len(pushed) == 1 else torch.cat(pushed, dim=-1)
+
+    def step_jvp(self, state: Tensor, drive: Tensor, tangent: Tensor) -> tuple[Tensor, Tensor]:
+        """(step(state, drive), J tangent) with J = dS_t/dS_{t-1}, no graph beyond the caller's own.
+        tangent is (batch, state) or (k, batch, state)."""
+        new, coefficients = self.linearised_step(state, drive, jacobian_graph=True)
+        return new, self.push_tangent(coefficients, tangent)
 
 
 def as_tuple(state: Tensor | Sequence[Tensor]) -> tuple[Tensor, ...]:

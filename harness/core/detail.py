@@ -98,7 +98,7 @@ def _step_from_hw(net: RecurrentNet | MinimalNet, drive: Tensor, hws: list[Tenso
         if isinstance(net, MinimalNet):
             new.append(net.gate_tail(layer, drive, hw, own[0]))
         else:
-            new.extend(net.cell.tail(drive, hw, own, net.act))
+            new.extend(net.cell.tail(drive, hw, own, net.act)[0])
     return torch.cat(new, dim=-1)
 
 

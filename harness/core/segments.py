@@ -19,7 +19,7 @@ enough to overflow the stack when it is freed (a 30,000-step graph with hooks se
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 from torch import Tensor
@@ -27,6 +27,9 @@ from torch import Tensor
 from harness.core.cells import StackedNet
 from harness.core.recorders import backpropagate, record_log_norms
 from harness.core.tasks import CHUNK, StreamedInputs
+
+if TYPE_CHECKING:
+    from harness.core.theory import CarriedTangent
 
 DRIVE_CHUNK = CHUNK  # steps of input drive computed together (a batched matmul), aligned to t = 0
 class Drives:
@@ -48,22 +51,31 @@ class Drives:
 
 
 def record_profile(net: StackedNet, inputs: Tensor | StreamedInputs, output_loss: Callable[[Tensor], Tensor], final_state_only: bool,
-                   recorder: str, segment: int, progress: Callable[[int], object] | None = None
-                   ) -> tuple[Tensor, Tensor, bool]:
+                   recorder: str, segment: int, progress: Callable[[int], object] | None = None,
+                   tangent: CarriedTangent | None = None) -> tuple[Tensor, Tensor, bool]:
     """Record ln||dL/d block|| for t = 0..T in segments of `segment` steps (see the module docstring).
 
     output_loss receives the top layer's outputs the loss reads, (1, batch, width) for a final-state
     loss or (T, batch, width), and returns the scalar loss. Returns (log_norms (T+1, batch, blocks),
     the loss, whether every state stayed finite). progress, if given, is told how many steps were
-    done, forward and backward (2 T in all).
+    done, forward and backward (2 T in all). tangent, if given (a built-in network's), is pushed through
+    every step of the forward pass, which visits each step once: the largest Lyapunov exponent at the
+    cost of the tangent's own work (harness.core.theory.CarriedTangent).
     """
     progress = progress or (lambda steps: None)
     seq_len, batch = inputs.shape[0], inputs.shape[1]
     drives = Drives(net, inputs)
+
+    def step(state: Tensor, drive: Tensor) -> Tensor:
+        if tangent is None:
+            return net.step(state, drive)
+        state, coefficients = net.linearised_step(state, drive)  # the same state, bit for bit
+        tangent.step(coefficients)
+        return state
     if segment >= seq_len:  # one segment: the in-memory recording, one forward pass with its graph
         states = [net.initial_state(batch)]
         for drive in drives(0, seq_len):
-            states.append(net.step(states[-1], drive))
+            states.append(step(states[-1], drive))
             progress(1)
         loss = output_loss(torch.stack([net.top_hidden(s) for s in (states[-1:] if final_state_only else states[1:])]))
         log_norms = record_log_norms(loss, states, net.block_sizes, recorder)
@@ -76,7 +88,7 @@ def record_profile(net: StackedNet, inputs: Tensor | StreamedInputs, output_loss
         for begin, end in zip(bounds[:-1], bounds[1:]):
             starts.append(state)
             for drive in drives(begin, end):
-                state = net.step(state, drive)
+                state = step(state, drive)
                 progress(1)
                 if not final_state_only:
                     outputs.append(net.top_hidden(state))

@@ -223,52 +223,93 @@ GROWTH_PER_QR = 40.0  # nats: the most they may grow or shrink together (float32
 MAX_QR_INTERVAL = 16  # steps
 
 
+class Growth:
+    """The tangents' log growth along a trajectory of seq_len steps: call `step` with the tangents
+    after each step's Jacobian; it re-orthonormalises them when due (and returns them), summing the
+    logs of |R_ii| after the transient (the first EDGE_FRACTION of steps). The interval between QR
+    decompositions is `interval`, or adapts: after each, the next comes when the tangents may have grown
+    apart by SPREAD_PER_QR nats at the rates just seen (e^4: two digits of float32 lost at most), or
+    grown or shrunk together by GROWTH_PER_QR (far from float32's overflow and underflow), every 1 to
+    MAX_QR_INTERVAL steps. The exponents do not depend on it (tested): a product of triangular factors
+    has the product of their diagonals."""
+
+    def __init__(self, seq_len: int, k: int, batch: int, device: torch.device, interval: int | None = None):
+        self.seq_len, self.skip, self.interval = seq_len, math.ceil(EDGE_FRACTION * seq_len), interval
+        self.t, self.next_qr, self.last_qr = 0, 1, 0
+        self.growth = torch.zeros(k, batch, dtype=torch.float64, device=device)
+
+    def step(self, tangents: Tensor) -> Tensor:
+        self.t += 1
+        t = self.t
+        if t not in (self.next_qr, self.skip, self.seq_len):
+            return tangents
+        tangents, logs = orthonormal(tangents)
+        if t > self.skip:  # a QR at the transient's last step: every log after it is counted whole
+            self.growth += logs.double()
+        steps = self.interval
+        if steps is None:
+            rates = logs.double() / (t - self.last_qr)
+            spread, size_change = (rates.max() - rates.min()).item(), rates.abs().max().item()
+            if len(rates) == 1:  # one tangent: only its size matters
+                spread = 0.0
+            steps = int(min(MAX_QR_INTERVAL, SPREAD_PER_QR / max(spread, 1e-9), GROWTH_PER_QR / max(size_change, 1e-9)))
+        self.next_qr, self.last_qr = t + max(1, steps), t
+        return tangents
+
+    def exponents(self) -> Tensor:
+        """The exponents so far, nats per step, sorted from the largest: each index's batch median."""
+        return (self.growth.median(dim=1).values / max(self.seq_len - self.skip, 1)).sort(descending=True).values.cpu()
+
+
+def first_tangents(batch: int, size: int, k: int, generator: torch.Generator, seed: int, like: Tensor) -> Tensor:
+    """k orthonormal tangents per sample (k, batch, size): the first drawn from the run's generator as the
+    largest exponent's always was, so theory_lyapunov's numbers do not depend on k; the others from seed."""
+    first = torch.randn((1, batch, size), generator=generator, dtype=torch.float64)
+    others = torch.randn((k - 1, batch, size), generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    return orthonormal(torch.cat([first, others]).to(like))[0]
+
+
 def lyapunov_spectrum(model: StackedNet, inputs: Tensor, generator: torch.Generator, k: int = 1,
                       interval: int | None = None, seed: int = 0, analytic: bool = True) -> Tensor:
     """The k largest Lyapunov exponents of the forward trajectory from S_0 = 0, nats per step,
     sorted from the largest (Benettin et al. 1980, as in Engelken, Wolf & Abbott 2023): k tangent
-    vectors pushed through each step's Jacobian and re-orthonormalised by a QR decomposition, the
-    logs of |R_ii| summed after the transient (the first EDGE_FRACTION of steps), per sample; the batch
-    median of each index is reported. Returns a float64 tensor (k,).
-
-    The QR is what costs (the tangents are k forward passes' worth of matmuls), so it runs every
-    `interval` steps; by default the interval adapts: after each QR the next comes when the tangents
-    may have grown apart by SPREAD_PER_QR nats at the rates just seen (e^4: two digits of float32 lost
-    at most), or grown or shrunk together by GROWTH_PER_QR (far from float32's overflow and
-    underflow), every 1 to MAX_QR_INTERVAL steps. The exponents do not
-    depend on it (tested): a product of triangular factors has the product of their diagonals. For
-    k = 1 the one tangent is renormalised every step. The first tangent is drawn from the run's
-    generator as the largest exponent's always was, so theory_lyapunov's numbers do not depend on k;
-    the others from `seed`."""
+    vectors pushed through each step's Jacobian and re-orthonormalised by a QR decomposition (see
+    Growth for when), the logs of |R_ii| summed after the transient, per sample; the batch median of
+    each index is reported. Returns a float64 tensor (k,). The QR is what costs (the tangents are k
+    forward passes' worth of matmuls), so it runs only when due."""
     batch, size = inputs.shape[1], sum(model.block_sizes)
     if not 1 <= k <= size:
         raise ModelError(f"theory.spectrum_k={k}: this network's state has {size} entries; expected 1 to {size}")
     state = torch.zeros(batch, size, dtype=inputs.dtype, device=inputs.device)
-    first = torch.randn((1, batch, size), generator=generator, dtype=torch.float64)
-    others = torch.randn((k - 1, batch, size), generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
-    tangents = orthonormal(torch.cat([first, others]).to(state))[0]
-    seq_len = inputs.shape[0]
-    skip = math.ceil(EDGE_FRACTION * seq_len)
-    growth = torch.zeros(k, batch, dtype=torch.float64, device=inputs.device)
+    tangents = first_tangents(batch, size, k, generator, seed, state)
+    growth = Growth(inputs.shape[0], k, batch, inputs.device, interval)
     drives = (drive for chunk in time_chunks(inputs) for drive in chunk_drives(model, chunk))
-    next_qr, last_qr = 1, 0
-    for t, drive in enumerate(drives, start=1):
+    for drive in drives:
         state, tangents = push_tangents(model, state, drive, tangents, analytic)
-        if t not in (next_qr, skip, seq_len):
-            continue
-        tangents, logs = orthonormal(tangents)
-        if t > skip:  # a QR at the transient's last step: every log after it is counted whole
-            growth += logs.double()
-        if interval is not None or k == 1:
-            steps = 1 if k == 1 else interval
-        else:
-            rates = logs.double() / (t - last_qr)
-            spread, size_change = (rates.max() - rates.min()).item(), rates.abs().max().item()
-            steps = int(min(MAX_QR_INTERVAL, SPREAD_PER_QR / max(spread, 1e-9), GROWTH_PER_QR / max(size_change, 1e-9)))
-            steps = max(1, steps)
-        next_qr, last_qr = t + steps, t
-    exponents = growth.median(dim=1).values / max(seq_len - skip, 1)
-    return exponents.sort(descending=True).values.cpu()
+        tangents = growth.step(tangents)
+    return growth.exponents()
+
+
+class CarriedTangent:
+    """The largest Lyapunov exponent of a built-in network's trajectory, carried along a recording's
+    forward pass (harness.core.segments.record_profile(tangent=...)): that pass already computes each
+    step, so the exponent costs only the tangent's own matmul, its few elementwise products and an
+    occasional renormalisation per step, instead of a second pass over the sequence. The same
+    trajectory, the same first tangent and the same transient as lyapunov_exponent, which it equals
+    to rounding (tested)."""
+
+    def __init__(self, model: RecurrentNet, seq_len: int, batch: int, generator: torch.Generator, like: Tensor):
+        self.model = model
+        self.tangent = first_tangents(batch, sum(model.block_sizes), 1, generator, 0, like)[0]
+        self.growth = Growth(seq_len, 1, batch, like.device)
+
+    def step(self, coefficients: list) -> None:
+        """Push the tangent through one step, from RecurrentNet.linearised_step's coefficients."""
+        with torch.no_grad():
+            self.tangent = self.growth.step(self.model.push_tangent(coefficients, self.tangent).unsqueeze(0))[0]
+
+    def exponent(self) -> float:
+        return float(self.growth.exponents()[0])
 
 
 def orthonormal(tangents: Tensor) -> tuple[Tensor, Tensor]:
@@ -323,11 +364,19 @@ def spectrum_summary(exponents: Tensor) -> dict[str, float]:
             "spectrum_sum": float(sums[-1])}
 
 
+def carries_lyapunov(model: StackedNet, columns: dict) -> bool:
+    """Whether the run's recording carries the largest exponent's tangent (CarriedTangent): built-in
+    cells, without a spectrum (whose k tangents and QR decompositions keep their own pass)."""
+    return isinstance(model, RecurrentNet) and not columns.get("theory.spectrum_k")
+
+
 def predictions(model: StackedNet, columns: dict, inputs: Tensor, drive_var: float,
-                generator: torch.Generator) -> dict[str, float | str]:
-    """Every prediction that applies to this run, and why the others do not."""
+                generator: torch.Generator, lyapunov: float | None = None) -> dict[str, float | str]:
+    """Every prediction that applies to this run, and why the others do not. lyapunov: the largest
+    exponent, where the recording carried it (see carries_lyapunov); else it is computed here."""
     notes = []
-    linear = mean_field = critical = lyapunov = math.nan
+    carried, lyapunov = lyapunov, math.nan
+    linear = mean_field = critical = math.nan
     one_layer_rnn = columns["cell"] == "rnn" and columns["num_layers"] == 1
     if isinstance(model, LRUNet):  # linear and diagonal: both from its eigenvalues, for any width
         linear = lyapunov = model.linear_rate()
@@ -354,6 +403,8 @@ def predictions(model: StackedNet, columns: dict, inputs: Tensor, drive_var: flo
     if spectrum_k:  # theory_lyapunov is its first exponent: one trajectory, transient and statistic
         spectrum = lyapunov_spectrum(model, inputs, generator, spectrum_k, seed=columns["seed"])
         lyapunov = float(spectrum[0])
+    elif carried is not None:
+        lyapunov = carried
     elif not isinstance(model, LRUNet):
         lyapunov = lyapunov_exponent(model, inputs, generator)
     return {

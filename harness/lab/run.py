@@ -40,7 +40,7 @@ from harness.core.networks import build
 from harness.core.runfolder import (DONE, GATES, LOSSES, META, PROFILE, UNITS, detail_frames, profile_frame, write_bytes,
                                     write_json, write_parquet)
 from harness.core.tasks import TASKS, StreamedInputs, TaskBatch, time_chunks
-from harness.core.theory import closed_form_profile, flossing_loss, predictions
+from harness.core.theory import CarriedTangent, carries_lyapunov, closed_form_profile, flossing_loss, predictions
 from harness.core.train import SOLVED_FRACTION, omega, train
 
 log = logging.getLogger(__name__)
@@ -199,19 +199,26 @@ def record(columns: dict[str, Any], progress: bool = False) -> Recording:
                              columns.get("memory.fraction", 0.25), columns.get("memory.segment"))
     profiles, flags = [], set()
 
-    def record_at(step: int) -> float:
+    def record_at(step: int, tangent: CarriedTangent | None = None) -> float:
         with flush_denormals(), step_bar(progress, 2 * columns["seq_len"], f"recording (training step {step})"
                                          if columns.get("train.steps") else "recording") as update:
             log_norms, loss, finite = record_profile(model, held_out.inputs, output_loss(held_out),
-                                                     held_out.final_state_only, columns["recorder"], segment, update)
+                                                     held_out.final_state_only, columns["recorder"], segment, update,
+                                                     tangent)
         profiles.append((step, log_norms))
         flags.update(status_flags(log_norms, finite, columns["recorder"]))
         return loss.item()
 
     drive_var, drive_cv = input_drive_stats(model, held_out.inputs)
+    # The recording at initialisation visits the trajectory the largest Lyapunov exponent follows
+    # (same inputs, S_0 = 0), so it carries the exponent's tangent where it can; its first tangent is
+    # drawn here, where predictions would have drawn it, so every later draw is unchanged.
+    tangent = CarriedTangent(model, columns["seq_len"], columns["batch_size"], generator, next(model.parameters())) \
+        if carries_lyapunov(model, columns) else None
+    initial_loss = record_at(0, tangent)
     with flush_denormals():
-        theory = predictions(model, columns, held_out.inputs, drive_var, generator)
-    initial_loss = record_at(0)
+        theory = predictions(model, columns, held_out.inputs, drive_var, generator,
+                             lyapunov=None if tangent is None else tangent.exponent())
     detail = None
     if columns.get("record.units"):
         inputs = held_out.inputs[0:columns["seq_len"]] if isinstance(held_out.inputs, StreamedInputs) else held_out.inputs
