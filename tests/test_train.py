@@ -76,17 +76,19 @@ def test_plot_redraws_a_single_training_run_folder(tmp_path):
 
 
 @pytest.mark.parametrize("cell,task,recorder", [("rnn", "adding", "exact"), ("lstm", "adding", "exact"),
-                                                ("gru", "copy", "autograd"), ("lstm", "random_walk", "autograd")])
+                                                ("gru", "copy", "autograd"), ("lstm", "random_walk", "autograd"),
+                                                ("gru", "adding", "exact"), ("rnn", "copy", "autograd")])
 def test_fused_training_equals_the_explicit_cells(cell, task, recorder, monkeypatch):
-    """Training through torch's fused module (harness.core.api.to_torch, the same parameters) gives the
-    explicit cells' losses and recorded profiles, to float64 rounding."""
+    """Training through whole-sequence layers (harness.core.sequences.train_forward: the written-out
+    BPTT of the rnn and gru, torch's fused module for the lstm; the same parameters) gives the explicit
+    cells' losses and recorded profiles, to float64 rounding."""
     columns = dict(cell=cell, activation="tanh", init="default", scale=1.0, seq_len=12, hidden_size=6, input_size=3,
                    num_layers=2, batch_size=4, seed=0, task=task, recorder=recorder, dtype="float64", device="cpu",
                    **{"train.steps": 6, "train.lr": 0.01, "train.optimizer": "adam", "train.clip_norm": None,
                       "train.clip_value": None, "train.weight_decay": 0.0, "train.record_every": 3})
     columns["input_size"] = {"adding": 2, "copy": 10, "random_walk": 1}[task]
     fused = run_module.record(columns)
-    monkeypatch.setattr(run_module, "to_torch", lambda net: None)  # the explicit cells only
+    monkeypatch.setattr(run_module, "train_forward", lambda net: None)  # the explicit cells only
     explicit = run_module.record(columns)
     assert [row["step"] for row in fused.losses] == [0, 3, 6]
     for a, b in zip(fused.losses, explicit.losses):

@@ -3,7 +3,7 @@
     parameters   the network built in float64 then cast (its gradients and Adam's two moments when it trains)
     inputs       the held-out batch (a probe too large to hold streams it) and each training batch
     recording    one segment's graph, the states kept at segment starts, the per-step log norms
-    training     the fused forward's graph over the whole sequence (training is not segmented)
+    training     what the whole-sequence forward keeps for its backward (training is not segmented)
     units        record.units: one in-memory graph of the whole sequence and the per-unit rows
     theory       the eigenvalues of the bottom layer's recurrent matrix (LAPACK's working copies)
     tables       the profile table, a row per step, state and recording

@@ -4,7 +4,7 @@ the run folder.
     columns (harness.core.spec) -> network (built-in or user cell) + initialise -> task batch
       -> recording in segments (harness.core.segments, the exact or autograd recorder) -> profile table
       -> theory beside it (harness.core.theory)
-      -> [train through torch's fused module where the equations are torch's, recording every record_every steps]
+      -> [train through whole-sequence layers where the equations are torch's, recording every record_every steps]
 """
 from __future__ import annotations
 
@@ -27,7 +27,6 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from harness.core.analysis import fit_profile
-from harness.core.api import to_torch
 from harness.core.cells import SLOPES, CellNet, RecurrentNet, StackedNet, recurrent
 from harness.core.detail import Detail, record_detail
 from harness.core.errors import ConfigError, NotApplicable
@@ -35,6 +34,7 @@ from harness.core.spec import DTYPES, config_columns, run_id
 from harness.core.recorders import flush_denormals, status_flags
 from harness.core.memory import segment_length
 from harness.core.segments import record_profile
+from harness.core.sequences import train_forward
 from harness.core.init import initialise
 from harness.core.networks import build
 from harness.core.runfolder import (DONE, GATES, LOSSES, META, PROFILE, UNITS, detail_frames, profile_frame, write_bytes,
@@ -174,14 +174,15 @@ def record(columns: dict[str, Any], progress: bool = False) -> Recording:
     omega_weight = columns.get("train.omega") or 0.0
     if omega_weight and not (isinstance(model, RecurrentNet) and model.cell_name == "rnn" and model.num_layers == 1):
         raise NotApplicable("train.omega: Pascanu et al.'s Omega regulariser is defined for a one-layer rnn")
-    fused = to_torch(model) if isinstance(model, RecurrentNet) and not omega_weight else None
+    fast = train_forward(model) if isinstance(model, RecurrentNet) and not omega_weight else None
 
     def task_loss(batch: TaskBatch) -> torch.Tensor:
-        """The training loss of a batch: through torch's fused module where the equations are torch's
-        (the same parameters; tested equal to the explicit cells), else the explicit cells; plus
+        """The training loss of a batch: through whole-sequence layers where the equations are torch's
+        (harness.core.sequences: its own on the CPU for the rnn and gru, torch's fused modules otherwise;
+        the same parameters; tested equal to the explicit cells), else the explicit cells; plus
         train.omega times Omega (harness.core.train.omega) where asked for."""
-        if fused is not None:
-            outputs, _ = fused(batch.inputs)  # (T, B, H): the top layer's h at every step
+        if fast is not None:
+            outputs = fast(batch.inputs)  # (T, B, H): the top layer's h at every step
             return output_loss(batch)(outputs[-1:] if batch.final_state_only else outputs)
         states = model(batch.inputs, model.initial_state(columns["batch_size"]))
         steps = states[-1:] if batch.final_state_only else states[1:]
