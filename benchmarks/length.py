@@ -11,6 +11,8 @@ in a process of its own, so that its peak RSS (ru_maxrss) is its own:
   in-memory  the same with one segment (the whole graph at once), where it fits (T <= 1e4)
   fused      torch.nn.RNN/LSTM/GRU forward + backward of the same loss to the inputs, where it fits
              (T <= 1e5): what a plain torch user would run, with no per-step gradient
+  run        the segmented recording carrying the largest Lyapunov exponent's tangent, as a run's
+             recording at initialisation does (theory.CarriedTangent): the recording and its theory
 """
 from __future__ import annotations
 
@@ -35,6 +37,7 @@ def measure(cell: str, seq_len: int, mode: str) -> dict:
     from harness.core.memory import segment_length
     from harness.core.segments import record_profile
     from harness.core.tasks import probe
+    from harness.core.theory import CarriedTangent
 
     flush_denormals_everywhere()
     generator = torch.Generator().manual_seed(0)
@@ -53,7 +56,11 @@ def measure(cell: str, seq_len: int, mode: str) -> dict:
         (out[-1] @ readout).sum().backward()
     else:
         segment = seq_len if mode == "in-memory" else segment_length(net, seq_len, BATCH, 4, 0.25)
-        record_profile(net, batch.inputs, lambda out: (out[-1] @ readout).sum(), True, "exact", segment)
+        tangent = CarriedTangent(net, seq_len, BATCH, generator, readout) if mode == "run" else None
+        record_profile(net, batch.inputs, lambda out: (out[-1] @ readout).sum(), True, "exact", segment,
+                       tangent=tangent)
+        if tangent is not None:
+            tangent.exponent()
     seconds = time.perf_counter() - start
     return {"seconds": seconds, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
@@ -77,12 +84,13 @@ def main() -> None:
         return
     print(f"hidden {HIDDEN}, batch {BATCH}, float32, exact recorder, probe loss; one process per measurement")
     print(f"{'cell':5} {'T':>8} {'seconds':>8} {'peak MB':>8} {'us/step':>8} {'fused s':>8} {'x fused':>8} "
-          f"{'in-mem s':>9} {'in-mem MB':>10} {'x in-mem':>9}")
+          f"{'in-mem s':>9} {'in-mem MB':>10} {'x in-mem':>9} {'run s':>7} {'run x fused':>12}")
     for cell in args.cells:
         for seq_len in args.lengths:
             ours = run_one(cell, seq_len, "segmented")
             fused = run_one(cell, seq_len, "fused") if seq_len <= 100_000 else None
             memory = run_one(cell, seq_len, "in-memory") if seq_len <= 10_000 else None
+            run = run_one(cell, seq_len, "run")
             def cell_text(result, key, fmt):
                 return format(result[key], fmt) if result else format("-", f">{fmt.split('.')[0]}")
             print(f"{cell:5} {seq_len:8d} {cell_text(ours, 'seconds', '8.2f')} {cell_text(ours, 'peak_mb', '8.0f')} "
@@ -90,7 +98,9 @@ def main() -> None:
                   f"{cell_text(fused, 'seconds', '8.2f')} "
                   f"{ours['seconds'] / fused['seconds'] if ours and fused else float('nan'):8.2f} "
                   f"{cell_text(memory, 'seconds', '9.2f')} {cell_text(memory, 'peak_mb', '10.0f')} "
-                  f"{ours['seconds'] / memory['seconds'] if ours and memory else float('nan'):9.2f}", flush=True)
+                  f"{ours['seconds'] / memory['seconds'] if ours and memory else float('nan'):9.2f} "
+                  f"{cell_text(run, 'seconds', '7.2f')} "
+                  f"{run['seconds'] / fused['seconds'] if run and fused else float('nan'):12.2f}", flush=True)
 
 
 if __name__ == "__main__":
