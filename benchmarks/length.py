@@ -30,7 +30,7 @@ def measure(cell: str, seq_len: int, mode: str) -> dict:
     """One measurement in this process: seconds and peak RSS in MB."""
     import torch
 
-    from harness.core.api import to_torch
+    from harness.core.sequences import to_torch
     from harness.core.init import initialise
     from harness.core.networks import build
     from harness.core.recorders import flush_denormals_everywhere

@@ -3,7 +3,7 @@ against torch's own nn.RNN / nn.GRU on the same parameters: outputs and every gr
 import pytest
 import torch
 
-from harness.core.api import to_torch
+from harness.core.sequences import to_torch
 from harness.core.cells import RecurrentNet
 from harness.core.sequences import train_forward
 

@@ -71,24 +71,6 @@ def from_torch(module: nn.RNNBase) -> RecurrentNet:
     return net
 
 
-def to_torch(net: RecurrentNet) -> nn.RNNBase | None:
-    """The fused torch.nn module computing `net`'s equations on `net`'s own parameters (shared, so
-    training either trains both), or None where the equations are not torch's (activations other than
-    tanh, and relu for the rnn). The inverse of from_torch; harness.lab.run trains through it."""
-    fused = {"rnn": ("tanh", "relu"), "lstm": ("tanh",), "gru": ("tanh",)}
-    if net.activation not in fused.get(net.cell_name, ()):
-        return None
-    kind = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}[net.cell_name]
-    options = {"nonlinearity": net.activation} if net.cell_name == "rnn" else {}
-    p = net.weight_hh_l0
-    module = kind(net.input_size, net.hidden_size, net.num_layers, bias=net.bias, device=p.device, dtype=p.dtype,
-                  **options)
-    for name, _ in list(module.named_parameters()):
-        module._parameters[name] = getattr(net, name)  # net's own Parameter, shared
-    module._init_flat_weights()  # torch's fused kernel reads this list of the parameters
-    return module
-
-
 def as_network(model: nn.Module, input_size: int) -> tuple[StackedNet, str, bool]:
     """(the network to unroll, its cell's name, whether inputs and outputs are batch first)."""
     if isinstance(model, StackedNet):

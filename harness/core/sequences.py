@@ -20,7 +20,7 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from harness.core.cells import RecurrentNet
 
@@ -112,15 +112,33 @@ class GRUSequence(torch.autograd.Function):
         return grad_x, carried, flat_hw.t() @ flat_h, flat_hw.sum(0) if ctx.bias else None
 
 
+TORCH_EQUATIONS = {"rnn": ("tanh", "relu"), "lstm": ("tanh",), "gru": ("tanh",)}  # cell -> activations torch has
+
+
+def to_torch(net: RecurrentNet) -> nn.RNNBase | None:
+    """The fused torch.nn module computing `net`'s equations on `net`'s own parameters (shared, so
+    training either trains both), or None where the equations are not torch's (activations other than
+    tanh, and relu for the rnn). The inverse of harness.core.api.from_torch."""
+    if net.activation not in TORCH_EQUATIONS.get(net.cell_name, ()):
+        return None
+    kind = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}[net.cell_name]
+    options = {"nonlinearity": net.activation} if net.cell_name == "rnn" else {}
+    p = net.weight_hh_l0
+    module = kind(net.input_size, net.hidden_size, net.num_layers, bias=net.bias, device=p.device, dtype=p.dtype,
+                  **options)
+    for name, _ in list(module.named_parameters()):
+        module._parameters[name] = getattr(net, name)  # net's own Parameter, shared
+    module._init_flat_weights()  # torch's fused kernel reads this list of the parameters
+    return module
+
+
 def train_forward(net: RecurrentNet) -> Callable[[Tensor], Tensor] | None:
     """inputs (T, B, I) -> the top layer's h at every step (T, B, H), from h_0 = 0, through this
     module's sequences for a tanh/relu rnn or a tanh gru on the CPU, else through torch's own fused
-    module where the equations are torch's (harness.core.api.to_torch; on a GPU, cuDNN's), else None."""
-    from harness.core.api import to_torch  # api builds on every core module; this one is below it
-
-    own = (net.cell_name == "rnn" and net.activation in ("tanh", "relu")) or \
-        (net.cell_name == "gru" and net.activation == "tanh")
-    if own and net.weight_hh_l0.device.type == "cpu":
+    module where the equations are torch's (to_torch; on a GPU, cuDNN's), else None."""
+    if net.activation not in TORCH_EQUATIONS.get(net.cell_name, ()):
+        return None
+    if net.cell_name in ("rnn", "gru") and net.weight_hh_l0.device.type == "cpu":
         def forward(inputs: Tensor) -> Tensor:
             outputs = inputs
             for layer in range(net.num_layers):
@@ -132,4 +150,4 @@ def train_forward(net: RecurrentNet) -> Callable[[Tensor], Tensor] | None:
             return outputs
         return forward
     module = to_torch(net)
-    return None if module is None else (lambda inputs: module(inputs)[0])
+    return lambda inputs: module(inputs)[0]
