@@ -18,6 +18,16 @@ from harness.core.tasks import probe
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True)
+def figures_in_this_process(monkeypatch):
+    """pytest-xdist already runs a worker per core: figures drawn in more processes would only crowd
+    the machine (and the timing of the interrupt tests), and spies on plots.save see only this
+    process. The test of drawing in workers asks for them by make_figures(workers=2)."""
+    from harness.lab import plots
+
+    monkeypatch.setattr(plots, "PARALLEL_ROWS", float("inf"))
+
+
 def build(cell: str, activation: str = "tanh", init: str = "default", scale: float = 1.0,
           hidden_size: int = 6, input_size: int = 4, num_layers: int = 1, seq_len: int = 12,
           batch_size: int = 3, dtype: torch.dtype = torch.float64, seed: int = 0):

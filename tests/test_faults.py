@@ -38,15 +38,24 @@ def test_a_native_crash_fails_its_run_and_the_sweep_goes_on(tmp_path, launcher):
     assert "killed by SIGSEGV" in (out / "1" / "harness.log").read_text()
 
 
+def as_from_a_shell() -> None:
+    """The sweep's signals as a shell starts a command: whatever the test worker's own process
+    ignores or blocks (libraries in it may), the command gets the defaults."""
+    for number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT, signal.SIGTERM])
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("how", ["SIGINT", "SIGTERM"])
 def test_an_interrupt_leaves_finished_runs_and_one_line_and_the_command_finishes_it(tmp_path, reference, how):
     out = tmp_path / "sweep"
     sweep = subprocess.Popen([sys.executable, "-m", "harness", *GRID, f"hydra.sweep.dir={out}"], cwd=tmp_path,
-                             env=cli_env(sleep=1.0), start_new_session=True, text=True,
+                             env=cli_env(sleep=1.0), start_new_session=True, text=True, preexec_fn=as_from_a_shell,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         wait_for(lambda: len(list(out.glob("*/DONE"))) >= 2)
+        finished_at_signal = len(list(out.glob("*/DONE")))
         if how == "SIGINT":  # Ctrl-C: the terminal signals the whole process group
             os.killpg(sweep.pid, signal.SIGINT)
         else:  # a scheduler or `kill`: the sweep's process only
@@ -55,7 +64,7 @@ def test_an_interrupt_leaves_finished_runs_and_one_line_and_the_command_finishes
     finally:
         if sweep.poll() is None:
             os.killpg(sweep.pid, signal.SIGKILL)
-    assert sweep.returncode == 130, stderr
+    assert sweep.returncode == 130, f"{finished_at_signal} runs had finished at the signal; {stderr}"
     last = stderr.replace("\r", "\n").strip().splitlines()[-1]
     assert last.startswith("interrupted: ") and last.endswith("run the same command again to finish the sweep")
     assert "Traceback" not in stdout + stderr and not stdout

@@ -51,7 +51,6 @@ def figures(monkeypatch):
         made[path.name] = (fig, caption)
         return save(fig, path, caption)
     monkeypatch.setattr(plots, "save", keep)
-    monkeypatch.setattr(plots, "PARALLEL_ROWS", float("inf"))  # drawn here, where `made` can see them
     return made
 
 
