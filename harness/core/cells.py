@@ -229,28 +229,32 @@ class RecurrentNet(StackedNet):
                                       self.act))
         return new[0] if len(new) == 1 else torch.cat(new, dim=1)
 
-    def linearised_step(self, state: Tensor, drive: Tensor, jacobian_graph: bool = False) -> tuple[Tensor, list]:
-        """(step(state, drive), each layer's Jacobian coefficients for push_tangent): the same new state,
-        bit for bit, as step. The coefficients carry a graph only with jacobian_graph (gradient flossing
-        differentiates through them); a recording that carries a tangent needs none."""
-        per_layer, slope = len(self.state_names), SLOPES[self.activation]
+    def linearised_step(self, state: Tensor, drive: Tensor) -> tuple[Tensor, list]:
+        """(step(state, drive), what each layer's tail computed on the way, for coefficients): the same
+        new state, bit for bit, as step."""
+        per_layer = len(self.state_names)
         previous = self.split(state)
         new: list[Tensor] = []
-        coefficients = []
+        internals = []
         for layer in range(self.num_layers):
             if layer > 0:  # the layer below's fresh h is this layer's input
                 drive = F.linear(new[-per_layer], getattr(self, f"weight_ih_l{layer}"),
                                  getattr(self, f"bias_ih_l{layer}"))
             blocks = previous[layer * per_layer:(layer + 1) * per_layer]
             hw = recurrent(blocks[0], getattr(self, f"weight_hh_l{layer}"), getattr(self, f"bias_hh_l{layer}"))
-            out, internals = self.cell.tail(drive, hw, blocks, self.act)
-            with torch.set_grad_enabled(jacobian_graph and torch.is_grad_enabled()):
-                coefficients.append(self.cell.coefficients(internals, slope))
+            out, layer_internals = self.cell.tail(drive, hw, blocks, self.act)
+            internals.append(layer_internals)
             new.extend(out)
-        return (new[0] if len(new) == 1 else torch.cat(new, dim=-1)), coefficients
+        return (new[0] if len(new) == 1 else torch.cat(new, dim=-1)), internals
+
+    def coefficients(self, internals: list) -> list:
+        """Each layer's Jacobian coefficients for push_tangent, from linearised_step's internals: of one
+        step, or of many at once with the steps stacked in front (then push_tangent takes one step's)."""
+        slope = SLOPES[self.activation]
+        return [self.cell.coefficients(layer_internals, slope) for layer_internals in internals]
 
     def push_tangent(self, coefficients: list, tangent: Tensor) -> Tensor:
-        """J_t tangent, from linearised_step's coefficients: one matmul per layer (two above the first,
+        """J_t tangent, from one step's coefficients: one matmul per layer (two above the first,
         whose input moves with the layer below) and the cell's few elementwise products. tangent is
         (batch, state) or (k, batch, state): k tangents at once (a Lyapunov spectrum's)."""
         per_layer = len(self.state_names)
@@ -268,8 +272,8 @@ class RecurrentNet(StackedNet):
     def step_jvp(self, state: Tensor, drive: Tensor, tangent: Tensor) -> tuple[Tensor, Tensor]:
         """(step(state, drive), J tangent) with J = dS_t/dS_{t-1}, no graph beyond the caller's own.
         tangent is (batch, state) or (k, batch, state)."""
-        new, coefficients = self.linearised_step(state, drive, jacobian_graph=True)
-        return new, self.push_tangent(coefficients, tangent)
+        new, internals = self.linearised_step(state, drive)
+        return new, self.push_tangent(self.coefficients(internals), tangent)
 
 
 def as_tuple(state: Tensor | Sequence[Tensor]) -> tuple[Tensor, ...]:

@@ -69,8 +69,8 @@ def record_profile(net: StackedNet, inputs: Tensor | StreamedInputs, output_loss
     def step(state: Tensor, drive: Tensor) -> Tensor:
         if tangent is None:
             return net.step(state, drive)
-        state, coefficients = net.linearised_step(state, drive)  # the same state, bit for bit
-        tangent.step(coefficients)
+        state, internals = net.linearised_step(state, drive)  # the same state, bit for bit
+        tangent.step(internals)
         return state
     if segment >= seq_len:  # one segment: the in-memory recording, one forward pass with its graph
         states = [net.initial_state(batch)]
