@@ -39,8 +39,8 @@ def test_a_native_crash_fails_its_run_and_the_sweep_goes_on(tmp_path, launcher):
 
 
 def as_from_a_shell() -> None:
-    """The sweep's signals as a shell starts a command: whatever the test worker's own process
-    ignores or blocks (libraries in it may), the command gets the defaults."""
+    """The sweep's signals as an interactive shell starts a command: a suite started in the background
+    (`make test &`, as some CI runners do) runs with SIGINT ignored, and the sweep would inherit that."""
     for number in (signal.SIGINT, signal.SIGTERM):
         signal.signal(number, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT, signal.SIGTERM])
