@@ -138,10 +138,6 @@ class Cell:
     gates: int  # blocks stacked in W_ih and W_hh, in torch's order
     states: tuple[str, ...]  # names of the per-layer state tensors, as they appear in S_t
 
-    def step(self, xw: Tensor, state: tuple[Tensor, ...], w_hh: Tensor, b_hh: Tensor | None,
-             act: Activation) -> tuple[Tensor, ...]:
-        return self.tail(xw, recurrent(state[0], w_hh, b_hh), state, act)[0]
-
 
 CELLS: dict[str, Cell] = {
     "rnn": Cell(rnn_tail, rnn_coefficients, rnn_push, gates=1, states=("h",)),
@@ -217,21 +213,11 @@ class RecurrentNet(StackedNet):
 
     def step(self, state: Tensor, drive: Tensor) -> Tensor:
         """One time step of the whole stack: S_{t-1} and the bottom layer's drive at t -> S_t."""
-        per_layer = len(self.state_names)
-        previous = self.split(state)
-        new: list[Tensor] = []
-        for layer in range(self.num_layers):
-            if layer > 0:  # the layer below's fresh h is this layer's input
-                drive = F.linear(new[-per_layer], getattr(self, f"weight_ih_l{layer}"),
-                                 getattr(self, f"bias_ih_l{layer}"))
-            new.extend(self.cell.step(drive, previous[layer * per_layer:(layer + 1) * per_layer],
-                                      getattr(self, f"weight_hh_l{layer}"), getattr(self, f"bias_hh_l{layer}"),
-                                      self.act))
-        return new[0] if len(new) == 1 else torch.cat(new, dim=1)
+        return self.linearised_step(state, drive)[0]
 
     def linearised_step(self, state: Tensor, drive: Tensor) -> tuple[Tensor, list]:
-        """(step(state, drive), what each layer's tail computed on the way, for coefficients): the same
-        new state, bit for bit, as step."""
+        """(S_t, what each layer's tail computed on the way, for coefficients): the stack's step, each
+        layer reading the fresh h of the layer below."""
         per_layer = len(self.state_names)
         previous = self.split(state)
         new: list[Tensor] = []

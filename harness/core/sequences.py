@@ -36,7 +36,10 @@ class RNNSequence(torch.autograd.Function):
         w_t = w_hh.t()
         for x, h, h_new in zip(drive.unbind(0), states[:-1].unbind(0), states[1:].unbind(0)):
             pre = torch.addmm(x, h, w_t)
-            torch.clamp_min(pre, 0, out=h_new) if relu else torch.tanh(pre, out=h_new)
+            if relu:
+                torch.clamp_min(pre, 0, out=h_new)
+            else:
+                torch.tanh(pre, out=h_new)
         ctx.save_for_backward(states, w_hh)
         ctx.relu, ctx.bias = relu, b_hh is not None
         return states[1:]

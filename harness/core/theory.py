@@ -249,9 +249,9 @@ class Growth:
         steps = self.interval
         if steps is None:
             rates = logs.double() / (t - self.last_qr)
-            spread, size_change = (rates.max() - rates.min()).item(), rates.abs().max().item()
-            if len(rates) == 1:  # one tangent: only its size matters
-                spread = 0.0
+            # One tangent cannot grow apart from others: only its size matters.
+            spread = 0.0 if len(rates) == 1 else (rates.max() - rates.min()).item()
+            size_change = rates.abs().max().item()
             steps = int(min(MAX_QR_INTERVAL, SPREAD_PER_QR / max(spread, 1e-9), GROWTH_PER_QR / max(size_change, 1e-9)))
         self.next_qr, self.last_qr = t + max(1, steps), t
         return tangents
@@ -390,12 +390,11 @@ def carries_lyapunov(model: StackedNet, columns: dict) -> bool:
 
 
 def predictions(model: StackedNet, columns: dict, inputs: Tensor, drive_var: float,
-                generator: torch.Generator, lyapunov: float | None = None) -> dict[str, float | str]:
-    """Every prediction that applies to this run, and why the others do not. lyapunov: the largest
-    exponent, where the recording carried it (see carries_lyapunov); else it is computed here."""
+                generator: torch.Generator, carried_lyapunov: float | None = None) -> dict[str, float | str]:
+    """Every prediction that applies to this run, and why the others do not. carried_lyapunov: the
+    largest exponent, where the recording carried it (see carries_lyapunov); else it is computed here."""
     notes = []
-    carried, lyapunov = lyapunov, math.nan
-    linear = mean_field = critical = math.nan
+    linear = mean_field = critical = lyapunov = math.nan
     one_layer_rnn = columns["cell"] == "rnn" and columns["num_layers"] == 1
     if isinstance(model, LRUNet):  # linear and diagonal: both from its eigenvalues, for any width
         linear = lyapunov = model.linear_rate()
@@ -422,8 +421,8 @@ def predictions(model: StackedNet, columns: dict, inputs: Tensor, drive_var: flo
     if spectrum_k:  # theory_lyapunov is its first exponent: one trajectory, transient and statistic
         spectrum = lyapunov_spectrum(model, inputs, generator, spectrum_k, seed=columns["seed"])
         lyapunov = float(spectrum[0])
-    elif carried is not None:
-        lyapunov = carried
+    elif carried_lyapunov is not None:
+        lyapunov = carried_lyapunov
     elif not isinstance(model, LRUNet):
         lyapunov = lyapunov_exponent(model, inputs, generator)
     return {

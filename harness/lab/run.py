@@ -219,7 +219,7 @@ def record(columns: dict[str, Any], progress: bool = False) -> Recording:
     initial_loss = record_at(0, tangent)
     with flush_denormals():
         theory = predictions(model, columns, held_out.inputs, drive_var, generator,
-                             lyapunov=None if tangent is None else tangent.exponent())
+                             carried_lyapunov=None if tangent is None else tangent.exponent())
     detail = None
     if columns.get("record.units"):
         inputs = held_out.inputs[0:columns["seq_len"]] if isinstance(held_out.inputs, StreamedInputs) else held_out.inputs
