@@ -55,7 +55,7 @@ def measure(cell: str, seq_len: int, mode: str) -> dict:
         out, _ = module(x)
         (out[-1] @ readout).sum().backward()
     else:
-        segment = seq_len if mode == "in-memory" else segment_length(net, seq_len, BATCH, 4, 0.25)
+        segment = seq_len if mode == "in-memory" else segment_length(net, seq_len, BATCH, 4, "exact", 0.25)
         tangent = CarriedTangent(net, seq_len, BATCH, generator, readout) if mode == "run" else None
         record_profile(net, batch.inputs, lambda out: (out[-1] @ readout).sum(), True, "exact", segment,
                        tangent=tangent)

@@ -10,7 +10,9 @@ from harness.core.init import initialise
 from harness.core.networks import NETWORKS, build
 from harness.core import memory, theory
 from harness.core.memory import segment_length
-from harness.core.segments import record_profile
+from harness.core.segments import Linearised, record_profile
+from harness.core.cells import RecurrentNet
+from harness.core.recorders import record_log_norms
 from harness.lab.run import record
 
 SEQ_LEN = 40
@@ -80,6 +82,31 @@ def test_in_memory_path_equals_autograd_on_the_unrolled_graph():
         assert ((measured - expected)[finite]).abs().max() < 1e-9
 
 
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("activation,scale,bias", [("tanh", 0.6, True), ("tanh", 3.0, False), ("relu", 1.2, True)])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_the_written_out_exact_recorder_is_the_one_through_autograds_hooks(cell, activation, scale, bias, dtype):
+    """The built-in cells' exact recorder runs its backward written out (recorders.pull_back); the
+    reference is the hooks' renormalisation on the real autograd graph (recorders.record_log_norms),
+    which the user cells keep. Two layers, vanishing and exploding scales, a relu, no biases, float32,
+    in memory and in segments: the same log-norms to rounding, and the same -inf where a gradient is 0."""
+    model = RecurrentNet(cell, activation, 3, 5, 2, bias=bias).double()
+    initialise(model, "gaussian", scale, torch.Generator().manual_seed(0))
+    model = model.to(dtype)
+    x = torch.randn(SEQ_LEN, 3, 3, generator=torch.Generator().manual_seed(1), dtype=dtype)
+    readout = torch.randn(5, generator=torch.Generator().manual_seed(3), dtype=dtype)
+    states = model(x, model.initial_state(3))
+    expected = record_log_norms((model.top_hidden(states[-1]) @ readout).sum(), states, model.block_sizes, "exact")
+    spread = expected[torch.isfinite(expected)]
+    assert spread.max() - spread.min() > 5  # gradients that vanish or grow by e^5 or more over the sequence
+    for segment in (SEQ_LEN, 7):
+        measured = record_profile(model, x, lambda out: (out[-1] @ readout).sum(), True, "exact", segment)[0]
+        finite = torch.isfinite(expected)
+        assert torch.equal(finite, torch.isfinite(measured)) and torch.equal(expected.isnan(), measured.isnan())
+        tolerance = 1e-10 if dtype == torch.float64 else 1e-3
+        assert (measured - expected)[finite].abs().max() < tolerance, segment
+
+
 def test_a_user_cell_records_in_segments():
     cell = torch.nn.LSTMCell(3, 4).double()
     x = torch.randn(30, 2, 3, dtype=torch.float64)
@@ -87,32 +114,57 @@ def test_a_user_cell_records_in_segments():
     assert torch.equal(harness.record(cell, x, segment=4).log_norms, whole.log_norms)
 
 
-def test_segment_length_follows_the_memory_budget(monkeypatch):
-    model = network("rnn", num_layers=1)
+@pytest.mark.parametrize("recorder", ["autograd", "exact"])
+def test_segment_length_follows_the_memory_budget(monkeypatch, recorder):
+    """Segments hold as many steps as the budget allows: steps of graph (autograd's hooks, at most
+    MAX_SEGMENT) or, written out, steps of Jacobian coefficients (the budget is the only limit)."""
+    model = network("lstm", num_layers=1)
     monkeypatch.setattr(memory, "available_memory", lambda: 1 << 40)
-    assert segment_length(model, 10**6, 32, 4, 0.25) == memory.MAX_SEGMENT
-    assert segment_length(model, 100, 32, 4, 0.25) == 100  # never longer than the sequence
-    per_step = memory.graph_bytes_per_step(model, 32, 4)
+    longest = memory.MAX_SEGMENT if recorder == "autograd" else 10**6
+    assert segment_length(model, 10**6, 32, 4, recorder, 0.25) == longest
+    assert segment_length(model, 100, 32, 4, recorder, 0.25) == 100  # never longer than the sequence
+    per_step, _ = memory.recording_bytes_per_step(model, 32, 4, recorder)
     monkeypatch.setattr(memory, "available_memory", lambda: 1000 * per_step)
-    assert segment_length(model, 10**6, 32, 4, 0.5) == 500
+    assert segment_length(model, 10**6, 32, 4, recorder, 0.5) == 500
     monkeypatch.setattr(memory, "available_memory", lambda: 0)
-    assert segment_length(model, 10**6, 32, 4, 0.5) == memory.MIN_SEGMENT
-    assert segment_length(model, 10**6, 32, 4, 0.5, segment=17) == 17  # memory.segment overrides
+    assert segment_length(model, 10**6, 32, 4, recorder, 0.5) == memory.MIN_SEGMENT
+    assert segment_length(model, 10**6, 32, 4, recorder, 0.5, segment=17) == 17  # memory.segment overrides
+
+
+def test_the_written_out_recorder_keeps_what_the_memory_estimate_says():
+    """coefficient_bytes_per_step reads its sizes off one step: twice the bytes that a recording's kept
+    coefficients really hold per step (their storages, counted once), plus a fixed allowance."""
+    for cell in ("rnn", "lstm", "gru"):
+        model = network(cell).float()
+        forward = Linearised(model, keep=True)
+        state = model.initial_state(32).detach()
+        with torch.no_grad():
+            for drive in model.input_drive(torch.randn(128, 32, 3)):
+                state = forward.step(state, drive)
+            forward.flush()
+        held = {c.untyped_storage().data_ptr(): c.untyped_storage().nbytes()
+                for step in forward.kept for layer in step for c in layer}
+        estimate = memory.coefficient_bytes_per_step(model, 32, 4)
+        assert 2 * sum(held.values()) / 128 + memory.STEP_OBJECT_BYTES == estimate, cell
 
 
 @pytest.mark.slow
-def test_thirty_thousand_steps_record_without_crashing():
-    """A 4-unit tanh rnn over 30,000 steps: the in-memory graph of this length segfaulted torch while
-    being freed (the run was lost without a trace); in segments it completes with finite norms."""
-    columns = dict(cell="rnn", activation="tanh", init="default", scale=1.0, seq_len=30_000, hidden_size=4,
+@pytest.mark.parametrize("cell", ["rnn", "lru"])
+def test_thirty_thousand_steps_record_without_crashing(cell):
+    """A 4-unit network over 30,000 steps: the in-memory graph of this length segfaulted torch while
+    being freed (the run was lost without a trace). The tanh rnn's exact recorder is written out and
+    keeps no graph at all; the lru's goes through autograd's hooks in segments of bounded graphs.
+    Both complete with finite norms."""
+    columns = dict(cell=cell, activation="tanh", init="default", scale=1.0, seq_len=30_000, hidden_size=4,
                    input_size=4, num_layers=1, batch_size=2, seed=0, task="probe", recorder="exact",
                    dtype="float32", device="cpu")
     recording = record(columns)
     (_, log_norms), = recording.profiles
     assert log_norms.shape == (30_001, 2, 1) and torch.isfinite(log_norms).all()
-    assert recording.extras["segment_length"] <= memory.MAX_SEGMENT
-    # a vanishing profile: far below float32's range, still finite (the exact recorder's log domain)
-    assert log_norms[0].max() / math.log(10) < -300
+    if cell == "lru":
+        assert recording.extras["segment_length"] <= memory.MAX_SEGMENT
+    else:  # a vanishing profile: far below float32's range, still finite (the exact recorder's log domain)
+        assert log_norms[0].max() / math.log(10) < -300
 
 
 @pytest.mark.parametrize("segment", [SEQ_LEN, 6])

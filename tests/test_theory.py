@@ -121,6 +121,27 @@ def test_cells_own_jvp_equals_the_autograd_jacobian(cell, activation, num_layers
         torch.testing.assert_close(pushed[b], jacobian @ tangent[b], rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("activation", ["tanh", "relu", "sigmoid", "identity", "leaky_relu", "gelu", "softsign"])
+@pytest.mark.parametrize("num_layers", [1, 2])
+def test_cells_own_vjp_equals_the_autograd_jacobian_transposed(cell, activation, num_layers):
+    """RecurrentNet.pull_cotangent (the written-out backward step the exact recorder runs) against
+    u^T J with J the full Jacobian of one step by torch.autograd.functional.jacobian, sample by sample;
+    from coefficients computed for several steps at once (step_coefficients), as the recorder does."""
+    model, batch = build(cell, activation=activation, init="gaussian", scale=1.3, num_layers=num_layers)
+    generator = torch.Generator().manual_seed(4)
+    states = [torch.randn(3, sum(model.block_sizes), dtype=torch.float64, generator=generator) for _ in range(2)]
+    cotangent = torch.randn(states[0].shape, dtype=torch.float64, generator=generator)
+    drives = model.input_drive(batch.inputs)[:2]
+    steps = [model.linearised_step(state, drive) for state, drive in zip(states, drives)]
+    for (new, _), state, drive, coefficients in zip(steps, states, drives, model.step_coefficients([i for _, i in steps])):
+        torch.testing.assert_close(new, model.step(state, drive), rtol=0, atol=0)
+        pulled = model.pull_cotangent(coefficients, cotangent)
+        for b in range(3):
+            jacobian = torch.autograd.functional.jacobian(lambda s: model.step(s[None], drive[b:b + 1])[0], state[b])
+            torch.testing.assert_close(pulled[b], cotangent[b] @ jacobian, rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("activation,drive_var", [("tanh", 0.0), ("tanh", 1.3), ("relu", 0.4), ("sigmoid", 0.3),
                                                   ("gelu", 2.0)])
 def test_the_dense_mean_field_curve_is_the_rate_at_every_scale(activation, drive_var):

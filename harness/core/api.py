@@ -162,7 +162,7 @@ def record(model: nn.Module, inputs: Tensor, loss: Loss | None = None, recorder:
             # autograd records what torch computes, in float64 (a float64 copy of the weights)
             run_net, run_x = ((copy.deepcopy(net).double(), x.double())
                               if used == "autograd" and parameter.dtype != torch.float64 else (net, x))
-            steps = segment_length(run_net, x.shape[0], x.shape[1], run_x.dtype.itemsize, memory_fraction, segment)
+            steps = segment_length(run_net, x.shape[0], x.shape[1], run_x.dtype.itemsize, used, memory_fraction, segment)
             log_norms, _, _ = record_profile(run_net, run_x, lambda out: loss(seen(out)), not every_step, used, steps)
     columns = {"name": name, "cell": cell, "model": type(model).__name__,
                "activation": getattr(net, "activation", None), "seq_len": x.shape[0],

@@ -52,7 +52,10 @@ SLOPES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
 # computed on its way (its `internals`: activated gates, pre-activations) into the Jacobian's
 # elementwise factors, for every step of a batch at once or one step at a time; `push` applies them
 # to the tangents of xw, hw and the state (dxw None: the inputs do not move), a few products per step.
-# `slope` is the activation's derivative. b_hh is None for a network without biases (torch's bias=False).
+# `pull` is push's transpose, for the backward: from the cotangent of the new state it returns the
+# cotangents of hw and of xw, and of the old state where it enters elementwise (None where only
+# through hw), so that dL/dS_{t-1} costs the same few products and the transposed matmuls
+# (RecurrentNet.pull_cotangent). `slope` is the activation's derivative. b_hh is None for a network without biases (torch's bias=False).
 
 Internals = tuple[Tensor, ...]
 
@@ -80,6 +83,11 @@ def rnn_push(coefficients: tuple[Tensor, ...], dxw: Tensor | None, dhw: Tensor, 
     return (coefficients[0] * plus(dxw, dhw),)
 
 
+def rnn_pull(coefficients: tuple[Tensor, ...], dstate: tuple[Tensor, ...]) -> tuple[Tensor, Tensor, tuple]:
+    dpre = coefficients[0] * dstate[0]
+    return dpre, dpre, (None,)
+
+
 def lstm_tail(xw: Tensor, hw: Tensor, state: tuple[Tensor, ...], act: Activation) -> tuple[tuple[Tensor, ...], Internals]:
     _, c = state
     i, f, g, o = (xw + hw).chunk(4, dim=-1)
@@ -99,9 +107,17 @@ def lstm_coefficients(internals: Internals, slope: Callable) -> tuple[Tensor, ..
 def lstm_push(coefficients: tuple[Tensor, ...], dxw: Tensor | None, dhw: Tensor, dstate: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
     # dc' = f dc + i(1-i) act(g) di + f(1-f) c df + i act'(g) dg;  dh' = o(1-o) act(c') do + o act'(c') dc'
     gates, f, out = coefficients
-    parts = (gates * plus(dxw, dhw)).unflatten(-1, (4, -1))
-    dc_new = torch.addcmul(parts[..., :3, :].sum(-2), f, dstate[1])
-    return torch.addcmul(parts[..., 3, :], out, dc_new), dc_new
+    d_i, d_f, d_g, d_o = (gates * plus(dxw, dhw)).chunk(4, dim=-1)
+    dc_new = torch.addcmul(d_i.add(d_f).add_(d_g), f, dstate[1])
+    return torch.addcmul(d_o, out, dc_new), dc_new
+
+
+def lstm_pull(coefficients: tuple[Tensor, ...], dstate: tuple[Tensor, ...]) -> tuple[Tensor, Tensor, tuple]:
+    gates, f, out = coefficients
+    dh, dc = dstate
+    dc_new = torch.addcmul(dc, out, dh)  # all that reaches c': its own cotangent and h' = o act(c')'s
+    dz = gates * torch.cat([dc_new, dc_new, dc_new, dh], dim=-1)
+    return dz, dz, (None, f * dc_new)
 
 
 def gru_tail(xw: Tensor, hw: Tensor, state: tuple[Tensor, ...], act: Activation) -> tuple[tuple[Tensor, ...], Internals]:
@@ -126,8 +142,15 @@ def gru_coefficients(internals: Internals, slope: Callable) -> tuple[Tensor, ...
 def gru_push(coefficients: tuple[Tensor, ...], dxw: Tensor | None, dhw: Tensor, dstate: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
     # dh' = (1-z) act'(pre) (dx_n + r dh_n + h_n dr) + (h - n) dz + z dh,  dr = r(1-r)(dx_r + dh_r), dz likewise
     of_hw, of_xw, z = coefficients
-    parts = of_hw * dhw if dxw is None else torch.addcmul(of_hw * dhw, of_xw, dxw)
-    return (torch.addcmul(parts.unflatten(-1, (3, -1)).sum(-2), z, dstate[0]),)
+    d_r, d_z, d_n = (of_hw * dhw if dxw is None else torch.addcmul(of_hw * dhw, of_xw, dxw)).chunk(3, dim=-1)
+    return (torch.addcmul(d_r.add(d_z).add_(d_n), z, dstate[0]),)
+
+
+def gru_pull(coefficients: tuple[Tensor, ...], dstate: tuple[Tensor, ...]) -> tuple[Tensor, Tensor, tuple]:
+    of_hw, of_xw, z = coefficients
+    (dh,) = dstate
+    spread = dh.repeat(*(1,) * (dh.dim() - 1), 3)  # dh' reaches each of the three blocks
+    return of_hw * spread, of_xw * spread, (z * dh,)
 
 
 @dataclass(frozen=True)
@@ -135,14 +158,15 @@ class Cell:
     tail: Callable[..., tuple[tuple[Tensor, ...], Internals]]
     coefficients: Callable[[Internals, Callable], tuple[Tensor, ...]]
     push: Callable[..., tuple[Tensor, ...]]
+    pull: Callable[..., tuple[Tensor, Tensor, tuple]]
     gates: int  # blocks stacked in W_ih and W_hh, in torch's order
     states: tuple[str, ...]  # names of the per-layer state tensors, as they appear in S_t
 
 
 CELLS: dict[str, Cell] = {
-    "rnn": Cell(rnn_tail, rnn_coefficients, rnn_push, gates=1, states=("h",)),
-    "lstm": Cell(lstm_tail, lstm_coefficients, lstm_push, gates=4, states=("h", "c")),  # gates i, f, g, o
-    "gru": Cell(gru_tail, gru_coefficients, gru_push, gates=3, states=("h",)),  # gates r, z, n
+    "rnn": Cell(rnn_tail, rnn_coefficients, rnn_push, rnn_pull, gates=1, states=("h",)),
+    "lstm": Cell(lstm_tail, lstm_coefficients, lstm_push, lstm_pull, gates=4, states=("h", "c")),  # gates i, f, g, o
+    "gru": Cell(gru_tail, gru_coefficients, gru_push, gru_pull, gates=3, states=("h",)),  # gates r, z, n
 }
 
 
@@ -159,7 +183,7 @@ class StackedNet(nn.Module):
 
     def split(self, state: Tensor) -> tuple[Tensor, ...]:
         """The blocks of a joint state: layer 0's (h[, c]), then layer 1's, ..."""
-        return (state,) if self.num_parts == 1 else state.split(list(self.block_sizes), dim=-1)
+        return (state,) if self.num_parts == 1 else state.split_with_sizes(self.block_sizes, dim=-1)
 
     @property
     def output_size(self) -> int:
@@ -254,6 +278,31 @@ class RecurrentNet(StackedNet):
             pushed.extend(self.cell.push(layer_coefficients, drive_tangent,
                                          blocks[0] @ getattr(self, f"weight_hh_l{layer}").t(), blocks))
         return pushed[0] if len(pushed) == 1 else torch.cat(pushed, dim=-1)
+
+    def pull_cotangent(self, coefficients: list, cotangent: Tensor) -> Tensor:
+        """cotangent J_t (dL/dS_{t-1} from dL/dS_t, (batch, state)), from one step's coefficients:
+        push_tangent transposed, top layer first, since a layer's input is the fresh h of the one below."""
+        per_layer = len(self.state_names)
+        pulled_in = list(self.split(cotangent))  # the new state's blocks; the layer inputs' are added in
+        pulled: list[Tensor] = [None] * len(pulled_in)  # type: ignore[list-item]
+        for layer in reversed(range(self.num_layers)):
+            blocks = slice(layer * per_layer, (layer + 1) * per_layer)
+            dhw, dxw, dstate = self.cell.pull(coefficients[layer], tuple(pulled_in[blocks]))
+            w_hh = getattr(self, f"weight_hh_l{layer}")
+            first = dhw @ w_hh if dstate[0] is None else torch.addmm(dstate[0], dhw, w_hh)
+            pulled[blocks] = (first, *dstate[1:])
+            if layer > 0:  # this layer's input is the h below, fresh at this step
+                below = (layer - 1) * per_layer
+                pulled_in[below] = torch.addmm(pulled_in[below], dxw, getattr(self, f"weight_ih_l{layer}"))
+        return pulled[0] if len(pulled) == 1 else torch.cat(pulled, dim=-1)
+
+    def step_coefficients(self, steps: list[list]) -> list[list]:
+        """Each step's coefficients (for push_tangent and pull_cotangent) from many steps' internals
+        (linearised_step's), computed all at once: a few large elementwise ops instead of many small."""
+        stacked = [tuple(torch.stack(parts) for parts in zip(*layer)) for layer in zip(*steps)]
+        # per layer, each step's tuple of coefficients; then regrouped step by step
+        per_layer = [list(zip(*(c.unbind(0) for c in layer))) for layer in self.coefficients(stacked)]
+        return [list(step) for step in zip(*per_layer)]
 
     def step_jvp(self, state: Tensor, drive: Tensor, tangent: Tensor) -> tuple[Tensor, Tensor]:
         """(step(state, drive), J tangent) with J = dS_t/dS_{t-1}, no graph beyond the caller's own.

@@ -2,7 +2,8 @@
 
     parameters   the network built in float64 then cast (its gradients and Adam's two moments when it trains)
     inputs       the held-out batch (a probe too large to hold streams it) and each training batch
-    recording    one segment's graph, the states kept at segment starts, the per-step log norms
+    recording    one segment's graph (or, written out, its steps' Jacobian coefficients), the states
+                 kept at segment starts, the per-step log norms
     training     what the whole-sequence forward keeps for its backward (training is not segmented)
     units        record.units: one in-memory graph of the whole sequence and the per-unit rows
     theory       the eigenvalues of the bottom layer's recurrent matrix (LAPACK's working copies)
@@ -17,15 +18,20 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from typing import Any
 
-from harness.core.cells import StackedNet
+import torch
+
+from harness.core.cells import RecurrentNet, StackedNet
 from harness.core.errors import ConfigError
 from harness.core.networks import meta_network
+from harness.core.recorders import written_out
 from harness.core.tasks import CHUNK, MAX_HELD_INPUTS, TASKS
 
 MIN_SEGMENT = 64  # fewer steps per segment cost more in Python overhead than they save in memory
 MAX_SEGMENT = 8192  # steps of graph at most, whatever the memory allows (graphs of ~3e4 hooked steps crash)
+STEP_OBJECT_BYTES = 4096  # a written-out step's Python objects (its coefficients' views), generously
 GRAPH_BYTES_PER_VALUE = 24  # autograd's saved tensors per state entry per step, measured on the lstm (~2x margin)
 GRAPH_BYTES_PER_STEP = 16_384  # autograd nodes, hooks and Python objects per step, whatever the width
 TABLE_BYTES_PER_ROW = 600  # a profile row: ~40 config columns and 5 quantiles, in pandas
@@ -60,19 +66,40 @@ def graph_bytes_per_step(net: StackedNet, batch_size: int, itemsize: int) -> int
     return _graph_bytes(sum(net.block_sizes), sum(p.numel() for p in net.parameters()), batch_size, itemsize)
 
 
-def _segment(per_step: int, seq_len: int, memory_fraction: float, segment: int | None, available: int) -> int:
+def coefficient_bytes_per_step(net: RecurrentNet, batch_size: int, itemsize: int) -> int:
+    """What the written-out recorder keeps of one step, its Jacobian coefficients, twice over: their
+    sizes read off one step of one sample (on torch's meta device for a meta network, allocating
+    nothing)."""
+    p = next(net.parameters())
+    with torch.no_grad():
+        drive = net.input_drive(torch.zeros(1, 1, net.input_size, dtype=p.dtype, device=p.device))[0]
+        _, internals = net.linearised_step(net.initial_state(1).detach(), drive)
+        values = sum(c.numel() for layer in net.coefficients(internals) for c in layer)
+    return 2 * values * batch_size * itemsize + STEP_OBJECT_BYTES
+
+
+def recording_bytes_per_step(net: StackedNet, batch_size: int, itemsize: int, recorder: str) -> tuple[int, int]:
+    """(bytes one recorded step holds, the most steps a segment may have): a written-out step's
+    coefficients, with no limit but the memory, or a step of graph, at most MAX_SEGMENT of them."""
+    if written_out(net, recorder):
+        return coefficient_bytes_per_step(net, batch_size, itemsize), sys.maxsize
+    return graph_bytes_per_step(net, batch_size, itemsize), MAX_SEGMENT
+
+
+def _segment(per_step: int, most: int, seq_len: int, memory_fraction: float, segment: int | None, available: int) -> int:
     if segment is None:
-        segment = max(MIN_SEGMENT, min(int(memory_fraction * available // per_step), MAX_SEGMENT))
+        segment = max(MIN_SEGMENT, min(int(memory_fraction * available // per_step), most))
     return max(1, min(segment, seq_len))
 
 
-def segment_length(net: StackedNet, seq_len: int, batch_size: int, itemsize: int, memory_fraction: float,
-                   segment: int | None = None) -> int:
+def segment_length(net: StackedNet, seq_len: int, batch_size: int, itemsize: int, recorder: str,
+                   memory_fraction: float, segment: int | None = None) -> int:
     """Steps per segment: `segment` if given, else as many as a memory_fraction of the available
-    memory holds, between MIN_SEGMENT and MAX_SEGMENT, and never more than seq_len."""
+    memory holds (recording_bytes_per_step), at least MIN_SEGMENT, and never more than seq_len."""
     if segment is not None:
         return max(1, min(segment, seq_len))
-    return _segment(graph_bytes_per_step(net, batch_size, itemsize), seq_len, memory_fraction, None, available_memory())
+    per_step, most = recording_bytes_per_step(net, batch_size, itemsize, recorder)
+    return _segment(per_step, most, seq_len, memory_fraction, None, available_memory())
 
 
 def estimate(columns: dict[str, Any], available: int) -> dict[str, int]:
@@ -94,9 +121,10 @@ def estimate(columns: dict[str, Any], available: int) -> dict[str, int]:
     else:
         input_bytes = 2 * steps * batch * inputs * (8 + itemsize)  # held out and a training batch, float64 then cast
     parts = len(net.block_sizes) if net else 1
-    per_step = _graph_bytes(state, n_params, batch, itemsize)
-    segment = _segment(per_step, steps, columns.get("memory.fraction", 0.25), columns.get("memory.segment"), available)
-    recording = (segment * per_step + math.ceil(steps / segment) * batch * state * itemsize
+    per_step = _graph_bytes(state, n_params, batch, itemsize)  # also what training's whole-sequence graph holds
+    recorded, most = recording_bytes_per_step(net, batch, itemsize, columns["recorder"]) if net else (per_step, MAX_SEGMENT)
+    segment = _segment(recorded, most, steps, columns.get("memory.fraction", 0.25), columns.get("memory.segment"), available)
+    recording = (segment * recorded + math.ceil(steps / segment) * batch * state * itemsize
                  + 3 * steps * batch * parts * 8  # log norms, divisors, sums
                  + (0 if task.final_state_only else 2 * steps * batch * hidden * itemsize))
     return {

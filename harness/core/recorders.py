@@ -26,6 +26,8 @@ from typing import Iterator, Sequence
 import torch
 from torch import Tensor
 
+from harness.core.cells import RecurrentNet, StackedNet
+
 RECORDERS = ("exact", "autograd")
 
 
@@ -110,6 +112,42 @@ def backpropagate(objective: Tensor, states: list[Tensor], block_sizes: Sequence
     arriving = torch.stack(norms[::-1]).double().log()
     log_divisors = torch.stack(divisors[::-1]).double().log() if divisors else None
     return arriving, log_divisors, first_grad
+
+
+def written_out(net: StackedNet, recorder: str) -> bool:
+    """Whether a recording runs its backward written out (pull_back) rather than through autograd's
+    hooks: the exact recorder on a built-in network, whose cells know their own Jacobians."""
+    return recorder == "exact" and isinstance(net, RecurrentNet)
+
+
+def pull_back(net: RecurrentNet, coefficients: list[list], cotangent: Tensor, record_first: bool
+              ) -> tuple[Tensor, Tensor, Tensor]:
+    """The exact recorder written out for a built-in network, with backpropagate's returns.
+
+    coefficients are steps b+1..e's (RecurrentNet.step_coefficients), cotangent the gradient carried
+    into S_e (dL/dS_e before its renormalisation). Each step does what backpropagate's hook and
+    torch's backward would: record the arriving block norms, divide by their total, pull the cotangent
+    through the step (RecurrentNet.pull_cotangent, the cell's own vector-Jacobian product, tested
+    against autograd's Jacobians). No autograd graph: a step costs the cell's few products and its
+    transposed matmuls. Rows are S_{b+1}..S_e, with S_b first if record_first.
+    """
+    norms: list[Tensor] = []
+    divisors: list[Tensor] = []
+    tiny, single = torch.finfo(cotangent.dtype).tiny, net.num_parts == 1
+
+    def renormalise(grad: Tensor) -> Tensor:  # backpropagate's hook: the same ops in the same order
+        arriving = block_norms(grad, net.block_sizes)
+        divisor = (arriving if single else torch.linalg.vector_norm(arriving, dim=1, keepdim=True)).clamp_min(tiny)
+        norms.append(arriving)
+        divisors.append(divisor)
+        return grad / divisor
+
+    with torch.no_grad():
+        for step in reversed(coefficients):
+            cotangent = net.pull_cotangent(step, renormalise(cotangent))
+        if record_first:
+            cotangent = renormalise(cotangent)
+    return torch.stack(norms[::-1]).double().log(), torch.stack(divisors[::-1]).double().log(), cotangent
 
 
 def accumulate(arriving: Tensor, log_divisors: Tensor | None) -> Tensor:

@@ -25,13 +25,15 @@ import torch
 from torch import Tensor
 
 from harness.core.cells import StackedNet
-from harness.core.recorders import backpropagate, record_log_norms
+from harness.core.recorders import backpropagate, pull_back, record_log_norms, written_out
 from harness.core.tasks import CHUNK, StreamedInputs
 
 if TYPE_CHECKING:
     from harness.core.theory import CarriedTangent
 
 DRIVE_CHUNK = CHUNK  # steps of input drive computed together (a batched matmul), aligned to t = 0
+STEPS_AT_ONCE = 64  # steps whose Jacobian coefficients are computed together: dispatch amortised, a few MB
+
 class Drives:
     """Input drives of steps [b, e), computed in DRIVE_CHUNK-aligned chunks (the last one cached)."""
 
@@ -61,38 +63,41 @@ def record_profile(net: StackedNet, inputs: Tensor | StreamedInputs, output_loss
     done, forward and backward (2 T in all). tangent, if given (a built-in network's), is pushed through
     every step of the forward pass, which visits each step once: the largest Lyapunov exponent at the
     cost of the tangent's own work (harness.core.theory.CarriedTangent).
+
+    The exact recorder on a built-in network runs its backward written out (recorders.pull_back)
+    instead of through autograd's hooks: the same numbers to rounding (tested), no graph, and where
+    the whole sequence is one segment, one forward pass whose internals the backward reuses.
     """
     progress = progress or (lambda steps: None)
     seq_len, batch = inputs.shape[0], inputs.shape[1]
     drives = Drives(net, inputs)
-
-    def step(state: Tensor, drive: Tensor) -> Tensor:
-        if tangent is None:
-            return net.step(state, drive)
-        state, internals = net.linearised_step(state, drive)  # the same state, bit for bit
-        tangent.step(internals)
-        return state
-    if segment >= seq_len:  # one segment: the in-memory recording, one forward pass with its graph
+    writes_out = written_out(net, recorder)
+    if segment >= seq_len and not writes_out:  # the in-memory recording: one forward pass with its graph
         states = [net.initial_state(batch)]
+        forward = Linearised(net, tangent)
         for drive in drives(0, seq_len):
-            states.append(step(states[-1], drive))
+            states.append(forward.step(states[-1], drive))
             progress(1)
+        forward.flush()
         loss = output_loss(torch.stack([net.top_hidden(s) for s in (states[-1:] if final_state_only else states[1:])]))
         log_norms = record_log_norms(loss, states, net.block_sizes, recorder)
         progress(seq_len)
         return log_norms, loss.detach(), bool(torch.isfinite(states[-1]).all() and torch.isfinite(loss))
     bounds = list(range(0, seq_len, segment)) + [seq_len]
+    # One segment written out: the backward reuses the forward's coefficients instead of recomputing them.
+    forward = Linearised(net, tangent, keep=writes_out and len(bounds) == 2)
     starts, outputs, finite = [], [], True
     state = net.initial_state(batch).detach()
     with torch.no_grad():
         for begin, end in zip(bounds[:-1], bounds[1:]):
             starts.append(state)
             for drive in drives(begin, end):
-                state = step(state, drive)
+                state = forward.step(state, drive)
                 progress(1)
                 if not final_state_only:
                     outputs.append(net.top_hidden(state))
             finite = finite and bool(torch.isfinite(state).all())
+        forward.flush()
     read = torch.stack([net.top_hidden(state)] if final_state_only else outputs).requires_grad_()
     with torch.enable_grad():
         loss = output_loss(read)
@@ -101,21 +106,23 @@ def record_profile(net: StackedNet, inputs: Tensor | StreamedInputs, output_loss
     log_norms: Tensor | None = None  # (T+1, batch, blocks), filled from the end, segment by segment
     after: Tensor | None = None  # the exact recorder's ln divisors summed from S_T back to the segment's end
     carry = None  # the gradient flowing into the segment's end state from the segments after it
+    if writes_out:  # a final-state loss (the exact recorder needs one): all of it enters at S_T
+        carry = torch.zeros_like(state)
+        net.top_hidden(carry).copy_(output_grads[0])
     for index in reversed(range(len(starts))):
         begin, end = bounds[index], bounds[index + 1]
-        states = [starts[index].clone().requires_grad_()]
-        with torch.enable_grad():
-            for drive in drives(begin, end):
-                states.append(net.step(states[-1], drive))
-            if final_state_only:
-                objective = (net.top_hidden(states[-1]) * output_grads[0]).sum() if end == seq_len else 0
-            else:
-                objective = (torch.stack([net.top_hidden(s) for s in states[1:]]) * output_grads[begin:end]).sum()
-            if carry is not None:
-                objective = objective + (states[-1] * carry).sum()
-        # A segment's start state is hooked by the segment before it, where all of its gradient meets
-        # (the output read at that step included), exactly as in one graph.
-        rows, logs, carry = backpropagate(objective, states, net.block_sizes, recorder, hook_first=begin == 0)
+        if writes_out:
+            if forward.kept is None:  # the segment's steps again from its start, keeping their coefficients
+                forward, state = Linearised(net, keep=True), starts[index]
+                with torch.no_grad():
+                    for drive in drives(begin, end):
+                        state = forward.step(state, drive)
+                    forward.flush()
+            rows, logs, carry = pull_back(net, forward.kept, carry, record_first=begin == 0)
+            forward.kept = None
+        else:
+            rows, logs, carry = backward_through_graph(net, starts[index], drives(begin, end), carry, recorder,
+                                                       output_grads, final_state_only, begin, seq_len)
         if log_norms is None:
             log_norms = rows.new_empty((seq_len + 1, *rows.shape[1:]))
         if logs is not None:
@@ -129,3 +136,57 @@ def record_profile(net: StackedNet, inputs: Tensor | StreamedInputs, output_loss
         log_norms[end + 1 - len(rows):end + 1] = rows
         progress(end - begin)
     return log_norms, loss.detach(), finite and bool(torch.isfinite(loss))
+
+
+class Linearised:
+    """The forward pass of a built-in network with its Jacobian coefficients, where anything needs
+    them: computed STEPS_AT_ONCE steps at a time from what each step's tail computed
+    (RecurrentNet.step_coefficients: a few large elementwise ops instead of many small ones), pushed
+    through by a carried tangent, and kept for the written-out backward if asked. With neither, a
+    plain step. flush() when the pass ends."""
+
+    def __init__(self, net: StackedNet, tangent: CarriedTangent | None = None, keep: bool = False):
+        self.net, self.tangent = net, tangent
+        self.kept: list[list] | None = [] if keep else None  # every step's coefficients, in order
+        self.pending: list[list] = []  # steps' internals whose coefficients are not computed yet
+
+    def step(self, state: Tensor, drive: Tensor) -> Tensor:
+        if self.tangent is None and self.kept is None:
+            return self.net.step(state, drive)
+        state, internals = self.net.linearised_step(state, drive)  # the same state, bit for bit
+        self.pending.append(internals)
+        if len(self.pending) == STEPS_AT_ONCE:
+            self.flush()
+        return state
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        with torch.no_grad():
+            coefficients = self.net.step_coefficients(self.pending)
+        self.pending = []
+        if self.tangent is not None:
+            self.tangent.push(coefficients)
+        if self.kept is not None:
+            self.kept.extend(coefficients)
+
+
+def backward_through_graph(net: StackedNet, start: Tensor, drives: list[Tensor], carry: Tensor | None, recorder: str,
+                           output_grads: Tensor, final_state_only: bool, begin: int, seq_len: int
+                           ) -> tuple[Tensor, Tensor | None, Tensor]:
+    """One segment's backward through autograd's hooks: rebuild its graph from its start state, inject
+    the output gradients of its steps and the gradient carried into its end state, backpropagate."""
+    end = begin + len(drives)
+    states = [start.clone().requires_grad_()]
+    with torch.enable_grad():
+        for drive in drives:
+            states.append(net.step(states[-1], drive))
+        if final_state_only:
+            objective = (net.top_hidden(states[-1]) * output_grads[0]).sum() if end == seq_len else 0
+        else:
+            objective = (torch.stack([net.top_hidden(s) for s in states[1:]]) * output_grads[begin:end]).sum()
+        if carry is not None:
+            objective = objective + (states[-1] * carry).sum()
+    # A segment's start state is hooked by the segment before it, where all of its gradient meets
+    # (the output read at that step included), exactly as in one graph.
+    return backpropagate(objective, states, net.block_sizes, recorder, hook_first=begin == 0)

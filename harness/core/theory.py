@@ -290,44 +290,26 @@ def lyapunov_spectrum(model: StackedNet, inputs: Tensor, generator: torch.Genera
     return growth.exponents()
 
 
-CARRY_STEPS = 64  # steps whose coefficients are computed together: dispatch amortised, memory a few MB
-
-
 class CarriedTangent:
     """The largest Lyapunov exponent of a built-in network's trajectory, carried along a recording's
     forward pass (harness.core.segments.record_profile(tangent=...)): that pass already computes each
-    step, so the exponent costs only the tangent's own work instead of a second pass over the
-    sequence. What each step's tail computed is kept for CARRY_STEPS steps; their Jacobian coefficients are
-    then computed all at once (a few large elementwise ops instead of many small ones), and the tangent
-    pushed through them step by step: its matmul, the cell's few products, an occasional
-    renormalisation. The same trajectory, the same first tangent and the same transient as
-    lyapunov_exponent, which it equals to rounding (tested)."""
+    step and its Jacobian coefficients (segments.Linearised), so the exponent costs only the tangent's
+    own work instead of a second pass over the sequence: per step its matmul, the cell's few products,
+    an occasional renormalisation. The same trajectory, the same first tangent and the same transient
+    as lyapunov_exponent, which it equals to rounding (tested)."""
 
     def __init__(self, model: RecurrentNet, seq_len: int, batch: int, generator: torch.Generator, like: Tensor):
         self.model = model
-        self.tangent = first_tangents(batch, sum(model.block_sizes), 1, generator, 0, like)[0]
+        self.tangent = first_tangents(batch, sum(model.block_sizes), 1, generator, 0, like)  # (1, batch, state)
         self.growth = Growth(seq_len, 1, batch, like.device)
-        self.pending: list[list] = []  # each step's internals (RecurrentNet.linearised_step), not yet pushed through
 
-    def step(self, internals: list) -> None:
-        """Take one step's internals (RecurrentNet.linearised_step); push the tangent every CARRY_STEPS steps."""
-        self.pending.append(internals)
-        if len(self.pending) == CARRY_STEPS:
-            self.push_pending()
-
-    def push_pending(self) -> None:
-        if not self.pending:
-            return
+    def push(self, steps: list[list]) -> None:
+        """Push the tangent through consecutive steps, given each one's coefficients (step_coefficients)."""
         with torch.no_grad():
-            stacked = [tuple(torch.stack(parts) for parts in zip(*layer)) for layer in zip(*self.pending)]
-            per_layer = [[c.unbind(0) for c in layer] for layer in self.model.coefficients(stacked)]
-            for t in range(len(self.pending)):
-                step = [tuple(c[t] for c in layer) for layer in per_layer]
-                self.tangent = self.growth.step(self.model.push_tangent(step, self.tangent).unsqueeze(0))[0]
-        self.pending = []
+            for coefficients in steps:
+                self.tangent = self.growth.step(self.model.push_tangent(coefficients, self.tangent))
 
     def exponent(self) -> float:
-        self.push_pending()
         return float(self.growth.exponents()[0])
 
 

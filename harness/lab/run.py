@@ -196,7 +196,7 @@ def record(columns: dict[str, Any], progress: bool = False) -> Recording:
                       (drive + recurrent(h, w_hh, b_hh) for drive, h in zip(drives, states[:-1]))]
         return loss + omega_weight * omega(loss, states[1:], slopes, w_hh)
 
-    segment = segment_length(model, columns["seq_len"], columns["batch_size"], dtype.itemsize,
+    segment = segment_length(model, columns["seq_len"], columns["batch_size"], dtype.itemsize, columns["recorder"],
                              columns.get("memory.fraction", 0.25), columns.get("memory.segment"))
     profiles, flags = [], set()
 
