@@ -1,14 +1,15 @@
 """Recording long sequences: time, peak memory and ratios against fused torch and the in-memory recorder.
 
     python benchmarks/length.py                         # rnn, lstm, gru at T = 1e3, 1e4, 1e5 (~10 min)
-    python benchmarks/length.py --lengths 1000000 --cells lstm   # the 10^6 row (long)
+    python benchmarks/length.py --lengths 1000000 --cells lstm --modes segmented   # the 10^6 row (~8 min)
     make bench-length
 
 hidden 64, batch 32, float32, the probe's final-step loss, the exact recorder. Each measurement runs
 in a process of its own, so that its peak RSS (ru_maxrss) is its own:
   segmented  harness.core.segments.record_profile with the segment length a run picks (memory.fraction
-             0.25), inputs generated as the probe does (streamed beyond 1 GiB)
-  in-memory  the same with one segment (the whole graph at once), where it fits (T <= 1e4)
+             0.25: the whole sequence where its steps' coefficients fit, else segments of 8192
+             steps), inputs generated as the probe does (streamed beyond 1 GiB)
+  in-memory  the same with one segment, where it fits (T <= 1e4)
   fused      torch.nn.RNN/LSTM/GRU forward + backward of the same loss to the inputs, where it fits
              (T <= 1e5): what a plain torch user would run, with no per-step gradient
   run        the segmented recording carrying the largest Lyapunov exponent's tangent, as a run's
@@ -24,6 +25,7 @@ import sys
 import time
 
 HIDDEN, BATCH = 64, 32
+MODES = ("segmented", "fused", "in-memory", "run")
 
 
 def measure(cell: str, seq_len: int, mode: str) -> dict:
@@ -76,6 +78,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cells", nargs="+", default=["rnn", "lstm", "gru"])
     parser.add_argument("--lengths", nargs="+", type=int, default=[1000, 10_000, 100_000])
+    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES,
+                        help="which measurements to make (each where it fits; default all)")
     parser.add_argument("--one", nargs=3, metavar=("CELL", "T", "MODE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -87,10 +91,10 @@ def main() -> None:
           f"{'in-mem s':>9} {'in-mem MB':>10} {'x in-mem':>9} {'run s':>7} {'run x fused':>12}")
     for cell in args.cells:
         for seq_len in args.lengths:
-            ours = run_one(cell, seq_len, "segmented")
-            fused = run_one(cell, seq_len, "fused") if seq_len <= 100_000 else None
-            memory = run_one(cell, seq_len, "in-memory") if seq_len <= 10_000 else None
-            run = run_one(cell, seq_len, "run")
+            def measured(mode: str, longest: float = float("inf")) -> dict | None:
+                return run_one(cell, seq_len, mode) if mode in args.modes and seq_len <= longest else None
+            ours, fused = measured("segmented"), measured("fused", 100_000)
+            memory, run = measured("in-memory", 10_000), measured("run")
             def cell_text(result, key, fmt):
                 return format(result[key], fmt) if result else format("-", f">{fmt.split('.')[0]}")
             print(f"{cell:5} {seq_len:8d} {cell_text(ours, 'seconds', '8.2f')} {cell_text(ours, 'peak_mb', '8.0f')} "

@@ -116,14 +116,16 @@ def test_a_user_cell_records_in_segments():
 
 @pytest.mark.parametrize("recorder", ["autograd", "exact"])
 def test_segment_length_follows_the_memory_budget(monkeypatch, recorder):
-    """Segments hold as many steps as the budget allows: steps of graph (autograd's hooks, at most
-    MAX_SEGMENT) or, written out, steps of Jacobian coefficients (the budget is the only limit)."""
+    """Segments hold as many steps as the budget allows, at most MAX_SEGMENT: steps of graph
+    (autograd's hooks) or, written out, of Jacobian coefficients, where a sequence that fits whole is
+    one segment (its forward pass is then not run twice)."""
     model = network("lstm", num_layers=1)
-    monkeypatch.setattr(memory, "available_memory", lambda: 1 << 40)
-    longest = memory.MAX_SEGMENT if recorder == "autograd" else 10**6
-    assert segment_length(model, 10**6, 32, 4, recorder, 0.25) == longest
-    assert segment_length(model, 100, 32, 4, recorder, 0.25) == 100  # never longer than the sequence
     per_step, _ = memory.recording_bytes_per_step(model, 32, 4, recorder)
+    monkeypatch.setattr(memory, "available_memory", lambda: 4 * 10**6 * per_step)  # 10^6 steps in a quarter
+    assert segment_length(model, 10**6, 32, 4, recorder, 0.25) == (memory.MAX_SEGMENT if recorder == "autograd"
+                                                                   else 10**6)
+    assert segment_length(model, 10**6 + 1, 32, 4, recorder, 0.25) == memory.MAX_SEGMENT
+    assert segment_length(model, 100, 32, 4, recorder, 0.25) == 100  # never longer than the sequence
     monkeypatch.setattr(memory, "available_memory", lambda: 1000 * per_step)
     assert segment_length(model, 10**6, 32, 4, recorder, 0.5) == 500
     monkeypatch.setattr(memory, "available_memory", lambda: 0)

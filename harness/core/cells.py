@@ -185,6 +185,10 @@ class StackedNet(nn.Module):
         """The blocks of a joint state: layer 0's (h[, c]), then layer 1's, ..."""
         return (state,) if self.num_parts == 1 else state.split_with_sizes(self.block_sizes, dim=-1)
 
+    def join(self, blocks: Sequence[Tensor]) -> Tensor:
+        """The joint state of its blocks: split's inverse."""
+        return blocks[0] if len(blocks) == 1 else torch.cat(list(blocks), dim=-1)
+
     @property
     def output_size(self) -> int:
         """The width of what the loss sees: the top layer's first block."""
@@ -255,7 +259,7 @@ class RecurrentNet(StackedNet):
             out, layer_internals = self.cell.tail(drive, hw, blocks, self.act)
             internals.append(layer_internals)
             new.extend(out)
-        return (new[0] if len(new) == 1 else torch.cat(new, dim=-1)), internals
+        return self.join(new), internals
 
     def coefficients(self, internals: list) -> list:
         """Each layer's Jacobian coefficients for push_tangent, from linearised_step's internals: of one
@@ -263,21 +267,22 @@ class RecurrentNet(StackedNet):
         slope = SLOPES[self.activation]
         return [self.cell.coefficients(layer_internals, slope) for layer_internals in internals]
 
-    def push_tangent(self, coefficients: list, tangent: Tensor) -> Tensor:
-        """J_t tangent, from one step's coefficients: one matmul per layer (two above the first,
-        whose input moves with the layer below) and the cell's few elementwise products. tangent is
-        (batch, state) or (k, batch, state): k tangents at once (a Lyapunov spectrum's)."""
+    def push_tangent(self, coefficients: list, tangent: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+        """J_t tangent, block by block (split's blocks of a (batch, state) or (k, batch, state) tangent:
+        k at once, a Lyapunov spectrum's), from one step's coefficients: one matmul per layer (two
+        above the first, whose input moves with the layer below) and the cell's few elementwise
+        products. Blocks in and out, so that a tangent carried over many steps is never split and
+        joined on the way."""
         per_layer = len(self.state_names)
-        pushed_in = self.split(tangent)
         pushed: list[Tensor] = []
         drive_tangent = None  # the inputs do not move
         for layer, layer_coefficients in enumerate(coefficients):
             if layer > 0:
                 drive_tangent = pushed[-per_layer] @ getattr(self, f"weight_ih_l{layer}").t()
-            blocks = pushed_in[layer * per_layer:(layer + 1) * per_layer]
+            blocks = tangent[layer * per_layer:(layer + 1) * per_layer]
             pushed.extend(self.cell.push(layer_coefficients, drive_tangent,
                                          blocks[0] @ getattr(self, f"weight_hh_l{layer}").t(), blocks))
-        return pushed[0] if len(pushed) == 1 else torch.cat(pushed, dim=-1)
+        return tuple(pushed)
 
     def pull_cotangent(self, coefficients: list, cotangent: Tensor) -> Tensor:
         """cotangent J_t (dL/dS_{t-1} from dL/dS_t, (batch, state)), from one step's coefficients:
@@ -294,7 +299,7 @@ class RecurrentNet(StackedNet):
             if layer > 0:  # this layer's input is the h below, fresh at this step
                 below = (layer - 1) * per_layer
                 pulled_in[below] = torch.addmm(pulled_in[below], dxw, getattr(self, f"weight_ih_l{layer}"))
-        return pulled[0] if len(pulled) == 1 else torch.cat(pulled, dim=-1)
+        return self.join(pulled)
 
     def step_coefficients(self, steps: list[list]) -> list[list]:
         """Each step's coefficients (for push_tangent and pull_cotangent) from many steps' internals
@@ -308,7 +313,7 @@ class RecurrentNet(StackedNet):
         """(step(state, drive), J tangent) with J = dS_t/dS_{t-1}, no graph beyond the caller's own.
         tangent is (batch, state) or (k, batch, state)."""
         new, internals = self.linearised_step(state, drive)
-        return new, self.push_tangent(self.coefficients(internals), tangent)
+        return new, self.join(self.push_tangent(self.coefficients(internals), self.split(tangent)))
 
 
 def as_tuple(state: Tensor | Sequence[Tensor]) -> tuple[Tensor, ...]:
@@ -370,4 +375,4 @@ class CellNet(StackedNet):
                                  f"expected the state's own {[tuple(p.shape) for p in previous]}")
             new.extend(out)
             x = out[0]
-        return new[0] if len(new) == 1 else torch.cat(new, dim=1)
+        return self.join(new)

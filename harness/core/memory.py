@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 from typing import Any
 
 import torch
@@ -30,7 +29,8 @@ from harness.core.recorders import written_out
 from harness.core.tasks import CHUNK, MAX_HELD_INPUTS, TASKS
 
 MIN_SEGMENT = 64  # fewer steps per segment cost more in Python overhead than they save in memory
-MAX_SEGMENT = 8192  # steps of graph at most, whatever the memory allows (graphs of ~3e4 hooked steps crash)
+MAX_SEGMENT = 8192  # steps per segment at most where there are several: longer ones only cost memory (and
+                   # graphs of ~3e4 hooked steps crash)
 STEP_OBJECT_BYTES = 4096  # a written-out step's Python objects (its coefficients' views), generously
 GRAPH_BYTES_PER_VALUE = 24  # autograd's saved tensors per state entry per step, measured on the lstm (~2x margin)
 GRAPH_BYTES_PER_STEP = 16_384  # autograd nodes, hooks and Python objects per step, whatever the width
@@ -78,28 +78,34 @@ def coefficient_bytes_per_step(net: RecurrentNet, batch_size: int, itemsize: int
     return 2 * values * batch_size * itemsize + STEP_OBJECT_BYTES
 
 
-def recording_bytes_per_step(net: StackedNet, batch_size: int, itemsize: int, recorder: str) -> tuple[int, int]:
-    """(bytes one recorded step holds, the most steps a segment may have): a written-out step's
-    coefficients, with no limit but the memory, or a step of graph, at most MAX_SEGMENT of them."""
+def recording_bytes_per_step(net: StackedNet, batch_size: int, itemsize: int, recorder: str) -> tuple[int, bool]:
+    """(bytes one recorded step holds, whether a sequence that fits may be one segment): a written-out
+    step's coefficients, kept by the forward pass so that nothing is computed twice; or a step of
+    graph, never more than MAX_SEGMENT of them."""
     if written_out(net, recorder):
-        return coefficient_bytes_per_step(net, batch_size, itemsize), sys.maxsize
-    return graph_bytes_per_step(net, batch_size, itemsize), MAX_SEGMENT
+        return coefficient_bytes_per_step(net, batch_size, itemsize), True
+    return graph_bytes_per_step(net, batch_size, itemsize), False
 
 
-def _segment(per_step: int, most: int, seq_len: int, memory_fraction: float, segment: int | None, available: int) -> int:
+def _segment(per_step: int, whole: bool, seq_len: int, memory_fraction: float, segment: int | None,
+             available: int) -> int:
     if segment is None:
-        segment = max(MIN_SEGMENT, min(int(memory_fraction * available // per_step), most))
+        fits = int(memory_fraction * available // per_step)
+        if whole and fits >= seq_len:
+            return seq_len
+        segment = max(MIN_SEGMENT, min(fits, MAX_SEGMENT))
     return max(1, min(segment, seq_len))
 
 
 def segment_length(net: StackedNet, seq_len: int, batch_size: int, itemsize: int, recorder: str,
                    memory_fraction: float, segment: int | None = None) -> int:
-    """Steps per segment: `segment` if given, else as many as a memory_fraction of the available
-    memory holds (recording_bytes_per_step), at least MIN_SEGMENT, and never more than seq_len."""
+    """Steps per segment: `segment` if given; else the whole sequence if the written-out recorder can
+    hold it in a memory_fraction of the available memory (recording_bytes_per_step); else as many
+    steps as that holds, between MIN_SEGMENT and MAX_SEGMENT, and never more than seq_len."""
     if segment is not None:
         return max(1, min(segment, seq_len))
-    per_step, most = recording_bytes_per_step(net, batch_size, itemsize, recorder)
-    return _segment(per_step, most, seq_len, memory_fraction, None, available_memory())
+    per_step, whole = recording_bytes_per_step(net, batch_size, itemsize, recorder)
+    return _segment(per_step, whole, seq_len, memory_fraction, None, available_memory())
 
 
 def estimate(columns: dict[str, Any], available: int) -> dict[str, int]:
@@ -122,8 +128,8 @@ def estimate(columns: dict[str, Any], available: int) -> dict[str, int]:
         input_bytes = 2 * steps * batch * inputs * (8 + itemsize)  # held out and a training batch, float64 then cast
     parts = len(net.block_sizes) if net else 1
     per_step = _graph_bytes(state, n_params, batch, itemsize)  # also what training's whole-sequence graph holds
-    recorded, most = recording_bytes_per_step(net, batch, itemsize, columns["recorder"]) if net else (per_step, MAX_SEGMENT)
-    segment = _segment(recorded, most, steps, columns.get("memory.fraction", 0.25), columns.get("memory.segment"), available)
+    recorded, whole = recording_bytes_per_step(net, batch, itemsize, columns["recorder"]) if net else (per_step, False)
+    segment = _segment(recorded, whole, steps, columns.get("memory.fraction", 0.25), columns.get("memory.segment"), available)
     recording = (segment * recorded + math.ceil(steps / segment) * batch * state * itemsize
                  + 3 * steps * batch * parts * 8  # log norms, divisors, sums
                  + (0 if task.final_state_only else 2 * steps * batch * hidden * itemsize))

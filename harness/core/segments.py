@@ -15,6 +15,10 @@ segment covering the whole sequence is the in-memory recording. Input drives (ha
 input_drive) are computed in fixed chunks aligned to t = 0 whatever the segment length, so the numbers
 do not depend on it (tested to be identical). No graph is longer than a segment, so none is deep
 enough to overflow the stack when it is freed (a 30,000-step graph with hooks segfaulted torch).
+
+Written out (the exact recorder on a built-in network, recorders.pull_back), a segment is rebuilt as
+its steps' Jacobian coefficients instead of a graph, and pulled back through them. Where the whole
+sequence fits in one segment, the forward pass keeps them as it goes and nothing is run twice.
 """
 from __future__ import annotations
 
@@ -33,6 +37,7 @@ if TYPE_CHECKING:
 
 DRIVE_CHUNK = CHUNK  # steps of input drive computed together (a batched matmul), aligned to t = 0
 STEPS_AT_ONCE = 64  # steps whose Jacobian coefficients are computed together: dispatch amortised, a few MB
+
 
 class Drives:
     """Input drives of steps [b, e), computed in DRIVE_CHUNK-aligned chunks (the last one cached)."""
@@ -66,7 +71,7 @@ def record_profile(net: StackedNet, inputs: Tensor | StreamedInputs, output_loss
 
     The exact recorder on a built-in network runs its backward written out (recorders.pull_back)
     instead of through autograd's hooks: the same numbers to rounding (tested), no graph, and where
-    the whole sequence is one segment, one forward pass whose internals the backward reuses.
+    the whole sequence is one segment, one forward pass whose coefficients the backward reuses.
     """
     progress = progress or (lambda steps: None)
     seq_len, batch = inputs.shape[0], inputs.shape[1]
@@ -112,14 +117,9 @@ def record_profile(net: StackedNet, inputs: Tensor | StreamedInputs, output_loss
     for index in reversed(range(len(starts))):
         begin, end = bounds[index], bounds[index + 1]
         if writes_out:
-            if forward.kept is None:  # the segment's steps again from its start, keeping their coefficients
-                forward, state = Linearised(net, keep=True), starts[index]
-                with torch.no_grad():
-                    for drive in drives(begin, end):
-                        state = forward.step(state, drive)
-                    forward.flush()
-            rows, logs, carry = pull_back(net, forward.kept, carry, record_first=begin == 0)
-            forward.kept = None
+            coefficients = forward.kept if len(starts) == 1 else segment_coefficients(net, starts[index],
+                                                                                      drives(begin, end))
+            rows, logs, carry = pull_back(net, coefficients, carry, record_first=begin == 0)
         else:
             rows, logs, carry = backward_through_graph(net, starts[index], drives(begin, end), carry, recorder,
                                                        output_grads, final_state_only, begin, seq_len)
@@ -169,6 +169,16 @@ class Linearised:
             self.tangent.push(coefficients)
         if self.kept is not None:
             self.kept.extend(coefficients)
+
+
+def segment_coefficients(net: StackedNet, start: Tensor, drives: list[Tensor]) -> list[list]:
+    """A segment's steps again from its start state, keeping their Jacobian coefficients."""
+    forward, state = Linearised(net, keep=True), start
+    with torch.no_grad():
+        for drive in drives:
+            state = forward.step(state, drive)
+        forward.flush()
+    return forward.kept
 
 
 def backward_through_graph(net: StackedNet, start: Tensor, drives: list[Tensor], carry: Tensor | None, recorder: str,

@@ -239,10 +239,15 @@ class Growth:
         self.growth = torch.zeros(k, batch, dtype=torch.float64, device=device)
 
     def step(self, tangents: Tensor) -> Tensor:
+        return self.renormalise(tangents) if self.tick() else tangents
+
+    def tick(self) -> bool:
+        """Count a step; whether the tangents after it are due to be renormalised (then call renormalise)."""
         self.t += 1
+        return self.t in (self.next_qr, self.skip, self.seq_len)
+
+    def renormalise(self, tangents: Tensor) -> Tensor:
         t = self.t
-        if t not in (self.next_qr, self.skip, self.seq_len):
-            return tangents
         tangents, logs = orthonormal(tangents)
         if t > self.skip:  # a QR at the transient's last step: every log after it is counted whole
             self.growth += logs.double()
@@ -300,14 +305,17 @@ class CarriedTangent:
 
     def __init__(self, model: RecurrentNet, seq_len: int, batch: int, generator: torch.Generator, like: Tensor):
         self.model = model
-        self.tangent = first_tangents(batch, sum(model.block_sizes), 1, generator, 0, like)  # (1, batch, state)
+        self.blocks = model.split(first_tangents(batch, sum(model.block_sizes), 1, generator, 0, like)[0])
         self.growth = Growth(seq_len, 1, batch, like.device)
 
     def push(self, steps: list[list]) -> None:
         """Push the tangent through consecutive steps, given each one's coefficients (step_coefficients)."""
         with torch.no_grad():
             for coefficients in steps:
-                self.tangent = self.growth.step(self.model.push_tangent(coefficients, self.tangent))
+                self.blocks = self.model.push_tangent(coefficients, self.blocks)
+                if self.growth.tick():
+                    joint = self.growth.renormalise(self.model.join(self.blocks).unsqueeze(0))[0]
+                    self.blocks = self.model.split(joint)
 
     def exponent(self) -> float:
         return float(self.growth.exponents()[0])
