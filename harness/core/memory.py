@@ -31,7 +31,7 @@ from harness.core.tasks import CHUNK, MAX_HELD_INPUTS, TASKS
 MIN_SEGMENT = 64  # fewer steps per segment cost more in Python overhead than they save in memory
 MAX_SEGMENT = 8192  # steps per segment at most where there are several: longer ones only cost memory (and
                    # graphs of ~3e4 hooked steps crash)
-STEP_OBJECT_BYTES = 4096  # a written-out step's Python objects (its coefficients' views), generously
+STEP_OBJECT_BYTES = 8192  # a written-out step's Python objects and small tensors (~5 KB measured), generously
 GRAPH_BYTES_PER_VALUE = 24  # autograd's saved tensors per state entry per step, measured on the lstm (~2x margin)
 GRAPH_BYTES_PER_STEP = 16_384  # autograd nodes, hooks and Python objects per step, whatever the width
 TABLE_BYTES_PER_ROW = 600  # a profile row: ~40 config columns and 5 quantiles, in pandas
