@@ -182,7 +182,7 @@ class RecordSpec:
 class MemorySpec:
     """The `memory` group: how a recording fits in memory. It never changes a run's numbers (tested),
     so it is not part of the run id."""
-    fraction: float = spec(0.25, positive_number, "of the available memory a recording's graph may use")
+    fraction: float = spec(0.25, positive_number, "of the available memory a recording's segment may use")
     segment: Optional[int] = spec(None, optional(integer(1)),
                                   "steps recorded per segment (null: as many as `fraction` holds)")
 
