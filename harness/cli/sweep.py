@@ -292,12 +292,15 @@ def run_jobs(jobs: list[Job], sweep_dir: Path, torch_threads: int | None = None,
             warnings.simplefilter("ignore", DeprecationWarning)  # Python 3.12's "multi-threaded fork"
             pid = os.fork()
         if pid == 0:  # the child: run, then leave without the parent's exit handlers
+            # An interrupt ends the child at once: raised as KeyboardInterrupt, it could land in a
+            # weakref callback or a __del__, where Python prints it and carries on with the run. A run
+            # is finished only when its DONE is written, so one cut short is simply run again.
+            for number in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(number, _exit_interrupted)
             code = 0
             try:
                 flush_denormals_everywhere()  # this process computes, and may set torch's flags for good
                 _run_here(pending, sweep_dir, torch_threads)
-            except KeyboardInterrupt:
-                code = 130
             except BaseException:  # noqa: BLE001  an internal bug: shown, and the supervisor records it
                 traceback.print_exc()
                 code = 1
@@ -322,6 +325,10 @@ def run_jobs(jobs: list[Job], sweep_dir: Path, torch_threads: int | None = None,
             raise KeyboardInterrupt
         crashed, pending = pending[0], pending[1:]
         _record_crash(crashed, sweep_dir, status)
+
+
+def _exit_interrupted(signum: int, frame: Any) -> None:
+    os._exit(130)  # the supervisor reads 130 as an interrupt, and says so once
 
 
 def _crash_reason(status: int) -> str:
