@@ -55,7 +55,8 @@ SLOPES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
 # `pull` is push's transpose, for the backward: from the cotangent of the new state it returns the
 # cotangents of hw and of xw, and of the old state where it enters elementwise (None where only
 # through hw), so that dL/dS_{t-1} costs the same few products and the transposed matmuls
-# (RecurrentNet.pull_cotangent). `slope` is the activation's derivative. b_hh is None for a network without biases (torch's bias=False).
+# (RecurrentNet.pull_cotangent). `slope` is the activation's derivative. b_hh is None for a network
+# without biases (torch's bias=False).
 
 Internals = tuple[Tensor, ...]
 
@@ -84,6 +85,7 @@ def rnn_push(coefficients: tuple[Tensor, ...], dxw: Tensor | None, dhw: Tensor, 
 
 
 def rnn_pull(coefficients: tuple[Tensor, ...], dstate: tuple[Tensor, ...]) -> tuple[Tensor, Tensor, tuple]:
+    # dxw = dhw = act'(pre) dh'; the old h enters only through hw
     dpre = coefficients[0] * dstate[0]
     return dpre, dpre, (None,)
 
@@ -113,9 +115,11 @@ def lstm_push(coefficients: tuple[Tensor, ...], dxw: Tensor | None, dhw: Tensor,
 
 
 def lstm_pull(coefficients: tuple[Tensor, ...], dstate: tuple[Tensor, ...]) -> tuple[Tensor, Tensor, tuple]:
+    # lstm_push transposed: what reaches c' is dc' + o act'(c') dh'; the i, f, g blocks of dz take it
+    # through their factors, the o block takes dh'; the old c gets f times it, the old h only via hw
     gates, f, out = coefficients
     dh, dc = dstate
-    dc_new = torch.addcmul(dc, out, dh)  # all that reaches c': its own cotangent and h' = o act(c')'s
+    dc_new = torch.addcmul(dc, out, dh)
     dz = gates * torch.cat([dc_new, dc_new, dc_new, dh], dim=-1)
     return dz, dz, (None, f * dc_new)
 
@@ -147,9 +151,11 @@ def gru_push(coefficients: tuple[Tensor, ...], dxw: Tensor | None, dhw: Tensor, 
 
 
 def gru_pull(coefficients: tuple[Tensor, ...], dstate: tuple[Tensor, ...]) -> tuple[Tensor, Tensor, tuple]:
+    # gru_push transposed: each of the three blocks of dhw and dxw takes dh' through its factor; the
+    # old h gets z dh' directly, the rest through hw
     of_hw, of_xw, z = coefficients
     (dh,) = dstate
-    spread = dh.repeat(*(1,) * (dh.dim() - 1), 3)  # dh' reaches each of the three blocks
+    spread = torch.cat([dh, dh, dh], dim=-1)
     return of_hw * spread, of_xw * spread, (z * dh,)
 
 
@@ -289,17 +295,17 @@ class RecurrentNet(StackedNet):
         push_tangent transposed, top layer first, since a layer's input is the fresh h of the one below."""
         per_layer = len(self.state_names)
         pulled_in = list(self.split(cotangent))  # the new state's blocks; the layer inputs' are added in
-        pulled: list[Tensor] = [None] * len(pulled_in)  # type: ignore[list-item]
+        pulled: list[tuple[Tensor, ...]] = []  # each layer's old-state blocks, top layer first
         for layer in reversed(range(self.num_layers)):
-            blocks = slice(layer * per_layer, (layer + 1) * per_layer)
-            dhw, dxw, dstate = self.cell.pull(coefficients[layer], tuple(pulled_in[blocks]))
+            blocks = pulled_in[layer * per_layer:(layer + 1) * per_layer]
+            dhw, dxw, dstate = self.cell.pull(coefficients[layer], tuple(blocks))
             w_hh = getattr(self, f"weight_hh_l{layer}")
             first = dhw @ w_hh if dstate[0] is None else torch.addmm(dstate[0], dhw, w_hh)
-            pulled[blocks] = (first, *dstate[1:])
+            pulled.append((first, *dstate[1:]))
             if layer > 0:  # this layer's input is the h below, fresh at this step
                 below = (layer - 1) * per_layer
                 pulled_in[below] = torch.addmm(pulled_in[below], dxw, getattr(self, f"weight_ih_l{layer}"))
-        return self.join(pulled)
+        return self.join([block for layer in reversed(pulled) for block in layer])
 
     def step_coefficients(self, steps: list[list]) -> list[list]:
         """Each step's coefficients (for push_tangent and pull_cotangent) from many steps' internals
