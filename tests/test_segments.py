@@ -10,7 +10,7 @@ from harness.core.init import initialise
 from harness.core.networks import NETWORKS, build
 from harness.core import memory, theory
 from harness.core.memory import segment_length
-from harness.core.segments import Linearised, record_profile
+from harness.core.segments import record_profile, segment_coefficients
 from harness.core.cells import RecurrentNet
 from harness.core.recorders import record_log_norms
 from harness.lab.run import record
@@ -138,14 +138,9 @@ def test_the_written_out_recorder_keeps_what_the_memory_estimate_says():
     coefficients really hold per step (their storages, counted once), plus a fixed allowance."""
     for cell in ("rnn", "lstm", "gru"):
         model = network(cell).float()
-        forward = Linearised(model, keep=True)
-        state = model.initial_state(32).detach()
-        with torch.no_grad():
-            for drive in model.input_drive(torch.randn(128, 32, 3)):
-                state = forward.step(state, drive)
-            forward.flush()
+        kept = segment_coefficients(model, model.initial_state(32).detach(), model.input_drive(torch.randn(128, 32, 3)))
         held = {c.untyped_storage().data_ptr(): c.untyped_storage().nbytes()
-                for step in forward.kept for layer in step for c in layer}
+                for step in kept for layer in step for c in layer}
         estimate = memory.coefficient_bytes_per_step(model, 32, 4)
         assert 2 * sum(held.values()) / 128 + memory.STEP_OBJECT_BYTES == estimate, cell
 

@@ -72,6 +72,33 @@ def block_norms(grad: Tensor, block_sizes: Sequence[int], dtype: torch.dtype | N
                         for block in grad.split(list(block_sizes), dim=1)], dim=1)
 
 
+class Renormaliser:
+    """The exact recorder's step, called with the gradient arriving at each S_t from S_T back: it
+    keeps the arriving block norms and the divisor, and returns the gradient divided by it. Both
+    backpropagate's hook and pull_back call it, so the two record with the same ops in the same order.
+    The arriving gradient is one step's Jacobian applied to a unit vector, so its norms are safe to
+    take in its own dtype. The divisor is kept exactly as applied; a sample whose gradient is exactly
+    0 stays 0, and its log-norm is -inf from here back."""
+
+    def __init__(self, block_sizes: Sequence[int]):
+        self.block_sizes = block_sizes
+        self.norms: list[Tensor] = []
+        self.divisors: list[Tensor] = []
+
+    def __call__(self, grad: Tensor) -> Tensor:
+        arriving = block_norms(grad, self.block_sizes)
+        total = arriving if len(self.block_sizes) == 1 else torch.linalg.vector_norm(arriving, dim=1, keepdim=True)
+        divisor = total.clamp_min(torch.finfo(grad.dtype).tiny)
+        self.norms.append(arriving)
+        self.divisors.append(divisor)
+        return grad / divisor
+
+    def logs(self) -> tuple[Tensor, Tensor | None]:
+        """(ln of the arriving block norms, ln of the divisors, or None if none were taken), S_0 first."""
+        arriving = torch.stack(self.norms[::-1]).double().log()
+        return arriving, torch.stack(self.divisors[::-1]).double().log() if self.divisors else None
+
+
 def backpropagate(objective: Tensor, states: list[Tensor], block_sizes: Sequence[int], recorder: str,
                   retain_graph: bool = False, hook_first: bool = True) -> tuple[Tensor, Tensor | None, Tensor]:
     """Backpropagate `objective` to states[0] through the recorder's hooks on the states.
@@ -85,24 +112,11 @@ def backpropagate(objective: Tensor, states: list[Tensor], block_sizes: Sequence
     """
     if recorder not in RECORDERS:
         raise ValueError(f"recorder={recorder!r}: allowed {', '.join(RECORDERS)}")
-    num_parts = len(block_sizes)
     # Hooks fire from S_T back to S_0; each appends its step's numbers, reversed at the end.
-    norms: list[Tensor] = []
-    divisors: list[Tensor] = []
+    renormalise = Renormaliser(block_sizes)
 
     def read(grad: Tensor) -> None:
-        norms.append(block_norms(grad, block_sizes, torch.float64))
-
-    def renormalise(grad: Tensor) -> Tensor:
-        # The arriving gradient is one step's Jacobian applied to a unit vector, so its norms are
-        # safe to take in its own dtype. The divisor is kept exactly as applied; a sample whose
-        # gradient is exactly 0 stays 0, and its log-norm is -inf from here back.
-        arriving = block_norms(grad, block_sizes)
-        total = arriving if num_parts == 1 else torch.linalg.vector_norm(arriving, dim=1, keepdim=True)
-        divisor = total.clamp_min(torch.finfo(grad.dtype).tiny)
-        norms.append(arriving)
-        divisors.append(divisor)
-        return grad / divisor
+        renormalise.norms.append(block_norms(grad, block_sizes, torch.float64))
 
     hook = renormalise if recorder == "exact" else read
     hooked = states if hook_first else states[1:]
@@ -112,12 +126,10 @@ def backpropagate(objective: Tensor, states: list[Tensor], block_sizes: Sequence
     finally:
         for handle in handles:
             handle.remove()
-    if len(norms) != len(hooked):
-        raise RuntimeError(f"{len(norms)} of {len(hooked)} state hooks fired: is every S_t on "
+    if len(renormalise.norms) != len(hooked):
+        raise RuntimeError(f"{len(renormalise.norms)} of {len(hooked)} state hooks fired: is every S_t on "
                            "the path from the loss to S_0?")
-    arriving = torch.stack(norms[::-1]).double().log()
-    log_divisors = torch.stack(divisors[::-1]).double().log() if divisors else None
-    return arriving, log_divisors, first_grad
+    return (*renormalise.logs(), first_grad)
 
 
 def written_out(net: StackedNet, recorder: str) -> bool:
@@ -127,33 +139,23 @@ def written_out(net: StackedNet, recorder: str) -> bool:
 
 
 def pull_back(net: RecurrentNet, coefficients: list[list], cotangent: Tensor, record_first: bool
-              ) -> tuple[Tensor, Tensor, Tensor]:
+              ) -> tuple[Tensor, Tensor | None, Tensor]:
     """The exact recorder written out for a built-in network, with backpropagate's returns.
 
     coefficients are steps b+1..e's (RecurrentNet.step_coefficients), cotangent the gradient carried
-    into S_e (dL/dS_e before its renormalisation). Each step does what backpropagate's hook and
-    torch's backward would: record the arriving block norms, divide by their total, pull the cotangent
-    through the step (RecurrentNet.pull_cotangent, the cell's own vector-Jacobian product, tested
-    against autograd's Jacobians). No autograd graph: a step costs the cell's few products and its
+    into S_e (dL/dS_e before its renormalisation). Each step does what backpropagate's hook (the
+    same Renormaliser) and torch's backward would: record the arriving block norms, divide by their
+    total, pull the cotangent through the step (RecurrentNet.pull_cotangent, the cell's own
+    vector-Jacobian product, tested against autograd's Jacobians). No autograd graph: a step costs the cell's few products and its
     transposed matmuls. Rows are S_{b+1}..S_e, with S_b first if record_first.
     """
-    norms: list[Tensor] = []
-    divisors: list[Tensor] = []
-    tiny, single = torch.finfo(cotangent.dtype).tiny, net.num_parts == 1
-
-    def renormalise(grad: Tensor) -> Tensor:  # backpropagate's hook: the same ops in the same order
-        arriving = block_norms(grad, net.block_sizes)
-        divisor = (arriving if single else torch.linalg.vector_norm(arriving, dim=1, keepdim=True)).clamp_min(tiny)
-        norms.append(arriving)
-        divisors.append(divisor)
-        return grad / divisor
-
+    renormalise = Renormaliser(net.block_sizes)
     with torch.no_grad():
         for step in reversed(coefficients):
             cotangent = net.pull_cotangent(step, renormalise(cotangent))
         if record_first:
             cotangent = renormalise(cotangent)
-    return torch.stack(norms[::-1]).double().log(), torch.stack(divisors[::-1]).double().log(), cotangent
+    return (*renormalise.logs(), cotangent)
 
 
 def accumulate(arriving: Tensor, log_divisors: Tensor | None) -> Tensor:

@@ -23,7 +23,7 @@ sequence fits in one segment, the forward pass keeps them as it goes and nothing
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -171,7 +171,7 @@ class Linearised:
             self.kept.extend(coefficients)
 
 
-def segment_coefficients(net: StackedNet, start: Tensor, drives: list[Tensor]) -> list[list]:
+def segment_coefficients(net: StackedNet, start: Tensor, drives: Sequence[Tensor]) -> list[list]:
     """A segment's steps again from its start state, keeping their Jacobian coefficients."""
     forward, state = Linearised(net, keep=True), start
     with torch.no_grad():
