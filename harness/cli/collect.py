@@ -3,7 +3,9 @@
     python -m harness.collect results/quickstart/2026-11-22_10-00-00
 
 Works after a failed or interrupted sweep too: finished runs are read, the others are listed in the
-summary as failed or incomplete. Exit status 1 if any run failed or is incomplete.
+summary as failed, incomplete or (named in the sweep's manifest, with no run folder) not_run. Exit
+status 1 if any run needs attention (ATTENTION); a duplicate folder of a run is listed, but the run is
+there.
 """
 from __future__ import annotations
 
@@ -20,13 +22,14 @@ from harness.core.errors import HarnessError
 from harness.core.runfolder import PROFILE
 from harness.lab.results import collect
 
-ATTENTION = ["failed", "incomplete", "damaged", "skipped"]  # statuses listed after the summary line
+ATTENTION = ["failed", "incomplete", "damaged", "skipped", "not_run"]  # listed after the summary line; exit 1
+NOTED = ["duplicate"]  # listed too, but its run was read from another folder
 
 
 def collect_and_report(root: Path) -> pd.DataFrame:
     """Write root's tables and figures, print where they are and which runs need attention."""
     profile, summary, losses = collect(root)
-    figures = make_figures(root, profile, summary, losses)
+    figures = make_figures(root, profile, summary[summary.status != "duplicate"], losses)  # a run once
     command, question = sweep_origin(root)
     report = write_report(root, summary, figures, source=root, command=command, question=question)
     counts = summary.status.value_counts().to_dict()
@@ -35,7 +38,7 @@ def collect_and_report(root: Path) -> pd.DataFrame:
     written = {"tables": ", ".join(map(str, tables)) if all(p.exists() for p in tables) else "",
                "figures": root / "figures" if figures else "", "report": report}
     print("; ".join(f"{what}: {where}" for what, where in written.items() if where))
-    for row in summary[summary.status.isin(ATTENTION)].itertuples():
+    for row in summary[summary.status.isin(ATTENTION + NOTED)].itertuples():
         error = getattr(row, "error", None)
         print(f"  {row.status}: {row.run_dir}" + (f" ({error})" if isinstance(error, str) and error else ""))
     return summary

@@ -5,8 +5,13 @@ a folder with Hydra's `.hydra/` but no `DONE` is an incomplete run (killed or st
 A sweep folder gains `profile.parquet` (all runs' profiles), `units.parquet` and `gates.parquet`
 (record.units=true), `fits.parquet` (a fit per run, layer,
 state and training step; harness.core.analysis), `losses.parquet` (training runs' loss tables), and
-`summary.parquet` / `summary.csv` (one row per run, failed and incomplete runs included, with the
+`summary.parquet` / `summary.csv` (one row per run folder, failed and incomplete runs included, with the
 run's headline fit, the theory's predictions and their gaps).
+
+What a folder holds that it should not is a row, never a crash: a folder that cannot be read is
+"damaged"; a second folder of a run id already read is "duplicate" (a grid that named one point twice:
+its numbers are the first's, so it is not read again); a run the sweep's manifest (sweep.json) names but
+no run folder holds is "not_run".
 """
 from __future__ import annotations
 
@@ -16,15 +21,31 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow.parquet as pq
 from omegaconf import OmegaConf
 
 from harness.core.analysis import FIT_COLUMNS
 from harness.lab.fits import fit_runs, headline
 from harness.core.errors import ConfigError
-from harness.core.spec import VALIDATORS, config_columns, flat_config, run_id
+from harness.core.spec import FIELDS, VALIDATORS, config_columns, flat_config, run_id
 from harness.core.theory import SPECTRUM_COLUMNS, THEORY_COLUMNS
 
 from harness.core.runfolder import DONE, GATES, LOSSES, META, PROFILE, UNITS, write_csv, write_parquet
+
+MANIFEST = "sweep.json"  # harness.cli.sweep's: run_ids (and runs: run_id, subdir, overrides) in grid order
+STATUSES = ("ok", "failed", "not_applicable")  # a run's status, or its numerical flags joined by commas:
+FLAGS = ("diverged", "nan", "overflow", "underflow", "zero")  # harness.core.recorders.status_flags, lab.run
+NOT_READ = ("damaged", "duplicate", "not_run", "skipped")  # rows whose folder's tables are not read
+NUMBER = (int, float)  # bool is an int too: excluded where it matters
+KINDS: dict[str, tuple[type, ...]] = {  # a column's value types, by its field's annotation (harness.core.spec)
+    "str": (str,), "Optional[str]": (str,), "float": NUMBER, "Optional[float]": NUMBER, "int": (int,),
+    "Optional[int]": (int,), "bool": (bool,)}
+NUMBERS = ("wall_time_s", "input_drive_var", "input_drive_var_cv", "theory_linear", "theory_mean_field",
+           "theory_critical_scale", "theory_lyapunov", "final_loss", "baseline", *SPECTRUM_COLUMNS)
+
+
+class DamagedMeta(ValueError):
+    """A meta.json that parses but says something no run writes: its message is the row's reason."""
 
 
 def find_runs(root: Path) -> list[Path]:
@@ -43,6 +64,8 @@ def _run_row(run_dir: Path, root: Path) -> tuple[dict[str, Any], pd.DataFrame | 
     where = {"run_dir": str(run_dir.relative_to(root))}
     try:
         return _read_run(run_dir, where)
+    except DamagedMeta as error:
+        return {**where, "status": "damaged", "error": str(error)}, None
     except Exception as error:  # noqa: BLE001  any unreadable file: a truncated parquet, bad JSON, ...
         reason = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
         return {**where, "status": "damaged", "error": reason}, None
@@ -58,6 +81,7 @@ def _read_run(run_dir: Path, where: dict[str, str]) -> tuple[dict[str, Any], pd.
             columns = flat_config(OmegaConf.to_container(cfg))
         return {**where, **columns, "status": "incomplete"}, None
     meta = json.loads((run_dir / META).read_text())
+    check_meta(meta)
     row = {"run_id": meta["run_id"], **where, **meta["columns"]}
     row.update({k: meta.get(k) for k in ("status", "error", "wall_time_s", "input_drive_var", "input_drive_var_cv",
                                          *THEORY_COLUMNS, "final_loss", "baseline", "solved")})
@@ -67,7 +91,109 @@ def _read_run(run_dir: Path, where: dict[str, str]) -> tuple[dict[str, Any], pd.
     return row, profile
 
 
-def _read_table(path: Path) -> pd.DataFrame | None:
+def check_meta(meta: Any) -> None:
+    """Raise DamagedMeta unless meta holds what a run writes: a wrong type would otherwise reach the
+    tables (pyarrow refuses a column of mixed types) or the figures, and a run id its columns do not
+    give would file one run's numbers under another's settings."""
+    def damaged(reason: str) -> DamagedMeta:
+        return DamagedMeta(f"meta.json: {reason}")
+    if not isinstance(meta, dict):
+        raise damaged("not a JSON object")
+    rid, columns, status = meta.get("run_id"), meta.get("columns"), meta.get("status")
+    if not isinstance(rid, str):
+        raise damaged(f"run_id {rid} is not a string")
+    if not isinstance(columns, dict):
+        raise damaged("columns is not a mapping")
+    for key, value in columns.items():
+        kinds = KINDS.get(FIELDS[key].type, (object,)) if key in FIELDS else (object,)
+        if value is None or isinstance(value, kinds) and (bool in kinds or not isinstance(value, bool)):
+            continue  # a profile saved from Python has columns of its own, some empty; an older run's value
+            # of the right type stands even where a rule has tightened since
+        try:
+            VALIDATORS[key](key, value)
+            reason = f"{key}={value}: expected {FIELDS[key].type}"
+        except Exception as error:  # noqa: BLE001  ConfigError, or a TypeError on a list or mapping
+            reason = str(error).splitlines()[0] if isinstance(error, ConfigError) else f"{key}={value}: {error}"
+        raise damaged(reason)
+    if not (status in STATUSES or isinstance(status, str) and set(status.split(",")) <= set(FLAGS)):
+        raise damaged(f"status {status} is not one of {', '.join(STATUSES)} or flags joined by commas "
+                      f"({', '.join(FLAGS)})")
+    for key in NUMBERS:
+        value = meta.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise damaged(f"{key} {value} is not a number")
+    for key in ("error", "theory_note"):
+        if meta.get(key) is not None and not isinstance(meta[key], str):
+            raise damaged(f"{key} {meta[key]} is not a string")
+    if meta.get("solved") is not None and not isinstance(meta["solved"], bool):
+        raise damaged(f"solved {meta['solved']} is not true, false or null")
+    spectrum = meta.get("spectrum")
+    if spectrum is not None and not (isinstance(spectrum, list) and all(
+            isinstance(x, (int, float)) and not isinstance(x, bool) for x in spectrum)):
+        raise damaged("spectrum is not a list of numbers")
+    if run_id(columns) != rid:
+        raise damaged(f"its columns do not give its run_id {rid} (edited, or another run's meta.json)")
+
+
+def mark_duplicates(rows: list[dict[str, Any]], profiles: list[pd.DataFrame | None]) -> None:
+    """A run id in more than one folder is read once: from its first finished folder (else its first),
+    the others become rows of status "duplicate" naming it, their tables unread (profiles[i] = None)."""
+    read: dict[str, int] = {}
+    for i, row in enumerate(rows):
+        rid = row.get("run_id")
+        if isinstance(rid, str) and (rid not in read or "incomplete" == rows[read[rid]]["status"] != row["status"]):
+            read[rid] = i
+    for i, row in enumerate(rows):
+        rid = row.get("run_id")
+        if isinstance(rid, str) and read[rid] != i:
+            rows[i] = {**row, "status": "duplicate",
+                       "error": f"run_id {rid} is also in {rows[read[rid]]['run_dir']}: read from there"}
+            profiles[i] = None
+
+
+def read_manifest(root: Path) -> dict[str, Any] | None:
+    """root's sweep.json, or None if it has none; one that cannot be read is named on stderr."""
+    path = root / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        manifest = json.loads(path.read_text())
+        if not isinstance(manifest, dict):
+            raise ValueError("not a JSON object")
+        return manifest
+    except (OSError, ValueError) as error:
+        print(f"{path}: cannot be read ({type(error).__name__}); runs that never ran are not listed", file=sys.stderr)
+        return None
+
+
+def not_run(root: Path, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A row of status "not_run" for each run of the sweep's manifest that no run folder holds (the
+    folder of a run that started but never wrote .hydra/ holds none): run_id, run_dir its folder-to-be
+    and, as its error, the overrides that run it. An older manifest lists only run ids: run_dir is empty,
+    and a folder whose id cannot be read (damaged) is taken to hold the id of its number in the grid
+    (Hydra's default subdir, hydra.job.num), so that it is not listed twice."""
+    manifest = read_manifest(root)
+    if manifest is None:
+        return []
+    runs, ids = manifest.get("runs"), manifest.get("run_ids")
+    if isinstance(runs, list):  # (run_id, run_dir, overrides, the folder it would be in)
+        named = [(r["run_id"], str(r.get("subdir", "")), r.get("overrides"), str(r.get("subdir", "")))
+                 for r in runs if isinstance(r, dict) and isinstance(r.get("run_id"), str)]
+    else:
+        named = [(rid, "", None, str(num)) for num, rid in enumerate(ids if isinstance(ids, list) else [])
+                 if isinstance(rid, str)]
+    held = {row.get("run_id") for row in rows}
+    unnamed = {row["run_dir"] for row in rows if not isinstance(row.get("run_id"), str)}  # damaged: no id read
+    missing = {}
+    for rid, subdir, overrides, folder in named:
+        if rid not in held and rid not in missing and folder not in unnamed:
+            words = " ".join(map(str, overrides)) if isinstance(overrides, list) else ""
+            missing[rid] = {"run_id": rid, "run_dir": subdir, "status": "not_run",
+                            "error": words or f"named in {MANIFEST}; no run folder holds it"}
+    return list(missing.values())
+
+
+def read_table(path: Path) -> pd.DataFrame | None:
     """A run's optional table, or None if it has none or it cannot be read (said on stderr)."""
     if not path.exists():
         return None
@@ -76,6 +202,15 @@ def _read_table(path: Path) -> pd.DataFrame | None:
     except Exception as error:  # noqa: BLE001  a damaged file: named, left out, not fatal
         print(f"{path}: cannot be read ({type(error).__name__}); left out of the sweep's table", file=sys.stderr)
         return None
+
+
+def readable(path: Path) -> bool:
+    """Whether a parquet file's footer (its schema and row groups) can be read: a truncated one's cannot."""
+    try:
+        pq.read_metadata(path)
+        return True
+    except Exception:  # noqa: BLE001  ArrowInvalid, OSError, ...
+        return False
 
 
 def find_links(root: Path) -> list[Path]:
@@ -111,12 +246,16 @@ def write_summary(summary: pd.DataFrame, root: Path) -> None:
 
 
 def collect_losses(root: Path, summary: pd.DataFrame) -> pd.DataFrame:
-    """Every run's loss table (harness.core.train), beside its config columns."""
+    """Every run's loss table (harness.core.train), beside its config columns; read once per run id
+    (a duplicate folder's, or a run_dir a run that never ran would have had, is not read)."""
+    if "status" in summary:
+        summary = summary[~summary.status.isin(NOT_READ)]
     tables = [pd.read_parquet(root / d / LOSSES) for d in summary.run_dir if (root / d / LOSSES).exists()]
     if not tables:
         return pd.DataFrame()
     losses = pd.concat(tables, ignore_index=True)
     config = summary.drop(columns=[c for c in summary.columns if c in losses and c != "run_id"])
+    config = config[config.run_id.notna()].drop_duplicates("run_id")
     return losses.merge(config, on="run_id", how="left")
 
 
@@ -124,7 +263,9 @@ def collect(root: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Rebuild a sweep's tables from its run folders and write them into root; return (profile,
     summary, losses).
 
-    Works on any folder of runs: a finished sweep, a failed or interrupted one, or one run.
+    Works on any folder of runs: a finished sweep, a failed or interrupted one, or one run. A sweep's
+    units or gates table that cannot be read and that no run folder gives again is removed (said on
+    stderr): the sweep's tables are what its run folders hold.
     """
     root = Path(root)
     if not root.is_dir():
@@ -133,10 +274,11 @@ def collect(root: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     if not runs:
         raise ConfigError(f"{root}: no run folders in it (a run folder holds .hydra/, or DONE and meta.json); "
                           "expected a sweep or run folder")
-    rows, profiles = zip(*(_run_row(run, root) for run in runs))
+    rows, profiles = (list(read) for read in zip(*(_run_row(run, root) for run in runs)))
+    mark_duplicates(rows, profiles)
     links = [{"run_dir": str(p.relative_to(root)), "status": "skipped", "error": "a symbolic link: not read"}
              for p in find_links(root)]
-    summary = pd.DataFrame(list(rows) + links)
+    summary = pd.DataFrame(rows + not_run(root, rows) + links)
     found = [p for p in profiles if p is not None]
     profile = pd.concat(found, ignore_index=True) if found else pd.DataFrame()
     if found:
@@ -150,10 +292,13 @@ def collect(root: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     if runs != [root]:  # a single run folder already holds its own profile (and units, gates)
         write_parquet(profile, root / PROFILE)
         for name in (UNITS, GATES):  # record.units=true
-            tables = [table for run, row in zip(runs, rows) if row.get("status") not in ("damaged", None)
-                      for table in [_read_table(run / name)] if table is not None]
+            tables = [table for run, row in zip(runs, rows) if row.get("status") not in (*NOT_READ, None)
+                      for table in [read_table(run / name)] if table is not None]
             if tables:
                 write_parquet(pd.concat(tables, ignore_index=True), root / name)
+            elif (root / name).exists() and not readable(root / name):
+                (root / name).unlink()
+                print(f"{root / name}: cannot be read and no run folder gives it again; removed", file=sys.stderr)
     write_summary(summary, root)
     losses = collect_losses(root, summary)
     if not losses.empty and runs != [root]:

@@ -1,0 +1,160 @@
+"""collect and harness.plot on folders the harness wrote but that are not as expected: two folders of one
+run id, runs the manifest names that never ran, damaged sweep tables, meta.json with wrong types, and a
+--where value of the wrong type. Each is a row, a line or an exit status, never a traceback."""
+import json
+import shutil
+
+import pandas as pd
+import pytest
+from hydra import compose, initialize_config_dir
+
+from harness.cli.collect import main as collect_main
+from harness.cli.paths import CONF_DIR
+from harness.cli.plot import main as plot_main
+from harness.lab import run as run_module
+from harness.lab.results import collect
+
+KEYS = ["run_id", "layer", "state", "t", "step"]
+SETTINGS = ["seq_len=6", "hidden_size=3", "input_size=2", "batch_size=2", "cell=lstm", "record.units=true"]
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """A finished two-run sweep folder as Hydra leaves it (record.units=true: units and gates too)."""
+    sweep = tmp_path_factory.mktemp("built")
+    for num, scale in enumerate(["1.0", "0.5"]):
+        with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+            cfg = compose("config", overrides=[*SETTINGS, f"scale={scale}"])
+        run_module.run(cfg, sweep / str(num))
+        (sweep / str(num) / ".hydra").mkdir()
+    return sweep
+
+
+@pytest.fixture
+def detailed(built, tmp_path):
+    """A copy of built, units and gates tables included."""
+    out = tmp_path / "sweep"
+    shutil.copytree(built, out)
+    return out
+
+
+@pytest.fixture
+def sweep(detailed):
+    """A copy of built without its units and gates tables: fewer figures to draw."""
+    for table in [*detailed.glob("*/units.parquet"), *detailed.glob("*/gates.parquet")]:
+        table.unlink()
+    return detailed
+
+
+def ids(sweep):
+    return [json.loads((sweep / n / "meta.json").read_text())["run_id"] for n in "01"]
+
+
+@pytest.mark.slow  # collected and drawn three times, units and gates included
+def test_two_folders_of_one_run_id_are_read_once_and_the_second_is_a_duplicate(detailed, capsys):
+    sweep = detailed
+    shutil.copytree(sweep / "0", sweep / "2")  # a grid that named one point twice (scale=1,1.0)
+    profile, summary, _ = collect(sweep)
+    assert summary.run_dir.tolist() == ["0", "1", "2"]
+    assert summary.status.tolist() == ["ok", "ok", "duplicate"] and summary.run_id[2] == summary.run_id[0]
+    assert "also in 0" in summary.error[2]
+    assert not profile.duplicated(KEYS).any()
+    fits = pd.read_parquet(sweep / "fits.parquet")
+    assert not fits.duplicated(["run_id", "layer", "state", "step"]).any()
+    for name in ("units.parquet", "gates.parquet"):
+        table = pd.read_parquet(sweep / name)
+        assert len(table) == sum(len(pd.read_parquet(sweep / n / name)) for n in "01")
+    assert collect_main([str(sweep)]) == 0 and "duplicate: 2" in capsys.readouterr().out
+    assert plot_main([str(sweep)]) == 0
+
+
+def test_runs_the_manifest_names_without_a_finished_folder_are_listed_as_not_run(sweep, capsys):
+    first, second = ids(sweep)
+    runs = [{"run_id": first, "subdir": "0", "overrides": ["scale=1.0"]},
+            {"run_id": second, "subdir": "1", "overrides": ["scale=0.5"]},
+            {"run_id": "0123456789ab", "subdir": "2", "overrides": ["scale=2.0", "seq_len=6"]},
+            {"run_id": "ba9876543210", "subdir": "3", "overrides": ["scale=3.0"]}]
+    (sweep / "sweep.json").write_text(json.dumps({"run_ids": [r["run_id"] for r in runs], "invocations": [],
+                                                  "runs": runs}))
+    (sweep / "3").mkdir()
+    (sweep / "3" / "harness.log").write_text("")  # started, never got to write .hydra/ or DONE
+    _, summary, _ = collect(sweep)
+    missing = summary[summary.status == "not_run"]
+    assert missing.run_id.tolist() == ["0123456789ab", "ba9876543210"] and missing.run_dir.tolist() == ["2", "3"]
+    assert missing.error.tolist() == ["scale=2.0 seq_len=6", "scale=3.0"]
+    assert collect_main([str(sweep)]) == 1
+    assert "not_run: 2 (scale=2.0 seq_len=6)" in capsys.readouterr().out
+    assert plot_main([str(sweep)]) == 0
+
+    # An older manifest names only the ids: those no folder holds are listed, without a folder.
+    (sweep / "sweep.json").write_text(json.dumps({"run_ids": [first, second, "0123456789ab"]}))
+    summary = collect(sweep)[1]
+    assert summary[summary.status == "not_run"].run_id.tolist() == ["0123456789ab"]
+    assert summary[summary.status == "not_run"].run_dir.tolist() == [""]
+
+    # No manifest (or one that cannot be read): the run folders alone.
+    (sweep / "sweep.json").write_text("{ truncated")
+    assert collect(sweep)[1].status.tolist() == ["ok", "ok"]
+    (sweep / "sweep.json").unlink()
+    assert collect(sweep)[1].status.tolist() == ["ok", "ok"]
+
+
+@pytest.mark.parametrize("name", ["units.parquet", "gates.parquet", pytest.param("summary.parquet", marks=pytest.mark.slow),
+                                  pytest.param("profile.parquet", marks=pytest.mark.slow)])  # slow: every table again
+def test_a_damaged_sweep_table_is_rebuilt_with_one_line(detailed, capsys, name):
+    sweep = detailed
+    collect(sweep)
+    table = sweep / name
+    table.write_bytes(table.read_bytes()[: table.stat().st_size // 2])  # a half-written table
+    assert plot_main([str(sweep)]) == 0
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and name in err and "Traceback" not in err
+    assert len(pd.read_parquet(table)) > 0  # rebuilt from the run folders
+
+
+def test_a_damaged_sweep_table_no_run_gives_is_left_out_with_one_line(detailed, capsys):
+    sweep = detailed
+    collect(sweep)
+    for n in "01":
+        (sweep / n / "units.parquet").unlink()  # the runs no longer give it: the sweep's copy is all there was
+    (sweep / "units.parquet").write_bytes(b"garbage")
+    assert plot_main([str(sweep)]) == 0
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "units.parquet" in err
+    assert collect_main([str(sweep)]) == 0
+
+
+@pytest.mark.parametrize("edit, reason", [
+    ({"columns": {"scale": "abc"}}, "meta.json: scale=abc: expected a finite number"),
+    ({"status": 5}, "meta.json: status 5 is not one of ok, failed, not_applicable"),
+    ({"status": "fine"}, "meta.json: status fine is not one of ok, failed, not_applicable"),
+    ({"run_id": 7}, "meta.json: run_id 7 is not a string"),
+    ({"columns": {"seq_len": 99}}, "meta.json: its columns do not give its run_id"),
+    ({"columns": ["scale"]}, "meta.json: columns is not a mapping"),
+])
+def test_meta_json_with_wrong_types_or_another_run_is_a_damaged_row(sweep, capsys, edit, reason):
+    path = sweep / "1" / "meta.json"
+    meta = json.loads(path.read_text())
+    for key, value in edit.items():
+        meta[key] = {**meta[key], **value} if isinstance(value, dict) else value
+    path.write_text(json.dumps(meta))
+    summary = collect(sweep)[1]
+    assert summary.status.tolist() == ["ok", "damaged"] and summary.error[1].startswith(reason)
+    assert collect_main([str(sweep)]) == 1 and plot_main([str(sweep)]) == 0
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_every_status_a_run_writes_is_accepted(sweep):
+    path = sweep / "1" / "meta.json"
+    meta = json.loads(path.read_text())
+    for status in ["ok", "failed", "not_applicable", "diverged,zero", "nan,overflow,underflow"]:
+        path.write_text(json.dumps({**meta, "status": status}))
+        assert collect(sweep)[1].status.tolist() == ["ok", status]
+
+
+def test_where_a_number_is_expected_but_not_given_is_one_line(sweep, tmp_path, capsys):
+    collect(sweep)
+    assert plot_main([str(sweep), "--where", "scale=abc", "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --where scale=abc: ") and len(err.splitlines()) == 1
+    assert plot_main([str(sweep), "--where", "scale=0.5,1", "--out", str(tmp_path / "y")]) == 0
