@@ -6,6 +6,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 
 import pandas as pd
 import pytest
@@ -36,7 +37,7 @@ SUMMARY = ["run_id", "run_dir", "status", "rate", "gain_per_step", "half_life", 
 def test_textbook_gains_through_the_cli(tmp_path):
     """A 1-unit linear rnn: the gain over k steps is exactly |w|^k (0.9^10 = 0.3487, 1.1^10 = 2.5937)."""
     run_cli("-m", "activation=identity", "init=orthogonal", "hidden_size=1", "seq_len=20",
-            "scale=0.9,1.1", "recorder=exact,autograd", f"hydra.sweep.dir={tmp_path}", cwd=tmp_path)
+            "scale=0.9,1.1", "recorder=exact,autograd", f"hydra.sweep.dir={tmp_path}", cwd=tmp_path.parent)
     profile = pd.read_parquet(tmp_path / "profile.parquet")
     assert sorted(profile.columns) == sorted(SCHEMA)
     assert profile.groupby(["scale", "recorder"]).ngroups == 4
@@ -53,7 +54,7 @@ def test_textbook_gains_through_the_cli(tmp_path):
 
 
 def test_run_folder_metadata(tmp_path):
-    run_cli("cell=lstm", "seq_len=5", "hidden_size=4", f"hydra.run.dir={tmp_path}", cwd=tmp_path)
+    run_cli("cell=lstm", "seq_len=5", "hidden_size=4", f"hydra.run.dir={tmp_path}", cwd=tmp_path.parent)
     assert (tmp_path / "DONE").exists()
     meta = json.loads((tmp_path / "meta.json").read_text())
     for key in ("run_id", "config", "choices", "seed", "versions", "git_commit", "input_drive_var",
@@ -117,6 +118,24 @@ BAD_INPUT += [  # combinations, sizes and sweeps: refused whole, before anything
     ("scale=interval(0,1)", "scale=interval(0,1): a sweep; expected -m"),
     ("-m scale=interval(0,1)", "scale=interval(0,1): an interval has no points to run"),
 ]
+# User mistakes that were tracebacks (or a 6-minute, 3 GB wait): one line, exit 2, before any compute.
+LONG_NAME = "a" * 300
+BAD_SETTINGS = [
+    (f"name={LONG_NAME}", f"name={'a' * 40}... (300 characters): expected a folder name of 1 to 100 characters"),
+    ("name=a/b", "name=a/b: expected a folder name of 1 to 100 characters, without / or \\, not . or .."),
+    ("name=a\\b", "name=a\\b: expected a folder name"),
+    ("name=..", "name=..: expected a folder name"),
+    ("-m name=.", "name=.: expected a folder name"),
+    ("name=${x}", "name=${x}: cannot be resolved (Interpolation key 'x' not found)"),
+    ("-m name=${x}", "name=${x}: cannot be resolved (Interpolation key 'x' not found)"),
+    ("name=${oc.env:NOPE_X}", "name=${oc.env:NOPE_X}: cannot be resolved ("),
+    ("-m name=${oc.env:NOPE_X}", "Environment variable 'NOPE_X' not found"),
+    ("-m name=${oc.env:NOPE_X,a/b}", "expected a folder name"),
+    ("-m hydra.sweeper.torch_threads=-1", "hydra.sweeper.torch_threads=-1: expected an integer >= 1, or null"),
+    ("-m hydra.sweeper.chunks=0", "hydra.sweeper.chunks=0: expected an integer >= 1, or null"),
+    ("-m hydra/launcher=joblib hydra.launcher.n_jobs=0", "hydra.launcher.n_jobs=0: expected a nonzero integer"),
+]
+BAD_INPUT += BAD_SETTINGS
 FOLDERS = ["hydra.run.dir={tmp}/run", "hydra.sweep.dir={tmp}/sweep"]
 
 
@@ -212,7 +231,7 @@ def smoke_sized(config: OmegaConf) -> list[str]:
 def test_every_experiment_runs_smoke_sized(tmp_path, experiment):
     config = OmegaConf.load(ROOT / "experiments" / f"{experiment}.yaml")
     smoke = smoke_sized(config)
-    result = run_cli("-m", f"experiment={experiment}", *smoke, f"hydra.sweep.dir={tmp_path}", cwd=tmp_path)
+    result = run_cli("-m", f"experiment={experiment}", *smoke, f"hydra.sweep.dir={tmp_path}", cwd=tmp_path.parent)
     summary = pd.read_csv(tmp_path / "summary.csv")
     assert len(summary) > 1 and (summary.status != "failed").all() and (summary.status != "incomplete").all()
     assert (summary.name == experiment).all()
@@ -289,3 +308,104 @@ def test_collect_and_plot_commands_exit_in_one_line(tmp_path):
         result = subprocess.run([sys.executable, "-m", module, str(tmp_path)], capture_output=True, text=True)
         assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
         assert result.stderr.startswith(f"error: {tmp_path}: no run folders in it")
+
+
+@pytest.mark.parametrize("args,message", [
+    ("hydra.run.dir=${x}", "hydra.run.dir=${x}: cannot be resolved (Interpolation key 'x' not found)"),
+    ("hydra.run.dir=${oc.env:NOPE_X}/run", "hydra.run.dir=${oc.env:NOPE_X}/run: cannot be resolved ("),
+    ("-m hydra.sweep.dir=${x}", "hydra.sweep.dir=${x}: cannot be resolved (Interpolation key 'x' not found)"),
+    ("-m hydra.sweep.dir={tmp} hydra.sweep.subdir=${nope}", "hydra.sweep.subdir=${nope}: cannot be resolved"),
+    ("hydra.run.dir={tmp}/${hydra.job.num}", "hydra.run.dir={tmp}/${hydra.job.num}: cannot be resolved"),
+])
+def test_an_interpolation_that_does_not_resolve_is_one_line(tmp_path, args, message):
+    with pytest.raises(ConfigError) as error:
+        check_command(args.replace("{tmp}", str(tmp_path)).split(), whole_sweep=True)
+    assert message.replace("{tmp}", str(tmp_path)) in str(error.value) and "\n" not in str(error.value)
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("args", [
+    "-m seq_len=5,6 hydra.sweep.dir={tmp}/${name}_${now:%Y} hydra.sweep.subdir=${hydra.job.num}_${cell.name}",
+    "seq_len=5 hydra.run.dir={tmp}/${name}/${now:%H-%M}",
+    "seq_len=5 name=${oc.env:HARNESS_TEST_NAME,fallback} hydra.run.dir={tmp}/x",
+    "-m hydra/launcher=joblib hydra.launcher.n_jobs=-2 hydra.sweeper.torch_threads=2 hydra.sweeper.chunks=3 "
+    "seq_len=5 hydra.sweep.dir={tmp}/s",
+])
+def test_interpolations_resolved_at_runtime_are_let_through(tmp_path, args):
+    """Hydra's runtime values (${now:...}, ${hydra.job.num}) stood in for, not refused."""
+    check_command(args.replace("{tmp}", str(tmp_path)).split())
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("args,message", [
+    (f"name={LONG_NAME}", "(300 characters): expected a folder name of 1 to 100 characters"),
+    ("-m name=${x}", "name=${x}: cannot be resolved (Interpolation key 'x' not found)"),
+    ("name=${oc.env:NOPE_X}", "name=${oc.env:NOPE_X}: cannot be resolved"),
+    ("-m hydra.sweeper.torch_threads=-1 seq_len=5", "hydra.sweeper.torch_threads=-1: expected an integer >= 1"),
+    ("-m hydra/launcher=joblib hydra.launcher.n_jobs=0 seq_len=5", "hydra.launcher.n_jobs=0: expected a nonzero"),
+])
+def test_bad_settings_refused_by_the_command_in_one_line(tmp_path, args, message):
+    result = run_cli(*args.split(), cwd=tmp_path, check=False)  # the default folders: results/${name}/...
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: ") and message in result.stderr
+    assert not result.stdout and not list(tmp_path.iterdir())
+
+
+def yaml_bomb(levels: int) -> str:
+    """`levels` lists of 9 aliases each to the one before: 9^levels nodes once expanded."""
+    lines = ["# @package _global_", "a0: &a0 [1, 1, 1, 1, 1, 1, 1, 1, 1]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, levels)]
+    return "\n".join(lines) + "\n"
+
+
+def test_a_yaml_bomb_is_refused_in_linear_time(tmp_path):
+    from harness.cli.yaml_guard import check_expansion, expanded_nodes
+
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text(yaml_bomb(9))
+    started = time.perf_counter()
+    with pytest.raises(ConfigError) as error:
+        check_expansion(bomb)
+    assert time.perf_counter() - started < 1
+    assert str(error.value) == (f"{bomb}: expands to more than 1000000 YAML nodes (anchors and aliases); "
+                                "expected a plain config file")
+    loop = tmp_path / "loop.yaml"
+    loop.write_text("a: &a [1, *a]\n")  # an alias to itself: without end
+    with pytest.raises(ConfigError, match="expands to more than"):
+        check_expansion(loop)
+    small = tmp_path / "small.yaml"
+    small.write_text(yaml_bomb(3))  # anchors used plainly: 9^3 leaves, let through
+    check_expansion(small)
+    assert expanded_nodes(small) == 1 + 3 + 10 + (1 + 9 * 10) + (1 + 9 * 91)  # the mapping, its keys, a0, a1, a2
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("scale: [2\n")  # not YAML: left to Hydra, which names the file and the line
+    check_expansion(broken)
+
+
+@pytest.mark.parametrize("args", [["-m", "experiment=bomb"], ["cell=bomb", "seq_len=5"], ["-m", "experiment=plain"]])
+def test_the_command_refuses_a_yaml_bomb_in_the_users_folder(tmp_path, monkeypatch, args):
+    (tmp_path / "experiments").mkdir()
+    (tmp_path / "conf" / "cell").mkdir(parents=True)
+    (tmp_path / "experiments" / "bomb.yaml").write_text(yaml_bomb(9))
+    (tmp_path / "conf" / "cell" / "bomb.yaml").write_text(yaml_bomb(9).replace("_global_", "cell"))
+    (tmp_path / "experiments" / "plain.yaml").write_text(  # the bomb only as a sweep's option
+        "# @package _global_\nhydra:\n  sweeper:\n    params:\n      cell: rnn,bomb\n")
+    monkeypatch.chdir(tmp_path)
+    started = time.perf_counter()
+    with pytest.raises(ConfigError) as error:
+        check_command(args)
+    assert time.perf_counter() - started < 10
+    group = "experiments" if args[-1] == "experiment=bomb" else "conf/cell"
+    assert str(error.value) == (f"{group}/bomb.yaml: expands to more than 1000000 YAML nodes (anchors and aliases); "
+                                "expected a plain config file")
+    assert not (tmp_path / "results").exists()
+
+
+def test_the_command_refuses_a_yaml_bomb_in_one_line(tmp_path):
+    (tmp_path / "experiments").mkdir()
+    (tmp_path / "experiments" / "bomb.yaml").write_text(yaml_bomb(9))
+    result = run_cli("-m", "experiment=bomb", cwd=tmp_path, check=False, env=None)
+    assert result.returncode == 2
+    assert result.stderr == ("error: experiments/bomb.yaml: expands to more than 1000000 YAML nodes (anchors and "
+                             "aliases); expected a plain config file\n")
+    assert not (tmp_path / "results").exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from harness.cli.paths import options
 from harness.core.errors import ConfigError
@@ -95,3 +96,30 @@ def check_output_dir(overrides: list[str], multirun: bool) -> None:
     named = override_values(overrides, key)
     folder = (named[-1] if named else "results").strip("'\"").split("${", 1)[0] or "."
     check_writable(key, Path(folder))
+
+
+def positive_or_null(key: str, value: object, null_means: str) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ConfigError(f"{key}={value}: expected an integer >= 1, or null ({null_means})")
+
+
+def check_sweeper_settings(chunks: object, torch_threads: object) -> None:
+    """The fast sweeper's own settings (hydra_plugins/harness_sweeper); raise ConfigError."""
+    positive_or_null("hydra.sweeper.chunks", chunks, "one chunk per worker")
+    positive_or_null("hydra.sweeper.torch_threads", torch_threads, "the cores each worker has")
+
+
+def check_launch(sweeper: Any, launcher: Any) -> None:
+    """A sweep's hydra.sweeper and hydra.launcher nodes (composed), checked before any run: a value that
+    would fail every run (torch's set_num_threads(-1)) or the launcher itself (joblib's n_jobs=0)."""
+    if str(sweeper.get("_target_", "")).endswith("HarnessSweeper"):
+        check_sweeper_settings(sweeper.get("chunks"), sweeper.get("torch_threads"))
+    if str(launcher.get("_target_", "")).endswith("JoblibLauncher"):
+        check_n_jobs(launcher.get("n_jobs"))
+
+
+def check_n_jobs(n_jobs: object) -> None:
+    """joblib's n_jobs: workers (n > 0), or all cores but |n| - 1 of them (n < 0); null: one worker."""
+    if n_jobs is not None and (isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs == 0):
+        raise ConfigError(f"hydra.launcher.n_jobs={n_jobs}: expected a nonzero integer (workers; -1: one per "
+                          "core, -2: all cores but one, ...)")

@@ -99,6 +99,21 @@ def text(key: str, value: Any) -> str:
     return value
 
 
+NAME_LENGTH = 100  # characters; a folder name's limit is 255 bytes, and results/${name}/... nests under it
+
+
+def folder_name(key: str, value: Any) -> str:
+    """A name that names one folder under results/ (results/${name}/...): 1 to NAME_LENGTH characters,
+    no path separator, not . or .. (which would escape results/)."""
+    text(key, value)
+    if (len(value) > NAME_LENGTH or len(value.encode("utf-8", "surrogateescape")) > 255
+            or any(c in value for c in "/\\\0") or value in (".", "..")):
+        shown = value if len(value) <= 60 else f"{value[:40]}... ({len(value)} characters)"
+        raise ConfigError(f"{key}={shown}: expected a folder name of 1 to {NAME_LENGTH} characters, "
+                          "without / or \\, not . or .. (it names results/${name}/)")
+    return value
+
+
 def import_path(key: str, value: Any) -> str | None:
     """null, or a dotted import path `package.module.Name` (imported when the run builds its model)."""
     if value is None:
@@ -191,7 +206,7 @@ class MemorySpec:
 class RunSpec:
     """One run. Groups chosen by name on the command line (cell=lstm, init=gaussian, task=adding) are
     stored as {name: ..., fields...}; their table column is the name, their fields `group.field`."""
-    name: str = spec("adhoc", text, "names the results folder; each experiment sets its own")
+    name: str = spec("adhoc", folder_name, "names the results folder; each experiment sets its own")
     remedy: str = spec("none", text, "the remedy group's choice, so that tables say which was applied")
     cell: CellSpec = spec(CellSpec, text, "the recurrent cell")
     init: InitSpec = spec(InitSpec, text, "recurrent weight initialisation")

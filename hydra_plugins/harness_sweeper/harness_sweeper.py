@@ -33,8 +33,15 @@ ConfigStore.instance().store(group="hydra/sweeper", name="harness", node=Harness
 class HarnessSweeper(Sweeper):
     def __init__(self, params: Optional[Dict[str, str]] = None, chunks: Optional[int] = None,
                  torch_threads: Optional[int] = None, resume: bool = True, isolate: bool = True) -> None:
+        from harness.cli.callbacks import fail
+        from harness.cli.overrides import check_sweeper_settings
         from harness.cli.sweep import Settings
+        from harness.core.errors import ConfigError
 
+        try:  # checked by the command line already (harness.cli.main); here for Hydra's other entry points
+            check_sweeper_settings(chunks, torch_threads)
+        except ConfigError as error:
+            fail(error)
         self.params = params or {}
         self.settings = Settings(chunks=chunks, torch_threads=torch_threads, resume=resume, isolate=isolate)
 
