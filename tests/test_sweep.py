@@ -98,7 +98,7 @@ def test_worker_processes_give_the_same_tables_and_never_a_torn_file(tmp_path, r
         stop.set()
         reader.join()
     assert_same_tables(reference[0], out)
-    assert seen and not [p for p in out.rglob(".*") if p.is_file()]  # no temporary file left behind
+    assert seen and not [p for p in out.rglob(".*.*") if p.is_file()]  # no temporary file left behind
     metas = [json.loads((out / str(num) / "meta.json").read_text()) for num in range(8)]
     assert {m["torch_threads"] for m in metas} == {max(1, (os.cpu_count() or 1) // 2)}
     assert sorted(p.name for p in (out / ".chunks").glob("*.json")) == ["0.json", "1.json", "2.json"]
@@ -171,7 +171,8 @@ def test_a_folder_holding_another_sweep_is_refused(tmp_path):
     result = run_cli("-m", "scale=1,3", "seq_len=8", "hidden_size=4", f"hydra.sweep.dir={out}", cwd=tmp_path,
                      check=False)
     assert result.returncode == 2
-    assert result.stderr.strip().startswith(f"error: hydra.sweep.dir={out}: 0/ holds the finished run")
+    assert result.stderr.strip() == (f"error: hydra.sweep.dir={out}: holds another sweep (2 runs, not these 2); "
+                                     "expected a new folder, or this sweep's own")
     assert (out / "0" / "meta.json").read_bytes() == before
 
 

@@ -41,9 +41,22 @@ class CollectResults(Callback):
 
     @staticmethod
     def _finish(root: Path, timing: Callable[[], str] | None = None) -> None:
+        """The table stage. Hydra turns any Exception a callback raises into a warning and exits 0, so
+        every failure here ends the process itself: one line, and a non-zero exit."""
         if not root.exists():  # the job stopped before Hydra made its folder
             return
-        summary = collect_and_report(root)
+        again = f"python -m harness.collect {root} writes them once the cause is fixed"
+        try:
+            summary = collect_and_report(root)
+        except HarnessError as error:
+            fail(error)
+        except KeyboardInterrupt:
+            fail(Interrupted(f"interrupted while writing the tables and figures of {root}; the runs are kept: {again}"))
+        except Exception as error:  # noqa: BLE001  a full disk, a file-size limit, a bug: never a silent exit 0
+            reason = str(error).splitlines()[0] if str(error) else ""
+            print(f"error: the tables and figures of {root} could not be written ({type(error).__name__}: "
+                  f"{reason}); the runs are kept: {again}", file=sys.stderr)
+            raise SystemExit(1) from None
         if timing:
             print(timing())
         if summary.status.isin(ATTENTION).any():

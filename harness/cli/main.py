@@ -14,9 +14,10 @@ finish it.
 """
 from __future__ import annotations
 
+import copy
+import json
 import os
 import re
-import shutil
 import signal
 import sys
 from pathlib import Path
@@ -29,27 +30,63 @@ from omegaconf import DictConfig, OmegaConf
 
 from harness.cli.callbacks import fail
 from harness.cli.hydra_internals import command_line, load_master
-from harness.cli.overrides import check_output_dir, check_overrides, override_key, override_values
+from harness.cli.overrides import (check_launch, check_output_dir, check_overrides, check_writable, override_key,
+                                   override_values)
 from harness.cli.paths import CONF_DIR, config_file
 from harness.cli.sweep import compose, expand
+from harness.cli.yaml_guard import check_expansion
 from harness.core.errors import ConfigError, Interrupted
+from harness.core.folders import check_target, claim, remove_written, snapshot
+from harness.core.runfolder import DONE, META
 from harness.core.memory import check_fits
-from harness.core.spec import config_columns
+from harness.core.spec import VALIDATORS, config_columns, run_id
 from harness.core.recorders import flush_denormals_everywhere
 from harness.lab.run import run
+
+
+BEFORE: dict[Path, set[Path]] = {}  # a named run folder's contents before Hydra wrote into it (check_run_folder)
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
 def hydra_main(cfg: DictConfig) -> str:
     hydra_cfg = HydraConfig.get()
     out_dir = Path(hydra_cfg.runtime.output_dir)
+    before = BEFORE.get(out_dir.resolve(), set())  # none: a new folder, which Hydra made
+    claim(out_dir)
+    (out_dir / DONE).unlink(missing_ok=True)  # this run's own earlier result, done again: unfinished until DONE
     try:
         return run(cfg, out_dir, dict(hydra_cfg.runtime.choices), progress=True)
     except ConfigError as error:  # what check_command cannot see before the run: a user cell that does not import
         fail(error)
     except KeyboardInterrupt:
-        shutil.rmtree(out_dir, ignore_errors=True)
-        fail(Interrupted(f"interrupted: the run in {out_dir} was removed"))
+        fail(Interrupted(f"interrupted: {removal(out_dir, before)}"))
+
+
+def removal(out_dir: Path, before: set[Path]) -> str:
+    """Remove what an interrupted run wrote (harness.core.folders.remove_written) and say what it was."""
+    removed, gone = remove_written(out_dir, before)
+    names = ", ".join(os.path.relpath(p, out_dir) for p in removed[:6]) + (", ..." if len(removed) > 6 else "")
+    if gone:
+        return f"removed the unfinished run's folder {out_dir} ({len(removed)} files it wrote: {names})"
+    kept = "what was there before is kept" if before else "nothing else was there"
+    return f"removed the {len(removed)} files the unfinished run wrote in {out_dir} ({names}); {kept}"
+
+
+def check_run_folder(folder: Path, rid: str) -> None:
+    """A single run's folder: new, empty or the harness's, and not another configuration's finished
+    run (raise ConfigError); what it holds is remembered, so that an interrupt removes only what the
+    run wrote."""
+    check_target("hydra.run.dir", folder)
+    if not folder.is_dir():
+        return
+    try:
+        finished = json.loads((folder / META).read_text())["run_id"] if (folder / DONE).is_file() else None
+    except (OSError, ValueError, KeyError, TypeError):
+        finished = None
+    if finished is not None and finished != rid:
+        raise ConfigError(f"hydra.run.dir={folder}: holds the finished run {finished}, not this run's {rid}; "
+                          "expected a new folder, or this run's own")
+    BEFORE[folder.resolve()] = snapshot(folder)
 
 
 def one_line(error: BaseException) -> str:
@@ -65,15 +102,96 @@ def _searchpath(overrides: list[str]) -> list[str]:
     return [entry.strip(" '\"") for line in lines for entry in line.strip("[]").split(",")]
 
 
+def _group_files(overrides: list[str], searchpath: list[str]) -> list[Path]:
+    """The config files that `group=option` overrides (sweeps too: cell=rnn,mine) have Hydra load."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser, files = OverridesParser.create(), []
+    for line in overrides:
+        try:
+            (override,) = parser.parse_overrides([line])
+            values = (list(override.sweep_iterator()) if override.is_discrete_sweep()
+                      else [] if override.is_sweep_override() else [override.value()])
+        except Exception:  # noqa: BLE001  a malformed override: check_overrides says what is wrong
+            continue
+        group = override.key_or_group
+        if override.is_delete() or not re.fullmatch(r"[\w/]+", group):
+            continue
+        names = [v for v in values if isinstance(v, str) and re.fullmatch(r"[\w.-]+", v)]
+        files += [path for path in (config_file(group, v, searchpath) for v in names) if path is not None]
+    return files
+
+
+def _check_expansions(overrides: list[str]) -> None:
+    """Refuse a YAML anchor/alias bomb among the files the overrides name, before Hydra expands it."""
+    for path in _group_files(overrides, _searchpath(overrides)):
+        check_expansion(path)
+
+
+def _raw(config: Any, key: str) -> Any:
+    """A key's value as written, its interpolations unresolved."""
+    value: Any = OmegaConf.to_container(config, resolve=False)
+    for part in key.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
+def _unresolved(config: Any, key: str, error: Exception) -> ConfigError:
+    reason = one_line(error).removeprefix("KeyError raised while resolving interpolation: ").replace('"', "")
+    return ConfigError(f"{key}={_raw(config, key)}: cannot be resolved ({reason}); expected an existing key "
+                       "(${name}) or a resolver's value (${oc.env:VAR,default})")
+
+
+def _resolve(master: DictConfig, multirun: bool) -> tuple[dict[str, Any], str]:
+    """(the task config resolved as a run resolves it, the run's or sweep's folder resolved): each
+    interpolation that fails names its key. Hydra's runtime-only values are stood in for: its resolvers
+    (${now:...}, ${hydra:...}) registered, HydraConfig set to this config for the call, and in a sweep
+    hydra.job.num and hydra.job.id as the first job's (a single run has neither, as Hydra's own run)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.core.utils import setup_globals
+    from omegaconf import open_dict, read_write
+    from omegaconf.errors import OmegaConfBaseException
+
+    setup_globals()
+    config = copy.deepcopy(master)
+    if multirun:
+        with read_write(config.hydra), open_dict(config.hydra):
+            for key, value in (("num", 0), ("id", "0")):
+                if OmegaConf.is_missing(config.hydra.job, key):
+                    config.hydra.job[key] = value
+    keys = ["hydra.sweep.dir", "hydra.sweep.subdir"] if multirun else ["hydra.run.dir"]
+    instance = HydraConfig.instance()
+    previous = instance.cfg
+    try:
+        instance.set_config(config)
+        task = OmegaConf.create(OmegaConf.to_container(config, resolve=False))  # as a run has it: no hydra node
+        task.pop("hydra")
+        try:  # first: the folders' default names results/${name}/, and an error is the task key's own
+            resolved = OmegaConf.to_container(task, resolve=True)
+        except OmegaConfBaseException as error:
+            raise _unresolved(task, str(getattr(error, "full_key", "") or "config"), error) from None
+        folders = []
+        for key in keys:
+            try:
+                folders.append(str(OmegaConf.select(config, key)))
+            except OmegaConfBaseException as error:
+                raise _unresolved(config, key, error) from None
+    finally:
+        instance.cfg = previous
+    return resolved, folders[0]
+
+
 def check_command(argv: list[str], whole_sweep: bool = False) -> None:
-    """Everything checked before Hydra makes a folder: the overrides' values, the output folder, the
-    composition (an error in an experiment file names the file), and for a single run its combination
-    rules and memory estimate. A sweep's runs are checked whole by its sweeper (harness.cli.sweep.compose),
-    here too with whole_sweep. Raise ConfigError."""
+    """Everything checked before Hydra makes a folder: the files the command names (a YAML bomb), the
+    overrides' values, the output folder, the composition (an error in an experiment file names the
+    file), its interpolations, a sweep's sweeper and launcher settings, and for a single run its
+    combination rules and memory estimate. A sweep's runs are checked whole by its sweeper
+    (harness.cli.sweep.compose), here too with whole_sweep. Raise ConfigError."""
     command = command_line(argv)
     if command is None:
         return
     overrides, multirun = command
+    _check_expansions(overrides)
     check_overrides(overrides, multirun)
     check_output_dir(overrides, multirun)
     try:
@@ -83,9 +201,14 @@ def check_command(argv: list[str], whole_sweep: bool = False) -> None:
         named = re.match(r"In '(\w+)/([\w.-]+)'", message)  # Hydra names the config it was composing
         found = named and config_file(*named.groups(), searchpath=_searchpath(overrides))
         raise ConfigError(f"{found}: {message}" if found else message) from None
+    resolved, folder = _resolve(master, multirun)
+    VALIDATORS["name"]("name", resolved.get("name"))  # set by an experiment file or an interpolation
+    check_writable("hydra.sweep.dir" if multirun else "hydra.run.dir", Path(folder))
     task = [line for line in overrides if not override_key(line).startswith("hydra.")]
     if multirun:
         params = master.hydra.sweeper.get("params") or {}
+        _check_expansions([f"{key}={value}" for key, value in params.items()])  # an experiment's options
+        check_launch(master.hydra.sweeper, master.hydra.launcher)
         try:
             check_overrides([f"{key}={value}" for key, value in params.items()])
         except ConfigError as error:
@@ -95,10 +218,10 @@ def check_command(argv: list[str], whole_sweep: bool = False) -> None:
         if whole_sweep:
             compose(loader, master, expand(params, task, loader))
         return
-    config = OmegaConf.to_container(master, resolve=False)
-    config.pop("hydra")
     explicit = [override_key(line) for line in task]
-    check_fits(config_columns(OmegaConf.to_container(OmegaConf.create(config), resolve=True), explicit))
+    columns = config_columns(resolved, explicit)
+    check_fits(columns)
+    check_run_folder(Path(folder), run_id(columns))
 
 
 def _interrupt(signum: int, frame: Any) -> None:
@@ -114,9 +237,11 @@ def main() -> None:
 
     try:
         check_command(sys.argv[1:])
+        hydra_main()
     except ConfigError as error:
         fail(error)
-    hydra_main()
+    except KeyboardInterrupt:  # where no more precise line was given: before any run, or inside Hydra
+        fail(Interrupted("interrupted: no run was left unfinished"))
 
 
 if __name__ == "__main__":

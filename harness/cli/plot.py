@@ -11,8 +11,11 @@ With --where or several folders, --out names where the figures, tables and repor
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 import pandas as pd
@@ -21,21 +24,36 @@ from harness.cli.paths import sweep_origin
 from harness.core.errors import ConfigError, HarnessError
 from harness.lab.plots import make_figures
 from harness.lab.report import write_report
-from harness.core.runfolder import GATES, PROFILE, UNITS, write_parquet
-from harness.lab.results import collect, collect_losses, write_summary
+from harness.core.folders import check_target, claim
+from harness.core.runfolder import DONE, GATES, META, PROFILE, UNITS, write_parquet
+from harness.lab.results import collect, collect_losses, read_table, readable, write_summary
 
 
 def load(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """A folder's (profile, summary, losses): the stored aggregates, or collected from its run folders
-    when there are none or they cannot be read (a damaged table is rebuilt, and the line says so)."""
-    if (folder / PROFILE).exists() and (folder / "summary.parquet").exists():
+    when there are none or they cannot be read (a damaged table is rebuilt, or left out where no run
+    folder gives it again, and one line says so). A duplicate folder's row is left out: its run is the
+    row of the folder it names (harness.lab.results)."""
+    def first(profile: pd.DataFrame, summary: pd.DataFrame, losses: pd.DataFrame) -> tuple:
+        return profile, summary[summary.status != "duplicate"] if "status" in summary else summary, losses
+    if not ((folder / PROFILE).exists() and (folder / "summary.parquet").exists()):
+        return first(*collect(folder))
+    stored = {}
+    for name in (PROFILE, "summary.parquet"):
         try:
-            summary = pd.read_parquet(folder / "summary.parquet")
-            return pd.read_parquet(folder / PROFILE), summary, collect_losses(folder, summary)
+            stored[name] = pd.read_parquet(folder / name)
         except Exception as error:  # noqa: BLE001  a truncated or garbage table: rebuild it
-            print(f"{folder}: its tables cannot be read ({type(error).__name__}); rebuilding them from the "
-                  "run folders", file=sys.stderr)
-    return collect(folder)
+            print(f"{folder}: its tables cannot be read ({type(error).__name__}); rebuilding them from the run "
+                  f"folders ({name} is damaged)", file=sys.stderr)
+            return first(*collect(folder))
+    damaged = [folder / name for name in (UNITS, GATES) if (folder / name).exists() and not readable(folder / name)]
+    if not damaged:
+        return first(stored[PROFILE], stored["summary.parquet"], collect_losses(folder, stored["summary.parquet"]))
+    tables = collect(folder)  # one it cannot give again it removes, and says so
+    for path in damaged:
+        if path.exists():
+            print(f"{path}: cannot be read; rebuilt from the run folders", file=sys.stderr)
+    return first(*tables)
 
 
 def keep(frame: pd.DataFrame, key: str, values: list[str]) -> pd.Series:
@@ -47,12 +65,20 @@ def keep(frame: pd.DataFrame, key: str, values: list[str]) -> pd.Series:
 
 
 def parse_where(items: list[str], frame: pd.DataFrame) -> list[tuple[str, list[str]]]:
+    """--where's (key, values); raise ConfigError on a key the summary lacks or a value its column cannot
+    hold (a word for a number)."""
     filters = []
     for item in items:
         key, _, values = item.partition("=")
         if key not in frame or not values:
             raise ConfigError(f"--where {item}: expected KEY=VALUE[,VALUE...] with KEY one of "
                               f"{', '.join(c for c in frame.columns if not c.startswith('log10'))}")
+        if pd.api.types.is_numeric_dtype(frame[key]):
+            for value in values.split(","):
+                try:
+                    float(value)
+                except ValueError:
+                    raise ConfigError(f"--where {item}: {key} is a number; {value} is not") from None
         filters.append((key, values.split(",")))
     return filters
 
@@ -68,11 +94,45 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.out is None and (len(args.folders) > 1 or args.where):
         parser.error("--out is needed with several folders or --where")
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
+        check_out(args.folders, args.out, filtered=bool(args.where) or len(args.folders) > 1)
         return plot(args.folders, args.out or args.folders[0], args.where, args.svg)
     except HarnessError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"interrupted: the figures in {args.out or args.folders[0]} may be incomplete; run the same command "
+              "again to draw them", file=sys.stderr)
+        return 130
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt  # SIGTERM (a scheduler's stop, `kill`) stops drawing as Ctrl-C does
+
+
+def is_run_folder(folder: Path) -> bool:
+    return any((folder / name).exists() for name in (DONE, META, ".hydra"))
+
+
+def check_out(folders: list[Path], out: Path | None, filtered: bool) -> None:
+    """Where the figures and tables may go (raise ConfigError): never inside a run folder (its own
+    profile.parquet would be replaced by the sweep's) unless it is that one run redrawn; the source
+    folder only when the output is all of it (a subset or a union would replace its tables); any
+    other folder only if it is new, empty or the harness's. Paths are compared as the file system
+    resolves them, whatever their spelling. (A linked figures/ is refused where figures are drawn.)"""
+    target = Path(os.path.realpath(out or folders[0]))
+    sources = {Path(os.path.realpath(folder)) for folder in folders}
+    redrawn = target in sources and not filtered
+    run = next((p for p in [target, *target.parents] if is_run_folder(p)), None)
+    if run is not None and not (redrawn and run == target):
+        raise ConfigError(f"--out {out}: inside the run folder {run}, whose own files it would replace; expected a "
+                          "folder outside any run")
+    if target in sources and filtered:
+        raise ConfigError(f"--out {out}: the source folder {target}, whose tables a subset or union would replace; "
+                          "expected a folder of its own")
+    if not redrawn:
+        check_target("--out", out)
 
 
 def plot(folders: list[Path], out: Path, where: list[str], vector: bool = False) -> int:
@@ -88,11 +148,12 @@ def plot(folders: list[Path], out: Path, where: list[str], vector: bool = False)
         profile = profile[profile.run_id.isin(summary.run_id)]
     if summary.empty:
         raise ConfigError(f"--where {' '.join(where)}: no runs left to plot")
-    if out not in folders:
+    if Path(os.path.realpath(out)) not in {Path(os.path.realpath(folder)) for folder in folders}:
+        claim(out)
         write_parquet(profile, out / PROFILE)
         write_summary(summary, out)
         for name in (UNITS, GATES):  # record.units=true: the kept runs' rows
-            tables = [pd.read_parquet(folder / name) for folder in folders if (folder / name).exists()]
+            tables = [table for folder in folders for table in [read_table(folder / name)] if table is not None]
             if tables:
                 table = pd.concat(tables, ignore_index=True)
                 write_parquet(table[table.run_id.isin(summary.run_id)], out / name)

@@ -11,27 +11,34 @@ config-group choices (cell=lstm, experiment=...) is composed once by Hydra, and 
 overrides (scale=2) are applied to a copy by Hydra's own override code (~1 ms); .hydra/ is written by
 libyaml. The folders, files and numbers are the basic path's (tests/test_sweep.py compares them).
 
-Faults. A run folder is finished when its DONE marker is there and its meta.json has the job's
-run_id (the hash of its resolved config, harness.core.spec.run_id). The whole grid is composed and
-checked (values, combinations, the memory estimate of harness.core.memory) before any folder is made.
-A sweep writes where hydra.sweep.dir says; without one, rerunning an interrupted sweep's command
-resumes it: the newest sibling folder holding an unfinished sweep of the same run_ids (the manifest
-sweep.json) is reused, its finished runs are kept and only the others run. A sweep folder is locked
-(.lock: pid and host) while a sweep writes it. A run that raises is recorded as failed by
-harness.lab.run; a run whose process dies (a segfault, the OOM killer) is recorded as failed with the
-signal by the process that supervises it (run_jobs); the others go on. Ctrl-C or SIGTERM removes the
-interrupted runs' folders and says how to resume. Launched workers write only their own run folders,
-atomically, never through a symbolic link; the sweep's tables are written once, by the parent, at the end.
+Faults. A run folder is finished when its DONE marker is there, every file DONE lists has the size and
+checksum it lists, its meta.json has the job's run_id (the hash of its resolved config,
+harness.core.spec.run_id) and the code that computed it is this code (harness.core.provenance). The
+whole grid is composed and checked (values, combinations, the memory estimate of harness.core.memory,
+run folders that collide or leave the sweep folder) before any folder is made; grid points that are
+one configuration (scale=1,1.0) run once. The sweep folder must be new, empty or the harness's own
+(harness.core.folders.check_target), and hold no other sweep. A sweep writes where hydra.sweep.dir
+says; without one, rerunning an interrupted sweep's command resumes it: the newest sibling folder
+holding an unfinished sweep of the same run_ids (the manifest sweep.json) is reused, its finished runs
+are kept and only the others run; runs finished by other code are refused unless
+hydra.sweeper.resume=rerun_changed. A sweep folder is locked while a sweep writes it: a kernel lock
+(flock) on .lock, held by the sweep and the children it forks, which die with it. A run that raises is
+recorded as failed by harness.lab.run; a run whose process dies (a segfault, the OOM killer, an exit
+of its own) is recorded as failed by the process that supervises it (run_jobs); the others go on.
+Ctrl-C or SIGTERM removes the interrupted runs' files (only the harness's: harness.core.folders) and
+says how to resume. Launched workers write only their own run folders, atomically, never through a
+symbolic link; the sweep's tables are written once, by the parent, at the end.
 """
 from __future__ import annotations
 
 import contextlib
 import copy
+import ctypes
+import fcntl
 import json
 import logging
 import os
 import random
-import shutil
 import signal
 import socket
 import sys
@@ -50,15 +57,18 @@ from harness.cli.hydra_internals import (apply_overrides, caching_repo, check_ve
                                          split_sweep)
 from harness.cli.overrides import check_writable, override_values
 from harness.core.errors import ConfigError, Interrupted
+from harness.core.folders import check_target, claim, remove_written
 from harness.core.memory import check_fits
-from harness.core.runfolder import DONE, META, PROFILE, write_json, write_text
+from harness.core.provenance import code_identity, same_code
+from harness.core.runfolder import DONE, META, check_done, write_json, write_text
 from harness.core.spec import config_columns, run_id
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "sweep.json"  # the sweep's run ids, to recognise it again, and what each invocation did
 CHUNKS = ".chunks"  # launched jobs' own folders: their job lists and logs (not run folders)
-LOCK = ".lock"  # the running sweep's pid and host (Lock)
+LOCK = ".lock"  # flock-ed by the running sweep; holds its pid and host (Lock)
+RESUME = (True, False, "rerun_changed")  # hydra.sweeper.resume
 FORKS = sys.platform.startswith("linux")  # where forking a process that imported torch is safe and cheap
 FORK_LOCK = threading.Lock()  # held while forking and while the progress thread writes
 YAML_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # libyaml when present: ~6x faster
@@ -73,12 +83,13 @@ class Job:
     subdir: str  # the run folder, relative to the sweep folder
     config: DictConfig  # the run's config without hydra, unresolved, as .hydra/config.yaml
     hydra: dict[str, Any]  # the run's hydra node, as .hydra/hydra.yaml
+    code: dict[str, Any] | None = None  # the code that computes it (harness.core.provenance); None: not compared
 
     def state(self, sweep_dir: Path) -> str:
-        """"todo", "ok" (finished), "failed" (finished, failed: run again), "foreign" (the folder holds
-        another configuration's finished run: never overwritten) or "link" (the run folder is a
-        symbolic link: never written through). A damaged folder (DONE without a readable meta.json,
-        or a finished run's profile.parquet truncated) is "todo": run again."""
+        """"todo", "ok" (finished), "failed" (finished, failed: run again), "changed" (finished by other
+        code), "foreign" (the folder holds another configuration's finished run: never overwritten) or
+        "link" (the run folder is a symbolic link: never written through). A damaged folder (DONE
+        without a readable meta.json, or a file changed since DONE vouched for it) is "todo": run again."""
         out = sweep_dir / self.subdir
         if out.is_symlink():
             return "link"
@@ -91,20 +102,11 @@ class Job:
             return "todo"
         if finished != self.run_id:
             return "foreign"
-        if status == "failed":
-            return "failed"
-        return "ok" if status == "not_applicable" or _whole_parquet(out / PROFILE) else "todo"
-
-
-def _whole_parquet(path: Path) -> bool:
-    """Whether a parquet file is there and ends as one does (its footer's magic bytes): cheap enough
-    for every run of a resume scan, and enough to catch a truncated write."""
-    try:
-        with open(path, "rb") as table:
-            table.seek(-4, os.SEEK_END)
-            return table.read(4) == b"PAR1"
-    except OSError:
-        return False
+        if check_done(out) is not None:
+            return "todo"
+        if self.code is not None and not same_code(meta.get("code"), self.code):
+            return "changed"
+        return "failed" if status == "failed" else "ok"
 
 
 class Composer:
@@ -163,7 +165,8 @@ class Composer:
         explicit = [o.key_or_group for o in values if not o.is_hydra_override()]
         columns = config_columns(OmegaConf.to_container(config, resolve=True), explicit)
         check_fits(columns)
-        return Job(num, hydra["overrides"]["task"], run_id(columns), self._subdir(config, hydra), config, hydra)
+        return Job(num, hydra["overrides"]["task"], run_id(columns), self._subdir(config, hydra), config, hydra,
+                   code_identity(OmegaConf.to_container(config, resolve=True)))
 
     def _subdir(self, config: DictConfig, hydra: dict[str, Any]) -> str:
         pattern = hydra["sweep"]["subdir"]
@@ -176,7 +179,8 @@ class Composer:
 
 def compose(config_loader: Any, master: DictConfig, grid: list[list[str]]) -> list[Job]:
     """Every job of the grid; if any is not allowed, one ConfigError for the sweep, before anything
-    runs: the first refused run's reason and overrides, and how many were refused."""
+    runs: the first refused run's reason and overrides, and how many were refused. Grid points that
+    are one configuration (scale=1,1.0) are one job, said in one line on stderr."""
     composer = Composer(config_loader, master)
     jobs, refused = [], []
     for num, overrides in enumerate(grid):
@@ -188,7 +192,36 @@ def compose(config_loader: Any, master: DictConfig, grid: list[list[str]]) -> li
         num, overrides, error = refused[0]
         raise ConfigError(f"{error} [run {num}: {' '.join(overrides) or 'no overrides'}; "
                           f"{len(refused)} of {len(grid)} runs refused, nothing ran]")
+    first: dict[str, Job] = {}
+    for job in jobs:
+        if first.setdefault(job.run_id, job) is not job:
+            print(f"note: run {job.num} ({' '.join(job.overrides)}) is the configuration of run "
+                  f"{first[job.run_id].num} ({' '.join(first[job.run_id].overrides)}): it runs once", file=sys.stderr)
+    jobs = [job for job in jobs if first[job.run_id] is job]
+    check_subdirs(jobs)
     return jobs
+
+
+def check_subdirs(jobs: list[Job]) -> None:
+    """Refuse (ConfigError) run folders that are not inside the sweep folder, or that two runs share
+    (one inside another included): runs would overwrite each other or write elsewhere."""
+    pattern = jobs[0].hydra["sweep"]["subdir"] if jobs else ""  # as written, before interpolation
+    folders: dict[str, Job] = {}
+    for job in jobs:
+        path = os.path.normpath(job.subdir)
+        if os.path.isabs(path) or path == "." or path.split(os.sep)[0] == "..":
+            raise ConfigError(f"hydra.sweep.subdir={pattern}: run {job.num}'s folder {job.subdir!r} is not inside "
+                              "the sweep folder; expected a relative path below it, e.g. ${hydra.job.num}")
+        other = folders.setdefault(path, job)
+        if other is not job:
+            raise ConfigError(f"hydra.sweep.subdir={pattern}: runs {other.num} and {job.num} share the folder "
+                              f"{job.subdir!r}; expected a folder per run, e.g. ${{hydra.job.num}}")
+    for path, job in folders.items():
+        parts = path.split(os.sep)
+        outer = next((folders[p] for p in (os.path.join(*parts[:k]) for k in range(1, len(parts))) if p in folders), None)
+        if outer is not None:
+            raise ConfigError(f"hydra.sweep.subdir={pattern}: run {job.num}'s folder {job.subdir!r} is inside run "
+                              f"{outer.num}'s {outer.subdir!r}; expected a folder per run, e.g. ${{hydra.job.num}}")
 
 
 def read_manifest(sweep_dir: Path) -> dict[str, Any]:
@@ -211,8 +244,9 @@ def choose_sweep_dir(configured: Path, jobs: list[Job], resume: bool, explicit: 
     return max(unfinished, key=lambda d: d.stat().st_mtime, default=configured)
 
 
-def check_folders(jobs: list[Job], states: dict[int, str], sweep_dir: Path) -> None:
-    """Refuse (ConfigError) a sweep folder whose run folders hold other runs or are symbolic links."""
+def check_folders(jobs: list[Job], states: dict[int, str], sweep_dir: Path, rerun_changed: bool = False) -> None:
+    """Refuse (ConfigError) a sweep folder whose run folders hold other runs or are symbolic links, or
+    (unless rerun_changed) runs finished by other code."""
     for job in jobs:
         if states[job.num] == "foreign":
             meta = json.loads((sweep_dir / job.subdir / META).read_text())
@@ -221,6 +255,28 @@ def check_folders(jobs: list[Job], states: dict[int, str], sweep_dir: Path) -> N
         if states[job.num] == "link":
             raise ConfigError(f"hydra.sweep.dir={sweep_dir}: {job.subdir}/ is a symbolic link; results are never "
                               "written through links; expected a real folder or none")
+    changed = [job for job in jobs if states[job.num] == "changed"]
+    if changed and not rerun_changed:
+        raise ConfigError(f"hydra.sweep.dir={sweep_dir}: {len(changed)} of its finished runs ({changed[0].subdir}/ "
+                          "first) were computed by other code (the harness, or a _target_'s source file, changed); "
+                          "add hydra.sweeper.resume=rerun_changed to run them again with this code, or start a "
+                          "new folder")
+
+
+def check_manifest(sweep_dir: Path, jobs: list[Job]) -> None:
+    """Refuse (ConfigError) a folder holding another sweep: its manifest names other runs."""
+    recorded = read_manifest(sweep_dir).get("run_ids")
+    if recorded is not None and recorded != [job.run_id for job in jobs]:
+        raise ConfigError(f"hydra.sweep.dir={sweep_dir}: holds another sweep ({len(recorded)} runs, not these "
+                          f"{len(jobs)}); expected a new folder, or this sweep's own")
+
+
+def write_manifest(sweep_dir: Path, jobs: list[Job], invocations: list[dict[str, Any]]) -> None:
+    """sweep.json: every run of the grid (to recognise the sweep again, and to list the runs that never
+    ran) and what each invocation did."""
+    runs = [{"run_id": job.run_id, "subdir": job.subdir, "overrides": job.overrides} for job in jobs]
+    write_json({"run_ids": [job.run_id for job in jobs], "runs": runs, "invocations": invocations},
+               sweep_dir / MANIFEST)
 
 
 def write_job_files(job: Job, sweep_dir: Path) -> Path:
@@ -228,7 +284,7 @@ def write_job_files(job: Job, sweep_dir: Path) -> Path:
     A rerun starts clean: no DONE of an earlier failed attempt, no temporary files of a killed write,
     and no symbolic links where it writes (each file is written by rename, which replaces a link)."""
     out = sweep_dir / job.subdir
-    out.mkdir(parents=True, exist_ok=True)
+    claim(out)
     log_file = out / f"{job.hydra['job']['name']}.log"  # appended to by each attempt
     for stale in [out / DONE, *out.glob(".*.*"), *([log_file] if log_file.is_symlink() else [])]:
         if stale.is_symlink() or stale.is_file():
@@ -288,10 +344,12 @@ def run_jobs(jobs: list[Job], sweep_dir: Path, torch_threads: int | None = None,
         if not (isolate and FORKS):
             _run_here(pending, sweep_dir, torch_threads)
             return
+        supervisor = os.getpid()
         with FORK_LOCK, warnings.catch_warnings():  # the progress thread writes nothing while we fork
             warnings.simplefilter("ignore", DeprecationWarning)  # Python 3.12's "multi-threaded fork"
             pid = os.fork()
         if pid == 0:  # the child: run, then leave without the parent's exit handlers
+            die_with(supervisor)
             # An interrupt ends the child at once: raised as KeyboardInterrupt, it could land in a
             # weakref callback or a __del__, where Python prints it and carries on with the run. A run
             # is finished only when its DONE is written, so one cut short is simply run again.
@@ -317,7 +375,7 @@ def run_jobs(jobs: list[Job], sweep_dir: Path, torch_threads: int | None = None,
             os.waitpid(pid, 0)
             raise
         pending = [job for job in pending if not (sweep_dir / job.subdir / DONE).is_file()]
-        if status == 0 or not pending:
+        if not pending:
             return
         interrupted = (os.WTERMSIG(status) == signal.SIGINT if os.WIFSIGNALED(status)
                        else os.WEXITSTATUS(status) == 130)
@@ -325,6 +383,17 @@ def run_jobs(jobs: list[Job], sweep_dir: Path, torch_threads: int | None = None,
             raise KeyboardInterrupt
         crashed, pending = pending[0], pending[1:]
         _record_crash(crashed, sweep_dir, status)
+
+
+def die_with(supervisor: int) -> None:
+    """Make this forked child die (SIGKILL) when its supervisor does, however the supervisor ends
+    (Linux's PR_SET_PDEATHSIG): a killed sweep leaves no child writing into its folder."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the lock still shows a sweep alive while a child is
+        return
+    if os.getppid() != supervisor:  # the supervisor died before the request was made
+        os._exit(130)
 
 
 def _exit_interrupted(signum: int, frame: Any) -> None:
@@ -338,7 +407,8 @@ def _crash_reason(status: int) -> str:
         why = {"SIGSEGV": "a crash in native code", "SIGKILL": "killed, e.g. by the out-of-memory killer",
                "SIGABRT": "an abort in native code", "SIGBUS": "a bus error in native code"}.get(name, "")
         return f"killed by {name}" + (f" ({why})" if why else "")
-    return f"its process exited with status {os.WEXITSTATUS(status)}"
+    code = os.WEXITSTATUS(status)
+    return f"its process exited with status {code}" + (" before the run was finished" if code == 0 else "")
 
 
 def _record_crash(job: Job, sweep_dir: Path, status: int) -> None:
@@ -416,9 +486,13 @@ def run_chunk(cfg: DictConfig) -> int:
 def parallelism(launcher: DictConfig) -> tuple[int, int | None]:
     """(launched jobs that compute at once, torch threads for each) under a launcher's settings, so
     that workers neither idle nor oversubscribe cores; (1, None) for a launcher not listed here."""
+    from harness.cli.overrides import check_n_jobs
+
     target, cores = str(launcher.get("_target_", "")), os.cpu_count() or 1
     if target.endswith("JoblibLauncher"):
-        n_jobs = launcher.get("n_jobs") or 1
+        n_jobs = launcher.get("n_jobs")
+        check_n_jobs(n_jobs)  # 0 means nothing to joblib: refused, as the command line refuses it
+        n_jobs = n_jobs or 1
         workers = n_jobs if n_jobs > 0 else max(1, cores + 1 + n_jobs)  # joblib's meaning of -1, -2, ...
         return workers, max(1, cores // workers)
     if target.endswith("submitit_launcher.LocalLauncher"):  # processes on this machine
@@ -505,66 +579,84 @@ class Progress:
 class Settings:
     chunks: int | None  # launched jobs to split the runs into; None: one per worker
     torch_threads: int | None  # per launched job; None: cores / workers (harness.cli.sweep.parallelism)
-    resume: bool  # reuse the newest unfinished identical sweep folder when the configured one is new
+    resume: bool | str  # True: reuse the newest unfinished identical sweep folder when the configured one
+                        # is new; "rerun_changed": that, and rerun the runs other code finished
     isolate: bool = True  # runs in a forked child: a native crash fails one run, not the sweep
 
 
 class Lock:
-    """A sweep folder's lock: `.lock` holds the owner's pid, host and start time. A second sweep into
-    the folder is refused at once; a lock whose process is gone (same host) is stale and replaced."""
+    """A sweep folder's lock: an flock on `.lock`, which also holds the owner's pid, host and start time.
+
+    The kernel holds the lock for as long as any process holds the file open: the sweep and the
+    children it forks (run_jobs), which inherit it and die with the sweep. So a second sweep into the
+    folder is refused while any of them still writes, a lock whose processes are gone is free, whatever
+    pid the file names (a reused pid blocks nothing), and two sweeps can never both take it. The file
+    stays: removing it would let a second sweep lock a new file while the first holds the old one.
+    """
+    DYING_S = 10.0  # how long a lock whose sweep is gone may stay held by its children before they die
 
     def __init__(self, sweep_dir: Path):
         self.path = sweep_dir / LOCK
         self.owner = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+        self.fd: int | None = None
 
-    def _holder(self) -> dict[str, Any] | None:
-        """The lock's owner if it is alive (or on another host, where that cannot be told); else None."""
+    def _holder(self) -> dict[str, Any]:
         try:
             holder = json.loads(self.path.read_text())
-            pid, host = int(holder["pid"]), holder["host"]
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError, KeyError, TypeError):
-            return None  # damaged: no sweep could be relying on it
-        if host != self.owner["host"]:
-            return holder
+            return holder if isinstance(holder, dict) else {}
+        except (OSError, ValueError):
+            return {}
+
+    def _supervisor_alive(self, holder: dict[str, Any]) -> bool:
+        """Whether the sweep named in the file is alive (or on another host, where that cannot be told)."""
+        if holder.get("host") != self.owner["host"]:
+            return True
         try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return None
+            os.kill(int(holder["pid"]), 0)
+        except (KeyError, ValueError, TypeError, ProcessLookupError):
+            return False
         except PermissionError:  # alive, another user's
             pass
-        return holder
+        return True
 
     def __enter__(self) -> "Lock":
-        mine = self.path.with_name(f".lock.{os.getpid()}")
-        write_json(self.owner, mine)
         try:
-            for _ in range(2):
-                try:
-                    os.link(mine, self.path)  # atomic: fails if a lock is there
-                    return self
-                except FileExistsError:
-                    holder = self._holder()
-                    if holder is not None:
-                        raise ConfigError(
-                            f"hydra.sweep.dir={self.path.parent}: another sweep (pid {holder['pid']} on "
-                            f"{holder['host']}, since {holder.get('started')}) is writing there; expected "
-                            f"it to finish first, or another folder") from None
-                    self.path.unlink(missing_ok=True)  # stale: its owner is gone
-            raise ConfigError(f"hydra.sweep.dir={self.path.parent}: cannot take its lock {self.path}")
-        finally:
-            mine.unlink(missing_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+        except OSError as error:
+            raise ConfigError(f"hydra.sweep.dir={self.path.parent}: cannot open its lock {self.path} "
+                              f"({error.strerror or error}); expected a real file or none") from None
+        deadline = time.monotonic() + self.DYING_S
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                holder = self._holder()
+                if self._supervisor_alive(holder) or time.monotonic() > deadline:
+                    os.close(fd)
+                    who = (f"pid {holder.get('pid')} on {holder.get('host')}, since {holder.get('started')}"
+                           if holder else "a process")
+                    raise ConfigError(f"hydra.sweep.dir={self.path.parent}: another sweep ({who}) is writing there; "
+                                      "expected it to finish first, or another folder") from None
+                time.sleep(0.05)  # its sweep is gone: its children are dying with it
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (json.dumps(self.owner) + "\n").encode(), 0)
+        self.fd = fd
+        return self
 
     def __exit__(self, *exc: Any) -> None:
-        self.path.unlink(missing_ok=True)
+        if self.fd is not None:
+            os.close(self.fd)  # forked children hold it until they end
+            self.fd = None
 
 
 def prepare_folder(sweep_dir: Path) -> None:
-    """Create the sweep folder, or raise ConfigError in one line saying why it cannot be written."""
+    """Create the sweep folder (or claim it: new, empty or the harness's), or raise ConfigError in one
+    line saying why it cannot be written."""
     check_writable("hydra.sweep.dir", sweep_dir)
+    check_target("hydra.sweep.dir", sweep_dir)
     try:
-        sweep_dir.mkdir(parents=True, exist_ok=True)
+        claim(sweep_dir)
     except OSError as error:
         raise ConfigError(f"hydra.sweep.dir={sweep_dir}: cannot make it ({error.strerror or error}); "
                           "expected a folder you can write to") from None
@@ -577,22 +669,25 @@ def sweep(config_loader: Any, master: DictConfig, grid: list[list[str]], setting
     `launcher()`, a Hydra Launcher made on demand), and return the folder. Raises ConfigError, and
     Interrupted (after removing the interrupted runs' folders: only finished runs are left)."""
     started = time.perf_counter()
+    if settings.resume not in RESUME:
+        raise ConfigError(f"hydra.sweeper.resume={settings.resume}: expected true, false or rerun_changed")
     jobs = compose(config_loader, master, grid)
     compose_s = time.perf_counter() - started
     configured = Path(str(master.hydra.sweep.dir))
     explicit = bool(override_values(list(master.hydra.overrides.hydra), "hydra.sweep.dir"))
-    sweep_dir = choose_sweep_dir(configured, jobs, settings.resume, explicit)
+    sweep_dir = choose_sweep_dir(configured, jobs, bool(settings.resume), explicit)
     if sweep_dir != configured:
         with read_write(master.hydra), open_dict(master.hydra):
             master.hydra.sweep.dir = str(sweep_dir)  # where the callbacks collect the tables
     prepare_folder(sweep_dir)
     with Lock(sweep_dir):
+        check_manifest(sweep_dir, jobs)
         states = {job.num: job.state(sweep_dir) for job in jobs}
-        check_folders(jobs, states, sweep_dir)
+        check_folders(jobs, states, sweep_dir, rerun_changed=settings.resume == "rerun_changed")
         todo = [job for job in jobs if states[job.num] != "ok"]
         write_text(OmegaConf.to_yaml(master), sweep_dir / "multirun.yaml")
-        run_ids, invocations = [job.run_id for job in jobs], read_manifest(sweep_dir).get("invocations", [])
-        write_json({"run_ids": run_ids, "invocations": invocations}, sweep_dir / MANIFEST)
+        invocations = read_manifest(sweep_dir).get("invocations", [])
+        write_manifest(sweep_dir, jobs, invocations)
         kept = len(jobs) - len(todo)
         if kept:
             print(f"resuming {sweep_dir}: {kept} of {len(jobs)} runs finished before, {len(todo)} to run",
@@ -613,14 +708,16 @@ def sweep(config_loader: Any, master: DictConfig, grid: list[list[str]], setting
                             log.error("a launched job failed: %s", error)
         except KeyboardInterrupt:
             unfinished = [job for job in todo if not (sweep_dir / job.subdir / DONE).is_file()]
+            removed = 0
             for job in unfinished:  # only finished runs stay: an interrupted one starts over on resume
-                shutil.rmtree(sweep_dir / job.subdir, ignore_errors=True)
+                removed += len(remove_written(sweep_dir / job.subdir, before=set())[0])
             raise Interrupted(f"interrupted: {len(jobs) - len(unfinished)} of {len(jobs)} runs are finished in "
-                              f"{sweep_dir}; run the same command again to finish the sweep") from None
+                              f"{sweep_dir} ({removed} files of {len(unfinished)} unfinished runs removed, nothing "
+                              "else); run the same command again to finish the sweep") from None
         invocation = {"launcher": str(launcher_cfg.get("_target_")), "ran": len(todo), "kept": kept,
                       "failed": progress.failed, "compose_s": compose_s,
                       "elapsed_s": time.perf_counter() - started, "runs_s": progress.elapsed}
-        write_json({"run_ids": run_ids, "invocations": invocations + [invocation]}, sweep_dir / MANIFEST)
+        write_manifest(sweep_dir, jobs, invocations + [invocation])
     return sweep_dir
 
 

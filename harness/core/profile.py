@@ -20,7 +20,8 @@ import torch
 
 from harness.core.analysis import fit_profile
 from harness.core.recorders import status_flags
-from harness.core.runfolder import DONE, META, PROFILE, profile_frame, write_json, write_parquet
+from harness.core.folders import check_target, claim
+from harness.core.runfolder import META, PROFILE, profile_frame, write_done, write_json, write_parquet
 from harness.core.spec import run_id
 
 if TYPE_CHECKING:
@@ -103,10 +104,12 @@ class GradientProfile:
         """Write a run folder (profile.parquet, meta.json, DONE) that `python -m harness.plot` and
         `python -m harness.collect` read like any command-line run; return its path."""
         folder = Path(folder)
+        check_target("folder", folder)  # never over the user's own files
+        claim(folder)
         write_parquet(self.to_frame(), folder / PROFILE)
         status = ",".join(self.flags) or "ok"
         write_json({"run_id": self.run_id, "columns": self.columns, "status": status, "error": None,
                     "view": self.view, "source": "harness.record", "wall_time_s": self.wall_time_s,
                     "saved": time.strftime("%Y-%m-%d %H:%M:%S")}, folder / META)
-        (folder / DONE).touch()
+        write_done(folder)
         return folder

@@ -7,13 +7,15 @@ the long profile table.
     <run>/units.parquet     record.units=true: a row per (t, state block, unit): batch-median log10 |dL/dS_t,j|
     <run>/gates.parquet     record.units=true: a row per (t, layer, gate): batch-median log10 ||dL/d hw_t^g||
                             and log10 ||C_t^g|| (step t's part of dL/dW_hh); rnn, lstm, gru, minimal
-    <run>/DONE              written last: the run is complete
+    <run>/DONE              written last: the run is complete, with each file's size and SHA-256 (write_done)
 
-Every file is written through a temporary file and a rename, so a reader never sees half of one.
+Every file is written through a temporary file and a rename, so a reader never sees half of one, and
+every folder is made by harness.core.folders.make_folder, which marks it as the harness's.
 pandas is imported only where a table is built (the core layer imports torch alone).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -25,12 +27,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from harness.core.folders import make_folder
+
 if TYPE_CHECKING:
     import pandas as pd
 
 DONE = "DONE"
 PROFILE, META, LOSSES = "profile.parquet", "meta.json", "losses.parquet"
 UNITS, GATES = "units.parquet", "gates.parquet"  # record.units=true (harness.core.detail)
+RUN_FILES = (META, PROFILE, LOSSES, UNITS, GATES)  # what DONE vouches for
 QUANTILES = {"log10_norm_q10": 0.10, "log10_norm_q25": 0.25, "log10_norm": 0.5,
              "log10_norm_q75": 0.75, "log10_norm_q90": 0.90}
 
@@ -42,7 +47,7 @@ os.umask(_UMASK)
 def write_atomic(path: Path, write: Any) -> None:
     """Call write(temporary path) in path's folder, then rename it to path: readers never see half a
     file, and a symbolic link placed at path is replaced, never written through."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(path.parent)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     os.close(fd)
     try:
@@ -72,6 +77,43 @@ def write_text(text: str, path: Path) -> None:
 
 def write_json(data: dict[str, Any], path: Path) -> None:
     write_text(json.dumps(data, indent=2, default=str) + "\n", path)
+
+
+def file_digest(path: Path) -> dict[str, Any]:
+    """A file's size and SHA-256, as DONE records them."""
+    digest, size = hashlib.sha256(), 0
+    with open(path, "rb") as data:  # hashlib.file_digest is Python 3.11+
+        while chunk := data.read(1 << 20):
+            digest.update(chunk)
+            size += len(chunk)
+    return {"size": size, "sha256": digest.hexdigest()}
+
+
+def write_done(out_dir: Path) -> None:
+    """DONE, written last: the run's files with their sizes and checksums, so that a resume or a reader
+    can tell a finished run from one whose files were damaged since (check_done)."""
+    files = sorted(p.name for p in out_dir.iterdir() if p.name in RUN_FILES and p.is_file() and not p.is_symlink())
+    write_json({"files": {name: file_digest(out_dir / name) for name in files}}, out_dir / DONE)
+
+
+def check_done(out_dir: Path) -> str | None:
+    """None if out_dir's DONE is there and every file it lists has its size and checksum; else what
+    is wrong, in a few words. An empty DONE (written before checksums were) cannot be checked."""
+    try:
+        files = json.loads((out_dir / DONE).read_text())["files"]
+        listed = {str(name): (int(f["size"]), str(f["sha256"])) for name, f in files.items()}
+    except FileNotFoundError:
+        return "no DONE"
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return "DONE lists no checksums"
+    for name, (size, sha256) in listed.items():
+        try:
+            found = file_digest(out_dir / name)
+        except OSError:
+            return f"{name} is missing"
+        if (found["size"], found["sha256"]) != (size, sha256):
+            return f"{name} was changed or damaged since the run wrote it"
+    return None
 
 
 def detail_frames(detail: Any, run_id: str, state_names: tuple[str, ...], block_sizes: tuple[int, ...]

@@ -24,6 +24,7 @@ import contextvars
 import functools
 import multiprocessing
 import os
+import signal
 import sys
 import textwrap
 import warnings
@@ -37,6 +38,7 @@ import numpy as np
 import pandas as pd
 
 from harness.core.analysis import STABLE_TOLERANCE
+from harness.core.errors import ConfigError
 from harness.core.runfolder import GATES, UNITS, write_atomic
 from harness.lab.fits import fit_runs, headline, is_top_h
 from harness.core.theory import THEORY_COLUMNS, mean_field_curve
@@ -888,6 +890,9 @@ def make_figures(root: Path, profile: pd.DataFrame, summary: pd.DataFrame | None
     if profile.empty:
         return []
     folder = Path(root) / "figures"
+    if folder.is_symlink():
+        raise ConfigError(f"{folder}: a symbolic link; figures are never written through links; expected a real "
+                          "folder or none")
     flagged = set() if summary is None else set(summary.run_id[~summary.status.isin(["ok"])].dropna())
     fits = headline(fit_runs(profile[profile.step == profile.groupby("run_id").step.transform("min")]))
     beside = [c for c in ("input_drive_var", *THEORY_COLUMNS) if summary is not None and c in summary]
@@ -938,7 +943,7 @@ def draw_in_processes(jobs: list, workers: int, vector: bool) -> list[list[Drawn
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # Python 3.12's "multi-threaded fork"
             with concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
-                                                        initializer=torch_on_one_thread) as pool:
+                                                        initializer=figure_worker) as pool:
                 return list(pool.map(draw_job, range(len(jobs)), [vector] * len(jobs)))
     finally:
         _JOBS.clear()
@@ -948,6 +953,9 @@ def draw_job(index: int, vector: bool) -> list[Drawn]:
     return draw(*_JOBS[index], vector)
 
 
-def torch_on_one_thread() -> None:
+def figure_worker() -> None:
+    """A forked figure worker: torch on one thread, and Ctrl-C left to the parent, which stops the
+    pool and says so in one line (a worker's own KeyboardInterrupt would print a traceback)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(1)

@@ -9,13 +9,11 @@ the run folder.
 from __future__ import annotations
 
 import contextlib
-import functools
 import importlib
 import importlib.metadata
 import logging
 import math
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -31,30 +29,20 @@ from harness.core.cells import SLOPES, CellNet, RecurrentNet, StackedNet, recurr
 from harness.core.detail import Detail, record_detail
 from harness.core.errors import ConfigError, NotApplicable
 from harness.core.spec import DTYPES, config_columns, run_id
+from harness.core.provenance import code_identity, git_commit
 from harness.core.recorders import flush_denormals, status_flags
 from harness.core.memory import segment_length
 from harness.core.segments import record_profile
 from harness.core.sequences import train_forward
 from harness.core.init import initialise
 from harness.core.networks import build
-from harness.core.runfolder import (DONE, GATES, LOSSES, META, PROFILE, UNITS, detail_frames, profile_frame, write_bytes,
+from harness.core.runfolder import (GATES, LOSSES, META, PROFILE, UNITS, detail_frames, profile_frame, write_done,
                                     write_json, write_parquet)
 from harness.core.tasks import TASKS, StreamedInputs, TaskBatch, time_chunks
 from harness.core.theory import CarriedTangent, carries_lyapunov, closed_form_profile, flossing_loss, predictions
 from harness.core.train import SOLVED_FRACTION, omega, train
 
 log = logging.getLogger(__name__)
-
-
-@functools.lru_cache(maxsize=1)
-def git_commit() -> str | None:
-    """The checkout's commit (with -dirty if it has local changes), or None outside a git checkout."""
-    try:
-        out = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=40"], cwd=Path(__file__).parent,
-                             capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None
 
 
 def input_drive_stats(model: StackedNet, inputs: torch.Tensor | StreamedInputs) -> tuple[float, float]:
@@ -265,6 +253,7 @@ def run_meta(cfg: DictConfig | dict[str, Any], choices: dict[str, Any] | None) -
     meta: dict[str, Any] = {
         "run_id": run_id(columns), "columns": columns, "config": config,
         "choices": choices or {}, "seed": columns["seed"], "git_commit": git_commit(),
+        "code": code_identity(config),
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
                      "hydra": importlib.metadata.version("hydra-core"), "numpy": np.__version__},
         "torch_threads": torch.get_num_threads(), "error": None,
@@ -278,7 +267,7 @@ def record_failure(cfg: DictConfig | dict[str, Any], out_dir: Path, choices: dic
     say so itself (a crash in native code, a kill), as its supervisor saw it."""
     _, meta = run_meta(cfg, choices)
     write_json({**meta, "status": "failed", "error": error}, out_dir / META)
-    write_bytes(b"", out_dir / DONE)
+    write_done(out_dir)
 
 
 def run(cfg: DictConfig | dict[str, Any], out_dir: Path, choices: dict[str, Any] | None = None,
@@ -319,7 +308,7 @@ def run(cfg: DictConfig | dict[str, Any], out_dir: Path, choices: dict[str, Any]
         log.exception("run %s failed", rid)
     meta["wall_time_s"] = time.perf_counter() - start
     write_json(meta, out_dir / META)
-    write_bytes(b"", out_dir / DONE)
+    write_done(out_dir)
     if meta["status"] not in ("failed", "not_applicable"):
         top = profile[(profile.state == "h") & (profile.layer == columns["num_layers"] - 1) & (profile.step == 0)]
         fit = fit_profile(top.lag.to_numpy(), top.log10_norm.to_numpy())

@@ -1,0 +1,376 @@
+"""The harness deletes or overwrites only files it wrote, never writes outside the folder it was given,
+and never exits 0 when it did not finish (issue 23): interrupts, folders holding other things, run
+folders that collide or escape, kills, code changes, --out, the table stage, runs that exit, damage
+that only checksums see, and directory links."""
+import json
+import multiprocessing
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from harness.cli import main as cli_main
+from harness.cli.callbacks import CollectResults
+from harness.cli.plot import main as plot_main
+from harness.cli.sweep import Job, Lock, check_folders, check_manifest, check_subdirs, compose, run_jobs
+from harness.core import provenance
+from harness.core.errors import ConfigError
+from harness.core.folders import MARKER, check_target, claim, remove_written, snapshot
+from tests.conftest import cli_env, run_cli
+from tests.test_faults import as_from_a_shell
+from tests.test_sweep import loader_and_master, wait_for
+
+SMALL = ["seq_len=8", "hidden_size=4", "input_size=4", "batch_size=2"]
+
+
+def jobs_of(grid, *master_overrides):
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra._internal.utils import create_config_search_path
+    from hydra.types import RunMode
+
+    from harness.cli.paths import CONF_DIR
+
+    loader = ConfigLoaderImpl(config_search_path=create_config_search_path(str(CONF_DIR)))
+    master = loader.load_configuration("config", overrides=["hydra.sweep.dir=/tmp/sweep", *master_overrides],
+                                       run_mode=RunMode.MULTIRUN)
+    return compose(loader, master, grid)
+
+
+# 1. An interrupt removes exactly what the run wrote ------------------------------------------------------
+
+@pytest.mark.slow
+def test_ctrl_c_in_a_single_run_removes_only_what_it_wrote(tmp_path):
+    mine = tmp_path / "d"
+    mine.mkdir()  # the user's own (empty) folder: it stays, and so would anything in it
+    run = subprocess.Popen([sys.executable, "-m", "harness", *SMALL, f"hydra.run.dir={mine}"], cwd=tmp_path,
+                           env=cli_env(sleep=30), start_new_session=True, text=True, preexec_fn=as_from_a_shell,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        wait_for(lambda: (mine / ".hydra" / "config.yaml").exists() and (mine / MARKER).exists())
+        os.killpg(run.pid, signal.SIGINT)
+        _, stderr = run.communicate(timeout=60)
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+    assert run.returncode == 130 and "Traceback" not in stderr
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith(f"interrupted: removed the ") and "files the unfinished run wrote in" in last
+    assert ".hydra/config.yaml" in last and mine.is_dir() and list(mine.iterdir()) == []
+
+
+def test_remove_written_keeps_what_was_there_and_what_is_not_the_harnesss(tmp_path):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "thesis.tex").write_text("x")
+    (folder / "summary.csv").write_text("mine")  # a harness name, but there before: kept
+    before = snapshot(folder)
+    (folder / MARKER).touch()
+    claim(folder / "figures")
+    for name in ("meta.json", "harness.log", "figures/profiles.png"):
+        (folder / name).write_text("written")
+    (folder / "notes.md").write_text("the user's, written during the run")
+    removed, gone = remove_written(folder, before)
+    assert sorted(p.relative_to(folder).as_posix() for p in removed) == ["figures/profiles.png", "harness.log",
+                                                                         "meta.json"]
+    assert not gone and sorted(p.name for p in folder.iterdir()) == ["notes.md", "summary.csv", "thesis.tex"]
+
+    fresh = tmp_path / "fresh"
+    claim(fresh / "deeper")
+    (fresh / "deeper" / "DONE").write_text("")
+    assert remove_written(fresh, set()) == ([fresh / "deeper" / "DONE"], True) and tmp_path.is_dir()
+
+
+# 2. Folders that hold other things ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("setup, message", [
+    (lambda d: (d / "thesis.tex").write_text("x"), "holds thesis.tex, which the harness did not write"),
+    (lambda d: (d / "summary.csv").write_text("mine"), "holds summary.csv, which the harness did not write"),
+    (lambda d: [(d / "report.html").write_text("mine"), (d / "a").mkdir()], "holds a and 1 more"),
+    (lambda d: [(d / MARKER).touch(), (d / "notes.txt").write_text("x")], "holds notes.txt"),
+    (lambda d: [claim(d / "0"), (d / MARKER).touch(), (d / "0" / "mine.txt").write_text("x")], "holds 0/mine.txt"),
+])
+def test_a_folder_holding_what_the_harness_did_not_write_is_refused(tmp_path, setup, message):
+    target = tmp_path / "target"
+    target.mkdir()
+    setup(target)
+    with pytest.raises(ConfigError, match=message):
+        check_target("hydra.sweep.dir", target, cwd=tmp_path)
+
+
+def test_the_current_folder_home_and_their_ancestors_are_refused(tmp_path, monkeypatch):
+    work = tmp_path / "work"
+    work.mkdir()
+    for folder, said in [(work, "the current folder"), (tmp_path, "the current folder"), (Path("/"), "the root"),
+                         (Path.home(), "your home folder"), (Path("."), "the current folder")]:
+        monkeypatch.chdir(work)
+        with pytest.raises(ConfigError, match=said):
+            check_target("hydra.run.dir", folder)
+    check_target("hydra.run.dir", work / "new")  # a new folder: fine
+    claim(work / "made")
+    (work / "made" / "summary.csv").write_text("the harness's")
+    check_target("hydra.run.dir", work / "made")  # the harness's own: fine
+
+
+def test_a_single_run_into_another_configurations_run_folder_is_refused(tmp_path):
+    cli_main.check_run_folder(tmp_path / "new", "abc")  # nothing there: fine
+    folder = tmp_path / "run"
+    claim(folder)
+    (folder / "meta.json").write_text(json.dumps({"run_id": "abc", "status": "ok"}))
+    (folder / "DONE").write_text("")
+    cli_main.check_run_folder(folder, "abc")  # its own: run again
+    with pytest.raises(ConfigError, match=r"hydra.run.dir=.*: holds the finished run abc, not this run's xyz"):
+        cli_main.check_run_folder(folder, "xyz")
+
+
+def test_a_sweep_into_another_sweeps_folder_is_refused(tmp_path):
+    jobs = jobs_of([["scale=1.0", *SMALL], ["scale=2.0", *SMALL]])
+    (tmp_path / "sweep.json").write_text(json.dumps({"run_ids": [f"id{k}" for k in range(40)]}))
+    with pytest.raises(ConfigError, match=r"holds another sweep \(40 runs, not these 2\)"):
+        check_manifest(tmp_path, jobs)
+    (tmp_path / "sweep.json").write_text(json.dumps({"run_ids": [j.run_id for j in jobs]}))
+    check_manifest(tmp_path, jobs)
+
+
+# 3. Run folders that collide or leave the sweep folder, and duplicate grid points ------------------------
+
+@pytest.mark.parametrize("subdir, message", [
+    ("same", "runs 0 and 1 share the folder 'same'"),
+    ("${seq_len}", "runs 0 and 1 share the folder '8'"),
+    (".", "run 0's folder '.' is not inside the sweep folder"),
+    ("../escaped_${scale}", "run 0's folder '../escaped_1.0' is not inside the sweep folder"),
+    ("/tmp/abs_${scale}", "run 0's folder '/tmp/abs_1.0' is not inside the sweep folder"),
+])
+def test_run_folders_that_collide_or_escape_are_refused(subdir, message):
+    grid = [["scale=1.0", *SMALL], ["scale=2.0", *SMALL]]
+    with pytest.raises(ConfigError, match=rf"hydra.sweep.subdir=.*: {message.replace('(', '.').replace(')', '.')}"):
+        jobs_of(grid, f"hydra.sweep.subdir={subdir}")
+
+
+def test_a_run_folder_inside_another_is_refused():
+    jobs = [Job(num, [], f"id{num}", subdir, None, {"sweep": {"subdir": "${x}"}}) for num, subdir in
+            enumerate(["8", "8/2.0"])]
+    with pytest.raises(ConfigError, match=r"run 1's folder '8/2.0' is inside run 0's '8'"):
+        check_subdirs(jobs)
+    jobs = jobs_of([["scale=1.0"], ["scale=2.0"]], "hydra.sweep.subdir=${seq_len}/${scale}")
+    assert [job.subdir for job in jobs] == ["100/1.0", "100/2.0"]
+
+
+def test_duplicate_grid_points_run_once_with_a_note(capsys):
+    jobs = jobs_of([["scale=1", *SMALL], ["scale=1.0", *SMALL], ["scale=0.5", *SMALL]])
+    assert [job.num for job in jobs] == [0, 2]
+    assert "note: run 1 (scale=1.0" in capsys.readouterr().err
+
+
+# 4. The lock is the kernel's, and a killed sweep's children die with it ----------------------------------
+
+def _take(folder: str, barrier, results) -> None:
+    barrier.wait()  # all three enter Lock() together
+    try:
+        with Lock(Path(folder)):
+            results.put("won")
+            time.sleep(1.0)  # held while the others try
+    except ConfigError:
+        results.put("refused")
+
+
+def test_three_sweeps_entering_the_lock_together_have_one_winner(tmp_path):
+    context = multiprocessing.get_context("fork")  # the racers only lock: no torch runs in them
+    for trial in range(5):
+        folder = tmp_path / str(trial)
+        folder.mkdir()
+        barrier, results = context.Barrier(3), context.Queue()
+        racers = [context.Process(target=_take, args=(str(folder), barrier, results)) for _ in range(3)]
+        for racer in racers:
+            racer.start()
+        for racer in racers:
+            racer.join(60)
+        assert sorted(results.get(timeout=5) for _ in racers) == ["refused", "refused", "won"]
+
+
+def test_a_stale_lock_naming_a_live_unrelated_pid_blocks_nothing(tmp_path):
+    import socket
+
+    (tmp_path / ".lock").write_text(json.dumps({"pid": 1, "host": socket.gethostname(), "started": "x"}))
+    with Lock(tmp_path):  # pid 1 is alive, but holds no lock on the file
+        assert json.loads((tmp_path / ".lock").read_text())["pid"] == os.getpid()
+
+
+@pytest.mark.slow
+def test_sigkill_of_a_sweep_leaves_no_child_and_the_rerun_computes_no_run_twice(tmp_path):
+    out = tmp_path / "sweep"
+    grid = ["-m", "scale=0.5,1,2,3", *SMALL, f"hydra.sweep.dir={out}"]
+    sweep = subprocess.Popen([sys.executable, "-m", "harness", *grid], cwd=tmp_path, env=cli_env(sleep=1.0),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for(lambda: len(list(out.glob("*/DONE"))) >= 1 and len(list(out.glob("*/.hydra"))) >= 2)
+    children = subprocess.run(["pgrep", "-P", str(sweep.pid)], capture_output=True, text=True).stdout.split()
+    assert children, "the sweep forks a child per batch of runs"
+    sweep.send_signal(signal.SIGKILL)  # the supervisor alone, as the OOM killer would
+    sweep.wait()
+    run_cli(*grid, cwd=tmp_path, env=cli_env(sleep=0))  # at once
+    for child in children:
+        assert not Path(f"/proc/{child}").exists() or "zombie" in Path(f"/proc/{child}/status").read_text()
+    for log in out.glob("*/harness.log"):  # one result line per run: no run computed twice
+        assert log.read_text().count("nats/step") == 1, log
+
+
+# 5. Resume after a code change --------------------------------------------------------------------------
+
+def test_runs_finished_by_other_code_are_refused_on_resume(tmp_path, monkeypatch):
+    cell = tmp_path / "my_leaky_cell.py"
+    shutil.copy(Path(__file__).parents[1] / "examples" / "leaky_cell.py", cell)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    grid = [["cell._target_=my_leaky_cell.LeakyCell", "scale=1.0", *SMALL]]
+    (job,) = jobs_of(grid)
+    assert job.code["targets"] == {"my_leaky_cell.LeakyCell": provenance.target_hash("my_leaky_cell.LeakyCell")}
+    run_jobs([job], tmp_path)
+    assert job.state(tmp_path) == "ok"
+
+    cell.write_text(cell.read_text().replace("leak", "leak ") + "\n# edited\n")
+    provenance.target_hash.cache_clear()
+    (job,) = jobs_of(grid)
+    assert job.state(tmp_path) == "changed"
+    with pytest.raises(ConfigError, match=r"1 of its finished runs \(0/ first\) were computed by other code.*"
+                                          r"hydra.sweeper.resume=rerun_changed"):
+        check_folders([job], {0: "changed"}, tmp_path)
+    check_folders([job], {0: "changed"}, tmp_path, rerun_changed=True)
+    run_jobs([job], tmp_path)
+    assert job.state(tmp_path) == "ok"
+
+
+def test_the_code_identity_covers_the_package_and_every_target():
+    config = {"cell": {"_target_": "examples.leaky_cell.LeakyCell", "kwargs": {"leak": 0.5}},
+              "other": [{"_target_": "x.y"}]}
+    identity = provenance.code_identity(config)
+    assert identity["targets"] == {"examples.leaky_cell.LeakyCell": provenance.target_hash("examples.leaky_cell.LeakyCell"),
+                                   "x.y": None}
+    assert len(identity["source"]) == 64 and provenance.same_code(identity, identity)
+    assert not provenance.same_code({**identity, "source": "0" * 64}, identity)
+    assert not provenance.same_code(None, identity)  # a run from before code was recorded
+
+
+# 6. harness.plot --out ----------------------------------------------------------------------------------
+
+@pytest.fixture
+def small_sweep(tmp_path, reference):
+    sweep = tmp_path / "S"
+    shutil.copytree(reference[0], sweep)
+    return sweep
+
+
+def test_plot_never_writes_into_a_run_folder_or_a_filtered_copy_over_its_source(tmp_path, small_sweep, capsys):
+    run0 = (small_sweep / "0" / "profile.parquet").read_bytes()
+    tables = {p.name: p.read_bytes() for p in small_sweep.glob("*.parquet")}
+    assert plot_main([str(small_sweep), "--out", str(small_sweep / "0")]) == 2
+    assert "inside the run folder" in capsys.readouterr().err
+    assert plot_main([str(small_sweep), "--out", str(small_sweep / "0" / "figs")]) == 2
+    other_spelling = tmp_path / "." / "S" / ".." / "S"
+    assert plot_main([str(small_sweep), "--where", "cell=gru", "--out", str(other_spelling)]) == 2
+    assert "whose tables a subset or union would replace" in capsys.readouterr().err
+    assert (small_sweep / "0" / "profile.parquet").read_bytes() == run0
+    assert {p.name: p.read_bytes() for p in small_sweep.glob("*.parquet")} == tables
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "report.html").write_text("my own report")
+    assert plot_main([str(small_sweep), "--where", "cell=gru", "--out", str(tmp_path / "mine")]) == 2
+    assert (tmp_path / "mine" / "report.html").read_text() == "my own report"
+    assert plot_main([str(small_sweep), "--where", "cell=gru", "--out", str(tmp_path / "gru")]) == 0
+    assert plot_main([str(small_sweep), "--where", "cell=gru", "--out", str(tmp_path / "gru")]) == 0  # its own
+
+
+# 7. The table stage never exits 0 when it failed ---------------------------------------------------------
+
+@pytest.mark.slow
+def test_a_table_stage_that_cannot_write_is_one_line_and_a_failure(tmp_path):
+    import resource
+
+    def small_files():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))  # `ulimit -f 98`: the report is larger
+
+    out = tmp_path / "sweep"
+    result = subprocess.run([sys.executable, "-m", "harness", "-m", "scale=0.5,2", *SMALL, f"hydra.sweep.dir={out}"],
+                            cwd=tmp_path, env=cli_env(), capture_output=True, text=True, preexec_fn=small_files)
+    assert result.returncode == 1 and "Traceback" not in result.stderr and "UserWarning" not in result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert line.startswith(f"error: the tables and figures of {out} could not be written (OSError: ")
+    assert line.endswith(f"python -m harness.collect {out} writes them once the cause is fixed")
+
+
+def test_an_interrupt_or_a_failure_in_the_table_stage_is_one_line(tmp_path, monkeypatch, capsys):
+    from harness.cli import callbacks
+
+    for raised, code, said in [(KeyboardInterrupt(), 130, "interrupted while writing the tables"),
+                               (OSError(28, "No space left on device"), 1, "could not be written (OSError")]:
+        def fails(root, raised=raised):
+            raise raised
+        monkeypatch.setattr(callbacks, "collect_and_report", fails)
+        with pytest.raises(SystemExit) as stopped:
+            CollectResults._finish(tmp_path)
+        assert stopped.value.code == code and said in capsys.readouterr().err
+
+
+def test_an_interrupt_before_any_run_is_one_line(monkeypatch, capsys):
+    def interrupted(argv):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(cli_main, "check_command", interrupted)
+    with pytest.raises(SystemExit) as stopped:
+        cli_main.main()
+    assert stopped.value.code == 130 and capsys.readouterr().err == "interrupted: no run was left unfinished\n"
+
+
+def test_an_interrupt_while_plotting_is_one_line(small_sweep, monkeypatch, capsys):
+    from harness.cli import plot
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(plot, "make_figures", interrupted)
+    assert plot_main([str(small_sweep)]) == 130
+    assert capsys.readouterr().err.startswith("interrupted: the figures in")
+
+
+# 8. A run whose process exits mid-sweep ----------------------------------------------------------------
+
+@pytest.mark.slow
+def test_a_run_that_exits_0_fails_that_run_and_the_sweep_goes_on(tmp_path):
+    out = tmp_path / "sweep"
+    result = run_cli("-m", "cell._target_=crashing_cell.CrashingCell", "+cell.kwargs.exit_at_hidden=4",
+                     "hidden_size=3,4,5,6", "seq_len=8", "input_size=4", "batch_size=2", f"hydra.sweep.dir={out}",
+                     cwd=tmp_path, check=False, env=cli_env(sleep=0))
+    assert result.returncode == 1
+    summary = pd.read_csv(out / "summary.csv").set_index("hidden_size")
+    assert summary.status.to_dict() == {3: "ok", 4: "failed", 5: "ok", 6: "ok"}
+    assert summary.error[4] == "its process exited with status 0 before the run was finished"
+
+
+# 9. Damage that only a checksum sees ---------------------------------------------------------------------
+
+def test_a_run_whose_file_changed_since_done_is_run_again(tmp_path):
+    (job,) = jobs_of([["scale=1.0", *SMALL]])
+    run_jobs([job], tmp_path)
+    assert job.state(tmp_path) == "ok"
+    done = json.loads((tmp_path / "0" / "DONE").read_text())["files"]
+    assert set(done) == {"meta.json", "profile.parquet"} and done["profile.parquet"]["size"] > 0
+    profile = tmp_path / "0" / "profile.parquet"
+    data = bytearray(profile.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one byte in the middle: footer intact, size unchanged
+    profile.write_bytes(bytes(data))
+    assert job.state(tmp_path) == "todo"
+    (tmp_path / "0" / "DONE").write_text("")  # from before checksums: cannot vouch for anything
+    assert job.state(tmp_path) == "todo"
+
+
+# 10. Directory links -------------------------------------------------------------------------------------
+
+def test_nothing_is_written_through_a_linked_folder(tmp_path, small_sweep, capsys):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shutil.rmtree(small_sweep / "figures")
+    (small_sweep / "figures").symlink_to(elsewhere, target_is_directory=True)
+    assert plot_main([str(small_sweep)]) == 2
+    assert "figures: a symbolic link" in capsys.readouterr().err and list(elsewhere.iterdir()) == []
+    with pytest.raises(ConfigError, match="figures is a symbolic link"):
+        check_target("hydra.sweep.dir", small_sweep, cwd=tmp_path)
