@@ -1,18 +1,32 @@
 """What a run needs in memory, estimated from its columns before anything is built, and what is free.
 
-    parameters   the network built in float64 then cast (its gradients and Adam's two moments when it trains)
-    inputs       the held-out batch (a probe too large to hold streams it) and each training batch
-    recording    one segment's graph (or, written out, its steps' Jacobian coefficients), the states
-                 kept at segment starts, the per-step log norms
+    process      the interpreter with torch, pandas, hydra and matplotlib imported (PROCESS_BYTES)
+    parameters   the network built in float64 and its cast copy (both are held at the cast), what its
+                 init draws beside it (a gaussian W_hh, orthogonal blocks' QR), and when it trains
+                 its gradients and Adam's two moments
+    inputs       the held-out batch in float64 and its cast (a probe too large to hold streams it),
+                 and each training batch
+    recording    one segment's graph (or, written out, its steps' Jacobian coefficients and input
+                 drives), the states kept at segment starts, the per-step log norms
     training     what the whole-sequence forward keeps for its backward (training is not segmented)
     units        record.units: one in-memory graph of the whole sequence and the per-unit rows
-    theory       the eigenvalues of the bottom layer's recurrent matrix (LAPACK's working copies)
+    theory       the eigenvalues of the bottom layer's recurrent matrix, where theory computes them
+                 (a one-layer rnn with activation=identity; a user cell's small dense Jacobian), and the
+                 Lyapunov tangents and their QR
     tables       the profile table, a row per step, state and recording
 
-The parts are deliberately generous (harness.core.segments' graph estimate carries a ~2x margin):
-the estimate refuses only what cannot fit; a run it lets through may still be large. The network is
-built on torch's "meta" device, which allocates nothing, so parameter counts are exact for the
-built-in cells; a user cell's are not counted (its constructor is its own business).
+The parts are summed: memory a phase frees mostly stays with the process (small tensors are not
+returned to the system), so a later phase rarely reuses it. Each part is what a run was measured to
+hold (benchmarks/memory_estimate.py compares the sum with the peak resident memory of real runs: at
+least it, at most 1.5x it), with the constants below saying what they were measured on. The
+estimate refuses what cannot fit; it is not a promise that what fits is quick. The network is built
+on torch's "meta" device, which allocates nothing, so parameter counts are exact for the built-in
+cells; a user cell's are not counted (its constructor is its own business), and its graph is taken
+at the old, generous GRAPH_BYTES_PER_VALUE.
+
+The segment length a recorder picks (segment_length) budgets twice its coefficients' bytes
+(coefficient_bytes_per_step) or the generous graph estimate: a margin for the choice, not counted
+again in the estimate, which holds the segment the run will pick times what one step really keeps.
 """
 from __future__ import annotations
 
@@ -32,9 +46,26 @@ MIN_SEGMENT = 64  # fewer steps per segment cost more in Python overhead than th
 MAX_SEGMENT = 8192  # steps per segment at most where there are several: longer ones only cost memory (and
                    # graphs of ~3e4 hooked steps crash)
 STEP_OBJECT_BYTES = 8192  # a written-out step's Python objects and small tensors (~5 KB measured), generously
-GRAPH_BYTES_PER_VALUE = 24  # autograd's saved tensors per state entry per step, measured on the lstm (~2x margin)
+GRAPH_BYTES_PER_VALUE = 24  # autograd's saved tensors per state entry per step, measured on the lstm (~2x margin):
+                            # the segment length's budget, and a user cell's graph in the estimate
 GRAPH_BYTES_PER_STEP = 16_384  # autograd nodes, hooks and Python objects per step, whatever the width
 TABLE_BYTES_PER_ROW = 600  # a profile row: ~40 config columns and 5 quantiles, in pandas
+
+# What the estimate counts (measured on Linux x86-64, torch 2 on the CPU, glibc malloc; peak RSS by
+# clear_refs/VmHWM around each phase of a run, and whole runs by benchmarks/memory_estimate.py):
+PROCESS_BYTES = 500 * 10**6  # `python -m harness seq_len=10 hidden_size=4 batch_size=1`: 470 MB peak
+KEPT_STEP_BYTES = 3072  # a written-out step beside its coefficients and drive (Renormaliser's norms and
+                        # divisors, tensor objects): rnn at hidden 16, batch 4, 2e5 steps, ~2.2 KB measured
+KEPT_STATE_FRACTION = 1.0  # ... and temporaries of the pull back, in (batch, state) tensors per step
+                           # (measured at batch 32: rnn 0.45 at hidden 256, lstm 0.86 at hidden 64, 0.57 at 128)
+# A recorded step of autograd graph (the hooked recorders, the lru's, record.units), in (batch, state)
+# tensors of the run's dtype: saved tensors, the step's input drive, its state and the backward's
+# temporaries; measured at hidden 256, batch 32, float32, 3000 steps in one graph (in parentheses).
+GRAPH_STATES_PER_STEP = {"rnn": 5.0, "lstm": 9.0, "gru": 19.0, "indrnn": 3.0, "lru": 3.0, "minimal": 9.0}
+#                         (4.3)        (8.1)         (17.1)        (2.6)          (1.9)      (saved tensors 5)
+GRAPH_NODE_BYTES = 8192  # autograd nodes and hooks per step, whatever the width (~5 KB at hidden 16, batch 4)
+EIGVALS_COPIES = 1.5  # LAPACK geev's working copy and workspace, in H x H float64 matrices (1.3 measured at 3000)
+TRAIN_STATES_PER_STEP = 12.0  # the whole-sequence training forward and backward, (batch, state) per step
 # Which keys to change when a part is too large, the first one named in the message.
 KEYS = {"parameters": ("hidden_size", "num_layers"), "inputs": ("seq_len", "batch_size", "input_size"),
         "recording": ("seq_len", "batch_size", "memory.fraction"), "training": ("seq_len", "batch_size", "hidden_size"),
@@ -108,6 +139,52 @@ def segment_length(net: StackedNet, seq_len: int, batch_size: int, itemsize: int
     return _segment(per_step, whole, seq_len, memory_fraction, None, available_memory())
 
 
+def kept_bytes_per_step(net: RecurrentNet, batch_size: int, itemsize: int) -> int:
+    """What a written-out recording really holds per step: its coefficients once (their sizes read off
+    one step, as coefficient_bytes_per_step does), the step's input drive (a segment's drives are kept
+    until it is pulled back), the pull back's temporaries and the small objects."""
+    p = next(net.parameters())
+    with torch.no_grad():
+        drive = net.input_drive(torch.zeros(1, 1, net.input_size, dtype=p.dtype, device=p.device))[0]
+        _, internals = net.linearised_step(net.initial_state(1).detach(), drive)
+        values = sum(c.numel() for layer in net.coefficients(internals) for c in layer) + drive.numel()
+    state = sum(net.block_sizes)
+    return int((values + KEPT_STATE_FRACTION * state) * batch_size * itemsize) + KEPT_STEP_BYTES
+
+
+def graph_step_bytes(columns: dict[str, Any], net: StackedNet | None, state: int, n_params: int, batch: int,
+                     itemsize: int) -> int:
+    """What one step of autograd graph really holds (GRAPH_STATES_PER_STEP); a user cell's, generously."""
+    states = GRAPH_STATES_PER_STEP.get(columns["cell"]) if net is not None else None
+    if states is None:
+        return _graph_bytes(state, n_params, batch, itemsize)
+    return int(states * batch * state * itemsize) + GRAPH_NODE_BYTES
+
+
+def init_bytes(columns: dict[str, Any], net: StackedNet | None) -> int:
+    """What the init draws beside the float64 weights, at most (harness.core.init): a gaussian W_hh's
+    randn copy; orthogonal_'s flattened draw, Q and R of a gate block; identity's eye."""
+    if net is None or columns["init"] == "default":
+        return 0
+    hidden, rows = columns["hidden_size"], 0
+    for name, p in net.named_parameters():
+        if name.startswith("weight_hh") and p.dim() == 2:
+            rows = max(rows, p.shape[0])
+    copies = {"gaussian": rows, "orthogonal": 3 * hidden, "identity": hidden}.get(columns["init"], 0)
+    return copies * hidden * 8
+
+
+def eigendecomposes(columns: dict[str, Any]) -> bool:
+    """Whether theory.predictions computes eigenvalues of a dense H x H matrix (linear_rate): a built-in
+    one-layer rnn with activation=identity. (The lru's, indrnn's and minimal's rates read a vector;
+    a user cell's dense Jacobian is at most MAX_JACOBIAN_STATE wide, counted apart.)"""
+    return (not columns.get("cell._target_") and columns["cell"] == "rnn" and columns["num_layers"] == 1
+            and columns["activation"] == "identity")
+
+
+USER_CELL_JACOBIAN_BYTES = 4 * 8 * 1024**2  # theory.affine_step_rate: two 1024^2 Jacobians, eigvals' copies
+
+
 def estimate(columns: dict[str, Any], available: int) -> dict[str, int]:
     """Bytes each part of a run needs at its peak (see the module docstring), from validated columns,
     with the segment length the recorder would pick given `available` bytes."""
@@ -120,27 +197,41 @@ def estimate(columns: dict[str, Any], available: int) -> dict[str, int]:
     state = sum(net.block_sizes) if net else hidden * columns["num_layers"]
     training = bool(columns.get("train.steps"))
     recordings = 1 + (columns["train.steps"] // columns["train.record_every"] if training else 0)
-    steps = seq_len + 21  # copy adds 21 steps of delimiter and recall
-    if columns["task"] == "probe":
-        held = steps * batch * inputs * 8
-        input_bytes = held * (1 + itemsize / 8) if held <= MAX_HELD_INPUTS else 2 * CHUNK * batch * inputs * 8
-    else:
-        input_bytes = 2 * steps * batch * inputs * (8 + itemsize)  # held out and a training batch, float64 then cast
+    steps = seq_len + (21 if columns["task"] == "copy" else 0)  # copy adds 21 steps of delimiter and recall
+    # The inputs are drawn in float64 and cast; the float64 draw is freed (and, being large, handed back
+    # to the system) before the recording starts, so only what it exceeds the recording by is counted.
+    held = steps * batch * inputs * 8
+    if columns["task"] == "probe" and held > MAX_HELD_INPUTS:  # streamed: a chunk and its drive at a time
+        cast, drawn = 2 * CHUNK * batch * inputs * 8, 0
+    else:  # the held-out batch; a training task's batches are drawn and cast the same way, one at a time
+        cast, drawn = held * itemsize // 8 * (2 if training else 1), held
     parts = len(net.block_sizes) if net else 1
-    per_step = _graph_bytes(state, n_params, batch, itemsize)  # also what training's whole-sequence graph holds
-    recorded, whole = recording_bytes_per_step(net, batch, itemsize, columns["recorder"]) if net else (per_step, False)
-    segment = _segment(recorded, whole, steps, columns.get("memory.fraction", 0.25), columns.get("memory.segment"), available)
-    recording = (segment * recorded + math.ceil(steps / segment) * batch * state * itemsize
+    graph_step = graph_step_bytes(columns, net, state, n_params, batch, itemsize)
+    # The segment the run will pick (its budget: recording_bytes_per_step), times what a step really keeps.
+    budget, whole = recording_bytes_per_step(net, batch, itemsize, columns["recorder"]) if net else \
+        (_graph_bytes(state, n_params, batch, itemsize), False)
+    segment = _segment(budget, whole, steps, columns.get("memory.fraction", 0.25), columns.get("memory.segment"),
+                       available)
+    kept = kept_bytes_per_step(net, batch, itemsize) if net and written_out(net, columns["recorder"]) else graph_step
+    recording = (segment * kept + math.ceil(steps / segment) * batch * state * itemsize
                  + 3 * steps * batch * parts * 8  # log norms, divisors, sums
                  + (0 if task.final_state_only else 2 * steps * batch * hidden * itemsize))
+    spectrum_k = columns.get("theory.spectrum_k") or 0
+    theory = 4 * max(spectrum_k, 1) * batch * state * itemsize  # tangents and their QR
+    if eigendecomposes(columns):  # eigvals of W_hh in float64: a copy if the run is float32, LAPACK's own
+        theory += int((EIGVALS_COPIES + (itemsize == 4)) * 8 * hidden * hidden)
+    elif net is None:
+        theory += USER_CELL_JACOBIAN_BYTES
+    input_bytes = cast + max(0, drawn - recording)
     return {
-        "parameters": n_params * (8 + itemsize * (4 if training else 1)),
+        "process": PROCESS_BYTES,
+        "parameters": n_params * (8 + itemsize * (4 if training else 1)) + init_bytes(columns, net),
         "inputs": int(input_bytes),
         "recording": recording,
-        "training": steps * per_step if training else 0,
-        "units": steps * (per_step + 2 * batch * state * 8) if columns.get("record.units") else 0,  # one graph
-        "theory": 3 * 8 * hidden * hidden  # the bottom layer's recurrent block in float64, twice in LAPACK
-        + 4 * (columns.get("theory.spectrum_k") or 1) * batch * state * itemsize,  # tangents and their QR
+        "training": steps * (int(TRAIN_STATES_PER_STEP * batch * state * itemsize) + GRAPH_NODE_BYTES)
+        if training else 0,
+        "units": steps * (graph_step + 2 * batch * state * 8) if columns.get("record.units") else 0,  # one graph
+        "theory": theory,
         "tables": recordings * steps * parts * TABLE_BYTES_PER_ROW,
     }
 
@@ -160,7 +251,7 @@ def check_fits(columns: dict[str, Any], available: int | None = None) -> None:
     total = sum(parts.values())
     if total <= available:
         return
-    largest = max(parts, key=parts.get)
+    largest = max((part for part in parts if part in KEYS), key=parts.get)  # not the process: no key shrinks it
     key = KEYS[largest][0]
     detail = ", ".join(f"{name} {size(n)}" for name, n in parts.items() if n >= 0.01 * total)
     raise ConfigError(f"{key}={columns[key]}: the run needs about {size(total)} ({detail}) but "
