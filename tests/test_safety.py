@@ -64,8 +64,9 @@ def test_ctrl_c_in_a_single_run_removes_only_what_it_wrote(tmp_path):
     assert ".hydra/config.yaml" in last and mine.is_dir() and list(mine.iterdir()) == []
 
 
-def test_remove_written_keeps_what_was_there_and_what_is_not_the_harnesss(tmp_path):
-    folder = tmp_path / "run"
+def test_remove_written_keeps_what_was_there_and_what_is_not_the_harnesss(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    folder = Path("run")  # relative, as on a command line
     folder.mkdir()
     (folder / "thesis.tex").write_text("x")
     (folder / "summary.csv").write_text("mine")  # a harness name, but there before: kept
@@ -76,7 +77,7 @@ def test_remove_written_keeps_what_was_there_and_what_is_not_the_harnesss(tmp_pa
         (folder / name).write_text("written")
     (folder / "notes.md").write_text("the user's, written during the run")
     removed, gone = remove_written(folder, before)
-    assert sorted(p.relative_to(folder).as_posix() for p in removed) == ["figures/profiles.png", "harness.log",
+    assert sorted(p.relative_to(folder.resolve()).as_posix() for p in removed) == ["figures/profiles.png", "harness.log",
                                                                          "meta.json"]
     assert not gone and sorted(p.name for p in folder.iterdir()) == ["notes.md", "summary.csv", "thesis.tex"]
 

@@ -68,7 +68,7 @@ def removal(out_dir: Path, before: set[Path]) -> str:
     names = ", ".join(os.path.relpath(p, out_dir) for p in removed[:6]) + (", ..." if len(removed) > 6 else "")
     if gone:
         return f"removed the unfinished run's folder {out_dir} ({len(removed)} files it wrote: {names})"
-    kept = "what was there before is kept" if before else "nothing else was there"
+    kept = "what was there before is kept" if len(before) > 1 else "the folder, there before, is kept"
     return f"removed the {len(removed)} files the unfinished run wrote in {out_dir} ({names}); {kept}"
 
 

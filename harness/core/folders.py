@@ -118,8 +118,9 @@ def check_target(key: str, folder: Path, cwd: Path | None = None) -> None:
 
 
 def snapshot(folder: Path) -> set[Path]:
-    """Every file and folder under folder now (none if it does not exist), for remove_written."""
-    found = set()
+    """Every file and folder under folder now (none if it does not exist), for remove_written; paths
+    are absolute, as remove_written compares them."""
+    folder, found = Path(os.path.abspath(folder)), set()
     for parent, dirs, files in os.walk(folder):
         found.add(Path(parent))
         found.update(Path(parent, name) for name in files + [d for d in dirs if Path(parent, d).is_symlink()])
@@ -129,7 +130,7 @@ def snapshot(folder: Path) -> set[Path]:
 def remove_written(folder: Path, before: set[Path]) -> tuple[list[Path], bool]:
     """Remove the harness's files under folder that are not in `before`, then the folders it made that
     are left empty; return (the files removed, whether folder itself was removed)."""
-    removed = []
+    folder, removed = Path(os.path.abspath(folder)), []
     for parent, dirs, files in os.walk(folder, topdown=False):
         here = Path(parent)
         owned = here.name in WHOLLY_OURS or is_marked(here) or here == folder
