@@ -160,6 +160,8 @@ def test_a_run_folder_inside_another_is_refused():
         check_subdirs(jobs)
     jobs = jobs_of([["scale=1.0"], ["scale=2.0"]], "hydra.sweep.subdir=${seq_len}/${scale}")
     assert [job.subdir for job in jobs] == ["100/1.0", "100/2.0"]
+    jobs = jobs_of([["scale=1.0"], ["scale=2.0"]], "hydra.sweep.subdir=${hydra.job.num}_x")  # only a job resolves it
+    assert [job.subdir for job in jobs] == ["0_x", "1_x"]
 
 
 def test_duplicate_grid_points_run_once_with_a_note(capsys):

@@ -51,7 +51,7 @@ def sweep_origin(source: Path | None) -> tuple[str | None, str | None]:
     if file is None or not file.is_file():
         return None, None
     try:
-        overrides = list(OmegaConf.load(file).hydra.overrides.task)
+        overrides = OmegaConf.to_container(OmegaConf.load(file).hydra.overrides.task, resolve=False)
     except Exception:  # noqa: BLE001  an unreadable record only costs the report its command line
         return None, None
     command = "python -m harness -m " + " ".join(overrides)

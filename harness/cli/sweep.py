@@ -124,7 +124,7 @@ class Composer:
         self.loader, self.master = config_loader, master
         self.parser = OverridesParser.create()
         # Hydra's own repository, search-path overrides included, tells group choices from values
-        self.repo = caching_repo(config_loader, master.hydra.job.config_name, list(master.hydra.overrides.hydra))
+        self.repo = caching_repo(config_loader, master.hydra.job.config_name, hydra_overrides(master))
         self.parsed: dict[str, Any] = {}
         self.bases: dict[tuple[str, ...], tuple[DictConfig, dict[str, Any]]] = {}
 
@@ -175,6 +175,12 @@ class Composer:
         whole = OmegaConf.create({**OmegaConf.to_container(config), "hydra": hydra})
         OmegaConf.copy_cache(from_config=self.master, to_config=whole)
         return str(OmegaConf.select(whole, "hydra.sweep.subdir"))
+
+
+def hydra_overrides(master: DictConfig) -> list[str]:
+    """The command line's hydra.* overrides as typed: `hydra.sweep.subdir=${hydra.job.num}_x` holds an
+    interpolation that only a job can resolve."""
+    return OmegaConf.to_container(master.hydra.overrides.hydra, resolve=False)
 
 
 def compose(config_loader: Any, master: DictConfig, grid: list[list[str]]) -> list[Job]:
@@ -674,7 +680,7 @@ def sweep(config_loader: Any, master: DictConfig, grid: list[list[str]], setting
     jobs = compose(config_loader, master, grid)
     compose_s = time.perf_counter() - started
     configured = Path(str(master.hydra.sweep.dir))
-    explicit = bool(override_values(list(master.hydra.overrides.hydra), "hydra.sweep.dir"))
+    explicit = bool(override_values(hydra_overrides(master), "hydra.sweep.dir"))
     sweep_dir = choose_sweep_dir(configured, jobs, bool(settings.resume), explicit)
     if sweep_dir != configured:
         with read_write(master.hydra), open_dict(master.hydra):
