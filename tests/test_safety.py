@@ -24,7 +24,7 @@ from harness.core.errors import ConfigError
 from harness.core.folders import MARKER, check_target, claim, remove_written, snapshot
 from tests.conftest import cli_env, run_cli
 from tests.test_faults import as_from_a_shell
-from tests.test_sweep import loader_and_master, wait_for
+from tests.test_sweep import wait_for
 
 SMALL = ["seq_len=8", "hidden_size=4", "input_size=4", "batch_size=2"]
 
@@ -60,7 +60,7 @@ def test_ctrl_c_in_a_single_run_removes_only_what_it_wrote(tmp_path):
             os.killpg(run.pid, signal.SIGKILL)
     assert run.returncode == 130 and "Traceback" not in stderr
     last = stderr.strip().splitlines()[-1]
-    assert last.startswith(f"interrupted: removed the ") and "files the unfinished run wrote in" in last
+    assert last.startswith("interrupted: removed the ") and "files the unfinished run wrote in" in last
     assert ".hydra/config.yaml" in last and mine.is_dir() and list(mine.iterdir()) == []
 
 
@@ -377,3 +377,123 @@ def test_nothing_is_written_through_a_linked_folder(tmp_path, small_sweep, capsy
     assert "figures: a symbolic link" in capsys.readouterr().err and list(elsewhere.iterdir()) == []
     with pytest.raises(ConfigError, match="figures is a symbolic link"):
         check_target("hydra.sweep.dir", small_sweep, cwd=tmp_path)
+
+
+# Found by an adversarial pass -----------------------------------------------------------------------------
+
+def test_collect_and_plot_never_rewrite_tables_of_the_users(tmp_path, small_sweep, capsys):
+    from harness.cli.collect import main as collect_main
+
+    mine = tmp_path / "proj"
+    mine.mkdir()
+    (mine / "summary.csv").write_text("my,own,table")
+    shutil.copytree(small_sweep / "0", mine / "run1")
+    assert collect_main([str(mine)]) == 2 and plot_main([str(mine)]) == 2
+    assert "holds summary.csv, which the harness did not write" in capsys.readouterr().err
+    assert (mine / "summary.csv").read_text() == "my,own,table"
+    (mine / "summary.csv").unlink()  # a folder of runs alone (saved from Python, copied): collected
+    assert collect_main([str(mine)]) == 0 and (mine / MARKER).is_file()
+
+
+def test_an_interrupt_in_collect_is_one_line(small_sweep, monkeypatch, capsys):
+    from harness.cli import collect
+
+    def interrupted(root):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(collect, "collect_and_report", interrupted)
+    assert collect.main([str(small_sweep)]) == 130
+    assert capsys.readouterr().err.startswith("interrupted: the tables of")
+
+
+@pytest.mark.parametrize("kind, where, message", [
+    ("sweep", "S/0", "inside the sweep folder"),
+    ("run", "S/0/extra", "inside the run folder"),
+    ("run", "S", "a sweep's folder, whose tables are its own"),
+    ("plot", "S", "a sweep's folder"),
+    ("sweep", "R", "a run's folder, whose files are its own"),
+    ("plot", "S/summary.csv", "inside the sweep folder"),
+    ("plot", "afile", "a file; expected a folder"),
+])
+def test_outputs_into_or_inside_other_runs_and_sweeps_are_refused(tmp_path, kind, where, message):
+    claim(tmp_path / "S" / "0")
+    (tmp_path / "S" / "sweep.json").write_text("{}")
+    (tmp_path / "S" / "0" / "meta.json").write_text("{}")
+    claim(tmp_path / "R")
+    (tmp_path / "R" / "meta.json").write_text("{}")
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(ConfigError, match=message):
+        check_target("key", tmp_path / where, cwd=tmp_path, kind=kind)
+
+
+def test_a_profile_is_never_saved_over_another_run(tmp_path):
+    import torch
+
+    import harness
+
+    profile = harness.record(torch.nn.RNN(3, 4), torch.randn(10, 2, 3))
+    profile.save(tmp_path / "mine")
+    profile.save(tmp_path / "mine")  # its own folder: again
+    other = harness.record(torch.nn.RNN(3, 5), torch.randn(10, 2, 3))
+    with pytest.raises(ConfigError, match=rf"holds the finished run {profile.run_id}, not this run's"):
+        other.save(tmp_path / "mine")
+
+
+@pytest.mark.parametrize("override, message", [
+    ("hydra.output_subdir=/tmp/elsewhere", "hydra.output_subdir=/tmp/elsewhere: not a folder inside the run folder"),
+    ("hydra.output_subdir=../../x", "not a folder inside the run folder"),
+    ("hydra.job.name=../user/mine", "hydra.job.name=../user/mine: names the run's log file"),
+    ("hydra.run.dir=" + "x" * 300, "a folder name over 255 bytes"),
+])
+def test_hydra_paths_that_leave_the_run_folder_are_refused(tmp_path, monkeypatch, override, message):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match=message):
+        cli_main.check_command([*SMALL, override])
+
+
+def test_links_to_files_in_a_run_folder_and_user_dotfiles_are_refused(tmp_path):
+    run = tmp_path / "r"
+    claim(run)
+    claim(run / ".hydra")
+    (tmp_path / "thesis.tex").write_text("x")
+    (run / ".hydra" / "config.yaml").symlink_to(tmp_path / "thesis.tex")
+    with pytest.raises(ConfigError, match=r"\.hydra/config.yaml is a symbolic link"):
+        check_target("hydra.run.dir", run, cwd=tmp_path, kind="run")
+    (run / ".hydra" / "config.yaml").unlink()
+    (run / ".profile.parquet.k3j2x9a1").write_text("a killed write's temporary: the harness's")
+    check_target("hydra.run.dir", run, cwd=tmp_path, kind="run")
+    (run / ".why.txt").write_text("the user's note")
+    with pytest.raises(ConfigError, match=r"holds \.why\.txt, which the harness did not write"):
+        check_target("hydra.run.dir", run, cwd=tmp_path, kind="run")
+
+
+@pytest.mark.parametrize("subdir, message", [(".lock", "is a name the harness writes"),
+                                             ("summary.csv", "is a name the harness writes"),
+                                             ("x" * 300, "has a name over 255 bytes")])
+def test_run_folders_named_like_the_sweeps_own_files_are_refused(subdir, message):
+    with pytest.raises(ConfigError, match=message):
+        jobs_of([["scale=1.0", *SMALL]], f"hydra.sweep.subdir={subdir}")
+
+
+def test_the_code_of_a_target_includes_the_modules_beside_it(tmp_path, monkeypatch):
+    (tmp_path / "mycell.py").write_text("from helper import act\nclass MyCell: pass\n")
+    (tmp_path / "helper.py").write_text("act = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    provenance.target_hash.cache_clear()
+    before = provenance.target_hash("mycell.MyCell")
+    (tmp_path / "helper.py").write_text("act = 2\n")
+    provenance.target_hash.cache_clear()
+    assert provenance.target_hash("mycell.MyCell") != before
+
+
+def test_an_interrupted_rerun_of_a_finished_run_says_it_is_kept(tmp_path):
+    from harness.core.runfolder import write_done
+
+    run = tmp_path / "r"
+    claim(run)
+    (run / "meta.json").write_text(json.dumps({"run_id": "abc", "status": "ok"}))
+    write_done(run)
+    before = snapshot(run)
+    said = cli_main.removal(run, before)
+    assert said.endswith("the earlier finished run is kept as it was") and (run / "DONE").is_file()
+    (run / "meta.json").write_text("{}")  # rewritten before the interrupt
+    assert "partly rewritten (meta.json was changed" in cli_main.removal(run, before)

@@ -15,16 +15,8 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from harness.cli.collect import ATTENTION, collect_and_report
+from harness.cli.exits import fail
 from harness.core.errors import HarnessError, Interrupted
-
-
-def fail(error: HarnessError) -> None:
-    """The one line for a user's mistake (exit status 2) or an interruption (130): no traceback."""
-    if isinstance(error, Interrupted):
-        print(error, file=sys.stderr)
-        raise SystemExit(130)
-    print(f"error: {error}", file=sys.stderr)
-    raise SystemExit(2)
 
 
 class CollectResults(Callback):

@@ -15,6 +15,7 @@ from pathlib import Path
 import matplotlib
 import pandas as pd
 
+from harness.cli.exits import stop_on_sigterm
 from harness.cli.paths import sweep_origin
 from harness.lab.plots import make_figures
 from harness.lab.report import write_report
@@ -50,11 +51,17 @@ def main(argv: list[str] | None = None) -> int:
     if len(args) != 1:
         print("usage: python -m harness.collect RESULTS_DIR", file=sys.stderr)
         return 2
+    stop_on_sigterm()
+    root = Path(args[0])
     try:
-        summary = collect_and_report(Path(args[0]))
+        summary = collect_and_report(root)
     except HarnessError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"interrupted: the tables of {root} may be incomplete; run the same command again to write them",
+              file=sys.stderr)
+        return 130
     return int(summary.status.isin(ATTENTION).any())
 
 

@@ -15,10 +15,8 @@ finish it.
 from __future__ import annotations
 
 import copy
-import json
 import os
 import re
-import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -28,7 +26,7 @@ import matplotlib
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from harness.cli.callbacks import fail
+from harness.cli.exits import fail, stop_on_sigterm
 from harness.cli.hydra_internals import command_line, load_master
 from harness.cli.overrides import (check_launch, check_output_dir, check_overrides, check_writable, override_key,
                                    override_values)
@@ -37,7 +35,7 @@ from harness.cli.sweep import compose, expand
 from harness.cli.yaml_guard import check_expansion
 from harness.core.errors import ConfigError, Interrupted
 from harness.core.folders import check_target, claim, remove_written, snapshot
-from harness.core.runfolder import DONE, META
+from harness.core.runfolder import DONE, check_done
 from harness.core.memory import check_fits
 from harness.core.spec import VALIDATORS, config_columns, run_id
 from harness.core.recorders import flush_denormals_everywhere
@@ -53,7 +51,6 @@ def hydra_main(cfg: DictConfig) -> str:
     out_dir = Path(hydra_cfg.runtime.output_dir)
     before = BEFORE.get(out_dir.resolve(), set())  # none: a new folder, which Hydra made
     claim(out_dir)
-    (out_dir / DONE).unlink(missing_ok=True)  # this run's own earlier result, done again: unfinished until DONE
     try:
         return run(cfg, out_dir, dict(hydra_cfg.runtime.choices), progress=True)
     except ConfigError as error:  # what check_command cannot see before the run: a user cell that does not import
@@ -69,24 +66,22 @@ def removal(out_dir: Path, before: set[Path]) -> str:
     if gone:
         return f"removed the unfinished run's folder {out_dir} ({len(removed)} files it wrote: {names})"
     kept = "what was there before is kept" if len(before) > 1 else "the folder, there before, is kept"
-    return f"removed the {len(removed)} files the unfinished run wrote in {out_dir} ({names}); {kept}"
+    if (out_dir / DONE).is_file():  # this run, finished there before and run again
+        damage = check_done(out_dir)
+        kept = ("the earlier finished run is kept as it was" if damage is None else
+                f"the earlier finished run's files were partly rewritten ({damage}): run the same command again")
+    what = f"removed the {len(removed)} files the unfinished run wrote in {out_dir} ({names})" if removed else \
+        f"the unfinished run wrote no new file in {out_dir}"
+    return f"{what}; {kept}"
 
 
 def check_run_folder(folder: Path, rid: str) -> None:
     """A single run's folder: new, empty or the harness's, and not another configuration's finished
     run (raise ConfigError); what it holds is remembered, so that an interrupt removes only what the
     run wrote."""
-    check_target("hydra.run.dir", folder)
-    if not folder.is_dir():
-        return
-    try:
-        finished = json.loads((folder / META).read_text())["run_id"] if (folder / DONE).is_file() else None
-    except (OSError, ValueError, KeyError, TypeError):
-        finished = None
-    if finished is not None and finished != rid:
-        raise ConfigError(f"hydra.run.dir={folder}: holds the finished run {finished}, not this run's {rid}; "
-                          "expected a new folder, or this run's own")
-    BEFORE[folder.resolve()] = snapshot(folder)
+    check_target("hydra.run.dir", folder, kind="run", run_id=rid)
+    if folder.is_dir():
+        BEFORE[folder.resolve()] = snapshot(folder)
 
 
 def one_line(error: BaseException) -> str:
@@ -181,6 +176,21 @@ def _resolve(master: DictConfig, multirun: bool) -> tuple[dict[str, Any], str]:
     return resolved, folders[0]
 
 
+def check_hydra_names(master: DictConfig) -> None:
+    """hydra.output_subdir (Hydra's .hydra/) and hydra.job.name (the log file's name) stay inside the
+    run folder: Hydra writes there itself, following any path it is given (raise ConfigError)."""
+    subdir = OmegaConf.select(master, "hydra.output_subdir")
+    if subdir is not None:
+        path = os.path.normpath(str(subdir))
+        if os.path.isabs(path) or path == "." or path.split(os.sep)[0] == "..":
+            raise ConfigError(f"hydra.output_subdir={subdir}: not a folder inside the run folder; expected a "
+                              "relative name such as .hydra, or null")
+    name = str(OmegaConf.select(master, "hydra.job.name"))
+    if not name or name in (".", "..") or any(c in name for c in "/\\\0"):
+        raise ConfigError(f"hydra.job.name={name}: names the run's log file; expected a plain file name, "
+                          "without / or \\")
+
+
 def check_command(argv: list[str], whole_sweep: bool = False) -> None:
     """Everything checked before Hydra makes a folder: the files the command names (a YAML bomb), the
     overrides' values, the output folder, the composition (an error in an experiment file names the
@@ -202,6 +212,7 @@ def check_command(argv: list[str], whole_sweep: bool = False) -> None:
         found = named and config_file(*named.groups(), searchpath=_searchpath(overrides))
         raise ConfigError(f"{found}: {message}" if found else message) from None
     resolved, folder = _resolve(master, multirun)
+    check_hydra_names(master)
     VALIDATORS["name"]("name", resolved.get("name"))  # set by an experiment file or an interpolation
     check_writable("hydra.sweep.dir" if multirun else "hydra.run.dir", Path(folder))
     task = [line for line in overrides if not override_key(line).startswith("hydra.")]
@@ -224,14 +235,10 @@ def check_command(argv: list[str], whole_sweep: bool = False) -> None:
     check_run_folder(Path(folder), run_id(columns))
 
 
-def _interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt  # SIGTERM (a scheduler's stop, `kill`) stops a sweep as Ctrl-C does
-
-
 def main() -> None:
     flush_denormals_everywhere()  # before torch starts its worker threads, so that they inherit it
     matplotlib.use("Agg")  # figures are files; the command line needs no display
-    signal.signal(signal.SIGTERM, _interrupt)
+    stop_on_sigterm()
     if "" not in sys.path and os.getcwd() not in sys.path:  # the `harness` console script: user cells
         sys.path.insert(0, os.getcwd())                      # import from the folder it runs in, as with -m
 

@@ -80,6 +80,8 @@ def check_writable(key: str, folder: Path) -> None:
     resolved = Path(os.path.abspath(folder))
     if any(str(p) in SYSTEM_FOLDERS for p in [resolved, *resolved.parents]):
         raise ConfigError(f"{key}={folder}: a system folder, not a place for results; expected a folder of your own")
+    if any(len(os.fsencode(part)) > 255 for part in resolved.parts):  # NAME_MAX of every common file system
+        raise ConfigError(f"{key}={str(folder)[:60]}...: a folder name over 255 bytes; expected shorter names")
     existing = resolved
     while not existing.exists() and not existing.is_symlink():
         existing = existing.parent

@@ -12,20 +12,19 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 from pathlib import Path
-from typing import Any
 
 import matplotlib
 import pandas as pd
 
+from harness.cli.exits import stop_on_sigterm
 from harness.cli.paths import sweep_origin
 from harness.core.errors import ConfigError, HarnessError
 from harness.lab.plots import make_figures
 from harness.lab.report import write_report
-from harness.core.folders import check_target, claim
-from harness.core.runfolder import DONE, GATES, META, PROFILE, UNITS, write_parquet
+from harness.core.folders import check_rebuild, check_target, claim, is_run_folder
+from harness.core.runfolder import GATES, PROFILE, UNITS, write_parquet
 from harness.lab.results import collect, collect_losses, read_table, readable, write_summary
 
 
@@ -94,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.out is None and (len(args.folders) > 1 or args.where):
         parser.error("--out is needed with several folders or --where")
-    signal.signal(signal.SIGTERM, _interrupt)
+    stop_on_sigterm()
     try:
         check_out(args.folders, args.out, filtered=bool(args.where) or len(args.folders) > 1)
         return plot(args.folders, args.out or args.folders[0], args.where, args.svg)
@@ -105,14 +104,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"interrupted: the figures in {args.out or args.folders[0]} may be incomplete; run the same command "
               "again to draw them", file=sys.stderr)
         return 130
-
-
-def _interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt  # SIGTERM (a scheduler's stop, `kill`) stops drawing as Ctrl-C does
-
-
-def is_run_folder(folder: Path) -> bool:
-    return any((folder / name).exists() for name in (DONE, META, ".hydra"))
 
 
 def check_out(folders: list[Path], out: Path | None, filtered: bool) -> None:
@@ -131,8 +122,10 @@ def check_out(folders: list[Path], out: Path | None, filtered: bool) -> None:
     if target in sources and filtered:
         raise ConfigError(f"--out {out}: the source folder {target}, whose tables a subset or union would replace; "
                           "expected a folder of its own")
-    if not redrawn:
-        check_target("--out", out)
+    if redrawn:
+        check_rebuild(target)
+    else:
+        check_target("--out", out, kind="plot")
 
 
 def plot(folders: list[Path], out: Path, where: list[str], vector: bool = False) -> int:
@@ -148,8 +141,8 @@ def plot(folders: list[Path], out: Path, where: list[str], vector: bool = False)
         profile = profile[profile.run_id.isin(summary.run_id)]
     if summary.empty:
         raise ConfigError(f"--where {' '.join(where)}: no runs left to plot")
+    claim(out)  # checked by check_out: new, empty, the harness's, or the source rebuilt
     if Path(os.path.realpath(out)) not in {Path(os.path.realpath(folder)) for folder in folders}:
-        claim(out)
         write_parquet(profile, out / PROFILE)
         write_summary(summary, out)
         for name in (UNITS, GATES):  # record.units=true: the kept runs' rows

@@ -25,8 +25,8 @@ hydra.sweeper.resume=rerun_changed. A sweep folder is locked while a sweep write
 (flock) on .lock, held by the sweep and the children it forks, which die with it. A run that raises is
 recorded as failed by harness.lab.run; a run whose process dies (a segfault, the OOM killer, an exit
 of its own) is recorded as failed by the process that supervises it (run_jobs); the others go on.
-Ctrl-C or SIGTERM removes the interrupted runs' files (only the harness's: harness.core.folders) and
-says how to resume. Launched workers write only their own run folders, atomically, never through a
+Ctrl-C or SIGTERM removes the files the interrupted runs wrote (only the harness's, and none that were
+there before: harness.core.folders) and says how to resume. Launched workers write only their own run folders, atomically, never through a
 symbolic link; the sweep's tables are written once, by the parent, at the end.
 """
 from __future__ import annotations
@@ -57,7 +57,7 @@ from harness.cli.hydra_internals import (apply_overrides, caching_repo, check_ve
                                          split_sweep)
 from harness.cli.overrides import check_writable, override_values
 from harness.core.errors import ConfigError, Interrupted
-from harness.core.folders import check_target, claim, remove_written
+from harness.core.folders import check_target, claim, is_ours, is_temporary, remove_written, snapshot
 from harness.core.memory import check_fits
 from harness.core.provenance import code_identity, same_code
 from harness.core.runfolder import DONE, META, check_done, write_json, write_text
@@ -218,6 +218,11 @@ def check_subdirs(jobs: list[Job]) -> None:
         if os.path.isabs(path) or path == "." or path.split(os.sep)[0] == "..":
             raise ConfigError(f"hydra.sweep.subdir={pattern}: run {job.num}'s folder {job.subdir!r} is not inside "
                               "the sweep folder; expected a relative path below it, e.g. ${hydra.job.num}")
+        first = path.split(os.sep)[0]
+        if is_ours(first) or any(len(os.fsencode(part)) > 255 for part in path.split(os.sep)):
+            raise ConfigError(f"hydra.sweep.subdir={pattern}: run {job.num}'s folder {job.subdir[:60]!r} "
+                              + ("is a name the harness writes in the sweep folder" if is_ours(first)
+                                 else "has a name over 255 bytes") + "; expected e.g. ${hydra.job.num}")
         other = folders.setdefault(path, job)
         if other is not job:
             raise ConfigError(f"hydra.sweep.subdir={pattern}: runs {other.num} and {job.num} share the folder "
@@ -264,7 +269,7 @@ def check_folders(jobs: list[Job], states: dict[int, str], sweep_dir: Path, reru
     changed = [job for job in jobs if states[job.num] == "changed"]
     if changed and not rerun_changed:
         raise ConfigError(f"hydra.sweep.dir={sweep_dir}: {len(changed)} of its finished runs ({changed[0].subdir}/ "
-                          "first) were computed by other code (the harness, or a _target_'s source file, changed); "
+                          "first) were computed by other code (the harness, or a _target_'s source, changed); "
                           "add hydra.sweeper.resume=rerun_changed to run them again with this code, or start a "
                           "new folder")
 
@@ -292,7 +297,8 @@ def write_job_files(job: Job, sweep_dir: Path) -> Path:
     out = sweep_dir / job.subdir
     claim(out)
     log_file = out / f"{job.hydra['job']['name']}.log"  # appended to by each attempt
-    for stale in [out / DONE, *out.glob(".*.*"), *([log_file] if log_file.is_symlink() else [])]:
+    for stale in [out / DONE, *(p for p in out.glob(".*.*") if is_temporary(p.name)),
+                  *([log_file] if log_file.is_symlink() else [])]:
         if stale.is_symlink() or stale.is_file():
             stale.unlink()
     if job.hydra.get("output_subdir") is not None:
@@ -701,6 +707,7 @@ def sweep(config_loader: Any, master: DictConfig, grid: list[list[str]], setting
         launcher_cfg = master.hydra.launcher
         workers, threads = parallelism(launcher_cfg)
         threads = settings.torch_threads or threads
+        before = {job.num: snapshot(sweep_dir / job.subdir) for job in todo}  # what an interrupt must keep
         try:
             with Progress(todo, sweep_dir, kept) as progress:
                 if todo and in_process(launcher_cfg):
@@ -715,8 +722,8 @@ def sweep(config_loader: Any, master: DictConfig, grid: list[list[str]], setting
         except KeyboardInterrupt:
             unfinished = [job for job in todo if not (sweep_dir / job.subdir / DONE).is_file()]
             removed = 0
-            for job in unfinished:  # only finished runs stay: an interrupted one starts over on resume
-                removed += len(remove_written(sweep_dir / job.subdir, before=set())[0])
+            for job in unfinished:  # an interrupted run starts over on resume
+                removed += len(remove_written(sweep_dir / job.subdir, before[job.num])[0])
             raise Interrupted(f"interrupted: {len(jobs) - len(unfinished)} of {len(jobs)} runs are finished in "
                               f"{sweep_dir} ({removed} files of {len(unfinished)} unfinished runs removed, nothing "
                               "else); run the same command again to finish the sweep") from None

@@ -104,7 +104,7 @@ class GradientProfile:
         """Write a run folder (profile.parquet, meta.json, DONE) that `python -m harness.plot` and
         `python -m harness.collect` read like any command-line run; return its path."""
         folder = Path(folder)
-        check_target("folder", folder)  # never over the user's own files
+        check_target("folder", folder, kind="run", run_id=self.run_id)  # never over the user's own files
         claim(folder)
         write_parquet(self.to_frame(), folder / PROFILE)
         status = ",".join(self.flags) or "ok"

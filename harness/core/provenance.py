@@ -3,7 +3,8 @@
     version   the installed package's version
     git       the checkout's commit, with -dirty if it has local changes (None outside a checkout)
     source    SHA-256 over this package's Python files: what `git` cannot tell apart (two dirty states)
-    targets   SHA-256 of the source file of every `_target_` in the config (a user's own cell)
+    targets   SHA-256 of the source of every `_target_` in the config (a user's own cell): its file and the
+              Python files beside it that it may import (target_hash)
 
 Two runs agree on their code (`same_code`) when version, source and targets agree. git is kept for the
 record but not compared: a commit that changes only documentation does not change any number.
@@ -49,19 +50,32 @@ def source_hash() -> str:
     return digest.hexdigest()
 
 
+MAX_SOURCES = 500  # files hashed for one _target_ at most: beyond, the folder is not a project's own code
+
+
 @functools.lru_cache(maxsize=None)
 def target_hash(target: str) -> str | None:
-    """SHA-256 of the file that defines a dotted `_target_` (its module's source), found without
-    importing the module itself; None where there is no such file (then the run fails on its own)."""
+    """SHA-256 of the source a dotted `_target_` runs: its module's file and the Python files beside it
+    that it may import (its top-level package, or for a lone module the .py files of its folder),
+    found without importing anything; None where there is no such file (then the run fails on its own)."""
     module = target.rpartition(".")[0]
+    top = module.partition(".")[0]
     try:
-        spec = importlib.util.find_spec(module)
+        spec, top_spec = importlib.util.find_spec(module), importlib.util.find_spec(top)
     except (ImportError, ValueError, AttributeError):
         return None
     origin = spec and spec.origin
     if not origin or not Path(origin).is_file():
         return None
-    return hashlib.sha256(Path(origin).read_bytes()).hexdigest()
+    locations = list(top_spec.submodule_search_locations or []) if top_spec else []
+    files = sorted({p for folder in locations for p in Path(folder).rglob("*.py")} if locations
+                   else Path(origin).parent.glob("*.py"))
+    if len(files) > MAX_SOURCES or Path(origin) not in files:
+        files = [Path(origin)]
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
 
 
 def targets(config: Any) -> list[str]:

@@ -27,6 +27,7 @@ from omegaconf import OmegaConf
 from harness.core.analysis import FIT_COLUMNS
 from harness.lab.fits import fit_runs, headline
 from harness.core.errors import ConfigError
+from harness.core.folders import check_rebuild, claim
 from harness.core.spec import FIELDS, VALIDATORS, config_columns, flat_config, run_id
 from harness.core.theory import SPECTRUM_COLUMNS, THEORY_COLUMNS
 
@@ -271,6 +272,9 @@ def collect(root: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     if not root.is_dir():
         raise ConfigError(f"{root}: no such folder; expected a sweep or run folder under results/")
     runs = find_runs(root)
+    if runs:
+        check_rebuild(root)  # never over tables of the user's
+        claim(root)
     if not runs:
         raise ConfigError(f"{root}: no run folders in it (a run folder holds .hydra/, or DONE and meta.json); "
                           "expected a sweep or run folder")

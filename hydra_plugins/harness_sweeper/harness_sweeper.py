@@ -33,7 +33,7 @@ ConfigStore.instance().store(group="hydra/sweeper", name="harness", node=Harness
 class HarnessSweeper(Sweeper):
     def __init__(self, params: Optional[Dict[str, str]] = None, chunks: Optional[int] = None,
                  torch_threads: Optional[int] = None, resume: bool = True, isolate: bool = True) -> None:
-        from harness.cli.callbacks import fail
+        from harness.cli.exits import fail
         from harness.cli.overrides import check_sweeper_settings
         from harness.cli.sweep import Settings
         from harness.core.errors import ConfigError
@@ -51,7 +51,7 @@ class HarnessSweeper(Sweeper):
     def sweep(self, arguments: List[str]) -> Any:
         from hydra.core.plugins import Plugins
 
-        from harness.cli.callbacks import fail
+        from harness.cli.exits import fail
         from harness.core.errors import HarnessError
         from harness.cli.sweep import expand, run_chunk, sweep
 

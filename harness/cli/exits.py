@@ -1,0 +1,26 @@
+"""How a command ends when it did not finish: one line and an exit status, never a traceback."""
+from __future__ import annotations
+
+import signal
+import sys
+from typing import Any
+
+from harness.core.errors import HarnessError, Interrupted
+
+
+def fail(error: HarnessError) -> None:
+    """The one line for a user's mistake (exit status 2) or an interruption (130): no traceback."""
+    if isinstance(error, Interrupted):
+        print(error, file=sys.stderr)
+        raise SystemExit(130)
+    print(f"error: {error}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def stop_on_sigterm() -> None:
+    """SIGTERM (a scheduler's stop, `kill`) stops the command as Ctrl-C does: one line, exit 130."""
+    signal.signal(signal.SIGTERM, _interrupt)
