@@ -108,3 +108,35 @@ def test_profiles_saved_from_python_are_plotted_like_cli_runs(tmp_path):
     summary = pd.read_csv(tmp_path / "summary.csv")
     assert sorted(summary.cell) == ["gru", "lstm"] and (summary.status == "ok").all()
     assert summary.rate.notna().all() and (tmp_path / "figures" / "profiles.png").exists()
+
+
+def test_derived_summary_columns_against_closed_forms(tmp_path):
+    """A 1-unit linear rnn's gain per step is exactly |w|: rate_init is ln(scale) at step 0, rate is the
+    trained weight's ln|w| at the last recording, and each gap is rate minus its prediction (linear
+    theory is ln|w| of the initial weight), so a column taken from the wrong step or of the wrong
+    sign fails here."""
+    import math
+
+    from hydra import compose, initialize_config_dir
+
+    from harness.cli.paths import CONF_DIR
+    from harness.lab import run as run_module
+
+    settings = ["activation=identity", "init=orthogonal", "hidden_size=1", "task=adding", "seq_len=12",
+                "batch_size=8", "train.steps=6", "train.record_every=3", "train.lr=0.05", "dtype=float64",
+                "scale=0.8"]
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=settings)
+    run_module.run(cfg, tmp_path / "0")
+    _, summary, _ = collect(tmp_path)
+    row = summary.iloc[0]
+    assert row.rate_init == pytest.approx(math.log(0.8), abs=1e-9)
+    assert row.theory_linear == pytest.approx(math.log(0.8), abs=1e-9)
+    profile = pd.read_parquet(tmp_path / "0" / "profile.parquet")
+    last = profile[profile.step == profile.step.max()].set_index("lag").log10_norm
+    trained = (last[10] - last[0]) / 10 * math.log(10)  # ln|w| of the trained weight, read off the profile
+    assert row.rate == pytest.approx(trained, abs=1e-9) and abs(row.rate - row.rate_init) > 1e-3
+    assert row.gain_per_step == pytest.approx(math.exp(trained)) and row.half_life == pytest.approx(math.log(2) / abs(trained))
+    for name in ("linear", "mean_field", "lyapunov"):
+        assert row[f"gap_{name}"] == pytest.approx(row.rate - row[f"theory_{name}"], nan_ok=True)
+    assert row.gap_linear == pytest.approx(trained - math.log(0.8), abs=1e-9)

@@ -59,7 +59,8 @@ def input_drive_stats(model: StackedNet, inputs: torch.Tensor | StreamedInputs) 
             per_unit += drive.double().pow(2).sum(dim=(0, 1)).cpu()
     per_unit /= inputs.shape[0] * inputs.shape[1]
     mean = per_unit.mean().item()
-    return mean, (per_unit.std().item() / mean if mean > 0 else float("nan"))
+    spread = per_unit.std().item() if per_unit.numel() > 1 else 0.0  # one unit: nothing varies across units
+    return mean, (spread / mean if mean > 0 else float("nan"))
 
 
 def readout(hidden_size: int, outputs: int, generator: torch.Generator) -> torch.nn.Linear:
