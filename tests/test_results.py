@@ -140,3 +140,19 @@ def test_derived_summary_columns_against_closed_forms(tmp_path):
     for name in ("linear", "mean_field", "lyapunov"):
         assert row[f"gap_{name}"] == pytest.approx(row.rate - row[f"theory_{name}"], nan_ok=True)
     assert row.gap_linear == pytest.approx(trained - math.log(0.8), abs=1e-9)
+
+
+def test_results_are_made_as_the_umask_says(tmp_path):
+    """Written through a temporary file (0600 by mkstemp's default), results still get 0666 less the
+    umask, as any file the process makes: a cluster group's umask 002 gives group-writable tables."""
+    import os
+
+    from harness.core.runfolder import write_text
+
+    for mask, mode in [(0o002, 0o664), (0o077, 0o600)]:
+        previous = os.umask(mask)
+        try:
+            write_text("x", tmp_path / f"{mask}.txt")
+        finally:
+            os.umask(previous)
+        assert (tmp_path / f"{mask}.txt").stat().st_mode & 0o777 == mode

@@ -19,7 +19,7 @@ import hashlib
 import json
 import math
 import os
-import tempfile
+import secrets
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,19 +40,21 @@ QUANTILES = {"log10_norm_q10": 0.10, "log10_norm_q25": 0.25, "log10_norm": 0.5,
              "log10_norm_q75": 0.75, "log10_norm_q90": 0.90}
 
 
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
-
-
 def write_atomic(path: Path, write: Any) -> None:
     """Call write(temporary path) in path's folder, then rename it to path: readers never see half a
-    file, and a symbolic link placed at path is replaced, never written through."""
+    file, and a symbolic link placed at path is replaced, never written through. The temporary file
+    is made as any file the process makes (0666 less its umask: a cluster's group can read results),
+    so the umask is never read, let alone changed."""
     make_folder(path.parent)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
+    while True:
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}"  # harness.core.folders.is_temporary
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            break
+        except FileExistsError:
+            continue
     try:
         write(tmp)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp's 0600 would hide results from a cluster's group
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
