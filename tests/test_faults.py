@@ -13,7 +13,11 @@ import pandas as pd
 import pytest
 
 from harness.cli.plot import main as plot_main
-from harness.cli.sweep import Job, Lock, check_folders, choose_sweep_dir, read_chunk, run_jobs, write_chunks
+from harness.cli.sweep import check_folders, choose_sweep_dir
+from harness.cli.sweep.chunks import read_chunk, write_chunks
+from harness.cli.sweep.jobs import Job
+from harness.cli.sweep.lock import Lock
+from harness.cli.sweep.supervise import run_jobs
 from harness.core.errors import ConfigError
 from harness.core.folders import claim
 from harness.core.runfolder import write_done
@@ -134,7 +138,7 @@ def test_damaged_run_folders_and_tables_are_named_skipped_and_rebuilt(tmp_path, 
 
 def jobs_of(grid):
     loader, master = loader_and_master()
-    from harness.cli.sweep import compose
+    from harness.cli.sweep.jobs import compose
     return compose(loader, master, grid)
 
 

@@ -18,7 +18,10 @@ import pytest
 from harness.cli import main as cli_main
 from harness.cli.callbacks import CollectResults
 from harness.cli.plot import main as plot_main
-from harness.cli.sweep import Job, Lock, check_folders, check_manifest, check_subdirs, compose, run_jobs
+from harness.cli.sweep import check_folders, check_manifest
+from harness.cli.sweep.jobs import Job, check_subdirs, compose
+from harness.cli.sweep.lock import Lock
+from harness.cli.sweep.supervise import run_jobs
 from harness.core import provenance
 from harness.core.errors import ConfigError
 from harness.core.folders import MARKER, check_target, claim, remove_written, snapshot

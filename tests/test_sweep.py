@@ -18,7 +18,8 @@ from omegaconf import OmegaConf
 
 from harness.cli.paths import CONF_DIR
 from harness.core.errors import ConfigError
-from harness.cli.sweep import Composer, in_process, parallelism
+from harness.cli.sweep.chunks import in_process, parallelism
+from harness.cli.sweep.jobs import Composer
 from tests.conftest import GRID, ROOT, assert_same_tables, cli_env, run_cli
 
 def loader_and_master():

@@ -31,7 +31,8 @@ from harness.cli.hydra_internals import command_line, load_master
 from harness.cli.overrides import (check_launch, check_output_dir, check_overrides, check_writable, override_key,
                                    override_values)
 from harness.cli.paths import CONF_DIR, config_file
-from harness.cli.sweep import compose, expand
+from harness.cli.sweep import expand
+from harness.cli.sweep.jobs import compose
 from harness.cli.yaml_guard import check_expansion
 from harness.core.errors import ConfigError, Interrupted
 from harness.core.folders import check_target, claim, remove_written, snapshot
@@ -196,7 +197,7 @@ def check_command(argv: list[str], whole_sweep: bool = False) -> None:
     overrides' values, the output folder, the composition (an error in an experiment file names the
     file), its interpolations, a sweep's sweeper and launcher settings, and for a single run its
     combination rules and memory estimate. A sweep's runs are checked whole by its sweeper
-    (harness.cli.sweep.compose), here too with whole_sweep. Raise ConfigError."""
+    (harness.cli.sweep.jobs.compose), here too with whole_sweep. Raise ConfigError."""
     command = command_line(argv)
     if command is None:
         return

@@ -53,7 +53,8 @@ class HarnessSweeper(Sweeper):
 
         from harness.cli.exits import fail
         from harness.core.errors import HarnessError
-        from harness.cli.sweep import expand, run_chunk, sweep
+        from harness.cli.sweep import expand, sweep
+        from harness.cli.sweep.chunks import run_chunk
 
         def launcher() -> Any:  # made once the sweep folder is known: launchers read it when made
             return Plugins.instance().instantiate_launcher(
