@@ -35,7 +35,7 @@ from harness.cli.sweep import expand
 from harness.cli.sweep.jobs import compose
 from harness.cli.yaml_guard import check_expansion
 from harness.core.errors import ConfigError, Interrupted
-from harness.core.folders import check_target, claim, remove_written, snapshot
+from harness.core.folders import check_target, claim, remove_written, snapshot, stays_inside
 from harness.core.runfolder import DONE, check_done
 from harness.core.memory import check_fits
 from harness.core.spec import VALIDATORS, config_columns, run_id
@@ -181,11 +181,9 @@ def check_hydra_names(master: DictConfig) -> None:
     """hydra.output_subdir (Hydra's .hydra/) and hydra.job.name (the log file's name) stay inside the
     run folder: Hydra writes there itself, following any path it is given (raise ConfigError)."""
     subdir = OmegaConf.select(master, "hydra.output_subdir")
-    if subdir is not None:
-        path = os.path.normpath(str(subdir))
-        if os.path.isabs(path) or path == "." or path.split(os.sep)[0] == "..":
-            raise ConfigError(f"hydra.output_subdir={subdir}: not a folder inside the run folder; expected a "
-                              "relative name such as .hydra, or null")
+    if subdir is not None and not stays_inside(str(subdir)):
+        raise ConfigError(f"hydra.output_subdir={subdir}: not a folder inside the run folder; expected a "
+                          "relative name such as .hydra, or null")
     name = str(OmegaConf.select(master, "hydra.job.name"))
     if not name or name in (".", "..") or any(c in name for c in "/\\\0"):
         raise ConfigError(f"hydra.job.name={name}: names the run's log file; expected a plain file name, "

@@ -8,6 +8,7 @@ from typing import Any
 
 from harness.cli.paths import options
 from harness.core.errors import ConfigError
+from harness.core.folders import too_long
 from harness.core.spec import VALIDATORS, Validator, one_of, scalars
 
 
@@ -80,7 +81,7 @@ def check_writable(key: str, folder: Path) -> None:
     resolved = Path(os.path.abspath(folder))
     if any(str(p) in SYSTEM_FOLDERS for p in [resolved, *resolved.parents]):
         raise ConfigError(f"{key}={folder}: a system folder, not a place for results; expected a folder of your own")
-    if any(len(os.fsencode(part)) > 255 for part in resolved.parts):  # NAME_MAX of every common file system
+    if too_long(resolved):
         raise ConfigError(f"{key}={str(folder)[:60]}...: a folder name over 255 bytes; expected shorter names")
     existing = resolved
     while not existing.exists() and not existing.is_symlink():

@@ -39,6 +39,18 @@ TABLES = ("summary.csv", "summary.parquet", "profile.parquet", "fits.parquet", "
           "gates.parquet", "spectrum.parquet", "report.html", "figures")
 
 
+def stays_inside(relative: str) -> bool:
+    """Whether a path given relative to a folder names something below it (not the folder itself,
+    not above it, not elsewhere)."""
+    path = os.path.normpath(relative)
+    return not os.path.isabs(path) and path != "." and path.split(os.sep)[0] != ".."
+
+
+def too_long(path: Path | str) -> bool:
+    """Whether a part of path is over 255 bytes, NAME_MAX of every common file system."""
+    return any(len(os.fsencode(part)) > 255 for part in Path(path).parts)
+
+
 def is_ours(name: str) -> bool:
     """Whether a name in a marked folder is one the harness writes: NAMES, a run's log (Hydra's
     <job name>.log), or a temporary file of write_atomic (`.<name>.<random>`) left by a killed write."""

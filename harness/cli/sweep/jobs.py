@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from harness.cli.hydra_internals import apply_overrides, caching_repo, overrides_dirname
 from harness.core.errors import ConfigError
-from harness.core.folders import is_ours
+from harness.core.folders import is_ours, stays_inside, too_long
 from harness.core.memory import check_fits
 from harness.core.provenance import code_identity, same_code
 from harness.core.runfolder import DONE, META, check_done
@@ -111,10 +111,11 @@ class Composer:
                                                           naming["item_sep"], naming["kv_sep"])}
         hydra = {**hydra, "job": job_node, "overrides": {**hydra["overrides"], "task": [o.input_line for o in task]}}
         explicit = [o.key_or_group for o in values if not o.is_hydra_override()]
-        columns = config_columns(OmegaConf.to_container(config, resolve=True), explicit)
+        resolved = OmegaConf.to_container(config, resolve=True)
+        columns = config_columns(resolved, explicit)
         check_fits(columns)
         return Job(num, hydra["overrides"]["task"], run_id(columns), self._subdir(config, hydra), config, hydra,
-                   code_identity(OmegaConf.to_container(config, resolve=True)))
+                   code_identity(resolved))
 
     def _subdir(self, config: DictConfig, hydra: dict[str, Any]) -> str:
         pattern = hydra["sweep"]["subdir"]
@@ -163,11 +164,11 @@ def check_subdirs(jobs: list[Job]) -> None:
     folders: dict[str, Job] = {}
     for job in jobs:
         path = os.path.normpath(job.subdir)
-        if os.path.isabs(path) or path == "." or path.split(os.sep)[0] == "..":
+        if not stays_inside(path):
             raise ConfigError(f"hydra.sweep.subdir={pattern}: run {job.num}'s folder {job.subdir!r} is not inside "
                               "the sweep folder; expected a relative path below it, e.g. ${hydra.job.num}")
         first = path.split(os.sep)[0]
-        if is_ours(first) or any(len(os.fsencode(part)) > 255 for part in path.split(os.sep)):
+        if is_ours(first) or too_long(path):
             raise ConfigError(f"hydra.sweep.subdir={pattern}: run {job.num}'s folder {job.subdir[:60]!r} "
                               + ("is a name the harness writes in the sweep folder" if is_ours(first)
                                  else "has a name over 255 bytes") + "; expected e.g. ${hydra.job.num}")
