@@ -26,7 +26,7 @@ from omegaconf import OmegaConf
 from harness.cli.hydra_internals import load_master
 from harness.cli.paths import CONF_DIR
 from harness.core.memory import available_memory, estimate, size
-from harness.core.spec import config_columns
+from harness.core.spec import RunSpec, config_columns
 
 ROOT = Path(__file__).resolve().parent.parent
 MAX_RATIO = 1.5
@@ -46,12 +46,12 @@ CASES = [
 ]
 
 
-def columns_of(overrides: list[str]) -> dict:
-    """The run's validated columns, composed as the command line does before it runs (check_command)."""
+def spec_of(overrides: list[str]) -> RunSpec:
+    """The run's validated spec, composed as the command line does before it runs (check_command)."""
     _, master = load_master(str(CONF_DIR), overrides, False)
     config = OmegaConf.to_container(master, resolve=False)
     config.pop("hydra")
-    return config_columns(OmegaConf.to_container(OmegaConf.create(config), resolve=True))
+    return RunSpec.from_columns(config_columns(OmegaConf.to_container(OmegaConf.create(config), resolve=True)))
 
 
 def peak_rss(overrides: list[str]) -> tuple[int, float]:
@@ -79,7 +79,7 @@ def main() -> None:
         if args.only not in name:
             continue
         overrides = line.split()
-        parts = estimate(columns_of(overrides), available)
+        parts = estimate(spec_of(overrides), available)
         total = sum(parts.values())
         peak, seconds = peak_rss(overrides)
         ratio = total / peak

@@ -120,11 +120,11 @@ def test_a_run_writes_unit_and_gate_tables_and_a_sweep_collects_them(tmp_path, r
 
 def test_units_need_a_loss_on_the_last_step():
     from harness.core.errors import ConfigError
-    from harness.core.spec import check_run
+    from harness.core.spec import RunSpec, check_run
 
     columns = dict(cell="rnn", task="copy", recorder="autograd", **{"record.units": True})
     with pytest.raises(ConfigError, match="record.units=true: task=copy has a loss on every step"):
-        check_run(columns)
+        check_run(RunSpec.from_columns(columns))
 
 
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru", "minimal"])

@@ -4,6 +4,7 @@ import math
 import pytest
 import torch
 
+from harness.core.spec import RunSpec
 from harness.core.cells import CELLS
 from harness.core.recorders import flush_denormals, record_log_norms
 from harness.core.recorders import status_flags
@@ -74,7 +75,7 @@ def test_exact_is_finite_far_outside_float32_range(cell, scale, beyond):
     columns = dict(cell=cell, activation="tanh", init="gaussian", scale=scale, seq_len=2000,
                    hidden_size=32, input_size=32, num_layers=1, batch_size=4, seed=0, task="probe",
                    recorder="exact", dtype="float32", device="cpu")
-    recording = record(columns)
+    recording = record(RunSpec.from_columns(columns))
     (_, log_norms), = recording.profiles
     assert torch.isfinite(log_norms).all() and recording.flags == []
     log10_first = log_norms[0].median().item() / math.log(10)

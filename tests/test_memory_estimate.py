@@ -6,16 +6,16 @@ import pytest
 
 from harness.core import memory
 from harness.core.errors import ConfigError
-from harness.core.spec import config_columns
+from harness.core.spec import RunSpec, config_columns
 
 GIB = 1 << 30
 
 
-def columns(**overrides) -> dict:
+def columns(**overrides) -> RunSpec:
     config = dict(cell="rnn", activation="tanh", init="default", scale=1.0, seq_len=100, hidden_size=64,
                   input_size=64, num_layers=1, batch_size=32, seed=0, task="probe", recorder="exact",
                   dtype="float32", device="cpu")
-    return config_columns({**config, **overrides})
+    return RunSpec.from_columns(config_columns({**config, **overrides}))
 
 
 def test_a_wide_tanh_rnn_that_fits_is_not_refused():

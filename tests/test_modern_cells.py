@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from harness.core.spec import RunSpec
 from harness.core.analysis import fit_profile
 from harness.core.init import initialise
 from harness.core.networks import build
@@ -109,7 +110,7 @@ def test_lru_hidden_4096_equals_its_closed_form_and_decays_as_a_power_law():
     columns = dict(cell="lru", activation="tanh", init="default", scale=1.0, seq_len=200, hidden_size=4096,
                    input_size=8, num_layers=1, batch_size=2, seed=0, task="probe", recorder="exact",
                    dtype="float64", device="cpu", **{"cell.r_min": 0.0, "cell.r_max": 1.0})
-    recording = record(columns)
+    recording = record(RunSpec.from_columns(columns))
     (_, log_norms), = recording.profiles
     model = recording.model
     modulus = np.exp(-np.exp(model.nu_log_l0.detach().numpy()))

@@ -6,7 +6,8 @@ import torch
 from harness.core.cells import SLOPES, recurrent
 from harness.core.errors import NotApplicable
 from harness.core.train import omega, omega_of
-from harness.lab.run import record
+from harness.core.spec import RunSpec
+from harness.lab import run
 from tests.conftest import build
 
 
@@ -55,15 +56,15 @@ BASE = dict(activation="tanh", init="default", scale=1.0, seq_len=12, hidden_siz
 
 
 def test_a_pascanu_run_trains_and_omega_moves_w_hh():
-    plain = record({**BASE, "cell": "rnn", "train.omega": 0.0})
-    regularised = record({**BASE, "cell": "rnn", "train.omega": 2.0})
+    plain = run.record(RunSpec.from_columns({**BASE, "cell": "rnn", "train.omega": 0.0}))
+    regularised = run.record(RunSpec.from_columns({**BASE, "cell": "rnn", "train.omega": 2.0}))
     assert len(regularised.losses) == 2 and all(torch.isfinite(torch.tensor(r["eval_loss"])) for r in regularised.losses)
     assert not torch.allclose(plain.model.weight_hh_l0, regularised.model.weight_hh_l0)
 
 
 def test_omega_on_another_cell_is_not_applicable():
     with pytest.raises(NotApplicable, match="one-layer rnn"):
-        record({**BASE, "cell": "lstm", "train.omega": 2.0})
+        run.record(RunSpec.from_columns({**BASE, "cell": "lstm", "train.omega": 2.0}))
 
 
 @pytest.mark.parametrize("scale", [0.6, 2.5])
@@ -84,8 +85,8 @@ def test_flossing_pulls_the_top_exponent_toward_zero(scale):
 
 
 def test_a_flossing_run_trains_and_logs_its_objective():
-    recording = record({**BASE, "cell": "gru", "train.flossing_k": 2, "train.flossing_every": 2})
+    recording = run.record(RunSpec.from_columns({**BASE, "cell": "gru", "train.flossing_k": 2, "train.flossing_every": 2}))
     assert [row["step"] for row in recording.losses] == [0, 3]
     assert recording.losses[-1]["flossing_loss"] >= 0
     with pytest.raises(NotApplicable, match="flossing"):
-        record({**BASE, "cell": "lru", "train.flossing_k": 2, "train.flossing_every": 2})
+        run.record(RunSpec.from_columns({**BASE, "cell": "lru", "train.flossing_k": 2, "train.flossing_every": 2}))

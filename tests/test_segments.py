@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import harness
+from harness.core.spec import RunSpec
 from harness.core.init import initialise
 from harness.core.networks import NETWORKS, build
 from harness.core import memory, theory
@@ -155,7 +156,7 @@ def test_thirty_thousand_steps_record_without_crashing(cell):
     columns = dict(cell=cell, activation="tanh", init="default", scale=1.0, seq_len=30_000, hidden_size=4,
                    input_size=4, num_layers=1, batch_size=2, seed=0, task="probe", recorder="exact",
                    dtype="float32", device="cpu")
-    recording = record(columns)
+    recording = record(RunSpec.from_columns(columns))
     (_, log_norms), = recording.profiles
     assert log_norms.shape == (30_001, 2, 1) and torch.isfinite(log_norms).all()
     if cell == "lru":

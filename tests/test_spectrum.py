@@ -12,7 +12,8 @@ import torch
 from harness.core.analysis import EDGE_FRACTION, fit_profile
 from harness.core.errors import ConfigError, ModelError
 from harness.core.theory import lyapunov_exponent, lyapunov_spectrum, spectrum_summary
-from harness.lab.run import record
+from harness.core.spec import RunSpec
+from harness.lab import run
 from tests.conftest import build
 
 
@@ -93,7 +94,7 @@ def test_a_run_writes_its_spectrum_and_the_first_exponent_is_theory_lyapunov_and
     """Oseledets: the probe's gradient, pushed back over many steps, grows at the top exponent (its
     rate is fitted on the middle lags of the profile; the exponent is the forward trajectory's).
     Measured gaps at T = 2000: at most 0.003 nats per step; the test allows 0.01."""
-    recording = record({**COLUMNS, "cell": cell, "scale": scale, "theory.spectrum_k": 8})
+    recording = run.record(RunSpec.from_columns({**COLUMNS, "cell": cell, "scale": scale, "theory.spectrum_k": 8}))
     extras = recording.extras
     assert len(extras["spectrum"]) == 8 and extras["theory_lyapunov"] == extras["spectrum"][0]
     (_, log_norms), = recording.profiles
@@ -106,4 +107,4 @@ def test_a_run_writes_its_spectrum_and_the_first_exponent_is_theory_lyapunov_and
 def test_spectrum_k_beyond_the_state_is_refused_before_the_run():
     from harness.core.spec import check_run
     with pytest.raises(ConfigError, match=r"theory.spectrum_k=33: the lstm's state has 32 entries"):
-        check_run({**COLUMNS, "cell": "lstm", "scale": 1.0, "theory.spectrum_k": 33})
+        check_run(RunSpec.from_columns({**COLUMNS, "cell": "lstm", "scale": 1.0, "theory.spectrum_k": 33}))

@@ -7,6 +7,7 @@ import torch
 
 from harness.core.analysis import fit_profile
 from harness.core.recorders import record_log_norms
+from harness.core.spec import RunSpec
 from harness.core.theory import (gaussian_moments, jvp, linear_rate, lyapunov_exponent, mean_field_critical_scale,
                             mean_field_curve, mean_field_fixed_point, mean_field_rate, predictions)
 from tests.conftest import build, unroll
@@ -97,8 +98,9 @@ def test_lyapunov_exponent_equals_the_exact_recorders_rate(cell, scale):
 
 def test_predictions_say_where_they_do_not_apply():
     model, batch = build("lstm", init="gaussian")
-    columns = {"cell": "lstm", "num_layers": 1, "activation": "tanh", "init": "gaussian", "scale": 1.0}
-    out = predictions(model, columns, batch.inputs, 1.0, torch.Generator().manual_seed(0))
+    run = RunSpec.from_columns({"cell": "lstm", "num_layers": 1, "activation": "tanh", "init": "gaussian",
+                                "scale": 1.0})
+    out = predictions(model, run, batch.inputs, 1.0, torch.Generator().manual_seed(0))
     assert math.isnan(out["theory_mean_field"]) and math.isnan(out["theory_linear"])
     assert math.isfinite(out["theory_lyapunov"])
     assert "mean field: needs a one-layer rnn" in out["theory_note"] and "linear: needs" in out["theory_note"]

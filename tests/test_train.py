@@ -5,6 +5,8 @@ import math
 import pandas as pd
 import pytest
 import torch
+
+from harness.core.spec import RunSpec, TrainSpec
 from hydra import compose, initialize_config_dir
 
 from harness.lab import run as run_module
@@ -32,8 +34,7 @@ def test_chrono_does_not_apply_to_the_rnn():
 
 def test_clip_norm_bounds_an_sgd_step():
     weight = torch.nn.Parameter(torch.ones(10, dtype=torch.float64))
-    settings = {"optimizer": "sgd", "lr": 0.1, "weight_decay": 0.0, "steps": 1, "record_every": 1,
-                "clip_norm": 0.5, "clip_value": None}
+    settings = TrainSpec(optimizer="sgd", lr=0.1, weight_decay=0.0, steps=1, record_every=1, clip_norm=0.5)
     before = weight.detach().clone()
     rows = list(train([weight], settings, lambda: (weight * 100).sum(), lambda step: 0.0, 1.0))
     assert rows[0]["grad_norm"] == pytest.approx(100 * math.sqrt(10))  # reported before clipping
@@ -87,9 +88,9 @@ def test_fused_training_equals_the_explicit_cells(cell, task, recorder, monkeypa
                    **{"train.steps": 6, "train.lr": 0.01, "train.optimizer": "adam", "train.clip_norm": None,
                       "train.clip_value": None, "train.weight_decay": 0.0, "train.record_every": 3})
     columns["input_size"] = {"adding": 2, "copy": 10, "random_walk": 1}[task]
-    fused = run_module.record(columns)
+    fused = run_module.record(RunSpec.from_columns(columns))
     monkeypatch.setattr(run_module, "train_forward", lambda net: None)  # the explicit cells only
-    explicit = run_module.record(columns)
+    explicit = run_module.record(RunSpec.from_columns(columns))
     assert [row["step"] for row in fused.losses] == [0, 3, 6]
     for a, b in zip(fused.losses, explicit.losses):
         for key in ("eval_loss", "train_loss", "grad_norm"):

@@ -38,7 +38,7 @@ from harness.core.errors import ConfigError, Interrupted
 from harness.core.folders import check_target, claim, remove_written, snapshot, stays_inside
 from harness.core.runfolder import DONE, check_done
 from harness.core.memory import check_fits
-from harness.core.spec import VALIDATORS, config_columns, run_id
+from harness.core.spec import VALIDATORS, RunSpec, config_columns, run_id
 from harness.core.recorders import flush_denormals_everywhere
 from harness.lab.run import run
 
@@ -230,7 +230,7 @@ def check_command(argv: list[str], whole_sweep: bool = False) -> None:
         return
     explicit = [override_key(line) for line in task]
     columns = config_columns(resolved, explicit)
-    check_fits(columns)
+    check_fits(RunSpec.from_columns(columns))
     check_run_folder(Path(folder), run_id(columns))
 
 

@@ -170,7 +170,7 @@ def record(model: nn.Module, inputs: Tensor, loss: Loss | None = None, recorder:
                "batch_size": x.shape[1], "seed": seed, "recorder": used, "dtype": str(parameter.dtype).removeprefix("torch."),
                "device": parameter.device.type, "loss": "probe" if user_loss is None else "custom",
                "view": "adjoint" if sources is None else f"dependency ({sources} sources)"}
-    return GradientProfile(log_norms, net.state_names, columns, "adjoint" if sources is None else "dependency",
+    return GradientProfile(log_norms, net.state_names, columns, used, "adjoint" if sources is None else "dependency",
                            None if sources is None else counts, finite, time.perf_counter() - start)
 
 

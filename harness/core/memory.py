@@ -1,4 +1,4 @@
-"""What a run needs in memory, estimated from its columns before anything is built, and what is free.
+"""What a run needs in memory, estimated from its spec before anything is built, and what is free.
 
     process      the interpreter with torch, pandas, hydra and matplotlib imported (PROCESS_BYTES)
     parameters   the network built in float64 and its cast copy (both are held at the cast), what its
@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any
 
 import torch
 
@@ -40,6 +39,7 @@ from harness.core.cells import RecurrentNet, StackedNet
 from harness.core.errors import ConfigError
 from harness.core.networks import meta_network
 from harness.core.recorders import written_out
+from harness.core.spec import RunSpec
 from harness.core.tasks import CHUNK, MAX_HELD_INPUTS, TASKS
 
 MIN_SEGMENT = 64  # fewer steps per segment cost more in Python overhead than they save in memory
@@ -152,85 +152,85 @@ def kept_bytes_per_step(net: RecurrentNet, batch_size: int, itemsize: int) -> in
     return int((values + KEPT_STATE_FRACTION * state) * batch_size * itemsize) + KEPT_STEP_BYTES
 
 
-def graph_step_bytes(columns: dict[str, Any], net: StackedNet | None, state: int, n_params: int, batch: int,
+def graph_step_bytes(run: RunSpec, net: StackedNet | None, state: int, n_params: int, batch: int,
                      itemsize: int) -> int:
     """What one step of autograd graph really holds (GRAPH_STATES_PER_STEP); a user cell's, generously."""
-    states = GRAPH_STATES_PER_STEP.get(columns["cell"]) if net is not None else None
+    states = GRAPH_STATES_PER_STEP.get(run.cell.name) if net is not None else None
     if states is None:
         return _graph_bytes(state, n_params, batch, itemsize)
     return int(states * batch * state * itemsize) + GRAPH_NODE_BYTES
 
 
-def init_bytes(columns: dict[str, Any], net: StackedNet | None) -> int:
+def init_bytes(run: RunSpec, net: StackedNet | None) -> int:
     """What the init draws beside the float64 weights, at most (harness.core.init): a gaussian W_hh's
     randn copy; orthogonal_'s flattened draw, Q and R of a gate block; identity's eye."""
-    if net is None or columns["init"] == "default":
+    if net is None or run.init.name == "default":
         return 0
-    hidden, rows = columns["hidden_size"], 0
+    hidden, rows = run.hidden_size, 0
     for name, p in net.named_parameters():
         if name.startswith("weight_hh") and p.dim() == 2:
             rows = max(rows, p.shape[0])
-    copies = {"gaussian": rows, "orthogonal": 3 * hidden, "identity": hidden}.get(columns["init"], 0)
+    copies = {"gaussian": rows, "orthogonal": 3 * hidden, "identity": hidden}.get(run.init.name, 0)
     return copies * hidden * 8
 
 
-def eigendecomposes(columns: dict[str, Any]) -> bool:
+def eigendecomposes(run: RunSpec) -> bool:
     """Whether theory.predictions computes eigenvalues of a dense H x H matrix (linear_rate): a built-in
     one-layer rnn with activation=identity. (The lru's, indrnn's and minimal's rates read a vector;
     a user cell's dense Jacobian is at most MAX_JACOBIAN_STATE wide, counted apart.)"""
-    return (not columns.get("cell._target_") and columns["cell"] == "rnn" and columns["num_layers"] == 1
-            and columns["activation"] == "identity")
+    return (not run.cell._target_ and run.cell.name == "rnn" and run.num_layers == 1
+            and run.activation == "identity")
 
 
 USER_CELL_JACOBIAN_BYTES = 4 * 8 * 1024**2  # theory.affine_step_rate: two 1024^2 Jacobians, eigvals' copies
 
 
-def estimate(columns: dict[str, Any], available: int) -> dict[str, int]:
-    """Bytes each part of a run needs at its peak (see the module docstring), from validated columns,
+def estimate(run: RunSpec, available: int) -> dict[str, int]:
+    """Bytes each part of a run needs at its peak (see the module docstring), from a validated spec,
     with the segment length the recorder would pick given `available` bytes."""
-    itemsize = 8 if columns["dtype"] == "float64" else 4
-    seq_len, batch, hidden = columns["seq_len"], columns["batch_size"], columns["hidden_size"]
-    task = TASKS[columns["task"]]
-    inputs = task.input_size or columns["input_size"]
-    net = meta_network(columns)
+    itemsize = 8 if run.dtype == "float64" else 4
+    seq_len, batch, hidden = run.seq_len, run.batch_size, run.hidden_size
+    task = TASKS[run.task.name]
+    inputs = task.input_size or run.input_size
+    net = meta_network(run)
     n_params = sum(p.numel() for p in net.parameters()) if net else 0
-    state = sum(net.block_sizes) if net else hidden * columns["num_layers"]
-    training = bool(columns.get("train.steps"))
-    recordings = 1 + (columns["train.steps"] // columns["train.record_every"] if training else 0)
-    steps = seq_len + (21 if columns["task"] == "copy" else 0)  # copy adds 21 steps of delimiter and recall
+    state = sum(net.block_sizes) if net else hidden * run.num_layers
+    training = bool(run.train.steps)
+    recordings = 1 + (run.train.steps // run.train.record_every if training else 0)
+    steps = seq_len + (21 if run.task.name == "copy" else 0)  # copy adds 21 steps of delimiter and recall
     # The inputs are drawn in float64 and cast; the float64 draw is freed (and, being large, handed back
     # to the system) before the recording starts, so only what it exceeds the recording by is counted.
     held = steps * batch * inputs * 8
-    if columns["task"] == "probe" and held > MAX_HELD_INPUTS:  # streamed: a chunk and its drive at a time
+    if run.task.name == "probe" and held > MAX_HELD_INPUTS:  # streamed: a chunk and its drive at a time
         cast, drawn = 2 * CHUNK * batch * inputs * 8, 0
     else:  # the held-out batch; a training task's batches are drawn and cast the same way, one at a time
         cast, drawn = held * itemsize // 8 * (2 if training else 1), held
     parts = len(net.block_sizes) if net else 1
-    graph_step = graph_step_bytes(columns, net, state, n_params, batch, itemsize)
+    graph_step = graph_step_bytes(run, net, state, n_params, batch, itemsize)
     # The segment the run will pick (its budget: recording_bytes_per_step), times what a step really keeps.
-    budget, whole = recording_bytes_per_step(net, batch, itemsize, columns["recorder"]) if net else \
+    budget, whole = recording_bytes_per_step(net, batch, itemsize, run.recorder) if net else \
         (_graph_bytes(state, n_params, batch, itemsize), False)
-    segment = _segment(budget, whole, steps, columns.get("memory.fraction", 0.25), columns.get("memory.segment"),
+    segment = _segment(budget, whole, steps, run.memory.fraction, run.memory.segment,
                        available)
-    kept = kept_bytes_per_step(net, batch, itemsize) if net and written_out(net, columns["recorder"]) else graph_step
+    kept = kept_bytes_per_step(net, batch, itemsize) if net and written_out(net, run.recorder) else graph_step
     recording = (segment * kept + math.ceil(steps / segment) * batch * state * itemsize
                  + 3 * steps * batch * parts * 8  # log norms, divisors, sums
                  + (0 if task.final_state_only else 2 * steps * batch * hidden * itemsize))
-    spectrum_k = columns.get("theory.spectrum_k") or 0
+    spectrum_k = run.theory.spectrum_k
     theory = 4 * max(spectrum_k, 1) * batch * state * itemsize  # tangents and their QR
-    if eigendecomposes(columns):  # eigvals of W_hh in float64: a copy if the run is float32, LAPACK's own
+    if eigendecomposes(run):  # eigvals of W_hh in float64: a copy if the run is float32, LAPACK's own
         theory += int((EIGVALS_COPIES + (itemsize == 4)) * 8 * hidden * hidden)
     elif net is None:
         theory += USER_CELL_JACOBIAN_BYTES
     input_bytes = cast + max(0, drawn - recording)
     return {
         "process": PROCESS_BYTES,
-        "parameters": n_params * (8 + itemsize * (4 if training else 1)) + init_bytes(columns, net),
+        "parameters": n_params * (8 + itemsize * (4 if training else 1)) + init_bytes(run, net),
         "inputs": int(input_bytes),
         "recording": recording,
         "training": steps * (int(TRAIN_STATES_PER_STEP * batch * state * itemsize) + GRAPH_NODE_BYTES)
         if training else 0,
-        "units": steps * (graph_step + 2 * batch * state * 8) if columns.get("record.units") else 0,  # one graph
+        "units": steps * (graph_step + 2 * batch * state * 8) if run.record.units else 0,  # one graph
         "theory": theory,
         "tables": recordings * steps * parts * TABLE_BYTES_PER_ROW,
     }
@@ -244,15 +244,15 @@ def size(n_bytes: float) -> str:
     raise AssertionError
 
 
-def check_fits(columns: dict[str, Any], available: int | None = None) -> None:
+def check_fits(run: RunSpec, available: int | None = None) -> None:
     """Raise ConfigError if the run's estimate exceeds the memory available, naming the key to change."""
     available = available_memory() if available is None else available
-    parts = estimate(columns, available)
+    parts = estimate(run, available)
     total = sum(parts.values())
     if total <= available:
         return
     largest = max((part for part in parts if part in KEYS), key=parts.get)  # not the process: no key shrinks it
     key = KEYS[largest][0]
     detail = ", ".join(f"{name} {size(n)}" for name, n in parts.items() if n >= 0.01 * total)
-    raise ConfigError(f"{key}={columns[key]}: the run needs about {size(total)} ({detail}) but "
+    raise ConfigError(f"{key}={run.value(key)}: the run needs about {size(total)} ({detail}) but "
                       f"{size(available)} of memory is available; expected a smaller {' or '.join(KEYS[largest])}")

@@ -7,13 +7,16 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 
 from harness.core.cells import CELLS, RecurrentNet, StackedNet
 from harness.core.errors import HarnessError, NotApplicable
 from harness.core.modern import IndRNNNet, LRUNet, MinimalNet
+
+if TYPE_CHECKING:  # spec imports this module's registry
+    from harness.core.spec import RunSpec
 
 # Options of one cell only, with the defaults that mean "not set" for the others.
 LRU_OPTIONS = {"r_min": 0.0, "r_max": 1.0, "max_phase": 2 * math.pi}
@@ -38,15 +41,14 @@ def build(cell: str, activation: str, input_size: int, hidden_size: int, num_lay
                           **{k: options.get(k, v) for k, v in LRU_OPTIONS.items()})
 
 
-def meta_network(columns: dict[str, Any]) -> StackedNet | None:
+def meta_network(run: RunSpec) -> StackedNet | None:
     """A run's built-in network on torch's meta device (shapes only, no memory: parameter counts and
     state sizes before anything is allocated); None for a user cell or a setting it does not take."""
-    if columns.get("cell._target_") or columns["cell"] not in NETWORKS:
+    if run.cell._target_ or run.cell.name not in NETWORKS:
         return None
-    options = {k: columns.get(f"cell.{k}", v) for k, v in LRU_OPTIONS.items()}
+    options = {k: getattr(run.cell, k) for k in LRU_OPTIONS}
     try:
         with torch.device("meta"):
-            return build(columns["cell"], columns["activation"], columns["input_size"], columns["hidden_size"],
-                         columns["num_layers"], options)
+            return build(run.cell.name, run.activation, run.input_size, run.hidden_size, run.num_layers, options)
     except HarnessError:  # not applicable: the run will say so, at no cost
         return None

@@ -40,6 +40,7 @@ class GradientProfile:
     log_norms: torch.Tensor  # (T+1, batch, blocks), float64; -inf a zero gradient, +inf an overflow
     state_names: tuple[str, ...]  # one layer's blocks (h; h, c for an lstm)
     columns: dict[str, Any]  # what was recorded: cell, recorder, seq_len, ... (the table's config columns)
+    recorder: str  # the recorder that ran: exact or autograd (also in columns, for the table)
     view: str = "adjoint"
     sources: torch.Tensor | None = None  # (T+1,) loss steps averaged per row (dependency view)
     states_finite: bool = True
@@ -56,7 +57,7 @@ class GradientProfile:
     @property
     def flags(self) -> list[str]:
         """Numerical trouble, as the command line's status records it (diverged, nan, overflow, ...)."""
-        return status_flags(self.log_norms, self.states_finite, self.columns["recorder"])
+        return status_flags(self.log_norms, self.states_finite, self.recorder)
 
     def to_frame(self) -> "pd.DataFrame":
         """The long table: run_id, the columns, layer, state, t, lag, step, log10_norm (batch median of
@@ -87,7 +88,7 @@ class GradientProfile:
             _, ax = plt.subplots(figsize=(5, 3.5), layout="constrained")
         rows = self.block(layer, state)
         median = rows.log10_norm.where(np.isfinite(rows.log10_norm))
-        line, = ax.plot(rows.lag, median, label=label or f"{self.columns['cell']}, layer {rows.layer.iloc[0]} "
+        line, = ax.plot(rows.lag, median, label=label or f"{rows.cell.iloc[0]}, layer {rows.layer.iloc[0]} "
                                                          f"{state}: batch median")
         band = np.isfinite(rows.log10_norm_q25) & np.isfinite(rows.log10_norm_q75)
         ax.fill_between(rows.lag, rows.log10_norm_q25, rows.log10_norm_q75, where=band, color=line.get_color(),

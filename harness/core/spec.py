@@ -2,10 +2,14 @@
 
 `RunSpec` (with `CellSpec` and `TrainSpec` for the `cell` and `train` groups) lists every key a run
 reads, with its type, default, the values allowed and what it means. Everything else derives from it:
-the table columns (`columns`), the run id (`run_id`), the validators that check command-line
+the table columns (`config_columns`), the run id (`run_id`), the validators that check command-line
 overrides, experiment sweeps and each composed config before any compute (`VALIDATORS`, with the
 cross-field rules in `check_run`), and the structured config Hydra composes into (registered by
 harness.cli). Adding a key is one field here plus its default in conf/config.yaml.
+
+The dataclasses are frozen: a run is built once from its validated columns (`RunSpec.from_columns`)
+and core code reads attributes (`run.cell.name`, `run.theory.spectrum_k`), so a misspelt key is an
+AttributeError, never a silent default. The flat columns exist only where tables are written and read.
 
 A validator returns the value normalised (scale=1 becomes 1.0) so that tables never mix ints and
 floats in a column.
@@ -137,7 +141,7 @@ def spec(default: Any, check: Validator, doc: str) -> Any:
     return field(**factory, metadata={"check": check, "doc": doc})
 
 
-@dataclass
+@dataclass(frozen=True)
 class CellSpec:
     """The `cell` group: a built-in cell, or a user cell named by `_target_` (see harness.core.cells)."""
     name: str = spec("rnn", text, "rnn | lstm | gru | lru | indrnn | minimal (built in), or a user cell's name")
@@ -151,19 +155,19 @@ class CellSpec:
     kwargs: Dict[str, Any] = spec(dict, scalars, "a user cell's own constructor arguments")
 
 
-@dataclass
+@dataclass(frozen=True)
 class InitSpec:
     """The `init` group (harness.core.init)."""
     name: str = spec("default", one_of(INITS), "default | gaussian | orthogonal | identity")
 
 
-@dataclass
+@dataclass(frozen=True)
 class TaskSpec:
     """The `task` group (harness.core.tasks)."""
     name: str = spec("probe", one_of(TASKS), "probe | adding | copy | temporal_order | random_walk")
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainSpec:
     """The `train` group: training for the tasks other than probe (harness.core.train)."""
     steps: int = spec(0, integer(0), "optimiser steps, each on a fresh batch (0: record at init only)")
@@ -180,20 +184,20 @@ class TrainSpec:
     record_every: int = spec(100, integer(1), "evaluate and record the profile every this many steps")
 
 
-@dataclass
+@dataclass(frozen=True)
 class TheorySpec:
     """The `theory` group: what is computed beside the measurement (harness.core.theory)."""
     spectrum_k: int = spec(0, integer(0), "the k largest Lyapunov exponents (0: off; at most the state size)")
 
 
-@dataclass
+@dataclass(frozen=True)
 class RecordSpec:
     """The `record` group: what is recorded beside the profile (harness.core.detail)."""
     units: bool = spec(False, boolean, "per-unit, per-gate and per-step weight-gradient rows (units.parquet, "
                                        "gates.parquet); off: they multiply a table's size by the state size")
 
 
-@dataclass
+@dataclass(frozen=True)
 class MemorySpec:
     """The `memory` group: how a recording fits in memory. It never changes a run's numbers (tested),
     so it is not part of the run id."""
@@ -202,7 +206,7 @@ class MemorySpec:
                                   "steps recorded per segment (null: as many as `fraction` holds)")
 
 
-@dataclass
+@dataclass(frozen=True)
 class RunSpec:
     """One run. Groups chosen by name on the command line (cell=lstm, init=gaussian, task=adding) are
     stored as {name: ..., fields...}; their table column is the name, their fields `group.field`."""
@@ -227,6 +231,48 @@ class RunSpec:
     record: RecordSpec = spec(RecordSpec, text, "what is recorded beside the profile")
     memory: MemorySpec = spec(MemorySpec, text, "memory settings of the recorder")
 
+    @classmethod
+    def from_columns(cls, row: Mapping[str, Any]) -> RunSpec:
+        """The typed spec of a validated table row (config_columns'); a key it does not know is an
+        error, a key it lacks takes its default."""
+        unknown = [k for k in row if k not in FIELDS and not k.startswith("cell.kwargs.")]
+        if unknown:
+            raise ConfigError(f"{unknown[0]}={row[unknown[0]]}: unknown key; expected one of {', '.join(FIELDS)}")
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            group = _group_class(f)
+            if group is None:
+                if f.name in row:
+                    values[f.name] = row[f.name]
+                continue
+            own = {k.removeprefix(f"{f.name}."): v for k, v in row.items() if k.startswith(f"{f.name}.")}
+            kwargs = {k.removeprefix("kwargs."): own.pop(k) for k in list(own) if k.startswith("kwargs.")}
+            if f.name in row:
+                own["name"] = row[f.name]
+            values[f.name] = group(**own, **({"kwargs": kwargs} if kwargs else {}))
+        return cls(**values)
+
+    def value(self, key: str) -> Any:
+        """The value of a column name (`scale`, `cell`, `train.lr`, `cell.kwargs.units`); AttributeError
+        for a name the spec does not have."""
+        node: Any = self
+        parts = key.split(".")
+        for n, part in enumerate(parts):
+            if isinstance(node, dict):  # cell.kwargs.<name>
+                return node[".".join(parts[n:])]
+            node = getattr(node, part)
+        return node.name if _group_class_of(node) else node
+
+
+def _group_class(f: Any) -> type | None:
+    """The dataclass of a nested group field (cell, train, ...), None for a plain field."""
+    factory = f.default_factory
+    return factory if isinstance(factory, type) and factory is not dict else None
+
+
+def _group_class_of(node: Any) -> bool:
+    return hasattr(type(node), "__dataclass_fields__")
+
 
 GROUPS = ("cell", "init", "task")  # chosen by name from conf/<group>/
 
@@ -236,9 +282,9 @@ def _flat_fields(cls: type, prefix: str = "") -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for f in fields(cls):
         key = f"{prefix}{f.name}"
-        if isinstance(f.default_factory, type) and f.default_factory is not dict:  # a nested group
+        if _group_class(f) is not None:  # a nested group
             flat.update({(key if k == "name" else f"{key}.{k}"): v
-                         for k, v in _flat_fields(f.default_factory).items()})
+                         for k, v in _flat_fields(_group_class(f)).items()})
         else:
             flat[key] = f
     return flat
@@ -262,7 +308,7 @@ def flat_config(config: Mapping[str, Any]) -> dict[str, Any]:
     """A resolved config (nested dicts) as flat table columns: cell, cell.forget_bias, scale, ...
 
     A user cell's constructor arguments become columns of their own (cell.kwargs.units)."""
-    columns: dict[str, Any] = {}
+    row: dict[str, Any] = {}
     for key, value in config.items():
         if key == "hydra":
             continue
@@ -270,42 +316,40 @@ def flat_config(config: Mapping[str, Any]) -> dict[str, Any]:
             for name, field_value in value.items():
                 column = key if name == "name" else f"{key}.{name}"
                 if name == "kwargs" and isinstance(field_value, Mapping):
-                    columns.update({f"{column}.{k}": v for k, v in field_value.items()})
+                    row.update({f"{column}.{k}": v for k, v in field_value.items()})
                 else:
-                    columns[column] = field_value
+                    row[column] = field_value
         else:
-            columns[key] = value
-    return columns
+            row[key] = value
+    return row
 
 
-def check_run(columns: dict[str, Any]) -> None:
+def check_run(run: RunSpec) -> None:
     """The rules that involve more than one key; raise ConfigError on the first broken one."""
-    target = columns.get("cell._target_")
-    if target is None and columns["cell"] not in NETWORKS:
-        raise ConfigError(f"cell={columns['cell']}: expected one of {', '.join(NETWORKS)}, or a user cell with "
+    cell, task = run.cell, TASKS[run.task.name]
+    if cell._target_ is None and cell.name not in NETWORKS:
+        raise ConfigError(f"cell={cell.name}: expected one of {', '.join(NETWORKS)}, or a user cell with "
                           "cell._target_=package.module.Class")
-    if target is None and any(k.startswith("cell.kwargs.") for k in columns):
-        raise ConfigError(f"cell.kwargs: cell={columns['cell']} is built in and takes no constructor "
+    if cell._target_ is None and cell.kwargs:
+        raise ConfigError(f"cell.kwargs: cell={cell.name} is built in and takes no constructor "
                           "arguments; expected cell._target_ with them")
-    task = TASKS[columns["task"]]
-    if columns["task"] == "probe" and columns.get("train.steps"):
-        raise ConfigError(f"train.steps={columns['train.steps']}: task=probe has nothing to learn; "
+    if run.task.name == "probe" and run.train.steps:
+        raise ConfigError(f"train.steps={run.train.steps}: task=probe has nothing to learn; "
                           "expected 0, or a task among " + ", ".join(t for t in TASKS if t != "probe"))
-    if not 0 <= columns.get("cell.r_min", 0.0) < columns.get("cell.r_max", 1.0) <= 1:
-        raise ConfigError(f"cell.r_min={columns['cell.r_min']}, cell.r_max={columns['cell.r_max']}: expected "
+    if not 0 <= cell.r_min < cell.r_max <= 1:
+        raise ConfigError(f"cell.r_min={cell.r_min}, cell.r_max={cell.r_max}: expected "
                           "0 <= r_min < r_max <= 1 (use scale to push |lambda| past 1)")
-    for key in ("theory.spectrum_k", "train.flossing_k"):  # tangents: at most the state's entries
-        k = columns.get(key) or 0
-        network = meta_network(columns) if k and target is None else None
+    for key, k in (("theory.spectrum_k", run.theory.spectrum_k), ("train.flossing_k", run.train.flossing_k)):
+        network = meta_network(run) if k and cell._target_ is None else None  # tangents: at most the state's entries
         if network is not None and k > sum(network.block_sizes):
-            raise ConfigError(f"{key}={k}: the {columns['cell']}'s state has {sum(network.block_sizes)} "
+            raise ConfigError(f"{key}={k}: the {cell.name}'s state has {sum(network.block_sizes)} "
                               f"entries (hidden_size x its state blocks x num_layers); expected at most that")
-    if columns.get("record.units") and not task.final_state_only:
-        raise ConfigError(f"record.units=true: task={columns['task']} has a loss on every step; the per-unit rows "
+    if run.record.units and not task.final_state_only:
+        raise ConfigError(f"record.units=true: task={run.task.name} has a loss on every step; the per-unit rows "
                           "use the exact recorder's renormalisation; expected a task whose loss reads the last step "
                           f"({', '.join(name for name, kind in TASKS.items() if kind.final_state_only)})")
-    if columns["recorder"] == "exact" and not task.final_state_only:
-        raise ConfigError(f"recorder=exact: task={columns['task']} has a loss on every step; "
+    if run.recorder == "exact" and not task.final_state_only:
+        raise ConfigError(f"recorder=exact: task={run.task.name} has a loss on every step; "
                           "expected recorder=autograd")
 
 
@@ -317,18 +361,18 @@ CELL_ONLY = {"cell.forget_bias": ("lstm",), "cell.chrono_tmax": ("lstm", "gru"),
              "train.flossing_k": ("rnn", "lstm", "gru")}
 
 
-def check_explicit(columns: dict[str, Any], explicit: Collection[str]) -> None:
+def check_explicit(run: RunSpec, explicit: Collection[str]) -> None:
     """The rules for keys the user set (command line, sweep): a cell-only key on another cell, a key
     the task fixes set to something else. Raise ConfigError on the first broken one."""
     for key in explicit:
         cells = CELL_ONLY.get(key)
-        if cells and columns["cell"] not in cells:
-            raise ConfigError(f"{key}={columns[key]}: applies to cell={' or '.join(cells)} only, not "
-                              f"cell={columns['cell']}; expected no {key} for it (a remedy that sets it "
+        if cells and run.cell.name not in cells:
+            raise ConfigError(f"{key}={run.value(key)}: applies to cell={' or '.join(cells)} only, not "
+                              f"cell={run.cell.name}; expected no {key} for it (a remedy that sets it "
                               "is recorded as not applicable on such cells)")
-    fixed = TASKS[columns["task"]].input_size
-    if "input_size" in explicit and fixed and columns["input_size"] != fixed:
-        raise ConfigError(f"input_size={columns['input_size']}: task={columns['task']} has {fixed} input "
+    fixed = TASKS[run.task.name].input_size
+    if "input_size" in explicit and fixed and run.input_size != fixed:
+        raise ConfigError(f"input_size={run.input_size}: task={run.task.name} has {fixed} input "
                           f"channels; expected input_size={fixed}, or no input_size")
 
 
@@ -338,21 +382,22 @@ def config_columns(config: Mapping[str, Any], explicit: Collection[str] = ()) ->
 
     A training task fixes the input size (adding has 2 channels), so its input_size column says so.
     """
-    columns = flat_config(config)
-    for key, value in columns.items():
+    flat = flat_config(config)
+    for key, value in flat.items():
         check = VALIDATORS.get(key)
         if check is None and key.startswith("cell.kwargs."):
             check = lambda k, v: scalars(k, {k: v})[k]  # noqa: E731  checked as a scalar
         if check is None:
             raise ConfigError(f"{key}={value}: unknown key; expected one of {', '.join(VALIDATORS)}")
-        columns[key] = check(key, value)
-    columns.pop("cell.kwargs", None)  # an empty mapping: no arguments, no column
-    if columns.get("cell._target_") and columns["cell"] in NETWORKS:  # cell._target_=... over a built-in's name
-        columns["cell"] = columns["cell._target_"].rsplit(".", 1)[-1]
-    check_run(columns)
-    check_explicit(columns, explicit)
-    columns["input_size"] = TASKS[columns["task"]].input_size or columns["input_size"]
-    return columns
+        flat[key] = check(key, value)
+    flat.pop("cell.kwargs", None)  # an empty mapping: no arguments, no column
+    if flat.get("cell._target_") and flat["cell"] in NETWORKS:  # cell._target_=... over a built-in's name
+        flat["cell"] = flat["cell._target_"].rsplit(".", 1)[-1]
+    run = RunSpec.from_columns(flat)
+    check_run(run)
+    check_explicit(run, explicit)
+    flat["input_size"] = TASKS[run.task.name].input_size or run.input_size
+    return flat
 
 
 NOT_IDENTITY = ("name", "memory.")  # columns that never change a run's numbers

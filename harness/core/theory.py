@@ -42,6 +42,7 @@ from harness.core.analysis import EDGE_FRACTION
 from harness.core.cells import ACTIVATIONS, CellNet, RecurrentNet, StackedNet
 from harness.core.errors import ModelError
 from harness.core.modern import IndRNNNet, LRUNet, MinimalNet
+from harness.core.spec import RunSpec
 from harness.core.tasks import time_chunks
 
 THEORY_COLUMNS = ("theory_linear", "theory_mean_field", "theory_critical_scale", "theory_lyapunov", "theory_note")
@@ -373,43 +374,43 @@ def spectrum_summary(exponents: Tensor) -> dict[str, float]:
             "spectrum_sum": float(sums[-1])}
 
 
-def carries_lyapunov(model: StackedNet, columns: dict) -> bool:
+def carries_lyapunov(model: StackedNet, run: RunSpec) -> bool:
     """Whether the run's recording carries the largest exponent's tangent (CarriedTangent): built-in
     cells, without a spectrum (whose k tangents and QR decompositions keep their own pass)."""
-    return isinstance(model, RecurrentNet) and not columns.get("theory.spectrum_k")
+    return isinstance(model, RecurrentNet) and not run.theory.spectrum_k
 
 
-def predictions(model: StackedNet, columns: dict, inputs: Tensor, drive_var: float,
+def predictions(model: StackedNet, run: RunSpec, inputs: Tensor, drive_var: float,
                 generator: torch.Generator, carried_lyapunov: float | None = None) -> dict[str, float | str]:
     """Every prediction that applies to this run, and why the others do not. carried_lyapunov: the
     largest exponent, where the recording carried it (see carries_lyapunov); else it is computed here."""
     notes = []
     linear = mean_field = critical = lyapunov = math.nan
-    one_layer_rnn = columns["cell"] == "rnn" and columns["num_layers"] == 1
+    one_layer_rnn = run.cell.name == "rnn" and run.num_layers == 1
     if isinstance(model, LRUNet):  # linear and diagonal: both from its eigenvalues, for any width
         linear = lyapunov = model.linear_rate()
     elif isinstance(model, (IndRNNNet, MinimalNet)):
         rate = model.linear_rate()
         linear = math.nan if rate is None else rate
         if rate is None:
-            notes.append(f"linear: needs a linear step (the {columns['cell']} with activation=identity)"
-                         if columns["cell"] == "indrnn" else "linear: the minimal cell's gate is not linear")
+            notes.append(f"linear: needs a linear step (the {run.cell.name} with activation=identity)"
+                         if run.cell.name == "indrnn" else "linear: the minimal cell's gate is not linear")
     elif isinstance(model, CellNet):
         linear = affine_step_rate(model, inputs, generator)
         if math.isnan(linear):
             notes.append(f"linear: needs a step affine in its state, with at most {MAX_JACOBIAN_STATE} state entries")
-    elif columns["activation"] == "identity" and one_layer_rnn:
+    elif run.activation == "identity" and one_layer_rnn:
         linear = linear_rate(model)
     else:
         notes.append("linear: needs a one-layer rnn with activation=identity")
-    if one_layer_rnn and columns["init"] in ("gaussian", "orthogonal"):
-        mean_field = mean_field_rate(columns["activation"], columns["scale"], drive_var)
-        critical = mean_field_critical_scale(columns["activation"], drive_var)
+    if one_layer_rnn and run.init.name in ("gaussian", "orthogonal"):
+        mean_field = mean_field_rate(run.activation, run.scale, drive_var)
+        critical = mean_field_critical_scale(run.activation, drive_var)
     else:
         notes.append("mean field: needs a one-layer rnn with init=gaussian or orthogonal")
-    spectrum_k = columns.get("theory.spectrum_k") or 0
+    spectrum_k = run.theory.spectrum_k
     if spectrum_k:  # theory_lyapunov is its first exponent: one trajectory, transient and statistic
-        spectrum = lyapunov_spectrum(model, inputs, generator, spectrum_k, seed=columns["seed"])
+        spectrum = lyapunov_spectrum(model, inputs, generator, spectrum_k, seed=run.seed)
         lyapunov = float(spectrum[0])
     elif carried_lyapunov is not None:
         lyapunov = carried_lyapunov
@@ -425,7 +426,7 @@ def predictions(model: StackedNet, columns: dict, inputs: Tensor, drive_var: flo
     }
 
 
-def closed_form_profile(model: StackedNet, columns: dict, readout: Tensor | None) -> dict[str, "np.ndarray"]:
+def closed_form_profile(model: StackedNet, run: RunSpec, readout: Tensor | None) -> dict[str, "np.ndarray"]:
     """Closed-form log10 ||dL/dh_{T-k}|| for k = 0..T (indexed by t = T - k), where one exists: a
     one-layer lru or identity-activation indrnn on the probe, whose dL/dh_T is the readout c.
 
@@ -435,7 +436,7 @@ def closed_form_profile(model: StackedNet, columns: dict, readout: Tensor | None
                              E|lambda|^(2k) = (b^(k+1) - a^(k+1)) / ((k+1)(b - a)); with a = 0, b = 1
                              the squared norm falls as 1/(k+1), a power law of exponent -1/2 in the norm.
     """
-    if readout is None or columns["num_layers"] != 1 or columns["task"] != "probe":
+    if readout is None or run.num_layers != 1 or run.task.name != "probe":
         return {}
     if isinstance(model, LRUNet):
         gains = model.scale.item() * torch.exp(-torch.exp(model.nu_log_l0.detach().double().cpu()))
@@ -445,7 +446,7 @@ def closed_form_profile(model: StackedNet, columns: dict, readout: Tensor | None
         weights = readout.double().cpu().pow(2)
     else:
         return {}
-    seq_len = columns["seq_len"]
+    seq_len = run.seq_len
     lag = torch.arange(seq_len, -1, -1, dtype=torch.float64)  # k at t = 0..T
     # log sum_j w_j g_j^(2k), stably (zero gains and zero weights are -inf terms)
     log_terms = weights.log().unsqueeze(0) + 2 * lag.unsqueeze(1) * gains.log().unsqueeze(0)

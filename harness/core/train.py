@@ -20,10 +20,13 @@ from __future__ import annotations
 import logging
 import math
 import time
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:  # spec lists this module's optimisers
+    from harness.core.spec import TrainSpec
 
 log = logging.getLogger(__name__)
 
@@ -60,24 +63,24 @@ def omega_of(grads: list[torch.Tensor], slopes: list[torch.Tensor], weight_hh: t
     return torch.stack(terms).sum() / torch.stack(counted).sum().clamp_min(1e-12)
 
 
-def train(parameters: list[nn.Parameter], settings: dict, loss_of_fresh_batch: Callable[[], torch.Tensor],
+def train(parameters: list[nn.Parameter], settings: TrainSpec, loss_of_fresh_batch: Callable[[], torch.Tensor],
           evaluate: Callable[[int], float], baseline: float,
           floss: Callable[[], torch.Tensor] | None = None) -> Iterator[dict]:
-    """Run settings["steps"] optimiser steps; yield a loss-table row at every record (after `evaluate`,
+    """Run settings.steps optimiser steps; yield a loss-table row at every record (after `evaluate`,
     which also records the profile at that step). The caller has recorded step 0 itself.
     floss: gradient flossing's objective on a fresh batch (harness.core.theory.flossing_loss); an
-    optimiser step on it comes before training step 1 and every settings["flossing_every"] steps."""
-    optimiser = OPTIMIZERS[settings["optimizer"]](parameters, lr=settings["lr"],
-                                                  weight_decay=settings["weight_decay"])
-    steps, every = settings["steps"], settings["record_every"]
+    optimiser step on it comes before training step 1 and every settings.flossing_every steps."""
+    optimiser = OPTIMIZERS[settings.optimizer](parameters, lr=settings.lr,
+                                                  weight_decay=settings.weight_decay)
+    steps, every = settings.steps, settings.record_every
     start, losses, norms, flossed = time.perf_counter(), [], [], []
     for step in range(1, steps + 1):
-        if floss is not None and (step - 1) % settings["flossing_every"] == 0:
+        if floss is not None and (step - 1) % settings.flossing_every == 0:
             optimiser.zero_grad(set_to_none=True)
             objective = floss()
             if torch.isfinite(objective):
                 objective.backward()
-                nn.utils.clip_grad_norm_(parameters, settings["clip_norm"] or math.inf)
+                nn.utils.clip_grad_norm_(parameters, settings.clip_norm or math.inf)
                 optimiser.step()
             flossed.append(objective.item())
         optimiser.zero_grad(set_to_none=True)
@@ -87,9 +90,9 @@ def train(parameters: list[nn.Parameter], settings: dict, loss_of_fresh_batch: C
             yield {"step": step, "train_loss": loss.item(), "diverged": True}
             return
         loss.backward()
-        if settings["clip_value"] is not None:
-            nn.utils.clip_grad_value_(parameters, settings["clip_value"])
-        norm = nn.utils.clip_grad_norm_(parameters, settings["clip_norm"] or math.inf)
+        if settings.clip_value is not None:
+            nn.utils.clip_grad_value_(parameters, settings.clip_value)
+        norm = nn.utils.clip_grad_norm_(parameters, settings.clip_norm or math.inf)
         optimiser.step()
         losses.append(loss.item())
         norms.append(norm.item())

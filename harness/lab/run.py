@@ -28,14 +28,14 @@ from harness.core.analysis import fit_profile
 from harness.core.cells import SLOPES, CellNet, RecurrentNet, StackedNet, recurrent
 from harness.core.detail import Detail, record_detail
 from harness.core.errors import ConfigError, NotApplicable
-from harness.core.spec import DTYPES, config_columns, run_id
+from harness.core.spec import DTYPES, RunSpec, config_columns, run_id
 from harness.core.provenance import code_identity, git_commit
 from harness.core.recorders import flush_denormals, status_flags
 from harness.core.memory import segment_length
 from harness.core.segments import record_profile
 from harness.core.sequences import train_forward
 from harness.core.init import initialise
-from harness.core.networks import build
+from harness.core.networks import LRU_OPTIONS, build
 from harness.core.runfolder import (GATES, LOSSES, META, PROFILE, UNITS, detail_frames, profile_frame, write_done,
                                     write_json, write_parquet)
 from harness.core.tasks import TASKS, StreamedInputs, TaskBatch, time_chunks
@@ -93,26 +93,23 @@ def import_object(key: str, path: str) -> Any:
                           "folder you run in or an installed package") from None
 
 
-def build_network(columns: dict[str, Any], generator: torch.Generator) -> StackedNet:
+def build_network(run: RunSpec, generator: torch.Generator) -> StackedNet:
     """The run's network in float64 on the CPU, initialised: a built-in RecurrentNet, or the user cell
     named by cell._target_ (built with input_size=, hidden_size= and cell.kwargs.*, under the run's
     seed) in a CellNet. Raises NotApplicable for a setting that means nothing for the cell."""
-    sizes = columns["input_size"], columns["hidden_size"], columns["num_layers"]
-    settings = (columns["init"], columns["scale"], generator, columns.get("cell.forget_bias", 0.0),
-                columns.get("cell.chrono_tmax"))
-    target = columns.get("cell._target_")
-    if target is None:
-        options = {k.removeprefix("cell."): v for k, v in columns.items() if k.startswith("cell.")}
-        model = build(columns["cell"], columns["activation"], *sizes, options).double()
+    cell = run.cell
+    sizes = run.input_size, run.hidden_size, run.num_layers
+    settings = (run.init.name, run.scale, generator, cell.forget_bias, cell.chrono_tmax)
+    if cell._target_ is None:
+        options = {k: getattr(cell, k) for k in LRU_OPTIONS}
+        model = build(cell.name, run.activation, *sizes, options).double()
     else:
-        cls = import_object("cell._target_", target)
-        kwargs = {k.removeprefix("cell.kwargs."): v for k, v in columns.items() if k.startswith("cell.kwargs.")}
-        input_size, hidden_size, num_layers = sizes
+        cls = import_object("cell._target_", cell._target_)
         with torch.random.fork_rng(devices=[]):  # the cell's own init, seeded, without touching the caller's RNG
-            torch.manual_seed(columns["seed"])
-            layers = [cls(input_size=input_size if layer == 0 else hidden_size, hidden_size=hidden_size, **kwargs)
-                      for layer in range(num_layers)]
-        model = CellNet(layers, input_size).double()
+            torch.manual_seed(run.seed)
+            layers = [cls(input_size=run.input_size if layer == 0 else run.hidden_size, hidden_size=run.hidden_size,
+                          **cell.kwargs) for layer in range(run.num_layers)]
+        model = CellNet(layers, run.input_size).double()
     initialise(model, *settings)
     return model
 
@@ -135,18 +132,18 @@ def step_bar(enabled: bool, total: int, description: str) -> Iterator[Callable[[
         print(f"{description}: {total} steps in {elapsed:.1f} s ({total / elapsed:.0f} steps/s)", file=sys.stderr)
 
 
-def record(columns: dict[str, Any], progress: bool = False) -> Recording:
+def record(run: RunSpec, progress: bool = False) -> Recording:
     """Build one configuration, record its gradient profile at initialisation and, for a training task,
     every train.record_every steps while it trains. progress: a bar of each recording's steps."""
-    dtype, device = DTYPES[columns["dtype"]], torch.device(columns["device"])
-    generator = torch.Generator().manual_seed(columns["seed"])
-    task = TASKS[columns["task"]]
+    dtype, device = DTYPES[run.dtype], torch.device(run.device)
+    generator = torch.Generator().manual_seed(run.seed)
+    task = TASKS[run.task.name]
     # Built in float64 on the CPU, then cast: float32 and float64 runs share their weights.
-    model = build_network(columns, generator)
+    model = build_network(run, generator)
     head = readout(model.output_size, task.output_size, generator) if task.output_size else None
 
     def draw() -> TaskBatch:
-        return task.make(columns["seq_len"], columns["batch_size"], generator, input_size=columns["input_size"],
+        return task.make(run.seq_len, run.batch_size, generator, input_size=run.input_size,
                          hidden_size=model.output_size).to(device, dtype)
 
     held_out = draw()  # evaluated and recorded on, never trained on
@@ -160,7 +157,7 @@ def record(columns: dict[str, Any], progress: bool = False) -> Recording:
         """The task's loss of the top layer's outputs it reads (through the readout, if trained)."""
         return lambda outputs: batch.loss(outputs if head is None else head(outputs))
 
-    omega_weight = columns.get("train.omega") or 0.0
+    omega_weight = run.train.omega
     if omega_weight and not (isinstance(model, RecurrentNet) and model.cell_name == "rnn" and model.num_layers == 1):
         raise NotApplicable("train.omega: Pascanu et al.'s Omega regulariser is defined for a one-layer rnn")
     fast = train_forward(model) if isinstance(model, RecurrentNet) and not omega_weight else None
@@ -173,7 +170,7 @@ def record(columns: dict[str, Any], progress: bool = False) -> Recording:
         if fast is not None:
             outputs = fast(batch.inputs)  # (T, B, H): the top layer's h at every step
             return output_loss(batch)(outputs[-1:] if batch.final_state_only else outputs)
-        states = model(batch.inputs, model.initial_state(columns["batch_size"]))
+        states = model(batch.inputs, model.initial_state(run.batch_size))
         steps = states[-1:] if batch.final_state_only else states[1:]
         loss = output_loss(batch)(torch.stack([model.top_hidden(state) for state in steps]))
         if not omega_weight:
@@ -185,55 +182,54 @@ def record(columns: dict[str, Any], progress: bool = False) -> Recording:
                       (drive + recurrent(h, w_hh, b_hh) for drive, h in zip(drives, states[:-1]))]
         return loss + omega_weight * omega(loss, states[1:], slopes, w_hh)
 
-    segment = segment_length(model, columns["seq_len"], columns["batch_size"], dtype.itemsize, columns["recorder"],
-                             columns.get("memory.fraction", 0.25), columns.get("memory.segment"))
+    segment = segment_length(model, run.seq_len, run.batch_size, dtype.itemsize, run.recorder,
+                             run.memory.fraction, run.memory.segment)
     profiles, flags = [], set()
 
     def record_at(step: int, tangent: CarriedTangent | None = None) -> float:
-        with flush_denormals(), step_bar(progress, 2 * columns["seq_len"], f"recording (training step {step})"
-                                         if columns.get("train.steps") else "recording") as update:
+        with flush_denormals(), step_bar(progress, 2 * run.seq_len, f"recording (training step {step})"
+                                         if run.train.steps else "recording") as update:
             log_norms, loss, finite = record_profile(model, held_out.inputs, output_loss(held_out),
-                                                     held_out.final_state_only, columns["recorder"], segment, update,
+                                                     held_out.final_state_only, run.recorder, segment, update,
                                                      tangent)
         profiles.append((step, log_norms))
-        flags.update(status_flags(log_norms, finite, columns["recorder"]))
+        flags.update(status_flags(log_norms, finite, run.recorder))
         return loss.item()
 
     drive_var, drive_cv = input_drive_stats(model, held_out.inputs)
     # The recording at initialisation visits the trajectory the largest Lyapunov exponent follows
     # (same inputs, S_0 = 0), so it carries the exponent's tangent where it can; its first tangent is
     # drawn here, where predictions would have drawn it, so every later draw is unchanged.
-    tangent = CarriedTangent(model, columns["seq_len"], columns["batch_size"], generator, next(model.parameters())) \
-        if carries_lyapunov(model, columns) else None
+    tangent = CarriedTangent(model, run.seq_len, run.batch_size, generator, next(model.parameters())) \
+        if carries_lyapunov(model, run) else None
     initial_loss = record_at(0, tangent)
     with flush_denormals():
-        theory = predictions(model, columns, held_out.inputs, drive_var, generator,
+        theory = predictions(model, run, held_out.inputs, drive_var, generator,
                              carried_lyapunov=None if tangent is None else tangent.exponent())
     detail = None
-    if columns.get("record.units"):
-        inputs = held_out.inputs[0:columns["seq_len"]] if isinstance(held_out.inputs, StreamedInputs) else held_out.inputs
+    if run.record.units:
+        inputs = held_out.inputs[0:run.seq_len] if isinstance(held_out.inputs, StreamedInputs) else held_out.inputs
         with flush_denormals():
             detail = record_detail(model, inputs, output_loss(held_out))
     # A loss table belongs to a trained task: the probe's readout is no training loss.
     losses = [{"step": 0, "eval_loss": initial_loss, "elapsed_s": 0.0}] if task.output_size else []
-    baseline = task.baseline(columns["seq_len"])
-    settings = {k.removeprefix("train."): v for k, v in columns.items() if k.startswith("train.")}
-    if settings.get("steps"):
+    baseline = task.baseline(run.seq_len)
+    if run.train.steps:
         def loss_of_fresh_batch() -> torch.Tensor:
             batch = draw()
             with flush_denormals():
                 return task_loss(batch)
         floss = None
-        if settings.get("flossing_k"):
+        if run.train.flossing_k:
             if not isinstance(model, RecurrentNet):
                 raise NotApplicable("train.flossing_k: gradient flossing needs the built-in cells' JVPs (rnn, lstm, gru)")
-            flossing_generator = torch.Generator().manual_seed(columns["seed"])  # its tangents; draw() keeps its own
+            flossing_generator = torch.Generator().manual_seed(run.seed)  # its tangents; draw() keeps its own
 
             def flossing_objective() -> torch.Tensor:
                 with flush_denormals():
-                    return flossing_loss(model, draw().inputs, settings["flossing_k"], flossing_generator)
+                    return flossing_loss(model, draw().inputs, run.train.flossing_k, flossing_generator)
             floss = flossing_objective
-        for row in train(parameters, settings, loss_of_fresh_batch, record_at, baseline, floss):
+        for row in train(parameters, run.train, loss_of_fresh_batch, record_at, baseline, floss):
             if row.pop("diverged"):
                 flags.add("diverged")
                 break
@@ -244,7 +240,7 @@ def record(columns: dict[str, Any], progress: bool = False) -> Recording:
               "baseline": baseline, "solved": bool(final <= SOLVED_FRACTION * baseline) if losses else None}
     order = ["diverged", "nan", "overflow", "underflow", "zero"]
     return Recording(profiles, losses, [f for f in order if f in flags], extras, model,
-                     closed_form_profile(model, columns, held_out.readout), detail)
+                     closed_form_profile(model, run, held_out.readout), detail)
 
 
 def run_meta(cfg: DictConfig | dict[str, Any], choices: dict[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -283,7 +279,7 @@ def run(cfg: DictConfig | dict[str, Any], out_dir: Path, choices: dict[str, Any]
     rid = meta["run_id"]
     start = time.perf_counter()
     try:
-        recording = record(columns, progress)
+        recording = record(RunSpec.from_columns(columns), progress)
         meta.update(recording.extras)
         profile = pd.concat([profile_frame(log_norms, rid, columns, recording.model.state_names, step)
                              for step, log_norms in recording.profiles], ignore_index=True)

@@ -13,10 +13,10 @@ if os.environ.get("HARNESS_FAULT_SCALE") or os.environ.get("HARNESS_FAULT_SLEEP"
 
     _record = harness.lab.run.record
 
-    def record(columns, progress=False):
-        if columns["scale"] == float(os.environ.get("HARNESS_FAULT_SCALE", "nan")):
-            raise RuntimeError(f"injected fault at scale={columns['scale']}")
+    def record(run, progress=False):
+        if run.scale == float(os.environ.get("HARNESS_FAULT_SCALE", "nan")):
+            raise RuntimeError(f"injected fault at scale={run.scale}")
         time.sleep(float(os.environ.get("HARNESS_FAULT_SLEEP", "0")))
-        return _record(columns, progress)
+        return _record(run, progress)
 
     harness.lab.run.record = record

@@ -18,7 +18,7 @@ from harness.core.folders import is_ours, stays_inside, too_long
 from harness.core.memory import check_fits
 from harness.core.provenance import code_identity, same_code
 from harness.core.runfolder import DONE, META, check_done
-from harness.core.spec import config_columns, run_id
+from harness.core.spec import RunSpec, config_columns, run_id
 
 
 
@@ -113,7 +113,7 @@ class Composer:
         explicit = [o.key_or_group for o in values if not o.is_hydra_override()]
         resolved = OmegaConf.to_container(config, resolve=True)
         columns = config_columns(resolved, explicit)
-        check_fits(columns)
+        check_fits(RunSpec.from_columns(columns))
         return Job(num, hydra["overrides"]["task"], run_id(columns), self._subdir(config, hydra), config, hydra,
                    code_identity(resolved))
 
