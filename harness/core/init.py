@@ -67,14 +67,11 @@ INITS: dict[str, Callable[[RecurrentNet, torch.Generator], None]] = {
 
 
 @torch.no_grad()
-def initialise_user_cell(model: CellNet, init: str, scale: float, forget_bias: float = 0.0,
-                         chrono_tmax: int | None = None) -> None:
+def initialise_user_cell(model: CellNet, init: str, scale: float) -> None:
     """A user cell initialises itself (init=default); `scale` multiplies the parameters it names in
     `recurrent_weights`. Any other setting is not applicable to it, never guessed."""
     if init != "default":
         raise NotApplicable(f"init={init} applies to the built-in cells; a user cell initialises itself (init=default)")
-    if forget_bias or chrono_tmax:
-        raise NotApplicable("forget_bias and chrono init apply to the built-in lstm and gru only")
     if scale == 1.0:
         return
     for cell in model.layers:
@@ -89,41 +86,57 @@ def initialise_user_cell(model: CellNet, init: str, scale: float, forget_bias: f
 @torch.no_grad()
 def initialise(model: StackedNet, init: str, scale: float, generator: torch.Generator,
                forget_bias: float = 0.0, chrono_tmax: int | None = None) -> None:
-    """Apply scheme `init`, multiply every W_hh (all gate blocks) by `scale`, then the gate biases.
+    """Apply scheme `init` and multiply every W_hh (all gate blocks) by `scale` (initialise_weights),
+    then the gate biases (add_forget_bias, chrono), in that order: the order of the generator's draws."""
+    initialise_weights(model, init, scale, generator)
+    if forget_bias:
+        add_forget_bias(model, forget_bias)
+    if chrono_tmax:
+        chrono(model, chrono_tmax, generator)
 
-    forget_bias is added to the lstm forget gate's b_hh block, so the gate's total bias b_ih + b_hh
-    moves by that much (0, the default, leaves torch's init untouched).
-    chrono_tmax (Tallec & Ollivier 2018) sets the gate that keeps the old state to the total bias
-    b = log U[1, tmax - 1], so memories last between 1 and tmax steps: the lstm's forget gate (and its
-    input gate to -b), the gru's update gate z (h' = (1 - z) n + z h).
-    """
+
+@torch.no_grad()
+def initialise_weights(model: StackedNet, init: str, scale: float, generator: torch.Generator) -> None:
+    """Apply scheme `init`, then multiply every W_hh (all gate blocks) by `scale`."""
     if isinstance(model, CellNet):
-        return initialise_user_cell(model, init, scale, forget_bias, chrono_tmax)
+        return initialise_user_cell(model, init, scale)
     if not isinstance(model, RecurrentNet):  # lru, indrnn, minimal (harness.core.modern) know their schemes
-        if forget_bias or chrono_tmax:
-            raise NotApplicable("forget_bias and chrono init apply to the lstm and gru only")
         return model.initialise(init, scale, generator)
-    if not model.bias and (forget_bias or chrono_tmax):
-        raise NotApplicable("forget_bias and chrono init set gate biases; this network has none (bias=False)")
     INITS[init](model, generator)
     for w in model.layer_params("weight_hh"):
         w.mul_(scale)
-    if forget_bias:
-        if model.cell_name != "lstm":
-            raise NotApplicable("forget_bias applies to the lstm only")
-        for b in model.layer_params("bias_hh"):
-            _blocks(b, 4)[1].add_(forget_bias)
-    if chrono_tmax:
-        keep = {"lstm": 1, "gru": 1}.get(model.cell_name)  # forget gate f; update gate z
-        if keep is None:
-            raise NotApplicable("chrono init applies to the lstm and gru only")
-        for b_ih, b_hh in zip(model.layer_params("bias_ih"), model.layer_params("bias_hh")):
-            bias = torch.log(1 + torch.rand(model.hidden_size, generator=generator, dtype=b_hh.dtype)
-                             * (chrono_tmax - 2))
+
+
+def _gate_biases(model: StackedNet, what: str, cells: tuple[str, ...]) -> RecurrentNet:
+    """The model, if its gate biases can be set (`what` names the setting); else NotApplicable."""
+    if not isinstance(model, RecurrentNet) or model.cell_name not in cells:
+        raise NotApplicable(f"{what} applies to the {' and '.join(cells)} only")
+    if not model.bias:
+        raise NotApplicable(f"{what} sets gate biases; this network has none (bias=False)")
+    return model
+
+
+@torch.no_grad()
+def add_forget_bias(model: StackedNet, forget_bias: float) -> None:
+    """Add forget_bias to the lstm forget gate's b_hh block, so the gate's total bias b_ih + b_hh
+    moves by that much (Jozefowicz et al. 2015 use 1)."""
+    for b in _gate_biases(model, "forget_bias", ("lstm",)).layer_params("bias_hh"):
+        _blocks(b, 4)[1].add_(forget_bias)
+
+
+@torch.no_grad()
+def chrono(model: StackedNet, tmax: int, generator: torch.Generator) -> None:
+    """Chrono init (Tallec & Ollivier 2018): the gate that keeps the old state gets the total bias
+    b = log U[1, tmax - 1], so memories last between 1 and tmax steps: the lstm's forget gate (and its
+    input gate to -b), the gru's update gate z (h' = (1 - z) n + z h)."""
+    model = _gate_biases(model, "chrono init", ("lstm", "gru"))
+    keep = 1  # the lstm's forget gate f, the gru's update gate z: the second block of both
+    for b_ih, b_hh in zip(model.layer_params("bias_ih"), model.layer_params("bias_hh")):
+        bias = torch.log(1 + torch.rand(model.hidden_size, generator=generator, dtype=b_hh.dtype) * (tmax - 2))
+        for b in (b_ih, b_hh):
+            _blocks(b, model.cell.gates)[keep].zero_()
+        _blocks(b_hh, model.cell.gates)[keep].copy_(bias)
+        if model.cell_name == "lstm":  # input gate i = -b
             for b in (b_ih, b_hh):
-                _blocks(b, model.cell.gates)[keep].zero_()
-            _blocks(b_hh, model.cell.gates)[keep].copy_(bias)
-            if model.cell_name == "lstm":  # input gate i = -b
-                for b in (b_ih, b_hh):
-                    _blocks(b, 4)[0].zero_()
-                _blocks(b_hh, 4)[0].copy_(-bias)
+                _blocks(b, 4)[0].zero_()
+            _blocks(b_hh, 4)[0].copy_(-bias)
