@@ -3,13 +3,16 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: quickstart test bench bench-sweep bench-length gallery clean
+.PHONY: quickstart test docs bench bench-sweep bench-length gallery clean
 
 quickstart: $(VENV)/.installed  ## the default sweep: tables and figures under results/quickstart/
 	$(PY) -m harness -m experiment=quickstart
 
 test: $(VENV)/.installed  ## the test suite, a worker per core (pytest-xdist)
 	$(PY) -m pytest -n auto
+
+docs: $(VENV)/.installed  ## the docs site (docs/, mkdocs.yml) into site/; --strict: a broken link, anchor or docstring fails it
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
 
 bench: $(VENV)/.installed  ## recorder speed against a plain torch loop
 	$(PY) benchmarks/recorders.py
@@ -42,14 +45,12 @@ gallery: $(VENV)/.installed  ## the README's reference figures: quickstart, theo
 	$(PY) examples/record_lstm.py --out results/python && cp results/python/lstm_gru.png results/reference/python_lstm_gru.png
 
 # torch is pinned and installed first: pip then takes the CPU build on disk instead of downloading
-# several GB of CUDA packages for an unpinned torch. The compat editable mode puts the checkout on
-# sys.path, where Hydra's plugin scan (pkgutil over the hydra_plugins namespace) finds our sweeper;
-# the default editable mode's import hook hides it from that scan.
+# several GB of CUDA packages for an unpinned torch.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[dev]' --config-settings editable_mode=compat
+	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
 
 clean:

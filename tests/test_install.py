@@ -85,6 +85,19 @@ def _ignored(folder: str, names: list[str]) -> set[str]:
     return skip
 
 
+def _new_venv(venv: Path) -> tuple[Path, Path, Path]:
+    """A fresh venv (its folder, python, site-packages) that borrows this environment's dependencies."""
+    _run([sys.executable, "-m", "venv", "--without-pip", venv], cwd=venv.parent)
+    python = venv / ("Scripts" if os.name == "nt" else "bin") / ("python.exe" if os.name == "nt" else "python")
+    site = Path(_run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                     cwd=venv.parent).stdout.strip())
+    # This environment's site-packages, after the venv's own. Its .pth files are not read from there
+    # (only those in site's own folders are), so the editable install's link to the checkout is not.
+    ours = dict.fromkeys(sysconfig.get_paths()[key] for key in ("purelib", "platlib"))
+    (site / "borrowed_dependencies.pth").write_text("".join(f"{path}\n" for path in ours))
+    return venv, python, site
+
+
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory) -> SimpleNamespace:
     """The wheel, built once, installed into a fresh venv that borrows this environment's dependencies."""
@@ -100,16 +113,7 @@ def installed(tmp_path_factory) -> SimpleNamespace:
           "--wheel-dir", wheels, "."], cwd=source)
     (wheel,) = wheels.glob("harness-*.whl")
 
-    venv = tmp / "venv"
-    _run([sys.executable, "-m", "venv", "--without-pip", venv], cwd=tmp)
-    python = venv / ("Scripts" if os.name == "nt" else "bin") / ("python.exe" if os.name == "nt" else "python")
-    site = Path(_run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                     cwd=tmp).stdout.strip())
-    # This environment's site-packages, after the venv's own. Its .pth files are not read from there
-    # (only those in site's own folders are), so the editable install's link to the checkout is not.
-    ours = dict.fromkeys(sysconfig.get_paths()[key] for key in ("purelib", "platlib"))
-    (site / "borrowed_dependencies.pth").write_text("".join(f"{path}\n" for path in ours))
-
+    venv, python, site = _new_venv(tmp / "venv")
     _run([sys.executable, "-m", "pip", "--python", python, "install", "--no-deps", "--no-index", wheel], cwd=tmp)
     scripts = python.parent
     return SimpleNamespace(wheel=wheel, venv=venv, python=python, site=site,
@@ -211,3 +215,18 @@ def test_user_experiment_overrides_the_packaged_one(installed, tmp_path):
     rows = _rows(sweep)
     assert sorted(row["cell"] for row in rows) == ["gru", "rnn"]
     assert {row["seq_len"] for row in rows} == {"7"}
+
+
+def test_plain_editable_install_sweeps_from_another_folder(tmp_path):
+    """`pip install -e .` without config settings: Hydra's plugin scan must still find the sweeper."""
+    source = tmp_path / "source"
+    shutil.copytree(ROOT, source, symlinks=True, ignore=_ignored)
+    _, python, _ = _new_venv(tmp_path / "venv")
+    _run([sys.executable, "-m", "pip", "--python", python, "install", "--no-deps", "--no-build-isolation",
+          "--no-index", "-e", source], cwd=tmp_path)
+    folder = _user_folder(tmp_path / "user", mine=MINE)
+    result = _run([python, "-m", "harness", "-m", "experiment=mine"], cwd=folder)
+    _assert_sweep(result, folder, "mine", runs=2)
+    code = "import harness, hydra_plugins.harness_sweeper as s; print(harness.__file__); print(s.__file__)"
+    for path in _run([python, "-c", code], cwd=folder).stdout.split():
+        assert Path(path).resolve().is_relative_to(source), f"{path} is not in the editable checkout {source}"

@@ -82,7 +82,7 @@ def test_config_columns_normalise_numbers():
 def test_results_of_the_first_schema_still_load(tmp_path):
     """tests/data/schema0_sweep was written before the typed run specification (other run ids, no
     cell._target_ column): plot and collect still read it. (It also predates folder markers: its
-    .harness was added as README says to, so that its tables may be rewritten.)"""
+    .harness was added as docs/sweeps.md says to, so that its tables may be rewritten.)"""
     import shutil
 
     from harness.cli.plot import main as plot_main
