@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
@@ -23,14 +24,20 @@ def user_dirs(cwd: Path | None = None) -> dict[str, Path]:
 
 
 def options(group: str) -> list[str]:
-    """The options of a config group (cell, remedy, experiment, ...), packaged and the user's."""
+    """The options of a config group (cell, remedy, experiment, ...): registered from Python
+    (harness.cli), packaged and the user's."""
     folders = [CONF_DIR / group]
     user = user_dirs()
     if "conf" in user:
         folders.append(user["conf"] / group)
     if group == "experiment" and "experiments" in user:
         folders.append(user["experiments"])
-    return sorted({p.stem for folder in folders for p in folder.glob("*.yaml")})
+    try:
+        registered = ConfigStore.instance().list(group)  # harness.cli registers cell, init and task
+    except OSError:  # a group only YAML files make (remedy, experiment)
+        registered = []
+    return sorted({p.stem for folder in folders for p in folder.glob("*.yaml")}
+                  | {name.removesuffix(".yaml") for name in registered})
 
 
 def config_file(group: str, name: str, searchpath: list[str] = ()) -> Path | None:

@@ -5,7 +5,7 @@ reads, with its type, default, the values allowed and what it means. Everything 
 the table columns (`config_columns`), the run id (`run_id`), the validators that check command-line
 overrides, experiment sweeps and each composed config before any compute (`VALIDATORS`, with the
 cross-field rules in `check_run`), and the structured config Hydra composes into (registered by
-harness.cli). Adding a key is one field here plus its default in conf/config.yaml.
+harness.cli, with `python -m harness --help`'s key list from `describe`). Adding a key is one field here.
 
 The dataclasses are frozen: a run is built once from its validated columns (`RunSpec.from_columns`)
 and core code reads attributes (`run.cell.name`, `run.theory.spectrum_k`), so a misspelt key is an
@@ -296,7 +296,7 @@ VALIDATORS: dict[str, Validator] = {key: f.metadata["check"] for key, f in FIELD
 
 
 def describe() -> list[tuple[str, Any, str]]:
-    """(key, default, meaning) for every key of a run, as the README's table lists them."""
+    """(key, default, meaning) for every key of a run, as `python -m harness --help` lists them."""
     rows = []
     for key, f in FIELDS.items():
         default = f.default if f.default is not MISSING else f.default_factory()
