@@ -156,3 +156,41 @@ def test_results_are_made_as_the_umask_says(tmp_path):
         finally:
             os.umask(previous)
         assert (tmp_path / f"{mask}.txt").stat().st_mode & 0o777 == mode
+
+
+@pytest.mark.parametrize("scale, regime, law", [(0.8, "vanishing", "exponential"), (1.0, "stable", "flat"),
+                                                (1.25, "exploding", "exponential")])
+def test_gain_regime_and_law_columns_against_a_linear_scalar_rnn(tmp_path, scale, regime, law):
+    """A 1-unit identity rnn's gain over k steps is exactly |w|^k: log10_gain is T log10(scale), the
+    rate ln(scale) decides the regime, the profile is a straight line in k (exponential; flat at 1)
+    and its log-log slope is 0 only where nothing changes."""
+    import math
+
+    from hydra import compose, initialize_config_dir
+
+    from harness.cli.paths import CONF_DIR
+    from harness.lab import run as run_module
+
+    seq_len = 40
+    settings = ["activation=identity", "init=orthogonal", "hidden_size=1", "input_size=1", f"seq_len={seq_len}",
+                "batch_size=4", "dtype=float64", f"scale={scale}"]
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=settings)
+    run_module.run(cfg, tmp_path / "0")
+    _, summary, _ = collect(tmp_path)
+    row = summary.iloc[0]
+    assert row.log10_gain == pytest.approx(seq_len * math.log10(scale), abs=1e-9)
+    assert row.rate == pytest.approx(math.log(scale), abs=1e-9)
+    assert (row.regime, row.decay_law) == (regime, law)
+    assert (row.power_exponent == pytest.approx(0, abs=1e-12)) == (scale == 1.0)
+
+
+def test_decay_law_and_power_exponent_of_a_power_law():
+    """||dL/dh_{T-k}|| = (k + 1)^-1/2 (an lru with its ring 0..1, in expectation): a power law of
+    exponent -1/2, whatever the window."""
+    from harness.core.analysis import fit_profile
+
+    lag = np.arange(0, 401)
+    fit = fit_profile(lag, -0.5 * np.log10(lag + 1))
+    assert fit["decay_law"] == "power" and fit["power_exponent"] == pytest.approx(-0.5, abs=1e-12)
+    assert fit["log10_gain"] == pytest.approx(-0.5 * np.log10(401), abs=1e-12)
