@@ -6,7 +6,7 @@ Prints, best of 3 on this machine: the start-up of `harness.plot` (a fresh proce
 command, so Python, pandas, matplotlib, Hydra's config classes and torch) and of any plotting command
 (Python, pandas and pyplot alone), and the time matplotlib takes to lay out and save one page shaped
 like the sweep figures' pages (6 x 3 panels, 4.2 x 3.3 inches each, a title and axis labels per
-panel, 130 dpi as harness.lab.plots saves) holding a single 80-point line per panel, that is with
+panel, 130 dpi as harness.lab.figures saves) holding a single 80-point line per panel, that is with
 almost nothing drawn, with constrained layout (as drawn) and with none. A sweep's figures cannot be
 drawn faster than start-up + pages x that page time / cores.
 """

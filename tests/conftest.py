@@ -23,7 +23,7 @@ def figures_in_this_process(monkeypatch):
     """pytest-xdist already runs a worker per core: figures drawn in more processes would only crowd
     the machine (and the timing of the interrupt tests), and spies on plots.save see only this
     process. The test of drawing in workers asks for them by make_figures(workers=2)."""
-    from harness.lab import plots
+    from harness.lab import figures as plots
 
     monkeypatch.setattr(plots, "PARALLEL_ROWS", float("inf"))
 

@@ -23,7 +23,7 @@ import pandas as pd
 import pytest
 from matplotlib.testing.compare import compare_images
 
-from harness.lab import plots
+from harness.lab import figures as plots
 from harness.lab.report import write_report
 from tests.test_plots import sweep
 

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from harness.lab import plots
+from harness.lab import figures as plots
 from harness.core.runfolder import profile_frame
 
 BASE = {"name": "t", "cell": "rnn", "activation": "tanh", "init": "gaussian", "task": "probe", "scale": 1.0,

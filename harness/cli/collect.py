@@ -17,7 +17,7 @@ import pandas as pd
 
 from harness.cli.exits import stop_on_sigterm
 from harness.cli.paths import sweep_origin
-from harness.lab.plots import make_figures
+from harness.lab.figures import make_figures
 from harness.lab.report import write_report
 from harness.core.errors import HarnessError
 from harness.core.runfolder import PROFILE

@@ -21,10 +21,10 @@ import pandas as pd
 from harness.cli.exits import stop_on_sigterm
 from harness.cli.paths import sweep_origin
 from harness.core.errors import ConfigError, HarnessError
-from harness.lab.plots import make_figures
+from harness.lab.figures import FOLDER_TABLES, make_figures
 from harness.lab.report import write_report
 from harness.core.folders import check_rebuild, check_target, claim, is_run_folder
-from harness.core.runfolder import GATES, PROFILE, UNITS, write_parquet
+from harness.core.runfolder import PROFILE, write_parquet
 from harness.lab.results import collect, collect_losses, read_table, readable, write_summary
 
 
@@ -45,7 +45,7 @@ def load(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
             print(f"{folder}: its tables cannot be read ({type(error).__name__}); rebuilding them from the run "
                   f"folders ({name} is damaged)", file=sys.stderr)
             return first(*collect(folder))
-    damaged = [folder / name for name in (UNITS, GATES) if (folder / name).exists() and not readable(folder / name)]
+    damaged = [folder / name for name in FOLDER_TABLES.values() if (folder / name).exists() and not readable(folder / name)]
     if not damaged:
         return first(stored[PROFILE], stored["summary.parquet"], collect_losses(folder, stored["summary.parquet"]))
     tables = collect(folder)  # one it cannot give again it removes, and says so
@@ -145,7 +145,7 @@ def plot(folders: list[Path], out: Path, where: list[str], vector: bool = False)
     if Path(os.path.realpath(out)) not in {Path(os.path.realpath(folder)) for folder in folders}:
         write_parquet(profile, out / PROFILE)
         write_summary(summary, out)
-        for name in (UNITS, GATES):  # record.units=true: the kept runs' rows
+        for name in FOLDER_TABLES.values():  # the tables figures read from the folder: the kept runs' rows
             tables = [table for folder in folders for table in [read_table(folder / name)] if table is not None]
             if tables:
                 table = pd.concat(tables, ignore_index=True)

@@ -16,11 +16,12 @@ import pandas as pd
 
 from harness.core.analysis import EDGE_FRACTION, STABLE_TOLERANCE
 from harness.core.runfolder import META, write_text
-from harness.lab.plots import Drawn
+from harness.lab.figures import Drawn
 from harness.lab.results import summary_config
+from harness.lab.theory_table import THEORY
 
 SHOWN = ["status", "rate", "gain_per_step", "half_life", "regime", "decay_law", "power_exponent", "log10_gain",
-         "truncated", "theory_mean_field", "theory_lyapunov", "rate_init", "final_loss", "baseline", "solved",
+         "truncated", *(prediction.column for prediction in THEORY), "rate_init", "final_loss", "baseline", "solved",
          "wall_time_s"]
 STYLE = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;font-size:13px;margin:0.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
@@ -60,10 +61,19 @@ def write_report(root: Path, summary: pd.DataFrame, figures: list[Drawn], source
     swept = [c for c in config if summary[c].nunique(dropna=False) > 1]
     fixed = {c: summary[c].dropna().iloc[0] for c in config if c not in swept and summary[c].notna().any()}
     columns = [c for c in ["run_dir", *swept, *SHOWN] if c in summary and summary[c].notna().any()]
-    counts = ", ".join(f"{n} {s}" for s, n in summary.status.value_counts().items())
-    name = str(fixed.get("name", root.name))
+    parts = [*heading(root, summary, str(fixed.get("name", root.name)), source, where, command, question),
+             *settings(root, summary, swept, fixed, run_commits(source, summary)), *attention(summary, swept),
+             "<h2>Summary</h2>", table_html(summary[columns]), "<h2>Figures</h2>",
+             *(figure_html(root, drawn) for drawn in figures), "</body></html>"]
+    path = root / "report.html"
+    write_text("\n".join(parts) + "\n", path)
+    return path
+
+
+def heading(root: Path, summary: pd.DataFrame, name: str, source: Path | None, where: list[str], command: str | None,
+            question: str | None) -> list[str]:
+    """The page's head and title, the question, the command (and the harness.plot that filtered it)."""
     filtered = " where " + " and ".join(where) if where else ""
-    commits = run_commits(source, summary)
     parts = [
         f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(name + filtered)}</title>"
         f"<style>{STYLE}</style></head><body>",
@@ -80,7 +90,13 @@ def write_report(root: Path, summary: pd.DataFrame, figures: list[Drawn], source
     if where:
         parts.append(f"<p class='filtered'><b>Filtered:</b> only the runs{html.escape(filtered)} "
                      f"({len(summary)} of the sweep's runs) are in the tables and figures below.</p>")
-    parts += [
+    return parts
+
+
+def settings(root: Path, summary: pd.DataFrame, swept: list[str], fixed: dict, commits: list[str]) -> list[str]:
+    """Where, how many runs and by which harness; what was swept and held fixed; what rate means."""
+    counts = ", ".join(f"{n} {s}" for s, n in summary.status.value_counts().items())
+    return [
         f"<p>{html.escape(str(root))} · {len(summary)} runs ({html.escape(counts)}) · harness "
         f"{html.escape(importlib.metadata.version('harness'))}"
         + (f" · commit {html.escape(', '.join(commits))}" if commits else "")
@@ -94,21 +110,22 @@ def write_report(root: Path, summary: pd.DataFrame, figures: list[Drawn], source
         f"{100 - 200 * EDGE_FRACTION:.0f}% of lags (nats per step; &lt; 0 vanishing); stable within "
         f"±{STABLE_TOLERANCE} per step. Tables beside this file: profile.parquet, fits.parquet, summary.csv.</p>",
     ]
-    attention = summary[~summary.status.isin(["ok", "not_applicable"])]
-    parts.append("<h2>Runs that failed, diverged or carry numerical flags</h2>")
-    if attention.empty:
-        parts.append("<p>None: every run finished with finite numbers.</p>")
-    else:
-        keep = [c for c in ["run_dir", *swept, "status", "error"] if c in attention and attention[c].notna().any()]
-        parts.append(table_html(attention[keep]))
-    parts += ["<h2>Summary</h2>", table_html(summary[columns]), "<h2>Figures</h2>"]
-    for drawn in figures:
-        svg = drawn.path.with_suffix(".svg")
-        vector = f" (vector copy: {svg.relative_to(root).as_posix()})" if svg.exists() else ""
-        parts.append(f"<figure><img src='{embedded(drawn.path)}' alt='{html.escape(drawn.path.stem)}'>"
-                     f"<figcaption><b>{html.escape(drawn.path.stem)}.</b> {html.escape(drawn.caption)}"
-                     f"{html.escape(vector)}</figcaption></figure>")
-    parts.append("</body></html>")
-    path = root / "report.html"
-    write_text("\n".join(parts) + "\n", path)
-    return path
+
+
+def attention(summary: pd.DataFrame, swept: list[str]) -> list[str]:
+    """The runs that failed, diverged or carry numerical flags, or a line saying there are none."""
+    runs = summary[~summary.status.isin(["ok", "not_applicable"])]
+    if runs.empty:
+        return ["<h2>Runs that failed, diverged or carry numerical flags</h2>",
+                "<p>None: every run finished with finite numbers.</p>"]
+    keep = [c for c in ["run_dir", *swept, "status", "error"] if c in runs and runs[c].notna().any()]
+    return ["<h2>Runs that failed, diverged or carry numerical flags</h2>", table_html(runs[keep])]
+
+
+def figure_html(root: Path, drawn: Drawn) -> str:
+    """A figure embedded, with its caption (and where its SVG copy is, if it has one)."""
+    svg = drawn.path.with_suffix(".svg")
+    vector = f" (vector copy: {svg.relative_to(root).as_posix()})" if svg.exists() else ""
+    return (f"<figure><img src='{embedded(drawn.path)}' alt='{html.escape(drawn.path.stem)}'>"
+            f"<figcaption><b>{html.escape(drawn.path.stem)}.</b> {html.escape(drawn.caption)}"
+            f"{html.escape(vector)}</figcaption></figure>")

@@ -30,6 +30,7 @@ from harness.core.errors import ConfigError
 from harness.core.folders import check_rebuild, claim
 from harness.core.spec import FIELDS, VALIDATORS, config_columns, flat_config, run_id
 from harness.core.theory import SPECTRUM_COLUMNS, THEORY_COLUMNS
+from harness.lab.theory_table import THEORY
 
 from harness.core.runfolder import DONE, GATES, LOSSES, META, PROFILE, UNITS, write_csv, write_parquet
 
@@ -41,8 +42,8 @@ NUMBER = (int, float)  # bool is an int too: excluded where it matters
 KINDS: dict[str, tuple[type, ...]] = {  # a column's value types, by its field's annotation (harness.core.spec)
     "str": (str,), "Optional[str]": (str,), "float": NUMBER, "Optional[float]": NUMBER, "int": (int,),
     "Optional[int]": (int,), "bool": (bool,)}
-NUMBERS = ("wall_time_s", "input_drive_var", "input_drive_var_cv", "theory_linear", "theory_mean_field",
-           "theory_critical_scale", "theory_lyapunov", "final_loss", "baseline", *SPECTRUM_COLUMNS)
+NUMBERS = ("wall_time_s", "input_drive_var", "input_drive_var_cv", *(c for c in THEORY_COLUMNS if c != "theory_note"),
+           "final_loss", "baseline", *SPECTRUM_COLUMNS)
 
 
 class DamagedMeta(ValueError):
@@ -290,8 +291,8 @@ def collect(root: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
         summary = summary.join(headline(fits).set_index("run_id")[FIT_COLUMNS], on="run_id")
         at_init = headline(fits[fits.step == fits.groupby("run_id").step.transform("min")])
         summary["rate_init"] = summary.run_id.map(at_init.set_index("run_id").rate)
-        for name in ("linear", "mean_field", "lyapunov"):  # measured minus predicted, nats per step
-            summary[f"gap_{name}"] = summary.rate - summary.get(f"theory_{name}", float("nan"))
+        for prediction in THEORY:  # measured minus predicted, nats per step
+            summary[prediction.gap] = summary.rate - summary.get(prediction.column, float("nan"))
         write_parquet(fits, root / "fits.parquet")
     if runs != [root]:  # a single run folder already holds its own profile (and units, gates)
         write_parquet(profile, root / PROFILE)

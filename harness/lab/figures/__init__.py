@@ -1,0 +1,168 @@
+"""Figures, drawn from stored tables only (never by rerunning a model; see harness.plot).
+
+Every figure follows what the sweep varied: panels split by cell (columns) and by the other varied
+axes (rows), colour by scale (or by seq_len when scale is fixed), and a figure whose axis did not vary
+is not drawn. Each is written as PNG under <folder>/figures/ (and as SVG with vector=True), with a
+caption its code writes from what it drew. The figure kinds, in the order FIGURES registers them
+below (make_figures draws them, and the report shows them, in that order):
+
+module       figure             shows                                                drawn when
+profiles.py  profiles           log10 ||dL/dh_{T-k}|| against the lag k, per run     always
+             profiles_loglog    the same on log-log axes, coloured by decay law      a run decays as a power law
+heatmap.py   heatmap            scale x lag -> log10 gain, diverging about gain 1    scale varied
+phase.py     phase              fitted rate against scale, regimes shaded, and the   scale varied
+                                predictions of harness.lab.theory_table.THEORY
+seq_len.py   seq_len            end-to-end log10 gain against seq_len                seq_len varied
+heatmap.py   layers             layer x lag -> log10 norm of each layer's h          num_layers > 1
+training.py  training_profiles  the profile at init and at each recorded step        trained runs
+             losses             eval loss against training step, with the baseline   trained runs
+             learnability       final eval loss / baseline against the rate at init  2+ trained runs
+spectrum.py  spectrum           Lyapunov spectra, and their top exponents by scale   theory.spectrum_k > 0
+units.py     units, gates       per state entry; per gate and weight-gradient share  record.units=true
+The other figures use each run's first recorded step (initialisation). Shared by them: style.py
+(facets, colours, looks), layout.py (panels, axes, legends, lines), output.py (Page, Drawn, save);
+pool.py draws in forked workers.
+
+To add a figure:
+1. a module here (or a function in the module of its kind) opening with a docstring that says what
+   it draws, with draw_<kind>(<tables>..., folder) -> Iterator[Page] yielding each page it draws as
+   Page(figure, folder / "<kind>", caption) (output.page_path names several pages), the caption
+   written from what it drew; it yields nothing when the tables give it nothing to show;
+2. one registration line below, where it is to come in the report, and the module in the import
+   beside the others: plot_<kind> = register("<kind>", <module>.draw_<kind>, ("<table>", ...)), the
+   tables named from TABLES in draw_<kind>'s argument order (it is drawn when it has them all);
+3. a test: copy test_seq_len_ticks_are_the_swept_lengths in tests/test_figures.py (its `figures`
+   fixture holds each figure saved, and its caption); for an image baseline from the stored tables
+   of tests/data/figures/, add its name to KINDS there.
+"""
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+from typing import Any, Callable, Iterable, NamedTuple
+
+import matplotlib.pyplot as plt
+import pandas as pd
+
+from harness.core.errors import ConfigError
+from harness.core.runfolder import GATES, UNITS
+from harness.core.theory import THEORY_COLUMNS
+from harness.lab.figures import heatmap, phase, profiles, seq_len, spectrum, training, units
+from harness.lab.figures.output import VECTOR, Drawn, Page, save  # Drawn, Page and save for callers too
+from harness.lab.figures.pool import FORKS, run_in_processes
+from harness.lab.figures.style import CELL_COLOURS  # noqa: F401  every figure's cell colours, for callers
+from harness.lab.fits import fit_runs, headline
+
+# What a figure may be drawn from; make_figures gives each that exists.
+TABLES = {
+    "profile": "every run's profile (profile.parquet)",
+    "fits": "each run's headline fit at its first step, with its drive and predictions from the summary",
+    "flagged": "the ids of the runs whose status carries numerical flags (a set)",
+    "summary": "a row per run (summary.parquet)",
+    "losses": "the trained runs' eval losses (losses.parquet)",
+    "units": "per state entry (units.parquet, record.units=true)",
+    "gates": "per gate (gates.parquet, record.units=true)",
+}
+# Of those, the ones read from the sweep folder, only for a figure that has the others it needs
+# (harness.plot copies them when it writes a subset of runs elsewhere).
+FOLDER_TABLES = {"units": UNITS, "gates": GATES}
+
+
+class Figure(NamedTuple):
+    """A figure kind: what draws its pages, and the tables they are drawn from."""
+    name: str
+    draw: Callable[..., Iterable[Page]]
+    tables: tuple[str, ...]  # names in TABLES, in draw's arguments' order (the folder follows)
+    optional: tuple[str, ...] = ()  # of those, the ones it draws without (given None)
+
+    def __call__(self, *arguments: Any) -> list[Drawn]:
+        """Its pages drawn and written (arguments: its tables, then the folder)."""
+        # Every page of every figure is written here, by this module's save: a test's spy in its place sees them all.
+        return [save(*page) for page in self.draw(*arguments)]
+
+
+FIGURES: dict[str, Figure] = {}
+
+
+def register(name: str, draw: Callable[..., Iterable[Page]], tables: tuple[str, ...],
+             optional: tuple[str, ...] = ()) -> Figure:
+    """Add a figure kind to FIGURES, after those before it, and return it (to draw it directly)."""
+    unknown = set(tables) - set(TABLES) or set(optional) - set(tables)
+    if unknown:
+        raise ValueError(f"figure {name}: {', '.join(sorted(unknown))}: expected names of TABLES it is drawn from")
+    FIGURES[name] = Figure(name, draw, tables, optional)
+    return FIGURES[name]
+
+
+plot_profiles = register("profiles", profiles.draw_profiles, ("profile", "flagged"))
+plot_decay_laws = register("profiles_loglog", profiles.draw_decay_laws, ("profile", "fits"))
+plot_heatmap = register("heatmap", heatmap.draw_heatmap, ("profile",))
+plot_phase = register("phase", phase.draw_phase, ("fits",))
+plot_seq_len = register("seq_len", seq_len.draw_seq_len, ("fits",))
+plot_layers = register("layers", heatmap.draw_layers, ("profile",))
+plot_training_profiles = register("training_profiles", training.draw_training_profiles, ("profile", "summary"),
+                                  optional=("summary",))
+plot_losses = register("losses", training.draw_losses, ("losses",))
+plot_learnability = register("learnability", training.draw_learnability, ("summary",))
+plot_spectrum = register("spectrum", spectrum.draw_spectrum, ("summary",))
+plot_units = register("units", units.draw_units, ("units", "summary"))
+plot_gates = register("gates", units.draw_gates, ("gates", "profile", "summary"))
+
+PARALLEL_ROWS = 10_000  # below this, figures take well under a second each and forking would cost more than it saves
+
+
+def make_figures(root: Path, profile: pd.DataFrame, summary: pd.DataFrame | None = None,
+                 losses: pd.DataFrame | None = None, vector: bool = False, workers: int | None = None) -> list[Drawn]:
+    """Every figure the tables support, under root/figures/; returns what was written (PNG and caption).
+
+    The fits come from the profile (harness.core.analysis), so figures always use the current analysis;
+    the summary, when given, marks the runs whose status carries numerical flags. The figures are
+    drawn in `workers` processes at once (default: one per core for a profile of PARALLEL_ROWS rows
+    or more, else this process alone); the files and captions do not depend on it (tested).
+    """
+    if profile.empty:
+        return []
+    folder = Path(root) / "figures"
+    if folder.is_symlink():
+        raise ConfigError(f"{folder}: a symbolic link; figures are never written through links; expected a real "
+                          "folder or none")
+    given = {"profile": profile, "fits": fits_beside(profile, summary), "summary": summary, "losses": losses,
+             "flagged": set() if summary is None else set(summary.run_id[~summary.status.isin(["ok"])].dropna())}
+    jobs = [functools.partial(draw_styled, figure, (*tables, folder), vector) for figure in FIGURES.values()
+            for tables in [tables_for(figure, given, Path(root))] if tables is not None]
+    if workers is None:
+        workers = min(len(os.sched_getaffinity(0)), len(jobs)) if len(profile) >= PARALLEL_ROWS and FORKS else 1
+    if workers <= 1:
+        return [drawn for job in jobs for drawn in job()]
+    return [drawn for figures in run_in_processes(jobs, workers) for drawn in figures]
+
+
+def fits_beside(profile: pd.DataFrame, summary: pd.DataFrame | None) -> pd.DataFrame:
+    """Each run's headline fit at its first recorded step, with the drive and the predictions the
+    summary stores with the run."""
+    fits = headline(fit_runs(profile[profile.step == profile.groupby("run_id").step.transform("min")]))
+    beside = [c for c in ("input_drive_var", *THEORY_COLUMNS) if summary is not None and c in summary]
+    if beside:
+        fits = fits.join(summary.set_index("run_id")[beside], on="run_id")
+    return fits
+
+
+def tables_for(figure: Figure, given: dict[str, Any], root: Path) -> tuple | None:
+    """The tables `figure` is drawn from, in its arguments' order, or None where one it needs is missing."""
+    if any(given.get(name) is None for name in figure.tables if name not in (*FOLDER_TABLES, *figure.optional)):
+        return None
+    stored = {name: root / FOLDER_TABLES[name] for name in figure.tables if name in FOLDER_TABLES}
+    if not all(path.exists() for path in stored.values()):
+        return None
+    return tuple(pd.read_parquet(stored[name]) if name in stored else given.get(name) for name in figure.tables)
+
+
+def draw_styled(figure: Figure, arguments: tuple, vector: bool) -> list[Drawn]:
+    """One figure kind's pages, in these figures' style (and nobody else's)."""
+    token = VECTOR.set(vector)
+    try:
+        with plt.rc_context({"font.size": 10, "axes.titlesize": 10}):
+            return figure(*arguments)
+    finally:
+        VECTOR.reset(token)

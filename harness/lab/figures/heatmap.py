@@ -1,0 +1,81 @@
+"""The heatmaps, on a diverging map centred on gain 1: `heatmap`, scale x lag -> log10 gradient norm
+(drawn when scale varied), and `layers`, layer x lag -> log10 norm of each layer's h, a panel per
+multi-layer run."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pandas as pd
+
+from harness.lab.figures.layout import (colourbar, edges, facet_label, lag_axis, outer_labels, panel_grid, panels,
+                                        robust_centred_norm, title, top_h, varied)
+from harness.lab.figures.output import Page, page_path
+from harness.lab.figures.style import DIVERGING, FACETS, MAX_LAYER_PANELS, NORM_LABEL, RANGE_PERCENTILE
+
+
+def draw_heatmap(profile: pd.DataFrame, folder: Path) -> Iterator[Page]:
+    """A panel per cell and other varied axis, a row per swept scale; seeds pooled by their median."""
+    top = top_h(profile)
+    if "scale" not in varied(top, ["scale"]):
+        return
+    row_axes = varied(top, FACETS + ["seq_len"])
+    # Seeds (and any repeat) of one (facet, scale, lag) are pooled by their median.
+    table = top.groupby(["cell", *row_axes, "scale", "lag"], dropna=False).log10_norm.median().reset_index()
+    norm, clipped = robust_centred_norm(table.log10_norm)
+    columns, all_pages = panels(table, row_axes)
+    for number, page in enumerate(all_pages):
+        # Rows are indices, so panels share their y axis only where they ran the same scales.
+        same_scales = len({tuple(sorted(rows.scale.unique())) for _, rows in page}) == 1
+        fig, axes, grid_axes = panel_grid(len(page), columns, sharey=same_scales)
+        for ax, (text, rows) in zip(axes, page):
+            panel = rows.pivot(index="scale", columns="lag", values="log10_norm")
+            lags = panel.columns.to_numpy(float)
+            # A row per swept scale, all of one height: scales are a list someone chose (0.9, 1, 1.1, 4),
+            # not a continuum, and edges halfway between uneven values would invent scales never run.
+            ax.pcolormesh(edges(lags), np.arange(len(panel.index) + 1) - 0.5, np.ma.masked_invalid(panel.to_numpy(float)),
+                          cmap=DIVERGING, norm=norm, shading="flat", rasterized=True)  # SVG: one image, not a path per cell
+            ax.set_yticks(range(len(panel.index)), [f"{scale:g}" for scale in panel.index])
+            ax.set_facecolor("0.75")  # no finite value: grey, never white (white is gain 1)
+            title(ax, text)
+            lag_axis(ax)
+        outer_labels(axes, columns, "scale (a row per value swept)")
+        colourbar(fig, grid_axes, norm, DIVERGING, NORM_LABEL + "  (0: gain 1)", extend="both" if clipped else "neither")
+        caption = (f"log10 gradient norm over scale and lag, a row per swept scale (rows of one height, however far "
+                   f"apart the values), white at 0 (gain 1), red growth, blue decay; the colour "
+                   f"range is ±{norm.halfrange:.3g}, the {RANGE_PERCENTILE}th percentile of |log10 norm|"
+                   + (f", and the {clipped} cells beyond it take the end colours (the colourbar's arrows)" if clipped else "")
+                   + "; grey: no finite value.")
+        yield Page(fig, page_path(folder, "heatmap", number, len(all_pages)), caption)
+
+
+def draw_layers(profile: pd.DataFrame, folder: Path) -> Iterator[Page]:
+    """A panel per multi-layer run (MAX_LAYER_PANELS at most, spread over the sweep), at its first step."""
+    deep = profile[(profile.num_layers > 1) & (profile.state == "h")]
+    if deep.empty:
+        return
+    deep = deep[deep.step == deep.groupby("run_id").step.transform("min")]
+    runs = list(deep.run_id.unique())
+    shown = [runs[i] for i in np.linspace(0, len(runs) - 1, min(len(runs), MAX_LAYER_PANELS)).round().astype(int)]
+    names = varied(deep, ["cell", *FACETS, "scale", "seq_len"])
+    fig, axes, grid_axes = panel_grid(len(shown), min(len(shown), 4), height=2.6)
+    norm, clipped = robust_centred_norm(deep.log10_norm)
+    for ax, run in zip(axes, shown):
+        rows = deep[deep.run_id == run]
+        panel = rows.pivot(index="layer", columns="lag", values="log10_norm")
+        ax.pcolormesh(edges(panel.columns.to_numpy(float)), edges(panel.index.to_numpy(float)),
+                      np.ma.masked_invalid(panel.to_numpy(float)), cmap=DIVERGING, norm=norm, shading="flat")
+        ax.set_yticks(panel.index)
+        ax.set_facecolor("0.75")
+        title(ax, facet_label(tuple(rows.iloc[0][names]), names) or run, size=8)
+        lag_axis(ax, fontsize=8)
+        ax.set_ylabel("layer (0 = bottom)")
+    colourbar(fig, grid_axes, norm, DIVERGING, NORM_LABEL, extend="both" if clipped else "neither")
+    if len(shown) < len(runs):
+        fig.suptitle(f"{len(shown)} of {len(runs)} multi-layer runs, spread over the sweep", fontsize=9)
+    caption = (f"log10 gradient norm of each layer's h over lag, a panel per run ({len(shown)} of {len(runs)} "
+               f"multi-layer runs{', spread over the sweep' if len(shown) < len(runs) else ''}); white at gain 1, "
+               f"colour range ±{norm.halfrange:.3g} ({RANGE_PERCENTILE}th percentile of |log10 norm|"
+               + (f"; {clipped} values beyond it in the end colours" if clipped else "") + "); grey: no finite value.")
+    yield Page(fig, folder / "layers", caption)

@@ -1,0 +1,193 @@
+"""How figures are laid out from what a sweep varied: facets and panels, grids, titles, axes, colour
+ranges, legends and the lines of the summary-based figures."""
+from __future__ import annotations
+
+import textwrap
+from typing import Any, NamedTuple
+
+import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from harness.lab.figures.style import (FACETS, LAG_LABEL, OKABE_ITO, RANGE_PERCENTILE, ROWS_PER_PAGE,
+                                       TITLE_POINTS, cell_colour, cell_rank, look_of, ordered_cells, scaled)
+from harness.lab.fits import is_top_h
+
+
+def varied(frame: pd.DataFrame, columns: list[str]) -> list[str]:
+    """The columns that take more than one value; a cell's own field (cell.forget_bias, empty for the
+    other cells) counts only if it varies within one cell."""
+    def varies(column: str) -> bool:
+        if column.startswith("cell."):
+            return bool((frame.groupby("cell")[column].nunique() > 1).any())
+        return frame[column].nunique(dropna=False) > 1
+    return [c for c in columns if c in frame and varies(c)]
+
+
+def colour_axis(frame: pd.DataFrame) -> str | None:
+    return next(iter(varied(frame, ["scale", "seq_len"])), None)
+
+
+def facet_label(keys: tuple, names: list[str]) -> str:
+    return ", ".join(f"{n}={k}" for n, k in zip(names, keys))
+
+
+def title(ax: plt.Axes, text: str, size: float = TITLE_POINTS) -> None:
+    """A panel title wrapped to the panel's width, so that no title runs into its neighbour or off the page."""
+    width_in = ax.get_position().width * ax.figure.get_figwidth()
+    characters = max(int(width_in * 72 / (0.55 * size)), 12)  # an average glyph is ~0.55 em wide
+    ax.set_title(textwrap.fill(text, characters), fontsize=size)
+
+
+def grid(rows: int, cols: int, width: float = 4.2, height: float = 3.3, **kw: Any) -> tuple[plt.Figure, np.ndarray]:
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols + 1.2, height * rows), squeeze=False,
+                             layout="constrained", **kw)
+    return fig, axes
+
+
+def run_list(runs: pd.DataFrame, names: list[str], limit: int | None = 8, status: bool = False) -> str:
+    """'cell=rnn, scale=3; cell=gru, scale=3' for a caption (the first `limit`, then how many more;
+    limit None: all), each with its status in brackets if asked."""
+    labels = [(facet_label(tuple(row), names) or str(run_id)) + (f" ({state})" if status else "")
+              for run_id, state, row in zip(runs.run_id, runs.status if status else runs.run_id,
+                                             runs[names].itertuples(index=False))]
+    limit = len(labels) if limit is None else limit
+    more = f" and {len(labels) - limit} more" if len(labels) > limit else ""
+    return "; ".join(labels[:limit]) + more
+
+
+def leaves_range(lag: pd.Series, values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """(lags, values) of the last finite point before a run's norm turns inf or nan (where it left
+    float's range), for a mark there."""
+    finite = np.isfinite(values.to_numpy(float))
+    exits = np.flatnonzero(finite[:-1] & ~finite[1:])
+    return lag.to_numpy(float)[exits], values.to_numpy(float)[exits]
+
+
+def panels(frame: pd.DataFrame, row_axes: list[str]) -> tuple[int, list[list[tuple[str, pd.DataFrame]]]]:
+    """The panels that have data, as (title, rows), ROWS_PER_PAGE rows of them to a figure.
+
+    One column per cell when there are several cells and every combination of the row axes exists
+    for each; otherwise the panels are wrapped, 4 to a row, so that no panel is ever empty.
+    Returns (columns, pages).
+    """
+    axes = ["cell", *row_axes]
+    groups = [(k if isinstance(k, tuple) else (k,), g) for k, g in frame.groupby(axes, sort=True, dropna=False)]
+    cells = frame.cell.nunique()
+    full = len(groups) == cells * frame.groupby(row_axes, dropna=False).ngroups if row_axes else True
+    columns = cells if full and cells > 1 else min(len(groups), 4)
+    # Row-major with cells as columns: order by the row axes first, then cell (rnn, lstm, gru, ...).
+    groups.sort(key=lambda item: (tuple(map(str, item[0][1:])), cell_rank(item[0][0])))
+    titled = [(facet_label(keys, axes), group) for keys, group in groups]
+    per_page = ROWS_PER_PAGE * columns
+    return columns, [titled[i:i + per_page] for i in range(0, len(titled), per_page)]
+
+
+def panel_grid(count: int, columns: int, **kw: Any) -> tuple[plt.Figure, np.ndarray, np.ndarray]:
+    """A figure with `count` panels in `columns`; axes beyond count are removed.
+    Returns (figure, the panels, the whole grid)."""
+    fig, axes = grid(-(-count // columns), columns, **kw)
+    for ax in axes.ravel()[count:]:
+        fig.delaxes(ax)
+    return fig, axes.ravel()[:count], axes
+
+
+def outer_labels(axes: np.ndarray, columns: int, ylabel: str) -> None:
+    """The y label on the first column only: a rotated label inside the grid runs into its neighbour's
+    x label."""
+    for i, ax in enumerate(axes):
+        ax.set_ylabel(ylabel if i % columns == 0 else "")
+
+
+def lag_axis(ax: plt.Axes, **kw: Any) -> None:
+    """An x axis of lags: named, with whole-number ticks (a lag of 2.5 steps does not exist)."""
+    ax.set_xlabel(LAG_LABEL, **kw)
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True, steps=[1, 2, 5, 10]))
+
+
+def top_h(profile: pd.DataFrame) -> pd.DataFrame:
+    """Each run's top-layer h at its first recorded step."""
+    top = profile[is_top_h(profile)]
+    return top[top.step == top.groupby("run_id").step.transform("min")]
+
+
+def colourbar(fig: plt.Figure, axes: np.ndarray, norm: matplotlib.colors.Normalize, cmap: Any, label: str,
+              extend: str = "neither") -> None:
+    used = [ax for ax in np.ravel(axes) if ax.figure is fig and ax in fig.axes]
+    fig.colorbar(matplotlib.cm.ScalarMappable(norm, cmap), ax=used, label=label, shrink=0.9, extend=extend)
+
+
+def robust_centred_norm(values: pd.Series, percentile: float = RANGE_PERCENTILE) -> tuple[matplotlib.colors.CenteredNorm, int]:
+    """Symmetric about 0 (gain 1), so that equal colours mean equal magnitudes of decay and growth, over
+    the `percentile` of |values|: one extreme run no longer turns every other one a flat colour.
+    Returns the norm and how many finite values lie beyond it (drawn in the end colours)."""
+    finite = values[np.isfinite(values)].abs()
+    halfrange = max(float(np.percentile(finite, percentile)) if len(finite) else 0.0, 1e-3)
+    return matplotlib.colors.CenteredNorm(vcenter=0.0, halfrange=halfrange), int((finite > halfrange).sum())
+
+
+def edges(centres: np.ndarray) -> np.ndarray:
+    """Cell edges around sorted centres (for pcolormesh with uneven spacing)."""
+    if len(centres) == 1:
+        return np.array([centres[0] - 0.5, centres[0] + 0.5])
+    middle = (centres[1:] + centres[:-1]) / 2
+    return np.concatenate([[2 * centres[0] - middle[0]], middle, [2 * centres[-1] - middle[-1]]])
+
+
+def legend_beside(ax: plt.Axes, handles: list, **kw: Any) -> None:
+    """A legend right of the axes, in as many columns as it takes to stay within the figure's height."""
+    rows = max(int(ax.figure.get_figheight() * 72 / 14) - 2, 8)  # ~14 points per 8-point entry
+    ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), ncol=-(-len(handles) // rows),
+              **kw)
+
+
+def scale_label(summary: pd.DataFrame) -> str:
+    """An x axis of scales, named for what scale multiplies in the cells drawn."""
+    cells = list(dict.fromkeys(summary.cell))
+    own = {scaled(cell) for cell in cells}
+    if len(own) == 1:
+        return f"scale (multiplies {own.pop()})"
+    return "scale (multiplies " + ", ".join(f"{scaled(c)} for {c}" for c in cells) + ")"
+
+
+class Line(NamedTuple):
+    label: str  # the varied axes' values, "" when the figure has one line
+    rows: pd.DataFrame
+    look: dict  # colour (the cell's, where cells differ), line style, marker
+
+
+class Lines(NamedTuple):
+    axes: list[str]  # the varied axes the lines stand for
+    lines: list[Line]
+    key: list  # legend handles that explain the looks: a colour per cell and a style per other combination
+
+
+def line_groups(summary: pd.DataFrame, x: str) -> Lines:
+    """Lines for a summary-based figure: one per combination of the varied axes other than x. Where
+    cells differ, a line's colour is its cell's and its style stands for the combination of the other
+    axes, the same style for the same combination in every cell, so the legend is a colour per cell
+    plus a style per combination (3 + 8 entries for 24 lines, not 24); otherwise each line's own."""
+    axes = [a for a in varied(summary, ["cell", *FACETS, "scale", "seq_len"]) if a != x]
+    groups = [(k if isinstance(k, tuple) else (k,), g) for k, g in summary.groupby(axes, sort=True, dropna=False)] \
+        if axes else [((), summary)]
+    if "cell" not in axes:
+        lines = [Line(facet_label(keys, axes), rows, look_of(i // len(OKABE_ITO), OKABE_ITO[i % len(OKABE_ITO)]))
+                 for i, (keys, rows) in enumerate(groups)]
+        key = [matplotlib.lines.Line2D([], [], label=line.label, **line.look) for line in lines] if len(lines) > 1 else []
+        return Lines(axes, lines, key)
+    at = axes.index("cell")
+    others = [a for a in axes if a != "cell"]
+
+    def rest(keys: tuple) -> tuple:  # a line's values of the axes other than cell
+        return tuple(k for i, k in enumerate(keys) if i != at)
+    combinations = sorted({rest(keys) for keys, _ in groups}, key=lambda c: tuple(map(str, c)))
+    groups.sort(key=lambda item: (cell_rank(item[0][at]), combinations.index(rest(item[0]))))
+    lines = [Line(facet_label(keys, axes), rows, look_of(combinations.index(rest(keys)), cell_colour(keys[at])))
+             for keys, rows in groups]
+    key = [matplotlib.lines.Line2D([], [], color=cell_colour(cell), lw=2, label=f"cell={cell}")
+           for cell in ordered_cells(k[at] for k, _ in groups)]
+    if others:
+        key += [matplotlib.lines.Line2D([], [], label=facet_label(combination, others), **look_of(n, "0.35"))
+                for n, combination in enumerate(combinations)]
+    return Lines(axes, lines, key)

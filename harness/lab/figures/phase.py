@@ -1,0 +1,206 @@
+"""The `phase` figure: fitted rate against scale, a line per cell/activation (and other varied axes),
+the zero line, the vanishing / stable / exploding bands shaded, and beside it each prediction of
+harness.lab.theory_table.THEORY the runs carry (linear ln rho(W), the mean-field curve with its
+critical scale, Lyapunov exponents), with a lower panel of the gaps (measured - predicted). Drawn
+when scale varied."""
+from __future__ import annotations
+
+import functools
+import textwrap
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, NamedTuple
+
+import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from harness.core.analysis import STABLE_TOLERANCE
+from harness.core.theory import mean_field_curve
+from harness.lab.figures.layout import legend_beside, line_groups, scale_label, varied
+from harness.lab.figures.output import Page
+from harness.lab.figures.style import OKABE_ITO
+from harness.lab.theory_table import THEORY, Prediction
+
+
+class PhaseLine(NamedTuple):
+    label: str  # the varied axes' values, "" when the figure has one line
+    runs: pd.DataFrame
+    points: pd.DataFrame  # the runs' medians per scale (seeds pooled), indexed by scale
+    look: dict  # colour, line style, marker (harness.lab.figures.layout.line_groups)
+
+
+@dataclass
+class Traced:
+    """What the lines drew, for the legends and the caption."""
+    predictions: set[str] = field(default_factory=set)  # names of the predictions drawn on some line
+    critical: list[tuple[str, str]] = field(default_factory=list)  # (critical scale, 2 decimals; its line's label)
+    missing: list[str] = field(default_factory=list)  # lines' scales with no finite rate
+
+
+def draw_phase(summary: pd.DataFrame, folder: Path) -> Iterator[Page]:
+    """From the runs' fits, with the predictions stored beside them (harness.lab.figures.make_figures)."""
+    if "scale" not in varied(summary, ["scale"]):
+        return
+    axes_names, lines, line_key = line_groups(summary, "scale")
+    predicted = [p for p in THEORY if p.column in summary and summary[p.column].notna().any()]
+    fig, axes = plt.subplots(2 if predicted else 1, 1, figsize=(8.2, 6.4 if predicted else 4.4), sharex=True,
+                             squeeze=False, layout="constrained", height_ratios=[3, 1.3] if predicted else [1])
+    ax, gaps = axes[0][0], (axes[1][0] if predicted else None)
+    traced = Traced()
+    for label, runs, look in lines:
+        line = PhaseLine(label, runs, runs.groupby("scale").median(numeric_only=True), look)
+        trace_measured(ax, line, traced)
+        for prediction in predicted:
+            if TRACES[prediction.name](ax, prediction, line, summary, traced):
+                traced.predictions.add(prediction.name)
+        if gaps is not None:
+            trace_gaps(gaps, line, predicted, traced)
+    shade_regimes(ax)
+    measured = f"measured ({recorders_named(summary)} recorder)"
+    shown = drawn_predictions(traced)
+    lines_key = line_key if len(lines) > 1 else [matplotlib.lines.Line2D([], [], color=OKABE_ITO[0], marker="o",
+                                                                          ms=3.5, label=measured)]
+    legend_beside(ax, lines_key + phase_keys(measured, len(lines) > 1, shown, traced))
+    if gaps is not None:
+        gap_axes(gaps, traced)
+    axes[-1][0].set_xlabel(scale_label(summary))
+    parts = [f"Fitted rate per step against scale, {measured}" + (f", a line per {', '.join(axes_names)}" if axes_names else ""),
+             f"shaded: exploding above +{STABLE_TOLERANCE}, grey: stable within ±{STABLE_TOLERANCE}, "
+             f"blue: vanishing below −{STABLE_TOLERANCE}", *(text for _, _, text in shown)]
+    if predicted:
+        parts.append("lower panel: measured minus each prediction (grey: ±0.02)")
+    if traced.missing:
+        parts.append("no finite rate (hollow circles on the x axis): " + "; ".join(traced.missing))
+    yield Page(fig, folder / "phase", "; ".join(parts) + ".")
+
+
+def trace_measured(ax: plt.Axes, line: PhaseLine, traced: Traced) -> None:
+    """The fitted rate, and a hollow mark on the x axis at each scale with no finite rate (diverged, nan)."""
+    rate = line.points.rate
+    ax.plot(line.points.index, rate.where(np.isfinite(rate)), label=line.label or "measured", **line.look)
+    lost = line.points.index[~np.isfinite(rate)]
+    if len(lost):
+        ax.plot(lost, np.zeros(len(lost)), ls="none", marker="o", ms=7, mfc="none", mec=line.look["color"],
+                transform=ax.get_xaxis_transform(), clip_on=False)
+        traced.missing.append(f"{line.label or 'the run'} at scale {', '.join(f'{v:g}' for v in lost)}")
+
+
+def trace_marks(ax: plt.Axes, prediction: Prediction, line: PhaseLine, summary: pd.DataFrame, traced: Traced) -> bool:
+    """A mark at each scale run (the Lyapunov exponent of each run's own matrices, seeds pooled)."""
+    values = line.points[prediction.column]
+    if not values.notna().any():
+        return False
+    ax.plot(line.points.index, values, ls=prediction.line, marker=prediction.marker, ms=6, color=line.look["color"],
+            lw=1.0)
+    return True
+
+
+def trace_mean_field(ax: plt.Axes, prediction: Prediction, line: PhaseLine, summary: pd.DataFrame,
+                     traced: Traced) -> bool:
+    """The mean-field rate, dense in scale, and its critical scale where that lies inside the scales run."""
+    if not line.points[prediction.column].notna().all():
+        return False
+    # The drive to 3 digits: lines whose drives differ by less (other seq_lens, seeds) share one curve.
+    drive = float(f"{line.runs.input_drive_var.median():.3g}")
+    dense, rates = mean_field_line(line.runs.activation.iloc[0], float(summary.scale.min()), float(summary.scale.max()),
+                                   drive)
+    ax.plot(dense, rates, ls=prediction.line, color=line.look["color"], lw=1.0)
+    critical = line.runs.theory_critical_scale.median()
+    if np.isfinite(critical) and dense[0] <= critical <= dense[-1]:
+        ax.axvline(critical, ls=":", color=line.look["color"], lw=1.0)
+        traced.critical.append((f"{critical:.2f}", line.label))
+    return True
+
+
+def trace_linear(ax: plt.Axes, prediction: Prediction, line: PhaseLine, summary: pd.DataFrame, traced: Traced) -> bool:
+    """ln rho(W), dense in scale: ln(scale) plus the runs' ln rho(W) at scale 1."""
+    values = line.points[prediction.column]
+    if not values.notna().all():
+        return False
+    dense = np.linspace(summary.scale.min(), summary.scale.max(), 60)
+    offset = float((values - np.log(line.points.index)).median())
+    ax.plot(dense, np.log(dense) + offset, ls=prediction.line, color=line.look["color"], lw=1.0)
+    return True
+
+
+# How each prediction of THEORY is drawn on a line; each returns whether it drew anything.
+TRACES: dict[str, Callable[[plt.Axes, Prediction, PhaseLine, pd.DataFrame, Traced], bool]] = {
+    "linear": trace_linear, "mean_field": trace_mean_field, "lyapunov": trace_marks}
+
+
+def trace_gaps(gaps: plt.Axes, line: PhaseLine, predicted: list[Prediction], traced: Traced) -> None:
+    """Measured minus each prediction drawn, at each scale run: circles and squares hollow, crosses as they are."""
+    for prediction in predicted:
+        values = line.points[prediction.column]
+        if prediction.name in traced.predictions and values.notna().any():
+            gaps.plot(line.points.index, line.points.rate - values, color=line.look["color"], ls="none",
+                      marker=prediction.marker, ms=4.5, mfc="none" if prediction.marker in "os" else None)
+
+
+def drawn_predictions(traced: Traced) -> list[tuple[str, str | None, str]]:
+    """(line style, marker, text) of each prediction drawn, in THEORY's order, the critical scale after
+    the mean field's curve: the legend's entries and the caption's."""
+    shown = []
+    for prediction in THEORY:
+        if prediction.name in traced.predictions:
+            shown.append((prediction.line, prediction.marker if prediction.line == "none" else None, prediction.key))
+        if prediction.name == "mean_field" and traced.critical:
+            values = list(dict.fromkeys(value for value, _ in traced.critical))  # distinct, in order
+            named = len(traced.critical) <= 2 and all(name for _, name in traced.critical)
+            text = ", ".join(f"{value} ({name})" for value, name in traced.critical) if named else ", ".join(values)
+            shown.append((":", None, textwrap.fill("critical scale, mean field (dotted): " + text, 44)))
+    return shown
+
+
+def shade_regimes(ax: plt.Axes) -> None:
+    """Exploding, stable and vanishing bands behind the lines, each in view however the rates lie."""
+    low, high = ax.get_ylim()
+    low, high = min(low, -3 * STABLE_TOLERANCE), max(high, 3 * STABLE_TOLERANCE)
+    xlim = ax.get_xlim()
+    ax.axhspan(STABLE_TOLERANCE, high, color="#D55E00", alpha=0.08, lw=0)
+    ax.axhspan(low, -STABLE_TOLERANCE, color="#0072B2", alpha=0.08, lw=0)
+    ax.axhspan(-STABLE_TOLERANCE, STABLE_TOLERANCE, color="0.6", alpha=0.3, lw=0)
+    ax.set_ylim(low, high)
+    ax.axhline(0, color="0.2", lw=0.9)
+    ax.set_xlim(xlim)
+    ax.set_ylabel("rate (nats per step back;\ne^rate = gain per step)")
+    ax.grid(alpha=0.3)
+
+
+def phase_keys(measured: str, several: bool, shown: list[tuple[str, str | None, str]], traced: Traced) -> list:
+    """The legend after the lines' own: measured (where there are several lines), the predictions, the
+    bands, and the hollow mark where some scale has no finite rate."""
+    keys = [matplotlib.lines.Line2D([], [], color="0.3", marker="o", ms=3.5, label=measured)] if several else []
+    keys += [matplotlib.lines.Line2D([], [], color="0.3", ls=ls, marker=marker, label=text) for ls, marker, text in shown]
+    keys += [matplotlib.patches.Patch(color="#D55E00", alpha=0.15, label="exploding (rate > %g)" % STABLE_TOLERANCE),
+             matplotlib.patches.Patch(color="0.6", alpha=0.4, label="stable (|rate| ≤ %g)" % STABLE_TOLERANCE),
+             matplotlib.patches.Patch(color="#0072B2", alpha=0.15, label="vanishing (rate < −%g)" % STABLE_TOLERANCE)]
+    if traced.missing:
+        keys.append(matplotlib.lines.Line2D([], [], ls="none", marker="o", ms=7, mfc="none", mec="0.3",
+                                            label="no finite rate (on the x axis)"))
+    return keys
+
+
+def gap_axes(gaps: plt.Axes, traced: Traced) -> None:
+    """The lower panel's zero line, ±0.02 band, label and legend of the marks drawn."""
+    gaps.axhline(0, color="0.2", lw=0.9)
+    gaps.axhspan(-0.02, 0.02, color="0.6", alpha=0.2, lw=0)
+    gaps.set_ylabel("measured − predicted\n(nats per step)")
+    gaps.grid(alpha=0.3)
+    marks = [matplotlib.lines.Line2D([], [], color="0.3", ls="none", marker=p.marker,
+                                     mfc="none" if p.marker in "os" else None, label=f"− {p.label}")
+             for p in THEORY if p.name in traced.predictions]
+    marks.append(matplotlib.patches.Patch(color="0.6", alpha=0.3, label="±0.02"))
+    gaps.legend(handles=marks, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+
+
+@functools.lru_cache(maxsize=64)  # lines of one activation and drive (other seq_lens, seeds) share a curve
+def mean_field_line(activation: str, low: float, high: float, drive: float) -> tuple[np.ndarray, np.ndarray]:
+    dense = np.linspace(low, high, 60)
+    return dense, mean_field_curve(activation, dense, drive)
+
+
+def recorders_named(frame: pd.DataFrame) -> str:
+    return "/".join(sorted(frame.recorder.dropna().unique())) if "recorder" in frame else "?"

@@ -1,0 +1,147 @@
+"""The gradient profiles: `profiles`, log10 ||dL/dh_{T-k}|| against the lag k, a line per run (batch
+median) with its 25-75% band, coloured by scale (or seq_len) on a sequential map; and `profiles_loglog`,
+the same on log-log axes coloured by the decay law each run's fit names, drawn when some run decays as
+a power law."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import matplotlib
+import numpy as np
+import pandas as pd
+
+from harness.lab.figures.layout import (colour_axis, colourbar, lag_axis, leaves_range, outer_labels, panel_grid, panels,
+                                        run_list, title, top_h, varied)
+from harness.lab.figures.output import Page, page_path
+from harness.lab.figures.style import FACETS, NORM_LABEL, OKABE_ITO, SEQUENTIAL
+
+LAW_COLOURS = {"exponential": OKABE_ITO[0], "power": OKABE_ITO[1], "flat": "0.5", "undetermined": "0.75"}
+THEORY_LINES = {"theory_log10_norm": ("k", "--", "closed form, this run"),
+                "theory_ring_log10_norm": ("k", ":", "closed form, expectation over the ring")}
+
+
+@dataclass
+class Marks:
+    """What a page of profiles drew, for its legend and caption."""
+    banded: bool = False  # some run has a batch band
+    dashed: bool = False  # some run carries numerical flags
+    exits: int = 0  # points where a run's norm left float's range
+    empty: list[pd.DataFrame] = field(default_factory=list)  # a row of each run with no finite value
+
+
+def draw_profiles(profile: pd.DataFrame, flagged: set[str], folder: Path) -> Iterator[Page]:
+    """Every run's profile at its first recorded step; runs in `flagged` dashed."""
+    top = top_h(profile)
+    colour = colour_axis(top)
+    cmap = matplotlib.colormaps[SEQUENTIAL]
+    if colour:
+        values = top[colour].astype(float)
+        norm = (matplotlib.colors.LogNorm if colour == "seq_len" else matplotlib.colors.Normalize)(
+            values.min(), values.max())
+        # The largest colour value first: longer runs must not hide shorter ones.
+        top = top.sort_values(colour, ascending=False, kind="stable")
+    facets = varied(top, FACETS)
+    columns, all_pages = panels(top, facets)
+    for number, page in enumerate(all_pages):
+        fig, axes, table = panel_grid(len(page), columns, sharey=True)
+        marks = Marks()
+        for ax, (text, rows) in zip(axes, page):
+            for _, run in rows.groupby("run_id", sort=False):
+                run = run.sort_values("lag")
+                col = cmap(norm(float(run[colour].iloc[0]))) if colour else OKABE_ITO[0]
+                trace_run(ax, run, col, run.run_id.iloc[0] in flagged, marks)
+            ax.axhline(0, color="0.4", lw=0.8, ls=":")
+            title(ax, text)
+            ax.grid(alpha=0.3)
+            lag_axis(ax)
+        outer_labels(axes, columns, NORM_LABEL)
+        if colour:
+            colourbar(fig, table, norm, cmap, colour)
+        keys = profile_keys(marks)
+        fig.legend(handles=keys, loc="outside lower center", ncol=len(keys), fontsize=8, frameon=False)
+        named = ["cell", *facets, *([colour] if colour else [])]
+        yield Page(fig, page_path(folder, "profiles", number, len(all_pages)), profiles_caption(marks, colour, named))
+
+
+def trace_run(ax: Any, run: pd.DataFrame, colour: Any, flagged: bool, marks: Marks) -> None:
+    """One run's median line (dashed if flagged), its band beneath and an X where it left float's range."""
+    values = run.log10_norm
+    if not np.isfinite(values).any():
+        marks.empty.append(run.iloc[:1])
+        return
+    marks.dashed |= flagged
+    ax.plot(run.lag, values.where(np.isfinite(values)), color=colour, lw=1.3, ls="--" if flagged else "-", zorder=3)
+    band = np.isfinite(run.log10_norm_q25) & np.isfinite(run.log10_norm_q75)
+    if band.any():  # under the lines, strong enough to see through a crowd of them
+        ax.fill_between(run.lag, run.log10_norm_q25, run.log10_norm_q75, where=band, color=colour, alpha=0.3, lw=0,
+                        zorder=2)
+        marks.banded = True
+    lags, ends = leaves_range(run.lag, values)
+    if len(lags):
+        ax.plot(lags, ends, ls="none", marker="X", ms=7, color="k", zorder=4)
+        marks.exits += len(lags)
+
+
+def profile_keys(marks: Marks) -> list:
+    """The legend: the median line, and the band, dashes and X only where the page has them."""
+    keys = [matplotlib.lines.Line2D([], [], color="0.3", lw=1.3, label="batch median")]
+    if marks.banded:
+        keys.append(matplotlib.patches.Patch(color="0.3", alpha=0.3, lw=0, label="25–75% of the batch"))
+    if marks.dashed:
+        keys.append(matplotlib.lines.Line2D([], [], color="0.3", lw=1.3, ls="--", label="numerical flags (see status)"))
+    if marks.exits:
+        keys.append(matplotlib.lines.Line2D([], [], color="k", ls="none", marker="X", ms=7,
+                                            label="last finite value (then inf/nan)"))
+    return keys
+
+
+def profiles_caption(marks: Marks, colour: str | None, named: list[str]) -> str:
+    """What the page drew; the runs it could not draw, by the axes in `named`."""
+    return ("Gradient norm against steps back from the loss, a line per run (batch median)"
+            + (", coloured by " + colour if colour else "")
+            + ("; shaded: the batch's 25–75% range" if marks.banded else "; no batch band (one sample per run)")
+            + ("; dashed: runs with numerical flags (diverged, overflow, underflow, nan: see the summary's status)"
+               if marks.dashed else "")
+            + (f"; black X: the last finite value before a run's norm left float range ({marks.exits} such points)"
+               if marks.exits else "")
+            + (f"; not drawn, no finite value: {run_list(pd.concat(marks.empty), named)}" if marks.empty else "") + ".")
+
+
+def draw_decay_laws(profile: pd.DataFrame, fits: pd.DataFrame, folder: Path) -> Iterator[Page]:
+    """The profiles on log-log axes (lag k >= 1), coloured by the decay law each run's fit names, with
+    the closed-form theory where the table has it; drawn when some run decays as a power law, which
+    is a straight line here (an exponential bends down)."""
+    if "decay_law" not in fits or not (fits.decay_law == "power").any():
+        return
+    top = top_h(profile)
+    top = top[top.lag >= 1].join(fits.set_index("run_id")[["decay_law", "power_exponent"]], on="run_id")
+    columns, all_pages = panels(top, varied(top, FACETS))
+    for number, page in enumerate(all_pages):
+        # Own y axes: a power law spans a decade or two where an exponential spans hundreds.
+        fig, axes, _ = panel_grid(len(page), min(columns, 3))
+        drawn: dict[str, Any] = {}
+        for ax, (text, rows) in zip(axes, page):
+            for _, run in rows.groupby("run_id", sort=False):
+                run = run.sort_values("lag")
+                law = run.decay_law.iloc[0]
+                ax.plot(run.lag, run.log10_norm.where(np.isfinite(run.log10_norm)), color=LAW_COLOURS[law], lw=1.3)
+                drawn.setdefault(f"measured, {law}", matplotlib.lines.Line2D([], [], color=LAW_COLOURS[law], lw=1.3))
+                for column, (colour, ls, name) in THEORY_LINES.items():
+                    if column in run and run[column].notna().any():
+                        ax.plot(run.lag, run[column], color=colour, ls=ls, lw=1.0)
+                        drawn.setdefault(name, matplotlib.lines.Line2D([], [], color=colour, ls=ls, lw=1.0))
+            ax.set_xscale("log")
+            title(ax, text)
+            ax.grid(alpha=0.3, which="both")
+            ax.set_xlabel("lag k (log scale)")
+        outer_labels(axes, min(columns, 3), NORM_LABEL)
+        fig.legend(list(drawn.values()), list(drawn), loc="outside lower center", ncol=min(len(drawn), 4),
+                   fontsize=8, frameon=False)
+        laws = [name.split(", ")[1] for name in drawn if name.startswith("measured")]
+        theory = [name for name in drawn if not name.startswith("measured")]
+        caption = ("The profiles on log-log axes (lag ≥ 1), coloured by the decay law each run's fit names ("
+                   + ", ".join(laws) + "); a power law is a straight line here, an exponential bends down"
+                   + ("; black: " + " and ".join(theory) if theory else "") + ".")
+        yield Page(fig, page_path(folder, "profiles_loglog", number, len(all_pages)), caption)
