@@ -112,7 +112,7 @@ def test_a_run_writes_unit_and_gate_tables_and_a_sweep_collects_them(tmp_path, r
         assert table.run_id.nunique() == 3
         pd.testing.assert_frame_equal(table[table.run_id == per_run.run_id[0]].reset_index(drop=True), per_run)
     # The figure: a panel per run and layer, the stacked run's two titled by layer.
-    from harness.lab import plots
+    from harness.lab import figures as plots
     summary, profile = pd.read_parquet(tmp_path / "summary.parquet"), pd.read_parquet(tmp_path / "profile.parquet")
     (figure,) = plots.plot_gates(pd.read_parquet(tmp_path / "gates.parquet"), profile, summary, tmp_path / "figures")
     assert "a panel per run and layer (4 of 4, 3 runs)" in figure.caption

@@ -87,11 +87,11 @@ def test_autograd_underflow_and_overflow_are_flagged_not_raised():
     base = dict(activation="tanh", init="gaussian", seq_len=600, hidden_size=32, input_size=32,
                 num_layers=1, batch_size=4, seed=0, task="probe", dtype="float32", device="cpu", cell="rnn")
     for scale, expect in [(0.25, "underflow"), (3.0, "overflow")]:
-        recording = record({**base, "scale": scale, "recorder": "autograd"})
+        recording = record(RunSpec.from_columns({**base, "scale": scale, "recorder": "autograd"}))
         (_, log_norms), = recording.profiles
         assert expect in recording.flags  # an overflow also turns into nan where inf meets 0 in the backward
         assert (torch.isneginf if expect == "underflow" else torch.isposinf)(log_norms).any()
-        exact_recording = record({**base, "scale": scale, "recorder": "exact"})
+        exact_recording = record(RunSpec.from_columns({**base, "scale": scale, "recorder": "exact"}))
         (_, exact), = exact_recording.profiles
         assert exact_recording.flags == [] and torch.isfinite(exact).all()
         # Where autograd is in range, both agree.

@@ -26,7 +26,7 @@ def harness_imports(path: Path) -> set[str]:
 @pytest.mark.parametrize("layer", LAYERS)
 def test_imports_only_point_down(layer):
     allowed = {f"harness.{name}" for name in LAYERS[:LAYERS.index(layer) + 1]}
-    for path in sorted((ROOT / "harness" / layer).glob("*.py")):
+    for path in sorted((ROOT / "harness" / layer).rglob("*.py")):  # subpackages too (core.zoo)
         for module in harness_imports(path):
             assert any(module == a or module.startswith(a + ".") for a in allowed), \
                 f"{path.relative_to(ROOT)} imports {module}: {layer} may import only {sorted(allowed)}"

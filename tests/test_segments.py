@@ -210,3 +210,20 @@ def test_a_probe_too_long_to_hold_streams_its_inputs(monkeypatch):
     reference = record_profile(model, held, loss, True, "exact", SEQ_LEN)[0]
     for segment in (SEQ_LEN, 7):
         assert torch.equal(record_profile(model, streamed.inputs, loss, True, "exact", segment)[0], reference)
+
+
+def test_the_suffix_sums_folded_segment_by_segment_are_the_ones_folded_at_once():
+    """One suffix sum (recorders.suffix_sums) for the in-memory recording, the segments and the units
+    rows: carried from segment to segment, bit for bit the sums of one fold, and what they mean."""
+    from harness.core.recorders import suffix_sums
+
+    logs = torch.randn(41, 3, 1, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    whole, total = suffix_sums(logs)
+    assert torch.equal(whole[-1], torch.zeros(3, 1)) and torch.allclose(whole[0] + logs[0], total[0])
+    assert torch.allclose(whole[10], logs[11:].sum(0))
+    for segment in (1, 7, 16):
+        parts, carried = [], None
+        for end in range(41, 0, -segment):
+            sums, carried = suffix_sums(logs[max(end - segment, 0):end], carried)
+            parts.insert(0, sums)
+        assert torch.equal(torch.cat(parts), whole) and torch.equal(carried, total)

@@ -19,9 +19,11 @@ One backward pass over the in-memory graph with the exact recorder's per-sample 
 the steps after t, known by then) and divides by its norm. Afterwards, each step's tail is pushed
 back by a local vector-Jacobian product from the renormalised gradient through the whole step (in a
 stack, a layer's hw_t also reaches S_t through the layers above it within the step), which gives each
-layer's hw_t gradient and, against its h_{t-1}, C_t. Gates and weights for rnn, lstm, gru and minimal
-networks of any depth; units for any network. Checked against autograd on the unrolled graph with
-retain_grad, and the C_t against torch's own dL/dW_hh of every layer (tests/test_detail.py).
+layer's hw_t gradient and, against its h_{t-1}, C_t. Gates and weights for networks of any depth that
+name their gate blocks (gate_names, harness.core.protocol: rnn, lstm, gru, minimal); units for any
+network (the lru's and indrnn's recurrence is elementwise: units rows only). Checked against autograd
+on the unrolled graph with retain_grad, and the C_t against torch's own dL/dW_hh of every layer
+(tests/test_detail.py).
 """
 from __future__ import annotations
 
@@ -31,10 +33,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from harness.core.cells import RecurrentNet, StackedNet, recurrent
-from harness.core.modern import MinimalNet
-
-GATES = {"rnn": ("h",), "lstm": ("i", "f", "g", "o"), "gru": ("r", "z", "n"), "minimal": ("u",)}
+from harness.core.protocol import StackedNet
+from harness.core.recorders import Renormaliser, suffix_sums
+from harness.core.zoo.classic import recurrent
 
 
 class Detail(NamedTuple):
@@ -60,32 +61,24 @@ def record_detail(net: StackedNet, inputs: Tensor, output_loss: Callable[[Tensor
         states.append(net.step(states[-1], drive))
     loss = output_loss(net.top_hidden(states[-1]).unsqueeze(0))
 
-    arriving: list[Tensor] = []  # at S_T first: the gradient as it arrives, float64
-    log_divisors: list[Tensor] = []  # (batch,)
-
-    def renormalise(grad: Tensor) -> Tensor:
-        divisor = torch.linalg.vector_norm(grad, dim=1, keepdim=True).clamp_min(torch.finfo(grad.dtype).tiny)
-        arriving.append(grad.double())
-        log_divisors.append(divisor.double().log().squeeze(1))
-        return grad / divisor
-
+    # The exact recorder's division, on the whole state at once (one block): it keeps what arrives.
+    renormalise = Renormaliser((sum(net.block_sizes),), keep_gradients=True)
     handles = [state.register_hook(renormalise) for state in states]
     try:
         torch.autograd.grad(loss, states[0])
     finally:
         for handle in handles:
             handle.remove()
-    grads, logs = torch.stack(arriving[::-1]), torch.stack(log_divisors[::-1])  # S_0 .. S_T
-    after = logs.flip(0).cumsum(0).flip(0)  # sum of the log divisors at t .. T
-    scale = torch.cat([after[1:], torch.zeros_like(after[:1])])  # at t: those of the steps after t
+    grads, logs = torch.stack(renormalise.gradients[::-1]), renormalise.logs()[1].squeeze(-1)  # S_0 .. S_T
+    scale = suffix_sums(logs)[0]  # at t: the log divisors of the steps after t
     with torch.no_grad():
         units = grads.abs().log() + scale.unsqueeze(-1)
-    if not isinstance(net, (RecurrentNet, MinimalNet)):
+    if net.gate_names is None:
         return Detail(units, None, None, (), (), None)
     return _gates_and_weights(net, states, drives, grads, logs, scale, units, contributions)
 
 
-def _step_from_hw(net: RecurrentNet | MinimalNet, drive: Tensor, hws: list[Tensor], blocks: tuple[Tensor, ...]) -> Tensor:
+def _step_from_hw(net: StackedNet, drive: Tensor, hws: list[Tensor], blocks: tuple[Tensor, ...]) -> Tensor:
     """S_t from each layer's recurrent pre-activation hw^l (the rest held fixed), the layers above
     reading the fresh h below as the network's own step does, so that a layer's hw gradient includes
     what flows back to it through the layers above within the step."""
@@ -94,17 +87,13 @@ def _step_from_hw(net: RecurrentNet | MinimalNet, drive: Tensor, hws: list[Tenso
     for layer, hw in enumerate(hws):
         if layer > 0:
             drive = F.linear(new[-per_layer], getattr(net, f"weight_ih_l{layer}"), getattr(net, f"bias_ih_l{layer}"))
-        own = blocks[layer * per_layer:(layer + 1) * per_layer]
-        if isinstance(net, MinimalNet):
-            new.append(net.gate_tail(layer, drive, hw, own[0]))
-        else:
-            new.extend(net.cell.tail(drive, hw, own, net.act)[0])
+        new.extend(net.layer_tail(layer, drive, hw, blocks[layer * per_layer:(layer + 1) * per_layer]))
     return torch.cat(new, dim=-1)
 
 
-def _gates_and_weights(net: RecurrentNet | MinimalNet, states: list[Tensor], drives: list[Tensor], grads: Tensor,
+def _gates_and_weights(net: StackedNet, states: list[Tensor], drives: list[Tensor], grads: Tensor,
                        logs: Tensor, scale: Tensor, units: Tensor, contributions: bool) -> Detail:
-    names, hidden, per_layer = GATES[net.cell_name], net.hidden_size, len(net.state_names)
+    names, hidden, per_layer = net.gate_names, net.hidden_size, len(net.state_names)
     gates, weights, kept = [], [], []
     for t in range(1, len(states)):
         blocks = net.split(states[t - 1].detach())

@@ -35,9 +35,9 @@ import os
 
 import torch
 
-from harness.core.cells import RecurrentNet, StackedNet
 from harness.core.errors import ConfigError
-from harness.core.networks import meta_network
+from harness.core.networks import CELL_TYPES, meta_network
+from harness.core.protocol import StackedNet
 from harness.core.recorders import written_out
 from harness.core.spec import RunSpec
 from harness.core.tasks import CHUNK, MAX_HELD_INPUTS, TASKS
@@ -60,9 +60,8 @@ KEPT_STATE_FRACTION = 1.0  # ... and temporaries of the pull back, in (batch, st
                            # (measured at batch 32: rnn 0.45 at hidden 256, lstm 0.86 at hidden 64, 0.57 at 128)
 # A recorded step of autograd graph (the hooked recorders, the lru's, record.units), in (batch, state)
 # tensors of the run's dtype: saved tensors, the step's input drive, its state and the backward's
-# temporaries; measured at hidden 256, batch 32, float32, 3000 steps in one graph (in parentheses).
-GRAPH_STATES_PER_STEP = {"rnn": 5.0, "lstm": 9.0, "gru": 19.0, "indrnn": 3.0, "lru": 3.0, "minimal": 9.0}
-#                         (4.3)        (8.1)         (17.1)        (2.6)          (1.9)      (saved tensors 5)
+# temporaries, is each built-in cell's CellType.graph_states_per_step (measured at hidden 256, batch
+# 32, float32, 3000 steps in one graph).
 GRAPH_NODE_BYTES = 8192  # autograd nodes and hooks per step, whatever the width (~5 KB at hidden 16, batch 4)
 EIGVALS_COPIES = 1.5  # LAPACK geev's working copy and workspace, in H x H float64 matrices (1.3 measured at 3000)
 TRAIN_STATES_PER_STEP = 12.0  # the whole-sequence training forward and backward, (batch, state) per step
@@ -97,7 +96,7 @@ def graph_bytes_per_step(net: StackedNet, batch_size: int, itemsize: int) -> int
     return _graph_bytes(sum(net.block_sizes), sum(p.numel() for p in net.parameters()), batch_size, itemsize)
 
 
-def coefficient_bytes_per_step(net: RecurrentNet, batch_size: int, itemsize: int) -> int:
+def coefficient_bytes_per_step(net: StackedNet, batch_size: int, itemsize: int) -> int:
     """What the written-out recorder keeps of one step, its Jacobian coefficients, twice over: their
     sizes read off one step of one sample (on torch's meta device for a meta network, allocating
     nothing)."""
@@ -139,7 +138,7 @@ def segment_length(net: StackedNet, seq_len: int, batch_size: int, itemsize: int
     return _segment(per_step, whole, seq_len, memory_fraction, None, available_memory())
 
 
-def kept_bytes_per_step(net: RecurrentNet, batch_size: int, itemsize: int) -> int:
+def kept_bytes_per_step(net: StackedNet, batch_size: int, itemsize: int) -> int:
     """What a written-out recording really holds per step: its coefficients once (their sizes read off
     one step, as coefficient_bytes_per_step does), the step's input drive (a segment's drives are kept
     until it is pulled back), the pull back's temporaries and the small objects."""
@@ -154,11 +153,11 @@ def kept_bytes_per_step(net: RecurrentNet, batch_size: int, itemsize: int) -> in
 
 def graph_step_bytes(run: RunSpec, net: StackedNet | None, state: int, n_params: int, batch: int,
                      itemsize: int) -> int:
-    """What one step of autograd graph really holds (GRAPH_STATES_PER_STEP); a user cell's, generously."""
-    states = GRAPH_STATES_PER_STEP.get(run.cell.name) if net is not None else None
-    if states is None:
+    """What one step of autograd graph really holds (the cell's graph_states_per_step); a user cell's,
+    generously."""
+    if net is None:
         return _graph_bytes(state, n_params, batch, itemsize)
-    return int(states * batch * state * itemsize) + GRAPH_NODE_BYTES
+    return int(CELL_TYPES[run.cell.name].graph_states_per_step * batch * state * itemsize) + GRAPH_NODE_BYTES
 
 
 def init_bytes(run: RunSpec, net: StackedNet | None) -> int:
@@ -174,12 +173,13 @@ def init_bytes(run: RunSpec, net: StackedNet | None) -> int:
     return copies * hidden * 8
 
 
-def eigendecomposes(run: RunSpec) -> bool:
-    """Whether theory.predictions computes eigenvalues of a dense H x H matrix (linear_rate): a built-in
-    one-layer rnn with activation=identity. (The lru's, indrnn's and minimal's rates read a vector;
-    a user cell's dense Jacobian is at most MAX_JACOBIAN_STATE wide, counted apart.)"""
-    return (not run.cell._target_ and run.cell.name == "rnn" and run.num_layers == 1
-            and run.activation == "identity")
+def eigendecomposes(run: RunSpec, net: StackedNet | None = None) -> bool:
+    """Whether theory.predictions computes eigenvalues of a dense H x H matrix (the network's
+    dense_eigenvalues: a one-layer rnn with activation=identity; the lru's, indrnn's and minimal's rates
+    read a vector; a user cell's dense Jacobian is at most MAX_JACOBIAN_STATE wide, counted apart).
+    net: the run's meta_network, if built already."""
+    net = meta_network(run) if net is None else net
+    return net is not None and net.dense_eigenvalues
 
 
 USER_CELL_JACOBIAN_BYTES = 4 * 8 * 1024**2  # theory.affine_step_rate: two 1024^2 Jacobians, eigvals' copies
@@ -218,7 +218,7 @@ def estimate(run: RunSpec, available: int) -> dict[str, int]:
                  + (0 if task.final_state_only else 2 * steps * batch * hidden * itemsize))
     spectrum_k = run.theory.spectrum_k
     theory = 4 * max(spectrum_k, 1) * batch * state * itemsize  # tangents and their QR
-    if eigendecomposes(run):  # eigvals of W_hh in float64: a copy if the run is float32, LAPACK's own
+    if net is not None and eigendecomposes(run, net):  # eigvals of W_hh in float64: a copy if the run is float32, LAPACK's own
         theory += int((EIGVALS_COPIES + (itemsize == 4)) * 8 * hidden * hidden)
     elif net is None:
         theory += USER_CELL_JACOBIAN_BYTES

@@ -12,11 +12,13 @@ exact     divides the gradient arriving at S_t by its per-sample norm and keeps 
           linear in the carried gradient and samples never mix. It needs the loss to read only the
           final state (otherwise the loss's own contribution at an earlier step would enter unscaled).
 
-On a built-in network (rnn, lstm, gru) the exact recorder runs the same backward written out
-(pull_back): each cell's vector-Jacobian product in place of autograd's graph, the same hook's
-division step by step. No graph is built or freed, which is what makes it 2-3x faster and lets a
-segment hold as many steps as its coefficients' memory allows; the hooks on the real graph stay the
-reference it is tested against, and what every other model (user cells, the lru) records through.
+On a network that writes out its step's Jacobian (analytic_jacobian: the rnn, lstm and gru) the exact
+recorder runs the same backward written out (pull_back): each cell's vector-Jacobian product in place
+of autograd's graph, the same hook's division step by step. No graph is built or freed, which is what
+makes it 2-3x faster and lets a segment hold as many steps as its coefficients' memory allows; the
+hooks on the real graph stay the reference it is tested against, and what every other model (user
+cells, the lru) records through. The division (Renormaliser) and the sums of its logs (suffix_sums)
+are the ones every exact recording uses: in memory, in segments, and harness.core.detail's rows.
 
 The autograd recorder takes norms in float64 (torch.linalg.vector_norm with dtype), so squaring a
 float32 entry cannot overflow or underflow on the way; the exact one never needs to. Denormal floats are flushed to zero while recording
@@ -32,7 +34,7 @@ from typing import Iterator, Sequence
 import torch
 from torch import Tensor
 
-from harness.core.cells import RecurrentNet, StackedNet
+from harness.core.protocol import StackedNet
 
 RECORDERS = ("exact", "autograd")
 
@@ -78,12 +80,14 @@ class Renormaliser:
     backpropagate's hook and pull_back call it, so the two record with the same ops in the same order.
     The arriving gradient is one step's Jacobian applied to a unit vector, so its norms are safe to
     take in its own dtype. The divisor is kept exactly as applied; a sample whose gradient is exactly
-    0 stays 0, and its log-norm is -inf from here back."""
+    0 stays 0, and its log-norm is -inf from here back. keep_gradients: also keep each arriving
+    gradient, in float64 (harness.core.detail's per-unit rows)."""
 
-    def __init__(self, block_sizes: Sequence[int]):
+    def __init__(self, block_sizes: Sequence[int], keep_gradients: bool = False):
         self.block_sizes = block_sizes
         self.norms: list[Tensor] = []
         self.divisors: list[Tensor] = []
+        self.gradients: list[Tensor] | None = [] if keep_gradients else None
 
     def __call__(self, grad: Tensor) -> Tensor:
         arriving = block_norms(grad, self.block_sizes)
@@ -91,6 +95,8 @@ class Renormaliser:
         divisor = total.clamp_min(torch.finfo(grad.dtype).tiny)
         self.norms.append(arriving)
         self.divisors.append(divisor)
+        if self.gradients is not None:
+            self.gradients.append(grad.double())
         return grad / divisor
 
     def logs(self) -> tuple[Tensor, Tensor | None]:
@@ -134,11 +140,11 @@ def backpropagate(objective: Tensor, states: list[Tensor], block_sizes: Sequence
 
 def written_out(net: StackedNet, recorder: str) -> bool:
     """Whether a recording runs its backward written out (pull_back) rather than through autograd's
-    hooks: the exact recorder on a built-in network, whose cells know their own Jacobians."""
-    return recorder == "exact" and isinstance(net, RecurrentNet)
+    hooks: the exact recorder on a network whose cells know their own Jacobians (analytic_jacobian)."""
+    return recorder == "exact" and net.analytic_jacobian
 
 
-def pull_back(net: RecurrentNet, coefficients: list[list], cotangent: Tensor, record_first: bool
+def pull_back(net: StackedNet, coefficients: list[list], cotangent: Tensor, record_first: bool
               ) -> tuple[Tensor, Tensor | None, Tensor]:
     """The exact recorder written out for a built-in network, with backpropagate's returns.
 
@@ -158,13 +164,22 @@ def pull_back(net: RecurrentNet, coefficients: list[list], cotangent: Tensor, re
     return (*renormalise.logs(), cotangent)
 
 
+def suffix_sums(log_divisors: Tensor, carried: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """(at each row, the sum of the log divisors taken after it; the sum of them all) for the exact
+    recorder's rows S_b..S_e in order (the first dimension), given `carried`, the sum of those taken
+    after S_e (None: S_e is S_T, none). One cumulative sum folded from S_T back, so that a sequence
+    folded segment by segment (carrying the second return) gets the numbers of one fold, bit for bit."""
+    start = torch.zeros_like(log_divisors[:1]) if carried is None else carried
+    folded = torch.cat([start, log_divisors.flip(0)]).cumsum(0)
+    return folded[:-1].flip(0), folded[-1:]
+
+
 def accumulate(arriving: Tensor, log_divisors: Tensor | None) -> Tensor:
     """Log-norms from backpropagate's rows (S_0..S_T in order): the gradient arriving at S_t had been
     divided by the divisors taken at t+1 .. T, so those logs are added back."""
     if log_divisors is None:
         return arriving
-    from_t_on = log_divisors.flip(0).cumsum(0).flip(0)
-    return arriving + torch.cat([from_t_on[1:], torch.zeros_like(from_t_on[:1])])
+    return arriving + suffix_sums(log_divisors)[0]
 
 
 def record_log_norms(loss: Tensor, states: list[Tensor], block_sizes: Sequence[int], recorder: str,

@@ -16,9 +16,11 @@ input_drive) are computed in fixed chunks aligned to t = 0 whatever the segment 
 do not depend on it (tested to be identical). No graph is longer than a segment, so none is deep
 enough to overflow the stack when it is freed (a 30,000-step graph with hooks segfaulted torch).
 
-Written out (the exact recorder on a built-in network, recorders.pull_back), a segment is rebuilt as
-its steps' Jacobian coefficients instead of a graph, and pulled back through them. Where the whole
-sequence fits in one segment, the forward pass keeps them as it goes and nothing is run twice.
+Written out (the exact recorder on a network with written-out Jacobians, recorders.pull_back), a
+segment is rebuilt as its steps' Jacobian coefficients instead of a graph, and pulled back through
+them. Where the whole sequence fits in one segment, the forward pass keeps them as it goes and nothing
+is run twice. The exact recorder's log divisors are summed by recorders.suffix_sums, one segment at a
+time, as an in-memory recording sums them at once.
 """
 from __future__ import annotations
 
@@ -28,12 +30,12 @@ from typing import TYPE_CHECKING, Callable, Sequence
 import torch
 from torch import Tensor
 
-from harness.core.cells import StackedNet
-from harness.core.recorders import backpropagate, pull_back, record_log_norms, written_out
+from harness.core.protocol import StackedNet
+from harness.core.recorders import backpropagate, pull_back, record_log_norms, suffix_sums, written_out
 from harness.core.tasks import CHUNK, StreamedInputs
 
 if TYPE_CHECKING:
-    from harness.core.theory import CarriedTangent
+    from harness.core.lyapunov import CarriedTangent
 
 DRIVE_CHUNK = CHUNK  # steps of input drive computed together (a batched matmul), aligned to t = 0
 STEPS_AT_ONCE = 64  # steps whose Jacobian coefficients are computed together: dispatch amortised, a few MB
@@ -65,44 +67,26 @@ def record_profile(net: StackedNet, inputs: Tensor | StreamedInputs, output_loss
     output_loss receives the top layer's outputs the loss reads, (1, batch, width) for a final-state
     loss or (T, batch, width), and returns the scalar loss. Returns (log_norms (T+1, batch, blocks),
     the loss, whether every state stayed finite). progress, if given, is told how many steps were
-    done, forward and backward (2 T in all). tangent, if given (a built-in network's), is pushed through
-    every step of the forward pass, which visits each step once: the largest Lyapunov exponent at the
-    cost of the tangent's own work (harness.core.theory.CarriedTangent).
+    done, forward and backward (2 T in all). tangent, if given (a network with written-out Jacobians),
+    is pushed through every step of the forward pass, which visits each step once: the largest
+    Lyapunov exponent at the cost of the tangent's own work (harness.core.theory.CarriedTangent).
 
-    The exact recorder on a built-in network runs its backward written out (recorders.pull_back)
-    instead of through autograd's hooks: the same numbers to rounding (tested), no graph, and where
-    the whole sequence is one segment, one forward pass whose coefficients the backward reuses.
+    The exact recorder on a network with written-out Jacobians runs its backward written out
+    (recorders.pull_back) instead of through autograd's hooks: the same numbers to rounding (tested),
+    no graph, and where the whole sequence is one segment, one forward pass whose coefficients the
+    backward reuses.
     """
     progress = progress or (lambda steps: None)
-    seq_len, batch = inputs.shape[0], inputs.shape[1]
+    seq_len = inputs.shape[0]
     drives = Drives(net, inputs)
     writes_out = written_out(net, recorder)
     if segment >= seq_len and not writes_out:  # the in-memory recording: one forward pass with its graph
-        states = [net.initial_state(batch)]
-        forward = Linearised(net, tangent)
-        for drive in drives(0, seq_len):
-            states.append(forward.step(states[-1], drive))
-            progress(1)
-        forward.flush()
-        loss = output_loss(torch.stack([net.top_hidden(s) for s in (states[-1:] if final_state_only else states[1:])]))
-        log_norms = record_log_norms(loss, states, net.block_sizes, recorder)
-        progress(seq_len)
-        return log_norms, loss.detach(), bool(torch.isfinite(states[-1]).all() and torch.isfinite(loss))
+        return _in_memory(net, inputs, drives, output_loss, final_state_only, recorder, progress, tangent)
     bounds = list(range(0, seq_len, segment)) + [seq_len]
     # One segment written out: the backward reuses the forward's coefficients instead of recomputing them.
     forward = Linearised(net, tangent, keep=writes_out and len(bounds) == 2)
-    starts, outputs, finite = [], [], True
-    state = net.initial_state(batch).detach()
-    with torch.no_grad():
-        for begin, end in zip(bounds[:-1], bounds[1:]):
-            starts.append(state)
-            for drive in drives(begin, end):
-                state = forward.step(state, drive)
-                progress(1)
-                if not final_state_only:
-                    outputs.append(net.top_hidden(state))
-            finite = finite and bool(torch.isfinite(state).all())
-        forward.flush()
+    starts, outputs, state, finite = _forward_in_segments(net, inputs.shape[1], drives, bounds, forward,
+                                                           final_state_only, progress)
     read = torch.stack([net.top_hidden(state)] if final_state_only else outputs).requires_grad_()
     with torch.enable_grad():
         loss = output_loss(read)
@@ -125,22 +109,54 @@ def record_profile(net: StackedNet, inputs: Tensor | StreamedInputs, output_loss
                                                        output_grads, final_state_only, begin, seq_len)
         if log_norms is None:
             log_norms = rows.new_empty((seq_len + 1, *rows.shape[1:]))
-        if logs is not None:
-            # The suffix sums of the divisors, folded from S_T back exactly as accumulate folds the
-            # whole sequence at once (so the numbers are the in-memory recording's, bit for bit), one
-            # segment at a time: no T-long temporaries beside the result.
-            after = torch.zeros_like(logs[:1]) if after is None else after
-            folded = torch.cat([after, logs.flip(0)]).cumsum(0)
-            rows = rows + folded[:-1].flip(0)
-            after = folded[-1:]
+        if logs is not None:  # one segment at a time: no T-long temporaries beside the result
+            sums, after = suffix_sums(logs, after)
+            rows = rows + sums
         log_norms[end + 1 - len(rows):end + 1] = rows
         progress(end - begin)
     return log_norms, loss.detach(), finite and bool(torch.isfinite(loss))
 
 
+def _in_memory(net: StackedNet, inputs: Tensor | StreamedInputs, drives: Drives,
+               output_loss: Callable[[Tensor], Tensor], final_state_only: bool, recorder: str,
+               progress: Callable[[int], object], tangent: CarriedTangent | None) -> tuple[Tensor, Tensor, bool]:
+    """record_profile in one segment through autograd's hooks: one forward pass with its graph."""
+    seq_len, batch = inputs.shape[0], inputs.shape[1]
+    states = [net.initial_state(batch)]
+    forward = Linearised(net, tangent)
+    for drive in drives(0, seq_len):
+        states.append(forward.step(states[-1], drive))
+        progress(1)
+    forward.flush()
+    loss = output_loss(torch.stack([net.top_hidden(s) for s in (states[-1:] if final_state_only else states[1:])]))
+    log_norms = record_log_norms(loss, states, net.block_sizes, recorder)
+    progress(seq_len)
+    return log_norms, loss.detach(), bool(torch.isfinite(states[-1]).all() and torch.isfinite(loss))
+
+
+def _forward_in_segments(net: StackedNet, batch: int, drives: Drives, bounds: list[int], forward: Linearised,
+                         final_state_only: bool, progress: Callable[[int], object]
+                         ) -> tuple[list[Tensor], list[Tensor], Tensor, bool]:
+    """The forward pass without a graph: (each segment's start state, the top layer's outputs where the
+    loss reads every step, the final state, whether every segment's end state stayed finite)."""
+    starts, outputs, finite = [], [], True
+    state = net.initial_state(batch).detach()
+    with torch.no_grad():
+        for begin, end in zip(bounds[:-1], bounds[1:]):
+            starts.append(state)
+            for drive in drives(begin, end):
+                state = forward.step(state, drive)
+                progress(1)
+                if not final_state_only:
+                    outputs.append(net.top_hidden(state))
+            finite = finite and bool(torch.isfinite(state).all())
+        forward.flush()
+    return starts, outputs, state, finite
+
+
 class Linearised:
-    """The forward pass of a built-in network with its Jacobian coefficients, where anything needs
-    them: computed STEPS_AT_ONCE steps at a time from what each step's tail computed
+    """The forward pass of a network with written-out Jacobians, with their coefficients where anything
+    needs them: computed STEPS_AT_ONCE steps at a time from what each step's tail computed
     (RecurrentNet.step_coefficients: a few large elementwise ops instead of many small ones), pushed
     through by a carried tangent, and kept for the written-out backward if asked. With neither, a
     plain step. flush() when the pass ends."""

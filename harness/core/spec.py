@@ -27,7 +27,7 @@ import torch
 from harness.core.cells import ACTIVATIONS
 from harness.core.errors import ConfigError
 from harness.core.init import INITS
-from harness.core.networks import NETWORKS, meta_network
+from harness.core.networks import NETWORKS, cell_only_keys, meta_network
 from harness.core.recorders import RECORDERS
 from harness.core.tasks import TASKS
 from harness.core.train import OPTIMIZERS
@@ -353,12 +353,9 @@ def check_run(run: RunSpec) -> None:
                           "expected recorder=autograd")
 
 
-# Keys that mean something for some built-in cells only. Set by a remedy's config file on a cell
-# they do not fit, the run is recorded as not applicable (so that cells x remedies sweeps run whole);
-# set by the user on such a cell, they are refused.
-CELL_ONLY = {"cell.forget_bias": ("lstm",), "cell.chrono_tmax": ("lstm", "gru"), "cell.r_min": ("lru",),
-             "cell.r_max": ("lru",), "cell.max_phase": ("lru",), "train.omega": ("rnn",),
-             "train.flossing_k": ("rnn", "lstm", "gru")}
+# Keys only some built-in cells take, as they declare them (CellType.options and .takes): set by a remedy
+# on another cell, the run is not applicable (cells x remedies sweeps run whole); set by the user, refused.
+CELL_ONLY = cell_only_keys()
 
 
 def check_explicit(run: RunSpec, explicit: Collection[str]) -> None:

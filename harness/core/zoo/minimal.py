@@ -1,0 +1,74 @@
+"""The minimalRNN (Chen, Pennington & Schoenholz 2018):
+
+    z_t = act(W_z x_t + b_z),   u_t = sigmoid(W h_{t-1} + V z_t + b),   h_t = u_t ⊙ h_{t-1} + (1 - u_t) ⊙ z_t.
+
+Inits as for the rnn (default, gaussian, orthogonal, identity on W); `scale` multiplies W. Its gate u
+is the units view's one gate block (its V z_t part carries the same gradient as W h_{t-1}).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from harness.core.init import identity_blocks_, init_default, normal, orthogonal_blocks_
+from harness.core.protocol import CellType
+from harness.core.zoo.hidden import HiddenNet
+
+
+class MinimalNet(HiddenNet):
+    """A stack of minimalRNN layers (see the module docstring)."""
+    gate_names = ("u",)
+
+    def __init__(self, activation: str, input_size: int, hidden_size: int, num_layers: int):
+        # W_z, b_z are the input projection; then W, V and b of the gate
+        super().__init__("minimal", activation, input_size, hidden_size, num_layers,
+                         {"weight_hh": (hidden_size, hidden_size), "weight_zh": (hidden_size, hidden_size),
+                          "bias_hh": (hidden_size,)})
+
+    def layer_step(self, layer: int, drive: Tensor, h: Tensor) -> Tensor:
+        hw = torch.addmm(getattr(self, f"bias_hh_l{layer}"), h, getattr(self, f"weight_hh_l{layer}").t())
+        return self.gate_tail(layer, drive, hw, h)
+
+    def gate_tail(self, layer: int, drive: Tensor, hw: Tensor, h: Tensor) -> Tensor:
+        """The new h from the gate's recurrent part hw = h W^T + b (harness.core.detail reads its gradient)."""
+        z = self.act(drive)
+        gate = torch.sigmoid(hw + F.linear(z, getattr(self, f"weight_zh_l{layer}")))
+        return gate * h + (1 - gate) * z
+
+    def layer_tail(self, layer: int, drive: Tensor, hw: Tensor, blocks: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+        return (self.gate_tail(layer, drive, hw, blocks[0]),)
+
+    @torch.no_grad()
+    def initialise_weights(self, init: str, scale: float, generator: torch.Generator) -> None:
+        """torch's nn.RNN default on every parameter, the starting point of every scheme; then, layer by
+        layer, for a scheme other than default: inputs N(0, 1/fan_in) and biases 0, W by the scheme
+        (drawn in float64 and multiplied by the std, as the lru draws)."""
+        init_default(self, generator)
+        for layer in range(self.num_layers):
+            w = getattr(self, f"weight_hh_l{layer}")
+            if init != "default":
+                for name in ("weight_ih", "weight_zh"):
+                    p = getattr(self, f"{name}_l{layer}")
+                    p.copy_(normal(tuple(p.shape), 1 / math.sqrt(p.shape[1]), generator, p))
+                for name in ("bias_ih", "bias_hh"):
+                    getattr(self, f"{name}_l{layer}").zero_()
+            if init == "gaussian":
+                w.copy_(normal(tuple(w.shape), 1 / math.sqrt(self.hidden_size), generator, w))
+            elif init == "orthogonal":
+                orthogonal_blocks_(w, 1, generator)
+            elif init == "identity":
+                identity_blocks_(w, 1)
+            w.mul_(scale)
+
+    def linear_rate(self, inputs: Tensor | None = None, generator: torch.Generator | None = None) -> str:
+        return "linear: the minimal cell's gate is not linear"
+
+
+def _build(activation: str, input_size: int, hidden_size: int, num_layers: int) -> MinimalNet:
+    return MinimalNet(activation, input_size, hidden_size, num_layers)
+
+
+CELL_TYPES = (CellType("minimal", _build, order=5, colour="#56B4E9", graph_states_per_step=9.0),)  # saved tensors 5
