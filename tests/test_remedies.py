@@ -5,7 +5,7 @@ import torch
 
 from harness.core.cells import SLOPES, recurrent
 from harness.core.errors import NotApplicable
-from harness.core.train import omega, omega_of
+from harness.core.remedies import omega, omega_of
 from harness.core.spec import RunSpec
 from harness.lab import run
 from tests.conftest import build

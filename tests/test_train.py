@@ -13,7 +13,7 @@ from harness.lab import run as run_module
 from harness.core.cells import RecurrentNet
 from harness.cli.paths import CONF_DIR
 from harness.core.init import NotApplicable, initialise
-from harness.core.train import train
+from harness.core.train import Evaluation, TrainingCallback, train
 
 
 @pytest.mark.parametrize("cell,gates,keep", [("lstm", 4, 1), ("gru", 3, 1)])
@@ -36,7 +36,13 @@ def test_clip_norm_bounds_an_sgd_step():
     weight = torch.nn.Parameter(torch.ones(10, dtype=torch.float64))
     settings = TrainSpec(optimizer="sgd", lr=0.1, weight_decay=0.0, steps=1, record_every=1, clip_norm=0.5)
     before = weight.detach().clone()
-    rows = list(train([weight], settings, lambda: (weight * 100).sum(), lambda step: 0.0, 1.0))
+    rows = []
+
+    class Rows(TrainingCallback):
+        def on_record(self, step, row, log_norms):
+            rows.append(row)
+    train([weight], settings, lambda: None, lambda batch: (weight * 100).sum(), lambda step: Evaluation(0.0), 1.0,
+          callbacks=[Rows()])
     assert rows[0]["grad_norm"] == pytest.approx(100 * math.sqrt(10))  # reported before clipping
     assert (weight.detach() - before).norm().item() == pytest.approx(0.1 * 0.5)
 

@@ -53,7 +53,7 @@ def hydra_main(cfg: DictConfig) -> str:
     before = BEFORE.get(out_dir.resolve(), set())  # none: a new folder, which Hydra made
     claim(out_dir)
     try:
-        return run(cfg, out_dir, dict(hydra_cfg.runtime.choices), progress=True)
+        return run(OmegaConf.to_container(cfg, resolve=True), out_dir, dict(hydra_cfg.runtime.choices), progress=True)
     except ConfigError as error:  # what check_command cannot see before the run: a user cell that does not import
         fail(error)
     except KeyboardInterrupt:

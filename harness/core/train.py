@@ -1,32 +1,32 @@
 """Training: optimiser steps on fresh batches, with evaluation and a recorded gradient profile on a
 fixed held-out batch at step 0 and every `train.record_every` steps.
 
-    train.steps  train.lr  train.optimizer (sgd | adam | rmsprop)  train.clip_norm  train.clip_value
-    train.weight_decay  train.omega  train.flossing_k  train.flossing_every  train.record_every
+    train.steps  train.lr  train.optimizer (sgd | adam | rmsprop)  train.record_every
+    remedies (harness.core.remedies): train.clip_norm  train.clip_value  train.weight_decay
+    train.omega  train.flossing_k  train.flossing_every
 
-train.flossing_k > 0 interleaves gradient flossing (Engelken 2023): an optimiser step on the sum of
-the squared k largest Lyapunov exponents (harness.core.theory.flossing_loss) before the first step
-and every train.flossing_every steps; `flossing_loss` in the loss table.
-train.omega > 0 adds Pascanu, Mikolov & Bengio (2013)'s regulariser Omega, weighted by it, to the
-training loss (`omega`; the runs train through the explicit cells then, since it needs dL/dh_t).
+`grad_norm` in the loss table is the parameters' gradient norm before clip_norm (after clip_value),
+averaged over the steps since the last record. A loss that turns non-finite stops the training; the
+run is flagged `diverged`. A run counts as `solved` when its final eval loss is at most
+SOLVED_FRACTION of the task's baseline.
 
-`grad_norm` in the loss table is the parameters' gradient norm before clipping, averaged over the
-steps since the last record. A loss that turns non-finite stops the training; the run is flagged
-`diverged`. A run counts as `solved` when its final eval loss is at most SOLVED_FRACTION of the task's
-baseline.
+What watches the training (a monitor, a logger such as TensorBoard or W&B) is a TrainingCallback:
+train() tells it every step and every record, and harness.lab.run tells it the record at step 0.
 """
 from __future__ import annotations
 
 import logging
 import math
 import time
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Sequence
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
-if TYPE_CHECKING:  # spec lists this module's optimisers
+if TYPE_CHECKING:  # spec lists this module's optimisers; remedies imports theory, which imports spec
+    from harness.core.remedies import Remedy
     from harness.core.spec import TrainSpec
+    from harness.core.tasks import TaskBatch
 
 log = logging.getLogger(__name__)
 
@@ -36,72 +36,97 @@ OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
 SOLVED_FRACTION = 0.1
 
 
-OMEGA_BOUND = 1e-20  # their code's `bound`: steps whose ||dL/dh_t||^2 is below it are left out
+class Evaluation(NamedTuple):
+    """What an evaluation at a record gives: the loss on the held-out batch and, where one was
+    recorded, the gradient profile's ln-norms (T+1, batch, parts)."""
+    loss: float
+    log_norms: Tensor | None = None
 
 
-def omega(loss: torch.Tensor, hidden: list[torch.Tensor], slopes: list[torch.Tensor],
-          weight_hh: torch.Tensor) -> torch.Tensor:
-    """Omega = sum_t mean_b (||(d_t * f'_t) W_hh||^2 / ||d_t||^2 - 1)^2 / sum_t mean_b [||d_t||^2 >= bound],
-    the regulariser of Pascanu, Mikolov & Bengio (2013) as their published code computes it, for an rnn
-    h_t = f(x_t W_ih^T + h_{t-1} W_hh^T + b): d_t = dL/dh_t (the whole gradient, t = 1..T), f'_t the
-    activation's slope at step t. It asks every step's backward Jacobian to preserve the norm of the
-    gradient it carries. As in their code, d_t and f'_t are held constant: Omega's gradient flows into
-    W_hh through the product alone. hidden: h_1..h_T on loss's graph; slopes: f'_t (detached)."""
-    grads = torch.autograd.grad(loss, hidden, retain_graph=True)
-    return omega_of([d.detach() for d in grads], slopes, weight_hh)
+class TrainingCallback:
+    """The seam for whatever watches a training run: a monitor, a logger (TensorBoard, W&B), the
+    run's own bookkeeping (harness.lab.run). Subclass it and override what you need; each method is
+    a no-op here. Callbacks watch: they must not change what they are given (a row is the loss
+    table's own), the parameters, their gradients or any generator, or the run's numbers change.
+
+    Calls, in order: on_record(0, ...) once the run has recorded at initialisation (harness.lab.run;
+    train() itself starts at step 1), then for each step 1..train.steps on_step, and on_record after
+    it at every train.record_every steps and at the last step. A diverged run stops without an
+    on_step for the step whose loss was not finite."""
+
+    def on_step(self, step: int, loss: float, grad_norm: float) -> None:
+        """After optimiser step `step`: its training loss (remedies' loss terms included) and the
+        gradients' global norm before clip_norm."""
+
+    def on_record(self, step: int, row: dict[str, Any], log_norms: Tensor | None) -> None:
+        """At a record: the loss table's row (step, train_loss, eval_loss, grad_norm, elapsed_s and
+        what remedies log, such as flossing_loss; step 0 has step, eval_loss, elapsed_s) and the
+        profile's ln-norms (T+1, batch, parts) recorded on the held-out batch (None if none was)."""
 
 
-def omega_of(grads: list[torch.Tensor], slopes: list[torch.Tensor], weight_hh: torch.Tensor) -> torch.Tensor:
-    """Omega from the gradients d_t = dL/dh_t and slopes f'_t (constants) and W_hh (see omega)."""
-    terms, counted = [], []
-    for d, slope in zip(grads, slopes):
-        carried = d.pow(2).sum(dim=1)
-        valid = carried >= OMEGA_BOUND
-        ratio = ((d * slope) @ weight_hh).pow(2).sum(dim=1) / torch.where(valid, carried, torch.ones_like(carried))
-        terms.append(torch.where(valid, (ratio - 1) ** 2, torch.zeros_like(ratio)).mean())
-        counted.append(valid.to(ratio.dtype).mean())
-    return torch.stack(terms).sum() / torch.stack(counted).sum().clamp_min(1e-12)
+class Window:
+    """The values since the last record, averaged into a loss-table row."""
+
+    def __init__(self) -> None:
+        self.losses: list[float] = []
+        self.norms: list[float] = []
+        self.logged: dict[str, list[float]] = {}
+
+    def log(self, values: dict[str, float]) -> None:
+        for key, value in values.items():
+            self.logged.setdefault(key, []).append(value)
+
+    def row(self, step: int, eval_loss: float, elapsed: float) -> dict[str, Any]:
+        row = {"step": step, "train_loss": sum(self.losses) / len(self.losses), "eval_loss": eval_loss,
+               "grad_norm": sum(self.norms) / len(self.norms), "elapsed_s": elapsed}
+        row.update({key: sum(values) / len(values) for key, values in self.logged.items()})
+        return row
 
 
-def train(parameters: list[nn.Parameter], settings: TrainSpec, loss_of_fresh_batch: Callable[[], torch.Tensor],
-          evaluate: Callable[[int], float], baseline: float,
-          floss: Callable[[], torch.Tensor] | None = None) -> Iterator[dict]:
-    """Run settings.steps optimiser steps; yield a loss-table row at every record (after `evaluate`,
-    which also records the profile at that step). The caller has recorded step 0 itself.
-    floss: gradient flossing's objective on a fresh batch (harness.core.theory.flossing_loss); an
-    optimiser step on it comes before training step 1 and every settings.flossing_every steps."""
-    optimiser = OPTIMIZERS[settings.optimizer](parameters, lr=settings.lr,
-                                                  weight_decay=settings.weight_decay)
+def train(parameters: list[nn.Parameter], settings: TrainSpec, draw: Callable[[], TaskBatch],
+          loss_of: Callable[[TaskBatch], Tensor], evaluate: Callable[[int], Evaluation], baseline: float,
+          remedies: Sequence[Remedy] | None = None, callbacks: Sequence[TrainingCallback] = ()) -> bool:
+    """Run settings.steps optimiser steps, each on the loss_of a fresh batch draw(); at every record
+    (every settings.record_every steps and the last) evaluate(step) on held-out data, which may also
+    record the profile, and tell the callbacks (see TrainingCallback). The caller has recorded
+    step 0. Returns whether the training diverged (a non-finite loss stops it).
+
+    remedies (harness.core.remedies; None: those settings names on their own, clipping and weight
+    decay): their optimiser_kwargs go to the optimiser; each step runs every before_step (flossing's
+    own step), the loss and its backward, every after_backward (clip_value), then measures the
+    gradients' global norm (grad_norm) and clips it to the smallest max_grad_norm (clip_norm) in one
+    call, and steps the optimiser. Loss terms (Omega) are loss_of's business."""
+    if remedies is None:
+        from harness.core.remedies import training_remedies  # here: remedies imports theory, which imports spec
+        remedies = training_remedies(settings)
+    options = {key: value for remedy in remedies for key, value in remedy.optimiser_kwargs().items()}
+    optimiser = OPTIMIZERS[settings.optimizer](parameters, lr=settings.lr, **options)
+    max_norm = min((remedy.max_grad_norm for remedy in remedies), default=math.inf)
     steps, every = settings.steps, settings.record_every
-    start, losses, norms, flossed = time.perf_counter(), [], [], []
+    start, window = time.perf_counter(), Window()
     for step in range(1, steps + 1):
-        if floss is not None and (step - 1) % settings.flossing_every == 0:
-            optimiser.zero_grad(set_to_none=True)
-            objective = floss()
-            if torch.isfinite(objective):
-                objective.backward()
-                nn.utils.clip_grad_norm_(parameters, settings.clip_norm or math.inf)
-                optimiser.step()
-            flossed.append(objective.item())
+        for remedy in remedies:
+            window.log(remedy.before_step(step, optimiser, parameters, draw))
         optimiser.zero_grad(set_to_none=True)
-        loss = loss_of_fresh_batch()
+        loss = loss_of(draw())
         if not torch.isfinite(loss):
             log.warning("step %d: training loss %s; training stops (diverged)", step, loss.item())
-            yield {"step": step, "train_loss": loss.item(), "diverged": True}
-            return
+            return True
         loss.backward()
-        if settings.clip_value is not None:
-            nn.utils.clip_grad_value_(parameters, settings.clip_value)
-        norm = nn.utils.clip_grad_norm_(parameters, settings.clip_norm or math.inf)
+        for remedy in remedies:
+            remedy.after_backward(parameters)
+        norm = nn.utils.clip_grad_norm_(parameters, max_norm)
         optimiser.step()
-        losses.append(loss.item())
-        norms.append(norm.item())
+        window.losses.append(loss.item())
+        window.norms.append(norm.item())
+        for callback in callbacks:
+            callback.on_step(step, window.losses[-1], window.norms[-1])
         if step % every == 0 or step == steps:
-            eval_loss = evaluate(step)
+            evaluation = evaluate(step)
             elapsed = time.perf_counter() - start
+            row, window = window.row(step, evaluation.loss, elapsed), Window()
             log.info("step %d/%d  train %.4f  eval %.4f  (baseline %.4f)  %.0f s, ~%.0f s left", step, steps,
-                     sum(losses) / len(losses), eval_loss, baseline, elapsed, elapsed / step * (steps - step))
-            row = {"step": step, "train_loss": sum(losses) / len(losses), "eval_loss": eval_loss,
-                   "grad_norm": sum(norms) / len(norms), "elapsed_s": elapsed, "diverged": False}
-            yield {**row, "flossing_loss": sum(flossed) / len(flossed)} if flossed else row
-            losses, norms, flossed = [], [], []
+                     row["train_loss"], evaluation.loss, baseline, elapsed, elapsed / step * (steps - step))
+            for callback in callbacks:
+                callback.on_record(step, row, evaluation.log_norms)
+    return False

@@ -1,15 +1,20 @@
-"""One run: build the model and task from a config, record the gradient profile (and train), write
+"""One run: build the model and task from its spec, record the gradient profile (and train), write
 the run folder.
 
-    columns (harness.core.spec) -> network (built-in or user cell) + initialise -> task batch
-      -> recording in segments (harness.core.segments, the exact or autograd recorder) -> profile table
-      -> theory beside it (harness.core.theory)
-      -> [train through whole-sequence layers where the equations are torch's, recording every record_every steps]
+    config (a plain, resolved dict) -> columns and RunSpec (harness.core.spec) -> remedies (harness.core.remedies)
+      -> build: network + the remedies' on_build, readout, held-out batch (harness.lab.build)
+      -> record at init: the profile in segments (harness.core.segments), theory beside it (harness.core.theory),
+         per-unit detail (harness.core.detail)
+      -> [train (harness.core.train) through whole-sequence layers where the equations are torch's,
+          recording every record_every steps; remedies hook in, callbacks (TrainingCallback) watch]
+      -> the run folder's tables (harness.core.runfolder)
+
+The run's own bookkeeping (the profiles, the loss table) is a TrainingCallback like any monitor's.
 """
 from __future__ import annotations
 
 import contextlib
-import importlib
+from collections import abc
 import importlib.metadata
 import logging
 import math
@@ -17,30 +22,32 @@ import platform
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator, NamedTuple
+from typing import Any, Callable, Iterator, Mapping, NamedTuple, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
-from omegaconf import DictConfig, OmegaConf
 
 from harness.core.analysis import fit_profile
-from harness.core.cells import SLOPES, CellNet, RecurrentNet, StackedNet, recurrent
+from harness.core.cells import StackedNet
 from harness.core.detail import Detail, record_detail
 from harness.core.errors import ConfigError, NotApplicable
-from harness.core.spec import DTYPES, RunSpec, config_columns, run_id
+from harness.core.memory import segment_length
 from harness.core.provenance import code_identity, git_commit
 from harness.core.recorders import flush_denormals, status_flags
-from harness.core.memory import segment_length
-from harness.core.segments import record_profile
-from harness.core.sequences import train_forward
-from harness.core.init import initialise
-from harness.core.networks import LRU_OPTIONS, build
+from harness.core.remedies import Remedy, needs_states, remedies_for
 from harness.core.runfolder import (GATES, LOSSES, META, PROFILE, UNITS, detail_frames, profile_frame, write_done,
                                     write_json, write_parquet)
-from harness.core.tasks import TASKS, StreamedInputs, TaskBatch, time_chunks
-from harness.core.theory import CarriedTangent, carries_lyapunov, closed_form_profile, flossing_loss, predictions
-from harness.core.train import SOLVED_FRACTION, omega, train
+from harness.core.segments import record_profile
+from harness.core.sequences import train_forward
+from harness.core.spec import RunSpec, config_columns, run_id
+from harness.core.tasks import StreamedInputs, TaskBatch, time_chunks
+from harness.core.theory import CarriedTangent, carries_lyapunov, closed_form_profile, predictions
+from harness.core.train import SOLVED_FRACTION, Evaluation, TrainingCallback, train
+from harness.lab.build import Setup, build_network, build_run, import_object, readout
+
+__all__ = ["Recording", "TrainingCallback", "build_network", "import_object", "input_drive_stats", "readout",
+           "record", "record_failure", "run", "run_meta", "step_bar"]
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +55,9 @@ log = logging.getLogger(__name__)
 def input_drive_stats(model: StackedNet, inputs: torch.Tensor | StreamedInputs) -> tuple[float, float]:
     """Mean over the bottom layer's units of E[(W_ih x_t + b_ih + b_hh)^2] over the run's inputs, and
     its coefficient of variation across units (mean-field theory assumes every unit sees the same).
-    NaN for a user cell, whose input weights are its own business. Chunk by chunk: inputs may stream."""
-    if not isinstance(model, RecurrentNet):
+    NaN for a cell without torch's equations (lru, indrnn, minimal, a user cell). Chunk by chunk: inputs
+    may stream."""
+    if not model.analytic_jacobian:  # torch's equations: W_ih and its biases
         return math.nan, math.nan
     bias = None if not model.bias else model.bias_ih_l0 + model.bias_hh_l0
     per_unit = torch.zeros(model.weight_ih_l0.shape[0], dtype=torch.float64)
@@ -63,16 +71,6 @@ def input_drive_stats(model: StackedNet, inputs: torch.Tensor | StreamedInputs) 
     return mean, (spread / mean if mean > 0 else float("nan"))
 
 
-def readout(hidden_size: int, outputs: int, generator: torch.Generator) -> torch.nn.Linear:
-    """A trained task's linear readout of the top layer's h, initialised as torch does but seeded."""
-    head = torch.nn.Linear(hidden_size, outputs).double()
-    bound = 1 / math.sqrt(hidden_size)
-    with torch.no_grad():
-        for p in head.parameters():
-            p.uniform_(-bound, bound, generator=generator)
-    return head
-
-
 class Recording(NamedTuple):
     profiles: list[tuple[int, torch.Tensor]]  # (training step, ln-norms (T+1, batch, parts))
     losses: list[dict[str, Any]]  # the loss table's rows (none for the probe)
@@ -81,37 +79,6 @@ class Recording(NamedTuple):
     model: StackedNet
     closed_form: dict[str, np.ndarray]  # closed-form log10 norms at init, indexed by t (theory.closed_form_profile)
     detail: Detail | None  # record.units=true: per-unit, per-gate and weight rows at init (harness.core.detail)
-
-
-def import_object(key: str, path: str) -> Any:
-    """The object at a dotted import path (a user cell's class); ConfigError if there is none."""
-    module_name, _, name = path.rpartition(".")
-    try:
-        return getattr(importlib.import_module(module_name), name)
-    except (ImportError, AttributeError) as error:
-        raise ConfigError(f"{key}={path}: cannot import it ({error}); expected a class importable from the "
-                          "folder you run in or an installed package") from None
-
-
-def build_network(run: RunSpec, generator: torch.Generator) -> StackedNet:
-    """The run's network in float64 on the CPU, initialised: a built-in RecurrentNet, or the user cell
-    named by cell._target_ (built with input_size=, hidden_size= and cell.kwargs.*, under the run's
-    seed) in a CellNet. Raises NotApplicable for a setting that means nothing for the cell."""
-    cell = run.cell
-    sizes = run.input_size, run.hidden_size, run.num_layers
-    settings = (run.init.name, run.scale, generator, cell.forget_bias, cell.chrono_tmax)
-    if cell._target_ is None:
-        options = {k: getattr(cell, k) for k in LRU_OPTIONS}
-        model = build(cell.name, run.activation, *sizes, options).double()
-    else:
-        cls = import_object("cell._target_", cell._target_)
-        with torch.random.fork_rng(devices=[]):  # the cell's own init, seeded, without touching the caller's RNG
-            torch.manual_seed(run.seed)
-            layers = [cls(input_size=run.input_size if layer == 0 else run.hidden_size, hidden_size=run.hidden_size,
-                          **cell.kwargs) for layer in range(run.num_layers)]
-        model = CellNet(layers, run.input_size).double()
-    initialise(model, *settings)
-    return model
 
 
 @contextlib.contextmanager
@@ -132,120 +99,137 @@ def step_bar(enabled: bool, total: int, description: str) -> Iterator[Callable[[
         print(f"{description}: {total} steps in {elapsed:.1f} s ({total / elapsed:.0f} steps/s)", file=sys.stderr)
 
 
-def record(run: RunSpec, progress: bool = False) -> Recording:
-    """Build one configuration, record its gradient profile at initialisation and, for a training task,
-    every train.record_every steps while it trains. progress: a bar of each recording's steps."""
-    dtype, device = DTYPES[run.dtype], torch.device(run.device)
-    generator = torch.Generator().manual_seed(run.seed)
-    task = TASKS[run.task.name]
-    # Built in float64 on the CPU, then cast: float32 and float64 runs share their weights.
-    model = build_network(run, generator)
-    head = readout(model.output_size, task.output_size, generator) if task.output_size else None
+class Book(TrainingCallback):
+    """The run's own bookkeeping, through the training seam: the profile at every record and, for a
+    trained task (the probe's readout is no training loss), the loss table's rows."""
 
-    def draw() -> TaskBatch:
-        return task.make(run.seq_len, run.batch_size, generator, input_size=run.input_size,
-                         hidden_size=model.output_size).to(device, dtype)
+    def __init__(self, keeps_losses: bool):
+        self.keeps_losses = keeps_losses
+        self.profiles: list[tuple[int, torch.Tensor]] = []
+        self.losses: list[dict[str, Any]] = []
 
-    held_out = draw()  # evaluated and recorded on, never trained on
-    model.to(device=device, dtype=dtype)
-    parameters = list(model.parameters())
-    if head is not None:
-        head.to(device=device, dtype=dtype)
-        parameters += list(head.parameters())
+    def on_record(self, step: int, row: dict[str, Any], log_norms: torch.Tensor | None) -> None:
+        self.profiles.append((step, log_norms))
+        if self.keeps_losses:
+            self.losses.append(row)
 
-    def output_loss(batch: TaskBatch) -> Callable[[torch.Tensor], torch.Tensor]:
+
+class Session:
+    """A built run on its held-out batch: records the profile at a step (evaluate), the theory and
+    detail at initialisation (at_init), trains (train), telling its callbacks, the Book first."""
+
+    def __init__(self, run: RunSpec, setup: Setup, remedies: Sequence[Remedy], progress: bool,
+                 callbacks: Sequence[TrainingCallback] = ()):
+        self.run, self.setup, self.remedies, self.progress = run, setup, remedies, progress
+        model = setup.model
+        self.fast = train_forward(model) if model.analytic_jacobian and not needs_states(remedies) else None
+        self.segment = segment_length(model, run.seq_len, run.batch_size, setup.dtype.itemsize, run.recorder,
+                                      run.memory.fraction, run.memory.segment)
+        self.baseline = setup.task.baseline(run.seq_len)
+        self.book = Book(keeps_losses=bool(setup.task.output_size))
+        self.callbacks = [self.book, *callbacks]
+        self.flags: set[str] = set()
+        self.detail: Detail | None = None
+
+    def output_loss(self, batch: TaskBatch) -> Callable[[torch.Tensor], torch.Tensor]:
         """The task's loss of the top layer's outputs it reads (through the readout, if trained)."""
+        head = self.setup.head
         return lambda outputs: batch.loss(outputs if head is None else head(outputs))
 
-    omega_weight = run.train.omega
-    if omega_weight and not (isinstance(model, RecurrentNet) and model.cell_name == "rnn" and model.num_layers == 1):
-        raise NotApplicable("train.omega: Pascanu et al.'s Omega regulariser is defined for a one-layer rnn")
-    fast = train_forward(model) if isinstance(model, RecurrentNet) and not omega_weight else None
+    def evaluate(self, step: int, tangent: CarriedTangent | None = None) -> Evaluation:
+        """Record the profile on the held-out batch (carrying the Lyapunov tangent, if given)."""
+        run, held_out = self.run, self.setup.held_out
+        with flush_denormals(), step_bar(self.progress, 2 * run.seq_len, f"recording (training step {step})"
+                                         if run.train.steps else "recording") as update:
+            log_norms, loss, finite = record_profile(self.setup.model, held_out.inputs, self.output_loss(held_out),
+                                                     held_out.final_state_only, run.recorder, self.segment, update,
+                                                     tangent)
+        self.flags.update(status_flags(log_norms, finite, run.recorder))
+        return Evaluation(loss.item(), log_norms)
 
-    def task_loss(batch: TaskBatch) -> torch.Tensor:
+    def at_init(self) -> dict[str, Any]:
+        """Record at initialisation, then the theory beside it and the per-unit detail; their extras.
+        The recording visits the trajectory the largest Lyapunov exponent follows (same inputs,
+        S_0 = 0), so it carries the exponent's tangent where it can; its first tangent is drawn
+        here, where predictions would have drawn it, so every later draw is unchanged."""
+        run, model, held_out, generator = self.run, self.setup.model, self.setup.held_out, self.setup.generator
+        drive_var, drive_cv = input_drive_stats(model, held_out.inputs)
+        tangent = CarriedTangent(model, run.seq_len, run.batch_size, generator, next(model.parameters())) \
+            if carries_lyapunov(model, run) else None
+        initial = self.evaluate(0, tangent)
+        for callback in self.callbacks:
+            callback.on_record(0, {"step": 0, "eval_loss": initial.loss, "elapsed_s": 0.0}, initial.log_norms)
+        with flush_denormals():
+            theory = predictions(model, run, held_out.inputs, drive_var, generator,
+                                 carried_lyapunov=None if tangent is None else tangent.exponent())
+        if run.record.units:
+            inputs = held_out.inputs[0:run.seq_len] if isinstance(held_out.inputs, StreamedInputs) else held_out.inputs
+            with flush_denormals():
+                self.detail = record_detail(model, inputs, self.output_loss(held_out))
+        return {"input_drive_var": drive_var, "input_drive_var_cv": drive_cv, **theory}
+
+    def train_loss(self, batch: TaskBatch) -> torch.Tensor:
         """The training loss of a batch: through whole-sequence layers where the equations are torch's
         (harness.core.sequences: its own on the CPU for the rnn and gru, torch's fused modules otherwise;
-        the same parameters; tested equal to the explicit cells), else the explicit cells; plus
-        train.omega times Omega (harness.core.train.omega) where asked for."""
-        if fast is not None:
-            outputs = fast(batch.inputs)  # (T, B, H): the top layer's h at every step
-            return output_loss(batch)(outputs[-1:] if batch.final_state_only else outputs)
-        states = model(batch.inputs, model.initial_state(run.batch_size))
-        steps = states[-1:] if batch.final_state_only else states[1:]
-        loss = output_loss(batch)(torch.stack([model.top_hidden(state) for state in steps]))
-        if not omega_weight:
-            return loss
-        w_hh, b_hh = model.weight_hh_l0, model.bias_hh_l0
-        with torch.no_grad():  # f'_t at each step's pre-activation, held constant as Omega asks
-            drives = model.input_drive(batch.inputs)
-            slopes = [SLOPES[model.activation](pre, model.act(pre)) for pre in
-                      (drive + recurrent(h, w_hh, b_hh) for drive, h in zip(drives, states[:-1]))]
-        return loss + omega_weight * omega(loss, states[1:], slopes, w_hh)
-
-    segment = segment_length(model, run.seq_len, run.batch_size, dtype.itemsize, run.recorder,
-                             run.memory.fraction, run.memory.segment)
-    profiles, flags = [], set()
-
-    def record_at(step: int, tangent: CarriedTangent | None = None) -> float:
-        with flush_denormals(), step_bar(progress, 2 * run.seq_len, f"recording (training step {step})"
-                                         if run.train.steps else "recording") as update:
-            log_norms, loss, finite = record_profile(model, held_out.inputs, output_loss(held_out),
-                                                     held_out.final_state_only, run.recorder, segment, update,
-                                                     tangent)
-        profiles.append((step, log_norms))
-        flags.update(status_flags(log_norms, finite, run.recorder))
-        return loss.item()
-
-    drive_var, drive_cv = input_drive_stats(model, held_out.inputs)
-    # The recording at initialisation visits the trajectory the largest Lyapunov exponent follows
-    # (same inputs, S_0 = 0), so it carries the exponent's tangent where it can; its first tangent is
-    # drawn here, where predictions would have drawn it, so every later draw is unchanged.
-    tangent = CarriedTangent(model, run.seq_len, run.batch_size, generator, next(model.parameters())) \
-        if carries_lyapunov(model, run) else None
-    initial_loss = record_at(0, tangent)
-    with flush_denormals():
-        theory = predictions(model, run, held_out.inputs, drive_var, generator,
-                             carried_lyapunov=None if tangent is None else tangent.exponent())
-    detail = None
-    if run.record.units:
-        inputs = held_out.inputs[0:run.seq_len] if isinstance(held_out.inputs, StreamedInputs) else held_out.inputs
+        the same parameters; tested equal to the explicit cells), else the explicit cells; plus the
+        remedies' loss terms (Omega, harness.core.remedies) on the explicit cells' states."""
+        model = self.setup.model
         with flush_denormals():
-            detail = record_detail(model, inputs, output_loss(held_out))
-    # A loss table belongs to a trained task: the probe's readout is no training loss.
-    losses = [{"step": 0, "eval_loss": initial_loss, "elapsed_s": 0.0}] if task.output_size else []
-    baseline = task.baseline(run.seq_len)
+            if self.fast is not None:
+                outputs = self.fast(batch.inputs)  # (T, B, H): the top layer's h at every step
+                return self.output_loss(batch)(outputs[-1:] if batch.final_state_only else outputs)
+            states = model(batch.inputs, model.initial_state(self.run.batch_size))
+            steps = states[-1:] if batch.final_state_only else states[1:]
+            loss = self.output_loss(batch)(torch.stack([model.top_hidden(state) for state in steps]))
+            terms = [remedy.loss_term(batch.inputs, states, loss) for remedy in self.remedies]
+            for term in terms:
+                if term is not None:
+                    loss = loss + term
+            return loss
+
+    def train(self) -> None:
+        """Train for train.steps (harness.core.train.train); a diverged run is flagged."""
+        setup = self.setup
+        if train(setup.parameters, self.run.train, setup.draw, self.train_loss, self.evaluate,
+                 self.baseline, self.remedies, self.callbacks):
+            self.flags.add("diverged")
+
+
+def record(run: RunSpec, progress: bool = False, callbacks: Sequence[TrainingCallback] = ()) -> Recording:
+    """Build one configuration, record its gradient profile at initialisation and, for a training task,
+    every train.record_every steps while it trains. progress: a bar of each recording's steps;
+    callbacks: told every record and every training step (harness.core.train.TrainingCallback)."""
+    remedies = remedies_for(run)
+    setup = build_run(run, remedies)
+    session = Session(run, setup, remedies, progress, callbacks)
+    extras = session.at_init()
     if run.train.steps:
-        def loss_of_fresh_batch() -> torch.Tensor:
-            batch = draw()
-            with flush_denormals():
-                return task_loss(batch)
-        floss = None
-        if run.train.flossing_k:
-            if not isinstance(model, RecurrentNet):
-                raise NotApplicable("train.flossing_k: gradient flossing needs the built-in cells' JVPs (rnn, lstm, gru)")
-            flossing_generator = torch.Generator().manual_seed(run.seed)  # its tangents; draw() keeps its own
-
-            def flossing_objective() -> torch.Tensor:
-                with flush_denormals():
-                    return flossing_loss(model, draw().inputs, run.train.flossing_k, flossing_generator)
-            floss = flossing_objective
-        for row in train(parameters, run.train, loss_of_fresh_batch, record_at, baseline, floss):
-            if row.pop("diverged"):
-                flags.add("diverged")
-                break
-            losses.append(row)
+        session.train()
+    losses = session.book.losses
     final = losses[-1]["eval_loss"] if losses else math.nan
-    extras = {"input_drive_var": drive_var, "input_drive_var_cv": drive_cv, **theory, "final_loss": final,
-              "segment_length": segment,
-              "baseline": baseline, "solved": bool(final <= SOLVED_FRACTION * baseline) if losses else None}
+    extras.update(final_loss=final, segment_length=session.segment, baseline=session.baseline,
+                  solved=bool(final <= SOLVED_FRACTION * session.baseline) if losses else None)
     order = ["diverged", "nan", "overflow", "underflow", "zero"]
-    return Recording(profiles, losses, [f for f in order if f in flags], extras, model,
-                     closed_form_profile(model, run, held_out.readout), detail)
+    return Recording(session.book.profiles, losses, [f for f in order if f in session.flags], extras, setup.model,
+                     closed_form_profile(setup.model, run, setup.held_out.readout), session.detail)
 
 
-def run_meta(cfg: DictConfig | dict[str, Any], choices: dict[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """A run's columns and the start of its meta.json: what it is and where it ran. Raises ConfigError."""
-    config = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+def plain(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of a resolved config as plain dicts and lists (a mapping, such as an OmegaConf one, is
+    read key by key, which resolves its interpolations; the command line passes plain dicts)."""
+    def convert(value: Any) -> Any:
+        if isinstance(value, Mapping):
+            return {key: convert(item) for key, item in value.items()}
+        if isinstance(value, abc.Sequence) and not isinstance(value, (str, bytes)):
+            return [convert(item) for item in value]
+        return value
+    return convert(config)
+
+
+def run_meta(config: Mapping[str, Any], choices: dict[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A run's columns and the start of its meta.json: what it is and where it ran. Raises ConfigError.
+    config: the run's resolved config, a plain dict (harness.cli converts Hydra's)."""
+    config = plain(config)
     columns = config_columns(config)
     meta: dict[str, Any] = {
         "run_id": run_id(columns), "columns": columns, "config": config,
@@ -258,43 +242,50 @@ def run_meta(cfg: DictConfig | dict[str, Any], choices: dict[str, Any] | None) -
     return columns, meta
 
 
-def record_failure(cfg: DictConfig | dict[str, Any], out_dir: Path, choices: dict[str, Any] | None,
-                   error: str) -> None:
-    """Mark out_dir as a finished, failed run of cfg: for a run whose process died before it could
-    say so itself (a crash in native code, a kill), as its supervisor saw it."""
-    _, meta = run_meta(cfg, choices)
+def record_failure(config: Mapping[str, Any], out_dir: Path, choices: dict[str, Any] | None, error: str) -> None:
+    """Mark out_dir as a finished, failed run of config (resolved, plain): for a run whose process died
+    before it could say so itself (a crash in native code, a kill), as its supervisor saw it."""
+    _, meta = run_meta(config, choices)
     write_json({**meta, "status": "failed", "error": error}, out_dir / META)
     write_done(out_dir)
 
 
-def run(cfg: DictConfig | dict[str, Any], out_dir: Path, choices: dict[str, Any] | None = None,
+def write_tables(recording: Recording, columns: dict[str, Any], rid: str, out_dir: Path) -> pd.DataFrame:
+    """Write a recording's tables into out_dir: the profile (with the closed-form theory beside the
+    measurement it predicts), the loss table of a trained task, the units and gates tables if
+    recorded. Returns the profile table."""
+    profile = pd.concat([profile_frame(log_norms, rid, columns, recording.model.state_names, step)
+                         for step, log_norms in recording.profiles], ignore_index=True)
+    at_init = (profile.step == 0) & (profile.state == "h") & (profile.layer == columns["num_layers"] - 1)
+    for name, log10_norm in recording.closed_form.items():
+        profile.loc[at_init, name] = log10_norm[profile.t[at_init].to_numpy()]
+    write_parquet(profile, out_dir / PROFILE)
+    if recording.losses:
+        write_parquet(pd.DataFrame(recording.losses).assign(run_id=rid), out_dir / LOSSES)
+    if recording.detail is not None:
+        units, gates = detail_frames(recording.detail, rid, recording.model.state_names, recording.model.block_sizes)
+        write_parquet(units, out_dir / UNITS)
+        if gates is not None:
+            write_parquet(gates, out_dir / GATES)
+    return profile
+
+
+def run(config: Mapping[str, Any], out_dir: Path, choices: dict[str, Any] | None = None,
         progress: bool = False) -> str:
-    """Run cfg into out_dir and return its status: ok, comma-joined numerical flags, failed, or
-    not_applicable (a setting that means nothing for this cell; harness.core.init.NotApplicable).
+    """Run config (resolved, a plain dict) into out_dir and return its status: ok, comma-joined
+    numerical flags, failed, or not_applicable (a setting that means nothing for this cell;
+    harness.core.errors.NotApplicable).
 
     A ConfigError propagates (nothing is computed or written); any other exception is recorded in the
     run's metadata as status failed, so that one broken run never stops or hides the others.
     """
-    columns, meta = run_meta(cfg, choices)
+    columns, meta = run_meta(config, choices)
     rid = meta["run_id"]
     start = time.perf_counter()
     try:
         recording = record(RunSpec.from_columns(columns), progress)
         meta.update(recording.extras)
-        profile = pd.concat([profile_frame(log_norms, rid, columns, recording.model.state_names, step)
-                             for step, log_norms in recording.profiles], ignore_index=True)
-        at_init = (profile.step == 0) & (profile.state == "h") & (profile.layer == columns["num_layers"] - 1)
-        for name, log10_norm in recording.closed_form.items():  # theory beside the measurement it predicts
-            profile.loc[at_init, name] = log10_norm[profile.t[at_init].to_numpy()]
-        write_parquet(profile, out_dir / PROFILE)
-        if recording.losses:
-            write_parquet(pd.DataFrame(recording.losses).assign(run_id=rid), out_dir / LOSSES)
-        if recording.detail is not None:
-            units, gates = detail_frames(recording.detail, rid, recording.model.state_names,
-                                         recording.model.block_sizes)
-            write_parquet(units, out_dir / UNITS)
-            if gates is not None:
-                write_parquet(gates, out_dir / GATES)
+        profile = write_tables(recording, columns, rid, out_dir)
         meta["status"] = ",".join(recording.flags) or "ok"
     except ConfigError:
         raise

@@ -164,7 +164,7 @@ def _record_crash(job: Job, sweep_dir: Path, status: int) -> None:
 
     out = sweep_dir / job.subdir
     reason = _crash_reason(status)
-    record_failure(job.config, out, job.hydra["runtime"]["choices"], reason)
+    record_failure(OmegaConf.to_container(job.config, resolve=True), out, job.hydra["runtime"]["choices"], reason)
     with open(out / f"{job.hydra['job']['name']}.log", "a") as log_file:
         log_file.write(f"the run's process died: {reason}\n")
 
@@ -181,7 +181,7 @@ def _run_here(jobs: list[Job], sweep_dir: Path, torch_threads: int | None) -> No
             out = write_job_files(job, sweep_dir)
             handler = run_log.to(out / f"{job.hydra['job']['name']}.log")
             try:
-                run(job.config, out, job.hydra["runtime"]["choices"])
+                run(OmegaConf.to_container(job.config, resolve=True), out, job.hydra["runtime"]["choices"])
             finally:
                 logging.getLogger().removeHandler(handler)
                 handler.close()
