@@ -11,7 +11,7 @@ from hydra.core.config_store import ConfigStore
 import harness.cli
 from harness.core.init import INITS
 from harness.core.networks import NETWORKS
-from harness.core.spec import FIELDS, describe
+from harness.core.spec import FIELDS, GROUPS, describe
 from harness.core.tasks import TASKS
 from tests.conftest import ROOT
 
@@ -25,7 +25,9 @@ def test_config_yaml_sets_no_run_key():
 
 
 def test_registered_groups_have_no_yaml_copies():
-    for group, registry in (("cell", NETWORKS), ("init", INITS), ("task", TASKS)):
+    registries = {"cell": NETWORKS, "init": INITS, "task": TASKS}
+    assert set(registries) == set(GROUPS)  # the groups chosen by name
+    for group, registry in registries.items():
         assert not (CONF / group).exists(), f"conf/{group}/ repeats the {group} registry"
         registered = {name.removesuffix(".yaml") for name in ConfigStore.instance().list(group)}
         assert registered == set(registry), group

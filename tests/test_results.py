@@ -9,11 +9,8 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from harness.lab import run as run_module
-from harness.core.networks import NETWORKS
-from harness.core.init import INITS
-from harness.core.tasks import TASKS
 from harness.cli.paths import CONF_DIR
-from harness.core.spec import GROUPS, VALIDATORS, config_columns, flat_config
+from harness.core.spec import VALIDATORS, config_columns, flat_config
 from harness.core.runfolder import DONE, profile_frame, write_parquet
 from harness.lab.results import collect
 
@@ -41,13 +38,6 @@ def test_write_is_atomic_on_failure(tmp_path):
 def compose_config(*overrides):
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         return compose("config", overrides=list(overrides))
-
-
-def test_groups_match_their_registries():
-    registries = {"cell": NETWORKS, "init": INITS, "task": TASKS}
-    assert set(registries) == set(GROUPS)
-    for group, registry in registries.items():
-        assert {p.stem for p in (CONF_DIR / group).glob("*.yaml")} == set(registry), group
 
 
 def test_every_config_key_has_a_validator():
