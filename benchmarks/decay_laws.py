@@ -6,6 +6,7 @@ Profiles ln-norm(k) for k = 0..T with T in {100, 300, 1000}: exponential (rate U
 power (exponent U[-2, -0.2]) and flat (constant), plus Gaussian noise of sd 0.01 or 0.1 nats per
 point; 200 of each law at each noise level. tests/test_decay_laws.py asserts on the same recipe.
 """
+
 from __future__ import annotations
 
 import math
@@ -41,9 +42,10 @@ def confusion(per_law: int = 200, noises: tuple[float, ...] = (0.01, 0.1), seed:
             for _ in range(per_law):
                 named = fit_profile(*synthetic(law, rng, noise))["decay_law"]
                 rows.append({"noise": noise, "drawn": law, "named": named})
-    table = pd.crosstab([pd.Series([r["noise"] for r in rows], name="noise"),
-                         pd.Series([r["drawn"] for r in rows], name="drawn")],
-                        pd.Series([r["named"] for r in rows], name="named"))
+    table = pd.crosstab(
+        [pd.Series([r["noise"] for r in rows], name="noise"), pd.Series([r["drawn"] for r in rows], name="drawn")],
+        pd.Series([r["named"] for r in rows], name="named"),
+    )
     return table.reindex(columns=[*LAWS, "undetermined"], fill_value=0)
 
 

@@ -15,6 +15,7 @@ in a process of its own, so that its peak RSS (ru_maxrss) is its own:
   run        the segmented recording carrying the largest Lyapunov exponent's tangent, as a run's
              recording at initialisation does (theory.CarriedTangent): the recording and its theory
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,12 +33,12 @@ def measure(cell: str, seq_len: int, mode: str) -> dict:
     """One measurement in this process: seconds and peak RSS in MB."""
     import torch
 
-    from harness.core.sequences import to_torch
     from harness.core.init import initialise
+    from harness.core.memory import segment_length
     from harness.core.networks import build
     from harness.core.recorders import flush_denormals_everywhere
-    from harness.core.memory import segment_length
     from harness.core.segments import record_profile
+    from harness.core.sequences import to_torch
     from harness.core.tasks import probe
     from harness.core.theory import CarriedTangent
 
@@ -59,8 +60,9 @@ def measure(cell: str, seq_len: int, mode: str) -> dict:
     else:
         segment = seq_len if mode == "in-memory" else segment_length(net, seq_len, BATCH, 4, "exact", 0.25)
         tangent = CarriedTangent(net, seq_len, BATCH, generator, readout) if mode == "run" else None
-        record_profile(net, batch.inputs, lambda out: (out[-1] @ readout).sum(), True, "exact", segment,
-                       tangent=tangent)
+        record_profile(
+            net, batch.inputs, lambda out: (out[-1] @ readout).sum(), True, "exact", segment, tangent=tangent
+        )
         if tangent is not None:
             tangent.exponent()
     seconds = time.perf_counter() - start
@@ -78,8 +80,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cells", nargs="+", default=["rnn", "lstm", "gru"])
     parser.add_argument("--lengths", nargs="+", type=int, default=[1000, 10_000, 100_000])
-    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES,
-                        help="which measurements to make (each where it fits; default all)")
+    parser.add_argument(
+        "--modes",
+        nargs="+",
+        default=list(MODES),
+        choices=MODES,
+        help="which measurements to make (each where it fits; default all)",
+    )
     parser.add_argument("--one", nargs=3, metavar=("CELL", "T", "MODE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -87,24 +94,33 @@ def main() -> None:
         print(json.dumps(measure(cell, int(seq_len), mode)))
         return
     print(f"hidden {HIDDEN}, batch {BATCH}, float32, exact recorder, probe loss; one process per measurement")
-    print(f"{'cell':5} {'T':>8} {'seconds':>8} {'peak MB':>8} {'us/step':>8} {'fused s':>8} {'x fused':>8} "
-          f"{'in-mem s':>9} {'in-mem MB':>10} {'x in-mem':>9} {'run s':>7} {'run x fused':>12}")
+    print(
+        f"{'cell':5} {'T':>8} {'seconds':>8} {'peak MB':>8} {'us/step':>8} {'fused s':>8} {'x fused':>8} "
+        f"{'in-mem s':>9} {'in-mem MB':>10} {'x in-mem':>9} {'run s':>7} {'run x fused':>12}"
+    )
     for cell in args.cells:
         for seq_len in args.lengths:
+
             def measured(mode: str, longest: float = float("inf")) -> dict | None:
                 return run_one(cell, seq_len, mode) if mode in args.modes and seq_len <= longest else None
+
             ours, fused = measured("segmented"), measured("fused", 100_000)
             memory, run = measured("in-memory", 10_000), measured("run")
+
             def cell_text(result, key, fmt):
                 return format(result[key], fmt) if result else format("-", f">{fmt.split('.')[0]}")
-            print(f"{cell:5} {seq_len:8d} {cell_text(ours, 'seconds', '8.2f')} {cell_text(ours, 'peak_mb', '8.0f')} "
-                  f"{1e6 * ours['seconds'] / seq_len if ours else float('nan'):8.1f} "
-                  f"{cell_text(fused, 'seconds', '8.2f')} "
-                  f"{ours['seconds'] / fused['seconds'] if ours and fused else float('nan'):8.2f} "
-                  f"{cell_text(memory, 'seconds', '9.2f')} {cell_text(memory, 'peak_mb', '10.0f')} "
-                  f"{ours['seconds'] / memory['seconds'] if ours and memory else float('nan'):9.2f} "
-                  f"{cell_text(run, 'seconds', '7.2f')} "
-                  f"{run['seconds'] / fused['seconds'] if run and fused else float('nan'):12.2f}", flush=True)
+
+            print(
+                f"{cell:5} {seq_len:8d} {cell_text(ours, 'seconds', '8.2f')} {cell_text(ours, 'peak_mb', '8.0f')} "
+                f"{1e6 * ours['seconds'] / seq_len if ours else float('nan'):8.1f} "
+                f"{cell_text(fused, 'seconds', '8.2f')} "
+                f"{ours['seconds'] / fused['seconds'] if ours and fused else float('nan'):8.2f} "
+                f"{cell_text(memory, 'seconds', '9.2f')} {cell_text(memory, 'peak_mb', '10.0f')} "
+                f"{ours['seconds'] / memory['seconds'] if ours and memory else float('nan'):9.2f} "
+                f"{cell_text(run, 'seconds', '7.2f')} "
+                f"{run['seconds'] / fused['seconds'] if run and fused else float('nan'):12.2f}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ in this process, from the same overrides composed the way the command line compo
 case | estimate | peak RSS | estimate/peak, and exits 1 if any ratio is below 1 (the estimate was
 short) or above MAX_RATIO (it would refuse runs that fit).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -84,8 +85,12 @@ def main() -> None:
         peak, seconds = peak_rss(overrides)
         ratio = total / peak
         rows.append(f"| {name}: `{line}` | {size(total)} | {size(peak)} | {ratio:.2f} |")
-        print(f"{name}: {size(total)} estimated, {size(peak)} peak, {seconds:.0f} s; "
-              + ", ".join(f"{part} {size(n)}" for part, n in parts.items() if n), file=sys.stderr, flush=True)
+        print(
+            f"{name}: {size(total)} estimated, {size(peak)} peak, {seconds:.0f} s; "
+            + ", ".join(f"{part} {size(n)}" for part, n in parts.items() if n),
+            file=sys.stderr,
+            flush=True,
+        )
         if not 1 <= ratio <= MAX_RATIO:
             bad.append(name)
     print("| case | estimate | peak RSS | estimate/peak |\n|---|---|---|---|")

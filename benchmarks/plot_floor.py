@@ -10,6 +10,7 @@ panel, 130 dpi as harness.lab.figures saves) holding a single 80-point line per 
 almost nothing drawn, with constrained layout (as drawn) and with none. A sweep's figures cannot be
 drawn faster than start-up + pages x that page time / cores.
 """
+
 from __future__ import annotations
 
 import subprocess
@@ -45,10 +46,14 @@ def main() -> None:
     import matplotlib
 
     matplotlib.use("Agg")
+
     def start_up(code: str) -> float:
         return best(lambda: subprocess.run([sys.executable, "-c", code], check=True))
-    print(f"start-up, fresh process: harness.plot {start_up('import harness.cli.plot'):.2f} s, "
-          f"pandas + pyplot alone {start_up('import pandas, matplotlib.pyplot'):.2f} s")
+
+    print(
+        f"start-up, fresh process: harness.plot {start_up('import harness.cli.plot'):.2f} s, "
+        f"pandas + pyplot alone {start_up('import pandas, matplotlib.pyplot'):.2f} s"
+    )
     with tempfile.TemporaryDirectory() as folder:
         for layout in ("constrained", None):
             page = best(lambda: empty_page(Path(folder) / "page.png", layout))

@@ -16,6 +16,7 @@ line, it flushes denormals in every thread first (plain included, so the ratios 
 own cost); --stock leaves torch's default, to see the denormal penalty of the plain loop.
 Targets (issue 2): exact <= 1.3x plain at scale 1; no regime above 1.2x the scale-1 time.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,9 +25,9 @@ import time
 import torch
 
 from harness.core.cells import RecurrentNet
+from harness.core.init import initialise
 from harness.core.recorders import flush_denormals, flush_denormals_everywhere, record_log_norms
 from harness.core.segments import record_profile
-from harness.core.init import initialise
 from harness.core.tasks import probe
 
 HIDDEN, BATCH, INPUT = 128, 32, 32
@@ -51,6 +52,7 @@ def recorder(name: str):
         with flush_denormals():
             states = model(batch.inputs, model.initial_state(BATCH))
             record_log_norms(batch.loss(model.top_hidden(states[-1]).unsqueeze(0)), states, model.block_sizes, name)
+
     return work
 
 
@@ -83,10 +85,14 @@ def main() -> None:
     if not args.stock:
         flush_denormals_everywhere()
     seq_lens = [100] if args.quick else [100, 1000]
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, hidden {HIDDEN}, batch {BATCH}, float32, "
-          f"denormals {'as torch leaves them' if args.stock else 'flushed in every thread'}\n")
-    print("| cell | seq_len | scale | plain s | autograd / plain | exact / plain | written out / plain "
-          "| autograd / own scale 1 | exact / own scale 1 | written out / own scale 1 | torch.nn s |")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, hidden {HIDDEN}, batch {BATCH}, float32, "
+        f"denormals {'as torch leaves them' if args.stock else 'flushed in every thread'}\n"
+    )
+    print(
+        "| cell | seq_len | scale | plain s | autograd / plain | exact / plain | written out / plain "
+        "| autograd / own scale 1 | exact / own scale 1 | written out / own scale 1 | torch.nn s |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     worst_exact, worst_regime = 0.0, 0.0
     for cell in ("rnn", "lstm", "gru"):
@@ -108,9 +114,11 @@ def main() -> None:
             for scale, t in rows.items():
                 regime = {k: t[k] / base[k] for k in ("autograd", "exact", "written")}
                 worst_regime = max(worst_regime, *regime.values())
-                print(f"| {cell} | {seq_len} | {scale} | {t['plain']:.3f} | {t['autograd'] / t['plain']:.2f} "
-                      f"| {t['exact'] / t['plain']:.2f} | {t['written'] / t['plain']:.2f} | {regime['autograd']:.2f} "
-                      f"| {regime['exact']:.2f} | {regime['written']:.2f} | {t['torch.nn']:.3f} |")
+                print(
+                    f"| {cell} | {seq_len} | {scale} | {t['plain']:.3f} | {t['autograd'] / t['plain']:.2f} "
+                    f"| {t['exact'] / t['plain']:.2f} | {t['written'] / t['plain']:.2f} | {regime['autograd']:.2f} "
+                    f"| {regime['exact']:.2f} | {regime['written']:.2f} | {t['torch.nn']:.3f} |"
+                )
     print(f"\nexact / plain at scale 1, worst case: {worst_exact:.2f} (target <= 1.3)")
     print(f"recorder time / its scale-1 time, worst regime: {worst_regime:.2f} (target <= 1.2)")
 

@@ -14,6 +14,7 @@ the forward's addmm and tanh, and the same loop with the fewest torch ops a tang
 matmul, the product with tanh', its norm and division): what a tangent must add to a forward pass
 it shares, and what a pass of its own must cost, against the recording.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -65,10 +66,14 @@ def main() -> None:
     args = parser.parse_args()
     flush_denormals_everywhere()
     segment = args.segment or args.seq_len
-    print(f"T={args.seq_len} hidden={args.hidden} batch={args.batch} segment={segment} float32, "
-          f"{torch.get_num_threads()} threads")
-    print(f"{'cell':6} {'record s':>9} {'+carried s':>10} {'carried adds':>12} {'own pass s':>11} {'own/record':>11} "
-          f"{'generic s':>10} {'generic/record':>15} {'k':>4} {'spectrum s':>11} {'spectrum/record':>16}")
+    print(
+        f"T={args.seq_len} hidden={args.hidden} batch={args.batch} segment={segment} float32, "
+        f"{torch.get_num_threads()} threads"
+    )
+    print(
+        f"{'cell':6} {'record s':>9} {'+carried s':>10} {'carried adds':>12} {'own pass s':>11} {'own/record':>11} "
+        f"{'generic s':>10} {'generic/record':>15} {'k':>4} {'spectrum s':>11} {'spectrum/record':>16}"
+    )
     for cell in ("rnn", "lstm", "gru"):
         model = build(cell, "tanh", args.hidden, args.hidden, 1, {}).double()
         initialise(model, "default", 1.0, torch.Generator().manual_seed(0))
@@ -77,28 +82,44 @@ def main() -> None:
         readout = torch.randn(args.hidden)
 
         def recording(tangent: bool = False) -> None:
-            carried = theory.CarriedTangent(model, args.seq_len, args.batch, torch.Generator().manual_seed(1), x) \
-                if tangent else None
+            carried = (
+                theory.CarriedTangent(model, args.seq_len, args.batch, torch.Generator().manual_seed(1), x)
+                if tangent
+                else None
+            )
             record_profile(model, x, lambda out: (out[-1] @ readout).sum(), True, "exact", segment, tangent=carried)
+
         k = args.spectrum_k or sum(model.block_sizes)
-        t = medians({
-            "record": recording,
-            "carried": lambda: recording(tangent=True),
-            "own": lambda: theory.lyapunov_exponent(model, x, torch.Generator().manual_seed(1)),
-            "generic": lambda: theory.lyapunov_spectrum(model, x, torch.Generator().manual_seed(1), analytic=False),
-            "spectrum": lambda: theory.lyapunov_spectrum(model, x, torch.Generator().manual_seed(1), k),
-        }, args.repeats)
+        t = medians(
+            {
+                "record": recording,
+                "carried": lambda: recording(tangent=True),
+                "own": lambda: theory.lyapunov_exponent(model, x, torch.Generator().manual_seed(1)),
+                "generic": lambda: theory.lyapunov_spectrum(model, x, torch.Generator().manual_seed(1), analytic=False),
+                "spectrum": lambda: theory.lyapunov_spectrum(model, x, torch.Generator().manual_seed(1), k),
+            },
+            args.repeats,
+        )
         record = t["record"]
-        print(f"{cell:6} {record:9.3f} {t['carried']:10.3f} {t['carried'] / record - 1:12.2f} {t['own']:11.3f} "
-              f"{t['own'] / record:11.2f} {t['generic']:10.3f} {t['generic'] / record:15.2f} {k:4d} "
-              f"{t['spectrum']:11.3f} {t['spectrum'] / record:16.2f}")
+        print(
+            f"{cell:6} {record:9.3f} {t['carried']:10.3f} {t['carried'] / record - 1:12.2f} {t['own']:11.3f} "
+            f"{t['own'] / record:11.2f} {t['generic']:10.3f} {t['generic'] / record:15.2f} {k:4d} "
+            f"{t['spectrum']:11.3f} {t['spectrum'] / record:16.2f}"
+        )
         if cell == "rnn":
-            bare = medians({"forward": lambda: bare_rnn_loop(model, x, tangent=False),
-                            "both": lambda: bare_rnn_loop(model, x, tangent=True)}, args.repeats)
-            floor_line = (f"floor (rnn, bare loops): the tangent adds {(bare['both'] - bare['forward']) / record:.2f} of "
-                          f"the recording to a forward it shares, a pass of its own costs {bare['both'] / record:.2f} "
-                          f"({1e6 * bare['forward'] / args.seq_len:.0f} and {1e6 * bare['both'] / args.seq_len:.0f} us "
-                          "per step)")
+            bare = medians(
+                {
+                    "forward": lambda: bare_rnn_loop(model, x, tangent=False),
+                    "both": lambda: bare_rnn_loop(model, x, tangent=True),
+                },
+                args.repeats,
+            )
+            floor_line = (
+                f"floor (rnn, bare loops): the tangent adds {(bare['both'] - bare['forward']) / record:.2f} of "
+                f"the recording to a forward it shares, a pass of its own costs {bare['both'] / record:.2f} "
+                f"({1e6 * bare['forward'] / args.seq_len:.0f} and {1e6 * bare['both'] / args.seq_len:.0f} us "
+                "per step)"
+            )
     print(floor_line)
 
 

@@ -11,6 +11,7 @@ or from Python:
 
     python examples/leaky_cell.py
 """
+
 import torch
 from torch import nn
 

@@ -5,16 +5,28 @@
     profile.fit()          # {'rate': -0.05, 'half_life': 13.9, 'regime': 'vanishing', ...}
     profile.plot()
 
-The package is layered (arrows point down): harness.core (torch only: cells, inits, tasks,
-recorders, theory, fits, this API), harness.lab (one run, tables, figures, report: pandas,
-matplotlib), harness.cli (Hydra entry points, the sweeper, collect / plot). Importing this module
-loads torch and harness.core only, and changes no global state.
+The package is layered (arrows point down): harness.core (torch and numpy: cells, inits, tasks,
+recorders, theory, fits, remedies), harness.lab (this API and its GradientProfile, one run, tables,
+figures, report: pandas and matplotlib, imported when a table or figure is made), harness.cli (Hydra
+entry points, the sweeper, collect / plot). Importing this module loads torch and changes no global
+state.
 """
-from harness.core.api import from_torch, record
+
 from harness.core.cells import CellNet, RecurrentNet
 from harness.core.errors import ConfigError, HarnessError, ModelError, NotApplicable
-from harness.core.profile import GradientProfile
 from harness.core.spec import RunSpec
+from harness.lab.api import from_torch, record
+from harness.lab.profile import GradientProfile
 
-__all__ = ["record", "from_torch", "GradientProfile", "RecurrentNet", "CellNet", "RunSpec",
-           "HarnessError", "ConfigError", "ModelError", "NotApplicable"]
+__all__ = [
+    "record",
+    "from_torch",
+    "GradientProfile",
+    "RecurrentNet",
+    "CellNet",
+    "RunSpec",
+    "HarnessError",
+    "ConfigError",
+    "ModelError",
+    "NotApplicable",
+]

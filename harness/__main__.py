@@ -1,4 +1,5 @@
 """`python -m harness`: the command line (harness.cli.main)."""
+
 from harness.cli.main import main
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 """`python -m harness.plot RESULTS_DIR ...`: rebuild figures and the report (harness.cli.plot)."""
+
 import sys
 
 if __name__ == "__main__":

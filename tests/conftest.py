@@ -1,4 +1,5 @@
 """Shared helpers: build a model the way a run does, and run the real command line."""
+
 from __future__ import annotations
 
 import os
@@ -10,8 +11,8 @@ import pandas as pd
 import pytest
 import torch
 
-from harness.core.cells import RecurrentNet
 from harness.core import networks
+from harness.core.cells import RecurrentNet
 from harness.core.init import initialise
 from harness.core.tasks import probe
 
@@ -28,9 +29,19 @@ def figures_in_this_process(monkeypatch):
     monkeypatch.setattr(plots, "PARALLEL_ROWS", float("inf"))
 
 
-def build(cell: str, activation: str = "tanh", init: str = "default", scale: float = 1.0,
-          hidden_size: int = 6, input_size: int = 4, num_layers: int = 1, seq_len: int = 12,
-          batch_size: int = 3, dtype: torch.dtype = torch.float64, seed: int = 0):
+def build(
+    cell: str,
+    activation: str = "tanh",
+    init: str = "default",
+    scale: float = 1.0,
+    hidden_size: int = 6,
+    input_size: int = 4,
+    num_layers: int = 1,
+    seq_len: int = 12,
+    batch_size: int = 3,
+    dtype: torch.dtype = torch.float64,
+    seed: int = 0,
+):
     """A model and a probe batch, made as harness.lab.run makes them."""
     generator = torch.Generator().manual_seed(seed)
     model = networks.build(cell, activation, input_size, hidden_size, num_layers, {}).double()
@@ -55,11 +66,14 @@ def cli_env(**faults: float) -> dict[str, str]:
     return env
 
 
-def run_cli(*args: str, cwd: Path, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def run_cli(
+    *args: str, cwd: Path, check: bool = True, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     """`python -m harness ARGS` in a subprocess, as a user types it."""
     env = env or cli_env()
-    result = subprocess.run([sys.executable, "-m", "harness", *args], cwd=cwd, env=env,
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-m", "harness", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+    )
     if check and result.returncode != 0:
         raise AssertionError(f"exit {result.returncode}\n{result.stdout}\n{result.stderr}")
     return result

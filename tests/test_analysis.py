@@ -1,4 +1,5 @@
 """Fits on synthetic profiles with known rates, noise and transients."""
+
 import math
 
 import numpy as np
@@ -7,7 +8,7 @@ import torch
 
 from harness.core.analysis import STABLE_TOLERANCE, fit_profile, fit_window, regime
 from harness.lab.fits import fit_runs, headline
-from harness.core.runfolder import profile_frame
+from harness.lab.tables import profile_frame
 
 
 def synthetic(rate: float, seq_len: int = 200, noise: float = 0.0, transient: float = 0.0, seed: int = 0):

@@ -6,6 +6,7 @@ with retain_grad, and reads dL/dh_t, dL/dc_t for every layer and every t (t = 0:
 loss.backward(). A state the loss never reaches (the lstm's c_T, layer 0's h_T for a loss on the top
 layer) has no gradient: a zero, ln 0 = -inf, exactly what harness records.
 """
+
 from __future__ import annotations
 
 import copy
@@ -36,10 +37,16 @@ def one_thread():
 # The independent reference
 # ---------------------------------------------------------------------------------------------------
 
+
 def per_sample_log_norms(grads: list[torch.Tensor | None], like: torch.Tensor) -> torch.Tensor:
     """ln ||g|| per sample, (batch,) per block; None (no gradient reached it) is a zero gradient."""
-    return torch.stack([torch.zeros(like.shape[0], dtype=F64) if g is None
-                        else torch.linalg.vector_norm(g.double(), dim=-1) for g in grads], dim=-1).log()
+    return torch.stack(
+        [
+            torch.zeros(like.shape[0], dtype=F64) if g is None else torch.linalg.vector_norm(g.double(), dim=-1)
+            for g in grads
+        ],
+        dim=-1,
+    ).log()
 
 
 def unroll_module(module: nn.RNNBase, x: torch.Tensor):
@@ -53,7 +60,7 @@ def unroll_module(module: nn.RNNBase, x: torch.Tensor):
     c = torch.zeros(**zeros, requires_grad=True) if lstm else None
     hs, cs = [h], [c] if lstm else None
     for t in range(steps):
-        x_t = x[:, t:t + 1] if module.batch_first else x[t:t + 1]
+        x_t = x[:, t : t + 1] if module.batch_first else x[t : t + 1]
         _, hx = module(x_t, (h, c) if lstm else h)
         h, c = hx if lstm else (hx, None)
         h.retain_grad()
@@ -121,7 +128,8 @@ def sequence_loss(batch_first: bool, steps: int = T):
     w = w.transpose(0, 1) if batch_first else w
 
     def loss(out):
-        return (out * w.to(out)).sum() + 0.5 * (out ** 2).mean()
+        return (out * w.to(out)).sum() + 0.5 * (out**2).mean()
+
     return loss
 
 
@@ -149,14 +157,20 @@ def seeded_inputs(batch_first=False, seed=1, dtype=F64, steps=T) -> torch.Tensor
 
 
 BATCH_FIRST_PROBE_BUG = (
-    "BUG harness/core/api.py probe_loss: the default probe reads outputs[-1], but record() hands the loss "
+    "BUG harness/lab/api.py probe_loss: the default probe reads outputs[-1], but record() hands the loss "
     "batch-first outputs (B, T, H) for a batch_first module, so the probe reads the last *sample* at every "
-    "step instead of the last *step* of every sample")
+    "step instead of the last *step* of every sample"
+)
 
 # (loss, recorder asked for, recorder the profile must report)
-LOSS_CASES = [("probe", "exact", "exact"), ("probe", "auto", "exact"),
-               ("final", "exact", "exact"), ("final", "auto", "exact"),
-               ("sequence", "autograd", "autograd"), ("sequence", "auto", "autograd")]
+LOSS_CASES = [
+    ("probe", "exact", "exact"),
+    ("probe", "auto", "exact"),
+    ("final", "exact", "exact"),
+    ("final", "auto", "exact"),
+    ("sequence", "autograd", "autograd"),
+    ("sequence", "auto", "autograd"),
+]
 
 
 def loss_for(name: str, batch_first: bool):
@@ -175,7 +189,9 @@ def check_against_reference(module, x, loss_name, recorder, used):
         profile = harness.record(module, x, loss=given, recorder=recorder)
     except harness.HarnessError as error:
         pytest.fail(f"record refused a case it must record: {error}. {message}")
-    assert profile.columns["recorder"] == used, f"recorder {profile.columns['recorder']!r}, expected {used!r}. {message}"
+    assert profile.columns["recorder"] == used, (
+        f"recorder {profile.columns['recorder']!r}, expected {used!r}. {message}"
+    )
     assert_log10_close(profile.log_norms, expected, what=f"{type(module).__name__} {loss_name}/{recorder}. {message}")
     assert profile.log_norms.shape == (T + 1, B, LAYERS * (2 if isinstance(module, nn.LSTM) else 1))
     return profile
@@ -185,6 +201,7 @@ def check_against_reference(module, x, loss_name, recorder, used):
 # 1-2. torch.nn.LSTM / GRU / RNN(relu) against the step-by-step reference
 # ---------------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("loss_name,recorder,used", LOSS_CASES)
 @pytest.mark.parametrize("batch_first", [False, True])
 @pytest.mark.parametrize("cell", sorted(TORCH_MODULES))
@@ -193,7 +210,7 @@ def test_record_torch_module_equals_stepwise_reference(cell, batch_first, loss_n
     profile = check_against_reference(module, seeded_inputs(batch_first), loss_name, recorder, used)
     assert profile.state_names == (("h", "c") if cell == "lstm" else ("h",))
     if loss_name != "sequence":  # a final-step loss: nothing reaches the states it does not read at T
-        assert torch.isneginf(profile.log_norms[-1, :, :-len(profile.state_names)]).all()
+        assert torch.isneginf(profile.log_norms[-1, :, : -len(profile.state_names)]).all()
 
 
 @pytest.mark.parametrize("loss_name,recorder,used", LOSS_CASES)
@@ -223,6 +240,7 @@ def test_dropout_module_in_eval_mode_equals_reference():
 # 3. float32 modules are recorded in float64
 # ---------------------------------------------------------------------------------------------------
 
+
 def vanishing_float32(cell: str) -> nn.RNNBase:
     """A float32 module whose gradient at t = 0 underflows float32 after T steps: small recurrent
     weights, and the lstm's forget gate / the gru's update gate shut (they carry the state unscaled)."""
@@ -232,9 +250,9 @@ def vanishing_float32(cell: str) -> nn.RNNBase:
             getattr(module, f"weight_hh_l{layer}").mul_(1e-4)
             bias = getattr(module, f"bias_ih_l{layer}")
             if cell == "lstm":
-                bias[HIDDEN:2 * HIDDEN] = -40.0  # forget gate (i, f, g, o)
+                bias[HIDDEN : 2 * HIDDEN] = -40.0  # forget gate (i, f, g, o)
             if cell == "gru":
-                bias[HIDDEN:2 * HIDDEN] = -40.0  # update gate (r, z, n)
+                bias[HIDDEN : 2 * HIDDEN] = -40.0  # update gate (r, z, n)
     return module
 
 
@@ -265,6 +283,7 @@ def test_float32_module_with_sequence_loss_is_recorded_in_float64(cell):
 # ---------------------------------------------------------------------------------------------------
 # 4. the dependency view (sources=N) against a brute-force loop over loss steps
 # ---------------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("batch_first", [False, True])
 @pytest.mark.parametrize("cell", sorted(TORCH_MODULES))
@@ -298,6 +317,7 @@ def test_dependency_view_equals_brute_force(cell, batch_first):
 # 5. user cells
 # ---------------------------------------------------------------------------------------------------
 
+
 class TanhCell(nn.Module):
     """A minimal user cell: h_t = tanh(W x_t + U h_{t-1} + b)."""
 
@@ -311,9 +331,15 @@ class TanhCell(nn.Module):
         return torch.tanh(self.input(x_t) + self.recurrent(h))
 
 
-@pytest.mark.parametrize("loss_name,recorder,used", [("probe", "exact", "exact"), ("probe", "auto", "exact"),
-                                                      ("sequence", "autograd", "autograd"),
-                                                      ("sequence", "auto", "autograd")])
+@pytest.mark.parametrize(
+    "loss_name,recorder,used",
+    [
+        ("probe", "exact", "exact"),
+        ("probe", "auto", "exact"),
+        ("sequence", "autograd", "autograd"),
+        ("sequence", "auto", "autograd"),
+    ],
+)
 @pytest.mark.parametrize("kind", ["tanh_cell", "lstm_cell"])
 def test_user_cell_equals_unrolled_loop(kind, loss_name, recorder, used):
     torch.manual_seed(0)
@@ -332,6 +358,7 @@ def test_user_cell_equals_unrolled_loop(kind, loss_name, recorder, used):
 # 6. refusals: one line each, all HarnessError
 # ---------------------------------------------------------------------------------------------------
 
+
 def float32_lstm():
     torch.manual_seed(0)
     return nn.LSTM(INPUT, HIDDEN)
@@ -342,7 +369,10 @@ REFUSALS = {
     "proj_size": lambda: (nn.LSTM(INPUT, HIDDEN, proj_size=2).double(), seeded_inputs()),
     "dropout_training": lambda: (nn.LSTM(INPUT, HIDDEN, num_layers=2, dropout=0.5).double().train(), seeded_inputs()),
     "input_features": lambda: (seeded_module(nn.LSTM), torch.randn(T, B, INPUT + 1, dtype=F64)),
-    "input_features_batch_first": lambda: (seeded_module(nn.GRU, batch_first=True), torch.randn(B, T, INPUT + 1, dtype=F64)),
+    "input_features_batch_first": lambda: (
+        seeded_module(nn.GRU, batch_first=True),
+        torch.randn(B, T, INPUT + 1, dtype=F64),
+    ),
     "input_features_cell": lambda: (nn.LSTMCell(INPUT, HIDDEN).double(), torch.randn(T, B, INPUT + 1, dtype=F64)),
     "inputs_2d": lambda: (seeded_module(nn.LSTM), torch.randn(T, INPUT, dtype=F64)),
     "dtype_mismatch": lambda: (float32_lstm(), seeded_inputs()),
@@ -379,6 +409,7 @@ def test_dropout_refusal_lifts_in_eval_mode():
 # 7. from_torch shares the parameters and computes the module's output
 # ---------------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("cell", sorted(TORCH_MODULES))
 def test_from_torch_shares_parameters_and_output(cell):
     module = seeded_module(TORCH_MODULES[cell])
@@ -400,6 +431,7 @@ def test_from_torch_shares_parameters_and_output(cell):
 # ---------------------------------------------------------------------------------------------------
 # 8. GradientProfile: fit, table, run folder, figure
 # ---------------------------------------------------------------------------------------------------
+
 
 def linear_profile(w: float = 0.9) -> harness.GradientProfile:
     """A 1-unit linear rnn h_t = w h_{t-1} + x_t: ||dL/dh_{T-k}|| = |w|^k |r| with |r| = 1."""
@@ -425,8 +457,17 @@ def test_fit_of_linear_rnn_is_closed_form():
 def test_to_frame_columns_and_lag():
     profile = linear_profile()
     frame = profile.to_frame()
-    for column in ("layer", "state", "t", "lag", "log10_norm", "log10_norm_q10", "log10_norm_q25",
-                   "log10_norm_q75", "log10_norm_q90"):
+    for column in (
+        "layer",
+        "state",
+        "t",
+        "lag",
+        "log10_norm",
+        "log10_norm_q10",
+        "log10_norm_q25",
+        "log10_norm_q75",
+        "log10_norm_q90",
+    ):
         assert column in frame.columns, column
     assert (frame.lag == T - frame.t).all()
     assert sorted(frame.t) == list(range(T + 1))
@@ -444,6 +485,7 @@ def test_save_writes_the_frame(tmp_path):
 
 def test_plot_returns_axes():
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.axes
     import matplotlib.pyplot as plt

@@ -1,6 +1,7 @@
 """Cells answer for themselves: every built-in cell declares the whole network protocol
 (harness.core.protocol) and a CellType the registry finds; a new cell is one module; no other core
 code names a cell; record.units works on every cell (units rows; gates where the cell has gate blocks)."""
+
 import ast
 import dataclasses
 import sys
@@ -16,19 +17,21 @@ from harness.core.errors import NotApplicable
 from harness.core.init import initialise
 from harness.core.protocol import CellType, StackedNet
 from harness.core.recorders import record_log_norms
-from harness.core.runfolder import detail_frames
 from harness.core.spec import VALIDATORS, CellSpec
 from harness.core.tasks import probe
+from harness.lab.tables import detail_frames
 from tests.conftest import ROOT
 
 
-def build(cell: str, scale: float = 1.0, hidden_size: int = 4, input_size: int = 3, seq_len: int = 6,
-          batch_size: int = 2):
+def build(
+    cell: str, scale: float = 1.0, hidden_size: int = 4, input_size: int = 3, seq_len: int = 6, batch_size: int = 2
+):
     """A model and a probe batch as a run makes them (the probe reads the network's own output width)."""
     generator = torch.Generator().manual_seed(0)
     model = networks.build(cell, "tanh", input_size, hidden_size, 1, {}).double()
     initialise(model, "default", scale, generator)
     return model, probe(seq_len, batch_size, generator, input_size=input_size, hidden_size=model.output_size)
+
 
 CELLS = list(networks.CELL_TYPES)
 WRITTEN_OUT = ("linearised_step", "step_coefficients", "push_tangent", "pull_cotangent", "step_jvp")
@@ -38,8 +41,13 @@ def test_the_registry_finds_every_built_in_cell_in_its_order():
     assert CELLS == ["rnn", "lstm", "gru", "lru", "indrnn", "minimal"]
     assert networks.NETWORKS is networks.CELL_TYPES
     assert [networks.cell_style(name) for name in CELLS] == [
-        (0, "#0072B2", "W_hh"), (1, "#D55E00", "W_hh"), (2, "#009E73", "W_hh"), (3, "#CC79A7", "|λ|"),
-        (4, "#E69F00", "u"), (5, "#56B4E9", "W_hh")]
+        (0, "#0072B2", "W_hh"),
+        (1, "#D55E00", "W_hh"),
+        (2, "#009E73", "W_hh"),
+        (3, "#CC79A7", "|λ|"),
+        (4, "#E69F00", "u"),
+        (5, "#56B4E9", "W_hh"),
+    ]
     assert networks.cell_style("LeakyCell") is None
 
 
@@ -54,10 +62,13 @@ def test_every_built_in_cell_declares_the_whole_protocol(name):
         assert cell_fields[option].default == unset, option
     assert all(key in VALIDATORS for key in cell_type.takes), cell_type.takes
     # The command line offers it as cell=<name> (registered from the registry, or a YAML of its own).
-    import harness.cli  # noqa: F401  registers the options
     from hydra.core.config_store import ConfigStore
-    assert (ROOT / "conf" / "cell" / f"{name}.yaml").exists() or \
-        f"{name}.yaml" in ConfigStore.instance().repo.get("cell", {})
+
+    import harness.cli  # noqa: F401  registers the options
+
+    assert (ROOT / "conf" / "cell" / f"{name}.yaml").exists() or f"{name}.yaml" in ConfigStore.instance().repo.get(
+        "cell", {}
+    )
 
     model, batch = build(name)
     assert isinstance(model, StackedNet) and model.cell_name == name
@@ -78,8 +89,10 @@ def test_every_built_in_cell_declares_the_whole_protocol(name):
     assert ("train.flossing_k" in cell_type.takes) == model.analytic_jacobian  # flossing runs on the JVPs
     takes_forget = "cell.forget_bias" in cell_type.takes
     takes_chrono = "cell.chrono_tmax" in cell_type.takes
-    for takes, apply in ((takes_forget, lambda: model.add_forget_bias(1.0)),
-                         (takes_chrono, lambda: model.chrono(10, torch.Generator().manual_seed(0)))):
+    for takes, apply in (
+        (takes_forget, lambda: model.add_forget_bias(1.0)),
+        (takes_chrono, lambda: model.chrono(10, torch.Generator().manual_seed(0))),
+    ):
         if takes:
             apply()
         else:
@@ -90,9 +103,15 @@ def test_every_built_in_cell_declares_the_whole_protocol(name):
 def test_cell_only_keys_are_what_the_cells_declare():
     from harness.core.spec import CELL_ONLY
 
-    assert CELL_ONLY == {"cell.forget_bias": ("lstm",), "cell.chrono_tmax": ("lstm", "gru"), "cell.r_min": ("lru",),
-                         "cell.r_max": ("lru",), "cell.max_phase": ("lru",), "train.omega": ("rnn",),
-                         "train.flossing_k": ("rnn", "lstm", "gru")}
+    assert CELL_ONLY == {
+        "cell.forget_bias": ("lstm",),
+        "cell.chrono_tmax": ("lstm", "gru"),
+        "cell.r_min": ("lru",),
+        "cell.r_max": ("lru",),
+        "cell.max_phase": ("lru",),
+        "train.omega": ("rnn",),
+        "train.flossing_k": ("rnn", "lstm", "gru"),
+    }
     with pytest.raises(NotApplicable, match="^cell.r_min, cell.r_max and cell.max_phase apply to the lru only$"):
         networks.build("gru", "tanh", 3, 4, 1, {"r_min": 0.5})
     with pytest.raises(NotApplicable, match="^forget_bias applies to the lstm only$"):
@@ -116,7 +135,9 @@ def test_no_core_code_outside_the_cells_names_a_cell():
                 found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {node.value!r}")
     assert not found, "ask the cell's protocol instead (harness.core.protocol): " + "; ".join(found)
     spec = (ROOT / "harness" / "core" / "spec.py").read_text()
-    names = [n.value for n in ast.walk(ast.parse(spec)) if isinstance(n, ast.Constant) and n.value in networks.CELL_TYPES]
+    names = [
+        n.value for n in ast.walk(ast.parse(spec)) if isinstance(n, ast.Constant) and n.value in networks.CELL_TYPES
+    ]
     assert names == ["rnn"]  # CellSpec's default, nothing else
 
 
@@ -178,9 +199,13 @@ def test_record_units_works_on_every_cell(name):
     model, batch = build(name, scale=0.9, hidden_size=4, input_size=3, seq_len=10, batch_size=2)
     detail = record_detail(model, batch.inputs, batch.loss)
     states = model(batch.inputs, model.initial_state(2))
-    profile = record_log_norms(batch.loss(model.top_hidden(states[-1]).unsqueeze(0)), states, model.block_sizes, "exact")
-    per_block = torch.stack([torch.logsumexp(2 * block, dim=-1) / 2
-                             for block in detail.units.split(list(model.block_sizes), dim=-1)], dim=-1)
+    profile = record_log_norms(
+        batch.loss(model.top_hidden(states[-1]).unsqueeze(0)), states, model.block_sizes, "exact"
+    )
+    per_block = torch.stack(
+        [torch.logsumexp(2 * block, dim=-1) / 2 for block in detail.units.split(list(model.block_sizes), dim=-1)],
+        dim=-1,
+    )
     finite = torch.isfinite(profile)
     assert torch.allclose(per_block[finite], profile[finite], atol=1e-9)
     assert (detail.gates is None) == (name in ("lru", "indrnn")) == (model.gate_names is None)
@@ -197,8 +222,15 @@ def test_a_run_with_record_units_on_a_cell_without_gate_blocks_writes_units_only
     from harness.lab.run import run
 
     base = dataclasses.asdict(RunSpec())
-    config = {**base, "cell": {**base["cell"], "name": name}, "record": {"units": True}, "seq_len": 10,
-              "hidden_size": 4, "input_size": 3, "batch_size": 2}
+    config = {
+        **base,
+        "cell": {**base["cell"], "name": name},
+        "record": {"units": True},
+        "seq_len": 10,
+        "hidden_size": 4,
+        "input_size": 3,
+        "batch_size": 2,
+    }
     assert run(config, tmp_path) == "ok"
     units = pd.read_parquet(tmp_path / "units.parquet")
     assert len(units) == 11 * (8 if name == "lru" else 4) and not (tmp_path / "gates.parquet").exists()

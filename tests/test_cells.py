@@ -1,4 +1,5 @@
 """The explicit cells against torch.nn.RNN / LSTM / GRU with the same weights."""
+
 import math
 
 import pytest
@@ -31,16 +32,21 @@ def test_cell_equals_torch_module(cell, num_layers):
     (outputs * weights).sum().backward()
     (ref_outputs * weights).sum().backward()
     for name, param in model.named_parameters():
-        torch.testing.assert_close(param.grad, dict(reference.named_parameters())[name].grad,
-                                   rtol=0, atol=1e-6, msg=name)
+        torch.testing.assert_close(
+            param.grad, dict(reference.named_parameters())[name].grad, rtol=0, atol=1e-6, msg=name
+        )
 
 
 def test_activation_registry_values():
     x = torch.linspace(-3, 3, 13, dtype=torch.float64)
     expected = {
-        "tanh": torch.tanh(x), "relu": x.clamp_min(0), "sigmoid": 1 / (1 + torch.exp(-x)),
-        "identity": x, "leaky_relu": torch.where(x > 0, x, 0.01 * x),
-        "gelu": x * 0.5 * (1 + torch.erf(x / math.sqrt(2))), "softsign": x / (1 + x.abs()),
+        "tanh": torch.tanh(x),
+        "relu": x.clamp_min(0),
+        "sigmoid": 1 / (1 + torch.exp(-x)),
+        "identity": x,
+        "leaky_relu": torch.where(x > 0, x, 0.01 * x),
+        "gelu": x * 0.5 * (1 + torch.erf(x / math.sqrt(2))),
+        "softsign": x / (1 + x.abs()),
     }
     assert set(ACTIVATIONS) == set(expected)
     for name, values in expected.items():

@@ -1,4 +1,5 @@
 """The real command line: textbook numbers, bad input, every experiment file, results on disk."""
+
 import html
 import json
 import math
@@ -15,29 +16,89 @@ from omegaconf import OmegaConf
 
 from harness.cli.collect import main as collect_main
 from harness.cli.main import check_command
-from harness.cli.plot import main as plot_main
-from harness.lab.run import run as run_config
 from harness.cli.paths import options
+from harness.cli.plot import main as plot_main
 from harness.core.errors import ConfigError
+from harness.lab.run import run as run_config
 from tests.conftest import KEYS, ROOT, run_cli
 
-SCHEMA = ["run_id", "name", "cell", "cell.forget_bias", "cell.chrono_tmax", "cell.r_min", "cell.r_max", "cell.max_phase",
-          "cell._target_", "activation", "init", "task", "scale", "seq_len", "hidden_size", "input_size",
-          "num_layers", "batch_size", "seed", "recorder", "dtype", "device", "remedy", "train.steps", "train.lr",
-          "train.optimizer", "train.clip_norm", "train.clip_value", "train.weight_decay", "train.record_every",
-          "theory.spectrum_k", "record.units", "train.omega", "train.flossing_k", "train.flossing_every",
-          "memory.fraction", "memory.segment",
-          "layer", "state", "t", "lag",
-          "step", "log10_norm", "log10_norm_q10", "log10_norm_q25", "log10_norm_q75", "log10_norm_q90"]
-SUMMARY = ["run_id", "run_dir", "status", "rate", "gain_per_step", "half_life", "regime", "log10_gain",
-           "wall_time_s", "input_drive_var"]
+SCHEMA = [
+    "run_id",
+    "name",
+    "cell",
+    "cell.forget_bias",
+    "cell.chrono_tmax",
+    "cell.r_min",
+    "cell.r_max",
+    "cell.max_phase",
+    "cell._target_",
+    "activation",
+    "init",
+    "task",
+    "scale",
+    "seq_len",
+    "hidden_size",
+    "input_size",
+    "num_layers",
+    "batch_size",
+    "seed",
+    "recorder",
+    "dtype",
+    "device",
+    "remedy",
+    "train.steps",
+    "train.lr",
+    "train.optimizer",
+    "train.clip_norm",
+    "train.clip_value",
+    "train.weight_decay",
+    "train.record_every",
+    "theory.spectrum_k",
+    "record.units",
+    "train.omega",
+    "train.flossing_k",
+    "train.flossing_every",
+    "memory.fraction",
+    "memory.segment",
+    "layer",
+    "state",
+    "t",
+    "lag",
+    "step",
+    "log10_norm",
+    "log10_norm_q10",
+    "log10_norm_q25",
+    "log10_norm_q75",
+    "log10_norm_q90",
+]
+SUMMARY = [
+    "run_id",
+    "run_dir",
+    "status",
+    "rate",
+    "gain_per_step",
+    "half_life",
+    "regime",
+    "log10_gain",
+    "wall_time_s",
+    "input_drive_var",
+]
 
 
 @pytest.mark.slow
 def test_textbook_gains_through_the_cli(tmp_path):
     """A 1-unit linear rnn: the gain over k steps is exactly |w|^k (0.9^10 = 0.3487, 1.1^10 = 2.5937)."""
-    run_cli("-m", "activation=identity", "init=orthogonal", "hidden_size=1", "seq_len=20",
-            "scale=0.9,1.1", "recorder=exact,autograd", f"hydra.sweep.dir={tmp_path}", cwd=tmp_path.parent)
+    run_cli(
+        "-m",
+        "activation=identity",
+        "init=orthogonal",
+        "hidden_size=1",
+        "seq_len=20",
+        "scale=0.9,1.1",
+        "recorder=exact,autograd",
+        f"hydra.sweep.dir={tmp_path}",
+        cwd=tmp_path.parent,
+    )
     profile = pd.read_parquet(tmp_path / "profile.parquet")
     assert sorted(profile.columns) == sorted(SCHEMA)
     assert profile.groupby(["scale", "recorder"]).ngroups == 4
@@ -57,13 +118,30 @@ def test_run_folder_metadata(tmp_path):
     run_cli("cell=lstm", "seq_len=5", "hidden_size=4", f"hydra.run.dir={tmp_path}", cwd=tmp_path.parent)
     assert (tmp_path / "DONE").exists()
     meta = json.loads((tmp_path / "meta.json").read_text())
-    for key in ("run_id", "config", "choices", "seed", "versions", "git_commit", "input_drive_var",
-                "wall_time_s", "status"):
+    for key in (
+        "run_id",
+        "config",
+        "choices",
+        "seed",
+        "versions",
+        "git_commit",
+        "input_drive_var",
+        "wall_time_s",
+        "status",
+    ):
         assert key in meta, key
     assert meta["status"] == "ok" and meta["choices"]["cell"] == "lstm"
     assert meta["versions"]["torch"] == torch.__version__
-    assert meta["config"]["cell"] == {"name": "lstm", "forget_bias": 0.0, "chrono_tmax": None, "r_min": 0.0,
-                                      "r_max": 1.0, "max_phase": 2 * math.pi, "_target_": None, "kwargs": {}}
+    assert meta["config"]["cell"] == {
+        "name": "lstm",
+        "forget_bias": 0.0,
+        "chrono_tmax": None,
+        "r_min": 0.0,
+        "r_max": 1.0,
+        "max_phase": 2 * math.pi,
+        "_target_": None,
+        "kwargs": {},
+    }
     assert not list(tmp_path.glob(".*.parquet*"))  # no temporary files left by the atomic writes
 
 
@@ -104,9 +182,11 @@ if not torch.cuda.is_available():
 
 
 BAD_INPUT += [  # combinations, sizes and sweeps: refused whole, before anything runs
-    ("-m task=adding,copy recorder=exact train.steps=2",
-     "recorder=exact: task=copy has a loss on every step; expected recorder=autograd [run 1: task=copy "
-     "recorder=exact train.steps=2; 1 of 2 runs refused, nothing ran]"),
+    (
+        "-m task=adding,copy recorder=exact train.steps=2",
+        "recorder=exact: task=copy has a loss on every step; expected recorder=autograd [run 1: task=copy "
+        "recorder=exact train.steps=2; 1 of 2 runs refused, nothing ran]",
+    ),
     ("cell=rnn cell.forget_bias=1.0", "cell.forget_bias=1.0: applies to cell=lstm only, not cell=rnn"),
     ("-m cell=gru,rnn cell.chrono_tmax=50", "cell.chrono_tmax=50: applies to cell=lstm or gru only, not cell=rnn"),
     ("cell=lstm cell.r_min=0.5", "cell.r_min=0.5: applies to cell=lru only, not cell=lstm"),
@@ -150,11 +230,14 @@ def test_bad_input_is_one_line_before_any_compute(tmp_path, args, message):
     assert not list(tmp_path.iterdir())
 
 
-@pytest.mark.parametrize("args,message", [
-    ("-m task=adding,copy recorder=exact train.steps=2", "recorder=exact: task=copy has a loss on every step"),
-    ("cell=rnn cell.forget_bias=1.0", "cell.forget_bias=1.0: applies to cell=lstm only"),
-    ("-m seq_len=10 hidden_size=4,100000", "hidden_size=100000: the run needs about"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        ("-m task=adding,copy recorder=exact train.steps=2", "recorder=exact: task=copy has a loss on every step"),
+        ("cell=rnn cell.forget_bias=1.0", "cell.forget_bias=1.0: applies to cell=lstm only"),
+        ("-m seq_len=10 hidden_size=4,100000", "hidden_size=100000: the run needs about"),
+    ],
+)
 def test_the_command_refuses_in_one_line_and_makes_no_folder(tmp_path, args, message):
     result = run_cli(*args.split(), *(f.format(tmp=tmp_path) for f in FOLDERS), cwd=tmp_path, check=False)
     assert result.returncode == 2
@@ -162,10 +245,13 @@ def test_the_command_refuses_in_one_line_and_makes_no_folder(tmp_path, args, mes
     assert not result.stdout and not list(tmp_path.iterdir())
 
 
-@pytest.mark.parametrize("folder,message", [
-    ("/proc/x", "hydra.sweep.dir=/proc/x: a system folder, not a place for results"),
-    ("{tmp}/file/x", "{tmp}/file is not a folder"),
-])
+@pytest.mark.parametrize(
+    "folder,message",
+    [
+        ("/proc/x", "hydra.sweep.dir=/proc/x: a system folder, not a place for results"),
+        ("{tmp}/file/x", "{tmp}/file is not a folder"),
+    ],
+)
 def test_an_output_folder_that_cannot_be_written_is_one_line(tmp_path, folder, message):
     (tmp_path / "file").write_text("")
     with pytest.raises(ConfigError, match=re.escape(message.format(tmp=tmp_path))):
@@ -176,17 +262,29 @@ def broken_experiment(tmp_path, text):
     (tmp_path / "conf" / "experiment").mkdir(parents=True)
     path = tmp_path / "conf" / "experiment" / "broken.yaml"
     path.write_text("# @package _global_\n" + text)
-    return path, ["-m", f"hydra.searchpath=[file://{tmp_path / 'conf'}]", "experiment=broken",
-                  f"hydra.sweep.dir={tmp_path}/sweep"]
+    return path, [
+        "-m",
+        f"hydra.searchpath=[file://{tmp_path / 'conf'}]",
+        "experiment=broken",
+        f"hydra.sweep.dir={tmp_path}/sweep",
+    ]
 
 
-@pytest.mark.parametrize("text,message", [
-    ("hydra:\n  sweeper:\n    params:\n      scale: 1.0,-2.0\n",
-     "{path}: hydra.sweeper.params: scale=-2.0: expected a finite number >= 0"),
-    ("scael: 2\n", "{path}: In 'experiment/broken': ConfigKeyError raised while composing config: "
-                    "Key 'scael' not in 'RunSpec'"),
-    ("scale: [2\n", "while parsing a flow sequence in \"{path}\", line 2"),
-])
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        (
+            "hydra:\n  sweeper:\n    params:\n      scale: 1.0,-2.0\n",
+            "{path}: hydra.sweeper.params: scale=-2.0: expected a finite number >= 0",
+        ),
+        (
+            "scael: 2\n",
+            "{path}: In 'experiment/broken': ConfigKeyError raised while composing config: "
+            "Key 'scael' not in 'RunSpec'",
+        ),
+        ("scale: [2\n", 'while parsing a flow sequence in "{path}", line 2'),
+    ],
+)
 def test_a_mistake_in_an_experiment_file_names_the_file(tmp_path, text, message):
     path, args = broken_experiment(tmp_path, text)
     with pytest.raises(ConfigError) as error:
@@ -220,7 +318,7 @@ def smoke_sized(config: OmegaConf) -> list[str]:
         if key == "remedy" or key == "cell" and "remedy" not in params:
             continue
         if values.startswith("range("):  # range(start, stop, step): its first two points
-            start, _, step = (float(v) for v in values[len("range("):-1].split(","))
+            start, _, step = (float(v) for v in values[len("range(") : -1].split(","))
             values = f"{start:g},{start + step:g}"
         smoke.append(f"hydra.sweeper.params.{key}='{','.join(values.split(',')[:2])}'")
     return smoke
@@ -259,8 +357,14 @@ def test_collect_and_plot_rebuild_after_an_interrupted_sweep(tmp_path, reference
     assert figures == ["heatmap.png", "phase.png", "profiles.png"]
     # As if the sweep had been killed during its last run and before collecting.
     (sweep / "7" / "DONE").unlink()
-    for generated in ["profile.parquet", "fits.parquet", "summary.csv", "summary.parquet", "report.html",
-                      *(f"figures/{name}" for name in figures)]:
+    for generated in [
+        "profile.parquet",
+        "fits.parquet",
+        "summary.csv",
+        "summary.parquet",
+        "report.html",
+        *(f"figures/{name}" for name in figures),
+    ]:
         (sweep / generated).unlink()
     assert collect_main([str(sweep)]) == 1 and "incomplete: 7" in capsys.readouterr().out
     summary = pd.read_csv(sweep / "summary.csv")
@@ -281,7 +385,9 @@ def test_collect_and_plot_rebuild_after_an_interrupted_sweep(tmp_path, reference
     assert report.count("src='data:image/png;base64,") == len(pngs)  # embedded: the file stands alone
     assert all(f"alt='{name[:-4]}'" in report for name in pngs)
     assert plot_main([str(sweep), "--svg"]) == 0  # vector copies on request, named in the report
-    assert (sweep / "figures" / "phase.svg").exists() and "vector copy: figures/phase.svg" in (sweep / "report.html").read_text()
+    assert (sweep / "figures" / "phase.svg").exists() and "vector copy: figures/phase.svg" in (
+        sweep / "report.html"
+    ).read_text()
 
     # A subset, and two sweeps together, into folders of their own.
     assert plot_main([str(sweep), "--where", "cell=rnn", "--out", str(tmp_path / "rnn")]) == 0
@@ -299,7 +405,10 @@ def test_collect_and_plot_rebuild_after_an_interrupted_sweep(tmp_path, reference
     assert plot_main([str(sweep), "--where", "colour=red", "--out", str(tmp_path / "x")]) == 2
     assert capsys.readouterr().err.startswith("error: --where colour=red: expected KEY=VALUE")
     assert plot_main([str(tmp_path / "nope")]) == 2
-    assert capsys.readouterr().err == f"error: {tmp_path / 'nope'}: no such folder; expected a sweep or run folder under results/\n"
+    assert (
+        capsys.readouterr().err
+        == f"error: {tmp_path / 'nope'}: no such folder; expected a sweep or run folder under results/\n"
+    )
 
 
 def test_collect_and_plot_commands_exit_in_one_line(tmp_path):
@@ -310,13 +419,16 @@ def test_collect_and_plot_commands_exit_in_one_line(tmp_path):
         assert result.stderr.startswith(f"error: {tmp_path}: no run folders in it")
 
 
-@pytest.mark.parametrize("args,message", [
-    ("hydra.run.dir=${x}", "hydra.run.dir=${x}: cannot be resolved (Interpolation key 'x' not found)"),
-    ("hydra.run.dir=${oc.env:NOPE_X}/run", "hydra.run.dir=${oc.env:NOPE_X}/run: cannot be resolved ("),
-    ("-m hydra.sweep.dir=${x}", "hydra.sweep.dir=${x}: cannot be resolved (Interpolation key 'x' not found)"),
-    ("-m hydra.sweep.dir={tmp} hydra.sweep.subdir=${nope}", "hydra.sweep.subdir=${nope}: cannot be resolved"),
-    ("hydra.run.dir={tmp}/${hydra.job.num}", "hydra.run.dir={tmp}/${hydra.job.num}: cannot be resolved"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        ("hydra.run.dir=${x}", "hydra.run.dir=${x}: cannot be resolved (Interpolation key 'x' not found)"),
+        ("hydra.run.dir=${oc.env:NOPE_X}/run", "hydra.run.dir=${oc.env:NOPE_X}/run: cannot be resolved ("),
+        ("-m hydra.sweep.dir=${x}", "hydra.sweep.dir=${x}: cannot be resolved (Interpolation key 'x' not found)"),
+        ("-m hydra.sweep.dir={tmp} hydra.sweep.subdir=${nope}", "hydra.sweep.subdir=${nope}: cannot be resolved"),
+        ("hydra.run.dir={tmp}/${hydra.job.num}", "hydra.run.dir={tmp}/${hydra.job.num}: cannot be resolved"),
+    ],
+)
 def test_an_interpolation_that_does_not_resolve_is_one_line(tmp_path, args, message):
     with pytest.raises(ConfigError) as error:
         check_command(args.replace("{tmp}", str(tmp_path)).split(), whole_sweep=True)
@@ -324,26 +436,32 @@ def test_an_interpolation_that_does_not_resolve_is_one_line(tmp_path, args, mess
     assert not list(tmp_path.iterdir())
 
 
-@pytest.mark.parametrize("args", [
-    "-m seq_len=5,6 hydra.sweep.dir={tmp}/${name}_${now:%Y} hydra.sweep.subdir=${hydra.job.num}_${cell.name}",
-    "seq_len=5 hydra.run.dir={tmp}/${name}/${now:%H-%M}",
-    "seq_len=5 name=${oc.env:HARNESS_TEST_NAME,fallback} hydra.run.dir={tmp}/x",
-    "-m hydra/launcher=joblib hydra.launcher.n_jobs=-2 hydra.sweeper.torch_threads=2 hydra.sweeper.chunks=3 "
-    "seq_len=5 hydra.sweep.dir={tmp}/s",
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        "-m seq_len=5,6 hydra.sweep.dir={tmp}/${name}_${now:%Y} hydra.sweep.subdir=${hydra.job.num}_${cell.name}",
+        "seq_len=5 hydra.run.dir={tmp}/${name}/${now:%H-%M}",
+        "seq_len=5 name=${oc.env:HARNESS_TEST_NAME,fallback} hydra.run.dir={tmp}/x",
+        "-m hydra/launcher=joblib hydra.launcher.n_jobs=-2 hydra.sweeper.torch_threads=2 hydra.sweeper.chunks=3 "
+        "seq_len=5 hydra.sweep.dir={tmp}/s",
+    ],
+)
 def test_interpolations_resolved_at_runtime_are_let_through(tmp_path, args):
     """Hydra's runtime values (${now:...}, ${hydra.job.num}) stood in for, not refused."""
     check_command(args.replace("{tmp}", str(tmp_path)).split())
     assert not list(tmp_path.iterdir())
 
 
-@pytest.mark.parametrize("args,message", [
-    (f"name={LONG_NAME}", "(300 characters): expected a folder name of 1 to 100 characters"),
-    ("-m name=${x}", "name=${x}: cannot be resolved (Interpolation key 'x' not found)"),
-    ("name=${oc.env:NOPE_X}", "name=${oc.env:NOPE_X}: cannot be resolved"),
-    ("-m hydra.sweeper.torch_threads=-1 seq_len=5", "hydra.sweeper.torch_threads=-1: expected an integer >= 1"),
-    ("-m hydra/launcher=joblib hydra.launcher.n_jobs=0 seq_len=5", "hydra.launcher.n_jobs=0: expected a nonzero"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (f"name={LONG_NAME}", "(300 characters): expected a folder name of 1 to 100 characters"),
+        ("-m name=${x}", "name=${x}: cannot be resolved (Interpolation key 'x' not found)"),
+        ("name=${oc.env:NOPE_X}", "name=${oc.env:NOPE_X}: cannot be resolved"),
+        ("-m hydra.sweeper.torch_threads=-1 seq_len=5", "hydra.sweeper.torch_threads=-1: expected an integer >= 1"),
+        ("-m hydra/launcher=joblib hydra.launcher.n_jobs=0 seq_len=5", "hydra.launcher.n_jobs=0: expected a nonzero"),
+    ],
+)
 def test_bad_settings_refused_by_the_command_in_one_line(tmp_path, args, message):
     result = run_cli(*args.split(), cwd=tmp_path, check=False)  # the default folders: results/${name}/...
     assert result.returncode == 2, result.stderr[-2000:]
@@ -367,8 +485,9 @@ def test_a_yaml_bomb_is_refused_in_linear_time(tmp_path):
     with pytest.raises(ConfigError) as error:
         check_expansion(bomb)
     assert time.perf_counter() - started < 1
-    assert str(error.value) == (f"{bomb}: expands to more than 1000000 YAML nodes (anchors and aliases); "
-                                "expected a plain config file")
+    assert str(error.value) == (
+        f"{bomb}: expands to more than 1000000 YAML nodes (anchors and aliases); expected a plain config file"
+    )
     loop = tmp_path / "loop.yaml"
     loop.write_text("a: &a [1, *a]\n")  # an alias to itself: without end
     with pytest.raises(ConfigError, match="expands to more than"):
@@ -389,15 +508,18 @@ def test_the_command_refuses_a_yaml_bomb_in_the_users_folder(tmp_path, monkeypat
     (tmp_path / "experiments" / "bomb.yaml").write_text(yaml_bomb(9))
     (tmp_path / "conf" / "cell" / "bomb.yaml").write_text(yaml_bomb(9).replace("_global_", "cell"))
     (tmp_path / "experiments" / "plain.yaml").write_text(  # the bomb only as a sweep's option
-        "# @package _global_\nhydra:\n  sweeper:\n    params:\n      cell: rnn,bomb\n")
+        "# @package _global_\nhydra:\n  sweeper:\n    params:\n      cell: rnn,bomb\n"
+    )
     monkeypatch.chdir(tmp_path)
     started = time.perf_counter()
     with pytest.raises(ConfigError) as error:
         check_command(args)
     assert time.perf_counter() - started < 10
     group = "experiments" if args[-1] == "experiment=bomb" else "conf/cell"
-    assert str(error.value) == (f"{group}/bomb.yaml: expands to more than 1000000 YAML nodes (anchors and aliases); "
-                                "expected a plain config file")
+    assert str(error.value) == (
+        f"{group}/bomb.yaml: expands to more than 1000000 YAML nodes (anchors and aliases); "
+        "expected a plain config file"
+    )
     assert not (tmp_path / "results").exists()
 
 
@@ -406,6 +528,8 @@ def test_the_command_refuses_a_yaml_bomb_in_one_line(tmp_path):
     (tmp_path / "experiments" / "bomb.yaml").write_text(yaml_bomb(9))
     result = run_cli("-m", "experiment=bomb", cwd=tmp_path, check=False, env=None)
     assert result.returncode == 2
-    assert result.stderr == ("error: experiments/bomb.yaml: expands to more than 1000000 YAML nodes (anchors and "
-                             "aliases); expected a plain config file\n")
+    assert result.stderr == (
+        "error: experiments/bomb.yaml: expands to more than 1000000 YAML nodes (anchors and "
+        "aliases); expected a plain config file\n"
+    )
     assert not (tmp_path / "results").exists()

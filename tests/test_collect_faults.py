@@ -1,6 +1,7 @@
 """collect and harness.plot on folders the harness wrote but that are not as expected: two folders of one
 run id, runs the manifest names that never ran, damaged sweep tables, meta.json with wrong types, and a
 --where value of the wrong type. Each is a row, a line or an exit status, never a traceback."""
+
 import json
 import shutil
 
@@ -70,12 +71,15 @@ def test_two_folders_of_one_run_id_are_read_once_and_the_second_is_a_duplicate(d
 
 def test_runs_the_manifest_names_without_a_finished_folder_are_listed_as_not_run(sweep, capsys):
     first, second = ids(sweep)
-    runs = [{"run_id": first, "subdir": "0", "overrides": ["scale=1.0"]},
-            {"run_id": second, "subdir": "1", "overrides": ["scale=0.5"]},
-            {"run_id": "0123456789ab", "subdir": "2", "overrides": ["scale=2.0", "seq_len=6"]},
-            {"run_id": "ba9876543210", "subdir": "3", "overrides": ["scale=3.0"]}]
-    (sweep / "sweep.json").write_text(json.dumps({"run_ids": [r["run_id"] for r in runs], "invocations": [],
-                                                  "runs": runs}))
+    runs = [
+        {"run_id": first, "subdir": "0", "overrides": ["scale=1.0"]},
+        {"run_id": second, "subdir": "1", "overrides": ["scale=0.5"]},
+        {"run_id": "0123456789ab", "subdir": "2", "overrides": ["scale=2.0", "seq_len=6"]},
+        {"run_id": "ba9876543210", "subdir": "3", "overrides": ["scale=3.0"]},
+    ]
+    (sweep / "sweep.json").write_text(
+        json.dumps({"run_ids": [r["run_id"] for r in runs], "invocations": [], "runs": runs})
+    )
     (sweep / "3").mkdir()
     (sweep / "3" / "harness.log").write_text("")  # started, never got to write .hydra/ or DONE
     _, summary, _ = collect(sweep)
@@ -99,8 +103,15 @@ def test_runs_the_manifest_names_without_a_finished_folder_are_listed_as_not_run
     assert collect(sweep)[1].status.tolist() == ["ok", "ok"]
 
 
-@pytest.mark.parametrize("name", ["units.parquet", "gates.parquet", pytest.param("summary.parquet", marks=pytest.mark.slow),
-                                  pytest.param("profile.parquet", marks=pytest.mark.slow)])  # slow: every table again
+@pytest.mark.parametrize(
+    "name",
+    [
+        "units.parquet",
+        "gates.parquet",
+        pytest.param("summary.parquet", marks=pytest.mark.slow),
+        pytest.param("profile.parquet", marks=pytest.mark.slow),
+    ],
+)  # slow: every table again
 def test_a_damaged_sweep_table_is_rebuilt_with_one_line(detailed, capsys, name):
     sweep = detailed
     collect(sweep)
@@ -124,14 +135,17 @@ def test_a_damaged_sweep_table_no_run_gives_is_left_out_with_one_line(detailed, 
     assert collect_main([str(sweep)]) == 0
 
 
-@pytest.mark.parametrize("edit, reason", [
-    ({"columns": {"scale": "abc"}}, "meta.json: scale=abc: expected a finite number"),
-    ({"status": 5}, "meta.json: status 5 is not one of ok, failed, not_applicable"),
-    ({"status": "fine"}, "meta.json: status fine is not one of ok, failed, not_applicable"),
-    ({"run_id": 7}, "meta.json: run_id 7 is not a string"),
-    ({"columns": {"seq_len": 99}}, "meta.json: its columns do not give its run_id"),
-    ({"columns": ["scale"]}, "meta.json: columns is not a mapping"),
-])
+@pytest.mark.parametrize(
+    "edit, reason",
+    [
+        ({"columns": {"scale": "abc"}}, "meta.json: scale=abc: expected a finite number"),
+        ({"status": 5}, "meta.json: status 5 is not one of ok, failed, not_applicable"),
+        ({"status": "fine"}, "meta.json: status fine is not one of ok, failed, not_applicable"),
+        ({"run_id": 7}, "meta.json: run_id 7 is not a string"),
+        ({"columns": {"seq_len": 99}}, "meta.json: its columns do not give its run_id"),
+        ({"columns": ["scale"]}, "meta.json: columns is not a mapping"),
+    ],
+)
 def test_meta_json_with_wrong_types_or_another_run_is_a_damaged_row(sweep, capsys, edit, reason):
     path = sweep / "1" / "meta.json"
     meta = json.loads(path.read_text())

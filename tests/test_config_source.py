@@ -1,6 +1,7 @@
 """Configuration is written once: every run key, its default and its meaning in the run specification
 (harness.core.spec.RunSpec), the cell, init and task options in their Python registries. Nothing in
 conf/ or the docs may repeat them in a way that can drift."""
+
 from __future__ import annotations
 
 import re

@@ -1,6 +1,7 @@
 """Per-unit, per-gate and per-step weight-gradient rows (harness.core.detail) against autograd on an
 unrolled graph written out here: retain_grad on every state and recurrent pre-activation, and a
 fresh copy of W_hh at every step, whose .grad is that step's contribution C_t."""
+
 import math
 
 import pandas as pd
@@ -16,8 +17,9 @@ sig = torch.sigmoid
 def unrolled(model, inputs, readout):
     """The textbook equations, step by step; returns states, hw's and W_hh copies, with their grads."""
     hidden, batch = model.hidden_size, inputs.shape[1]
-    w_ih, b_ih, w_hh, b_hh = (p.detach() for p in (model.weight_ih_l0, model.bias_ih_l0, model.weight_hh_l0,
-                                                   model.bias_hh_l0))
+    w_ih, b_ih, w_hh, b_hh = (
+        p.detach() for p in (model.weight_ih_l0, model.bias_ih_l0, model.weight_hh_l0, model.bias_hh_l0)
+    )
     h = torch.zeros(batch, hidden, dtype=torch.float64)
     c = torch.zeros(batch, hidden, dtype=torch.float64)
     first = torch.cat([h, c], 1) if model.cell_name == "lstm" else h.clone()
@@ -113,6 +115,7 @@ def test_a_run_writes_unit_and_gate_tables_and_a_sweep_collects_them(tmp_path, r
         pd.testing.assert_frame_equal(table[table.run_id == per_run.run_id[0]].reset_index(drop=True), per_run)
     # The figure: a panel per run and layer, the stacked run's two titled by layer.
     from harness.lab import figures as plots
+
     summary, profile = pd.read_parquet(tmp_path / "summary.parquet"), pd.read_parquet(tmp_path / "profile.parquet")
     (figure,) = plots.plot_gates(pd.read_parquet(tmp_path / "gates.parquet"), profile, summary, tmp_path / "figures")
     assert "a panel per run and layer (4 of 4, 3 runs)" in figure.caption
@@ -142,4 +145,4 @@ def test_a_stack_s_contributions_are_torch_s_gradient_of_every_layer(cell):
         expected = getattr(model, f"weight_hh_l{layer}").grad
         assert torch.allclose(detail.contributions[:, layer].sum(0), expected, atol=1e-12), layer
         norms = detail.contributions[:, layer].reshape(10, gates, 5, 5).norm(dim=(2, 3)).log()
-        assert torch.allclose(detail.weights[:, layer * gates:(layer + 1) * gates], norms, atol=1e-9), layer
+        assert torch.allclose(detail.weights[:, layer * gates : (layer + 1) * gates], norms, atol=1e-9), layer

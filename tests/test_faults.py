@@ -1,5 +1,6 @@
 """Faults lose nothing: a run that crashes in native code, Ctrl-C and SIGTERM, a second sweep into a
 locked folder, damaged run folders and tables, symbolic links placed in a sweep folder, chunk files."""
+
 import json
 import os
 import shutil
@@ -25,8 +26,15 @@ from harness.lab.results import collect
 from tests.conftest import GRID, assert_same_tables, cli_env, run_cli
 from tests.test_sweep import loader_and_master, wait_for
 
-CRASH = ["-m", "cell._target_=crashing_cell.CrashingCell", "+cell.kwargs.crash_at_hidden=4", "hidden_size=3,4,5",
-         "seq_len=8", "input_size=4", "batch_size=2"]
+CRASH = [
+    "-m",
+    "cell._target_=crashing_cell.CrashingCell",
+    "+cell.kwargs.crash_at_hidden=4",
+    "hidden_size=3,4,5",
+    "seq_len=8",
+    "input_size=4",
+    "batch_size=2",
+]
 
 
 @pytest.mark.slow
@@ -34,8 +42,9 @@ CRASH = ["-m", "cell._target_=crashing_cell.CrashingCell", "+cell.kwargs.crash_a
 def test_a_native_crash_fails_its_run_and_the_sweep_goes_on(tmp_path, launcher):
     """tests/faults/crashing_cell.py sends SIGSEGV to its own process at hidden_size=4."""
     out = tmp_path / "sweep"
-    result = run_cli(*CRASH, f"hydra/launcher={launcher}", f"hydra.sweep.dir={out}", cwd=tmp_path, check=False,
-                     env=cli_env(sleep=0))  # puts tests/faults, where the cell is, on the path
+    result = run_cli(
+        *CRASH, f"hydra/launcher={launcher}", f"hydra.sweep.dir={out}", cwd=tmp_path, check=False, env=cli_env(sleep=0)
+    )  # puts tests/faults, where the cell is, on the path
     assert result.returncode == 1 and "Traceback" not in result.stdout + result.stderr
     summary = pd.read_csv(out / "summary.csv").set_index("hidden_size")
     assert summary.status.to_dict() == {3: "ok", 4: "failed", 5: "ok"}
@@ -56,9 +65,16 @@ def as_from_a_shell() -> None:
 @pytest.mark.parametrize("how", ["SIGINT", "SIGTERM"])
 def test_an_interrupt_leaves_finished_runs_and_one_line_and_the_command_finishes_it(tmp_path, reference, how):
     out = tmp_path / "sweep"
-    sweep = subprocess.Popen([sys.executable, "-m", "harness", *GRID, f"hydra.sweep.dir={out}"], cwd=tmp_path,
-                             env=cli_env(sleep=1.0), start_new_session=True, text=True, preexec_fn=as_from_a_shell,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    sweep = subprocess.Popen(
+        [sys.executable, "-m", "harness", *GRID, f"hydra.sweep.dir={out}"],
+        cwd=tmp_path,
+        env=cli_env(sleep=1.0),
+        start_new_session=True,
+        text=True,
+        preexec_fn=as_from_a_shell,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         wait_for(lambda: len(list(out.glob("*/DONE"))) >= 2)
         finished_at_signal = len(list(out.glob("*/DONE")))
@@ -90,8 +106,9 @@ def test_a_second_sweep_into_a_locked_folder_is_refused_at_once(tmp_path):
         with pytest.raises(ConfigError, match=rf"another sweep \(pid {os.getpid()} on {socket.gethostname()}"):
             Lock(out).__enter__()
         started = time.perf_counter()
-        result = run_cli("-m", "scale=1,2", "seq_len=8", "hidden_size=4", f"hydra.sweep.dir={out}", cwd=tmp_path,
-                         check=False)
+        result = run_cli(
+            "-m", "scale=1,2", "seq_len=8", "hidden_size=4", f"hydra.sweep.dir={out}", cwd=tmp_path, check=False
+        )
         assert result.returncode == 2 and result.stderr.startswith(f"error: hydra.sweep.dir={out}: another sweep")
         assert result.stderr.count("\n") == 1 and time.perf_counter() - started < 60
         assert sorted(p.name for p in out.iterdir()) == [".harness", ".lock"]  # nothing written by the refused sweep
@@ -139,6 +156,7 @@ def test_damaged_run_folders_and_tables_are_named_skipped_and_rebuilt(tmp_path, 
 def jobs_of(grid):
     loader, master = loader_and_master()
     from harness.cli.sweep.jobs import compose
+
     return compose(loader, master, grid)
 
 
@@ -179,9 +197,10 @@ def test_chunk_files_hold_data_not_code(tmp_path):
     assert write_chunks(jobs, tmp_path, 2, torch_threads=3) == 2
     read = [job for k in range(2) for job in read_chunk(tmp_path / ".chunks" / f"{k}.json")[0]]
     assert all(json.loads(p.read_text()) for p in (tmp_path / ".chunks").glob("*.json"))  # plain JSON
-    assert sorted((j.num, j.run_id, j.subdir, j.overrides, j.hydra == o.hydra) for j, o in
-                  zip(sorted(read, key=lambda j: j.num), jobs)) == \
-        sorted((j.num, j.run_id, j.subdir, j.overrides, True) for j in jobs)
+    assert sorted(
+        (j.num, j.run_id, j.subdir, j.overrides, j.hydra == o.hydra)
+        for j, o in zip(sorted(read, key=lambda j: j.num), jobs)
+    ) == sorted((j.num, j.run_id, j.subdir, j.overrides, True) for j in jobs)
     assert [j.config for j in sorted(read, key=lambda j: j.num)] == [j.config for j in jobs]
     assert read_chunk(tmp_path / ".chunks" / "0.json")[1] == 3
 
@@ -194,8 +213,11 @@ def test_a_job_state_tells_every_case(tmp_path):
     (tmp_path / "0" / "profile.parquet").write_bytes(b"PAR1...PAR1")
     (tmp_path / "0" / "meta.json").write_text("{not json")
     assert job.state(tmp_path) == "todo"  # damaged: run again
-    for meta, state in [({"run_id": "abc", "status": "ok"}, "ok"), ({"run_id": "abc", "status": "failed"}, "failed"),
-                        ({"run_id": "xyz", "status": "ok"}, "foreign")]:
+    for meta, state in [
+        ({"run_id": "abc", "status": "ok"}, "ok"),
+        ({"run_id": "abc", "status": "failed"}, "failed"),
+        ({"run_id": "xyz", "status": "ok"}, "foreign"),
+    ]:
         (tmp_path / "0" / "meta.json").write_text(json.dumps(meta))
         write_done(tmp_path / "0")
         assert job.state(tmp_path) == state

@@ -8,6 +8,7 @@ RMS image comparison (matplotlib.testing.compare.compare_images) within TOLERANC
 change, look at the new images and regenerate them with
     HARNESS_REGENERATE_BASELINES=1 .venv/bin/python -m pytest tests/test_figures.py -k baseline
 """
+
 from __future__ import annotations
 
 import html
@@ -50,6 +51,7 @@ def figures(monkeypatch):
         BOXES[path.name] = fig.bbox.frozen(), [(t.get_text(), t.get_window_extent().frozen()) for t in texts(fig)]
         made[path.name] = (fig, caption)
         return save(fig, path, caption)
+
     monkeypatch.setattr(plots, "save", keep)
     return made
 
@@ -74,8 +76,11 @@ def texts(fig) -> list[matplotlib.text.Text]:
         for axis in (ax.xaxis, ax.yaxis):
             low, high = sorted(axis.get_view_interval())
             span = (high - low) * 1e-9
-            found += [tick.label1 for tick, at in zip(axis.get_major_ticks(), axis.get_majorticklocs())
-                      if low - span <= at <= high + span]
+            found += [
+                tick.label1
+                for tick, at in zip(axis.get_major_ticks(), axis.get_majorticklocs())
+                if low - span <= at <= high + span
+            ]
     return [t for t in found if t.get_visible() and t.get_text().strip()]
 
 
@@ -105,8 +110,13 @@ def test_captions_describe_what_was_drawn(tmp_path, figures):
 # 3 and 5. titles clipped at the edge, labels drawn over each other ("critical 1.85" over "exploding").
 def test_no_text_leaves_the_figure_or_overlaps_another(tmp_path, figures):
     # 36 lines in the phase figure: its legend must still fit (a colour per cell, a style per combination)
-    profile = sweep(cell=["rnn", "lstm", "gru"], activation=["tanh", "relu"], remedy=["none", "clip", "weight_decay"],
-                    seq_len=[10, 20], scale=[0.5, 1.0, 2.0])
+    profile = sweep(
+        cell=["rnn", "lstm", "gru"],
+        activation=["tanh", "relu"],
+        remedy=["none", "clip", "weight_decay"],
+        seq_len=[10, 20],
+        scale=[0.5, 1.0, 2.0],
+    )
     summary = summary_of(profile, rate_init=-0.1, final_loss=0.1, baseline=0.2)
     summary["remedy"] = profile.drop_duplicates("run_id").remedy.to_numpy()
     plots.make_figures(tmp_path, profile, summary)
@@ -121,8 +131,11 @@ def assert_readable(name: str) -> None:
     for text, box in boxes:
         assert page.x0 <= box.x0 and box.x1 <= page.x1 and page.y0 <= box.y0 and box.y1 <= page.y1, f"{name}: {text}"
     for i, (a, box_a) in enumerate(boxes):
-        for b, box_b in boxes[i + 1:]:
-            overlap = min(box_a.x1, box_b.x1) - max(box_a.x0, box_b.x0), min(box_a.y1, box_b.y1) - max(box_a.y0, box_b.y0)
+        for b, box_b in boxes[i + 1 :]:
+            overlap = (
+                min(box_a.x1, box_b.x1) - max(box_a.x0, box_b.x0),
+                min(box_a.y1, box_b.y1) - max(box_a.y0, box_b.y0),
+            )
             assert min(overlap) <= 3.0, f"{name}: {a!r} overlaps {b!r}"  # neighbouring legend rows touch by ~2 px
 
 
@@ -140,8 +153,19 @@ def test_every_other_figure_kind_is_readable(tmp_path, figures):
     spectra = summary_of(sweep(scale=[0.5, 1.0, 2.0]), rate=[-0.7, -0.1, 0.4], lyapunov_dimension=[0, 0, 3.5])
     spectra["spectrum"] = [list(np.linspace(r, r - 2, 8)) for r in (-0.7, -0.1, 0.4)]
     plots.plot_spectrum(spectra, tmp_path / "spectrum")
-    kinds = {"profiles", "heatmap", "phase", "seq_len", "training_profiles_1", "training_profiles_2", "losses",
-             "learnability", "layers", "profiles_loglog", "spectrum"}
+    kinds = {
+        "profiles",
+        "heatmap",
+        "phase",
+        "seq_len",
+        "training_profiles_1",
+        "training_profiles_2",
+        "losses",
+        "learnability",
+        "layers",
+        "profiles_loglog",
+        "spectrum",
+    }
     assert kinds <= set(BOXES)
     for name in kinds:
         assert_readable(name)
@@ -160,7 +184,6 @@ def test_the_heatmap_range_is_robust_and_says_it_clips(tmp_path, figures):
     assert colourbar._colorbar.extend == "both" and "end colours" in caption
 
 
-
 def test_the_heatmap_has_a_row_of_one_height_per_swept_scale(tmp_path, figures):
     """Edges halfway between uneven scales (0.5, 2, 2.5) made rows of different heights and an axis
     reaching below the smallest scale, as if scales near 0 had been run."""
@@ -171,6 +194,7 @@ def test_the_heatmap_has_a_row_of_one_height_per_swept_scale(tmp_path, figures):
     assert [t.get_text() for t in ax.get_yticklabels()] == ["0.5", "2", "2.5"]
     assert ax.get_ylim() == (-0.5, 2.5)
 
+
 # 6. the same cell had different colours in different figures, and panels came alphabetically.
 def test_each_cell_keeps_its_colour_and_place_everywhere(tmp_path, figures):
     profile = three_cells(scale=[0.5, 1.0, 2.0])
@@ -178,11 +202,18 @@ def test_each_cell_keeps_its_colour_and_place_everywhere(tmp_path, figures):
     plots.make_figures(tmp_path, profile, summary)
     titles = [ax.get_title() for ax in figures["profiles"][0].axes if ax.get_label() != "<colorbar>"]
     assert titles == ["cell=rnn", "cell=lstm", "cell=gru"]
-    phase = {line.get_label(): line.get_color() for line in figures["phase"][0].axes[0].lines
-             if line.get_label().startswith("cell=")}
+    phase = {
+        line.get_label(): line.get_color()
+        for line in figures["phase"][0].axes[0].lines
+        if line.get_label().startswith("cell=")
+    }
     assert phase == {f"cell={c}": plots.CELL_COLOURS[c] for c in ("rnn", "lstm", "gru")}
     legend = figures["phase"][0].axes[0].get_legend()
-    keys = {t.get_text(): h.get_color() for t, h in zip(legend.get_texts(), legend.legend_handles) if t.get_text().startswith("cell=")}
+    keys = {
+        t.get_text(): h.get_color()
+        for t, h in zip(legend.get_texts(), legend.legend_handles)
+        if t.get_text().startswith("cell=")
+    }
     assert keys == phase
     scatter = figures["learnability"][0].axes[0].collections
     colours = [matplotlib.colors.to_hex(c.get_facecolor()[0]) for c in scatter]
@@ -211,10 +242,17 @@ def test_every_trained_run_has_a_training_panel(tmp_path, figures):
     runs = sweep(cell=["rnn", "lstm", "gru"], remedy=[f"r{i}" for i in range(6)])  # 18 runs: two pages
     profile = pd.concat([runs.assign(step=step) for step in (0, 10)], ignore_index=True)
     plots.make_figures(tmp_path, profile)
-    panels = [ax for name, (fig, _) in figures.items() if name.startswith("training_profiles")
-              for ax in fig.axes if ax.get_label() != "<colorbar>"]
+    panels = [
+        ax
+        for name, (fig, _) in figures.items()
+        if name.startswith("training_profiles")
+        for ax in fig.axes
+        if ax.get_label() != "<colorbar>"
+    ]
     assert len(panels) == 18
-    assert {ax.get_title() for ax in panels} == {f"cell={c}, remedy=r{i}" for c in ("rnn", "lstm", "gru") for i in range(6)}
+    assert {ax.get_title() for ax in panels} == {
+        f"cell={c}, remedy=r{i}" for c in ("rnn", "lstm", "gru") for i in range(6)
+    }
 
 
 # 10. a diverged run vanished without a mark.
@@ -239,8 +277,14 @@ def test_a_diverged_run_is_drawn_to_where_it_left_the_range_and_a_lost_one_is_li
 # 11. the residual panel's dots and crosses were unexplained.
 def test_the_residual_panel_explains_its_markers(tmp_path, figures):
     profile = sweep(scale=[0.5, 1.0, 2.0])
-    summary = summary_of(profile, theory_lyapunov=[-0.8, -0.1, 0.6], theory_mean_field=[-0.7, -0.1, 0.5],
-                         theory_critical_scale=1.2, input_drive_var=1.0, activation="tanh")
+    summary = summary_of(
+        profile,
+        theory_lyapunov=[-0.8, -0.1, 0.6],
+        theory_mean_field=[-0.7, -0.1, 0.5],
+        theory_critical_scale=1.2,
+        input_drive_var=1.0,
+        activation="tanh",
+    )
     plots.make_figures(tmp_path, profile, summary)
     fig, caption = figures["phase"]
     lower = fig.axes[1]
@@ -268,15 +312,29 @@ def browser_probe(page: Path) -> dict:
     """Open `page` in headless chromium and return, after it loaded, each image's natural width and any
     error a script, a resource or the console reported. The probe is a script added at the top of a
     copy of the page; chromium prints the DOM after the load event (--dump-dom)."""
-    probe = ("<script>window.__errors=[];addEventListener('error',e=>__errors.push(String(e.message||"
-             "(e.target&&(e.target.src||'').slice(0,40)))),true);const __error=console.error;console.error=(...a)"
-             "=>{__errors.push(a.join(' '));__error(...a)};addEventListener('load',()=>{const i=[...document.images];"
-             "const r=document.createElement('pre');r.id='probe';r.textContent=JSON.stringify({widths:i.map(x=>"
-             "x.naturalWidth),errors:__errors});document.body.appendChild(r)});</script>")
+    probe = (
+        "<script>window.__errors=[];addEventListener('error',e=>__errors.push(String(e.message||"
+        "(e.target&&(e.target.src||'').slice(0,40)))),true);const __error=console.error;console.error=(...a)"
+        "=>{__errors.push(a.join(' '));__error(...a)};addEventListener('load',()=>{const i=[...document.images];"
+        "const r=document.createElement('pre');r.id='probe';r.textContent=JSON.stringify({widths:i.map(x=>"
+        "x.naturalWidth),errors:__errors});document.body.appendChild(r)});</script>"
+    )
     copy = page.with_name("probed.html")
     copy.write_text(page.read_text().replace("<head>", "<head>" + probe, 1))
-    result = subprocess.run([BROWSER, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=5000",
-                             "--dump-dom", copy.as_uri()], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [
+            BROWSER,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--virtual-time-budget=5000",
+            "--dump-dom",
+            copy.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     found = result.stdout.split('<pre id="probe">', 1)
     assert len(found) == 2, f"the page never finished loading: {result.stderr[-500:]}"
     return json.loads(found[1].split("</pre>", 1)[0].replace("&quot;", '"'))
@@ -323,8 +381,9 @@ def test_figures_drawn_in_worker_processes_are_the_figures_drawn_in_one(drawn_fr
     same captions, in the same order, as drawn one after another in this process."""
     profile, summary, losses = stored_tables()
     in_workers = plots.make_figures(tmp_path, profile, summary, losses, workers=2)
-    assert [(d.path.name, d.caption) for d in in_workers] == \
-        [(d.path.name, d.caption) for d in drawn_from_stored.values()]
+    assert [(d.path.name, d.caption) for d in in_workers] == [
+        (d.path.name, d.caption) for d in drawn_from_stored.values()
+    ]
     for drawn in in_workers:
         assert drawn.path.read_bytes() == drawn_from_stored[drawn.path.stem].path.read_bytes(), drawn.path.name
 
@@ -350,8 +409,20 @@ def test_a_swapped_colour_fails_the_image_test(drawn_from_stored, monkeypatch, t
 
 def test_no_two_loss_lines_look_alike(tmp_path, figures):
     """Nine remedies, eight colours: the ninth line gets a dash, not a colour already taken."""
-    losses = pd.DataFrame([{"run_id": f"r{i}", "cell": "rnn", "remedy": f"remedy{i}", "step": step,
-                            "eval_loss": 1 / (1 + step * i), "baseline": 0.2} for i in range(9) for step in (0, 10)])
+    losses = pd.DataFrame(
+        [
+            {
+                "run_id": f"r{i}",
+                "cell": "rnn",
+                "remedy": f"remedy{i}",
+                "step": step,
+                "eval_loss": 1 / (1 + step * i),
+                "baseline": 0.2,
+            }
+            for i in range(9)
+            for step in (0, 10)
+        ]
+    )
     plots.make_figures(tmp_path, sweep(scale=[1.0]), None, losses)
     fig, _ = figures["losses"]
     looks = [(line.get_color(), line.get_linestyle()) for line in fig.axes[0].lines]

@@ -1,13 +1,13 @@
 """Recorders against torch.autograd on the unrolled graph, against each other, and against closed forms."""
+
 import math
 
 import pytest
 import torch
 
-from harness.core.spec import RunSpec
 from harness.core.cells import CELLS
-from harness.core.recorders import flush_denormals, record_log_norms
-from harness.core.recorders import status_flags
+from harness.core.recorders import flush_denormals, record_log_norms, status_flags
+from harness.core.spec import RunSpec
 from harness.lab.run import record
 from tests.conftest import build, unroll
 
@@ -16,8 +16,7 @@ def true_log_norms(model, batch):
     """ln||dL/d block|| from torch.autograd.grad(loss, [S_0 .. S_T]) on the same graph."""
     states, loss = unroll(model, batch)
     grads = torch.autograd.grad(loss, states)
-    return torch.stack([torch.linalg.vector_norm(g.view(g.shape[0], model.num_parts, -1), dim=-1)
-                        for g in grads]).log()
+    return torch.stack([torch.linalg.vector_norm(g.view(g.shape[0], model.num_parts, -1), dim=-1) for g in grads]).log()
 
 
 def recorded(model, batch, recorder):
@@ -43,8 +42,9 @@ def test_autograd_recorder_equals_autograd_grad(cell, num_layers, scale):
 
 @pytest.mark.parametrize("cell,num_layers,scale", CASES)
 def test_exact_recorder_equals_autograd_in_float64(cell, num_layers, scale):
-    model, batch = build(cell, init="gaussian", scale=scale, num_layers=num_layers, seq_len=60,
-                         hidden_size=16, batch_size=5)
+    model, batch = build(
+        cell, init="gaussian", scale=scale, num_layers=num_layers, seq_len=60, hidden_size=16, batch_size=5
+    )
     exact = recorded(model, batch, "exact")
     assert_same_norms(exact, recorded(model, batch, "autograd"), rel=1e-6)
     assert_same_norms(exact, true_log_norms(model, batch), rel=1e-6)
@@ -60,8 +60,9 @@ def test_lstm_cell_gradient_at_the_loss_step_is_zero():
 @pytest.mark.parametrize("recorder", ["exact", "autograd"])
 @pytest.mark.parametrize("w", [0.9, 1.1, -0.9])
 def test_linear_scalar_rnn_gain_is_abs_w_to_the_k(recorder, w):
-    model, batch = build("rnn", activation="identity", init="identity", scale=abs(w), hidden_size=1,
-                         seq_len=40, dtype=torch.float32)
+    model, batch = build(
+        "rnn", activation="identity", init="identity", scale=abs(w), hidden_size=1, seq_len=40, dtype=torch.float32
+    )
     with torch.no_grad():
         model.weight_hh_l0.fill_(w)
     log_norms = recorded(model, batch, recorder)[:, :, 0]  # (T+1, batch)
@@ -72,11 +73,24 @@ def test_linear_scalar_rnn_gain_is_abs_w_to_the_k(recorder, w):
 
 @pytest.mark.parametrize("cell,scale,beyond", [("gru", 0.5, "below"), ("rnn", 3.0, "above")])
 def test_exact_is_finite_far_outside_float32_range(cell, scale, beyond):
-    columns = dict(cell=cell, activation="tanh", init="gaussian", scale=scale, seq_len=2000,
-                   hidden_size=32, input_size=32, num_layers=1, batch_size=4, seed=0, task="probe",
-                   recorder="exact", dtype="float32", device="cpu")
+    columns = dict(
+        cell=cell,
+        activation="tanh",
+        init="gaussian",
+        scale=scale,
+        seq_len=2000,
+        hidden_size=32,
+        input_size=32,
+        num_layers=1,
+        batch_size=4,
+        seed=0,
+        task="probe",
+        recorder="exact",
+        dtype="float32",
+        device="cpu",
+    )
     recording = record(RunSpec.from_columns(columns))
-    (_, log_norms), = recording.profiles
+    ((_, log_norms),) = recording.profiles
     assert torch.isfinite(log_norms).all() and recording.flags == []
     log10_first = log_norms[0].median().item() / math.log(10)
     float32_decades = math.log10(torch.finfo(torch.float32).max)  # 38.5
@@ -84,15 +98,27 @@ def test_exact_is_finite_far_outside_float32_range(cell, scale, beyond):
 
 
 def test_autograd_underflow_and_overflow_are_flagged_not_raised():
-    base = dict(activation="tanh", init="gaussian", seq_len=600, hidden_size=32, input_size=32,
-                num_layers=1, batch_size=4, seed=0, task="probe", dtype="float32", device="cpu", cell="rnn")
+    base = dict(
+        activation="tanh",
+        init="gaussian",
+        seq_len=600,
+        hidden_size=32,
+        input_size=32,
+        num_layers=1,
+        batch_size=4,
+        seed=0,
+        task="probe",
+        dtype="float32",
+        device="cpu",
+        cell="rnn",
+    )
     for scale, expect in [(0.25, "underflow"), (3.0, "overflow")]:
         recording = record(RunSpec.from_columns({**base, "scale": scale, "recorder": "autograd"}))
-        (_, log_norms), = recording.profiles
+        ((_, log_norms),) = recording.profiles
         assert expect in recording.flags  # an overflow also turns into nan where inf meets 0 in the backward
         assert (torch.isneginf if expect == "underflow" else torch.isposinf)(log_norms).any()
         exact_recording = record(RunSpec.from_columns({**base, "scale": scale, "recorder": "exact"}))
-        (_, exact), = exact_recording.profiles
+        ((_, exact),) = exact_recording.profiles
         assert exact_recording.flags == [] and torch.isfinite(exact).all()
         # Where autograd is in range, both agree.
         in_range = torch.isfinite(log_norms) & (log_norms.abs() < 80)
@@ -131,6 +157,7 @@ def test_flush_reaches_torch_worker_threads(mode, unflushed):
     """Only a flush set before torch's thread pool starts reaches its workers (where 2 threads run)."""
     import subprocess
     import sys
+
     out = subprocess.run([sys.executable, "-c", FLUSH_PROBE, mode], capture_output=True, text=True, check=True)
     fraction = float(out.stdout)
     if unflushed is not None:

@@ -1,4 +1,5 @@
 """Hydra's private APIs are fenced in harness/cli/hydra_internals.py behind a version check."""
+
 import ast
 
 import pytest
@@ -13,8 +14,13 @@ def test_only_the_fence_imports_hydra_internals():
         if path.name == "hydra_internals.py":
             continue
         for node in ast.walk(ast.parse(path.read_text())):
-            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else \
-                [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            names = (
+                [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else []
+            )
             assert not any(name.startswith("hydra._internal") for name in names), path
             if isinstance(node, ast.Attribute):
                 assert not node.attr.startswith("_parse_overrides") and node.attr != "_apply_overrides_to_config", path
@@ -29,8 +35,10 @@ def test_tested_versions_pass(version):
 def test_an_untested_hydra_is_refused_in_one_line_with_the_way_out(version):
     with pytest.raises(ConfigError) as error:
         hydra_internals.check_version(version)
-    assert str(error.value) == (f"hydra-core {version}: the fast sweeper is tested with hydra-core >=1.3.2,<1.4; "
-                                "install one of those, or run with hydra/sweeper=basic hydra/launcher=basic")
+    assert str(error.value) == (
+        f"hydra-core {version}: the fast sweeper is tested with hydra-core >=1.3.2,<1.4; "
+        "install one of those, or run with hydra/sweeper=basic hydra/launcher=basic"
+    )
 
 
 def test_the_sweeper_checks_before_it_expands_a_grid(monkeypatch):

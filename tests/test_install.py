@@ -6,6 +6,7 @@ through the harness/conf -> conf and conf/experiment -> experiments links), its 
 Hydra's scan of the hydra_plugins namespace), its console script. The heavy dependencies (torch, Hydra,
 pandas, ...) come from this interpreter's environment through a .pth file: nothing is downloaded.
 """
+
 from __future__ import annotations
 
 import csv
@@ -68,11 +69,14 @@ def _env() -> dict[str, str]:
 
 
 def _run(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run([str(a) for a in args], cwd=cwd, env=_env(), capture_output=True, text=True,
-                            timeout=TIMEOUT)
+    result = subprocess.run(
+        [str(a) for a in args], cwd=cwd, env=_env(), capture_output=True, text=True, timeout=TIMEOUT
+    )
     if check and result.returncode != 0:
-        raise AssertionError(f"{' '.join(map(str, args))}\n(in {cwd}) exit {result.returncode}\n"
-                             f"--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}")
+        raise AssertionError(
+            f"{' '.join(map(str, args))}\n(in {cwd}) exit {result.returncode}\n"
+            f"--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}"
+        )
     return result
 
 
@@ -89,8 +93,11 @@ def _new_venv(venv: Path) -> tuple[Path, Path, Path]:
     """A fresh venv (its folder, python, site-packages) that borrows this environment's dependencies."""
     _run([sys.executable, "-m", "venv", "--without-pip", venv], cwd=venv.parent)
     python = venv / ("Scripts" if os.name == "nt" else "bin") / ("python.exe" if os.name == "nt" else "python")
-    site = Path(_run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                     cwd=venv.parent).stdout.strip())
+    site = Path(
+        _run(
+            [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], cwd=venv.parent
+        ).stdout.strip()
+    )
     # This environment's site-packages, after the venv's own. Its .pth files are not read from there
     # (only those in site's own folders are), so the editable install's link to the checkout is not.
     ours = dict.fromkeys(sysconfig.get_paths()[key] for key in ("purelib", "platlib"))
@@ -109,15 +116,33 @@ def installed(tmp_path_factory) -> SimpleNamespace:
     source = tmp / "source"
     shutil.copytree(ROOT, source, symlinks=True, ignore=_ignored)
     wheels = tmp / "wheels"
-    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
-          "--wheel-dir", wheels, "."], cwd=source)
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "--wheel-dir",
+            wheels,
+            ".",
+        ],
+        cwd=source,
+    )
     (wheel,) = wheels.glob("harness-*.whl")
 
     venv, python, site = _new_venv(tmp / "venv")
     _run([sys.executable, "-m", "pip", "--python", python, "install", "--no-deps", "--no-index", wheel], cwd=tmp)
     scripts = python.parent
-    return SimpleNamespace(wheel=wheel, venv=venv, python=python, site=site,
-                           script=scripts / ("harness.exe" if os.name == "nt" else "harness"))
+    return SimpleNamespace(
+        wheel=wheel,
+        venv=venv,
+        python=python,
+        site=site,
+        script=scripts / ("harness.exe" if os.name == "nt" else "harness"),
+    )
 
 
 def _user_folder(path: Path, **experiments: str) -> Path:
@@ -161,8 +186,12 @@ def test_wheel_holds_packages_configs_and_plugins(installed):
         assert f"{package}/__init__.py" in names, package  # pyproject.toml lists packages by hand
     assert "hydra_plugins/__init__.py" not in names  # a namespace shared with other Hydra plugins
 
-    configs = {str(Path(top, f).relative_to(ROOT / "conf")).replace(os.sep, "/")
-               for top, _, files in os.walk(ROOT / "conf", followlinks=True) for f in files if f.endswith(".yaml")}
+    configs = {
+        str(Path(top, f).relative_to(ROOT / "conf")).replace(os.sep, "/")
+        for top, _, files in os.walk(ROOT / "conf", followlinks=True)
+        for f in files
+        if f.endswith(".yaml")
+    }
     assert {"config.yaml", "experiment/quickstart.yaml", "hydra/launcher/slurm.yaml"} <= configs
     missing = {f"harness/conf/{c}" for c in configs} - names
     assert not missing, f"configs missing from the wheel: {sorted(missing)}"
@@ -171,9 +200,11 @@ def test_wheel_holds_packages_configs_and_plugins(installed):
 
 
 def test_installed_package_runs_from_the_venv_not_the_checkout(installed, tmp_path):
-    code = ("import harness, harness.cli.paths as p, hydra_plugins.harness_sweeper as s, "
-            "hydra_plugins.harness_user_configs as u; "
-            "print(harness.__file__); print(s.__file__); print(u.__file__); print(p.CONF_DIR)")
+    code = (
+        "import harness, harness.cli.paths as p, hydra_plugins.harness_sweeper as s, "
+        "hydra_plugins.harness_user_configs as u; "
+        "print(harness.__file__); print(s.__file__); print(u.__file__); print(p.CONF_DIR)"
+    )
     out = _run([installed.python, "-c", code], cwd=tmp_path).stdout.split()
     site = installed.site.resolve()
     for path in out:
@@ -192,8 +223,10 @@ def test_packaged_experiment_runs_from_a_user_folder(installed, tmp_path):
     folder = _user_folder(tmp_path / "user", mine=MINE)
     # Its sweep cut to 2 x 2 on the command line (which wins over the file's hydra.sweeper.params); the
     # rnn is left out: with this experiment's gaussian init its theory predictions take seconds a run.
-    result = _run([installed.python, "-m", "harness", "-m", "experiment=quickstart", *TINY,
-                   "cell=lstm,gru", "scale=0.5,2"], cwd=folder)
+    result = _run(
+        [installed.python, "-m", "harness", "-m", "experiment=quickstart", *TINY, "cell=lstm,gru", "scale=0.5,2"],
+        cwd=folder,
+    )
     sweep = _assert_sweep(result, folder, "quickstart", runs=4)
     rows = _rows(sweep)
     assert {row["init"] for row in rows} == {"gaussian"}  # from the packaged experiment file
@@ -222,8 +255,22 @@ def test_plain_editable_install_sweeps_from_another_folder(tmp_path):
     source = tmp_path / "source"
     shutil.copytree(ROOT, source, symlinks=True, ignore=_ignored)
     _, python, _ = _new_venv(tmp_path / "venv")
-    _run([sys.executable, "-m", "pip", "--python", python, "install", "--no-deps", "--no-build-isolation",
-          "--no-index", "-e", source], cwd=tmp_path)
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            python,
+            "install",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "-e",
+            source,
+        ],
+        cwd=tmp_path,
+    )
     folder = _user_folder(tmp_path / "user", mine=MINE)
     result = _run([python, "-m", "harness", "-m", "experiment=mine"], cwd=folder)
     _assert_sweep(result, folder, "mine", runs=2)

@@ -1,5 +1,7 @@
-"""The package's layers: core (torch only) <- lab (pandas, matplotlib) <- cli (Hydra). Imports only
-point down, and importing the package changes nothing global."""
+"""The package's layers: core (torch, numpy) <- lab (pandas, matplotlib, ...) <- cli (Hydra). Imports only
+point down, each layer imports only its own third-party packages, and importing the package changes
+nothing global."""
+
 import ast
 import subprocess
 import sys
@@ -10,6 +12,12 @@ import pytest
 from tests.conftest import ROOT
 
 LAYERS = ["core", "lab", "cli"]  # bottom first
+# The third-party packages each layer adds to the ones below it.
+THIRD_PARTY = {
+    "core": {"torch", "numpy"},
+    "lab": {"pandas", "pyarrow", "matplotlib", "tqdm", "yaml"},
+    "cli": {"hydra", "omegaconf", "packaging"},
+}
 
 
 def harness_imports(path: Path) -> set[str]:
@@ -25,11 +33,32 @@ def harness_imports(path: Path) -> set[str]:
 
 @pytest.mark.parametrize("layer", LAYERS)
 def test_imports_only_point_down(layer):
-    allowed = {f"harness.{name}" for name in LAYERS[:LAYERS.index(layer) + 1]}
+    allowed = {f"harness.{name}" for name in LAYERS[: LAYERS.index(layer) + 1]}
     for path in sorted((ROOT / "harness" / layer).rglob("*.py")):  # subpackages too (core.zoo)
         for module in harness_imports(path):
-            assert any(module == a or module.startswith(a + ".") for a in allowed), \
+            assert any(module == a or module.startswith(a + ".") for a in allowed), (
                 f"{path.relative_to(ROOT)} imports {module}: {layer} may import only {sorted(allowed)}"
+            )
+
+
+def third_party_imports(path: Path) -> set[str]:
+    """The top-level packages outside the standard library and harness a file imports, at any depth
+    (lazy imports and TYPE_CHECKING blocks included)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module.split(".")[0])
+    return found - set(sys.stdlib_module_names) - {"harness", "__future__"}
+
+
+@pytest.mark.parametrize("layer", LAYERS)
+def test_each_layer_imports_only_its_own_third_party_packages(layer):
+    allowed = set().union(*(THIRD_PARTY[name] for name in LAYERS[: LAYERS.index(layer) + 1]))
+    for path in sorted((ROOT / "harness" / layer).rglob("*.py")):
+        extra = third_party_imports(path) - allowed
+        assert not extra, f"{path.relative_to(ROOT)} imports {sorted(extra)}: {layer} may import only {sorted(allowed)}"
 
 
 BLOCKED = """
@@ -42,7 +71,7 @@ sys.meta_path.insert(0, Block())
 import os, torch
 before = (os.umask(0o022), torch.get_default_dtype(), torch.is_grad_enabled(), torch.get_num_threads())
 os.umask(before[0])
-import harness, harness.core.api, harness.core.spec, harness.core.theory, harness.core.runfolder
+import harness, harness.lab.api, harness.core.spec, harness.core.theory, harness.core.runfolder
 after = (os.umask(0o022), torch.get_default_dtype(), torch.is_grad_enabled(), torch.get_num_threads())
 print(harness.__all__)
 print(before == after, sorted(m for m in ("hydra", "matplotlib", "pandas") if m in sys.modules))

@@ -1,5 +1,6 @@
 """The memory estimate (harness.core.memory): what it counts, what it refuses. In process, no runs;
 benchmarks/memory_estimate.py holds the sums to the peak memory of real runs."""
+
 from __future__ import annotations
 
 import pytest
@@ -12,9 +13,22 @@ GIB = 1 << 30
 
 
 def columns(**overrides) -> RunSpec:
-    config = dict(cell="rnn", activation="tanh", init="default", scale=1.0, seq_len=100, hidden_size=64,
-                  input_size=64, num_layers=1, batch_size=32, seed=0, task="probe", recorder="exact",
-                  dtype="float32", device="cpu")
+    config = dict(
+        cell="rnn",
+        activation="tanh",
+        init="default",
+        scale=1.0,
+        seq_len=100,
+        hidden_size=64,
+        input_size=64,
+        num_layers=1,
+        batch_size=32,
+        seed=0,
+        task="probe",
+        recorder="exact",
+        dtype="float32",
+        device="cpu",
+    )
     return RunSpec.from_columns(config_columns({**config, **overrides}))
 
 
@@ -26,13 +40,16 @@ def test_a_wide_tanh_rnn_that_fits_is_not_refused():
     assert 9 * 10**9 < sum(parts.values()) < 12 * 10**9
 
 
-@pytest.mark.parametrize("overrides, decomposes", [
-    ({}, False),  # tanh: mean field and the carried Lyapunov exponent, no matrix
-    ({"activation": "identity", "init": "orthogonal"}, True),  # linear_rate: eigvals of W_hh
-    ({"activation": "identity", "num_layers": 2}, False),  # linear_rate needs one layer
-    ({"cell": "lru"}, False),  # its rate reads its eigenvalues off a vector
-    ({"cell": "lstm", "activation": "identity"}, False),
-])
+@pytest.mark.parametrize(
+    "overrides, decomposes",
+    [
+        ({}, False),  # tanh: mean field and the carried Lyapunov exponent, no matrix
+        ({"activation": "identity", "init": "orthogonal"}, True),  # linear_rate: eigvals of W_hh
+        ({"activation": "identity", "num_layers": 2}, False),  # linear_rate needs one layer
+        ({"cell": "lru"}, False),  # its rate reads its eigenvalues off a vector
+        ({"cell": "lstm", "activation": "identity"}, False),
+    ],
+)
 def test_theory_counts_an_eigendecomposition_only_where_theory_does_one(overrides, decomposes):
     hidden = 2000
     theory = memory.estimate(columns(hidden_size=hidden, **overrides), 24 * GIB)["theory"]
@@ -56,7 +73,9 @@ def test_the_process_itself_is_counted():
 
 def test_training_counts_gradients_moments_and_the_whole_sequence():
     at_init = memory.estimate(columns(task="adding", recorder="autograd"), 24 * GIB)
-    trained = memory.estimate(columns(task="adding", recorder="autograd", **{"train.steps": 10, "train.record_every": 5}), 24 * GIB)
+    trained = memory.estimate(
+        columns(task="adding", recorder="autograd", **{"train.steps": 10, "train.record_every": 5}), 24 * GIB
+    )
     assert at_init["training"] == 0 < trained["training"]
     assert trained["parameters"] > at_init["parameters"]
 
@@ -70,6 +89,7 @@ def test_units_and_the_spectrum_cost_more():
 def test_the_written_out_step_keeps_less_than_the_segment_budget():
     """The segment length budgets twice the coefficients; the estimate counts what a step keeps."""
     from harness.core.networks import meta_network
+
     for cell in ("rnn", "lstm", "gru"):
         net = meta_network(columns(cell=cell, hidden_size=256))
         kept = memory.kept_bytes_per_step(net, 32, 4)
@@ -82,8 +102,9 @@ def test_a_run_that_cannot_fit_is_refused_in_one_line_naming_the_key():
     message = str(refused.value)
     assert message.startswith("hidden_size=100000: the run needs about") and "\n" not in message
     with pytest.raises(ConfigError, match=r"^seq_len=.*expected a smaller seq_len"):
-        memory.check_fits(columns(seq_len=10**6, hidden_size=512, batch_size=256, **{"record.units": True}),
-                          available=24 * GIB)
+        memory.check_fits(
+            columns(seq_len=10**6, hidden_size=512, batch_size=256, **{"record.units": True}), available=24 * GIB
+        )
 
 
 def test_nothing_fits_in_no_memory_and_the_process_is_never_the_key_named():

@@ -1,6 +1,7 @@
 """lru, indrnn and minimal: each recorder against autograd with retain_grad on an independent
 implementation of the published equations; the closed forms (lru ring, indrnn |u|^k); the decay-law
 classifier on closed forms and on noisy synthetic profiles."""
+
 import importlib.util
 import math
 
@@ -8,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from harness.core.spec import RunSpec
 from harness.core.analysis import fit_profile
 from harness.core.init import initialise
 from harness.core.networks import build
 from harness.core.recorders import record_log_norms
+from harness.core.spec import RunSpec
 from harness.core.tasks import probe
 from harness.lab.run import record
 from tests.conftest import ROOT
@@ -20,8 +21,15 @@ from tests.conftest import ROOT
 SIZES = dict(input_size=3, hidden_size=5, seq_len=15, batch_size=4)
 
 
-def make(cell: str, num_layers: int = 1, scale: float = 0.9, activation: str = "tanh", init: str = "default",
-         hidden_size: int = 5, **options):
+def make(
+    cell: str,
+    num_layers: int = 1,
+    scale: float = 0.9,
+    activation: str = "tanh",
+    init: str = "default",
+    hidden_size: int = 5,
+    **options,
+):
     model = build(cell, activation, SIZES["input_size"], hidden_size, num_layers, options).double()
     initialise(model, init, scale, torch.Generator().manual_seed(0))
     return model
@@ -43,9 +51,13 @@ def unroll_reference(step, x, num_layers, width, dtype=torch.float64):
 
 def lru_reference(model, x):
     """The lru in complex arithmetic (torch.complex128), from its parameters."""
-    p = [{n: getattr(model, f"{n}_l{layer}").detach() for n in ("nu_log", "theta_log", "gamma_log", "B_re",
-                                                                 "B_im", "C_re", "C_im", "D")}
-         for layer in range(model.num_layers)]
+    p = [
+        {
+            n: getattr(model, f"{n}_l{layer}").detach()
+            for n in ("nu_log", "theta_log", "gamma_log", "B_re", "B_im", "C_re", "C_im", "D")
+        }
+        for layer in range(model.num_layers)
+    ]
 
     def step(layer, x_t, h):
         q = p[layer]
@@ -70,8 +82,10 @@ def indrnn_reference(model, x):
 
 def minimal_reference(model, x):
     def step(layer, x_t, h):
-        wz, bz, w, v, b = (getattr(model, f"{n}_l{layer}").detach()
-                           for n in ("weight_ih", "bias_ih", "weight_hh", "weight_zh", "bias_hh"))
+        wz, bz, w, v, b = (
+            getattr(model, f"{n}_l{layer}").detach()
+            for n in ("weight_ih", "bias_ih", "weight_hh", "weight_zh", "bias_hh")
+        )
         z = model.act(x_t @ wz.T + bz)
         u = torch.sigmoid(h @ w.T + z @ v.T + b)
         h = u * h + (1 - u) * z
@@ -89,8 +103,13 @@ REFERENCES = {"lru": lru_reference, "indrnn": indrnn_reference, "minimal": minim
 @pytest.mark.parametrize("cell", sorted(REFERENCES))
 def test_recorders_equal_autograd_on_an_independent_implementation(cell, num_layers, recorder):
     model = make(cell, num_layers, scale=1.3)
-    x = torch.randn(SIZES["seq_len"], SIZES["batch_size"], SIZES["input_size"], dtype=torch.float64,
-                    generator=torch.Generator().manual_seed(1))
+    x = torch.randn(
+        SIZES["seq_len"],
+        SIZES["batch_size"],
+        SIZES["input_size"],
+        dtype=torch.float64,
+        generator=torch.Generator().manual_seed(1),
+    )
     readout = torch.randn(model.output_size, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
     states = model(x, model.initial_state(SIZES["batch_size"]))
     measured = record_log_norms((model.top_hidden(states[-1]) @ readout).sum(), states, model.block_sizes, recorder)
@@ -99,19 +118,36 @@ def test_recorders_equal_autograd_on_an_independent_implementation(cell, num_lay
     (top[-1] @ readout).sum().backward()
     for layer, hs in enumerate(layers):
         # |complex| for the lru; a block nothing reads (a lower layer's h_T) has no gradient: 0
-        expected = torch.stack([torch.zeros(len(h)) if h.grad is None else h.grad.abs().pow(2).sum(1).sqrt()
-                                for h in hs]).double().log()
+        expected = (
+            torch.stack([torch.zeros(len(h)) if h.grad is None else h.grad.abs().pow(2).sum(1).sqrt() for h in hs])
+            .double()
+            .log()
+        )
         torch.testing.assert_close(measured[:, :, layer], expected, rtol=0, atol=1e-9 * math.log(10))
 
 
 def test_lru_hidden_4096_equals_its_closed_form_and_decays_as_a_power_law():
     """||dL/dh_{T-k}||^2 = sum_j |c_j|^2 |lambda_j|^(2k) with c = dL/dh_T (the probe's readout), at hidden
     4096, T = 200, float64; the fitted exponent is -1/2 within the sampling error of a ring of 4096."""
-    columns = dict(cell="lru", activation="tanh", init="default", scale=1.0, seq_len=200, hidden_size=4096,
-                   input_size=8, num_layers=1, batch_size=2, seed=0, task="probe", recorder="exact",
-                   dtype="float64", device="cpu", **{"cell.r_min": 0.0, "cell.r_max": 1.0})
+    columns = dict(
+        cell="lru",
+        activation="tanh",
+        init="default",
+        scale=1.0,
+        seq_len=200,
+        hidden_size=4096,
+        input_size=8,
+        num_layers=1,
+        batch_size=2,
+        seed=0,
+        task="probe",
+        recorder="exact",
+        dtype="float64",
+        device="cpu",
+        **{"cell.r_min": 0.0, "cell.r_max": 1.0},
+    )
     recording = record(RunSpec.from_columns(columns))
-    (_, log_norms), = recording.profiles
+    ((_, log_norms),) = recording.profiles
     model = recording.model
     modulus = np.exp(-np.exp(model.nu_log_l0.detach().numpy()))
     # the probe's readout c = dL/dh_T, drawn as the run draws it: the seeded generator initialises the
@@ -167,6 +203,7 @@ def test_indrnn_unit_gain_is_abs_u_to_the_k():
 @pytest.mark.parametrize("cell,init", [("lru", "gaussian"), ("indrnn", "orthogonal")])
 def test_inits_a_cell_has_no_meaning_for_are_not_applicable(cell, init):
     from harness.core.errors import NotApplicable
+
     with pytest.raises(NotApplicable):
         make(cell, init=init)
 

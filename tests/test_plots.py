@@ -1,4 +1,5 @@
 """Figures follow what a sweep varied: which are drawn, with no empty panel, at 1 run and at 500."""
+
 import math
 
 import matplotlib.pyplot as plt
@@ -8,18 +9,34 @@ import pytest
 import torch
 
 from harness.lab import figures as plots
-from harness.core.runfolder import profile_frame
+from harness.lab.tables import profile_frame
 
-BASE = {"name": "t", "cell": "rnn", "activation": "tanh", "init": "gaussian", "task": "probe", "scale": 1.0,
-        "seq_len": 20, "hidden_size": 8, "input_size": 8, "num_layers": 1, "batch_size": 4, "seed": 0,
-        "recorder": "exact", "dtype": "float32", "device": "cpu"}
+BASE = {
+    "name": "t",
+    "cell": "rnn",
+    "activation": "tanh",
+    "init": "gaussian",
+    "task": "probe",
+    "scale": 1.0,
+    "seq_len": 20,
+    "hidden_size": 8,
+    "input_size": 8,
+    "num_layers": 1,
+    "batch_size": 4,
+    "seed": 0,
+    "recorder": "exact",
+    "dtype": "float32",
+    "device": "cpu",
+}
 
 
 def sweep(**axes) -> pd.DataFrame:
     """Profiles for every combination of the given axes, each decaying at a rate set by its scale."""
     keys = list(axes)
     frames = []
-    for i, values in enumerate(np.array(np.meshgrid(*axes.values(), indexing="ij"), dtype=object).reshape(len(keys), -1).T):
+    for i, values in enumerate(
+        np.array(np.meshgrid(*axes.values(), indexing="ij"), dtype=object).reshape(len(keys), -1).T
+    ):
         columns = {**BASE, **dict(zip(keys, values))}
         T, layers = int(columns["seq_len"]), int(columns["num_layers"])
         states = ("h", "c") if columns["cell"] == "lstm" else ("h",)
@@ -28,7 +45,9 @@ def sweep(**axes) -> pd.DataFrame:
         log_norms = (rate * lag)[:, None, None].expand(T + 1, 4, layers * len(states)).clone()
         # Noise of its own per run, not the global generator's: the numbers must not depend on which
         # tests ran before in the same process (near rate 0, noise decides a profile's decay law).
-        log_norms += 0.01 * torch.randn(log_norms.shape, dtype=log_norms.dtype, generator=torch.Generator().manual_seed(i))
+        log_norms += 0.01 * torch.randn(
+            log_norms.shape, dtype=log_norms.dtype, generator=torch.Generator().manual_seed(i)
+        )
         frames.append(profile_frame(log_norms, f"run{i}", columns, states))
     return pd.concat(frames, ignore_index=True)
 
@@ -43,6 +62,7 @@ def drawn(monkeypatch):
         panels = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
         figures[path.name] = [len(ax.lines) + len(ax.collections) for ax in panels]
         return save(fig, path, caption)
+
     monkeypatch.setattr(plots, "save", spy)
     return figures
 
@@ -69,16 +89,23 @@ def test_seq_len_and_layers_figures(tmp_path, drawn):
 
 
 def test_no_empty_panels_when_the_grid_is_ragged(tmp_path, drawn):
-    frame = pd.concat([sweep(cell=["rnn"], activation=["tanh", "relu"]),
-                       sweep(cell=["gru"], activation=["tanh"]).assign(run_id=lambda f: f.run_id + "g")])
+    frame = pd.concat(
+        [
+            sweep(cell=["rnn"], activation=["tanh", "relu"]),
+            sweep(cell=["gru"], activation=["tanh"]).assign(run_id=lambda f: f.run_id + "g"),
+        ]
+    )
     plots.make_figures(tmp_path, frame)
     assert len(drawn["profiles"]) == 3 and all(n > 0 for n in drawn["profiles"])
 
 
 @pytest.mark.slow
 def test_five_hundred_runs_page_and_stay_readable(tmp_path, drawn):
-    frame = sweep(cell=["rnn", "lstm", "gru"], activation=["tanh", "relu", "gelu", "softsign", "sigmoid",
-                  "identity", "leaky_relu"], scale=list(np.linspace(0.3, 3, 24)))
+    frame = sweep(
+        cell=["rnn", "lstm", "gru"],
+        activation=["tanh", "relu", "gelu", "softsign", "sigmoid", "identity", "leaky_relu"],
+        scale=list(np.linspace(0.3, 3, 24)),
+    )
     assert frame.run_id.nunique() == 504
     written = plots.make_figures(tmp_path, frame)
     names = sorted(d.path.stem for d in written)
@@ -96,6 +123,7 @@ def test_flagged_runs_are_dashed(tmp_path, monkeypatch):
     def spy(ax, *args, **kw):
         styles.append(kw.get("ls"))
         return plot(ax, *args, **kw)
+
     monkeypatch.setattr(plots.plt.Axes, "plot", spy)
     summary = pd.DataFrame({"run_id": ["run0", "run1"], "status": ["ok", "diverged"]})
     plots.make_figures(tmp_path, frame, summary)
@@ -106,10 +134,23 @@ def test_training_figures(tmp_path, drawn):
     """Profiles at several steps, a loss table and a summary: losses, training_profiles, learnability."""
     frames = [sweep(cell=["rnn", "lstm"]).assign(step=step) for step in (0, 50, 100)]
     profile = pd.concat(frames, ignore_index=True)
-    losses = pd.DataFrame([{"run_id": f"run{i}", "cell": cell, "step": step, "eval_loss": 0.2 / (1 + step * i),
-                            "baseline": 1 / 6} for i, cell in enumerate(["rnn", "lstm"]) for step in (0, 50, 100)])
-    summary = pd.DataFrame({"run_id": ["run0", "run1"], "cell": ["rnn", "lstm"], "status": ["ok", "ok"],
-                            "rate_init": [-0.5, -0.1], "final_loss": [0.2, 0.002], "baseline": [1 / 6, 1 / 6]})
+    losses = pd.DataFrame(
+        [
+            {"run_id": f"run{i}", "cell": cell, "step": step, "eval_loss": 0.2 / (1 + step * i), "baseline": 1 / 6}
+            for i, cell in enumerate(["rnn", "lstm"])
+            for step in (0, 50, 100)
+        ]
+    )
+    summary = pd.DataFrame(
+        {
+            "run_id": ["run0", "run1"],
+            "cell": ["rnn", "lstm"],
+            "status": ["ok", "ok"],
+            "rate_init": [-0.5, -0.1],
+            "final_loss": [0.2, 0.002],
+            "baseline": [1 / 6, 1 / 6],
+        }
+    )
     plots.make_figures(tmp_path, profile, summary, losses)
     assert {"training_profiles", "losses", "learnability"} <= set(drawn)
     assert drawn["training_profiles"] == [3, 3]  # a line per recorded step, a panel per run

@@ -1,5 +1,6 @@
 """remedy=pascanu: the Omega regulariser of Pascanu, Mikolov & Bengio (2013) against Jacobians that
 autograd computes step by step, its gradient against finite differences, and a training run."""
+
 import pytest
 import torch
 
@@ -31,7 +32,8 @@ def test_omega_is_the_norm_preservation_of_every_steps_jacobian():
         per_sample = []
         for b in range(4):
             jacobian = torch.autograd.functional.jacobian(
-                lambda h: model.step(h.unsqueeze(0), drives[t - 1][b:b + 1]).squeeze(0), states[t - 1][b].detach())
+                lambda h: model.step(h.unsqueeze(0), drives[t - 1][b : b + 1]).squeeze(0), states[t - 1][b].detach()
+            )
             d = grads[t - 1][b]
             per_sample.append(((d @ jacobian).pow(2).sum() / d.pow(2).sum() - 1) ** 2)
         terms.append(torch.stack(per_sample).mean())
@@ -49,16 +51,38 @@ def test_omegas_gradient_is_its_finite_difference():
     assert (gradient * direction).sum().item() == pytest.approx(finite.item(), rel=1e-6)
 
 
-BASE = dict(activation="tanh", init="default", scale=1.0, seq_len=12, hidden_size=6, input_size=2, num_layers=1,
-            batch_size=4, seed=0, task="adding", dtype="float64", device="cpu", recorder="exact",
-            **{"train.steps": 3, "train.lr": 0.01, "train.optimizer": "sgd", "train.clip_norm": 1.0,
-               "train.clip_value": None, "train.weight_decay": 0.0, "train.record_every": 3})
+BASE = dict(
+    activation="tanh",
+    init="default",
+    scale=1.0,
+    seq_len=12,
+    hidden_size=6,
+    input_size=2,
+    num_layers=1,
+    batch_size=4,
+    seed=0,
+    task="adding",
+    dtype="float64",
+    device="cpu",
+    recorder="exact",
+    **{
+        "train.steps": 3,
+        "train.lr": 0.01,
+        "train.optimizer": "sgd",
+        "train.clip_norm": 1.0,
+        "train.clip_value": None,
+        "train.weight_decay": 0.0,
+        "train.record_every": 3,
+    },
+)
 
 
 def test_a_pascanu_run_trains_and_omega_moves_w_hh():
     plain = run.record(RunSpec.from_columns({**BASE, "cell": "rnn", "train.omega": 0.0}))
     regularised = run.record(RunSpec.from_columns({**BASE, "cell": "rnn", "train.omega": 2.0}))
-    assert len(regularised.losses) == 2 and all(torch.isfinite(torch.tensor(r["eval_loss"])) for r in regularised.losses)
+    assert len(regularised.losses) == 2 and all(
+        torch.isfinite(torch.tensor(r["eval_loss"])) for r in regularised.losses
+    )
     assert not torch.allclose(plain.model.weight_hh_l0, regularised.model.weight_hh_l0)
 
 
@@ -85,7 +109,9 @@ def test_flossing_pulls_the_top_exponent_toward_zero(scale):
 
 
 def test_a_flossing_run_trains_and_logs_its_objective():
-    recording = run.record(RunSpec.from_columns({**BASE, "cell": "gru", "train.flossing_k": 2, "train.flossing_every": 2}))
+    recording = run.record(
+        RunSpec.from_columns({**BASE, "cell": "gru", "train.flossing_k": 2, "train.flossing_every": 2})
+    )
     assert [row["step"] for row in recording.losses] == [0, 3]
     assert recording.losses[-1]["flossing_loss"] >= 0
     with pytest.raises(NotApplicable, match="flossing"):

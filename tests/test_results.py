@@ -1,4 +1,5 @@
 """Run folders and tables: schema, quantiles, atomic writes, failures recorded without stopping others."""
+
 import json
 import math
 
@@ -8,11 +9,12 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from harness.lab import run as run_module
 from harness.cli.paths import CONF_DIR
+from harness.core.runfolder import DONE
 from harness.core.spec import VALIDATORS, config_columns, flat_config
-from harness.core.runfolder import DONE, profile_frame, write_parquet
+from harness.lab import run as run_module
 from harness.lab.results import collect
+from harness.lab.tables import profile_frame, write_parquet
 
 
 def test_profile_frame_rows_and_quantiles():
@@ -30,7 +32,7 @@ def test_profile_frame_rows_and_quantiles():
 def test_write_is_atomic_on_failure(tmp_path):
     path = tmp_path / "table.parquet"
     write_parquet(pd.DataFrame({"a": [1]}), path)
-    with pytest.raises(Exception):
+    with pytest.raises(Exception):  # noqa: B017  whatever pyarrow raises, the old table stays
         write_parquet(pd.DataFrame({"a": [object()]}), path)  # pyarrow cannot store it
     assert pd.read_parquet(path).a.tolist() == [1] and [p.name for p in tmp_path.iterdir()] == ["table.parquet"]
 
@@ -52,6 +54,7 @@ def test_failing_run_is_recorded_and_others_still_collect(tmp_path, monkeypatch)
 
     def broken(columns, progress=False):
         raise RuntimeError("out of memory, say")
+
     monkeypatch.setattr(run_module, "record", broken)
     bad = tmp_path / "1"
     status = run_module.run(compose_config("seq_len=5", "hidden_size=3", "scale=2"), bad)
@@ -112,9 +115,19 @@ def test_derived_summary_columns_against_closed_forms(tmp_path):
     from harness.cli.paths import CONF_DIR
     from harness.lab import run as run_module
 
-    settings = ["activation=identity", "init=orthogonal", "hidden_size=1", "task=adding", "seq_len=12",
-                "batch_size=8", "train.steps=6", "train.record_every=3", "train.lr=0.05", "dtype=float64",
-                "scale=0.8"]
+    settings = [
+        "activation=identity",
+        "init=orthogonal",
+        "hidden_size=1",
+        "task=adding",
+        "seq_len=12",
+        "batch_size=8",
+        "train.steps=6",
+        "train.record_every=3",
+        "train.lr=0.05",
+        "dtype=float64",
+        "scale=0.8",
+    ]
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         cfg = compose("config", overrides=settings)
     run_module.run(cfg, tmp_path / "0")
@@ -126,7 +139,9 @@ def test_derived_summary_columns_against_closed_forms(tmp_path):
     last = profile[profile.step == profile.step.max()].set_index("lag").log10_norm
     trained = (last[10] - last[0]) / 10 * math.log(10)  # ln|w| of the trained weight, read off the profile
     assert row.rate == pytest.approx(trained, abs=1e-9) and abs(row.rate - row.rate_init) > 1e-3
-    assert row.gain_per_step == pytest.approx(math.exp(trained)) and row.half_life == pytest.approx(math.log(2) / abs(trained))
+    assert row.gain_per_step == pytest.approx(math.exp(trained)) and row.half_life == pytest.approx(
+        math.log(2) / abs(trained)
+    )
     for name in ("linear", "mean_field", "lyapunov"):
         assert row[f"gap_{name}"] == pytest.approx(row.rate - row[f"theory_{name}"], nan_ok=True)
     assert row.gap_linear == pytest.approx(trained - math.log(0.8), abs=1e-9)
@@ -148,8 +163,10 @@ def test_results_are_made_as_the_umask_says(tmp_path):
         assert (tmp_path / f"{mask}.txt").stat().st_mode & 0o777 == mode
 
 
-@pytest.mark.parametrize("scale, regime, law", [(0.8, "vanishing", "exponential"), (1.0, "stable", "flat"),
-                                                (1.25, "exploding", "exponential")])
+@pytest.mark.parametrize(
+    "scale, regime, law",
+    [(0.8, "vanishing", "exponential"), (1.0, "stable", "flat"), (1.25, "exploding", "exponential")],
+)
 def test_gain_regime_and_law_columns_against_a_linear_scalar_rnn(tmp_path, scale, regime, law):
     """A 1-unit identity rnn's gain over k steps is exactly |w|^k: log10_gain is T log10(scale), the
     rate ln(scale) decides the regime, the profile is a straight line in k (exponential; flat at 1)
@@ -162,8 +179,16 @@ def test_gain_regime_and_law_columns_against_a_linear_scalar_rnn(tmp_path, scale
     from harness.lab import run as run_module
 
     seq_len = 40
-    settings = ["activation=identity", "init=orthogonal", "hidden_size=1", "input_size=1", f"seq_len={seq_len}",
-                "batch_size=4", "dtype=float64", f"scale={scale}"]
+    settings = [
+        "activation=identity",
+        "init=orthogonal",
+        "hidden_size=1",
+        "input_size=1",
+        f"seq_len={seq_len}",
+        "batch_size=4",
+        "dtype=float64",
+        f"scale={scale}",
+    ]
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         cfg = compose("config", overrides=settings)
     run_module.run(cfg, tmp_path / "0")

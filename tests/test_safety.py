@@ -2,6 +2,7 @@
 and never exits 0 when it did not finish (issue 23): interrupts, folders holding other things, run
 folders that collide or escape, kills, code changes, --out, the table stage, runs that exit, damage
 that only checksums see, and directory links."""
+
 import json
 import multiprocessing
 import os
@@ -40,20 +41,29 @@ def jobs_of(grid, *master_overrides):
     from harness.cli.paths import CONF_DIR
 
     loader = ConfigLoaderImpl(config_search_path=create_config_search_path(str(CONF_DIR)))
-    master = loader.load_configuration("config", overrides=["hydra.sweep.dir=/tmp/sweep", *master_overrides],
-                                       run_mode=RunMode.MULTIRUN)
+    master = loader.load_configuration(
+        "config", overrides=["hydra.sweep.dir=/tmp/sweep", *master_overrides], run_mode=RunMode.MULTIRUN
+    )
     return compose(loader, master, grid)
 
 
 # 1. An interrupt removes exactly what the run wrote ------------------------------------------------------
 
+
 @pytest.mark.slow
 def test_ctrl_c_in_a_single_run_removes_only_what_it_wrote(tmp_path):
     mine = tmp_path / "d"
     mine.mkdir()  # the user's own (empty) folder: it stays, and so would anything in it
-    run = subprocess.Popen([sys.executable, "-m", "harness", *SMALL, f"hydra.run.dir={mine}"], cwd=tmp_path,
-                           env=cli_env(sleep=30), start_new_session=True, text=True, preexec_fn=as_from_a_shell,
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    run = subprocess.Popen(
+        [sys.executable, "-m", "harness", *SMALL, f"hydra.run.dir={mine}"],
+        cwd=tmp_path,
+        env=cli_env(sleep=30),
+        start_new_session=True,
+        text=True,
+        preexec_fn=as_from_a_shell,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         wait_for(lambda: (mine / ".hydra" / "config.yaml").exists() and (mine / MARKER).exists())
         os.killpg(run.pid, signal.SIGINT)
@@ -80,8 +90,11 @@ def test_remove_written_keeps_what_was_there_and_what_is_not_the_harnesss(tmp_pa
         (folder / name).write_text("written")
     (folder / "notes.md").write_text("the user's, written during the run")
     removed, gone = remove_written(folder, before)
-    assert sorted(p.relative_to(folder.resolve()).as_posix() for p in removed) == ["figures/profiles.png", "harness.log",
-                                                                         "meta.json"]
+    assert sorted(p.relative_to(folder.resolve()).as_posix() for p in removed) == [
+        "figures/profiles.png",
+        "harness.log",
+        "meta.json",
+    ]
     assert not gone and sorted(p.name for p in folder.iterdir()) == ["notes.md", "summary.csv", "thesis.tex"]
 
     fresh = tmp_path / "fresh"
@@ -92,13 +105,17 @@ def test_remove_written_keeps_what_was_there_and_what_is_not_the_harnesss(tmp_pa
 
 # 2. Folders that hold other things ----------------------------------------------------------------------
 
-@pytest.mark.parametrize("setup, message", [
-    (lambda d: (d / "thesis.tex").write_text("x"), "holds thesis.tex, which the harness did not write"),
-    (lambda d: (d / "summary.csv").write_text("mine"), "holds summary.csv, which the harness did not write"),
-    (lambda d: [(d / "report.html").write_text("mine"), (d / "a").mkdir()], "holds a and 1 more"),
-    (lambda d: [(d / MARKER).touch(), (d / "notes.txt").write_text("x")], "holds notes.txt"),
-    (lambda d: [claim(d / "0"), (d / MARKER).touch(), (d / "0" / "mine.txt").write_text("x")], "holds 0/mine.txt"),
-])
+
+@pytest.mark.parametrize(
+    "setup, message",
+    [
+        (lambda d: (d / "thesis.tex").write_text("x"), "holds thesis.tex, which the harness did not write"),
+        (lambda d: (d / "summary.csv").write_text("mine"), "holds summary.csv, which the harness did not write"),
+        (lambda d: [(d / "report.html").write_text("mine"), (d / "a").mkdir()], "holds a and 1 more"),
+        (lambda d: [(d / MARKER).touch(), (d / "notes.txt").write_text("x")], "holds notes.txt"),
+        (lambda d: [claim(d / "0"), (d / MARKER).touch(), (d / "0" / "mine.txt").write_text("x")], "holds 0/mine.txt"),
+    ],
+)
 def test_a_folder_holding_what_the_harness_did_not_write_is_refused(tmp_path, setup, message):
     target = tmp_path / "target"
     target.mkdir()
@@ -110,8 +127,13 @@ def test_a_folder_holding_what_the_harness_did_not_write_is_refused(tmp_path, se
 def test_the_current_folder_home_and_their_ancestors_are_refused(tmp_path, monkeypatch):
     work = tmp_path / "work"
     work.mkdir()
-    for folder, said in [(work, "the current folder"), (tmp_path, "the current folder"), (Path("/"), "the root"),
-                         (Path.home(), "your home folder"), (Path("."), "the current folder")]:
+    for folder, said in [
+        (work, "the current folder"),
+        (tmp_path, "the current folder"),
+        (Path("/"), "the root"),
+        (Path.home(), "your home folder"),
+        (Path("."), "the current folder"),
+    ]:
         monkeypatch.chdir(work)
         with pytest.raises(ConfigError, match=said):
             check_target("hydra.run.dir", folder)
@@ -143,13 +165,17 @@ def test_a_sweep_into_another_sweeps_folder_is_refused(tmp_path):
 
 # 3. Run folders that collide or leave the sweep folder, and duplicate grid points ------------------------
 
-@pytest.mark.parametrize("subdir, message", [
-    ("same", "runs 0 and 1 share the folder 'same'"),
-    ("${seq_len}", "runs 0 and 1 share the folder '8'"),
-    (".", "run 0's folder '.' is not inside the sweep folder"),
-    ("../escaped_${scale}", "run 0's folder '../escaped_1.0' is not inside the sweep folder"),
-    ("/tmp/abs_${scale}", "run 0's folder '/tmp/abs_1.0' is not inside the sweep folder"),
-])
+
+@pytest.mark.parametrize(
+    "subdir, message",
+    [
+        ("same", "runs 0 and 1 share the folder 'same'"),
+        ("${seq_len}", "runs 0 and 1 share the folder '8'"),
+        (".", "run 0's folder '.' is not inside the sweep folder"),
+        ("../escaped_${scale}", "run 0's folder '../escaped_1.0' is not inside the sweep folder"),
+        ("/tmp/abs_${scale}", "run 0's folder '/tmp/abs_1.0' is not inside the sweep folder"),
+    ],
+)
 def test_run_folders_that_collide_or_escape_are_refused(subdir, message):
     grid = [["scale=1.0", *SMALL], ["scale=2.0", *SMALL]]
     with pytest.raises(ConfigError, match=rf"hydra.sweep.subdir=.*: {message.replace('(', '.').replace(')', '.')}"):
@@ -157,8 +183,10 @@ def test_run_folders_that_collide_or_escape_are_refused(subdir, message):
 
 
 def test_a_run_folder_inside_another_is_refused():
-    jobs = [Job(num, [], f"id{num}", subdir, None, {"sweep": {"subdir": "${x}"}}) for num, subdir in
-            enumerate(["8", "8/2.0"])]
+    jobs = [
+        Job(num, [], f"id{num}", subdir, None, {"sweep": {"subdir": "${x}"}})
+        for num, subdir in enumerate(["8", "8/2.0"])
+    ]
     with pytest.raises(ConfigError, match=r"run 1's folder '8/2.0' is inside run 0's '8'"):
         check_subdirs(jobs)
     jobs = jobs_of([["scale=1.0"], ["scale=2.0"]], "hydra.sweep.subdir=${seq_len}/${scale}")
@@ -174,6 +202,7 @@ def test_duplicate_grid_points_run_once_with_a_note(capsys):
 
 
 # 4. The lock is the kernel's, and a killed sweep's children die with it ----------------------------------
+
 
 def _take(folder: str, barrier, results) -> None:
     barrier.wait()  # all three enter Lock() together
@@ -211,8 +240,13 @@ def test_a_stale_lock_naming_a_live_unrelated_pid_blocks_nothing(tmp_path):
 def test_sigkill_of_a_sweep_leaves_no_child_and_the_rerun_computes_no_run_twice(tmp_path):
     out = tmp_path / "sweep"
     grid = ["-m", "scale=0.5,1,2,3", *SMALL, f"hydra.sweep.dir={out}"]
-    sweep = subprocess.Popen([sys.executable, "-m", "harness", *grid], cwd=tmp_path, env=cli_env(sleep=1.0),
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    sweep = subprocess.Popen(
+        [sys.executable, "-m", "harness", *grid],
+        cwd=tmp_path,
+        env=cli_env(sleep=1.0),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     wait_for(lambda: len(list(out.glob("*/DONE"))) >= 1 and len(list(out.glob("*/.hydra"))) >= 2)
     children = subprocess.run(["pgrep", "-P", str(sweep.pid)], capture_output=True, text=True).stdout.split()
     assert children, "the sweep forks a child per batch of runs"
@@ -226,6 +260,7 @@ def test_sigkill_of_a_sweep_leaves_no_child_and_the_rerun_computes_no_run_twice(
 
 
 # 5. Resume after a code change --------------------------------------------------------------------------
+
 
 def test_runs_finished_by_other_code_are_refused_on_resume(tmp_path, monkeypatch):
     cell = tmp_path / "my_leaky_cell.py"
@@ -241,8 +276,11 @@ def test_runs_finished_by_other_code_are_refused_on_resume(tmp_path, monkeypatch
     provenance.target_hash.cache_clear()
     (job,) = jobs_of(grid)
     assert job.state(tmp_path) == "changed"
-    with pytest.raises(ConfigError, match=r"1 of its finished runs \(0/ first\) were computed by other code.*"
-                                          r"hydra.sweeper.resume=rerun_changed"):
+    with pytest.raises(
+        ConfigError,
+        match=r"1 of its finished runs \(0/ first\) were computed by other code.*"
+        r"hydra.sweeper.resume=rerun_changed",
+    ):
         check_folders([job], {0: "changed"}, tmp_path)
     check_folders([job], {0: "changed"}, tmp_path, rerun_changed=True)
     run_jobs([job], tmp_path)
@@ -250,17 +288,22 @@ def test_runs_finished_by_other_code_are_refused_on_resume(tmp_path, monkeypatch
 
 
 def test_the_code_identity_covers_the_package_and_every_target():
-    config = {"cell": {"_target_": "examples.leaky_cell.LeakyCell", "kwargs": {"leak": 0.5}},
-              "other": [{"_target_": "x.y"}]}
+    config = {
+        "cell": {"_target_": "examples.leaky_cell.LeakyCell", "kwargs": {"leak": 0.5}},
+        "other": [{"_target_": "x.y"}],
+    }
     identity = provenance.code_identity(config)
-    assert identity["targets"] == {"examples.leaky_cell.LeakyCell": provenance.target_hash("examples.leaky_cell.LeakyCell"),
-                                   "x.y": None}
+    assert identity["targets"] == {
+        "examples.leaky_cell.LeakyCell": provenance.target_hash("examples.leaky_cell.LeakyCell"),
+        "x.y": None,
+    }
     assert len(identity["source"]) == 64 and provenance.same_code(identity, identity)
     assert not provenance.same_code({**identity, "source": "0" * 64}, identity)
     assert not provenance.same_code(None, identity)  # a run from before code was recorded
 
 
 # 6. harness.plot --out ----------------------------------------------------------------------------------
+
 
 @pytest.fixture
 def small_sweep(tmp_path, reference):
@@ -290,6 +333,7 @@ def test_plot_never_writes_into_a_run_folder_or_a_filtered_copy_over_its_source(
 
 # 7. The table stage never exits 0 when it failed ---------------------------------------------------------
 
+
 @pytest.mark.slow
 def test_a_table_stage_that_cannot_write_is_one_line_and_a_failure(tmp_path):
     import resource
@@ -298,8 +342,14 @@ def test_a_table_stage_that_cannot_write_is_one_line_and_a_failure(tmp_path):
         resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))  # `ulimit -f 98`: the report is larger
 
     out = tmp_path / "sweep"
-    result = subprocess.run([sys.executable, "-m", "harness", "-m", "scale=0.5,2", *SMALL, f"hydra.sweep.dir={out}"],
-                            cwd=tmp_path, env=cli_env(), capture_output=True, text=True, preexec_fn=small_files)
+    result = subprocess.run(
+        [sys.executable, "-m", "harness", "-m", "scale=0.5,2", *SMALL, f"hydra.sweep.dir={out}"],
+        cwd=tmp_path,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        preexec_fn=small_files,
+    )
     assert result.returncode == 1 and "Traceback" not in result.stderr and "UserWarning" not in result.stderr
     (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert line.startswith(f"error: the tables and figures of {out} could not be written (OSError: ")
@@ -309,10 +359,14 @@ def test_a_table_stage_that_cannot_write_is_one_line_and_a_failure(tmp_path):
 def test_an_interrupt_or_a_failure_in_the_table_stage_is_one_line(tmp_path, monkeypatch, capsys):
     from harness.cli import callbacks
 
-    for raised, code, said in [(KeyboardInterrupt(), 130, "interrupted while writing the tables"),
-                               (OSError(28, "No space left on device"), 1, "could not be written (OSError")]:
-        def fails(root, raised=raised):
+    for raised, code, said in [
+        (KeyboardInterrupt(), 130, "interrupted while writing the tables"),
+        (OSError(28, "No space left on device"), 1, "could not be written (OSError"),
+    ]:
+
+        def fails(root, *origin, raised=raised):
             raise raised
+
         monkeypatch.setattr(callbacks, "collect_and_report", fails)
         with pytest.raises(SystemExit) as stopped:
             CollectResults._finish(tmp_path)
@@ -322,6 +376,7 @@ def test_an_interrupt_or_a_failure_in_the_table_stage_is_one_line(tmp_path, monk
 def test_an_interrupt_before_any_run_is_one_line(monkeypatch, capsys):
     def interrupted(argv):
         raise KeyboardInterrupt
+
     monkeypatch.setattr(cli_main, "check_command", interrupted)
     with pytest.raises(SystemExit) as stopped:
         cli_main.main()
@@ -329,23 +384,35 @@ def test_an_interrupt_before_any_run_is_one_line(monkeypatch, capsys):
 
 
 def test_an_interrupt_while_plotting_is_one_line(small_sweep, monkeypatch, capsys):
-    from harness.cli import plot
+    from harness.lab import rebuild
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
-    monkeypatch.setattr(plot, "make_figures", interrupted)
+
+    monkeypatch.setattr(rebuild, "make_figures", interrupted)
     assert plot_main([str(small_sweep)]) == 130
     assert capsys.readouterr().err.startswith("interrupted: the figures in")
 
 
 # 8. A run whose process exits mid-sweep ----------------------------------------------------------------
 
+
 @pytest.mark.slow
 def test_a_run_that_exits_0_fails_that_run_and_the_sweep_goes_on(tmp_path):
     out = tmp_path / "sweep"
-    result = run_cli("-m", "cell._target_=crashing_cell.CrashingCell", "+cell.kwargs.exit_at_hidden=4",
-                     "hidden_size=3,4,5,6", "seq_len=8", "input_size=4", "batch_size=2", f"hydra.sweep.dir={out}",
-                     cwd=tmp_path, check=False, env=cli_env(sleep=0))
+    result = run_cli(
+        "-m",
+        "cell._target_=crashing_cell.CrashingCell",
+        "+cell.kwargs.exit_at_hidden=4",
+        "hidden_size=3,4,5,6",
+        "seq_len=8",
+        "input_size=4",
+        "batch_size=2",
+        f"hydra.sweep.dir={out}",
+        cwd=tmp_path,
+        check=False,
+        env=cli_env(sleep=0),
+    )
     assert result.returncode == 1
     summary = pd.read_csv(out / "summary.csv").set_index("hidden_size")
     assert summary.status.to_dict() == {3: "ok", 4: "failed", 5: "ok", 6: "ok"}
@@ -353,6 +420,7 @@ def test_a_run_that_exits_0_fails_that_run_and_the_sweep_goes_on(tmp_path):
 
 
 # 9. Damage that only a checksum sees ---------------------------------------------------------------------
+
 
 def test_a_run_whose_file_changed_since_done_is_run_again(tmp_path):
     (job,) = jobs_of([["scale=1.0", *SMALL]])
@@ -371,6 +439,7 @@ def test_a_run_whose_file_changed_since_done_is_run_again(tmp_path):
 
 # 10. Directory links -------------------------------------------------------------------------------------
 
+
 def test_nothing_is_written_through_a_linked_folder(tmp_path, small_sweep, capsys):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
@@ -383,6 +452,7 @@ def test_nothing_is_written_through_a_linked_folder(tmp_path, small_sweep, capsy
 
 
 # Found by an adversarial pass -----------------------------------------------------------------------------
+
 
 def test_collect_and_plot_never_rewrite_tables_of_the_users(tmp_path, small_sweep, capsys):
     from harness.cli.collect import main as collect_main
@@ -401,22 +471,26 @@ def test_collect_and_plot_never_rewrite_tables_of_the_users(tmp_path, small_swee
 def test_an_interrupt_in_collect_is_one_line(small_sweep, monkeypatch, capsys):
     from harness.cli import collect
 
-    def interrupted(root):
+    def interrupted(root, *origin):
         raise KeyboardInterrupt
+
     monkeypatch.setattr(collect, "collect_and_report", interrupted)
     assert collect.main([str(small_sweep)]) == 130
     assert capsys.readouterr().err.startswith("interrupted: the tables of")
 
 
-@pytest.mark.parametrize("kind, where, message", [
-    ("sweep", "S/0", "inside the sweep folder"),
-    ("run", "S/0/extra", "inside the run folder"),
-    ("run", "S", "a sweep's folder, whose tables are its own"),
-    ("plot", "S", "a sweep's folder"),
-    ("sweep", "R", "a run's folder, whose files are its own"),
-    ("plot", "S/summary.csv", "inside the sweep folder"),
-    ("plot", "afile", "a file; expected a folder"),
-])
+@pytest.mark.parametrize(
+    "kind, where, message",
+    [
+        ("sweep", "S/0", "inside the sweep folder"),
+        ("run", "S/0/extra", "inside the run folder"),
+        ("run", "S", "a sweep's folder, whose tables are its own"),
+        ("plot", "S", "a sweep's folder"),
+        ("sweep", "R", "a run's folder, whose files are its own"),
+        ("plot", "S/summary.csv", "inside the sweep folder"),
+        ("plot", "afile", "a file; expected a folder"),
+    ],
+)
 def test_outputs_into_or_inside_other_runs_and_sweeps_are_refused(tmp_path, kind, where, message):
     claim(tmp_path / "S" / "0")
     (tmp_path / "S" / "sweep.json").write_text("{}")
@@ -441,12 +515,18 @@ def test_a_profile_is_never_saved_over_another_run(tmp_path):
         other.save(tmp_path / "mine")
 
 
-@pytest.mark.parametrize("override, message", [
-    ("hydra.output_subdir=/tmp/elsewhere", "hydra.output_subdir=/tmp/elsewhere: not a folder inside the run folder"),
-    ("hydra.output_subdir=../../x", "not a folder inside the run folder"),
-    ("hydra.job.name=../user/mine", "hydra.job.name=../user/mine: names the run's log file"),
-    ("hydra.run.dir=" + "x" * 300, "a folder name over 255 bytes"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        (
+            "hydra.output_subdir=/tmp/elsewhere",
+            "hydra.output_subdir=/tmp/elsewhere: not a folder inside the run folder",
+        ),
+        ("hydra.output_subdir=../../x", "not a folder inside the run folder"),
+        ("hydra.job.name=../user/mine", "hydra.job.name=../user/mine: names the run's log file"),
+        ("hydra.run.dir=" + "x" * 300, "a folder name over 255 bytes"),
+    ],
+)
 def test_hydra_paths_that_leave_the_run_folder_are_refused(tmp_path, monkeypatch, override, message):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ConfigError, match=message):
@@ -469,9 +549,14 @@ def test_links_to_files_in_a_run_folder_and_user_dotfiles_are_refused(tmp_path):
         check_target("hydra.run.dir", run, cwd=tmp_path, kind="run")
 
 
-@pytest.mark.parametrize("subdir, message", [(".lock", "is a name the harness writes"),
-                                             ("summary.csv", "is a name the harness writes"),
-                                             ("x" * 300, "has a name over 255 bytes")])
+@pytest.mark.parametrize(
+    "subdir, message",
+    [
+        (".lock", "is a name the harness writes"),
+        ("summary.csv", "is a name the harness writes"),
+        ("x" * 300, "has a name over 255 bytes"),
+    ],
+)
 def test_run_folders_named_like_the_sweeps_own_files_are_refused(subdir, message):
     with pytest.raises(ConfigError, match=message):
         jobs_of([["scale=1.0", *SMALL]], f"hydra.sweep.subdir={subdir}")

@@ -1,19 +1,20 @@
 """Recording in segments: the same numbers as the in-memory recording, whatever the segment length,
 for every cell and both recorders; bounded graphs for sequences that crashed in memory."""
+
 import math
 
 import pytest
 import torch
 
 import harness
-from harness.core.spec import RunSpec
-from harness.core.init import initialise
-from harness.core.networks import NETWORKS, build
 from harness.core import memory, theory
-from harness.core.memory import segment_length
-from harness.core.segments import record_profile, segment_coefficients
 from harness.core.cells import RecurrentNet
+from harness.core.init import initialise
+from harness.core.memory import segment_length
+from harness.core.networks import NETWORKS, build
 from harness.core.recorders import record_log_norms
+from harness.core.segments import record_profile, segment_coefficients
+from harness.core.spec import RunSpec
 from harness.lab.run import record
 
 SEQ_LEN = 40
@@ -34,8 +35,13 @@ def sequence_loss(outputs):
     return outputs.pow(2).mean() + outputs[:, 0].sin().sum()
 
 
-CASES = [(cell, recorder, final) for cell in NETWORKS for recorder in ("exact", "autograd")
-         for final in (True, False) if final or recorder == "autograd"]
+CASES = [
+    (cell, recorder, final)
+    for cell in NETWORKS
+    for recorder in ("exact", "autograd")
+    for final in (True, False)
+    if final or recorder == "autograd"
+]
 
 
 @pytest.mark.parametrize("cell,recorder,final_state_only", CASES)
@@ -52,7 +58,6 @@ def test_segmented_equals_in_memory_whatever_the_segment_length(cell, recorder, 
         assert segmented_value == value
 
 
-
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
 @pytest.mark.parametrize("segment", [SEQ_LEN, 7])
 def test_a_recording_that_carries_the_tangent_records_the_same_and_finds_the_largest_exponent(cell, segment):
@@ -67,6 +72,7 @@ def test_a_recording_that_carries_the_tangent_records_the_same_and_finds_the_lar
     assert torch.equal(carried, plain)
     expected = theory.lyapunov_exponent(model, x, torch.Generator().manual_seed(2))
     assert tangent.exponent() == pytest.approx(expected, abs=1e-12)
+
 
 def test_in_memory_path_equals_autograd_on_the_unrolled_graph():
     """The segment-sized recording against torch.autograd.grad over every S_t of one graph."""
@@ -123,8 +129,9 @@ def test_segment_length_follows_the_memory_budget(monkeypatch, recorder):
     model = network("lstm", num_layers=1)
     per_step, _ = memory.recording_bytes_per_step(model, 32, 4, recorder)
     monkeypatch.setattr(memory, "available_memory", lambda: 4 * 10**6 * per_step)  # 10^6 steps in a quarter
-    assert segment_length(model, 10**6, 32, 4, recorder, 0.25) == (memory.MAX_SEGMENT if recorder == "autograd"
-                                                                   else 10**6)
+    assert segment_length(model, 10**6, 32, 4, recorder, 0.25) == (
+        memory.MAX_SEGMENT if recorder == "autograd" else 10**6
+    )
     assert segment_length(model, 10**6 + 1, 32, 4, recorder, 0.25) == memory.MAX_SEGMENT
     assert segment_length(model, 100, 32, 4, recorder, 0.25) == 100  # never longer than the sequence
     monkeypatch.setattr(memory, "available_memory", lambda: 1000 * per_step)
@@ -140,8 +147,12 @@ def test_the_written_out_recorder_keeps_what_the_memory_estimate_says():
     for cell in ("rnn", "lstm", "gru"):
         model = network(cell).float()
         kept = segment_coefficients(model, model.initial_state(32).detach(), model.input_drive(torch.randn(128, 32, 3)))
-        held = {c.untyped_storage().data_ptr(): c.untyped_storage().nbytes()
-                for step in kept for layer in step for c in layer}
+        held = {
+            c.untyped_storage().data_ptr(): c.untyped_storage().nbytes()
+            for step in kept
+            for layer in step
+            for c in layer
+        }
         estimate = memory.coefficient_bytes_per_step(model, 32, 4)
         assert 2 * sum(held.values()) / 128 + memory.STEP_OBJECT_BYTES == estimate, cell
 
@@ -153,11 +164,24 @@ def test_thirty_thousand_steps_record_without_crashing(cell):
     being freed (the run was lost without a trace). The tanh rnn's exact recorder is written out and
     keeps no graph at all; the lru's goes through autograd's hooks in segments of bounded graphs.
     Both complete with finite norms."""
-    columns = dict(cell=cell, activation="tanh", init="default", scale=1.0, seq_len=30_000, hidden_size=4,
-                   input_size=4, num_layers=1, batch_size=2, seed=0, task="probe", recorder="exact",
-                   dtype="float32", device="cpu")
+    columns = dict(
+        cell=cell,
+        activation="tanh",
+        init="default",
+        scale=1.0,
+        seq_len=30_000,
+        hidden_size=4,
+        input_size=4,
+        num_layers=1,
+        batch_size=2,
+        seed=0,
+        task="probe",
+        recorder="exact",
+        dtype="float32",
+        device="cpu",
+    )
     recording = record(RunSpec.from_columns(columns))
-    (_, log_norms), = recording.profiles
+    ((_, log_norms),) = recording.profiles
     assert log_norms.shape == (30_001, 2, 1) and torch.isfinite(log_norms).all()
     if cell == "lru":
         assert recording.extras["segment_length"] <= memory.MAX_SEGMENT
@@ -176,6 +200,7 @@ def test_progress_counts_every_step_forward_and_backward(segment):
 
 def test_a_long_single_run_says_how_fast_it_went_where_stderr_is_no_terminal(capsys, monkeypatch):
     from harness.lab import run as run_module
+
     clock = iter(range(0, 1000, 3))  # every reading of the clock 3 s after the last
     monkeypatch.setattr(run_module.time, "perf_counter", lambda: next(clock))
     with run_module.step_bar(True, 200, "recording") as update:
@@ -187,7 +212,7 @@ def test_streamed_inputs_give_the_same_numbers_however_they_are_sliced():
     from harness.core.tasks import CHUNK, StreamedInputs
 
     stream = StreamedInputs((3 * CHUNK + 17, 2, 3), base_seed=12345)
-    whole = stream[0:stream.shape[0]]
+    whole = stream[0 : stream.shape[0]]
     assert whole.shape == (3 * CHUNK + 17, 2, 3)
     for begin, end in [(0, 5), (CHUNK - 3, CHUNK + 4), (100, 700), (3 * CHUNK, 3 * CHUNK + 17)]:
         assert torch.equal(stream[begin:end], whole[begin:end])
@@ -200,7 +225,7 @@ def test_a_probe_too_long_to_hold_streams_its_inputs(monkeypatch):
 
     batch = tasks.probe(10**6, 32, torch.Generator().manual_seed(0), input_size=64, hidden_size=8)
     assert isinstance(batch.inputs, tasks.StreamedInputs) and batch.inputs.shape == (10**6, 32, 64)
-    assert batch.inputs[999_990:10**6].shape == (10, 32, 64)
+    assert batch.inputs[999_990 : 10**6].shape == (10, 32, 64)
     # a run records on streamed inputs as on the same inputs held whole, in segments or not
     monkeypatch.setattr(tasks, "MAX_HELD_INPUTS", 0)
     streamed = tasks.probe(SEQ_LEN, 3, torch.Generator().manual_seed(0), input_size=3, hidden_size=5)
@@ -224,6 +249,6 @@ def test_the_suffix_sums_folded_segment_by_segment_are_the_ones_folded_at_once()
     for segment in (1, 7, 16):
         parts, carried = [], None
         for end in range(41, 0, -segment):
-            sums, carried = suffix_sums(logs[max(end - segment, 0):end], carried)
+            sums, carried = suffix_sums(logs[max(end - segment, 0) : end], carried)
             parts.insert(0, sums)
         assert torch.equal(torch.cat(parts), whole) and torch.equal(carried, total)

@@ -1,11 +1,11 @@
 """The whole-sequence rnn and gru layers training runs through on the CPU (harness.core.sequences)
 against torch's own nn.RNN / nn.GRU on the same parameters: outputs and every gradient, in float64."""
+
 import pytest
 import torch
 
-from harness.core.sequences import to_torch
 from harness.core.cells import RecurrentNet
-from harness.core.sequences import train_forward
+from harness.core.sequences import to_torch, train_forward
 
 
 @pytest.mark.parametrize("cell,activation", [("rnn", "tanh"), ("rnn", "relu"), ("gru", "tanh")])
@@ -22,7 +22,9 @@ def test_the_written_out_backward_is_torchs(cell, activation, num_layers, bias):
     theirs = to_torch(net)(x)[0]
     assert (ours - theirs).abs().max() < 1e-13
     wrt = [x, *net.parameters()]
-    for a, b in zip(torch.autograd.grad((ours * weights).sum(), wrt), torch.autograd.grad((theirs * weights).sum(), wrt)):
+    for a, b in zip(
+        torch.autograd.grad((ours * weights).sum(), wrt), torch.autograd.grad((theirs * weights).sum(), wrt)
+    ):
         assert (a - b).abs().max() < 1e-12
 
 
@@ -30,8 +32,10 @@ def test_each_network_trains_through_the_fastest_exact_path():
     """rnn (tanh, relu) and gru (tanh) on the CPU: these sequences; the lstm: torch's module (oneDNN's fused
     kernel on the CPU); other activations: the explicit cells (None)."""
     x = torch.randn(5, 2, 3, dtype=torch.float64)
-    made_by = {(cell, activation): type(train_forward(RecurrentNet(cell, activation, 3, 4, 1).double())(x).grad_fn).__name__
-               for cell, activation in [("rnn", "tanh"), ("rnn", "relu"), ("gru", "tanh"), ("lstm", "tanh")]}
+    made_by = {
+        (cell, activation): type(train_forward(RecurrentNet(cell, activation, 3, 4, 1).double())(x).grad_fn).__name__
+        for cell, activation in [("rnn", "tanh"), ("rnn", "relu"), ("gru", "tanh"), ("lstm", "tanh")]
+    }
     assert made_by[("rnn", "tanh")] == made_by[("rnn", "relu")] == "RNNSequenceBackward"
     assert made_by[("gru", "tanh")] == "GRUSequenceBackward"
     assert "Sequence" not in made_by[("lstm", "tanh")]

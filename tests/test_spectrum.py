@@ -3,6 +3,7 @@ a linear orthogonal rnn's exponents are all ln(scale); all of them sum to the me
 (Jacobians by torch.autograd.functional.jacobian); they are sorted and do not depend on the QR
 interval; the cells' own JVPs give the generic double-backward's numbers; the first exponent is
 the run's theory_lyapunov and the exact recorder's rate at large T (Oseledets)."""
+
 import math
 
 import numpy as np
@@ -11,8 +12,8 @@ import torch
 
 from harness.core.analysis import EDGE_FRACTION, fit_profile
 from harness.core.errors import ConfigError, ModelError
-from harness.core.theory import lyapunov_exponent, lyapunov_spectrum, spectrum_summary
 from harness.core.spec import RunSpec
+from harness.core.theory import lyapunov_exponent, lyapunov_spectrum, spectrum_summary
 from harness.lab import run
 from tests.conftest import build
 
@@ -50,7 +51,9 @@ def test_exponents_are_sorted_and_do_not_depend_on_the_qr_interval():
         assert torch.allclose(every, other, atol=1e-10), interval
     # One tangent, renormalised every step or when due (as theory_lyapunov is): the same exponent.
     one = lyapunov_spectrum(model, batch.inputs, torch.Generator().manual_seed(0), k=1, interval=1)
-    assert torch.allclose(one, lyapunov_spectrum(model, batch.inputs, torch.Generator().manual_seed(0), k=1), atol=1e-12)
+    assert torch.allclose(
+        one, lyapunov_spectrum(model, batch.inputs, torch.Generator().manual_seed(0), k=1), atol=1e-12
+    )
     assert torch.allclose(one, every[:1], atol=1e-10)
 
 
@@ -85,8 +88,21 @@ def test_kaplan_yorke_dimension_entropy_and_sum():
     assert spectrum_summary(torch.tensor([0.3, -0.6]))["lyapunov_dimension"] == pytest.approx(1.5)
 
 
-COLUMNS = dict(cell="rnn", activation="tanh", init="gaussian", seq_len=2000, hidden_size=16, input_size=16,
-               num_layers=1, batch_size=4, seed=0, task="probe", dtype="float64", device="cpu", recorder="exact")
+COLUMNS = dict(
+    cell="rnn",
+    activation="tanh",
+    init="gaussian",
+    seq_len=2000,
+    hidden_size=16,
+    input_size=16,
+    num_layers=1,
+    batch_size=4,
+    seed=0,
+    task="probe",
+    dtype="float64",
+    device="cpu",
+    recorder="exact",
+)
 
 
 @pytest.mark.parametrize("cell,scale", [("rnn", 1.5), ("rnn", 2.5), ("gru", 2.5), ("lstm", 1.5)])
@@ -97,7 +113,7 @@ def test_a_run_writes_its_spectrum_and_the_first_exponent_is_theory_lyapunov_and
     recording = run.record(RunSpec.from_columns({**COLUMNS, "cell": cell, "scale": scale, "theory.spectrum_k": 8}))
     extras = recording.extras
     assert len(extras["spectrum"]) == 8 and extras["theory_lyapunov"] == extras["spectrum"][0]
-    (_, log_norms), = recording.profiles
+    ((_, log_norms),) = recording.profiles
     median = log_norms[:, :, 0].median(dim=1).values.numpy() / math.log(10)
     fit = fit_profile(np.arange(len(median))[::-1].copy(), median)
     assert fit["rate"] == pytest.approx(extras["spectrum"][0], abs=0.01)
@@ -106,5 +122,6 @@ def test_a_run_writes_its_spectrum_and_the_first_exponent_is_theory_lyapunov_and
 
 def test_spectrum_k_beyond_the_state_is_refused_before_the_run():
     from harness.core.spec import check_run
+
     with pytest.raises(ConfigError, match=r"theory.spectrum_k=33: the lstm's state has 32 entries"):
         check_run(RunSpec.from_columns({**COLUMNS, "cell": "lstm", "scale": 1.0, "theory.spectrum_k": 33}))

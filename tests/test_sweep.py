@@ -1,5 +1,6 @@
 """Sweeps: the fast path composes as Hydra does and gives the basic path's runs; worker processes and
 submitit give the same numbers; a failing run, a kill -9 and a reused folder are handled."""
+
 import json
 import os
 import signal
@@ -17,10 +18,11 @@ from hydra.types import RunMode
 from omegaconf import OmegaConf
 
 from harness.cli.paths import CONF_DIR
-from harness.core.errors import ConfigError
 from harness.cli.sweep.chunks import in_process, parallelism
 from harness.cli.sweep.jobs import Composer
+from harness.core.errors import ConfigError
 from tests.conftest import GRID, ROOT, assert_same_tables, cli_env, run_cli
+
 
 def loader_and_master():
     loader = ConfigLoaderImpl(config_search_path=create_config_search_path(str(CONF_DIR)))
@@ -66,9 +68,12 @@ def test_fast_and_basic_paths_give_the_same_runs(tmp_path, reference):
     assert_same_tables(fast, basic)
     for num in range(8):
         for name in ("config.yaml", "overrides.yaml"):
-            assert OmegaConf.load(fast / str(num) / ".hydra" / name) == OmegaConf.load(basic / str(num) / ".hydra" / name)
-        ours, theirs = (yaml.safe_load((path / str(num) / ".hydra" / "hydra.yaml").read_text())["hydra"]
-                        for path in (fast, basic))
+            assert OmegaConf.load(fast / str(num) / ".hydra" / name) == OmegaConf.load(
+                basic / str(num) / ".hydra" / name
+            )
+        ours, theirs = (
+            yaml.safe_load((path / str(num) / ".hydra" / "hydra.yaml").read_text())["hydra"] for path in (fast, basic)
+        )
         assert ours["job"] == theirs["job"] and ours["overrides"]["task"] == theirs["overrides"]["task"]
         for choices in (ours["runtime"]["choices"], theirs["runtime"]["choices"]):
             del choices["hydra/sweeper"], choices["hydra/launcher"]
@@ -93,8 +98,14 @@ def test_worker_processes_give_the_same_tables_and_never_a_torn_file(tmp_path, r
     reader = threading.Thread(target=read_every_table, args=(out, stop, seen))
     reader.start()
     try:
-        run_cli(*GRID, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "hydra.sweeper.chunks=3",
-                f"hydra.sweep.dir={out}", cwd=tmp_path)
+        run_cli(
+            *GRID,
+            "hydra/launcher=joblib",
+            "hydra.launcher.n_jobs=2",
+            "hydra.sweeper.chunks=3",
+            f"hydra.sweep.dir={out}",
+            cwd=tmp_path,
+        )
     finally:
         stop.set()
         reader.join()
@@ -117,8 +128,17 @@ def test_submitit_local_sweep_runs(tmp_path, reference):
 @pytest.mark.parametrize("launcher", ["basic", "joblib"])
 def test_a_failing_run_is_recorded_and_the_others_finish(tmp_path, launcher):
     out = tmp_path / "sweep"
-    result = run_cli("-m", "scale=0.5,0.7,2", "seq_len=8", "hidden_size=4", f"hydra/launcher={launcher}",
-                     f"hydra.sweep.dir={out}", cwd=tmp_path, check=False, env=cli_env(scale=0.7))
+    result = run_cli(
+        "-m",
+        "scale=0.5,0.7,2",
+        "seq_len=8",
+        "hidden_size=4",
+        f"hydra/launcher={launcher}",
+        f"hydra.sweep.dir={out}",
+        cwd=tmp_path,
+        check=False,
+        env=cli_env(scale=0.7),
+    )
     assert result.returncode == 1
     summary = pd.read_csv(out / "summary.csv")
     failed = summary[summary.status == "failed"]
@@ -140,8 +160,14 @@ def wait_for(condition, timeout=120.0):
 def test_kill_9_then_the_same_command_finishes_the_sweep(tmp_path, reference):
     """No sweep folder given: the rerun finds the interrupted one by its runs' hashes."""
     sweeps = tmp_path / "results" / "adhoc"
-    sweep = subprocess.Popen([sys.executable, "-m", "harness", *GRID], cwd=tmp_path, env=cli_env(sleep=0.4),
-                             start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    sweep = subprocess.Popen(
+        [sys.executable, "-m", "harness", *GRID],
+        cwd=tmp_path,
+        env=cli_env(sleep=0.4),
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         wait_for(lambda: len(list(sweeps.glob("*/*/DONE"))) >= 3)
     finally:
@@ -169,11 +195,14 @@ def test_a_folder_holding_another_sweep_is_refused(tmp_path):
     out = tmp_path / "sweep"
     run_cli("-m", "scale=0.5,2", "seq_len=8", "hidden_size=4", f"hydra.sweep.dir={out}", cwd=tmp_path)
     before = (out / "0" / "meta.json").read_bytes()
-    result = run_cli("-m", "scale=1,3", "seq_len=8", "hidden_size=4", f"hydra.sweep.dir={out}", cwd=tmp_path,
-                     check=False)
+    result = run_cli(
+        "-m", "scale=1,3", "seq_len=8", "hidden_size=4", f"hydra.sweep.dir={out}", cwd=tmp_path, check=False
+    )
     assert result.returncode == 2
-    assert result.stderr.strip() == (f"error: hydra.sweep.dir={out}: holds another sweep (2 runs, not these 2); "
-                                     "expected a new folder, or this sweep's own")
+    assert result.stderr.strip() == (
+        f"error: hydra.sweep.dir={out}: holds another sweep (2 runs, not these 2); "
+        "expected a new folder, or this sweep's own"
+    )
     assert (out / "0" / "meta.json").read_bytes() == before
 
 
@@ -204,5 +233,6 @@ def test_a_run_alone_gives_the_numbers_it_gives_in_a_sweep(tmp_path, reference):
     theirs = pd.read_parquet(reference[0] / "profile.parquet")
     theirs = theirs[theirs.run_id == mine.run_id.iloc[0]]
     order = ["layer", "state", "t", "step"]
-    pd.testing.assert_frame_equal(mine.sort_values(order).reset_index(drop=True),
-                                  theirs.sort_values(order).reset_index(drop=True))
+    pd.testing.assert_frame_equal(
+        mine.sort_values(order).reset_index(drop=True), theirs.sort_values(order).reset_index(drop=True)
+    )

@@ -1,4 +1,5 @@
 """Task generators: their baselines measured on generated data against the documented constants."""
+
 import math
 
 import pytest
@@ -33,7 +34,7 @@ def test_copy_memoryless_baseline():
     # The best memoryless guess: blank until the recall, then uniform over the 8 symbols.
     logits = torch.full((steps, 2000, COPY_SYMBOLS + 2), -1e9, dtype=torch.float64)
     logits[:-COPY_LENGTH, :, 0] = 0
-    logits[-COPY_LENGTH:, :, 1:COPY_SYMBOLS + 1] = 0
+    logits[-COPY_LENGTH:, :, 1 : COPY_SYMBOLS + 1] = 0
     expected = COPY_LENGTH * math.log(COPY_SYMBOLS) / (seq_len + 2 * COPY_LENGTH)
     assert batch.loss(logits).item() == pytest.approx(expected, rel=1e-9)
     assert TASKS["copy"].baseline(seq_len) == pytest.approx(expected)

@@ -1,4 +1,5 @@
 """Theory: quadrature against closed forms, the linear prediction, Lyapunov against the exact recorder."""
+
 import math
 
 import numpy as np
@@ -8,8 +9,17 @@ import torch
 from harness.core.analysis import fit_profile
 from harness.core.recorders import record_log_norms
 from harness.core.spec import RunSpec
-from harness.core.theory import (gaussian_moments, jvp, linear_rate, lyapunov_exponent, mean_field_critical_scale,
-                            mean_field_curve, mean_field_fixed_point, mean_field_rate, predictions)
+from harness.core.theory import (
+    gaussian_moments,
+    jvp,
+    linear_rate,
+    lyapunov_exponent,
+    mean_field_critical_scale,
+    mean_field_curve,
+    mean_field_fixed_point,
+    mean_field_rate,
+    predictions,
+)
 from tests.conftest import build, unroll
 
 
@@ -61,8 +71,9 @@ def test_linear_gain_over_k_steps_is_exactly_scale_to_the_k(init):
 
 
 def test_linear_rate_is_the_asymptotic_rate_of_a_gaussian_linear_rnn():
-    model, batch = build("rnn", activation="identity", init="gaussian", scale=1.0, hidden_size=24,
-                         seq_len=600, batch_size=4, seed=3)
+    model, batch = build(
+        "rnn", activation="identity", init="gaussian", scale=1.0, hidden_size=24, seq_len=600, batch_size=4, seed=3
+    )
     states, loss = unroll(model, batch)
     log10 = (record_log_norms(loss, states, model.block_sizes, "exact")[:, :, 0] / math.log(10)).median(dim=1).values
     fit = fit_profile(np.arange(600, -1, -1), log10.numpy())
@@ -87,8 +98,7 @@ def test_jvp_equals_forward_mode_autograd(cell):
 
 @pytest.mark.parametrize("cell,scale", [("rnn", 0.8), ("rnn", 2.5), ("lstm", 1.0), ("gru", 2.0)])
 def test_lyapunov_exponent_equals_the_exact_recorders_rate(cell, scale):
-    model, batch = build(cell, init="gaussian", scale=scale, hidden_size=32, input_size=32, seq_len=400,
-                         batch_size=8)
+    model, batch = build(cell, init="gaussian", scale=scale, hidden_size=32, input_size=32, seq_len=400, batch_size=8)
     states, loss = unroll(model, batch)
     log10 = (record_log_norms(loss, states, model.block_sizes, "exact")[:, :, 0] / math.log(10)).median(dim=1).values
     rate = fit_profile(np.arange(400, -1, -1), log10.numpy())["rate"]
@@ -98,8 +108,9 @@ def test_lyapunov_exponent_equals_the_exact_recorders_rate(cell, scale):
 
 def test_predictions_say_where_they_do_not_apply():
     model, batch = build("lstm", init="gaussian")
-    run = RunSpec.from_columns({"cell": "lstm", "num_layers": 1, "activation": "tanh", "init": "gaussian",
-                                "scale": 1.0})
+    run = RunSpec.from_columns(
+        {"cell": "lstm", "num_layers": 1, "activation": "tanh", "init": "gaussian", "scale": 1.0}
+    )
     out = predictions(model, run, batch.inputs, 1.0, torch.Generator().manual_seed(0))
     assert math.isnan(out["theory_mean_field"]) and math.isnan(out["theory_linear"])
     assert math.isfinite(out["theory_lyapunov"])
@@ -119,7 +130,7 @@ def test_cells_own_jvp_equals_the_autograd_jacobian(cell, activation, num_layers
     new, pushed = model.step_jvp(state, drive, tangent)
     torch.testing.assert_close(new, model.step(state, drive), rtol=0, atol=0)
     for b in range(3):
-        jacobian = torch.autograd.functional.jacobian(lambda s: model.step(s[None], drive[b:b + 1])[0], state[b])
+        jacobian = torch.autograd.functional.jacobian(lambda s: model.step(s[None], drive[b : b + 1])[0], state[b])
         torch.testing.assert_close(pushed[b], jacobian @ tangent[b], rtol=1e-12, atol=1e-12)
 
 
@@ -136,16 +147,19 @@ def test_cells_own_vjp_equals_the_autograd_jacobian_transposed(cell, activation,
     cotangent = torch.randn(states[0].shape, dtype=torch.float64, generator=generator)
     drives = model.input_drive(batch.inputs)[:2]
     steps = [model.linearised_step(state, drive) for state, drive in zip(states, drives)]
-    for (new, _), state, drive, coefficients in zip(steps, states, drives, model.step_coefficients([i for _, i in steps])):
+    for (new, _), state, drive, coefficients in zip(
+        steps, states, drives, model.step_coefficients([i for _, i in steps])
+    ):
         torch.testing.assert_close(new, model.step(state, drive), rtol=0, atol=0)
         pulled = model.pull_cotangent(coefficients, cotangent)
         for b in range(3):
-            jacobian = torch.autograd.functional.jacobian(lambda s: model.step(s[None], drive[b:b + 1])[0], state[b])
+            jacobian = torch.autograd.functional.jacobian(lambda s: model.step(s[None], drive[b : b + 1])[0], state[b])
             torch.testing.assert_close(pulled[b], cotangent[b] @ jacobian, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("activation,drive_var", [("tanh", 0.0), ("tanh", 1.3), ("relu", 0.4), ("sigmoid", 0.3),
-                                                  ("gelu", 2.0)])
+@pytest.mark.parametrize(
+    "activation,drive_var", [("tanh", 0.0), ("tanh", 1.3), ("relu", 0.4), ("sigmoid", 0.3), ("gelu", 2.0)]
+)
 def test_the_dense_mean_field_curve_is_the_rate_at_every_scale(activation, drive_var):
     """The phase figure's curve, solved backwards on a grid of q, against one bisection per scale
     (from far below to far above the critical scale, where relu's q is unbounded)."""

@@ -1,5 +1,6 @@
 """User cells: a cell defined outside the package, named by a config's _target_, run by the real
 command line from the user's folder, both recorders, against autograd with retain_grad."""
+
 import math
 import shutil
 
@@ -21,6 +22,7 @@ def independent_log10(scale: float, leak: float, activation: str) -> np.ndarray:
     built under torch.manual_seed(seed), then the probe's generator draws the inputs and readout."""
     import importlib
     import sys
+
     sys.path.insert(0, str(ROOT / "examples"))
     try:
         LeakyCell = importlib.import_module("leaky_cell").LeakyCell
@@ -31,7 +33,9 @@ def independent_log10(scale: float, leak: float, activation: str) -> np.ndarray:
     with torch.no_grad():
         cell.weight_hh.mul_(scale)
     generator = torch.Generator().manual_seed(SIZES["seed"])
-    x = torch.randn(SIZES["seq_len"], SIZES["batch_size"], SIZES["input_size"], generator=generator, dtype=torch.float64)
+    x = torch.randn(
+        SIZES["seq_len"], SIZES["batch_size"], SIZES["input_size"], generator=generator, dtype=torch.float64
+    )
     readout = torch.randn(SIZES["hidden_size"], generator=generator, dtype=torch.float64)
     readout /= readout.norm()
     hs = [torch.zeros(SIZES["batch_size"], SIZES["hidden_size"], dtype=torch.float64, requires_grad=True)]
@@ -47,10 +51,19 @@ def test_user_cell_from_a_config_in_the_users_folder(tmp_path):
     shutil.copy(ROOT / "examples" / "leaky_cell.py", tmp_path)
     (tmp_path / "conf" / "cell").mkdir(parents=True)
     (tmp_path / "conf" / "cell" / "leaky.yaml").write_text(
-        "name: leaky\n_target_: leaky_cell.LeakyCell\nkwargs:\n  leak: 0.3\n  activation: identity\n")
+        "name: leaky\n_target_: leaky_cell.LeakyCell\nkwargs:\n  leak: 0.3\n  activation: identity\n"
+    )
     sizes = [f"{k}={v}" for k, v in SIZES.items()]
-    run_cli("-m", "cell=leaky", "recorder=exact,autograd", "scale=0.5,1.5", "dtype=float64", *sizes,
-            f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)
+    run_cli(
+        "-m",
+        "cell=leaky",
+        "recorder=exact,autograd",
+        "scale=0.5,1.5",
+        "dtype=float64",
+        *sizes,
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        cwd=tmp_path,
+    )
     summary = pd.read_csv(tmp_path / "sweep" / "summary.csv")
     assert len(summary) == 4 and (summary.status == "ok").all() and (summary.cell == "leaky").all()
     assert (summary["cell.kwargs.leak"] == 0.3).all()
@@ -62,6 +75,7 @@ def test_user_cell_from_a_config_in_the_users_folder(tmp_path):
     # The cell is linear in its state: theory's linear rate is ln rho(J), J = (1 - leak) I + leak W_hh.
     torch.manual_seed(0)
     import sys
+
     sys.path.insert(0, str(tmp_path))
     try:
         from leaky_cell import LeakyCell
@@ -76,22 +90,47 @@ def test_user_cell_from_a_config_in_the_users_folder(tmp_path):
 
 def test_user_cell_on_the_command_line_without_a_file(tmp_path):
     shutil.copy(ROOT / "examples" / "leaky_cell.py", tmp_path)
-    run_cli("cell._target_=leaky_cell.LeakyCell", "seq_len=6", "hidden_size=4", "input_size=3", "batch_size=2",
-            "init=gaussian", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    run_cli(
+        "cell._target_=leaky_cell.LeakyCell",
+        "seq_len=6",
+        "hidden_size=4",
+        "input_size=3",
+        "batch_size=2",
+        "init=gaussian",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        cwd=tmp_path,
+    )
     summary = pd.read_csv(tmp_path / "run" / "summary.csv")
     # init=gaussian means nothing for a cell that initialises itself: recorded, not guessed
     assert summary.cell.tolist() == ["LeakyCell"] and summary.status.tolist() == ["not_applicable"]
 
 
-@pytest.mark.parametrize("config,message", [
-    ({"cell": {"name": "mine"}}, "cell=mine: expected one of rnn, lstm, gru, lru, indrnn, minimal, or a user cell"),
-    ({"cell": {"name": "rnn", "kwargs": {"units": 3}}}, "cell.kwargs: cell=rnn is built in"),
-    ({"cell": {"name": "x", "_target_": "not a path"}}, "cell._target_=not a path: expected an import path"),
-])
+@pytest.mark.parametrize(
+    "config,message",
+    [
+        ({"cell": {"name": "mine"}}, "cell=mine: expected one of rnn, lstm, gru, lru, indrnn, minimal, or a user cell"),
+        ({"cell": {"name": "rnn", "kwargs": {"units": 3}}}, "cell.kwargs: cell=rnn is built in"),
+        ({"cell": {"name": "x", "_target_": "not a path"}}, "cell._target_=not a path: expected an import path"),
+    ],
+)
 def test_user_cell_config_errors(config, message):
-    base = {"name": "t", "remedy": "none", "init": {"name": "default"}, "task": {"name": "probe"},
-            "activation": "tanh", "scale": 1.0, "seq_len": 5, "hidden_size": 2, "input_size": 2, "num_layers": 1,
-            "batch_size": 1, "seed": 0, "recorder": "exact", "dtype": "float32", "device": "cpu"}
+    base = {
+        "name": "t",
+        "remedy": "none",
+        "init": {"name": "default"},
+        "task": {"name": "probe"},
+        "activation": "tanh",
+        "scale": 1.0,
+        "seq_len": 5,
+        "hidden_size": 2,
+        "input_size": 2,
+        "num_layers": 1,
+        "batch_size": 1,
+        "seed": 0,
+        "recorder": "exact",
+        "dtype": "float32",
+        "device": "cpu",
+    }
     with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
         config_columns({**base, **config})
 

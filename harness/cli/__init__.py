@@ -10,6 +10,7 @@ Importing it registers, in Hydra's ConfigStore, everything conf/ would otherwise
                   one needs no YAML (a user's ./conf/cell/mine.yaml still joins the group).
   hydra/help      `python -m harness --help`: every key with its default and meaning (spec.describe).
 """
+
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
@@ -38,14 +39,19 @@ def _help() -> dict[str, str]:
     """Hydra's help config: the commands, then every key (its default and meaning), then the groups."""
     width = max(len(key) for key, _, _ in describe())
     keys = "\n".join(f"  {key:<{width}}  {_shown(default):<8}  {doc}" for key, default, doc in describe())
-    template = ("${hydra.help.header}\n== Keys (key=value on the command line; -m key=a,b,c sweeps) ==\n" + keys
-                + "\n\n== Configuration groups (group=option) ==\n$APP_CONFIG_GROUPS\n\n${hydra.help.footer}")
-    return {"app_name": "harness",
-            "header": "harness: gradient norms through time in recurrent networks, swept with Hydra.\n"
-                      "  python -m harness key=value ...          one run\n"
-                      "  python -m harness -m experiment=quickstart  a sweep (experiments/*.yaml)\n",
-            "footer": "Docs: docs/ (mkdocs serve). Hydra's own flags: --hydra-help.",
-            "template": template}
+    template = (
+        "${hydra.help.header}\n== Keys (key=value on the command line; -m key=a,b,c sweeps) ==\n"
+        + keys
+        + "\n\n== Configuration groups (group=option) ==\n$APP_CONFIG_GROUPS\n\n${hydra.help.footer}"
+    )
+    return {
+        "app_name": "harness",
+        "header": "harness: gradient norms through time in recurrent networks, swept with Hydra.\n"
+        "  python -m harness key=value ...          one run\n"
+        "  python -m harness -m experiment=quickstart  a sweep (experiments/*.yaml)\n",
+        "footer": "Docs: docs/ (mkdocs serve). Hydra's own flags: --hydra-help.",
+        "template": template,
+    }
 
 
 _store = ConfigStore.instance()

@@ -1,4 +1,5 @@
 """How a command ends when it did not finish: one line and an exit status, never a traceback."""
+
 from __future__ import annotations
 
 import signal

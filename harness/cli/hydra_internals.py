@@ -5,6 +5,7 @@ to keep: they are imported here only, and only for a hydra-core in the range tes
 pins the same range). Another version gets one line that says which versions are supported and how
 to fall back to Hydra's own sweeper, before anything runs.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -21,8 +22,10 @@ def check_version(version: str | None = None) -> None:
     """Raise ConfigError unless hydra-core's version is in the tested range."""
     found = Version(version or hydra.__version__)
     if not TESTED[0] <= found < TESTED[1]:
-        raise ConfigError(f"hydra-core {found}: the fast sweeper is tested with hydra-core >={TESTED[0]},<{TESTED[1]}; "
-                          "install one of those, or run with hydra/sweeper=basic hydra/launcher=basic")
+        raise ConfigError(
+            f"hydra-core {found}: the fast sweeper is tested with hydra-core >={TESTED[0]},<{TESTED[1]}; "
+            "install one of those, or run with hydra/sweeper=basic hydra/launcher=basic"
+        )
 
 
 def command_line(argv: list[str]) -> tuple[list[str], bool] | None:

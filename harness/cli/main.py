@@ -12,6 +12,7 @@ Bad values are refused with one line before anything runs (harness.core.spec). S
 fast sweeper (hydra_plugins/harness_sweeper, harness.cli.sweep): rerun an interrupted sweep's command to
 finish it.
 """
+
 from __future__ import annotations
 
 import copy
@@ -28,20 +29,25 @@ from omegaconf import DictConfig, OmegaConf
 
 from harness.cli.exits import fail, stop_on_sigterm
 from harness.cli.hydra_internals import command_line, load_master
-from harness.cli.overrides import (check_launch, check_output_dir, check_overrides, check_writable, override_key,
-                                   override_values)
+from harness.cli.overrides import (
+    check_launch,
+    check_output_dir,
+    check_overrides,
+    check_writable,
+    override_key,
+    override_values,
+)
 from harness.cli.paths import CONF_DIR, config_file
 from harness.cli.sweep import expand
 from harness.cli.sweep.jobs import compose
 from harness.cli.yaml_guard import check_expansion
 from harness.core.errors import ConfigError, Interrupted
 from harness.core.folders import check_target, claim, remove_written, snapshot, stays_inside
-from harness.core.runfolder import DONE, check_done
 from harness.core.memory import check_fits
-from harness.core.spec import VALIDATORS, RunSpec, config_columns, run_id
 from harness.core.recorders import flush_denormals_everywhere
+from harness.core.runfolder import DONE, check_done
+from harness.core.spec import VALIDATORS, RunSpec, config_columns, run_id
 from harness.lab.run import run
-
 
 BEFORE: dict[Path, set[Path]] = {}  # a named run folder's contents before Hydra wrote into it (check_run_folder)
 
@@ -69,10 +75,16 @@ def removal(out_dir: Path, before: set[Path]) -> str:
     kept = "what was there before is kept" if len(before) > 1 else "the folder, there before, is kept"
     if (out_dir / DONE).is_file():  # this run, finished there before and run again
         damage = check_done(out_dir)
-        kept = ("the earlier finished run is kept as it was" if damage is None else
-                f"the earlier finished run's files were partly rewritten ({damage}): run the same command again")
-    what = f"removed the {len(removed)} files the unfinished run wrote in {out_dir} ({names})" if removed else \
-        f"the unfinished run wrote no new file in {out_dir}"
+        kept = (
+            "the earlier finished run is kept as it was"
+            if damage is None
+            else f"the earlier finished run's files were partly rewritten ({damage}): run the same command again"
+        )
+    what = (
+        f"removed the {len(removed)} files the unfinished run wrote in {out_dir} ({names})"
+        if removed
+        else f"the unfinished run wrote no new file in {out_dir}"
+    )
     return f"{what}; {kept}"
 
 
@@ -106,8 +118,13 @@ def _group_files(overrides: list[str], searchpath: list[str]) -> list[Path]:
     for line in overrides:
         try:
             (override,) = parser.parse_overrides([line])
-            values = (list(override.sweep_iterator()) if override.is_discrete_sweep()
-                      else [] if override.is_sweep_override() else [override.value()])
+            values = (
+                list(override.sweep_iterator())
+                if override.is_discrete_sweep()
+                else []
+                if override.is_sweep_override()
+                else [override.value()]
+            )
         except Exception:  # noqa: BLE001  a malformed override: check_overrides says what is wrong
             continue
         group = override.key_or_group
@@ -134,8 +151,10 @@ def _raw(config: Any, key: str) -> Any:
 
 def _unresolved(config: Any, key: str, error: Exception) -> ConfigError:
     reason = one_line(error).removeprefix("KeyError raised while resolving interpolation: ").replace('"', "")
-    return ConfigError(f"{key}={_raw(config, key)}: cannot be resolved ({reason}); expected an existing key "
-                       "(${name}) or a resolver's value (${oc.env:VAR,default})")
+    return ConfigError(
+        f"{key}={_raw(config, key)}: cannot be resolved ({reason}); expected an existing key "
+        "(${name}) or a resolver's value (${oc.env:VAR,default})"
+    )
 
 
 def _resolve(master: DictConfig, multirun: bool) -> tuple[dict[str, Any], str]:
@@ -182,12 +201,15 @@ def check_hydra_names(master: DictConfig) -> None:
     run folder: Hydra writes there itself, following any path it is given (raise ConfigError)."""
     subdir = OmegaConf.select(master, "hydra.output_subdir")
     if subdir is not None and not stays_inside(str(subdir)):
-        raise ConfigError(f"hydra.output_subdir={subdir}: not a folder inside the run folder; expected a "
-                          "relative name such as .hydra, or null")
+        raise ConfigError(
+            f"hydra.output_subdir={subdir}: not a folder inside the run folder; expected a "
+            "relative name such as .hydra, or null"
+        )
     name = str(OmegaConf.select(master, "hydra.job.name"))
     if not name or name in (".", "..") or any(c in name for c in "/\\\0"):
-        raise ConfigError(f"hydra.job.name={name}: names the run's log file; expected a plain file name, "
-                          "without / or \\")
+        raise ConfigError(
+            f"hydra.job.name={name}: names the run's log file; expected a plain file name, without / or \\"
+        )
 
 
 def check_command(argv: list[str], whole_sweep: bool = False) -> None:
@@ -239,7 +261,7 @@ def main() -> None:
     matplotlib.use("Agg")  # figures are files; the command line needs no display
     stop_on_sigterm()
     if "" not in sys.path and os.getcwd() not in sys.path:  # the `harness` console script: user cells
-        sys.path.insert(0, os.getcwd())                      # import from the folder it runs in, as with -m
+        sys.path.insert(0, os.getcwd())  # import from the folder it runs in, as with -m
 
     try:
         check_command(sys.argv[1:])

@@ -1,5 +1,6 @@
 """Command-line overrides checked against the run specification before Hydra composes anything, so
 a bad value is one line, not Hydra's multi-line message or a run that fails half-way."""
+
 from __future__ import annotations
 
 import os
@@ -9,7 +10,8 @@ from typing import Any
 from harness.cli.paths import options
 from harness.core.errors import ConfigError
 from harness.core.folders import too_long
-from harness.core.spec import VALIDATORS, Validator, one_of, scalars
+from harness.core.spec import VALIDATORS
+from harness.core.validators import Validator, one_of, scalars
 
 
 def override_key(line: str) -> str:
@@ -26,8 +28,12 @@ def checkers(extra_paths: bool) -> dict[str, Validator]:
     """VALIDATORS, with the groups' names checked against their config files (packaged and the
     user's; anything goes for the experiment when the user adds search paths of their own)."""
     found = {group: options(group) for group in ("cell", "remedy", "experiment")}
-    return {**VALIDATORS, "cell": one_of(found["cell"]), "remedy": one_of(found["remedy"]),
-            "experiment": (lambda k, v: v) if extra_paths else one_of(found["experiment"])}
+    return {
+        **VALIDATORS,
+        "cell": one_of(found["cell"]),
+        "remedy": one_of(found["remedy"]),
+        "experiment": (lambda k, v: v) if extra_paths else one_of(found["experiment"]),
+    }
 
 
 def checker(table: dict[str, Validator], key: str) -> Validator | None:
@@ -57,18 +63,20 @@ def check_overrides(overrides: list[str], multirun: bool = True) -> None:
             continue
         check = checker(table, key)
         if check is None:
-            raise ConfigError(f"{override.input_line}: unknown key; "
-                              f"expected one of {', '.join(table)}")
+            raise ConfigError(f"{override.input_line}: unknown key; expected one of {', '.join(table)}")
         if override.is_sweep_override() and not multirun:
-            raise ConfigError(f"{override.input_line}: a sweep; expected -m (--multirun) "
-                              "before the overrides, or a single value")
+            raise ConfigError(
+                f"{override.input_line}: a sweep; expected -m (--multirun) before the overrides, or a single value"
+            )
         if not override.is_sweep_override():
             values = [override.value()]
         elif override.is_discrete_sweep():
             values = list(override.sweep_iterator())
         else:  # interval(a, b): for optimising sweepers (Optuna, Nevergrad), which pick the points
-            raise ConfigError(f"{override.input_line}: an interval has no points to run; "
-                              "expected a list (a,b,c) or range(start, stop, step)")
+            raise ConfigError(
+                f"{override.input_line}: an interval has no points to run; "
+                "expected a list (a,b,c) or range(start, stop, step)"
+            )
         for value in values:
             check(key, value)
 
@@ -89,8 +97,10 @@ def check_writable(key: str, folder: Path) -> None:
     if not existing.is_dir():
         raise ConfigError(f"{key}={folder}: {existing} is not a folder; expected a path of folders")
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise ConfigError(f"{key}={folder}: {existing} cannot be written (permissions, or a read-only file "
-                          "system); expected a folder you can write to")
+        raise ConfigError(
+            f"{key}={folder}: {existing} cannot be written (permissions, or a read-only file "
+            "system); expected a folder you can write to"
+        )
 
 
 def check_output_dir(overrides: list[str], multirun: bool) -> None:
@@ -124,5 +134,7 @@ def check_launch(sweeper: Any, launcher: Any) -> None:
 def check_n_jobs(n_jobs: object) -> None:
     """joblib's n_jobs: workers (n > 0), or all cores but |n| - 1 of them (n < 0); null: one worker."""
     if n_jobs is not None and (isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs == 0):
-        raise ConfigError(f"hydra.launcher.n_jobs={n_jobs}: expected a nonzero integer (workers; -1: one per "
-                          "core, -2: all cores but one, ...)")
+        raise ConfigError(
+            f"hydra.launcher.n_jobs={n_jobs}: expected a nonzero integer (workers; -1: one per "
+            "core, -2: all cores but one, ...)"
+        )

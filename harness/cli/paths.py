@@ -5,6 +5,7 @@ a built wheel holds a copy of both (pyproject.toml's package data). From any fol
 ./conf/<group>/*.yaml and ./experiments/*.yaml come first: they add options and override packaged ones
 of the same name (hydra_plugins/harness_user_configs puts them on Hydra's search path).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -36,8 +37,10 @@ def options(group: str) -> list[str]:
         registered = ConfigStore.instance().list(group)  # harness.cli registers cell, init and task
     except OSError:  # a group only YAML files make (remedy, experiment)
         registered = []
-    return sorted({p.stem for folder in folders for p in folder.glob("*.yaml")}
-                  | {name.removesuffix(".yaml") for name in registered})
+    return sorted(
+        {p.stem for folder in folders for p in folder.glob("*.yaml")}
+        | {name.removesuffix(".yaml") for name in registered}
+    )
 
 
 def config_file(group: str, name: str, searchpath: list[str] = ()) -> Path | None:

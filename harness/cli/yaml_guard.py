@@ -5,6 +5,7 @@ yaml.compose builds the file's node graph without expanding aliases (an alias is
 itself, shared), so counting the nodes of its expansion, each shared node's count computed once, takes
 time linear in the file.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -34,9 +35,13 @@ def expanded_nodes(path: Path, limit: float = float("inf")) -> float:
         key = id(node)
         if key in counts:
             continue
-        children = (node.value if isinstance(node, yaml.SequenceNode)
-                    else [item for pair in node.value for item in pair] if isinstance(node, yaml.MappingNode)
-                    else [])
+        children = (
+            node.value
+            if isinstance(node, yaml.SequenceNode)
+            else [item for pair in node.value for item in pair]
+            if isinstance(node, yaml.MappingNode)
+            else []
+        )
         if children_done:
             counts[key] = min(1 + sum(counts[id(child)] for child in children), limit + 1)
             if counts[key] > limit:
@@ -65,5 +70,7 @@ def shown(path: Path) -> str:
 def check_expansion(path: Path, limit: int = MAX_NODES) -> None:
     """Raise ConfigError if the YAML file expands to more than `limit` nodes."""
     if expanded_nodes(path, limit) > limit:
-        raise ConfigError(f"{shown(path)}: expands to more than {limit} YAML nodes (anchors and aliases); "
-                          "expected a plain config file")
+        raise ConfigError(
+            f"{shown(path)}: expands to more than {limit} YAML nodes (anchors and aliases); "
+            "expected a plain config file"
+        )

@@ -27,6 +27,7 @@ decay_law    which law the profile follows over the window: exponential (ln-norm
 power_exponent  p, the log-log slope of the norm against k + 1 over the window (Theil-Sen), for every
              profile; -0.5 for an lru with the ring 0..1 (theory.closed_form_profile).
 """
+
 from __future__ import annotations
 
 import math
@@ -41,8 +42,19 @@ FLAT_FACTOR = 1.25  # a profile that changes by less than this factor across its
 MIN_LAW_POINTS = 8  # enough points to hold a third out and still fit two parameters on the rest
 DECAY_LAWS = ("exponential", "power", "flat", "undetermined")
 
-FIT_COLUMNS = ["rate", "gain_per_step", "half_life", "regime", "decay_law", "power_exponent", "log10_gain",
-               "fit_lag_min", "fit_lag_max", "fit_points", "truncated"]
+FIT_COLUMNS = [
+    "rate",
+    "gain_per_step",
+    "half_life",
+    "regime",
+    "decay_law",
+    "power_exponent",
+    "log10_gain",
+    "fit_lag_min",
+    "fit_lag_max",
+    "fit_points",
+    "truncated",
+]
 
 
 def regime(rate: float) -> str:

@@ -10,10 +10,11 @@ This module also keeps the names the built-in cells had here: the protocol's Sta
 and SLOPES (harness.core.protocol), and torch's equations, RecurrentNet and CELLS
 (harness.core.zoo.classic).
 """
+
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -21,10 +22,24 @@ from torch import Tensor, nn
 from harness.core.errors import ModelError
 from harness.core.init import initialise_user_cell
 from harness.core.protocol import ACTIVATIONS, SLOPES, Activation, StackedNet, log_spectral_radius
-from harness.core.zoo.classic import CELLS, Cell, RecurrentNet, recurrent
+from harness.core.zoo.classic import CELLS, Cell, RecurrentNet
+from harness.core.zoo.steps import recurrent
 
-__all__ = ["ACTIVATIONS", "SLOPES", "Activation", "CELLS", "Cell", "CellNet", "MAX_JACOBIAN_STATE", "RecurrentNet",
-           "StackedNet", "affine_step_rate", "as_tuple", "cell_initial_state", "recurrent"]
+__all__ = [
+    "ACTIVATIONS",
+    "SLOPES",
+    "Activation",
+    "CELLS",
+    "Cell",
+    "CellNet",
+    "MAX_JACOBIAN_STATE",
+    "RecurrentNet",
+    "StackedNet",
+    "affine_step_rate",
+    "as_tuple",
+    "cell_initial_state",
+    "recurrent",
+]
 
 
 def as_tuple(state: Tensor | Sequence[Tensor]) -> tuple[Tensor, ...]:
@@ -38,8 +53,10 @@ def cell_initial_state(cell: nn.Module, batch_size: int) -> tuple[Tensor, ...]:
     p = next(cell.parameters(), None)
     like = {"dtype": p.dtype, "device": p.device} if p is not None else {}
     if not isinstance(getattr(cell, "hidden_size", None), int):
-        raise ModelError(f"{type(cell).__name__}: a user cell needs an int attribute hidden_size, or a method "
-                         "initial_state(batch_size) returning its zero state")
+        raise ModelError(
+            f"{type(cell).__name__}: a user cell needs an int attribute hidden_size, or a method "
+            "initial_state(batch_size) returning its zero state"
+        )
     zeros = torch.zeros(batch_size, cell.hidden_size, **like)
     return (zeros, zeros.clone()) if isinstance(cell, nn.LSTMCell) else (zeros,)
 
@@ -55,16 +72,19 @@ class CellNet(StackedNet):
         self.cell_name = type(first).__name__
         shapes = [[tuple(s.shape) for s in cell_initial_state(cell, 1)] for cell in layers]
         if any(len(shape) != 2 or shape[0] != 1 for layer in shapes for shape in layer):
-            raise ModelError(f"{self.cell_name}: initial_state(batch_size) must give (batch_size, width) tensors, "
-                             f"got shapes {shapes[0]}")
+            raise ModelError(
+                f"{self.cell_name}: initial_state(batch_size) must give (batch_size, width) tensors, "
+                f"got shapes {shapes[0]}"
+            )
         self.block_sizes = tuple(shape[1] for layer in shapes for shape in layer)
         per_layer = len(shapes[0])
         self.hidden_size = shapes[0][0][1]
-        self.state_names = tuple(getattr(first, "state_names", None) or
-                                 ("h", *(f"s{i}" for i in range(1, per_layer))))
+        self.state_names = tuple(getattr(first, "state_names", None) or ("h", *(f"s{i}" for i in range(1, per_layer))))
         if len(self.state_names) != per_layer or any(len(layer) != per_layer for layer in shapes):
-            raise ModelError(f"{self.cell_name}: state_names {self.state_names} do not match its {per_layer} "
-                             "state tensors in every layer")
+            raise ModelError(
+                f"{self.cell_name}: state_names {self.state_names} do not match its {per_layer} "
+                "state tensors in every layer"
+            )
 
     def initial_state(self, batch_size: int) -> Tensor:
         state = torch.cat([s for cell in self.layers for s in cell_initial_state(cell, batch_size)], dim=1)
@@ -79,11 +99,13 @@ class CellNet(StackedNet):
         new: list[Tensor] = []
         x = drive
         for layer, cell in enumerate(self.layers):
-            previous = blocks[layer * per_layer:(layer + 1) * per_layer]
+            previous = blocks[layer * per_layer : (layer + 1) * per_layer]
             out = as_tuple(cell(x, previous[0] if per_layer == 1 else previous))
             if [o.shape for o in out] != [p.shape for p in previous]:
-                raise ModelError(f"{self.cell_name}.forward(x_t, state) returned shapes {[tuple(o.shape) for o in out]}; "
-                                 f"expected the state's own {[tuple(p.shape) for p in previous]}")
+                raise ModelError(
+                    f"{self.cell_name}.forward(x_t, state) returned shapes {[tuple(o.shape) for o in out]}; "
+                    f"expected the state's own {[tuple(p.shape) for p in previous]}"
+                )
             new.extend(out)
             x = out[0]
         return self.join(new)

@@ -25,9 +25,11 @@ network (the lru's and indrnn's recurrence is elementwise: units rows only). Che
 on the unrolled graph with retain_grad, and the C_t against torch's own dL/dW_hh of every layer
 (tests/test_detail.py).
 """
+
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -35,7 +37,7 @@ from torch import Tensor
 
 from harness.core.protocol import StackedNet
 from harness.core.recorders import Renormaliser, suffix_sums
-from harness.core.zoo.classic import recurrent
+from harness.core.zoo.steps import recurrent
 
 
 class Detail(NamedTuple):
@@ -47,8 +49,9 @@ class Detail(NamedTuple):
     contributions: Tensor | None  # (T, layers, rows, hidden) C_t itself, float64, when asked for (small cases)
 
 
-def record_detail(net: StackedNet, inputs: Tensor, output_loss: Callable[[Tensor], Tensor],
-                  contributions: bool = False) -> Detail:
+def record_detail(
+    net: StackedNet, inputs: Tensor, output_loss: Callable[[Tensor], Tensor], contributions: bool = False
+) -> Detail:
     """The units, gates and weights rows of one recording (see the module docstring) for a loss that
     reads the final state only (the exact recorder's renormalisation needs that): output_loss gets the
     top layer's h_T as (1, batch, width). contributions: also return every C_t (T x the size of W_hh,
@@ -87,19 +90,31 @@ def _step_from_hw(net: StackedNet, drive: Tensor, hws: list[Tensor], blocks: tup
     for layer, hw in enumerate(hws):
         if layer > 0:
             drive = F.linear(new[-per_layer], getattr(net, f"weight_ih_l{layer}"), getattr(net, f"bias_ih_l{layer}"))
-        new.extend(net.layer_tail(layer, drive, hw, blocks[layer * per_layer:(layer + 1) * per_layer]))
+        new.extend(net.layer_tail(layer, drive, hw, blocks[layer * per_layer : (layer + 1) * per_layer]))
     return torch.cat(new, dim=-1)
 
 
-def _gates_and_weights(net: StackedNet, states: list[Tensor], drives: list[Tensor], grads: Tensor,
-                       logs: Tensor, scale: Tensor, units: Tensor, contributions: bool) -> Detail:
+def _gates_and_weights(
+    net: StackedNet,
+    states: list[Tensor],
+    drives: list[Tensor],
+    grads: Tensor,
+    logs: Tensor,
+    scale: Tensor,
+    units: Tensor,
+    contributions: bool,
+) -> Detail:
     names, hidden, per_layer = net.gate_names, net.hidden_size, len(net.state_names)
     gates, weights, kept = [], [], []
     for t in range(1, len(states)):
         blocks = net.split(states[t - 1].detach())
         with torch.no_grad():  # each hw^l a leaf of its own
-            hws = [recurrent(blocks[layer * per_layer], getattr(net, f"weight_hh_l{layer}"),
-                             getattr(net, f"bias_hh_l{layer}")) for layer in range(net.num_layers)]
+            hws = [
+                recurrent(
+                    blocks[layer * per_layer], getattr(net, f"weight_hh_l{layer}"), getattr(net, f"bias_hh_l{layer}")
+                )
+                for layer in range(net.num_layers)
+            ]
         hws = [hw.requires_grad_() for hw in hws]
         with torch.enable_grad():
             new = _step_from_hw(net, drives[t - 1], hws, blocks)
@@ -113,12 +128,20 @@ def _gates_and_weights(net: StackedNet, states: list[Tensor], drives: list[Tenso
             step_gates.append(torch.linalg.vector_norm(per_gate, dim=-1).log() + log_scale.unsqueeze(1))
             weighted = d_hw * (log_scale - top).exp().unsqueeze(1)
             matrix = weighted.t() @ blocks[layer * per_layer].double()  # (gates * hidden, hidden)
-            step_weights.append(torch.linalg.vector_norm(matrix.view(len(names), hidden, hidden), dim=(1, 2)).log() + top)
+            step_weights.append(
+                torch.linalg.vector_norm(matrix.view(len(names), hidden, hidden), dim=(1, 2)).log() + top
+            )
             step_kept.append(matrix * top.exp())
         gates.append(torch.cat(step_gates, dim=1))
         weights.append(torch.cat(step_weights))
         if contributions:
             kept.append(torch.stack(step_kept))
     layers = tuple(layer for layer in range(net.num_layers) for _ in names)
-    return Detail(units, torch.stack(gates), torch.stack(weights), names * net.num_layers, layers,
-                  torch.stack(kept) if contributions else None)
+    return Detail(
+        units,
+        torch.stack(gates),
+        torch.stack(weights),
+        names * net.num_layers,
+        layers,
+        torch.stack(kept) if contributions else None,
+    )

@@ -16,6 +16,7 @@ temporary files) and the marked folders below it (run folders); anything else is
   before it started (`snapshot`), and the folders it made that are left empty. Never a folder it did
   not make, never a file that was there before, never a file that is not the harness's.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,17 +27,46 @@ from harness.core.errors import ConfigError
 
 MARKER = ".harness"  # in every folder the harness makes: its contents are the harness's to manage
 # What the harness writes in its folders: a run's files, a sweep's tables, figures and report, Hydra's.
-NAMES = frozenset({MARKER, "DONE", "meta.json", "profile.parquet", "losses.parquet", "units.parquet",
-                   "gates.parquet", "summary.parquet", "summary.csv", "fits.parquet", "spectrum.parquet",
-                   "report.html", "figures", "multirun.yaml", "sweep.json", ".lock", ".chunks", ".hydra"})
+NAMES = frozenset(
+    {
+        MARKER,
+        "DONE",
+        "meta.json",
+        "profile.parquet",
+        "losses.parquet",
+        "units.parquet",
+        "gates.parquet",
+        "summary.parquet",
+        "summary.csv",
+        "fits.parquet",
+        "spectrum.parquet",
+        "report.html",
+        "figures",
+        "multirun.yaml",
+        "sweep.json",
+        ".lock",
+        ".chunks",
+        ".hydra",
+    }
+)
 WHOLLY_OURS = frozenset({"figures", ".hydra", ".chunks"})  # folders whose every file the harness writes
 
 
 RUN_MARKS = ("DONE", "meta.json", ".hydra")  # a run folder holds one of these
 SWEEP_MARKS = ("sweep.json", "multirun.yaml")  # a sweep folder holds one of these
 # What collect and plot write into the folder they rebuild.
-TABLES = ("summary.csv", "summary.parquet", "profile.parquet", "fits.parquet", "losses.parquet", "units.parquet",
-          "gates.parquet", "spectrum.parquet", "report.html", "figures")
+TABLES = (
+    "summary.csv",
+    "summary.parquet",
+    "profile.parquet",
+    "fits.parquet",
+    "losses.parquet",
+    "units.parquet",
+    "gates.parquet",
+    "spectrum.parquet",
+    "report.html",
+    "figures",
+)
 
 
 def stays_inside(relative: str) -> bool:
@@ -135,33 +165,45 @@ def links(folder: Path) -> list[Path]:
     return found
 
 
-def check_target(key: str, folder: Path, cwd: Path | None = None, kind: str = "sweep",
-                 run_id: str | None = None) -> None:
+def check_target(
+    key: str, folder: Path, cwd: Path | None = None, kind: str = "sweep", run_id: str | None = None
+) -> None:
     """Raise ConfigError (one line) unless folder may hold this harness output (kind: "run", "sweep"
     or "plot"; a run of run_id may go into its own finished folder, not another's): see the module doc."""
     try:
         _check_target(key, folder, Path(os.path.realpath(cwd or Path.cwd())), kind)
         finished = finished_run(folder)
         if kind == "run" and finished is not None and finished != run_id:
-            raise ConfigError(f"{key}={folder}: holds the finished run {finished}, not this run's {run_id}; "
-                              "expected a new folder, or this run's own")
+            raise ConfigError(
+                f"{key}={folder}: holds the finished run {finished}, not this run's {run_id}; "
+                "expected a new folder, or this run's own"
+            )
     except OSError as error:  # a name too long, a loop of links: not a usable folder
-        raise ConfigError(f"{key}={folder}: not a usable folder ({error.strerror or error}); expected a path "
-                          "of folders you can write to") from None
+        raise ConfigError(
+            f"{key}={folder}: not a usable folder ({error.strerror or error}); expected a path "
+            "of folders you can write to"
+        ) from None
 
 
 def _check_target(key: str, folder: Path, cwd: Path, kind: str) -> None:
     real = Path(os.path.realpath(folder))
     home = Path(os.path.realpath(Path.home()))
     if real == Path(real.anchor) or real == home or real in (cwd, *cwd.parents):
-        where = "the root folder" if real == Path(real.anchor) else "your home folder" if real == home \
+        where = (
+            "the root folder"
+            if real == Path(real.anchor)
+            else "your home folder"
+            if real == home
             else "the current folder or one above it"
+        )
         raise ConfigError(f"{key}={folder}: {where}; expected a folder of its own for results (e.g. results/mine)")
     for parent in real.parents:
         if is_run_folder(parent) or is_sweep_folder(parent):
             what = "run" if is_run_folder(parent) else "sweep"
-            raise ConfigError(f"{key}={folder}: inside the {what} folder {parent}, whose files are its own; "
-                              "expected a folder outside any run or sweep")
+            raise ConfigError(
+                f"{key}={folder}: inside the {what} folder {parent}, whose files are its own; "
+                "expected a folder outside any run or sweep"
+            )
     if real.exists() and not real.is_dir():
         raise ConfigError(f"{key}={folder}: a file; expected a folder")
     if not real.is_dir():
@@ -173,12 +215,16 @@ def _check_target(key: str, folder: Path, cwd: Path, kind: str) -> None:
     foreign = strangers(real)
     if foreign:
         more = f" and {len(foreign) - 1} more" if len(foreign) > 1 else ""
-        raise ConfigError(f"{key}={folder}: holds {os.path.relpath(foreign[0], real)}{more}, which the harness "
-                          "did not write; expected a new or empty folder, or one the harness made")
+        raise ConfigError(
+            f"{key}={folder}: holds {os.path.relpath(foreign[0], real)}{more}, which the harness "
+            "did not write; expected a new or empty folder, or one the harness made"
+        )
     linked = links(real)
     if linked:
-        raise ConfigError(f"{key}={folder}: {os.path.relpath(linked[0], real)} is a symbolic link; results are "
-                          "never written through links; expected a real file or folder, or none")
+        raise ConfigError(
+            f"{key}={folder}: {os.path.relpath(linked[0], real)} is a symbolic link; results are "
+            "never written through links; expected a real file or folder, or none"
+        )
 
 
 def finished_run(folder: Path) -> str | None:
@@ -197,9 +243,11 @@ def check_rebuild(folder: Path) -> None:
         return
     theirs = next((name for name in TABLES if (folder / name).exists() or (folder / name).is_symlink()), None)
     if theirs is not None:
-        raise ConfigError(f"{folder}: holds {theirs}, which the harness did not write; expected a folder the "
-                          f"harness made (one it wrote before folders were marked: touch {folder}/{MARKER}), or "
-                          "--out for the tables and figures")
+        raise ConfigError(
+            f"{folder}: holds {theirs}, which the harness did not write; expected a folder the "
+            f"harness made (one it wrote before folders were marked: touch {folder}/{MARKER}), or "
+            "--out for the tables and figures"
+        )
 
 
 def snapshot(folder: Path) -> set[Path]:

@@ -12,10 +12,12 @@ draws here: INITS for networks with torch's parameter layout (weight_ih_l<k>, we
 blocks, biases), and the draws a cell of its own layout composes its schemes from (uniform_, normal,
 orthogonal_blocks_, identity_blocks_). The functions below are what a run calls, in this order.
 """
+
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -114,8 +116,14 @@ def initialise_user_cell(model: CellNet, init: str, scale: float) -> None:
 
 
 @torch.no_grad()
-def initialise(model: StackedNet, init: str, scale: float, generator: torch.Generator,
-               forget_bias: float = 0.0, chrono_tmax: int | None = None) -> None:
+def initialise(
+    model: StackedNet,
+    init: str,
+    scale: float,
+    generator: torch.Generator,
+    forget_bias: float = 0.0,
+    chrono_tmax: int | None = None,
+) -> None:
     """Apply scheme `init` and multiply what `scale` scales (initialise_weights), then the gate
     biases (add_forget_bias, chrono), in that order: the order of the generator's draws."""
     initialise_weights(model, init, scale, generator)

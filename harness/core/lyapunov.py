@@ -9,10 +9,11 @@ The k largest (theory.spectrum_k) by k tangents and QR decompositions (lyapunov_
 also carried along a recording's forward pass (CarriedTangent); and gradient flossing's objective,
 differentiable through the same loop (flossing_loss). harness.core.theory reports them.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 import torch
@@ -44,8 +45,9 @@ def chunk_drives(model: StackedNet, chunk: Tensor) -> tuple[Tensor, ...]:
         return model.input_drive(chunk)
 
 
-def push_tangents(model: StackedNet, state: Tensor, drive: Tensor, tangents: Tensor,
-                  analytic: bool = True) -> tuple[Tensor, Tensor]:
+def push_tangents(
+    model: StackedNet, state: Tensor, drive: Tensor, tangents: Tensor, analytic: bool = True
+) -> tuple[Tensor, Tensor]:
     """(the next state, J_t tangents) for tangents (k, batch, state): the cells' own JVP for built-in
     cells (all k at once, no graph), else the generic double-backward jvp, one tangent at a time
     (analytic=False forces it: the slow, obvious reference the tests hold the fast path to)."""
@@ -71,8 +73,15 @@ class Growth:
     MAX_QR_INTERVAL steps. The exponents do not depend on it (tested): a product of triangular factors
     has the product of their diagonals."""
 
-    def __init__(self, seq_len: int, k: int, batch: int, device: torch.device, interval: int | None = None,
-                 dtype: torch.dtype = torch.float64):
+    def __init__(
+        self,
+        seq_len: int,
+        k: int,
+        batch: int,
+        device: torch.device,
+        interval: int | None = None,
+        dtype: torch.dtype = torch.float64,
+    ):
         self.seq_len, self.skip, self.interval = seq_len, math.ceil(EDGE_FRACTION * seq_len), interval
         self.t, self.next_qr, self.last_qr = 0, 1, 0
         self.growth = torch.zeros(k, batch, dtype=dtype, device=device)  # out of place: it may carry a graph
@@ -129,8 +138,15 @@ def first_tangents(batch: int, size: int, k: int, generator: torch.Generator, se
     return orthonormal(torch.cat([first, others]).to(like))[0]
 
 
-def lyapunov_spectrum(model: StackedNet, inputs: Tensor, generator: torch.Generator, k: int = 1,
-                      interval: int | None = None, seed: int = 0, analytic: bool = True) -> Tensor:
+def lyapunov_spectrum(
+    model: StackedNet,
+    inputs: Tensor,
+    generator: torch.Generator,
+    k: int = 1,
+    interval: int | None = None,
+    seed: int = 0,
+    analytic: bool = True,
+) -> Tensor:
     """The k largest Lyapunov exponents of the forward trajectory from S_0 = 0, nats per step,
     sorted from the largest (Benettin et al. 1980, as in Engelken, Wolf & Abbott 2023): k tangent
     vectors pushed through each step's Jacobian and re-orthonormalised by a QR decomposition (see
@@ -216,5 +232,8 @@ def spectrum_summary(exponents: Tensor) -> dict[str, float]:
     else:
         j = int(np.nonzero(sums >= 0)[0].max()) + 1  # exponents 1..j keep the volume growing
         dimension = j + sums[j - 1] / abs(values[j])
-    return {"lyapunov_dimension": dimension, "entropy_rate": float(sum(v for v in values if v > 0)),
-            "spectrum_sum": float(sums[-1])}
+    return {
+        "lyapunov_dimension": dimension,
+        "entropy_rate": float(sum(v for v in values if v > 0)),
+        "spectrum_sum": float(sums[-1]),
+    }

@@ -10,6 +10,7 @@ same drive variance (a wide input), and gradients independent of the forward wei
 is close for tanh and less so for relu. critical_scale solves chi = 1. A cell offers it through its
 network's mean_field (harness.core.protocol); harness.core.theory reports it.
 """
+
 from __future__ import annotations
 
 import functools
@@ -54,6 +55,7 @@ def mean_field_fixed_point(activation: str, scale: float, drive_var: float) -> f
     The map is increasing in q, so its fixed point is bracketed and found by bisection (plain
     iteration crawls near the critical scale).
     """
+
     def excess(q: float) -> float:
         return scale**2 * gaussian_moments(activation, q)[0] + drive_var - q
 
@@ -105,7 +107,9 @@ def mean_field_curve(activation: str, scales: np.ndarray, drive_var: float, poin
             for _ in range(2):
                 (s0, l0), (s1, l1) = bracket
                 log_excess = l0 if s1 == s0 else l0 + (scale - s0) * (l1 - l0) / (s1 - s0)
-                found = math.sqrt(math.exp(log_excess) / gaussian_moments(activation, drive_var + math.exp(log_excess))[0])
+                found = math.sqrt(
+                    math.exp(log_excess) / gaussian_moments(activation, drive_var + math.exp(log_excess))[0]
+                )
                 keep = 0 if (s0 - scale) * (found - scale) < 0 else 1  # the end that still brackets it
                 bracket = [bracket[keep], (found, log_excess)]
             at = drive_var + math.exp(log_excess)

@@ -28,6 +28,7 @@ The segment length a recorder picks (segment_length) budgets twice its coefficie
 (coefficient_bytes_per_step) or the generous graph estimate: a margin for the choice, not counted
 again in the estimate, which holds the segment the run will pick times what one step really keeps.
 """
+
 from __future__ import annotations
 
 import math
@@ -44,10 +45,10 @@ from harness.core.tasks import CHUNK, MAX_HELD_INPUTS, TASKS
 
 MIN_SEGMENT = 64  # fewer steps per segment cost more in Python overhead than they save in memory
 MAX_SEGMENT = 8192  # steps per segment at most where there are several: longer ones only cost memory (and
-                   # graphs of ~3e4 hooked steps crash)
+# graphs of ~3e4 hooked steps crash)
 STEP_OBJECT_BYTES = 8192  # a written-out step's Python objects and small tensors (~5 KB measured), generously
 GRAPH_BYTES_PER_VALUE = 24  # autograd's saved tensors per state entry per step, measured on the lstm (~2x margin):
-                            # the segment length's budget, and a user cell's graph in the estimate
+# the segment length's budget, and a user cell's graph in the estimate
 GRAPH_BYTES_PER_STEP = 16_384  # autograd nodes, hooks and Python objects per step, whatever the width
 TABLE_BYTES_PER_ROW = 600  # a profile row: ~40 config columns and 5 quantiles, in pandas
 
@@ -55,9 +56,9 @@ TABLE_BYTES_PER_ROW = 600  # a profile row: ~40 config columns and 5 quantiles, 
 # clear_refs/VmHWM around each phase of a run, and whole runs by benchmarks/memory_estimate.py):
 PROCESS_BYTES = 500 * 10**6  # `python -m harness seq_len=10 hidden_size=4 batch_size=1`: 470 MB peak
 KEPT_STEP_BYTES = 3072  # a written-out step beside its coefficients and drive (Renormaliser's norms and
-                        # divisors, tensor objects): rnn at hidden 16, batch 4, 2e5 steps, ~2.2 KB measured
+# divisors, tensor objects): rnn at hidden 16, batch 4, 2e5 steps, ~2.2 KB measured
 KEPT_STATE_FRACTION = 1.0  # ... and temporaries of the pull back, in (batch, state) tensors per step
-                           # (measured at batch 32: rnn 0.45 at hidden 256, lstm 0.86 at hidden 64, 0.57 at 128)
+# (measured at batch 32: rnn 0.45 at hidden 256, lstm 0.86 at hidden 64, 0.57 at 128)
 # A recorded step of autograd graph (the hooked recorders, the lru's, record.units), in (batch, state)
 # tensors of the run's dtype: saved tensors, the step's input drive, its state and the backward's
 # temporaries, is each built-in cell's CellType.graph_states_per_step (measured at hidden 256, batch
@@ -66,9 +67,15 @@ GRAPH_NODE_BYTES = 8192  # autograd nodes and hooks per step, whatever the width
 EIGVALS_COPIES = 1.5  # LAPACK geev's working copy and workspace, in H x H float64 matrices (1.3 measured at 3000)
 TRAIN_STATES_PER_STEP = 12.0  # the whole-sequence training forward and backward, (batch, state) per step
 # Which keys to change when a part is too large, the first one named in the message.
-KEYS = {"parameters": ("hidden_size", "num_layers"), "inputs": ("seq_len", "batch_size", "input_size"),
-        "recording": ("seq_len", "batch_size", "memory.fraction"), "training": ("seq_len", "batch_size", "hidden_size"),
-        "theory": ("hidden_size",), "tables": ("seq_len", "train.record_every"), "units": ("seq_len", "batch_size")}
+KEYS = {
+    "parameters": ("hidden_size", "num_layers"),
+    "inputs": ("seq_len", "batch_size", "input_size"),
+    "recording": ("seq_len", "batch_size", "memory.fraction"),
+    "training": ("seq_len", "batch_size", "hidden_size"),
+    "theory": ("hidden_size",),
+    "tables": ("seq_len", "train.record_every"),
+    "units": ("seq_len", "batch_size"),
+}
 
 
 def available_memory() -> int:
@@ -117,8 +124,9 @@ def recording_bytes_per_step(net: StackedNet, batch_size: int, itemsize: int, re
     return graph_bytes_per_step(net, batch_size, itemsize), False
 
 
-def _segment(per_step: int, whole: bool, seq_len: int, memory_fraction: float, segment: int | None,
-             available: int) -> int:
+def _segment(
+    per_step: int, whole: bool, seq_len: int, memory_fraction: float, segment: int | None, available: int
+) -> int:
     if segment is None:
         fits = int(memory_fraction * available // per_step)
         if whole and fits >= seq_len:
@@ -127,8 +135,15 @@ def _segment(per_step: int, whole: bool, seq_len: int, memory_fraction: float, s
     return max(1, min(segment, seq_len))
 
 
-def segment_length(net: StackedNet, seq_len: int, batch_size: int, itemsize: int, recorder: str,
-                   memory_fraction: float, segment: int | None = None) -> int:
+def segment_length(
+    net: StackedNet,
+    seq_len: int,
+    batch_size: int,
+    itemsize: int,
+    recorder: str,
+    memory_fraction: float,
+    segment: int | None = None,
+) -> int:
     """Steps per segment: `segment` if given; else the whole sequence if the written-out recorder can
     hold it in a memory_fraction of the available memory (recording_bytes_per_step); else as many
     steps as that holds, between MIN_SEGMENT and MAX_SEGMENT, and never more than seq_len."""
@@ -151,8 +166,7 @@ def kept_bytes_per_step(net: StackedNet, batch_size: int, itemsize: int) -> int:
     return int((values + KEPT_STATE_FRACTION * state) * batch_size * itemsize) + KEPT_STEP_BYTES
 
 
-def graph_step_bytes(run: RunSpec, net: StackedNet | None, state: int, n_params: int, batch: int,
-                     itemsize: int) -> int:
+def graph_step_bytes(run: RunSpec, net: StackedNet | None, state: int, n_params: int, batch: int, itemsize: int) -> int:
     """What one step of autograd graph really holds (the cell's graph_states_per_step); a user cell's,
     generously."""
     if net is None:
@@ -185,6 +199,18 @@ def eigendecomposes(run: RunSpec, net: StackedNet | None = None) -> bool:
 USER_CELL_JACOBIAN_BYTES = 4 * 8 * 1024**2  # theory.affine_step_rate: two 1024^2 Jacobians, eigvals' copies
 
 
+def _theory_bytes(run: RunSpec, net: StackedNet | None, batch: int, state: int, hidden: int, itemsize: int) -> int:
+    """Bytes the theory needs at its peak: Lyapunov tangents, and W_hh's eigenvalues or a user cell's Jacobians."""
+    spectrum_k = run.theory.spectrum_k
+    theory = 4 * max(spectrum_k, 1) * batch * state * itemsize  # tangents and their QR
+    if net is not None and eigendecomposes(run, net):
+        # eigvals of W_hh in float64: a copy if the run is float32, LAPACK's own
+        theory += int((EIGVALS_COPIES + (itemsize == 4)) * 8 * hidden * hidden)
+    elif net is None:
+        theory += USER_CELL_JACOBIAN_BYTES
+    return theory
+
+
 def estimate(run: RunSpec, available: int) -> dict[str, int]:
     """Bytes each part of a run needs at its peak (see the module docstring), from a validated spec,
     with the segment length the recorder would pick given `available` bytes."""
@@ -208,20 +234,20 @@ def estimate(run: RunSpec, available: int) -> dict[str, int]:
     parts = len(net.block_sizes) if net else 1
     graph_step = graph_step_bytes(run, net, state, n_params, batch, itemsize)
     # The segment the run will pick (its budget: recording_bytes_per_step), times what a step really keeps.
-    budget, whole = recording_bytes_per_step(net, batch, itemsize, run.recorder) if net else \
-        (_graph_bytes(state, n_params, batch, itemsize), False)
-    segment = _segment(budget, whole, steps, run.memory.fraction, run.memory.segment,
-                       available)
+    budget, whole = (
+        recording_bytes_per_step(net, batch, itemsize, run.recorder)
+        if net
+        else (_graph_bytes(state, n_params, batch, itemsize), False)
+    )
+    segment = _segment(budget, whole, steps, run.memory.fraction, run.memory.segment, available)
     kept = kept_bytes_per_step(net, batch, itemsize) if net and written_out(net, run.recorder) else graph_step
-    recording = (segment * kept + math.ceil(steps / segment) * batch * state * itemsize
-                 + 3 * steps * batch * parts * 8  # log norms, divisors, sums
-                 + (0 if task.final_state_only else 2 * steps * batch * hidden * itemsize))
-    spectrum_k = run.theory.spectrum_k
-    theory = 4 * max(spectrum_k, 1) * batch * state * itemsize  # tangents and their QR
-    if net is not None and eigendecomposes(run, net):  # eigvals of W_hh in float64: a copy if the run is float32, LAPACK's own
-        theory += int((EIGVALS_COPIES + (itemsize == 4)) * 8 * hidden * hidden)
-    elif net is None:
-        theory += USER_CELL_JACOBIAN_BYTES
+    recording = (
+        segment * kept
+        + math.ceil(steps / segment) * batch * state * itemsize
+        + 3 * steps * batch * parts * 8  # log norms, divisors, sums
+        + (0 if task.final_state_only else 2 * steps * batch * hidden * itemsize)
+    )
+    theory = _theory_bytes(run, net, batch, state, hidden, itemsize)
     input_bytes = cast + max(0, drawn - recording)
     return {
         "process": PROCESS_BYTES,
@@ -229,7 +255,8 @@ def estimate(run: RunSpec, available: int) -> dict[str, int]:
         "inputs": int(input_bytes),
         "recording": recording,
         "training": steps * (int(TRAIN_STATES_PER_STEP * batch * state * itemsize) + GRAPH_NODE_BYTES)
-        if training else 0,
+        if training
+        else 0,
         "units": steps * (graph_step + 2 * batch * state * 8) if run.record.units else 0,  # one graph
         "theory": theory,
         "tables": recordings * steps * parts * TABLE_BYTES_PER_ROW,
@@ -254,5 +281,7 @@ def check_fits(run: RunSpec, available: int | None = None) -> None:
     largest = max((part for part in parts if part in KEYS), key=parts.get)  # not the process: no key shrinks it
     key = KEYS[largest][0]
     detail = ", ".join(f"{name} {size(n)}" for name, n in parts.items() if n >= 0.01 * total)
-    raise ConfigError(f"{key}={run.value(key)}: the run needs about {size(total)} ({detail}) but "
-                      f"{size(available)} of memory is available; expected a smaller {' or '.join(KEYS[largest])}")
+    raise ConfigError(
+        f"{key}={run.value(key)}: the run needs about {size(total)} ({detail}) but "
+        f"{size(available)} of memory is available; expected a smaller {' or '.join(KEYS[largest])}"
+    )

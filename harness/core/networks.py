@@ -15,6 +15,7 @@ registry finds the module, the command line offers cell=<name> (harness.cli regi
 ConfigStore), figures colour it, and tests/test_cell_protocol.py checks the declaration. A build option
 of its own (cell.<key>) also needs its field in harness.core.spec.CellSpec.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -62,14 +63,20 @@ BUILD_OPTIONS: dict[str, Any] = _build_options()  # every cell's build options -
 
 def cells_taking(key: str) -> tuple[str, ...]:
     """The built-in cells that take a cell-only key (cell.<option> or one of their `takes`), in order."""
-    return tuple(name for name, cell_type in CELL_TYPES.items()
-                 if key in cell_type.takes or key in {f"cell.{option}" for option in cell_type.options})
+    return tuple(
+        name
+        for name, cell_type in CELL_TYPES.items()
+        if key in cell_type.takes or key in {f"cell.{option}" for option in cell_type.options}
+    )
 
 
 def cell_only_keys() -> dict[str, tuple[str, ...]]:
     """Every key that some built-in cells take and the others do not -> the cells that take it."""
-    keys = {key for cell_type in CELL_TYPES.values()
-            for key in (*cell_type.takes, *(f"cell.{option}" for option in cell_type.options))}
+    keys = {
+        key
+        for cell_type in CELL_TYPES.values()
+        for key in (*cell_type.takes, *(f"cell.{option}" for option in cell_type.options))
+    }
     return {key: cells_taking(key) for key in sorted(keys)}
 
 
@@ -79,8 +86,9 @@ def cell_style(name: str) -> tuple[int, str, str] | None:
     return None if cell_type is None else (cell_type.order, cell_type.colour, cell_type.scaled)
 
 
-def build(cell: str, activation: str, input_size: int, hidden_size: int, num_layers: int,
-          options: dict[str, Any]) -> StackedNet:
+def build(
+    cell: str, activation: str, input_size: int, hidden_size: int, num_layers: int, options: dict[str, Any]
+) -> StackedNet:
     """A built-in cell's network, uninitialised; options: build options (BUILD_OPTIONS: the lru's r_min,
     r_max, max_phase), refused as not applicable where set on a cell that does not take them."""
     cell_type = CELL_TYPES[cell]

@@ -26,11 +26,13 @@ A built-in cell also declares a CellType in its module under harness.core.zoo: i
 it, its options, the keys only some cells take, its colour and place in figures, and its memory per
 step; harness.core.networks collects them.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Mapping, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -69,6 +71,7 @@ MEAN_FIELD_NOTE = "mean field: needs a one-layer rnn with init=gaussian or ortho
 @dataclass(frozen=True)
 class CellType:
     """A built-in cell, as its module under harness.core.zoo declares it (in CELL_TYPES)."""
+
     name: str  # cell=<name>
     build: Callable[..., StackedNet]  # (activation, input_size, hidden_size, num_layers, **options) -> uninitialised
     order: int  # its place among the cells in tables and figures (unique)
@@ -106,6 +109,7 @@ def diagonal_law(weights: Tensor, gains: Tensor, seq_len: int) -> tuple[Tensor, 
 
 class StackedNet(nn.Module):
     """What every network shares: the joint state S_t and its blocks, and the protocol above."""
+
     cell_name: str
     num_layers: int
     state_names: tuple[str, ...]  # one layer's state blocks, in S_t's order

@@ -9,6 +9,7 @@
 Two runs agree on their code (`same_code`) when version, source and targets agree. git is kept for the
 record but not compared: a commit that changes only documentation does not change any number.
 """
+
 from __future__ import annotations
 
 import functools
@@ -27,8 +28,13 @@ COMPARED = ("version", "source", "targets")
 def git_commit() -> str | None:
     """The checkout's commit (with -dirty if it has local changes), or None outside a git checkout."""
     try:
-        out = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=40"], cwd=PACKAGE,
-                             capture_output=True, text=True, timeout=10)
+        out = subprocess.run(
+            ["git", "describe", "--always", "--dirty", "--abbrev=40"],
+            cwd=PACKAGE,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None
@@ -53,7 +59,7 @@ def source_hash() -> str:
 MAX_SOURCES = 500  # files hashed for one _target_ at most: beyond, the folder is not a project's own code
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def target_hash(target: str) -> str | None:
     """SHA-256 of the source a dotted `_target_` runs: its module's file and the Python files beside it
     that it may import (its top-level package, or for a lone module the .py files of its folder),
@@ -68,8 +74,11 @@ def target_hash(target: str) -> str | None:
     if not origin or not Path(origin).is_file():
         return None
     locations = list(top_spec.submodule_search_locations or []) if top_spec else []
-    files = sorted({p for folder in locations for p in Path(folder).rglob("*.py")} if locations
-                   else Path(origin).parent.glob("*.py"))
+    files = sorted(
+        {p for folder in locations for p in Path(folder).rglob("*.py")}
+        if locations
+        else Path(origin).parent.glob("*.py")
+    )
     if len(files) > MAX_SOURCES or Path(origin) not in files:
         files = [Path(origin)]
     digest = hashlib.sha256()
@@ -90,8 +99,12 @@ def targets(config: Any) -> list[str]:
 
 def code_identity(config: dict[str, Any]) -> dict[str, Any]:
     """The code that computes a run of this (resolved) config: see the module's docstring."""
-    return {"version": package_version(), "git": git_commit(), "source": source_hash(),
-            "targets": {target: target_hash(target) for target in targets(config)}}
+    return {
+        "version": package_version(),
+        "git": git_commit(),
+        "source": source_hash(),
+        "targets": {target: target_hash(target) for target in targets(config)},
+    }
 
 
 def same_code(recorded: Any, current: dict[str, Any]) -> bool:

@@ -21,15 +21,16 @@ cells, the lru) records through. The division (Renormaliser) and the sums of its
 are the ones every exact recording uses: in memory, in segments, and harness.core.detail's rows.
 
 The autograd recorder takes norms in float64 (torch.linalg.vector_norm with dtype), so squaring a
-float32 entry cannot overflow or underflow on the way; the exact one never needs to. Denormal floats are flushed to zero while recording
-(`flush_denormals`): on x86 CPUs, arithmetic on them is ~100x slower, and a vanishing gradient spends
-many steps there (see flush_denormals_everywhere for torch's worker threads). For the autograd
-recorder that means float32 underflows at 1.2e-38, not 1.4e-45.
+float32 entry cannot overflow or underflow on the way; the exact one never needs to. Denormal floats
+are flushed to zero while recording (`flush_denormals`): on x86 CPUs, arithmetic on them is ~100x
+slower, and a vanishing gradient spends many steps there (see flush_denormals_everywhere for torch's
+worker threads). For the autograd recorder that means float32 underflows at 1.2e-38, not 1.4e-45.
 """
+
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import Tensor
@@ -70,8 +71,9 @@ def block_norms(grad: Tensor, block_sizes: Sequence[int], dtype: torch.dtype | N
     """Per-sample norms of each block of a joint state's gradient: (batch, blocks)."""
     if len(set(block_sizes)) == 1:  # equal blocks: one reduction over a view
         return torch.linalg.vector_norm(grad.view(grad.shape[0], len(block_sizes), -1), dim=-1, dtype=dtype)
-    return torch.stack([torch.linalg.vector_norm(block, dim=-1, dtype=dtype)
-                        for block in grad.split(list(block_sizes), dim=1)], dim=1)
+    return torch.stack(
+        [torch.linalg.vector_norm(block, dim=-1, dtype=dtype) for block in grad.split(list(block_sizes), dim=1)], dim=1
+    )
 
 
 class Renormaliser:
@@ -105,8 +107,14 @@ class Renormaliser:
         return arriving, torch.stack(self.divisors[::-1]).double().log() if self.divisors else None
 
 
-def backpropagate(objective: Tensor, states: list[Tensor], block_sizes: Sequence[int], recorder: str,
-                  retain_graph: bool = False, hook_first: bool = True) -> tuple[Tensor, Tensor | None, Tensor]:
+def backpropagate(
+    objective: Tensor,
+    states: list[Tensor],
+    block_sizes: Sequence[int],
+    recorder: str,
+    retain_graph: bool = False,
+    hook_first: bool = True,
+) -> tuple[Tensor, Tensor | None, Tensor]:
     """Backpropagate `objective` to states[0] through the recorder's hooks on the states.
 
     Returns (arriving, log_divisors, first_grad): ln of each block's norm of the gradient arriving at
@@ -133,8 +141,10 @@ def backpropagate(objective: Tensor, states: list[Tensor], block_sizes: Sequence
         for handle in handles:
             handle.remove()
     if len(renormalise.norms) != len(hooked):
-        raise RuntimeError(f"{len(renormalise.norms)} of {len(hooked)} state hooks fired: is every S_t on "
-                           "the path from the loss to S_0?")
+        raise RuntimeError(
+            f"{len(renormalise.norms)} of {len(hooked)} state hooks fired: is every S_t on "
+            "the path from the loss to S_0?"
+        )
     return (*renormalise.logs(), first_grad)
 
 
@@ -144,16 +154,17 @@ def written_out(net: StackedNet, recorder: str) -> bool:
     return recorder == "exact" and net.analytic_jacobian
 
 
-def pull_back(net: StackedNet, coefficients: list[list], cotangent: Tensor, record_first: bool
-              ) -> tuple[Tensor, Tensor | None, Tensor]:
+def pull_back(
+    net: StackedNet, coefficients: list[list], cotangent: Tensor, record_first: bool
+) -> tuple[Tensor, Tensor | None, Tensor]:
     """The exact recorder written out for a built-in network, with backpropagate's returns.
 
     coefficients are steps b+1..e's (RecurrentNet.step_coefficients), cotangent the gradient carried
     into S_e (dL/dS_e before its renormalisation). Each step does what backpropagate's hook (the
     same Renormaliser) and torch's backward would: record the arriving block norms, divide by their
     total, pull the cotangent through the step (RecurrentNet.pull_cotangent, the cell's own
-    vector-Jacobian product, tested against autograd's Jacobians). No autograd graph: a step costs the cell's few products and its
-    transposed matmuls. Rows are S_{b+1}..S_e, with S_b first if record_first.
+    vector-Jacobian product, tested against autograd's Jacobians). No autograd graph: a step costs the
+    cell's few products and its transposed matmuls. Rows are S_{b+1}..S_e, with S_b first if record_first.
     """
     renormalise = Renormaliser(net.block_sizes)
     with torch.no_grad():
@@ -182,8 +193,9 @@ def accumulate(arriving: Tensor, log_divisors: Tensor | None) -> Tensor:
     return arriving + suffix_sums(log_divisors)[0]
 
 
-def record_log_norms(loss: Tensor, states: list[Tensor], block_sizes: Sequence[int], recorder: str,
-                     retain_graph: bool = False) -> Tensor:
+def record_log_norms(
+    loss: Tensor, states: list[Tensor], block_sizes: Sequence[int], recorder: str, retain_graph: bool = False
+) -> Tensor:
     """Backpropagate `loss` to states[0] and return ln||dL/d block|| of shape (T+1, batch, blocks).
 
     `states` are S_0..S_T; S_t's blocks are consecutive columns of widths block_sizes. Entries are

@@ -19,11 +19,13 @@ NotApplicable from on_build, before anything is computed.
 A new remedy is one class here (override the hooks it needs; the others do nothing) and one line in
 remedies_for; its config keys live in harness.core.spec.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -61,8 +63,9 @@ class Remedy:
         batch `inputs` (only asked for when needs_states); loss: the task's loss on them."""
         return None
 
-    def before_step(self, step: int, optimiser: torch.optim.Optimizer, parameters: list[nn.Parameter],
-                    draw: Callable[[], TaskBatch]) -> dict[str, float]:
+    def before_step(
+        self, step: int, optimiser: torch.optim.Optimizer, parameters: list[nn.Parameter], draw: Callable[[], TaskBatch]
+    ) -> dict[str, float]:
         """Before training step `step` (1, 2, ...): steps of its own, say; returns the values to log
         (averaged over the steps since the last record into the loss table's columns)."""
         return {}
@@ -75,6 +78,7 @@ class Remedy:
 @dataclass
 class Init(Remedy):
     """init=default | gaussian | orthogonal | identity, then every W_hh times scale (harness.core.init)."""
+
     name: str
     scale: float
 
@@ -85,6 +89,7 @@ class Init(Remedy):
 @dataclass
 class ForgetBias(Remedy):
     """cell.forget_bias: added to the lstm forget gate's bias (Gers et al. 2000; Jozefowicz et al. 2015)."""
+
     value: float
 
     def on_build(self, model: StackedNet, generator: torch.Generator) -> None:
@@ -94,6 +99,7 @@ class ForgetBias(Remedy):
 @dataclass
 class Chrono(Remedy):
     """cell.chrono_tmax: chrono init of the keep gate's bias (Tallec & Ollivier 2018; lstm, gru)."""
+
     tmax: int
 
     def on_build(self, model: StackedNet, generator: torch.Generator) -> None:
@@ -130,6 +136,7 @@ def omega_of(grads: list[Tensor], slopes: list[Tensor], weight_hh: Tensor) -> Te
 class Omega(Remedy):
     """train.omega: weight times Pascanu et al. (2013)'s Omega added to the training loss; the run
     trains through the explicit cells, since Omega needs dL/dh_t. A one-layer rnn only."""
+
     weight: float
     model: RecurrentNet | None = field(default=None, repr=False)
     needs_states = True
@@ -144,8 +151,10 @@ class Omega(Remedy):
         w_hh, b_hh = model.weight_hh_l0, model.bias_hh_l0
         with torch.no_grad():  # f'_t at each step's pre-activation, held constant as Omega asks
             drives = model.input_drive(inputs)
-            slopes = [SLOPES[model.activation](pre, model.act(pre)) for pre in
-                      (drive + recurrent(h, w_hh, b_hh) for drive, h in zip(drives, states[:-1]))]
+            slopes = [
+                SLOPES[model.activation](pre, model.act(pre))
+                for pre in (drive + recurrent(h, w_hh, b_hh) for drive, h in zip(drives, states[:-1]))
+            ]
         return self.weight * omega(loss, states[1:], slopes, w_hh)
 
 
@@ -155,6 +164,7 @@ class Flossing(Remedy):
     k largest Lyapunov exponents of a fresh batch (harness.core.theory.flossing_loss), its gradients
     clipped to train.clip_norm, before step 1 and every `every` steps; logs `flossing_loss`. Its
     tangents come from a generator of its own, seeded with the run's seed; its batches from the run's."""
+
     k: int
     every: int
     clip_norm: float | None
@@ -167,8 +177,9 @@ class Flossing(Remedy):
             raise NotApplicable("train.flossing_k: gradient flossing needs the built-in cells' JVPs (rnn, lstm, gru)")
         self.model, self.generator = model, torch.Generator().manual_seed(self.seed)
 
-    def before_step(self, step: int, optimiser: torch.optim.Optimizer, parameters: list[nn.Parameter],
-                    draw: Callable[[], TaskBatch]) -> dict[str, float]:
+    def before_step(
+        self, step: int, optimiser: torch.optim.Optimizer, parameters: list[nn.Parameter], draw: Callable[[], TaskBatch]
+    ) -> dict[str, float]:
         if (step - 1) % self.every:
             return {}
         optimiser.zero_grad(set_to_none=True)
@@ -184,6 +195,7 @@ class Flossing(Remedy):
 @dataclass
 class ClipValue(Remedy):
     """train.clip_value: every gradient entry clipped to [-value, value], before the norm is measured."""
+
     value: float
 
     def after_backward(self, parameters: list[nn.Parameter]) -> None:
@@ -193,12 +205,14 @@ class ClipValue(Remedy):
 @dataclass
 class ClipNorm(Remedy):
     """train.clip_norm: the gradients' global norm clipped to it (Pascanu et al. 2013)."""
+
     max_grad_norm: float
 
 
 @dataclass
 class WeightDecay(Remedy):
     """train.weight_decay: the optimiser's L2 penalty."""
+
     value: float
 
     def optimiser_kwargs(self) -> dict[str, Any]:

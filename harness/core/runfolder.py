@@ -11,33 +11,24 @@ the long profile table.
 
 Every file is written through a temporary file and a rename, so a reader never sees half of one, and
 every folder is made by harness.core.folders.make_folder, which marks it as the harness's.
-pandas is imported only where a table is built (the core layer imports torch alone).
+Tables are built and written by harness.lab.tables (the core layer imports torch and numpy alone).
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import secrets
-import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-import numpy as np
-import torch
+from typing import Any
 
 from harness.core.folders import make_folder
-
-if TYPE_CHECKING:
-    import pandas as pd
 
 DONE = "DONE"
 PROFILE, META, LOSSES = "profile.parquet", "meta.json", "losses.parquet"
 UNITS, GATES = "units.parquet", "gates.parquet"  # record.units=true (harness.core.detail)
 RUN_FILES = (META, PROFILE, LOSSES, UNITS, GATES)  # what DONE vouches for
-QUANTILES = {"log10_norm_q10": 0.10, "log10_norm_q25": 0.25, "log10_norm": 0.5,
-             "log10_norm_q75": 0.75, "log10_norm_q90": 0.90}
 
 
 def write_atomic(path: Path, write: Any) -> None:
@@ -59,14 +50,6 @@ def write_atomic(path: Path, write: Any) -> None:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
-
-
-def write_parquet(frame: pd.DataFrame, path: Path) -> None:
-    write_atomic(path, lambda tmp: frame.to_parquet(tmp, index=False))
-
-
-def write_csv(frame: pd.DataFrame, path: Path) -> None:
-    write_atomic(path, lambda tmp: frame.to_csv(tmp, index=False))
 
 
 def write_bytes(data: bytes, path: Path) -> None:
@@ -116,59 +99,3 @@ def check_done(out_dir: Path) -> str | None:
         if (found["size"], found["sha256"]) != (size, sha256):
             return f"{name} was changed or damaged since the run wrote it"
     return None
-
-
-def detail_frames(detail: Any, run_id: str, state_names: tuple[str, ...], block_sizes: tuple[int, ...]
-                  ) -> tuple[pd.DataFrame, pd.DataFrame | None]:
-    """units.parquet and gates.parquet of one harness.core.detail.Detail (batch medians, log10)."""
-    import pandas as pd
-
-    log10 = math.log(10)
-    units = (detail.units.median(dim=1).values / log10).numpy()  # (T+1, state)
-    steps, width = units.shape
-    names = [state_names[b % len(state_names)] for b, size in enumerate(block_sizes) for _ in range(size)]
-    index = [j for size in block_sizes for j in range(size)]
-    layer = [b // len(state_names) for b, size in enumerate(block_sizes) for _ in range(size)]
-    unit_frame = pd.DataFrame({"run_id": run_id, "t": np.repeat(np.arange(steps), width),
-                               "lag": np.repeat(steps - 1 - np.arange(steps), width), "layer": np.tile(layer, steps),
-                               "state": np.tile(names, steps), "unit": np.tile(index, steps),
-                               "log10_norm": units.reshape(-1)})
-    if detail.gates is None:
-        return unit_frame, None
-    gates = (detail.gates.median(dim=1).values / log10).numpy()  # (T, gates), t = 1..T
-    weights = (detail.weights / log10).numpy()
-    count = len(detail.gate_names)
-    t = np.repeat(np.arange(1, steps), count)
-    gate_frame = pd.DataFrame({"run_id": run_id, "t": t, "lag": steps - 1 - t,
-                               "layer": np.tile(detail.gate_layers, steps - 1),
-                               "gate": np.tile(detail.gate_names, steps - 1),
-                               "log10_norm": gates.reshape(-1), "log10_weight": weights.reshape(-1)})
-    return unit_frame, gate_frame
-
-
-def profile_frame(log_norms: torch.Tensor, run_id: str, columns: dict[str, Any],
-                  state_names: tuple[str, ...], step: int = 0) -> pd.DataFrame:
-    """Long table of one recording: a row per (layer, state, t) with batch quantiles of log10 norms.
-
-    Quantiles are nearest-rank (each is one sample's value), so -inf and +inf stay meaningful;
-    nan samples are left out.
-    """
-    import pandas as pd
-
-    steps, _, parts = log_norms.shape
-    log10 = (log_norms / math.log(10)).cpu().numpy()
-    with warnings.catch_warnings():  # an all-nan step gives nan, which is the right answer
-        warnings.simplefilter("ignore", RuntimeWarning)
-        quantiles = np.nanquantile(log10, list(QUANTILES.values()), axis=1, method="nearest")
-    t = np.tile(np.arange(steps), parts)
-    part = np.repeat(np.arange(parts), steps)
-    frame = pd.DataFrame({"run_id": np.repeat(run_id, len(t)),
-                          **{k: np.repeat(v, len(t)) for k, v in columns.items()},
-                          "layer": part // len(state_names),
-                          "state": np.array(state_names)[part % len(state_names)],
-                          "t": t, "lag": steps - 1 - t, "step": step})
-    for name, values in zip(QUANTILES, quantiles):
-        frame[name] = values.T.reshape(-1)  # (parts, steps) flattened like `part` and `t`
-    return frame
-
-

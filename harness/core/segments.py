@@ -22,10 +22,12 @@ them. Where the whole sequence fits in one segment, the forward pass keeps them 
 is run twice. The exact recorder's log divisors are summed by recorders.suffix_sums, one segment at a
 time, as an in-memory recording sums them at once.
 """
+
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -52,16 +54,23 @@ class Drives:
         for chunk in range(begin // DRIVE_CHUNK, math.ceil(end / DRIVE_CHUNK)):
             if self.cached[0] != chunk:
                 with torch.no_grad():  # the recorders need no parameter gradients
-                    span = self.inputs[chunk * DRIVE_CHUNK:(chunk + 1) * DRIVE_CHUNK]
+                    span = self.inputs[chunk * DRIVE_CHUNK : (chunk + 1) * DRIVE_CHUNK]
                     self.cached = (chunk, self.net.input_drive(span))
             start = chunk * DRIVE_CHUNK
-            drives.extend(self.cached[1][max(begin - start, 0):end - start])
+            drives.extend(self.cached[1][max(begin - start, 0) : end - start])
         return drives
 
 
-def record_profile(net: StackedNet, inputs: Tensor | StreamedInputs, output_loss: Callable[[Tensor], Tensor], final_state_only: bool,
-                   recorder: str, segment: int, progress: Callable[[int], object] | None = None,
-                   tangent: CarriedTangent | None = None) -> tuple[Tensor, Tensor, bool]:
+def record_profile(
+    net: StackedNet,
+    inputs: Tensor | StreamedInputs,
+    output_loss: Callable[[Tensor], Tensor],
+    final_state_only: bool,
+    recorder: str,
+    segment: int,
+    progress: Callable[[int], object] | None = None,
+    tangent: CarriedTangent | None = None,
+) -> tuple[Tensor, Tensor, bool]:
     """Record ln||dL/d block|| for t = 0..T in segments of `segment` steps (see the module docstring).
 
     output_loss receives the top layer's outputs the loss reads, (1, batch, width) for a final-state
@@ -85,41 +94,71 @@ def record_profile(net: StackedNet, inputs: Tensor | StreamedInputs, output_loss
     bounds = list(range(0, seq_len, segment)) + [seq_len]
     # One segment written out: the backward reuses the forward's coefficients instead of recomputing them.
     forward = Linearised(net, tangent, keep=writes_out and len(bounds) == 2)
-    starts, outputs, state, finite = _forward_in_segments(net, inputs.shape[1], drives, bounds, forward,
-                                                           final_state_only, progress)
+    starts, outputs, state, finite = _forward_in_segments(
+        net, inputs.shape[1], drives, bounds, forward, final_state_only, progress
+    )
     read = torch.stack([net.top_hidden(state)] if final_state_only else outputs).requires_grad_()
     with torch.enable_grad():
         loss = output_loss(read)
         (output_grads,) = torch.autograd.grad(loss, read)
+    log_norms = _backward_in_segments(
+        net, drives, bounds, starts, forward, state, output_grads, final_state_only, recorder, writes_out, progress
+    )
+    return log_norms, loss.detach(), finite and bool(torch.isfinite(loss))
 
+
+def _backward_in_segments(
+    net: StackedNet,
+    drives: Drives,
+    bounds: list[int],
+    starts: list[Tensor],
+    forward: Linearised,
+    final_state: Tensor,
+    output_grads: Tensor,
+    final_state_only: bool,
+    recorder: str,
+    writes_out: bool,
+    progress: Callable[[int], object],
+) -> Tensor:
+    """The backward pass, last segment first, each carrying its gradient to the one before: log_norms."""
+    seq_len = bounds[-1]
     log_norms: Tensor | None = None  # (T+1, batch, blocks), filled from the end, segment by segment
     after: Tensor | None = None  # the exact recorder's ln divisors summed from S_T back to the segment's end
     carry = None  # the gradient flowing into the segment's end state from the segments after it
     if writes_out:  # a final-state loss (the exact recorder needs one): all of it enters at S_T
-        carry = torch.zeros_like(state)
+        carry = torch.zeros_like(final_state)
         net.top_hidden(carry).copy_(output_grads[0])
     for index in reversed(range(len(starts))):
         begin, end = bounds[index], bounds[index + 1]
         if writes_out:
-            coefficients = forward.kept if len(starts) == 1 else segment_coefficients(net, starts[index],
-                                                                                      drives(begin, end))
+            coefficients = (
+                forward.kept if len(starts) == 1 else segment_coefficients(net, starts[index], drives(begin, end))
+            )
             rows, logs, carry = pull_back(net, coefficients, carry, record_first=begin == 0)
         else:
-            rows, logs, carry = backward_through_graph(net, starts[index], drives(begin, end), carry, recorder,
-                                                       output_grads, final_state_only, begin, seq_len)
+            rows, logs, carry = backward_through_graph(
+                net, starts[index], drives(begin, end), carry, recorder, output_grads, final_state_only, begin, seq_len
+            )
         if log_norms is None:
             log_norms = rows.new_empty((seq_len + 1, *rows.shape[1:]))
         if logs is not None:  # one segment at a time: no T-long temporaries beside the result
             sums, after = suffix_sums(logs, after)
             rows = rows + sums
-        log_norms[end + 1 - len(rows):end + 1] = rows
+        log_norms[end + 1 - len(rows) : end + 1] = rows
         progress(end - begin)
-    return log_norms, loss.detach(), finite and bool(torch.isfinite(loss))
+    return log_norms
 
 
-def _in_memory(net: StackedNet, inputs: Tensor | StreamedInputs, drives: Drives,
-               output_loss: Callable[[Tensor], Tensor], final_state_only: bool, recorder: str,
-               progress: Callable[[int], object], tangent: CarriedTangent | None) -> tuple[Tensor, Tensor, bool]:
+def _in_memory(
+    net: StackedNet,
+    inputs: Tensor | StreamedInputs,
+    drives: Drives,
+    output_loss: Callable[[Tensor], Tensor],
+    final_state_only: bool,
+    recorder: str,
+    progress: Callable[[int], object],
+    tangent: CarriedTangent | None,
+) -> tuple[Tensor, Tensor, bool]:
     """record_profile in one segment through autograd's hooks: one forward pass with its graph."""
     seq_len, batch = inputs.shape[0], inputs.shape[1]
     states = [net.initial_state(batch)]
@@ -134,9 +173,15 @@ def _in_memory(net: StackedNet, inputs: Tensor | StreamedInputs, drives: Drives,
     return log_norms, loss.detach(), bool(torch.isfinite(states[-1]).all() and torch.isfinite(loss))
 
 
-def _forward_in_segments(net: StackedNet, batch: int, drives: Drives, bounds: list[int], forward: Linearised,
-                         final_state_only: bool, progress: Callable[[int], object]
-                         ) -> tuple[list[Tensor], list[Tensor], Tensor, bool]:
+def _forward_in_segments(
+    net: StackedNet,
+    batch: int,
+    drives: Drives,
+    bounds: list[int],
+    forward: Linearised,
+    final_state_only: bool,
+    progress: Callable[[int], object],
+) -> tuple[list[Tensor], list[Tensor], Tensor, bool]:
     """The forward pass without a graph: (each segment's start state, the top layer's outputs where the
     loss reads every step, the final state, whether every segment's end state stayed finite)."""
     starts, outputs, finite = [], [], True
@@ -197,9 +242,17 @@ def segment_coefficients(net: StackedNet, start: Tensor, drives: Sequence[Tensor
     return forward.kept
 
 
-def backward_through_graph(net: StackedNet, start: Tensor, drives: list[Tensor], carry: Tensor | None, recorder: str,
-                           output_grads: Tensor, final_state_only: bool, begin: int, seq_len: int
-                           ) -> tuple[Tensor, Tensor | None, Tensor]:
+def backward_through_graph(
+    net: StackedNet,
+    start: Tensor,
+    drives: list[Tensor],
+    carry: Tensor | None,
+    recorder: str,
+    output_grads: Tensor,
+    final_state_only: bool,
+    begin: int,
+    seq_len: int,
+) -> tuple[Tensor, Tensor | None, Tensor]:
     """One segment's backward through autograd's hooks: rebuild its graph from its start state, inject
     the output gradients of its steps and the gradient carried into its end state, backpropagate."""
     end = begin + len(drives)

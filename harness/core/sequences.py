@@ -14,9 +14,10 @@ h0 (B, H), w_hh (G*H, H), b_hh (G*H) or None. Tested against torch.nn.RNN / GRU'
 gradient in float64; the equations are torch's (gates r, z, n in its order, b_hn inside the reset
 gate's product), so runs train through these exactly where they would through torch's modules.
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -74,9 +75,18 @@ class GRUSequence(torch.autograd.Function):
         # Every step's views made once (unbind), not indexed step by step: at these sizes indexing costs
         # as much as the arithmetic.
         for h, x_rz, x_n, out_hw, hw_rz, hw_n, rz, r, z, n, h_new in zip(
-                states[:-1].unbind(0), x_proj[..., :two].unbind(0), x_proj[..., two:].unbind(0), hw.unbind(0),
-                hw[..., :two].unbind(0), hw[..., two:].unbind(0), gates.unbind(0), gates[..., :hidden].unbind(0),
-                gates[..., hidden:].unbind(0), new.unbind(0), states[1:].unbind(0)):
+            states[:-1].unbind(0),
+            x_proj[..., :two].unbind(0),
+            x_proj[..., two:].unbind(0),
+            hw.unbind(0),
+            hw[..., :two].unbind(0),
+            hw[..., two:].unbind(0),
+            gates.unbind(0),
+            gates[..., :hidden].unbind(0),
+            gates[..., hidden:].unbind(0),
+            new.unbind(0),
+            states[1:].unbind(0),
+        ):
             if b_hh is None:
                 torch.mm(h, w_t, out=out_hw)
             else:
@@ -92,7 +102,7 @@ class GRUSequence(torch.autograd.Function):
     def backward(ctx, grad_outputs: Tensor):
         states, hw, gates, new, w_hh = ctx.saved_tensors
         hidden = new.shape[-1]
-        r, z, h_n = gates[..., :hidden], gates[..., hidden:], hw[..., 2 * hidden:]
+        r, z, h_n = gates[..., :hidden], gates[..., hidden:], hw[..., 2 * hidden :]
         # Each step's factors from dL/dh_t to its pre-activations, for all steps at once.
         to_n = (1 - z) * (1 - new * new)  # to n's pre-activation
         to_z = (states[:-1] - new) * z * (1 - z)  # to z's
@@ -100,9 +110,19 @@ class GRUSequence(torch.autograd.Function):
         grad_hw = torch.empty_like(hw)  # dL/d(h W_hh^T + b_hh): r, z, n blocks
         grad_pre_n = torch.empty_like(new)  # dL/d(n's pre-activation) = dL/dx_n
         carried = torch.zeros_like(states[0])
-        steps = zip(grad_outputs.unbind(0), to_n.unbind(0), to_r.unbind(0), to_z.unbind(0), r.unbind(0), z.unbind(0),
-                    grad_pre_n.unbind(0), grad_hw.unbind(0), grad_hw[..., :hidden].unbind(0),
-                    grad_hw[..., hidden:2 * hidden].unbind(0), grad_hw[..., 2 * hidden:].unbind(0))
+        steps = zip(
+            grad_outputs.unbind(0),
+            to_n.unbind(0),
+            to_r.unbind(0),
+            to_z.unbind(0),
+            r.unbind(0),
+            z.unbind(0),
+            grad_pre_n.unbind(0),
+            grad_hw.unbind(0),
+            grad_hw[..., :hidden].unbind(0),
+            grad_hw[..., hidden : 2 * hidden].unbind(0),
+            grad_hw[..., 2 * hidden :].unbind(0),
+        )
         for grad_out, n_t, r_from_n, z_t, r_t, z_gate, pre_n, all_hw, hw_r, hw_z, hw_n in reversed(list(steps)):
             grad_h = carried + grad_out
             torch.mul(grad_h, n_t, out=pre_n)
@@ -110,7 +130,7 @@ class GRUSequence(torch.autograd.Function):
             torch.mul(grad_h, z_t, out=hw_z)
             torch.mul(pre_n, r_t, out=hw_n)
             carried = torch.addmm(grad_h * z_gate, all_hw, w_hh)
-        grad_x = torch.cat([grad_hw[..., :2 * hidden], grad_pre_n], dim=-1)
+        grad_x = torch.cat([grad_hw[..., : 2 * hidden], grad_pre_n], dim=-1)
         flat_hw, flat_h = grad_hw.flatten(0, 1), states[:-1].flatten(0, 1)
         return grad_x, carried, flat_hw.t() @ flat_h, flat_hw.sum(0) if ctx.bias else None
 
@@ -121,14 +141,15 @@ TORCH_EQUATIONS = {"rnn": ("tanh", "relu"), "lstm": ("tanh",), "gru": ("tanh",)}
 def to_torch(net: RecurrentNet) -> nn.RNNBase | None:
     """The fused torch.nn module computing `net`'s equations on `net`'s own parameters (shared, so
     training either trains both), or None where the equations are not torch's (activations other than
-    tanh, and relu for the rnn). The inverse of harness.core.api.from_torch."""
+    tanh, and relu for the rnn). The inverse of harness.lab.api.from_torch."""
     if net.activation not in TORCH_EQUATIONS.get(net.cell_name, ()):
         return None
     kind = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}[net.cell_name]
     options = {"nonlinearity": net.activation} if net.cell_name == "rnn" else {}
     p = net.weight_hh_l0
-    module = kind(net.input_size, net.hidden_size, net.num_layers, bias=net.bias, device=p.device, dtype=p.dtype,
-                  **options)
+    module = kind(
+        net.input_size, net.hidden_size, net.num_layers, bias=net.bias, device=p.device, dtype=p.dtype, **options
+    )
     for name, _ in list(module.named_parameters()):
         module._parameters[name] = getattr(net, name)  # net's own Parameter, shared
     module._init_flat_weights()  # torch's fused kernel reads this list of the parameters
@@ -142,15 +163,20 @@ def train_forward(net: RecurrentNet) -> Callable[[Tensor], Tensor] | None:
     if net.activation not in TORCH_EQUATIONS.get(net.cell_name, ()):
         return None
     if net.cell_name in ("rnn", "gru") and net.weight_hh_l0.device.type == "cpu":
+
         def forward(inputs: Tensor) -> Tensor:
             outputs = inputs
             for layer in range(net.num_layers):
                 x_proj = F.linear(outputs, getattr(net, f"weight_ih_l{layer}"), getattr(net, f"bias_ih_l{layer}"))
                 h0 = x_proj.new_zeros((inputs.shape[1], net.hidden_size))
                 w_hh, b_hh = getattr(net, f"weight_hh_l{layer}"), getattr(net, f"bias_hh_l{layer}")
-                outputs = RNNSequence.apply(x_proj, h0, w_hh, b_hh, net.activation == "relu") \
-                    if net.cell_name == "rnn" else GRUSequence.apply(x_proj, h0, w_hh, b_hh)
+                outputs = (
+                    RNNSequence.apply(x_proj, h0, w_hh, b_hh, net.activation == "relu")
+                    if net.cell_name == "rnn"
+                    else GRUSequence.apply(x_proj, h0, w_hh, b_hh)
+                )
             return outputs
+
         return forward
     module = to_torch(net)
     return lambda inputs: module(inputs)[0]

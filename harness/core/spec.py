@@ -14,13 +14,14 @@ AttributeError, never a silent default. The flat columns exist only where tables
 A validator returns the value normalised (scale=1 becomes 1.0) so that tables never mix ints and
 floats in a column.
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
 import math
 from dataclasses import MISSING, dataclass, field, fields
-from typing import Any, Callable, Collection, Dict, Mapping, Optional
+from typing import Any, Collection, Dict, Mapping, Optional
 
 import torch
 
@@ -31,108 +32,22 @@ from harness.core.networks import NETWORKS, cell_only_keys, meta_network
 from harness.core.recorders import RECORDERS
 from harness.core.tasks import TASKS
 from harness.core.train import OPTIMIZERS
+from harness.core.validators import (
+    Validator,
+    boolean,
+    device,
+    finite_number,
+    folder_name,
+    import_path,
+    integer,
+    one_of,
+    optional,
+    positive_number,
+    scalars,
+    text,
+)
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
-DEVICES = ("cpu", "cuda")
-
-
-Validator = Callable[[str, Any], Any]
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def one_of(options: Any) -> Validator:
-    allowed = sorted(options)
-
-    def check(key: str, value: Any) -> Any:
-        if value not in allowed:
-            raise ConfigError(f"{key}={value}: expected one of {', '.join(allowed)}")
-        return value
-    return check
-
-
-def integer(minimum: int) -> Validator:
-    def check(key: str, value: Any) -> int:
-        if not (_is_number(value) and isinstance(value, int) and value >= minimum):
-            raise ConfigError(f"{key}={value}: expected an integer >= {minimum}")
-        return value
-    return check
-
-
-def finite_number(minimum: float = -math.inf) -> Validator:
-    bound = "" if minimum == -math.inf else f" >= {minimum:g}"
-
-    def check(key: str, value: Any) -> float:
-        if not (_is_number(value) and math.isfinite(value) and value >= minimum):
-            raise ConfigError(f"{key}={value}: expected a finite number{bound}")
-        return float(value)
-    return check
-
-
-def optional(check: Validator) -> Validator:
-    """null (off), or a value that passes check."""
-    def check_or_null(key: str, value: Any) -> Any:
-        return None if value is None else check(key, value)
-    return check_or_null
-
-
-def boolean(key: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigError(f"{key}={value}: expected true or false")
-    return value
-
-
-def positive_number(key: str, value: Any) -> float:
-    if not (_is_number(value) and math.isfinite(value) and value > 0):
-        raise ConfigError(f"{key}={value}: expected a finite number > 0")
-    return float(value)
-
-
-def device(key: str, value: Any) -> str:
-    one_of(DEVICES)(key, value)
-    if value == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"{key}={value}: CUDA is not available on this machine; expected cpu")
-    return value
-
-
-def text(key: str, value: Any) -> str:
-    if not isinstance(value, str) or not value:
-        raise ConfigError(f"{key}={value}: expected a non-empty name")
-    return value
-
-
-NAME_LENGTH = 100  # characters; a folder name's limit is 255 bytes, and results/${name}/... nests under it
-
-
-def folder_name(key: str, value: Any) -> str:
-    """A name that names one folder under results/ (results/${name}/...): 1 to NAME_LENGTH characters,
-    no path separator, not . or .. (which would escape results/)."""
-    text(key, value)
-    if (len(value) > NAME_LENGTH or len(value.encode("utf-8", "surrogateescape")) > 255
-            or any(c in value for c in "/\\\0") or value in (".", "..")):
-        shown = value if len(value) <= 60 else f"{value[:40]}... ({len(value)} characters)"
-        raise ConfigError(f"{key}={shown}: expected a folder name of 1 to {NAME_LENGTH} characters, "
-                          "without / or \\, not . or .. (it names results/${name}/)")
-    return value
-
-
-def import_path(key: str, value: Any) -> str | None:
-    """null, or a dotted import path `package.module.Name` (imported when the run builds its model)."""
-    if value is None:
-        return None
-    if not isinstance(value, str) or "." not in value or not all(p.isidentifier() for p in value.split(".")):
-        raise ConfigError(f"{key}={value}: expected an import path such as mypkg.cells.MyCell")
-    return value
-
-
-def scalars(key: str, value: Any) -> dict[str, Any]:
-    """A mapping of names to scalars (a user cell's constructor arguments)."""
-    if not isinstance(value, Mapping) or not all(
-            isinstance(v, (int, float, str, bool)) or v is None for v in value.values()):
-        raise ConfigError(f"{key}={value}: expected a mapping of names to numbers, strings or booleans")
-    return dict(value)
 
 
 def spec(default: Any, check: Validator, doc: str) -> Any:
@@ -144,10 +59,12 @@ def spec(default: Any, check: Validator, doc: str) -> Any:
 @dataclass(frozen=True)
 class CellSpec:
     """The `cell` group: a built-in cell, or a user cell named by `_target_` (see harness.core.cells)."""
+
     name: str = spec("rnn", text, "rnn | lstm | gru | lru | indrnn | minimal (built in), or a user cell's name")
     forget_bias: float = spec(0.0, finite_number(), "lstm only: added to the forget gate's bias after init")
-    chrono_tmax: Optional[int] = spec(None, optional(integer(2)),
-                                      "lstm, gru: chrono init, gate biases log U[1, tmax - 1] (null: off)")
+    chrono_tmax: Optional[int] = spec(
+        None, optional(integer(2)), "lstm, gru: chrono init, gate biases log U[1, tmax - 1] (null: off)"
+    )
     r_min: float = spec(0.0, finite_number(minimum=0), "lru only: ring init, smallest |lambda|")
     r_max: float = spec(1.0, finite_number(minimum=0), "lru only: ring init, largest |lambda| (<= 1)")
     max_phase: float = spec(2 * math.pi, finite_number(minimum=0), "lru only: ring init, phases U[0, max_phase]")
@@ -158,28 +75,35 @@ class CellSpec:
 @dataclass(frozen=True)
 class InitSpec:
     """The `init` group (harness.core.init)."""
+
     name: str = spec("default", one_of(INITS), "default | gaussian | orthogonal | identity")
 
 
 @dataclass(frozen=True)
 class TaskSpec:
     """The `task` group (harness.core.tasks)."""
+
     name: str = spec("probe", one_of(TASKS), "probe | adding | copy | temporal_order | random_walk")
 
 
 @dataclass(frozen=True)
 class TrainSpec:
     """The `train` group: training for the tasks other than probe (harness.core.train)."""
+
     steps: int = spec(0, integer(0), "optimiser steps, each on a fresh batch (0: record at init only)")
     lr: float = spec(0.001, positive_number, "learning rate")
     optimizer: str = spec("adam", one_of(OPTIMIZERS), "sgd | adam | rmsprop")
     clip_norm: Optional[float] = spec(None, optional(positive_number), "clip the gradients' global norm (null: off)")
     clip_value: Optional[float] = spec(None, optional(positive_number), "clip every gradient entry (null: off)")
     weight_decay: float = spec(0.0, finite_number(minimum=0), "L2 penalty, passed to the optimiser")
-    omega: float = spec(0.0, finite_number(minimum=0), "weight of Pascanu et al. 2013's Omega regulariser "
-                                                       "(0: off; one-layer rnn only)")
-    flossing_k: int = spec(0, integer(0), "gradient flossing: the k largest Lyapunov exponents pushed toward 0 "
-                                          "(0: off; built-in rnn, lstm, gru)")
+    omega: float = spec(
+        0.0, finite_number(minimum=0), "weight of Pascanu et al. 2013's Omega regulariser (0: off; one-layer rnn only)"
+    )
+    flossing_k: int = spec(
+        0,
+        integer(0),
+        "gradient flossing: the k largest Lyapunov exponents pushed toward 0 (0: off; built-in rnn, lstm, gru)",
+    )
     flossing_every: int = spec(10, integer(1), "a flossing step before training and every this many steps")
     record_every: int = spec(100, integer(1), "evaluate and record the profile every this many steps")
 
@@ -187,29 +111,38 @@ class TrainSpec:
 @dataclass(frozen=True)
 class TheorySpec:
     """The `theory` group: what is computed beside the measurement (harness.core.theory)."""
+
     spectrum_k: int = spec(0, integer(0), "the k largest Lyapunov exponents (0: off; at most the state size)")
 
 
 @dataclass(frozen=True)
 class RecordSpec:
     """The `record` group: what is recorded beside the profile (harness.core.detail)."""
-    units: bool = spec(False, boolean, "per-unit, per-gate and per-step weight-gradient rows (units.parquet, "
-                                       "gates.parquet); off: they multiply a table's size by the state size")
+
+    units: bool = spec(
+        False,
+        boolean,
+        "per-unit, per-gate and per-step weight-gradient rows (units.parquet, "
+        "gates.parquet); off: they multiply a table's size by the state size",
+    )
 
 
 @dataclass(frozen=True)
 class MemorySpec:
     """The `memory` group: how a recording fits in memory. It never changes a run's numbers (tested),
     so it is not part of the run id."""
+
     fraction: float = spec(0.25, positive_number, "of the available memory a recording's segment may use")
-    segment: Optional[int] = spec(None, optional(integer(1)),
-                                  "steps recorded per segment (null: as many as `fraction` holds)")
+    segment: Optional[int] = spec(
+        None, optional(integer(1)), "steps recorded per segment (null: as many as `fraction` holds)"
+    )
 
 
 @dataclass(frozen=True)
 class RunSpec:
     """One run. Groups chosen by name on the command line (cell=lstm, init=gaussian, task=adding) are
     stored as {name: ..., fields...}; their table column is the name, their fields `group.field`."""
+
     name: str = spec("adhoc", folder_name, "names the results folder; each experiment sets its own")
     remedy: str = spec("none", text, "the remedy group's choice, so that tables say which was applied")
     cell: CellSpec = spec(CellSpec, text, "the recurrent cell")
@@ -283,8 +216,7 @@ def _flat_fields(cls: type, prefix: str = "") -> dict[str, Any]:
     for f in fields(cls):
         key = f"{prefix}{f.name}"
         if _group_class(f) is not None:  # a nested group
-            flat.update({(key if k == "name" else f"{key}.{k}"): v
-                         for k, v in _flat_fields(_group_class(f)).items()})
+            flat.update({(key if k == "name" else f"{key}.{k}"): v for k, v in _flat_fields(_group_class(f)).items()})
         else:
             flat[key] = f
     return flat
@@ -328,29 +260,40 @@ def check_run(run: RunSpec) -> None:
     """The rules that involve more than one key; raise ConfigError on the first broken one."""
     cell, task = run.cell, TASKS[run.task.name]
     if cell._target_ is None and cell.name not in NETWORKS:
-        raise ConfigError(f"cell={cell.name}: expected one of {', '.join(NETWORKS)}, or a user cell with "
-                          "cell._target_=package.module.Class")
+        raise ConfigError(
+            f"cell={cell.name}: expected one of {', '.join(NETWORKS)}, or a user cell with "
+            "cell._target_=package.module.Class"
+        )
     if cell._target_ is None and cell.kwargs:
-        raise ConfigError(f"cell.kwargs: cell={cell.name} is built in and takes no constructor "
-                          "arguments; expected cell._target_ with them")
+        raise ConfigError(
+            f"cell.kwargs: cell={cell.name} is built in and takes no constructor "
+            "arguments; expected cell._target_ with them"
+        )
     if run.task.name == "probe" and run.train.steps:
-        raise ConfigError(f"train.steps={run.train.steps}: task=probe has nothing to learn; "
-                          "expected 0, or a task among " + ", ".join(t for t in TASKS if t != "probe"))
+        raise ConfigError(
+            f"train.steps={run.train.steps}: task=probe has nothing to learn; "
+            "expected 0, or a task among " + ", ".join(t for t in TASKS if t != "probe")
+        )
     if not 0 <= cell.r_min < cell.r_max <= 1:
-        raise ConfigError(f"cell.r_min={cell.r_min}, cell.r_max={cell.r_max}: expected "
-                          "0 <= r_min < r_max <= 1 (use scale to push |lambda| past 1)")
+        raise ConfigError(
+            f"cell.r_min={cell.r_min}, cell.r_max={cell.r_max}: expected "
+            "0 <= r_min < r_max <= 1 (use scale to push |lambda| past 1)"
+        )
     for key, k in (("theory.spectrum_k", run.theory.spectrum_k), ("train.flossing_k", run.train.flossing_k)):
         network = meta_network(run) if k and cell._target_ is None else None  # tangents: at most the state's entries
         if network is not None and k > sum(network.block_sizes):
-            raise ConfigError(f"{key}={k}: the {cell.name}'s state has {sum(network.block_sizes)} "
-                              f"entries (hidden_size x its state blocks x num_layers); expected at most that")
+            raise ConfigError(
+                f"{key}={k}: the {cell.name}'s state has {sum(network.block_sizes)} "
+                f"entries (hidden_size x its state blocks x num_layers); expected at most that"
+            )
     if run.record.units and not task.final_state_only:
-        raise ConfigError(f"record.units=true: task={run.task.name} has a loss on every step; the per-unit rows "
-                          "use the exact recorder's renormalisation; expected a task whose loss reads the last step "
-                          f"({', '.join(name for name, kind in TASKS.items() if kind.final_state_only)})")
+        raise ConfigError(
+            f"record.units=true: task={run.task.name} has a loss on every step; the per-unit rows "
+            "use the exact recorder's renormalisation; expected a task whose loss reads the last step "
+            f"({', '.join(name for name, kind in TASKS.items() if kind.final_state_only)})"
+        )
     if run.recorder == "exact" and not task.final_state_only:
-        raise ConfigError(f"recorder=exact: task={run.task.name} has a loss on every step; "
-                          "expected recorder=autograd")
+        raise ConfigError(f"recorder=exact: task={run.task.name} has a loss on every step; expected recorder=autograd")
 
 
 # Keys only some built-in cells take, as they declare them (CellType.options and .takes): set by a remedy
@@ -364,13 +307,17 @@ def check_explicit(run: RunSpec, explicit: Collection[str]) -> None:
     for key in explicit:
         cells = CELL_ONLY.get(key)
         if cells and run.cell.name not in cells:
-            raise ConfigError(f"{key}={run.value(key)}: applies to cell={' or '.join(cells)} only, not "
-                              f"cell={run.cell.name}; expected no {key} for it (a remedy that sets it "
-                              "is recorded as not applicable on such cells)")
+            raise ConfigError(
+                f"{key}={run.value(key)}: applies to cell={' or '.join(cells)} only, not "
+                f"cell={run.cell.name}; expected no {key} for it (a remedy that sets it "
+                "is recorded as not applicable on such cells)"
+            )
     fixed = TASKS[run.task.name].input_size
     if "input_size" in explicit and fixed and run.input_size != fixed:
-        raise ConfigError(f"input_size={run.input_size}: task={run.task.name} has {fixed} input "
-                          f"channels; expected input_size={fixed}, or no input_size")
+        raise ConfigError(
+            f"input_size={run.input_size}: task={run.task.name} has {fixed} input "
+            f"channels; expected input_size={fixed}, or no input_size"
+        )
 
 
 def config_columns(config: Mapping[str, Any], explicit: Collection[str] = ()) -> dict[str, Any]:

@@ -2,7 +2,8 @@
 
 probe           x_t ~ N(0, 1) i.i.d., h_0 = 0, loss = sum over the batch of r . h_T with r a fixed random
                 unit vector (no training). Inputs of more than MAX_HELD_INPUTS bytes are streamed
-                (StreamedInputs): generated chunk by chunk when asked for, never held whole. The backward pass is then linear in dL/dh_T, so
+                (StreamedInputs): generated chunk by chunk when asked for, never held whole. The
+                backward pass is then linear in dL/dh_T, so
                 ||dL/dh_{T-k}|| / ||dL/dh_T|| is the pure propagation gain over k steps. The batch is
                 summed, not averaged, so each sample's gradient is that of its own loss.
 adding          (Le et al. 2015; Arjovsky et al. 2016) 2 channels: values U[0, 1] and a mask with one 1
@@ -19,16 +20,16 @@ temporal_order  (Hochreiter & Schmidhuber 1997; Pascanu et al. 2013) distractors
 random_walk     a random walk s_t (N(0, 1) steps) seen through noise, x_t = s_t + N(0, 0.5^2); predict
                 x_{t+1} at every step; MSE. Baseline: repeating the last value, 1 + 2 (0.5^2) = 1.5.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-
 
 CHUNK = 256  # steps of inputs streamed (and of input drives computed) together, aligned to t = 0
 MAX_HELD_INPUTS = 1 << 30  # bytes of float64 inputs held whole; a larger probe streams them
@@ -40,8 +41,13 @@ class StreamedInputs:
     it is asked for and only the chunks asked for exist. Sliced like a (seq_len, batch, input_size)
     tensor along time; tests/test_segments.py checks slices against the materialised tensor."""
 
-    def __init__(self, shape: tuple[int, int, int], base_seed: int, dtype: torch.dtype = torch.float64,
-                 device: str | torch.device = "cpu"):
+    def __init__(
+        self,
+        shape: tuple[int, int, int],
+        base_seed: int,
+        dtype: torch.dtype = torch.float64,
+        device: str | torch.device = "cpu",
+    ):
         self.shape, self.base_seed, self.dtype, self.device = torch.Size(shape), base_seed, dtype, torch.device(device)
 
     def chunk(self, index: int) -> Tensor:
@@ -62,16 +68,16 @@ class StreamedInputs:
         if not parts:
             return torch.empty(0, *self.shape[1:], dtype=self.dtype, device=self.device)
         offset = begin - chunks[0] * CHUNK
-        return torch.cat(parts)[offset:offset + end - begin]
+        return torch.cat(parts)[offset : offset + end - begin]
 
-    def to(self, device: str | torch.device, dtype: torch.dtype) -> "StreamedInputs":
+    def to(self, device: str | torch.device, dtype: torch.dtype) -> StreamedInputs:
         return StreamedInputs(tuple(self.shape), self.base_seed, dtype, device)
 
 
 def time_chunks(inputs: Tensor | StreamedInputs) -> Iterator[Tensor]:
     """The inputs CHUNK steps at a time (held or streamed)."""
     for begin in range(0, inputs.shape[0], CHUNK):
-        yield inputs[begin:begin + CHUNK]
+        yield inputs[begin : begin + CHUNK]
 
 
 @dataclass
@@ -86,7 +92,7 @@ class TaskBatch:
     final_state_only: bool = True
     readout: Tensor | None = None  # the probe's fixed readout r: dL/dh_T (closed-form theory needs it)
 
-    def to(self, device: str | torch.device, dtype: torch.dtype) -> "TaskBatch":
+    def to(self, device: str | torch.device, dtype: torch.dtype) -> TaskBatch:
         self.inputs = self.inputs.to(device, dtype)
         if self.targets is not None:
             self.targets = self.targets.to(device=device, dtype=dtype if self.targets.is_floating_point() else None)
@@ -102,8 +108,7 @@ class Task:
     final_state_only: bool = True  # its loss reads the last step only (what the exact recorder needs)
 
 
-def probe(seq_len: int, batch_size: int, generator: torch.Generator, *, input_size: int,
-          hidden_size: int) -> TaskBatch:
+def probe(seq_len: int, batch_size: int, generator: torch.Generator, *, input_size: int, hidden_size: int) -> TaskBatch:
     if seq_len * batch_size * input_size * 8 <= MAX_HELD_INPUTS:
         inputs = torch.randn(seq_len, batch_size, input_size, generator=generator, dtype=torch.float64)
     else:  # streamed: x_t generated chunk by chunk when a recording asks for it
@@ -192,9 +197,13 @@ def random_walk(seq_len: int, batch_size: int, generator: torch.Generator, **_: 
 TASKS: dict[str, Task] = {
     "probe": Task(probe, input_size=None, output_size=None, baseline=lambda seq_len: math.nan),
     "adding": Task(adding, 2, 1, baseline=lambda seq_len: 1 / 6),
-    "copy": Task(copy, COPY_SYMBOLS + 2, COPY_SYMBOLS + 2,
-                 baseline=lambda seq_len: COPY_LENGTH * math.log(COPY_SYMBOLS) / (seq_len + 2 * COPY_LENGTH),
-                 final_state_only=False),
+    "copy": Task(
+        copy,
+        COPY_SYMBOLS + 2,
+        COPY_SYMBOLS + 2,
+        baseline=lambda seq_len: COPY_LENGTH * math.log(COPY_SYMBOLS) / (seq_len + 2 * COPY_LENGTH),
+        final_state_only=False,
+    ),
     "temporal_order": Task(temporal_order, ORDER_SYMBOLS, 4, baseline=lambda seq_len: math.log(4)),
     "random_walk": Task(random_walk, 1, 1, baseline=lambda seq_len: 1 + 2 * WALK_NOISE**2, final_state_only=False),
 }

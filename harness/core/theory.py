@@ -18,6 +18,7 @@ closed form on the probe, the whole profile where the step is linear and diagona
             ring's expectation; an identity-activation indrnn): closed_form_profile.
 Where a prediction does not apply, it is NaN and `theory_note` says why.
 """
+
 from __future__ import annotations
 
 import math
@@ -27,20 +28,61 @@ import torch
 from torch import Tensor
 
 from harness.core.cells import MAX_JACOBIAN_STATE, affine_step_rate
-from harness.core.lyapunov import (GROWTH_PER_QR, MAX_QR_INTERVAL, SPREAD_PER_QR, CarriedTangent, Growth, chunk_drives,
-                                   first_tangents, flossing_loss, follow, jvp, lyapunov_exponent, lyapunov_spectrum,
-                                   orthonormal, push_tangents, spectrum_summary)
-from harness.core.meanfield import (gaussian_moments, mean_field_critical_scale, mean_field_curve,
-                                    mean_field_fixed_point, mean_field_rate)
+from harness.core.lyapunov import (
+    GROWTH_PER_QR,
+    MAX_QR_INTERVAL,
+    SPREAD_PER_QR,
+    CarriedTangent,
+    Growth,
+    chunk_drives,
+    first_tangents,
+    flossing_loss,
+    follow,
+    jvp,
+    lyapunov_exponent,
+    lyapunov_spectrum,
+    orthonormal,
+    push_tangents,
+    spectrum_summary,
+)
+from harness.core.meanfield import (
+    gaussian_moments,
+    mean_field_critical_scale,
+    mean_field_curve,
+    mean_field_fixed_point,
+    mean_field_rate,
+)
 from harness.core.protocol import StackedNet, log_spectral_radius
 from harness.core.spec import RunSpec
 
 __all__ = [  # what this module reports, and the names it has always offered from its two halves
-    "THEORY_COLUMNS", "SPECTRUM_COLUMNS", "predictions", "closed_form_profile", "carries_lyapunov", "linear_rate",
-    "MAX_JACOBIAN_STATE", "affine_step_rate",
-    "gaussian_moments", "mean_field_fixed_point", "mean_field_rate", "mean_field_curve", "mean_field_critical_scale",
-    "jvp", "chunk_drives", "push_tangents", "SPREAD_PER_QR", "GROWTH_PER_QR", "MAX_QR_INTERVAL", "Growth", "follow",
-    "first_tangents", "lyapunov_spectrum", "CarriedTangent", "orthonormal", "flossing_loss", "lyapunov_exponent",
+    "THEORY_COLUMNS",
+    "SPECTRUM_COLUMNS",
+    "predictions",
+    "closed_form_profile",
+    "carries_lyapunov",
+    "linear_rate",
+    "MAX_JACOBIAN_STATE",
+    "affine_step_rate",
+    "gaussian_moments",
+    "mean_field_fixed_point",
+    "mean_field_rate",
+    "mean_field_curve",
+    "mean_field_critical_scale",
+    "jvp",
+    "chunk_drives",
+    "push_tangents",
+    "SPREAD_PER_QR",
+    "GROWTH_PER_QR",
+    "MAX_QR_INTERVAL",
+    "Growth",
+    "follow",
+    "first_tangents",
+    "lyapunov_spectrum",
+    "CarriedTangent",
+    "orthonormal",
+    "flossing_loss",
+    "lyapunov_exponent",
     "spectrum_summary",
 ]
 
@@ -60,8 +102,14 @@ def carries_lyapunov(model: StackedNet, run: RunSpec) -> bool:
     return model.analytic_jacobian and not run.theory.spectrum_k
 
 
-def predictions(model: StackedNet, run: RunSpec, inputs: Tensor, drive_var: float,
-                generator: torch.Generator, carried_lyapunov: float | None = None) -> dict[str, float | str]:
+def predictions(
+    model: StackedNet,
+    run: RunSpec,
+    inputs: Tensor,
+    drive_var: float,
+    generator: torch.Generator,
+    carried_lyapunov: float | None = None,
+) -> dict[str, float | str]:
     """Every prediction that applies to this run, and why the others do not: each from the network's
     own protocol (linear_rate, mean_field, linear_lyapunov). carried_lyapunov: the largest exponent,
     where the recording carried it (see carries_lyapunov); else it is computed here."""

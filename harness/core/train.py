@@ -13,12 +13,14 @@ SOLVED_FRACTION of the task's baseline.
 What watches the training (a monitor, a logger such as TensorBoard or W&B) is a TrainingCallback:
 train() tells it every step and every record, and harness.lab.run tells it the record at step 0.
 """
+
 from __future__ import annotations
 
 import logging
 import math
 import time
-from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -31,7 +33,9 @@ if TYPE_CHECKING:  # spec lists this module's optimisers; remedies imports theor
 log = logging.getLogger(__name__)
 
 OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
-    "sgd": torch.optim.SGD, "adam": torch.optim.Adam, "rmsprop": torch.optim.RMSprop,
+    "sgd": torch.optim.SGD,
+    "adam": torch.optim.Adam,
+    "rmsprop": torch.optim.RMSprop,
 }
 SOLVED_FRACTION = 0.1
 
@@ -39,6 +43,7 @@ SOLVED_FRACTION = 0.1
 class Evaluation(NamedTuple):
     """What an evaluation at a record gives: the loss on the held-out batch and, where one was
     recorded, the gradient profile's ln-norms (T+1, batch, parts)."""
+
     loss: float
     log_norms: Tensor | None = None
 
@@ -77,15 +82,27 @@ class Window:
             self.logged.setdefault(key, []).append(value)
 
     def row(self, step: int, eval_loss: float, elapsed: float) -> dict[str, Any]:
-        row = {"step": step, "train_loss": sum(self.losses) / len(self.losses), "eval_loss": eval_loss,
-               "grad_norm": sum(self.norms) / len(self.norms), "elapsed_s": elapsed}
+        row = {
+            "step": step,
+            "train_loss": sum(self.losses) / len(self.losses),
+            "eval_loss": eval_loss,
+            "grad_norm": sum(self.norms) / len(self.norms),
+            "elapsed_s": elapsed,
+        }
         row.update({key: sum(values) / len(values) for key, values in self.logged.items()})
         return row
 
 
-def train(parameters: list[nn.Parameter], settings: TrainSpec, draw: Callable[[], TaskBatch],
-          loss_of: Callable[[TaskBatch], Tensor], evaluate: Callable[[int], Evaluation], baseline: float,
-          remedies: Sequence[Remedy] | None = None, callbacks: Sequence[TrainingCallback] = ()) -> bool:
+def train(
+    parameters: list[nn.Parameter],
+    settings: TrainSpec,
+    draw: Callable[[], TaskBatch],
+    loss_of: Callable[[TaskBatch], Tensor],
+    evaluate: Callable[[int], Evaluation],
+    baseline: float,
+    remedies: Sequence[Remedy] | None = None,
+    callbacks: Sequence[TrainingCallback] = (),
+) -> bool:
     """Run settings.steps optimiser steps, each on the loss_of a fresh batch draw(); at every record
     (every settings.record_every steps and the last) evaluate(step) on held-out data, which may also
     record the profile, and tell the callbacks (see TrainingCallback). The caller has recorded
@@ -98,6 +115,7 @@ def train(parameters: list[nn.Parameter], settings: TrainSpec, draw: Callable[[]
     call, and steps the optimiser. Loss terms (Omega) are loss_of's business."""
     if remedies is None:
         from harness.core.remedies import training_remedies  # here: remedies imports theory, which imports spec
+
         remedies = training_remedies(settings)
     options = {key: value for remedy in remedies for key, value in remedy.optimiser_kwargs().items()}
     optimiser = OPTIMIZERS[settings.optimizer](parameters, lr=settings.lr, **options)
@@ -122,11 +140,33 @@ def train(parameters: list[nn.Parameter], settings: TrainSpec, draw: Callable[[]
         for callback in callbacks:
             callback.on_step(step, window.losses[-1], window.norms[-1])
         if step % every == 0 or step == steps:
-            evaluation = evaluate(step)
-            elapsed = time.perf_counter() - start
-            row, window = window.row(step, evaluation.loss, elapsed), Window()
-            log.info("step %d/%d  train %.4f  eval %.4f  (baseline %.4f)  %.0f s, ~%.0f s left", step, steps,
-                     row["train_loss"], evaluation.loss, baseline, elapsed, elapsed / step * (steps - step))
-            for callback in callbacks:
-                callback.on_record(step, row, evaluation.log_norms)
+            _at_record(step, steps, window, evaluate, start, baseline, callbacks)
+            window = Window()
     return False
+
+
+def _at_record(
+    step: int,
+    steps: int,
+    window: Window,
+    evaluate: Callable[[int], Evaluation],
+    start: float,
+    baseline: float,
+    callbacks: Sequence[TrainingCallback],
+) -> None:
+    """At a record: evaluate(step), log the window's loss-table row and tell the callbacks it."""
+    evaluation = evaluate(step)
+    elapsed = time.perf_counter() - start
+    row = window.row(step, evaluation.loss, elapsed)
+    log.info(
+        "step %d/%d  train %.4f  eval %.4f  (baseline %.4f)  %.0f s, ~%.0f s left",
+        step,
+        steps,
+        row["train_loss"],
+        evaluation.loss,
+        baseline,
+        elapsed,
+        elapsed / step * (steps - step),
+    )
+    for callback in callbacks:
+        callback.on_record(step, row, evaluation.log_norms)

@@ -2,11 +2,13 @@
 batch, from the typed spec, drawing from one generator seeded with the run's seed in a fixed order:
 the weights (init, then chrono), the readout, the held-out batch; then each training batch.
 """
+
 from __future__ import annotations
 
 import importlib
 import math
-from typing import Any, Callable, NamedTuple, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 import torch
 
@@ -24,8 +26,10 @@ def import_object(key: str, path: str) -> Any:
     try:
         return getattr(importlib.import_module(module_name), name)
     except (ImportError, AttributeError) as error:
-        raise ConfigError(f"{key}={path}: cannot import it ({error}); expected a class importable from the "
-                          "folder you run in or an installed package") from None
+        raise ConfigError(
+            f"{key}={path}: cannot import it ({error}); expected a class importable from the "
+            "folder you run in or an installed package"
+        ) from None
 
 
 def build_network(run: RunSpec, generator: torch.Generator, remedies: Sequence[Remedy] | None = None) -> StackedNet:
@@ -42,8 +46,14 @@ def build_network(run: RunSpec, generator: torch.Generator, remedies: Sequence[R
         cls = import_object("cell._target_", cell._target_)
         with torch.random.fork_rng(devices=[]):  # the cell's own init, seeded, without touching the caller's RNG
             torch.manual_seed(run.seed)
-            layers = [cls(input_size=run.input_size if layer == 0 else run.hidden_size, hidden_size=run.hidden_size,
-                          **cell.kwargs) for layer in range(run.num_layers)]
+            layers = [
+                cls(
+                    input_size=run.input_size if layer == 0 else run.hidden_size,
+                    hidden_size=run.hidden_size,
+                    **cell.kwargs,
+                )
+                for layer in range(run.num_layers)
+            ]
         model = CellNet(layers, run.input_size).double()
     for remedy in remedies_for(run) if remedies is None else remedies:
         remedy.on_build(model, generator)
@@ -62,6 +72,7 @@ def readout(hidden_size: int, outputs: int, generator: torch.Generator) -> torch
 
 class Setup(NamedTuple):
     """A built run, on its device in its dtype."""
+
     model: StackedNet
     head: torch.nn.Linear | None  # a trained task's readout (None for the probe)
     task: Task
@@ -83,8 +94,9 @@ def build_run(run: RunSpec, remedies: Sequence[Remedy]) -> Setup:
     head = readout(model.output_size, task.output_size, generator) if task.output_size else None
 
     def draw() -> TaskBatch:
-        return task.make(run.seq_len, run.batch_size, generator, input_size=run.input_size,
-                         hidden_size=model.output_size).to(device, dtype)
+        return task.make(
+            run.seq_len, run.batch_size, generator, input_size=run.input_size, hidden_size=model.output_size
+        ).to(device, dtype)
 
     held_out = draw()
     model.to(device=device, dtype=dtype)

@@ -1,5 +1,6 @@
 """Fits over tables: one fit per run, layer, state and training step (harness.core.analysis.fit_profile),
 and the fit that stands for a run in its summary."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -18,8 +19,9 @@ def fit_runs(profile: pd.DataFrame) -> pd.DataFrame:
     if profile.empty:
         return pd.DataFrame()
     keys = ["run_id", "step", "layer", "state"]
-    config = [c for c in profile.columns if c not in {"t", "lag", "layer", "state", "step"}
-              and not c.startswith("log10_norm")]
+    config = [
+        c for c in profile.columns if c not in {"t", "lag", "layer", "state", "step"} and not c.startswith("log10_norm")
+    ]
     # The gradient the loss puts on the network: the top layer's h at lag 0.
     output = profile[is_top_h(profile) & (profile.lag == 0)].set_index(["run_id", "step"]).log10_norm
     # Each group's rows as one slice of arrays sorted by group (pandas' per-group frames cost more
@@ -29,9 +31,12 @@ def fit_runs(profile: pd.DataFrame) -> pd.DataFrame:
     starts = np.flatnonzero(np.r_[True, np.diff(group[order]) != 0])
     lags, norms = profile.lag.to_numpy()[order], profile.log10_norm.to_numpy()[order]
     firsts = profile.iloc[order[starts]]
-    fits = [fit_profile(lag, norm, output.get((run, step)))
-            for lag, norm, run, step in zip(np.split(lags, starts[1:]), np.split(norms, starts[1:]),
-                                            firsts.run_id, firsts.step)]
+    fits = [
+        fit_profile(lag, norm, output.get((run, step)))
+        for lag, norm, run, step in zip(
+            np.split(lags, starts[1:]), np.split(norms, starts[1:]), firsts.run_id, firsts.step
+        )
+    ]
     return pd.concat([firsts[[*config, "step", "layer", "state"]].reset_index(drop=True), pd.DataFrame(fits)], axis=1)
 
 

@@ -3,6 +3,7 @@ and the axes swept, a summary table, every figure (embedded, with the caption it
 from what it drew), the runs that failed or diverged, and the harness version and commit. Nothing
 outside the file is needed to read it, so it can be mailed as it is.
 """
+
 from __future__ import annotations
 
 import base64
@@ -20,11 +21,26 @@ from harness.lab.figures import Drawn
 from harness.lab.results import summary_config
 from harness.lab.theory_table import THEORY
 
-SHOWN = ["status", "rate", "gain_per_step", "half_life", "regime", "decay_law", "power_exponent", "log10_gain",
-         "truncated", *(prediction.column for prediction in THEORY), "rate_init", "final_loss", "baseline", "solved",
-         "wall_time_s"]
+SHOWN = [
+    "status",
+    "rate",
+    "gain_per_step",
+    "half_life",
+    "regime",
+    "decay_law",
+    "power_exponent",
+    "log10_gain",
+    "truncated",
+    *(prediction.column for prediction in THEORY),
+    "rate_init",
+    "final_loss",
+    "baseline",
+    "solved",
+    "wall_time_s",
+]
 STYLE = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
-table{border-collapse:collapse;font-size:13px;margin:0.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
+table{border-collapse:collapse;font-size:13px;margin:0.5em 0}
+td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
 th{background:#f2f2f2}img{max-width:100%;border:1px solid #ddd}figure{margin:1.5em 0}
 figcaption{color:#444;font-size:14px}code,pre{background:#f6f6f6;padding:2px 4px}.filtered{color:#a00}
 .wide{overflow-x:auto;max-width:100%}"""
@@ -43,16 +59,26 @@ def run_commits(source: Path | None, summary: pd.DataFrame) -> list[str]:
 
 def table_html(frame: pd.DataFrame) -> str:
     """A table that scrolls sideways inside the page when it is wider than the page."""
-    return ("<div class='wide'>" + frame.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="", border=0)
-            + "</div>")
+    return (
+        "<div class='wide'>"
+        + frame.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="", border=0)
+        + "</div>"
+    )
 
 
 def embedded(png: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode("ascii")
 
 
-def write_report(root: Path, summary: pd.DataFrame, figures: list[Drawn], source: Path | None = None,
-                 where: list[str] = (), command: str | None = None, question: str | None = None) -> Path:
+def write_report(
+    root: Path,
+    summary: pd.DataFrame,
+    figures: list[Drawn],
+    source: Path | None = None,
+    where: list[str] = (),
+    command: str | None = None,
+    question: str | None = None,
+) -> Path:
     """root/report.html. source: the sweep folder the runs are in (root itself unless rebuilt
     elsewhere); where: the --where filters that chose these runs from it; command and question: the
     command that made the sweep and its experiment file's comment (harness.cli.paths.sweep_origin)."""
@@ -61,35 +87,57 @@ def write_report(root: Path, summary: pd.DataFrame, figures: list[Drawn], source
     swept = [c for c in config if summary[c].nunique(dropna=False) > 1]
     fixed = {c: summary[c].dropna().iloc[0] for c in config if c not in swept and summary[c].notna().any()}
     columns = [c for c in ["run_dir", *swept, *SHOWN] if c in summary and summary[c].notna().any()]
-    parts = [*heading(root, summary, str(fixed.get("name", root.name)), source, where, command, question),
-             *settings(root, summary, swept, fixed, run_commits(source, summary)), *attention(summary, swept),
-             "<h2>Summary</h2>", table_html(summary[columns]), "<h2>Figures</h2>",
-             *(figure_html(root, drawn) for drawn in figures), "</body></html>"]
+    parts = [
+        *heading(root, summary, str(fixed.get("name", root.name)), source, where, command, question),
+        *settings(root, summary, swept, fixed, run_commits(source, summary)),
+        *attention(summary, swept),
+        "<h2>Summary</h2>",
+        table_html(summary[columns]),
+        "<h2>Figures</h2>",
+        *(figure_html(root, drawn) for drawn in figures),
+        "</body></html>",
+    ]
     path = root / "report.html"
     write_text("\n".join(parts) + "\n", path)
     return path
 
 
-def heading(root: Path, summary: pd.DataFrame, name: str, source: Path | None, where: list[str], command: str | None,
-            question: str | None) -> list[str]:
+def heading(
+    root: Path,
+    summary: pd.DataFrame,
+    name: str,
+    source: Path | None,
+    where: list[str],
+    command: str | None,
+    question: str | None,
+) -> list[str]:
     """The page's head and title, the question, the command (and the harness.plot that filtered it)."""
     filtered = " where " + " and ".join(where) if where else ""
     parts = [
         f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(name + filtered)}</title>"
         f"<style>{STYLE}</style></head><body>",
-        f"<h1>{html.escape(name)}" + (f" <span class='filtered'>({html.escape(filtered.strip())})</span>" if where else "")
+        f"<h1>{html.escape(name)}"
+        + (f" <span class='filtered'>({html.escape(filtered.strip())})</span>" if where else "")
         + "</h1>",
     ]
     if question:
         parts.append(f"<p><b>Question.</b> {html.escape(question)}</p>")
     if command:
-        parts.append(f"<p><b>Command.</b> <code>{html.escape(command)}</code>"
-                     + (f", then <code>python -m harness.plot {html.escape(str(source))} "
-                        f"{' '.join('--where ' + html.escape(w) for w in where)} --out {html.escape(str(root))}</code>"
-                        if where else "") + "</p>")
+        parts.append(
+            f"<p><b>Command.</b> <code>{html.escape(command)}</code>"
+            + (
+                f", then <code>python -m harness.plot {html.escape(str(source))} "
+                f"{' '.join('--where ' + html.escape(w) for w in where)} --out {html.escape(str(root))}</code>"
+                if where
+                else ""
+            )
+            + "</p>"
+        )
     if where:
-        parts.append(f"<p class='filtered'><b>Filtered:</b> only the runs{html.escape(filtered)} "
-                     f"({len(summary)} of the sweep's runs) are in the tables and figures below.</p>")
+        parts.append(
+            f"<p class='filtered'><b>Filtered:</b> only the runs{html.escape(filtered)} "
+            f"({len(summary)} of the sweep's runs) are in the tables and figures below.</p>"
+        )
     return parts
 
 
@@ -102,10 +150,15 @@ def settings(root: Path, summary: pd.DataFrame, swept: list[str], fixed: dict, c
         + (f" · commit {html.escape(', '.join(commits))}" if commits else "")
         + f" · report written {datetime.now():%Y-%m-%d %H:%M}</p>",
         "<h2>Settings</h2>",
-        "<p><b>Swept:</b> " + (html.escape(", ".join(f"{c} ({summary[c].nunique(dropna=False)} values)" for c in swept))
-                              or "nothing (one configuration)") + "</p>",
-        "<p><b>Held fixed:</b> " + (" · ".join(f"<code>{html.escape(f'{k}={v}')}</code>" for k, v in fixed.items())
-                                    or "nothing") + "</p>",
+        "<p><b>Swept:</b> "
+        + (
+            html.escape(", ".join(f"{c} ({summary[c].nunique(dropna=False)} values)" for c in swept))
+            or "nothing (one configuration)"
+        )
+        + "</p>",
+        "<p><b>Held fixed:</b> "
+        + (" · ".join(f"<code>{html.escape(f'{k}={v}')}</code>" for k, v in fixed.items()) or "nothing")
+        + "</p>",
         f"<p>rate: Theil–Sen slope of ln‖∂L/∂h<sub>T−k</sub>‖ in the lag k over the middle "
         f"{100 - 200 * EDGE_FRACTION:.0f}% of lags (nats per step; &lt; 0 vanishing); stable within "
         f"±{STABLE_TOLERANCE} per step. Tables beside this file: profile.parquet, fits.parquet, summary.csv.</p>",
@@ -116,8 +169,10 @@ def attention(summary: pd.DataFrame, swept: list[str]) -> list[str]:
     """The runs that failed, diverged or carry numerical flags, or a line saying there are none."""
     runs = summary[~summary.status.isin(["ok", "not_applicable"])]
     if runs.empty:
-        return ["<h2>Runs that failed, diverged or carry numerical flags</h2>",
-                "<p>None: every run finished with finite numbers.</p>"]
+        return [
+            "<h2>Runs that failed, diverged or carry numerical flags</h2>",
+            "<p>None: every run finished with finite numbers.</p>",
+        ]
     keep = [c for c in ["run_dir", *swept, "status", "error"] if c in runs and runs[c].notna().any()]
     return ["<h2>Runs that failed, diverged or carry numerical flags</h2>", table_html(runs[keep])]
 
@@ -126,6 +181,8 @@ def figure_html(root: Path, drawn: Drawn) -> str:
     """A figure embedded, with its caption (and where its SVG copy is, if it has one)."""
     svg = drawn.path.with_suffix(".svg")
     vector = f" (vector copy: {svg.relative_to(root).as_posix()})" if svg.exists() else ""
-    return (f"<figure><img src='{embedded(drawn.path)}' alt='{html.escape(drawn.path.stem)}'>"
-            f"<figcaption><b>{html.escape(drawn.path.stem)}.</b> {html.escape(drawn.caption)}"
-            f"{html.escape(vector)}</figcaption></figure>")
+    return (
+        f"<figure><img src='{embedded(drawn.path)}' alt='{html.escape(drawn.path.stem)}'>"
+        f"<figcaption><b>{html.escape(drawn.path.stem)}.</b> {html.escape(drawn.caption)}"
+        f"{html.escape(vector)}</figcaption></figure>"
+    )

@@ -13,6 +13,7 @@ What a folder holds that it should not is a row, never a crash: a folder that ca
 its numbers are the first's, so it is not read again); a run the sweep's manifest (sweep.json) names but
 no run folder holds is "not_run".
 """
+
 from __future__ import annotations
 
 import json
@@ -22,17 +23,17 @@ from typing import Any
 
 import pandas as pd
 import pyarrow.parquet as pq
-from omegaconf import OmegaConf
+import yaml
 
 from harness.core.analysis import FIT_COLUMNS
-from harness.lab.fits import fit_runs, headline
 from harness.core.errors import ConfigError
 from harness.core.folders import check_rebuild, claim
+from harness.core.runfolder import DONE, GATES, LOSSES, META, PROFILE, UNITS
 from harness.core.spec import FIELDS, VALIDATORS, config_columns, flat_config, run_id
 from harness.core.theory import SPECTRUM_COLUMNS, THEORY_COLUMNS
+from harness.lab.fits import fit_runs, headline
+from harness.lab.tables import write_csv, write_parquet
 from harness.lab.theory_table import THEORY
-
-from harness.core.runfolder import DONE, GATES, LOSSES, META, PROFILE, UNITS, write_csv, write_parquet
 
 MANIFEST = "sweep.json"  # harness.cli.sweep's: run_ids (and runs: run_id, subdir, overrides) in grid order
 STATUSES = ("ok", "failed", "not_applicable")  # a run's status, or its numerical flags joined by commas:
@@ -40,10 +41,23 @@ FLAGS = ("diverged", "nan", "overflow", "underflow", "zero")  # harness.core.rec
 NOT_READ = ("damaged", "duplicate", "not_run", "skipped")  # rows whose folder's tables are not read
 NUMBER = (int, float)  # bool is an int too: excluded where it matters
 KINDS: dict[str, tuple[type, ...]] = {  # a column's value types, by its field's annotation (harness.core.spec)
-    "str": (str,), "Optional[str]": (str,), "float": NUMBER, "Optional[float]": NUMBER, "int": (int,),
-    "Optional[int]": (int,), "bool": (bool,)}
-NUMBERS = ("wall_time_s", "input_drive_var", "input_drive_var_cv", *(c for c in THEORY_COLUMNS if c != "theory_note"),
-           "final_loss", "baseline", *SPECTRUM_COLUMNS)
+    "str": (str,),
+    "Optional[str]": (str,),
+    "float": NUMBER,
+    "Optional[float]": NUMBER,
+    "int": (int,),
+    "Optional[int]": (int,),
+    "bool": (bool,),
+}
+NUMBERS = (
+    "wall_time_s",
+    "input_drive_var",
+    "input_drive_var_cv",
+    *(c for c in THEORY_COLUMNS if c != "theory_note"),
+    "final_loss",
+    "baseline",
+    *SPECTRUM_COLUMNS,
+)
 
 
 class DamagedMeta(ValueError):
@@ -53,8 +67,10 @@ class DamagedMeta(ValueError):
 def find_runs(root: Path) -> list[Path]:
     """Run folders under root (root itself included): where Hydra left a `.hydra/`, or a finished run
     saved from Python (GradientProfile.save: a DONE marker beside meta.json)."""
+
     def order(path: Path) -> tuple:
         return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in path.relative_to(root).parts)
+
     hydra = {p.parent for p in root.rglob(".hydra") if p.is_dir()}
     saved = {p.parent for p in root.rglob(DONE) if (p.parent / META).is_file()}
     return sorted(hydra | saved, key=order)
@@ -75,18 +91,32 @@ def _run_row(run_dir: Path, root: Path) -> tuple[dict[str, Any], pd.DataFrame | 
 
 def _read_run(run_dir: Path, where: dict[str, str]) -> tuple[dict[str, Any], pd.DataFrame | None]:
     if not (run_dir / DONE).exists():
-        cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+        config = yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text())  # Hydra's record of the job
         try:
-            columns = config_columns(OmegaConf.to_container(cfg, resolve=True))
+            columns = config_columns(config)
             where["run_id"] = run_id(columns)
         except ConfigError:
-            columns = flat_config(OmegaConf.to_container(cfg))
+            columns = flat_config(config)
         return {**where, **columns, "status": "incomplete"}, None
     meta = json.loads((run_dir / META).read_text())
     check_meta(meta)
     row = {"run_id": meta["run_id"], **where, **meta["columns"]}
-    row.update({k: meta.get(k) for k in ("status", "error", "wall_time_s", "input_drive_var", "input_drive_var_cv",
-                                         *THEORY_COLUMNS, "final_loss", "baseline", "solved")})
+    row.update(
+        {
+            k: meta.get(k)
+            for k in (
+                "status",
+                "error",
+                "wall_time_s",
+                "input_drive_var",
+                "input_drive_var_cv",
+                *THEORY_COLUMNS,
+                "final_loss",
+                "baseline",
+                "solved",
+            )
+        }
+    )
     if meta.get("spectrum") is not None:  # theory.spectrum_k > 0
         row.update({"spectrum": meta["spectrum"], **{k: meta.get(k) for k in SPECTRUM_COLUMNS}})
     profile = pd.read_parquet(run_dir / PROFILE) if (run_dir / PROFILE).exists() else None
@@ -97,8 +127,10 @@ def check_meta(meta: Any) -> None:
     """Raise DamagedMeta unless meta holds what a run writes: a wrong type would otherwise reach the
     tables (pyarrow refuses a column of mixed types) or the figures, and a run id its columns do not
     give would file one run's numbers under another's settings."""
+
     def damaged(reason: str) -> DamagedMeta:
         return DamagedMeta(f"meta.json: {reason}")
+
     if not isinstance(meta, dict):
         raise damaged("not a JSON object")
     rid, columns, status = meta.get("run_id"), meta.get("columns"), meta.get("status")
@@ -118,8 +150,9 @@ def check_meta(meta: Any) -> None:
             reason = str(error).splitlines()[0] if isinstance(error, ConfigError) else f"{key}={value}: {error}"
         raise damaged(reason)
     if not (status in STATUSES or isinstance(status, str) and set(status.split(",")) <= set(FLAGS)):
-        raise damaged(f"status {status} is not one of {', '.join(STATUSES)} or flags joined by commas "
-                      f"({', '.join(FLAGS)})")
+        raise damaged(
+            f"status {status} is not one of {', '.join(STATUSES)} or flags joined by commas ({', '.join(FLAGS)})"
+        )
     for key in NUMBERS:
         value = meta.get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
@@ -130,8 +163,9 @@ def check_meta(meta: Any) -> None:
     if meta.get("solved") is not None and not isinstance(meta["solved"], bool):
         raise damaged(f"solved {meta['solved']} is not true, false or null")
     spectrum = meta.get("spectrum")
-    if spectrum is not None and not (isinstance(spectrum, list) and all(
-            isinstance(x, (int, float)) and not isinstance(x, bool) for x in spectrum)):
+    if spectrum is not None and not (
+        isinstance(spectrum, list) and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in spectrum)
+    ):
         raise damaged("spectrum is not a list of numbers")
     if run_id(columns) != rid:
         raise damaged(f"its columns do not give its run_id {rid} (edited, or another run's meta.json)")
@@ -148,8 +182,11 @@ def mark_duplicates(rows: list[dict[str, Any]], profiles: list[pd.DataFrame | No
     for i, row in enumerate(rows):
         rid = row.get("run_id")
         if isinstance(rid, str) and read[rid] != i:
-            rows[i] = {**row, "status": "duplicate",
-                       "error": f"run_id {rid} is also in {rows[read[rid]]['run_dir']}: read from there"}
+            rows[i] = {
+                **row,
+                "status": "duplicate",
+                "error": f"run_id {rid} is also in {rows[read[rid]]['run_dir']}: read from there",
+            }
             profiles[i] = None
 
 
@@ -179,19 +216,29 @@ def not_run(root: Path, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return []
     runs, ids = manifest.get("runs"), manifest.get("run_ids")
     if isinstance(runs, list):  # (run_id, run_dir, overrides, the folder it would be in)
-        named = [(r["run_id"], str(r.get("subdir", "")), r.get("overrides"), str(r.get("subdir", "")))
-                 for r in runs if isinstance(r, dict) and isinstance(r.get("run_id"), str)]
+        named = [
+            (r["run_id"], str(r.get("subdir", "")), r.get("overrides"), str(r.get("subdir", "")))
+            for r in runs
+            if isinstance(r, dict) and isinstance(r.get("run_id"), str)
+        ]
     else:
-        named = [(rid, "", None, str(num)) for num, rid in enumerate(ids if isinstance(ids, list) else [])
-                 if isinstance(rid, str)]
+        named = [
+            (rid, "", None, str(num))
+            for num, rid in enumerate(ids if isinstance(ids, list) else [])
+            if isinstance(rid, str)
+        ]
     held = {row.get("run_id") for row in rows}
     unnamed = {row["run_dir"] for row in rows if not isinstance(row.get("run_id"), str)}  # damaged: no id read
     missing = {}
     for rid, subdir, overrides, folder in named:
         if rid not in held and rid not in missing and folder not in unnamed:
             words = " ".join(map(str, overrides)) if isinstance(overrides, list) else ""
-            missing[rid] = {"run_id": rid, "run_dir": subdir, "status": "not_run",
-                            "error": words or f"named in {MANIFEST}; no run folder holds it"}
+            missing[rid] = {
+                "run_id": rid,
+                "run_dir": subdir,
+                "status": "not_run",
+                "error": words or f"named in {MANIFEST}; no run folder holds it",
+            }
     return list(missing.values())
 
 
@@ -277,12 +324,16 @@ def collect(root: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
         check_rebuild(root)  # never over tables of the user's
         claim(root)
     if not runs:
-        raise ConfigError(f"{root}: no run folders in it (a run folder holds .hydra/, or DONE and meta.json); "
-                          "expected a sweep or run folder")
+        raise ConfigError(
+            f"{root}: no run folders in it (a run folder holds .hydra/, or DONE and meta.json); "
+            "expected a sweep or run folder"
+        )
     rows, profiles = (list(read) for read in zip(*(_run_row(run, root) for run in runs)))
     mark_duplicates(rows, profiles)
-    links = [{"run_dir": str(p.relative_to(root)), "status": "skipped", "error": "a symbolic link: not read"}
-             for p in find_links(root)]
+    links = [
+        {"run_dir": str(p.relative_to(root)), "status": "skipped", "error": "a symbolic link: not read"}
+        for p in find_links(root)
+    ]
     summary = pd.DataFrame(rows + not_run(root, rows) + links)
     found = [p for p in profiles if p is not None]
     profile = pd.concat(found, ignore_index=True) if found else pd.DataFrame()
@@ -296,16 +347,26 @@ def collect(root: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
         write_parquet(fits, root / "fits.parquet")
     if runs != [root]:  # a single run folder already holds its own profile (and units, gates)
         write_parquet(profile, root / PROFILE)
-        for name in (UNITS, GATES):  # record.units=true
-            tables = [table for run, row in zip(runs, rows) if row.get("status") not in (*NOT_READ, None)
-                      for table in [read_table(run / name)] if table is not None]
-            if tables:
-                write_parquet(pd.concat(tables, ignore_index=True), root / name)
-            elif (root / name).exists() and not readable(root / name):
-                (root / name).unlink()
-                print(f"{root / name}: cannot be read and no run folder gives it again; removed", file=sys.stderr)
+        _write_detail_tables(root, runs, rows)
     write_summary(summary, root)
     losses = collect_losses(root, summary)
     if not losses.empty and runs != [root]:
         write_parquet(losses, root / LOSSES)
     return profile, summary, losses
+
+
+def _write_detail_tables(root: Path, runs: list[Path], rows: list[dict[str, Any]]) -> None:
+    """Write the sweep's units and gates tables from its runs' own; remove one unreadable and given by none."""
+    for name in (UNITS, GATES):  # record.units=true
+        tables = [
+            table
+            for run, row in zip(runs, rows)
+            if row.get("status") not in (*NOT_READ, None)
+            for table in [read_table(run / name)]
+            if table is not None
+        ]
+        if tables:
+            write_parquet(pd.concat(tables, ignore_index=True), root / name)
+        elif (root / name).exists() and not readable(root / name):
+            (root / name).unlink()
+            print(f"{root / name}: cannot be read and no run folder gives it again; removed", file=sys.stderr)

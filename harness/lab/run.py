@@ -11,21 +11,22 @@ the run folder.
 
 The run's own bookkeeping (the profiles, the loss table) is a TrainingCallback like any monitor's.
 """
+
 from __future__ import annotations
 
 import contextlib
-from collections import abc
 import importlib.metadata
 import logging
 import math
 import platform
 import sys
 import time
+from collections import abc
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
-import pandas as pd
 import torch
 
 from harness.core.analysis import fit_profile
@@ -36,8 +37,7 @@ from harness.core.memory import segment_length
 from harness.core.provenance import code_identity, git_commit
 from harness.core.recorders import flush_denormals, status_flags
 from harness.core.remedies import Remedy, needs_states, remedies_for
-from harness.core.runfolder import (GATES, LOSSES, META, PROFILE, UNITS, detail_frames, profile_frame, write_done,
-                                    write_json, write_parquet)
+from harness.core.runfolder import META, write_done, write_json
 from harness.core.segments import record_profile
 from harness.core.sequences import train_forward
 from harness.core.spec import RunSpec, config_columns, run_id
@@ -45,9 +45,21 @@ from harness.core.tasks import StreamedInputs, TaskBatch, time_chunks
 from harness.core.theory import CarriedTangent, carries_lyapunov, closed_form_profile, predictions
 from harness.core.train import SOLVED_FRACTION, Evaluation, TrainingCallback, train
 from harness.lab.build import Setup, build_network, build_run, import_object, readout
+from harness.lab.tables import write_tables
 
-__all__ = ["Recording", "TrainingCallback", "build_network", "import_object", "input_drive_stats", "readout",
-           "record", "record_failure", "run", "run_meta", "step_bar"]
+__all__ = [
+    "Recording",
+    "TrainingCallback",
+    "build_network",
+    "import_object",
+    "input_drive_stats",
+    "readout",
+    "record",
+    "record_failure",
+    "run",
+    "run_meta",
+    "step_bar",
+]
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +103,16 @@ def step_bar(enabled: bool, total: int, description: str) -> Iterator[Callable[[
     from tqdm import tqdm
 
     start = time.perf_counter()
-    with tqdm(total=total, unit="step", desc=description, delay=2, leave=False, file=sys.stderr,
-              disable=None, dynamic_ncols=True) as bar:  # disable=None: off where stderr is no terminal
+    with tqdm(
+        total=total,
+        unit="step",
+        desc=description,
+        delay=2,
+        leave=False,
+        file=sys.stderr,
+        disable=None,
+        dynamic_ncols=True,
+    ) as bar:  # disable=None: off where stderr is no terminal
         yield bar.update
     elapsed = time.perf_counter() - start
     if not sys.stderr.isatty() and elapsed > 2:
@@ -118,13 +138,26 @@ class Session:
     """A built run on its held-out batch: records the profile at a step (evaluate), the theory and
     detail at initialisation (at_init), trains (train), telling its callbacks, the Book first."""
 
-    def __init__(self, run: RunSpec, setup: Setup, remedies: Sequence[Remedy], progress: bool,
-                 callbacks: Sequence[TrainingCallback] = ()):
+    def __init__(
+        self,
+        run: RunSpec,
+        setup: Setup,
+        remedies: Sequence[Remedy],
+        progress: bool,
+        callbacks: Sequence[TrainingCallback] = (),
+    ):
         self.run, self.setup, self.remedies, self.progress = run, setup, remedies, progress
         model = setup.model
         self.fast = train_forward(model) if model.analytic_jacobian and not needs_states(remedies) else None
-        self.segment = segment_length(model, run.seq_len, run.batch_size, setup.dtype.itemsize, run.recorder,
-                                      run.memory.fraction, run.memory.segment)
+        self.segment = segment_length(
+            model,
+            run.seq_len,
+            run.batch_size,
+            setup.dtype.itemsize,
+            run.recorder,
+            run.memory.fraction,
+            run.memory.segment,
+        )
         self.baseline = setup.task.baseline(run.seq_len)
         self.book = Book(keeps_losses=bool(setup.task.output_size))
         self.callbacks = [self.book, *callbacks]
@@ -139,11 +172,22 @@ class Session:
     def evaluate(self, step: int, tangent: CarriedTangent | None = None) -> Evaluation:
         """Record the profile on the held-out batch (carrying the Lyapunov tangent, if given)."""
         run, held_out = self.run, self.setup.held_out
-        with flush_denormals(), step_bar(self.progress, 2 * run.seq_len, f"recording (training step {step})"
-                                         if run.train.steps else "recording") as update:
-            log_norms, loss, finite = record_profile(self.setup.model, held_out.inputs, self.output_loss(held_out),
-                                                     held_out.final_state_only, run.recorder, self.segment, update,
-                                                     tangent)
+        with (
+            flush_denormals(),
+            step_bar(
+                self.progress, 2 * run.seq_len, f"recording (training step {step})" if run.train.steps else "recording"
+            ) as update,
+        ):
+            log_norms, loss, finite = record_profile(
+                self.setup.model,
+                held_out.inputs,
+                self.output_loss(held_out),
+                held_out.final_state_only,
+                run.recorder,
+                self.segment,
+                update,
+                tangent,
+            )
         self.flags.update(status_flags(log_norms, finite, run.recorder))
         return Evaluation(loss.item(), log_norms)
 
@@ -154,16 +198,27 @@ class Session:
         here, where predictions would have drawn it, so every later draw is unchanged."""
         run, model, held_out, generator = self.run, self.setup.model, self.setup.held_out, self.setup.generator
         drive_var, drive_cv = input_drive_stats(model, held_out.inputs)
-        tangent = CarriedTangent(model, run.seq_len, run.batch_size, generator, next(model.parameters())) \
-            if carries_lyapunov(model, run) else None
+        tangent = (
+            CarriedTangent(model, run.seq_len, run.batch_size, generator, next(model.parameters()))
+            if carries_lyapunov(model, run)
+            else None
+        )
         initial = self.evaluate(0, tangent)
         for callback in self.callbacks:
             callback.on_record(0, {"step": 0, "eval_loss": initial.loss, "elapsed_s": 0.0}, initial.log_norms)
         with flush_denormals():
-            theory = predictions(model, run, held_out.inputs, drive_var, generator,
-                                 carried_lyapunov=None if tangent is None else tangent.exponent())
+            theory = predictions(
+                model,
+                run,
+                held_out.inputs,
+                drive_var,
+                generator,
+                carried_lyapunov=None if tangent is None else tangent.exponent(),
+            )
         if run.record.units:
-            inputs = held_out.inputs[0:run.seq_len] if isinstance(held_out.inputs, StreamedInputs) else held_out.inputs
+            inputs = (
+                held_out.inputs[0 : run.seq_len] if isinstance(held_out.inputs, StreamedInputs) else held_out.inputs
+            )
             with flush_denormals():
                 self.detail = record_detail(model, inputs, self.output_loss(held_out))
         return {"input_drive_var": drive_var, "input_drive_var_cv": drive_cv, **theory}
@@ -190,8 +245,16 @@ class Session:
     def train(self) -> None:
         """Train for train.steps (harness.core.train.train); a diverged run is flagged."""
         setup = self.setup
-        if train(setup.parameters, self.run.train, setup.draw, self.train_loss, self.evaluate,
-                 self.baseline, self.remedies, self.callbacks):
+        if train(
+            setup.parameters,
+            self.run.train,
+            setup.draw,
+            self.train_loss,
+            self.evaluate,
+            self.baseline,
+            self.remedies,
+            self.callbacks,
+        ):
             self.flags.add("diverged")
 
 
@@ -207,22 +270,35 @@ def record(run: RunSpec, progress: bool = False, callbacks: Sequence[TrainingCal
         session.train()
     losses = session.book.losses
     final = losses[-1]["eval_loss"] if losses else math.nan
-    extras.update(final_loss=final, segment_length=session.segment, baseline=session.baseline,
-                  solved=bool(final <= SOLVED_FRACTION * session.baseline) if losses else None)
+    extras.update(
+        final_loss=final,
+        segment_length=session.segment,
+        baseline=session.baseline,
+        solved=bool(final <= SOLVED_FRACTION * session.baseline) if losses else None,
+    )
     order = ["diverged", "nan", "overflow", "underflow", "zero"]
-    return Recording(session.book.profiles, losses, [f for f in order if f in session.flags], extras, setup.model,
-                     closed_form_profile(setup.model, run, setup.held_out.readout), session.detail)
+    return Recording(
+        session.book.profiles,
+        losses,
+        [f for f in order if f in session.flags],
+        extras,
+        setup.model,
+        closed_form_profile(setup.model, run, setup.held_out.readout),
+        session.detail,
+    )
 
 
 def plain(config: Mapping[str, Any]) -> dict[str, Any]:
     """A copy of a resolved config as plain dicts and lists (a mapping, such as an OmegaConf one, is
     read key by key, which resolves its interpolations; the command line passes plain dicts)."""
+
     def convert(value: Any) -> Any:
         if isinstance(value, Mapping):
             return {key: convert(item) for key, item in value.items()}
         if isinstance(value, abc.Sequence) and not isinstance(value, (str, bytes)):
             return [convert(item) for item in value]
         return value
+
     return convert(config)
 
 
@@ -232,12 +308,21 @@ def run_meta(config: Mapping[str, Any], choices: dict[str, Any] | None) -> tuple
     config = plain(config)
     columns = config_columns(config)
     meta: dict[str, Any] = {
-        "run_id": run_id(columns), "columns": columns, "config": config,
-        "choices": choices or {}, "seed": columns["seed"], "git_commit": git_commit(),
+        "run_id": run_id(columns),
+        "columns": columns,
+        "config": config,
+        "choices": choices or {},
+        "seed": columns["seed"],
+        "git_commit": git_commit(),
         "code": code_identity(config),
-        "versions": {"python": platform.python_version(), "torch": torch.__version__,
-                     "hydra": importlib.metadata.version("hydra-core"), "numpy": np.__version__},
-        "torch_threads": torch.get_num_threads(), "error": None,
+        "versions": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "hydra": importlib.metadata.version("hydra-core"),
+            "numpy": np.__version__,
+        },
+        "torch_threads": torch.get_num_threads(),
+        "error": None,
     }
     return columns, meta
 
@@ -250,28 +335,7 @@ def record_failure(config: Mapping[str, Any], out_dir: Path, choices: dict[str, 
     write_done(out_dir)
 
 
-def write_tables(recording: Recording, columns: dict[str, Any], rid: str, out_dir: Path) -> pd.DataFrame:
-    """Write a recording's tables into out_dir: the profile (with the closed-form theory beside the
-    measurement it predicts), the loss table of a trained task, the units and gates tables if
-    recorded. Returns the profile table."""
-    profile = pd.concat([profile_frame(log_norms, rid, columns, recording.model.state_names, step)
-                         for step, log_norms in recording.profiles], ignore_index=True)
-    at_init = (profile.step == 0) & (profile.state == "h") & (profile.layer == columns["num_layers"] - 1)
-    for name, log10_norm in recording.closed_form.items():
-        profile.loc[at_init, name] = log10_norm[profile.t[at_init].to_numpy()]
-    write_parquet(profile, out_dir / PROFILE)
-    if recording.losses:
-        write_parquet(pd.DataFrame(recording.losses).assign(run_id=rid), out_dir / LOSSES)
-    if recording.detail is not None:
-        units, gates = detail_frames(recording.detail, rid, recording.model.state_names, recording.model.block_sizes)
-        write_parquet(units, out_dir / UNITS)
-        if gates is not None:
-            write_parquet(gates, out_dir / GATES)
-    return profile
-
-
-def run(config: Mapping[str, Any], out_dir: Path, choices: dict[str, Any] | None = None,
-        progress: bool = False) -> str:
+def run(config: Mapping[str, Any], out_dir: Path, choices: dict[str, Any] | None = None, progress: bool = False) -> str:
     """Run config (resolved, a plain dict) into out_dir and return its status: ok, comma-joined
     numerical flags, failed, or not_applicable (a setting that means nothing for this cell;
     harness.core.errors.NotApplicable).
@@ -300,7 +364,14 @@ def run(config: Mapping[str, Any], out_dir: Path, choices: dict[str, Any] | None
     if meta["status"] not in ("failed", "not_applicable"):
         top = profile[(profile.state == "h") & (profile.layer == columns["num_layers"] - 1) & (profile.step == 0)]
         fit = fit_profile(top.lag.to_numpy(), top.log10_norm.to_numpy())
-        log.info("%s: rate %+.4f nats/step (%s), log10 gain %.2f over %d steps, status %s, %.2f s",
-                 rid, fit["rate"], fit["regime"], fit["log10_gain"], columns["seq_len"],
-                 meta["status"], meta["wall_time_s"])
+        log.info(
+            "%s: rate %+.4f nats/step (%s), log10 gain %.2f over %d steps, status %s, %.2f s",
+            rid,
+            fit["rate"],
+            fit["regime"],
+            fit["log10_gain"],
+            columns["seq_len"],
+            meta["status"],
+            meta["wall_time_s"],
+        )
     return meta["status"]

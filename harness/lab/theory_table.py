@@ -4,6 +4,7 @@ theory_* and gap_* columns (harness.lab.results), the phase figure's curves, mar
 THEORY_COLUMNS also hold the critical scale and the note, which are not rates). No matplotlib here:
 the results import this table too.
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -11,6 +12,7 @@ from typing import NamedTuple
 
 class Prediction(NamedTuple):
     """One prediction of the rate per step (nats), and how the phase figure draws it."""
+
     name: str  # the summary holds it as theory_<name>, and the measured rate minus it as gap_<name>
     label: str  # short, for "measured − <label>"
     key: str  # the phase figure's legend entry, which says how it is drawn

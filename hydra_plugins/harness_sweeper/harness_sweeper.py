@@ -31,8 +31,14 @@ ConfigStore.instance().store(group="hydra/sweeper", name="harness", node=Harness
 
 
 class HarnessSweeper(Sweeper):
-    def __init__(self, params: Optional[Dict[str, str]] = None, chunks: Optional[int] = None,
-                 torch_threads: Optional[int] = None, resume: bool = True, isolate: bool = True) -> None:
+    def __init__(
+        self,
+        params: Optional[Dict[str, str]] = None,
+        chunks: Optional[int] = None,
+        torch_threads: Optional[int] = None,
+        resume: bool = True,
+        isolate: bool = True,
+    ) -> None:
         from harness.cli.exits import fail
         from harness.cli.overrides import check_sweeper_settings
         from harness.cli.sweep import Settings
@@ -52,13 +58,14 @@ class HarnessSweeper(Sweeper):
         from hydra.core.plugins import Plugins
 
         from harness.cli.exits import fail
-        from harness.core.errors import HarnessError
         from harness.cli.sweep import expand, sweep
         from harness.cli.sweep.chunks import run_chunk
+        from harness.core.errors import HarnessError
 
         def launcher() -> Any:  # made once the sweep folder is known: launchers read it when made
             return Plugins.instance().instantiate_launcher(
-                hydra_context=self.hydra_context, task_function=run_chunk, config=self.config)
+                hydra_context=self.hydra_context, task_function=run_chunk, config=self.config
+            )
 
         loader = self.hydra_context.config_loader
         try:

@@ -3,6 +3,7 @@
 seen by Hydra as the group `experiment`). Only for the harness's own app (its primary config folder);
 any other Hydra app in the same environment is left alone. The work is in harness.cli.paths.
 """
+
 import os
 from typing import List, Optional
 
@@ -36,8 +37,9 @@ class ExperimentsFolder(ConfigSource):
         with open(real, encoding="utf-8") as f:
             header = ConfigSource._get_header_dict(f.read(512))
             f.seek(0)
-            return ConfigResult(config=OmegaConf.load(f), path=f"{self.scheme()}://{self.path}",
-                                provider=self.provider, header=header)
+            return ConfigResult(
+                config=OmegaConf.load(f), path=f"{self.scheme()}://{self.path}", provider=self.provider, header=header
+            )
 
     def available(self) -> bool:
         return os.path.isdir(self.path)
@@ -58,8 +60,9 @@ class ExperimentsFolder(ConfigSource):
             return []
         files: List[str] = []
         for name in os.listdir(self.path):
-            self._list_add_result(files=files, file_path=f"{GROUP}/{name}", file_name=name,
-                                  results_filter=results_filter)
+            self._list_add_result(
+                files=files, file_path=f"{GROUP}/{name}", file_name=name, results_filter=results_filter
+            )
         return sorted(set(files))
 
 

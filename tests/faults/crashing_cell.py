@@ -2,6 +2,7 @@
 hidden_size == crash_at_hidden, its first step sends SIGSEGV to its own process, as a bug in a C
 extension would; with hidden_size == exit_at_hidden, it ends its process with status 0 (os._exit(0)),
 as a library that calls exit would. Any other size is a plain tanh rnn cell."""
+
 import os
 import signal
 

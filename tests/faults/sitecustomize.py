@@ -4,6 +4,7 @@ a test's sweep (the test puts this folder on PYTHONPATH, which worker processes 
     HARNESS_FAULT_SCALE=0.7   runs with scale 0.7 raise a RuntimeError inside harness.lab.run.record
     HARNESS_FAULT_SLEEP=0.5   every run takes 0.5 s longer (time to kill a sweep part-way)
 """
+
 import os
 
 if os.environ.get("HARNESS_FAULT_SCALE") or os.environ.get("HARNESS_FAULT_SLEEP"):

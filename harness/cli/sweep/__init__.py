@@ -34,6 +34,7 @@ there before: harness.core.folders) and says how to resume. Launched workers wri
 folders, atomically, never through a symbolic link; the sweep's tables are written once, by the
 parent, at the end.
 """
+
 from __future__ import annotations
 
 import json
@@ -77,8 +78,11 @@ def choose_sweep_dir(configured: Path, jobs: list[Job], resume: bool, explicit: 
     if explicit or not resume or configured.exists() or not configured.parent.is_dir():
         return configured
     run_ids = [job.run_id for job in jobs]
-    siblings = [d for d in configured.parent.iterdir()
-                if d.is_dir() and not d.is_symlink() and read_manifest(d).get("run_ids") == run_ids]
+    siblings = [
+        d
+        for d in configured.parent.iterdir()
+        if d.is_dir() and not d.is_symlink() and read_manifest(d).get("run_ids") == run_ids
+    ]
     unfinished = [d for d in siblings if any(job.state(d) != "ok" for job in jobs)]
     return max(unfinished, key=lambda d: d.stat().st_mtime, default=configured)
 
@@ -89,34 +93,42 @@ def check_folders(jobs: list[Job], states: dict[int, str], sweep_dir: Path, reru
     for job in jobs:
         if states[job.num] == "foreign":
             meta = json.loads((sweep_dir / job.subdir / META).read_text())
-            raise ConfigError(f"hydra.sweep.dir={sweep_dir}: {job.subdir}/ holds the finished run "
-                              f"{meta['run_id']}, not this sweep's {job.run_id}; expected a new or matching folder")
+            raise ConfigError(
+                f"hydra.sweep.dir={sweep_dir}: {job.subdir}/ holds the finished run "
+                f"{meta['run_id']}, not this sweep's {job.run_id}; expected a new or matching folder"
+            )
         if states[job.num] == "link":
-            raise ConfigError(f"hydra.sweep.dir={sweep_dir}: {job.subdir}/ is a symbolic link; results are never "
-                              "written through links; expected a real folder or none")
+            raise ConfigError(
+                f"hydra.sweep.dir={sweep_dir}: {job.subdir}/ is a symbolic link; results are never "
+                "written through links; expected a real folder or none"
+            )
     changed = [job for job in jobs if states[job.num] == "changed"]
     if changed and not rerun_changed:
-        raise ConfigError(f"hydra.sweep.dir={sweep_dir}: {len(changed)} of its finished runs ({changed[0].subdir}/ "
-                          "first) were computed by other code (the harness, or a _target_'s source, changed); "
-                          "add hydra.sweeper.resume=rerun_changed to run them again with this code, or start a "
-                          "new folder")
+        raise ConfigError(
+            f"hydra.sweep.dir={sweep_dir}: {len(changed)} of its finished runs ({changed[0].subdir}/ "
+            "first) were computed by other code (the harness, or a _target_'s source, changed); "
+            "add hydra.sweeper.resume=rerun_changed to run them again with this code, or start a "
+            "new folder"
+        )
 
 
 def check_manifest(sweep_dir: Path, jobs: list[Job]) -> None:
     """Refuse (ConfigError) a folder holding another sweep: its manifest names other runs."""
     recorded = read_manifest(sweep_dir).get("run_ids")
     if recorded is not None and recorded != [job.run_id for job in jobs]:
-        raise ConfigError(f"hydra.sweep.dir={sweep_dir}: holds another sweep ({len(recorded)} runs, not these "
-                          f"{len(jobs)}); expected a new folder, or this sweep's own")
+        raise ConfigError(
+            f"hydra.sweep.dir={sweep_dir}: holds another sweep ({len(recorded)} runs, not these "
+            f"{len(jobs)}); expected a new folder, or this sweep's own"
+        )
 
 
 def write_manifest(sweep_dir: Path, jobs: list[Job], invocations: list[dict[str, Any]]) -> None:
     """sweep.json: every run of the grid (to recognise the sweep again, and to list the runs that never
     ran) and what each invocation did."""
     runs = [{"run_id": job.run_id, "subdir": job.subdir, "overrides": job.overrides} for job in jobs]
-    write_json({"run_ids": [job.run_id for job in jobs], "runs": runs, "invocations": invocations},
-               sweep_dir / MANIFEST)
-
+    write_json(
+        {"run_ids": [job.run_id for job in jobs], "runs": runs, "invocations": invocations}, sweep_dir / MANIFEST
+    )
 
 
 @dataclass
@@ -124,9 +136,8 @@ class Settings:
     chunks: int | None  # launched jobs to split the runs into; None: one per worker
     torch_threads: int | None  # per launched job; None: cores / workers (harness.cli.sweep.chunks.parallelism)
     resume: bool | str  # True: reuse the newest unfinished identical sweep folder when the configured one
-                        # is new; "rerun_changed": that, and rerun the runs other code finished
+    # is new; "rerun_changed": that, and rerun the runs other code finished
     isolate: bool = True  # runs in a forked child: a native crash fails one run, not the sweep
-
 
 
 def prepare_folder(sweep_dir: Path) -> None:
@@ -137,12 +148,13 @@ def prepare_folder(sweep_dir: Path) -> None:
     try:
         claim(sweep_dir)
     except OSError as error:
-        raise ConfigError(f"hydra.sweep.dir={sweep_dir}: cannot make it ({error.strerror or error}); "
-                          "expected a folder you can write to") from None
+        raise ConfigError(
+            f"hydra.sweep.dir={sweep_dir}: cannot make it ({error.strerror or error}); "
+            "expected a folder you can write to"
+        ) from None
 
 
-def sweep(config_loader: Any, master: DictConfig, grid: list[list[str]], settings: Settings,
-          launcher: Any) -> Path:
+def sweep(config_loader: Any, master: DictConfig, grid: list[list[str]], settings: Settings, launcher: Any) -> Path:
     """Compose every job (the whole sweep refused before any compute if one is not allowed), pick and
     lock the sweep folder, run the jobs it has not finished (in this process, or in chunks through
     `launcher()`, a Hydra Launcher made on demand), and return the folder. Raises ConfigError, and
@@ -169,8 +181,9 @@ def sweep(config_loader: Any, master: DictConfig, grid: list[list[str]], setting
         write_manifest(sweep_dir, jobs, invocations)
         kept = len(jobs) - len(todo)
         if kept:
-            print(f"resuming {sweep_dir}: {kept} of {len(jobs)} runs finished before, {len(todo)} to run",
-                  file=sys.stderr)
+            print(
+                f"resuming {sweep_dir}: {kept} of {len(jobs)} runs finished before, {len(todo)} to run", file=sys.stderr
+            )
         launcher_cfg = master.hydra.launcher
         workers, threads = parallelism(launcher_cfg)
         threads = settings.torch_threads or threads
@@ -180,25 +193,43 @@ def sweep(config_loader: Any, master: DictConfig, grid: list[list[str]], setting
                 if todo and in_process(launcher_cfg):
                     run_jobs(todo, sweep_dir, settings.torch_threads, settings.isolate)
                 elif todo:
-                    chunks = write_chunks(todo, sweep_dir, settings.chunks or workers, threads)
-                    for launched in launcher().launch([chunk_overrides(sweep_dir, k) for k in range(chunks)], 0):
-                        try:
-                            launched.return_value  # raises what the launched job raised
-                        except Exception as error:  # its unfinished runs are listed as incomplete at the end
-                            log.error("a launched job failed: %s", error)
+                    launch(todo, sweep_dir, settings.chunks or workers, threads, launcher)
         except KeyboardInterrupt:
-            unfinished = [job for job in todo if not (sweep_dir / job.subdir / DONE).is_file()]
-            removed = 0
-            for job in unfinished:  # an interrupted run starts over on resume
-                removed += len(remove_written(sweep_dir / job.subdir, before[job.num])[0])
-            raise Interrupted(f"interrupted: {len(jobs) - len(unfinished)} of {len(jobs)} runs are finished in "
-                              f"{sweep_dir} ({removed} files of {len(unfinished)} unfinished runs removed, nothing "
-                              "else); run the same command again to finish the sweep") from None
-        invocation = {"launcher": str(launcher_cfg.get("_target_")), "ran": len(todo), "kept": kept,
-                      "failed": progress.failed, "compose_s": compose_s,
-                      "elapsed_s": time.perf_counter() - started, "runs_s": progress.elapsed}
+            raise interrupted(jobs, todo, sweep_dir, before) from None
+        invocation = {
+            "launcher": str(launcher_cfg.get("_target_")),
+            "ran": len(todo),
+            "kept": kept,
+            "failed": progress.failed,
+            "compose_s": compose_s,
+            "elapsed_s": time.perf_counter() - started,
+            "runs_s": progress.elapsed,
+        }
         write_manifest(sweep_dir, jobs, invocations + [invocation])
     return sweep_dir
+
+
+def launch(todo: list[Job], sweep_dir: Path, count: int, threads: int | None, launcher: Any) -> None:
+    """Run todo as `count` launched jobs, chunks through `launcher()`; a launched job's failure is logged."""
+    chunks = write_chunks(todo, sweep_dir, count, threads)
+    for launched in launcher().launch([chunk_overrides(sweep_dir, k) for k in range(chunks)], 0):
+        try:
+            launched.return_value  # noqa: B018  raises what the launched job raised
+        except Exception as error:  # its unfinished runs are listed as incomplete at the end
+            log.error("a launched job failed: %s", error)
+
+
+def interrupted(jobs: list[Job], todo: list[Job], sweep_dir: Path, before: dict[int, set[Path]]) -> Interrupted:
+    """Remove the files the unfinished runs wrote (none that were there before); the Interrupted saying so."""
+    unfinished = [job for job in todo if not (sweep_dir / job.subdir / DONE).is_file()]
+    removed = 0
+    for job in unfinished:  # an interrupted run starts over on resume
+        removed += len(remove_written(sweep_dir / job.subdir, before[job.num])[0])
+    return Interrupted(
+        f"interrupted: {len(jobs) - len(unfinished)} of {len(jobs)} runs are finished in "
+        f"{sweep_dir} ({removed} files of {len(unfinished)} unfinished runs removed, nothing "
+        "else); run the same command again to finish the sweep"
+    )
 
 
 def expand(params: dict[str, str], arguments: list[str], config_loader: Any) -> list[list[str]]:
@@ -209,4 +240,3 @@ def expand(params: dict[str, str], arguments: list[str], config_loader: Any) -> 
     lines = [f"{key}={value}" for key, value in params.items()] + list(arguments)
     parsed = OverridesParser.create(config_loader=config_loader).parse_overrides(lines)
     return split_sweep(parsed)
-

@@ -1,5 +1,6 @@
 """Launched jobs: a chunk of the sweep's jobs per launched Hydra job (joblib, submitit, SLURM), the
 files that carry them (data, never code), and how many run at once under a launcher's settings."""
+
 from __future__ import annotations
 
 import json
@@ -27,16 +28,27 @@ def write_chunks(jobs: list[Job], sweep_dir: Path, chunks: int, torch_threads: i
     chunks = max(1, min(chunks, len(jobs)))
     dealt = random.Random(0).sample(jobs, len(jobs))
     for chunk in range(chunks):
-        data = [{"num": j.num, "overrides": j.overrides, "run_id": j.run_id, "subdir": j.subdir,
-                 "config": OmegaConf.to_container(j.config), "hydra": j.hydra} for j in dealt[chunk::chunks]]
+        data = [
+            {
+                "num": j.num,
+                "overrides": j.overrides,
+                "run_id": j.run_id,
+                "subdir": j.subdir,
+                "config": OmegaConf.to_container(j.config),
+                "hydra": j.hydra,
+            }
+            for j in dealt[chunk::chunks]
+        ]
         write_json({"torch_threads": torch_threads, "jobs": data}, chunk_file(sweep_dir, chunk))
     return chunks
 
 
 def read_chunk(path: Path) -> tuple[list[Job], int | None]:
     data = json.loads(path.read_text())
-    jobs = [Job(j["num"], j["overrides"], j["run_id"], j["subdir"], OmegaConf.create(j["config"]), j["hydra"])
-            for j in data["jobs"]]
+    jobs = [
+        Job(j["num"], j["overrides"], j["run_id"], j["subdir"], OmegaConf.create(j["config"]), j["hydra"])
+        for j in data["jobs"]
+    ]
     return jobs, data["torch_threads"]
 
 
@@ -80,4 +92,3 @@ def parallelism(launcher: DictConfig) -> tuple[int, int | None]:
 
 def in_process(launcher: DictConfig) -> bool:
     return str(launcher.get("_target_", "")).endswith("BasicLauncher")
-

@@ -1,5 +1,6 @@
 """A sweep's jobs: every configuration of the grid composed as Hydra composes it (at ~1 ms a job),
 checked whole before anything runs, and what state its run folder is in."""
+
 from __future__ import annotations
 
 import copy
@@ -21,10 +22,10 @@ from harness.core.runfolder import DONE, META, check_done
 from harness.core.spec import RunSpec, config_columns, run_id
 
 
-
 @dataclass
 class Job:
     """One configuration of a sweep, composed and ready to run."""
+
     num: int  # Hydra's hydra.job.num: the position in the grid
     overrides: list[str]  # as .hydra/overrides.yaml lists them
     run_id: str
@@ -34,7 +35,7 @@ class Job:
     code: dict[str, Any] | None = None  # the code that computes it (harness.core.provenance); None: not compared
 
     def state(self, sweep_dir: Path) -> str:
-        """"todo", "ok" (finished), "failed" (finished, failed: run again), "changed" (finished by other
+        """ "todo", "ok" (finished), "failed" (finished, failed: run again), "changed" (finished by other
         code), "foreign" (the folder holds another configuration's finished run: never overwritten) or
         "link" (the run folder is a symbolic link: never written through). A damaged folder (DONE
         without a readable meta.json, or a file changed since DONE vouched for it) is "todo": run again."""
@@ -99,23 +100,34 @@ class Composer:
         is_group = [self._is_group(o) for o in parsed]
         values = [o for o, group in zip(parsed, is_group) if not group]
         whole = any(o.is_hydra_override() for o in values)
-        base, hydra = self._base(tuple(overrides) if whole else
-                                 tuple(o.input_line for o, group in zip(parsed, is_group) if group))
+        base, hydra = self._base(
+            tuple(overrides) if whole else tuple(o.input_line for o, group in zip(parsed, is_group) if group)
+        )
         config = copy.deepcopy(base)
         if not whole:
             apply_overrides(values, config)
         task = [o for o in parsed if not o.is_hydra_override()]
         naming = hydra["job"]["config"]["override_dirname"]
-        job_node = {**hydra["job"], "num": num, "id": str(num),  # id is typed str in HydraConf
-                    "override_dirname": overrides_dirname(task, naming["exclude_keys"],
-                                                          naming["item_sep"], naming["kv_sep"])}
+        job_node = {
+            **hydra["job"],
+            "num": num,
+            "id": str(num),  # id is typed str in HydraConf
+            "override_dirname": overrides_dirname(task, naming["exclude_keys"], naming["item_sep"], naming["kv_sep"]),
+        }
         hydra = {**hydra, "job": job_node, "overrides": {**hydra["overrides"], "task": [o.input_line for o in task]}}
         explicit = [o.key_or_group for o in values if not o.is_hydra_override()]
         resolved = OmegaConf.to_container(config, resolve=True)
         columns = config_columns(resolved, explicit)
         check_fits(RunSpec.from_columns(columns))
-        return Job(num, hydra["overrides"]["task"], run_id(columns), self._subdir(config, hydra), config, hydra,
-                   code_identity(resolved))
+        return Job(
+            num,
+            hydra["overrides"]["task"],
+            run_id(columns),
+            self._subdir(config, hydra),
+            config,
+            hydra,
+            code_identity(resolved),
+        )
 
     def _subdir(self, config: DictConfig, hydra: dict[str, Any]) -> str:
         pattern = hydra["sweep"]["subdir"]
@@ -145,13 +157,18 @@ def compose(config_loader: Any, master: DictConfig, grid: list[list[str]]) -> li
             refused.append((num, overrides, error))
     if refused:
         num, overrides, error = refused[0]
-        raise ConfigError(f"{error} [run {num}: {' '.join(overrides) or 'no overrides'}; "
-                          f"{len(refused)} of {len(grid)} runs refused, nothing ran]")
+        raise ConfigError(
+            f"{error} [run {num}: {' '.join(overrides) or 'no overrides'}; "
+            f"{len(refused)} of {len(grid)} runs refused, nothing ran]"
+        )
     first: dict[str, Job] = {}
     for job in jobs:
         if first.setdefault(job.run_id, job) is not job:
-            print(f"note: run {job.num} ({' '.join(job.overrides)}) is the configuration of run "
-                  f"{first[job.run_id].num} ({' '.join(first[job.run_id].overrides)}): it runs once", file=sys.stderr)
+            print(
+                f"note: run {job.num} ({' '.join(job.overrides)}) is the configuration of run "
+                f"{first[job.run_id].num} ({' '.join(first[job.run_id].overrides)}): it runs once",
+                file=sys.stderr,
+            )
     jobs = [job for job in jobs if first[job.run_id] is job]
     check_subdirs(jobs)
     return jobs
@@ -165,21 +182,34 @@ def check_subdirs(jobs: list[Job]) -> None:
     for job in jobs:
         path = os.path.normpath(job.subdir)
         if not stays_inside(path):
-            raise ConfigError(f"hydra.sweep.subdir={pattern}: run {job.num}'s folder {job.subdir!r} is not inside "
-                              "the sweep folder; expected a relative path below it, e.g. ${hydra.job.num}")
+            raise ConfigError(
+                f"hydra.sweep.subdir={pattern}: run {job.num}'s folder {job.subdir!r} is not inside "
+                "the sweep folder; expected a relative path below it, e.g. ${hydra.job.num}"
+            )
         first = path.split(os.sep)[0]
         if is_ours(first) or too_long(path):
-            raise ConfigError(f"hydra.sweep.subdir={pattern}: run {job.num}'s folder {job.subdir[:60]!r} "
-                              + ("is a name the harness writes in the sweep folder" if is_ours(first)
-                                 else "has a name over 255 bytes") + "; expected e.g. ${hydra.job.num}")
+            raise ConfigError(
+                f"hydra.sweep.subdir={pattern}: run {job.num}'s folder {job.subdir[:60]!r} "
+                + (
+                    "is a name the harness writes in the sweep folder"
+                    if is_ours(first)
+                    else "has a name over 255 bytes"
+                )
+                + "; expected e.g. ${hydra.job.num}"
+            )
         other = folders.setdefault(path, job)
         if other is not job:
-            raise ConfigError(f"hydra.sweep.subdir={pattern}: runs {other.num} and {job.num} share the folder "
-                              f"{job.subdir!r}; expected a folder per run, e.g. ${{hydra.job.num}}")
+            raise ConfigError(
+                f"hydra.sweep.subdir={pattern}: runs {other.num} and {job.num} share the folder "
+                f"{job.subdir!r}; expected a folder per run, e.g. ${{hydra.job.num}}"
+            )
     for path, job in folders.items():
         parts = path.split(os.sep)
-        outer = next((folders[p] for p in (os.path.join(*parts[:k]) for k in range(1, len(parts))) if p in folders), None)
+        outer = next(
+            (folders[p] for p in (os.path.join(*parts[:k]) for k in range(1, len(parts))) if p in folders), None
+        )
         if outer is not None:
-            raise ConfigError(f"hydra.sweep.subdir={pattern}: run {job.num}'s folder {job.subdir!r} is inside run "
-                              f"{outer.num}'s {outer.subdir!r}; expected a folder per run, e.g. ${{hydra.job.num}}")
-
+            raise ConfigError(
+                f"hydra.sweep.subdir={pattern}: run {job.num}'s folder {job.subdir!r} is inside run "
+                f"{outer.num}'s {outer.subdir!r}; expected a folder per run, e.g. ${{hydra.job.num}}"
+            )

@@ -1,4 +1,5 @@
 """One sweep per folder: a kernel lock that the sweep's forked children hold with it."""
+
 from __future__ import annotations
 
 import fcntl
@@ -23,6 +24,7 @@ class Lock:
     pid the file names (a reused pid blocks nothing), and two sweeps can never both take it. The file
     stays: removing it would let a second sweep lock a new file while the first holds the old one.
     """
+
     DYING_S = 10.0  # how long a lock whose sweep is gone may stay held by its children before they die
 
     def __init__(self, sweep_dir: Path):
@@ -49,12 +51,14 @@ class Lock:
             pass
         return True
 
-    def __enter__(self) -> "Lock":
+    def __enter__(self) -> Lock:
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
         except OSError as error:
-            raise ConfigError(f"hydra.sweep.dir={self.path.parent}: cannot open its lock {self.path} "
-                              f"({error.strerror or error}); expected a real file or none") from None
+            raise ConfigError(
+                f"hydra.sweep.dir={self.path.parent}: cannot open its lock {self.path} "
+                f"({error.strerror or error}); expected a real file or none"
+            ) from None
         deadline = time.monotonic() + self.DYING_S
         while True:
             try:
@@ -64,10 +68,15 @@ class Lock:
                 holder = self._holder()
                 if self._supervisor_alive(holder) or time.monotonic() > deadline:
                     os.close(fd)
-                    who = (f"pid {holder.get('pid')} on {holder.get('host')}, since {holder.get('started')}"
-                           if holder else "a process")
-                    raise ConfigError(f"hydra.sweep.dir={self.path.parent}: another sweep ({who}) is writing there; "
-                                      "expected it to finish first, or another folder") from None
+                    who = (
+                        f"pid {holder.get('pid')} on {holder.get('host')}, since {holder.get('started')}"
+                        if holder
+                        else "a process"
+                    )
+                    raise ConfigError(
+                        f"hydra.sweep.dir={self.path.parent}: another sweep ({who}) is writing there; "
+                        "expected it to finish first, or another folder"
+                    ) from None
                 time.sleep(0.05)  # its sweep is gone: its children are dying with it
         os.ftruncate(fd, 0)
         os.pwrite(fd, (json.dumps(self.owner) + "\n").encode(), 0)
@@ -78,4 +87,3 @@ class Lock:
         if self.fd is not None:
             os.close(self.fd)  # forked children hold it until they end
             self.fd = None
-

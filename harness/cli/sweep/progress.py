@@ -1,4 +1,5 @@
 """The sweep's progress line: runs done, failures, time elapsed and left."""
+
 from __future__ import annotations
 
 import sys
@@ -47,8 +48,10 @@ class Progress:
         elapsed = time.perf_counter() - self.start
         left = "?" if not self.done else _duration(elapsed / self.done * len(self.pending))
         kept = f" ({self.kept} kept from before)" if self.kept else ""
-        return (f"sweep: {self.kept + self.done}/{self.total} runs done{kept}, {self.failed} failed, "
-                f"{_duration(elapsed)} elapsed, {left} left")
+        return (
+            f"sweep: {self.kept + self.done}/{self.total} runs done{kept}, {self.failed} failed, "
+            f"{_duration(elapsed)} elapsed, {left} left"
+        )
 
     def _show(self, final: bool = False) -> None:
         text = self.line()
@@ -62,7 +65,7 @@ class Progress:
                 self.poll()
                 self._show()
 
-    def __enter__(self) -> "Progress":
+    def __enter__(self) -> Progress:
         self._show()
         self.thread.start()
         return self
@@ -73,4 +76,3 @@ class Progress:
         self.poll()
         self._show(final=True)
         self.elapsed = time.perf_counter() - self.start
-

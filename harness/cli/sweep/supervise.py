@@ -1,5 +1,6 @@
 """Running a sweep's jobs: each run's folder and Hydra's files, and the forked child that runs them,
 supervised, so that a run whose process dies fails alone and a killed sweep leaves no child behind."""
+
 from __future__ import annotations
 
 import contextlib
@@ -33,15 +34,24 @@ def write_job_files(job: Job, sweep_dir: Path) -> Path:
     out = sweep_dir / job.subdir
     claim(out)
     log_file = out / f"{job.hydra['job']['name']}.log"  # appended to by each attempt
-    for stale in [out / DONE, *(p for p in out.glob(".*.*") if is_temporary(p.name)),
-                  *([log_file] if log_file.is_symlink() else [])]:
+    for stale in [
+        out / DONE,
+        *(p for p in out.glob(".*.*") if is_temporary(p.name)),
+        *([log_file] if log_file.is_symlink() else []),
+    ]:
         if stale.is_symlink() or stale.is_file():
             stale.unlink()
     if job.hydra.get("output_subdir") is not None:
-        hydra = {**job.hydra, "sweep": {**job.hydra["sweep"], "dir": str(sweep_dir)},
-                 "runtime": {**job.hydra["runtime"], "output_dir": str(out.resolve())}}
-        files = {"config.yaml": OmegaConf.to_container(job.config), "hydra.yaml": {"hydra": hydra},
-                 "overrides.yaml": job.overrides}
+        hydra = {
+            **job.hydra,
+            "sweep": {**job.hydra["sweep"], "dir": str(sweep_dir)},
+            "runtime": {**job.hydra["runtime"], "output_dir": str(out.resolve())},
+        }
+        files = {
+            "config.yaml": OmegaConf.to_container(job.config),
+            "hydra.yaml": {"hydra": hydra},
+            "overrides.yaml": job.overrides,
+        }
         folder = out / job.hydra["output_subdir"]
         if folder.is_symlink():
             folder.unlink()
@@ -53,9 +63,10 @@ def write_job_files(job: Job, sweep_dir: Path) -> Path:
 class _RunLog:
     """While runs execute: their log lines go to each run's own log file, not to the console, where
     the progress line stands (warnings and errors included: failed runs are listed at the end)."""
+
     FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"  # Hydra's job log format
 
-    def __enter__(self) -> "_RunLog":
+    def __enter__(self) -> _RunLog:
         root = logging.getLogger()
         self.quieted = [(h, h.level) for h in root.handlers if type(h) is logging.StreamHandler]
         for handler, _ in self.quieted:
@@ -125,8 +136,7 @@ def run_jobs(jobs: list[Job], sweep_dir: Path, torch_threads: int | None = None,
         pending = [job for job in pending if not (sweep_dir / job.subdir / DONE).is_file()]
         if not pending:
             return
-        interrupted = (os.WTERMSIG(status) == signal.SIGINT if os.WIFSIGNALED(status)
-                       else os.WEXITSTATUS(status) == 130)
+        interrupted = os.WTERMSIG(status) == signal.SIGINT if os.WIFSIGNALED(status) else os.WEXITSTATUS(status) == 130
         if interrupted:
             raise KeyboardInterrupt
         crashed, pending = pending[0], pending[1:]
@@ -152,8 +162,12 @@ def _crash_reason(status: int) -> str:
     if os.WIFSIGNALED(status):
         number = os.WTERMSIG(status)
         name = signal.Signals(number).name if number in signal.Signals._value2member_map_ else f"signal {number}"
-        why = {"SIGSEGV": "a crash in native code", "SIGKILL": "killed, e.g. by the out-of-memory killer",
-               "SIGABRT": "an abort in native code", "SIGBUS": "a bus error in native code"}.get(name, "")
+        why = {
+            "SIGSEGV": "a crash in native code",
+            "SIGKILL": "killed, e.g. by the out-of-memory killer",
+            "SIGABRT": "an abort in native code",
+            "SIGBUS": "a bus error in native code",
+        }.get(name, "")
         return f"killed by {name}" + (f" ({why})" if why else "")
     code = os.WEXITSTATUS(status)
     return f"its process exited with status {code}" + (" before the run was finished" if code == 0 else "")
@@ -185,4 +199,3 @@ def _run_here(jobs: list[Job], sweep_dir: Path, torch_threads: int | None) -> No
             finally:
                 logging.getLogger().removeHandler(handler)
                 handler.close()
-

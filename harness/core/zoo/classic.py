@@ -2,13 +2,15 @@
 
 With activation=tanh the cells compute exactly what torch.nn.RNN / LSTM / GRU compute, and the
 parameters carry torch's names (weight_ih_l0, ...), so state dicts load across in both directions.
-`scale` multiplies every W_hh (all gate blocks) after the init scheme (harness.core.init).
+`scale` multiplies every W_hh (all gate blocks) after the init scheme (harness.core.init). Each cell's
+step functions (tail, coefficients, push, pull) are in harness.core.zoo.steps.
 """
+
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -17,122 +19,30 @@ from torch import Tensor, nn
 from harness.core.errors import NotApplicable
 from harness.core.init import INITS
 from harness.core.meanfield import mean_field_critical_scale, mean_field_rate
-from harness.core.protocol import (ACTIVATIONS, MEAN_FIELD_NOTE, SLOPES, Activation, CellType, StackedNet,
-                                    log_spectral_radius)
-
-# A cell's step is its recurrent matmul hw = h W_hh^T + b_hh followed by an elementwise `tail`
-# (xw, hw, state) -> new state, where xw = x_t W_ih^T + b_ih is computed outside (batched when
-# possible). Gates are always sigmoid; `act` replaces tanh. The split is what lets a tangent be pushed
-# through a step at the cost of one more matmul (RecurrentNet.step_jvp): the matmuls are linear, and
-# the tail's Jacobian is elementwise, written out in two parts. `coefficients` turns what the tail
-# computed on its way (its `internals`: activated gates, pre-activations) into the Jacobian's
-# elementwise factors, for every step of a batch at once or one step at a time; `push` applies them
-# to the tangents of xw, hw and the state (dxw None: the inputs do not move), a few products per step.
-# `pull` is push's transpose, for the backward: from the cotangent of the new state it returns the
-# cotangents of hw and of xw, and of the old state where it enters elementwise (None where only
-# through hw), so that dL/dS_{t-1} costs the same few products and the transposed matmuls
-# (RecurrentNet.pull_cotangent). `slope` is the activation's derivative. b_hh is None for a network
-# without biases (torch's bias=False).
-
-Internals = tuple[Tensor, ...]
-
-
-def recurrent(h: Tensor, w_hh: Tensor, b_hh: Tensor | None) -> Tensor:
-    """h W_hh^T + b_hh, fused into one addmm where there is a bias."""
-    return h @ w_hh.t() if b_hh is None else torch.addmm(b_hh, h, w_hh.t())
-
-
-def plus(dxw: Tensor | None, dhw: Tensor) -> Tensor:
-    return dhw if dxw is None else dxw + dhw
-
-
-def rnn_tail(xw: Tensor, hw: Tensor, state: tuple[Tensor, ...], act: Activation) -> tuple[tuple[Tensor, ...], Internals]:
-    pre = xw + hw
-    h = act(pre)
-    return (h,), (pre, h)
-
-
-def rnn_coefficients(internals: Internals, slope: Callable) -> tuple[Tensor, ...]:
-    return (slope(*internals),)
-
-
-def rnn_push(coefficients: tuple[Tensor, ...], dxw: Tensor | None, dhw: Tensor, dstate: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
-    return (coefficients[0] * plus(dxw, dhw),)
-
-
-def rnn_pull(coefficients: tuple[Tensor, ...], dstate: tuple[Tensor, ...]) -> tuple[Tensor, Tensor, tuple]:
-    # dxw = dhw = act'(pre) dh'; the old h enters only through hw
-    dpre = coefficients[0] * dstate[0]
-    return dpre, dpre, (None,)
-
-
-def lstm_tail(xw: Tensor, hw: Tensor, state: tuple[Tensor, ...], act: Activation) -> tuple[tuple[Tensor, ...], Internals]:
-    _, c = state
-    i, f, g, o = (xw + hw).chunk(4, dim=-1)
-    si, sf, so, ag = torch.sigmoid(i), torch.sigmoid(f), torch.sigmoid(o), act(g)
-    c_new = sf * c + si * ag
-    ac = act(c_new)
-    return (so * ac, c_new), (si, sf, so, g, ag, c, c_new, ac)
-
-
-def lstm_coefficients(internals: Internals, slope: Callable) -> tuple[Tensor, ...]:
-    """(the factors of dz = dxw + dhw's four blocks in dc' (i, f, g) and dh' (o), f, o act'(c'))."""
-    si, sf, so, g, ag, c, c_new, ac = internals
-    gates = torch.cat([si * (1 - si) * ag, sf * (1 - sf) * c, si * slope(g, ag), so * (1 - so) * ac], dim=-1)
-    return gates, sf, so * slope(c_new, ac)
-
-
-def lstm_push(coefficients: tuple[Tensor, ...], dxw: Tensor | None, dhw: Tensor, dstate: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
-    # dc' = f dc + i(1-i) act(g) di + f(1-f) c df + i act'(g) dg;  dh' = o(1-o) act(c') do + o act'(c') dc'
-    gates, f, out = coefficients
-    d_i, d_f, d_g, d_o = (gates * plus(dxw, dhw)).chunk(4, dim=-1)
-    dc_new = torch.addcmul(d_i.add(d_f).add_(d_g), f, dstate[1])
-    return torch.addcmul(d_o, out, dc_new), dc_new
-
-
-def lstm_pull(coefficients: tuple[Tensor, ...], dstate: tuple[Tensor, ...]) -> tuple[Tensor, Tensor, tuple]:
-    # lstm_push transposed: what reaches c' is dc' + o act'(c') dh'; the i, f, g blocks of dz take it
-    # through their factors, the o block takes dh'; the old c gets f times it, the old h only via hw
-    gates, f, out = coefficients
-    dh, dc = dstate
-    dc_new = torch.addcmul(dc, out, dh)
-    dz = gates * torch.cat([dc_new, dc_new, dc_new, dh], dim=-1)
-    return dz, dz, (None, f * dc_new)
-
-
-def gru_tail(xw: Tensor, hw: Tensor, state: tuple[Tensor, ...], act: Activation) -> tuple[tuple[Tensor, ...], Internals]:
-    (h,) = state
-    x_r, x_z, x_n = xw.chunk(3, dim=-1)
-    h_r, h_z, h_n = hw.chunk(3, dim=-1)
-    r = torch.sigmoid(x_r + h_r)
-    z = torch.sigmoid(x_z + h_z)
-    pre = x_n + r * h_n  # torch.nn.GRU puts b_hn inside the reset gate's product
-    n = act(pre)
-    return ((1 - z) * n + z * h,), (r, z, pre, n, h_n, h)
-
-
-def gru_coefficients(internals: Internals, slope: Callable) -> tuple[Tensor, ...]:
-    """(the factors of dhw's three blocks (r, z, n) in dh', those of dxw's, z)."""
-    r, z, pre, n, h_n, h = internals
-    dn = (1 - z) * slope(pre, n)  # dh' per d(pre)
-    k_r, k_z = dn * h_n * r * (1 - r), (h - n) * z * (1 - z)
-    return torch.cat([k_r, k_z, dn * r], dim=-1), torch.cat([k_r, k_z, dn], dim=-1), z
-
-
-def gru_push(coefficients: tuple[Tensor, ...], dxw: Tensor | None, dhw: Tensor, dstate: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
-    # dh' = (1-z) act'(pre) (dx_n + r dh_n + h_n dr) + (h - n) dz + z dh,  dr = r(1-r)(dx_r + dh_r), dz likewise
-    of_hw, of_xw, z = coefficients
-    d_r, d_z, d_n = (of_hw * dhw if dxw is None else torch.addcmul(of_hw * dhw, of_xw, dxw)).chunk(3, dim=-1)
-    return (torch.addcmul(d_r.add(d_z).add_(d_n), z, dstate[0]),)
-
-
-def gru_pull(coefficients: tuple[Tensor, ...], dstate: tuple[Tensor, ...]) -> tuple[Tensor, Tensor, tuple]:
-    # gru_push transposed: each of the three blocks of dhw and dxw takes dh' through its factor; the
-    # old h gets z dh' directly, the rest through hw
-    of_hw, of_xw, z = coefficients
-    (dh,) = dstate
-    spread = torch.cat([dh, dh, dh], dim=-1)
-    return of_hw * spread, of_xw * spread, (z * dh,)
+from harness.core.protocol import (
+    ACTIVATIONS,
+    MEAN_FIELD_NOTE,
+    SLOPES,
+    CellType,
+    StackedNet,
+    log_spectral_radius,
+)
+from harness.core.zoo.steps import (
+    Internals,
+    gru_coefficients,
+    gru_pull,
+    gru_push,
+    gru_tail,
+    lstm_coefficients,
+    lstm_pull,
+    lstm_push,
+    lstm_tail,
+    recurrent,
+    rnn_coefficients,
+    rnn_pull,
+    rnn_push,
+    rnn_tail,
+)
 
 
 @dataclass(frozen=True)
@@ -156,18 +66,29 @@ class Cell:
 
 CELLS: dict[str, Cell] = {
     "rnn": Cell(rnn_tail, rnn_coefficients, rnn_push, rnn_pull, ("h",), ("h",), vanilla=True),
-    "lstm": Cell(lstm_tail, lstm_coefficients, lstm_push, lstm_pull, ("i", "f", "g", "o"), ("h", "c"),
-                 forget=1, keep=1, opposite=0),
+    "lstm": Cell(
+        lstm_tail,
+        lstm_coefficients,
+        lstm_push,
+        lstm_pull,
+        ("i", "f", "g", "o"),
+        ("h", "c"),
+        forget=1,
+        keep=1,
+        opposite=0,
+    ),
     "gru": Cell(gru_tail, gru_coefficients, gru_push, gru_pull, ("r", "z", "n"), ("h",), keep=1),  # z keeps h
 }
 
 
 class RecurrentNet(StackedNet):
     """A stack of `num_layers` rnn, lstm or gru cells, unrolled one explicit step at a time."""
+
     analytic_jacobian = True
 
-    def __init__(self, cell: str, activation: str, input_size: int, hidden_size: int, num_layers: int,
-                 bias: bool = True):
+    def __init__(
+        self, cell: str, activation: str, input_size: int, hidden_size: int, num_layers: int, bias: bool = True
+    ):
         super().__init__()
         self.cell_name, self.cell = cell, CELLS[cell]
         self.activation, self.act = activation, ACTIVATIONS[activation]
@@ -204,9 +125,10 @@ class RecurrentNet(StackedNet):
         internals = []
         for layer in range(self.num_layers):
             if layer > 0:  # the layer below's fresh h is this layer's input
-                drive = F.linear(new[-per_layer], getattr(self, f"weight_ih_l{layer}"),
-                                 getattr(self, f"bias_ih_l{layer}"))
-            blocks = previous[layer * per_layer:(layer + 1) * per_layer]
+                drive = F.linear(
+                    new[-per_layer], getattr(self, f"weight_ih_l{layer}"), getattr(self, f"bias_ih_l{layer}")
+                )
+            blocks = previous[layer * per_layer : (layer + 1) * per_layer]
             hw = recurrent(blocks[0], getattr(self, f"weight_hh_l{layer}"), getattr(self, f"bias_hh_l{layer}"))
             out, layer_internals = self.cell.tail(drive, hw, blocks, self.act)
             internals.append(layer_internals)
@@ -231,9 +153,12 @@ class RecurrentNet(StackedNet):
         for layer, layer_coefficients in enumerate(coefficients):
             if layer > 0:
                 drive_tangent = pushed[-per_layer] @ getattr(self, f"weight_ih_l{layer}").t()
-            blocks = tangent[layer * per_layer:(layer + 1) * per_layer]
-            pushed.extend(self.cell.push(layer_coefficients, drive_tangent,
-                                         blocks[0] @ getattr(self, f"weight_hh_l{layer}").t(), blocks))
+            blocks = tangent[layer * per_layer : (layer + 1) * per_layer]
+            pushed.extend(
+                self.cell.push(
+                    layer_coefficients, drive_tangent, blocks[0] @ getattr(self, f"weight_hh_l{layer}").t(), blocks
+                )
+            )
         return tuple(pushed)
 
     def pull_cotangent(self, coefficients: list, cotangent: Tensor) -> Tensor:
@@ -243,7 +168,7 @@ class RecurrentNet(StackedNet):
         pulled_in = list(self.split(cotangent))  # the new state's blocks; the layer inputs' are added in
         pulled: list[tuple[Tensor, ...]] = []  # each layer's old-state blocks, top layer first
         for layer in reversed(range(self.num_layers)):
-            blocks = pulled_in[layer * per_layer:(layer + 1) * per_layer]
+            blocks = pulled_in[layer * per_layer : (layer + 1) * per_layer]
             dhw, dxw, dstate = self.cell.pull(coefficients[layer], tuple(blocks))
             w_hh = getattr(self, f"weight_hh_l{layer}")
             first = dhw @ w_hh if dstate[0] is None else torch.addmm(dstate[0], dhw, w_hh)
@@ -327,8 +252,10 @@ class RecurrentNet(StackedNet):
         """A one-layer rnn with gaussian or orthogonal W_hh (harness.core.meanfield)."""
         if not (self.cell.vanilla and self.num_layers == 1 and init in ("gaussian", "orthogonal")):
             return MEAN_FIELD_NOTE
-        return (mean_field_rate(self.activation, scale, drive_var),
-                mean_field_critical_scale(self.activation, drive_var))
+        return (
+            mean_field_rate(self.activation, scale, drive_var),
+            mean_field_critical_scale(self.activation, drive_var),
+        )
 
 
 def _build(cell: str, activation: str, input_size: int, hidden_size: int, num_layers: int) -> RecurrentNet:
@@ -337,10 +264,28 @@ def _build(cell: str, activation: str, input_size: int, hidden_size: int, num_la
 
 FLOSSING = "train.flossing_k"  # gradient flossing runs on the cells' written-out JVPs
 CELL_TYPES = (
-    CellType("rnn", functools.partial(_build, "rnn"), order=0, colour="#0072B2", graph_states_per_step=5.0,
-             takes=("train.omega", FLOSSING)),  # Pascanu et al.'s Omega is the one-layer rnn's
-    CellType("lstm", functools.partial(_build, "lstm"), order=1, colour="#D55E00", graph_states_per_step=9.0,
-             takes=("cell.forget_bias", "cell.chrono_tmax", FLOSSING)),
-    CellType("gru", functools.partial(_build, "gru"), order=2, colour="#009E73", graph_states_per_step=19.0,
-             takes=("cell.chrono_tmax", FLOSSING)),
+    CellType(
+        "rnn",
+        functools.partial(_build, "rnn"),
+        order=0,
+        colour="#0072B2",
+        graph_states_per_step=5.0,
+        takes=("train.omega", FLOSSING),
+    ),  # Pascanu et al.'s Omega is the one-layer rnn's
+    CellType(
+        "lstm",
+        functools.partial(_build, "lstm"),
+        order=1,
+        colour="#D55E00",
+        graph_states_per_step=9.0,
+        takes=("cell.forget_bias", "cell.chrono_tmax", FLOSSING),
+    ),
+    CellType(
+        "gru",
+        functools.partial(_build, "gru"),
+        order=2,
+        colour="#009E73",
+        graph_states_per_step=19.0,
+        takes=("cell.chrono_tmax", FLOSSING),
+    ),
 )  # graph_states_per_step measured at hidden 256, batch 32, float32, 3000 steps: 4.3, 8.1, 17.1

@@ -1,4 +1,5 @@
 """What indrnn and minimal share: one real h of hidden_size per layer (HiddenNet). Declares no cell."""
+
 from __future__ import annotations
 
 import torch
@@ -13,8 +14,15 @@ class HiddenNet(StackedNet):
     l > 0 reading the h of the layer below), and the parameters of each layer registered in that
     order: weight_ih, bias_ih, then the cell's own `recurrent` ones."""
 
-    def __init__(self, cell_name: str, activation: str, input_size: int, hidden_size: int, num_layers: int,
-                 recurrent: dict[str, tuple[int, ...]]):
+    def __init__(
+        self,
+        cell_name: str,
+        activation: str,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int,
+        recurrent: dict[str, tuple[int, ...]],
+    ):
         super().__init__()
         self.cell_name, self.activation, self.act = cell_name, activation, ACTIVATIONS[activation]
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers

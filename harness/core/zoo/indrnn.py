@@ -4,6 +4,7 @@ init default: u ~ U[0, 1] (the paper's), input weights and biases as torch's nn.
 (IndRNN's long-memory start). `scale` multiplies u. With activation=identity unit j's gain over k
 steps is |u_j|^k: the linear rate is ln max|u_j|, and on the probe the profile has a closed form.
 """
+
 from __future__ import annotations
 
 import math
@@ -22,8 +23,7 @@ class IndRNNNet(HiddenNet):
     """A stack of IndRNN layers (see the module docstring)."""
 
     def __init__(self, activation: str, input_size: int, hidden_size: int, num_layers: int):
-        super().__init__("indrnn", activation, input_size, hidden_size, num_layers,
-                         {"weight_hh": (hidden_size,)})  # u
+        super().__init__("indrnn", activation, input_size, hidden_size, num_layers, {"weight_hh": (hidden_size,)})  # u
 
     def layer_step(self, layer: int, drive: Tensor, h: Tensor) -> Tensor:
         return self.act(drive + getattr(self, f"weight_hh_l{layer}") * h)
@@ -31,8 +31,10 @@ class IndRNNNet(HiddenNet):
     @torch.no_grad()
     def initialise_weights(self, init: str, scale: float, generator: torch.Generator) -> None:
         if init not in ("default", "identity"):
-            raise NotApplicable(f"init={init}: an indrnn's recurrence is a vector u; expected init=default "
-                                "(u ~ U[0, 1]) or identity (u = 1)")
+            raise NotApplicable(
+                f"init={init}: an indrnn's recurrence is a vector u; expected init=default "
+                "(u ~ U[0, 1]) or identity (u = 1)"
+            )
         bound = 1 / math.sqrt(self.hidden_size)
         for layer in range(self.num_layers):
             uniform_(getattr(self, f"weight_ih_l{layer}"), bound, generator)

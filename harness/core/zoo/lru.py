@@ -14,6 +14,7 @@ trained readout see the top layer's state. `scale` multiplies |lambda|.
 Linear and diagonal: its linear rate and its Lyapunov exponent are both ln(scale max|lambda_j|), from
 the eigenvalues, and on the probe its whole profile has a closed form (closed_form_profile).
 """
+
 from __future__ import annotations
 
 import math
@@ -30,10 +31,18 @@ from harness.core.protocol import CellType, StackedNet, diagonal_law
 
 class LRUNet(StackedNet):
     """A stack of linear recurrent units (see the module docstring)."""
+
     linear_lyapunov = True
 
-    def __init__(self, input_size: int, hidden_size: int, num_layers: int, r_min: float = 0.0,
-                 r_max: float = 1.0, max_phase: float = 2 * math.pi):
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int,
+        r_min: float = 0.0,
+        r_max: float = 1.0,
+        max_phase: float = 2 * math.pi,
+    ):
         super().__init__()
         self.cell_name, self.activation = "lru", None
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
@@ -55,8 +64,9 @@ class LRUNet(StackedNet):
 
     def eigenvalues(self, layer: int) -> Tensor:
         """lambda of a layer, scale included (complex, hidden_size)."""
-        return self.scale * torch.exp(torch.complex(-torch.exp(self.param("nu_log", layer)),
-                                                    torch.exp(self.param("theta_log", layer))))
+        return self.scale * torch.exp(
+            torch.complex(-torch.exp(self.param("nu_log", layer)), torch.exp(self.param("theta_log", layer)))
+        )
 
     def drive(self, x: Tensor, layer: int) -> Tensor:
         """gamma ⊙ (B x) in the state's real layout: (..., 2 * hidden_size)."""
@@ -86,8 +96,10 @@ class LRUNet(StackedNet):
     def initialise_weights(self, init: str, scale: float, generator: torch.Generator) -> None:
         """The ring initialisation (minimal-LRU's), then |lambda| multiplied by scale."""
         if init != "default":
-            raise NotApplicable(f"init={init}: the lru has its own ring initialisation (cell.r_min, cell.r_max, "
-                                "cell.max_phase); expected init=default")
+            raise NotApplicable(
+                f"init={init}: the lru has its own ring initialisation (cell.r_min, cell.r_max, "
+                "cell.max_phase); expected init=default"
+            )
         like, n = self.nu_log_l0, self.hidden_size
         for layer in range(self.num_layers):
             uniform = torch.rand(n, generator=generator, dtype=torch.float64)
@@ -98,8 +110,9 @@ class LRUNet(StackedNet):
             self.param("theta_log", layer).copy_(torch.log(phase))
             self.param("gamma_log", layer).copy_(0.5 * torch.log1p(-modulus_sq))
             for name in ("B_re", "B_im"):
-                self.param(name, layer).copy_(normal((n, self.input_size), 1 / math.sqrt(2 * self.input_size),
-                                                     generator, like))
+                self.param(name, layer).copy_(
+                    normal((n, self.input_size), 1 / math.sqrt(2 * self.input_size), generator, like)
+                )
             for name in ("C_re", "C_im"):
                 self.param(name, layer).copy_(normal((self.input_size, n), 1 / math.sqrt(n), generator, like))
             self.param("D", layer).copy_(normal((self.input_size,), 1.0, generator, like))
@@ -108,8 +121,9 @@ class LRUNet(StackedNet):
     def linear_rate(self, inputs: Tensor | None = None, generator: torch.Generator | None = None) -> float:
         """ln(scale * max |lambda_j|) over every layer (the joint Jacobian is block triangular), from the
         eigenvalues: never a dense Jacobian, so hidden 8192 is cheap."""
-        largest = max(torch.exp(-torch.exp(self.param("nu_log", layer))).max().item()
-                      for layer in range(self.num_layers))
+        largest = max(
+            torch.exp(-torch.exp(self.param("nu_log", layer))).max().item() for layer in range(self.num_layers)
+        )
         return math.log(self.scale.item() * largest) if largest > 0 else -math.inf
 
     def closed_form_profile(self, readout: Tensor, seq_len: int) -> dict[str, np.ndarray]:
@@ -133,6 +147,13 @@ def _build(activation: str, input_size: int, hidden_size: int, num_layers: int, 
 
 
 CELL_TYPES = (
-    CellType("lru", _build, order=3, colour="#CC79A7", graph_states_per_step=3.0, scaled="|λ|",  # 1.9 measured
-             options={"r_min": 0.0, "r_max": 1.0, "max_phase": 2 * math.pi}),
+    CellType(
+        "lru",
+        _build,
+        order=3,
+        colour="#CC79A7",
+        graph_states_per_step=3.0,
+        scaled="|λ|",  # 1.9 measured
+        options={"r_min": 0.0, "r_max": 1.0, "max_phase": 2 * math.pi},
+    ),
 )

@@ -5,6 +5,7 @@
 Inits as for the rnn (default, gaussian, orthogonal, identity on W); `scale` multiplies W. Its gate u
 is the units view's one gate block (its V z_t part carries the same gradient as W h_{t-1}).
 """
+
 from __future__ import annotations
 
 import math
@@ -20,13 +21,23 @@ from harness.core.zoo.hidden import HiddenNet
 
 class MinimalNet(HiddenNet):
     """A stack of minimalRNN layers (see the module docstring)."""
+
     gate_names = ("u",)
 
     def __init__(self, activation: str, input_size: int, hidden_size: int, num_layers: int):
         # W_z, b_z are the input projection; then W, V and b of the gate
-        super().__init__("minimal", activation, input_size, hidden_size, num_layers,
-                         {"weight_hh": (hidden_size, hidden_size), "weight_zh": (hidden_size, hidden_size),
-                          "bias_hh": (hidden_size,)})
+        super().__init__(
+            "minimal",
+            activation,
+            input_size,
+            hidden_size,
+            num_layers,
+            {
+                "weight_hh": (hidden_size, hidden_size),
+                "weight_zh": (hidden_size, hidden_size),
+                "bias_hh": (hidden_size,),
+            },
+        )
 
     def layer_step(self, layer: int, drive: Tensor, h: Tensor) -> Tensor:
         hw = torch.addmm(getattr(self, f"bias_hh_l{layer}"), h, getattr(self, f"weight_hh_l{layer}").t())

@@ -35,12 +35,14 @@ To add a figure:
    fixture holds each figure saved, and its caption); for an image baseline from the stored tables
    of tests/data/figures/, add its name to KINDS there.
 """
+
 from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable, NamedTuple
+from typing import Any, NamedTuple
 
 import matplotlib.pyplot as plt
 import pandas as pd
@@ -71,6 +73,7 @@ FOLDER_TABLES = {"units": UNITS, "gates": GATES}
 
 class Figure(NamedTuple):
     """A figure kind: what draws its pages, and the tables they are drawn from."""
+
     name: str
     draw: Callable[..., Iterable[Page]]
     tables: tuple[str, ...]  # names in TABLES, in draw's arguments' order (the folder follows)
@@ -85,8 +88,9 @@ class Figure(NamedTuple):
 FIGURES: dict[str, Figure] = {}
 
 
-def register(name: str, draw: Callable[..., Iterable[Page]], tables: tuple[str, ...],
-             optional: tuple[str, ...] = ()) -> Figure:
+def register(
+    name: str, draw: Callable[..., Iterable[Page]], tables: tuple[str, ...], optional: tuple[str, ...] = ()
+) -> Figure:
     """Add a figure kind to FIGURES, after those before it, and return it (to draw it directly)."""
     unknown = set(tables) - set(TABLES) or set(optional) - set(tables)
     if unknown:
@@ -101,8 +105,9 @@ plot_heatmap = register("heatmap", heatmap.draw_heatmap, ("profile",))
 plot_phase = register("phase", phase.draw_phase, ("fits",))
 plot_seq_len = register("seq_len", seq_len.draw_seq_len, ("fits",))
 plot_layers = register("layers", heatmap.draw_layers, ("profile",))
-plot_training_profiles = register("training_profiles", training.draw_training_profiles, ("profile", "summary"),
-                                  optional=("summary",))
+plot_training_profiles = register(
+    "training_profiles", training.draw_training_profiles, ("profile", "summary"), optional=("summary",)
+)
 plot_losses = register("losses", training.draw_losses, ("losses",))
 plot_learnability = register("learnability", training.draw_learnability, ("summary",))
 plot_spectrum = register("spectrum", spectrum.draw_spectrum, ("summary",))
@@ -112,8 +117,14 @@ plot_gates = register("gates", units.draw_gates, ("gates", "profile", "summary")
 PARALLEL_ROWS = 10_000  # below this, figures take well under a second each and forking would cost more than it saves
 
 
-def make_figures(root: Path, profile: pd.DataFrame, summary: pd.DataFrame | None = None,
-                 losses: pd.DataFrame | None = None, vector: bool = False, workers: int | None = None) -> list[Drawn]:
+def make_figures(
+    root: Path,
+    profile: pd.DataFrame,
+    summary: pd.DataFrame | None = None,
+    losses: pd.DataFrame | None = None,
+    vector: bool = False,
+    workers: int | None = None,
+) -> list[Drawn]:
     """Every figure the tables support, under root/figures/; returns what was written (PNG and caption).
 
     The fits come from the profile (harness.core.analysis), so figures always use the current analysis;
@@ -125,12 +136,22 @@ def make_figures(root: Path, profile: pd.DataFrame, summary: pd.DataFrame | None
         return []
     folder = Path(root) / "figures"
     if folder.is_symlink():
-        raise ConfigError(f"{folder}: a symbolic link; figures are never written through links; expected a real "
-                          "folder or none")
-    given = {"profile": profile, "fits": fits_beside(profile, summary), "summary": summary, "losses": losses,
-             "flagged": set() if summary is None else set(summary.run_id[~summary.status.isin(["ok"])].dropna())}
-    jobs = [functools.partial(draw_styled, figure, (*tables, folder), vector) for figure in FIGURES.values()
-            for tables in [tables_for(figure, given, Path(root))] if tables is not None]
+        raise ConfigError(
+            f"{folder}: a symbolic link; figures are never written through links; expected a real folder or none"
+        )
+    given = {
+        "profile": profile,
+        "fits": fits_beside(profile, summary),
+        "summary": summary,
+        "losses": losses,
+        "flagged": set() if summary is None else set(summary.run_id[~summary.status.isin(["ok"])].dropna()),
+    }
+    jobs = [
+        functools.partial(draw_styled, figure, (*tables, folder), vector)
+        for figure in FIGURES.values()
+        for tables in [tables_for(figure, given, Path(root))]
+        if tables is not None
+    ]
     if workers is None:
         workers = min(len(os.sched_getaffinity(0)), len(jobs)) if len(profile) >= PARALLEL_ROWS and FORKS else 1
     if workers <= 1:

@@ -1,16 +1,28 @@
 """The heatmaps, on a diverging map centred on gain 1: `heatmap`, scale x lag -> log10 gradient norm
 (drawn when scale varied), and `layers`, layer x lag -> log10 norm of each layer's h, a panel per
 multi-layer run."""
+
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pandas as pd
 
-from harness.lab.figures.layout import (colourbar, edges, facet_label, lag_axis, outer_labels, panel_grid, panels,
-                                        robust_centred_norm, title, top_h, varied)
+from harness.lab.figures.layout import (
+    colourbar,
+    edges,
+    facet_label,
+    lag_axis,
+    outer_labels,
+    panel_grid,
+    panels,
+    robust_centred_norm,
+    title,
+    top_h,
+    varied,
+)
 from harness.lab.figures.output import Page, page_path
 from harness.lab.figures.style import DIVERGING, FACETS, MAX_LAYER_PANELS, NORM_LABEL, RANGE_PERCENTILE
 
@@ -34,19 +46,30 @@ def draw_heatmap(profile: pd.DataFrame, folder: Path) -> Iterator[Page]:
             lags = panel.columns.to_numpy(float)
             # A row per swept scale, all of one height: scales are a list someone chose (0.9, 1, 1.1, 4),
             # not a continuum, and edges halfway between uneven values would invent scales never run.
-            ax.pcolormesh(edges(lags), np.arange(len(panel.index) + 1) - 0.5, np.ma.masked_invalid(panel.to_numpy(float)),
-                          cmap=DIVERGING, norm=norm, shading="flat", rasterized=True)  # SVG: one image, not a path per cell
+            ax.pcolormesh(
+                edges(lags),
+                np.arange(len(panel.index) + 1) - 0.5,
+                np.ma.masked_invalid(panel.to_numpy(float)),
+                cmap=DIVERGING,
+                norm=norm,
+                shading="flat",
+                rasterized=True,
+            )  # SVG: one image, not a path per cell
             ax.set_yticks(range(len(panel.index)), [f"{scale:g}" for scale in panel.index])
             ax.set_facecolor("0.75")  # no finite value: grey, never white (white is gain 1)
             title(ax, text)
             lag_axis(ax)
         outer_labels(axes, columns, "scale (a row per value swept)")
-        colourbar(fig, grid_axes, norm, DIVERGING, NORM_LABEL + "  (0: gain 1)", extend="both" if clipped else "neither")
-        caption = (f"log10 gradient norm over scale and lag, a row per swept scale (rows of one height, however far "
-                   f"apart the values), white at 0 (gain 1), red growth, blue decay; the colour "
-                   f"range is ±{norm.halfrange:.3g}, the {RANGE_PERCENTILE}th percentile of |log10 norm|"
-                   + (f", and the {clipped} cells beyond it take the end colours (the colourbar's arrows)" if clipped else "")
-                   + "; grey: no finite value.")
+        colourbar(
+            fig, grid_axes, norm, DIVERGING, NORM_LABEL + "  (0: gain 1)", extend="both" if clipped else "neither"
+        )
+        caption = (
+            f"log10 gradient norm over scale and lag, a row per swept scale (rows of one height, however far "
+            f"apart the values), white at 0 (gain 1), red growth, blue decay; the colour "
+            f"range is ±{norm.halfrange:.3g}, the {RANGE_PERCENTILE}th percentile of |log10 norm|"
+            + (f", and the {clipped} cells beyond it take the end colours (the colourbar's arrows)" if clipped else "")
+            + "; grey: no finite value."
+        )
         yield Page(fig, page_path(folder, "heatmap", number, len(all_pages)), caption)
 
 
@@ -64,8 +87,14 @@ def draw_layers(profile: pd.DataFrame, folder: Path) -> Iterator[Page]:
     for ax, run in zip(axes, shown):
         rows = deep[deep.run_id == run]
         panel = rows.pivot(index="layer", columns="lag", values="log10_norm")
-        ax.pcolormesh(edges(panel.columns.to_numpy(float)), edges(panel.index.to_numpy(float)),
-                      np.ma.masked_invalid(panel.to_numpy(float)), cmap=DIVERGING, norm=norm, shading="flat")
+        ax.pcolormesh(
+            edges(panel.columns.to_numpy(float)),
+            edges(panel.index.to_numpy(float)),
+            np.ma.masked_invalid(panel.to_numpy(float)),
+            cmap=DIVERGING,
+            norm=norm,
+            shading="flat",
+        )
         ax.set_yticks(panel.index)
         ax.set_facecolor("0.75")
         title(ax, facet_label(tuple(rows.iloc[0][names]), names) or run, size=8)
@@ -74,8 +103,11 @@ def draw_layers(profile: pd.DataFrame, folder: Path) -> Iterator[Page]:
     colourbar(fig, grid_axes, norm, DIVERGING, NORM_LABEL, extend="both" if clipped else "neither")
     if len(shown) < len(runs):
         fig.suptitle(f"{len(shown)} of {len(runs)} multi-layer runs, spread over the sweep", fontsize=9)
-    caption = (f"log10 gradient norm of each layer's h over lag, a panel per run ({len(shown)} of {len(runs)} "
-               f"multi-layer runs{', spread over the sweep' if len(shown) < len(runs) else ''}); white at gain 1, "
-               f"colour range ±{norm.halfrange:.3g} ({RANGE_PERCENTILE}th percentile of |log10 norm|"
-               + (f"; {clipped} values beyond it in the end colours" if clipped else "") + "); grey: no finite value.")
+    caption = (
+        f"log10 gradient norm of each layer's h over lag, a panel per run ({len(shown)} of {len(runs)} "
+        f"multi-layer runs{', spread over the sweep' if len(shown) < len(runs) else ''}); white at gain 1, "
+        f"colour range ±{norm.halfrange:.3g} ({RANGE_PERCENTILE}th percentile of |log10 norm|"
+        + (f"; {clipped} values beyond it in the end colours" if clipped else "")
+        + "); grey: no finite value."
+    )
     yield Page(fig, folder / "layers", caption)

@@ -1,5 +1,6 @@
 """How figures are laid out from what a sweep varied: facets and panels, grids, titles, axes, colour
 ranges, legends and the lines of the summary-based figures."""
+
 from __future__ import annotations
 
 import textwrap
@@ -10,18 +11,31 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from harness.lab.figures.style import (FACETS, LAG_LABEL, OKABE_ITO, RANGE_PERCENTILE, ROWS_PER_PAGE,
-                                       TITLE_POINTS, cell_colour, cell_rank, look_of, ordered_cells, scaled)
+from harness.lab.figures.style import (
+    FACETS,
+    LAG_LABEL,
+    OKABE_ITO,
+    RANGE_PERCENTILE,
+    ROWS_PER_PAGE,
+    TITLE_POINTS,
+    cell_colour,
+    cell_rank,
+    look_of,
+    ordered_cells,
+    scaled,
+)
 from harness.lab.fits import is_top_h
 
 
 def varied(frame: pd.DataFrame, columns: list[str]) -> list[str]:
     """The columns that take more than one value; a cell's own field (cell.forget_bias, empty for the
     other cells) counts only if it varies within one cell."""
+
     def varies(column: str) -> bool:
         if column.startswith("cell."):
             return bool((frame.groupby("cell")[column].nunique() > 1).any())
         return frame[column].nunique(dropna=False) > 1
+
     return [c for c in columns if c in frame and varies(c)]
 
 
@@ -41,17 +55,21 @@ def title(ax: plt.Axes, text: str, size: float = TITLE_POINTS) -> None:
 
 
 def grid(rows: int, cols: int, width: float = 4.2, height: float = 3.3, **kw: Any) -> tuple[plt.Figure, np.ndarray]:
-    fig, axes = plt.subplots(rows, cols, figsize=(width * cols + 1.2, height * rows), squeeze=False,
-                             layout="constrained", **kw)
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(width * cols + 1.2, height * rows), squeeze=False, layout="constrained", **kw
+    )
     return fig, axes
 
 
 def run_list(runs: pd.DataFrame, names: list[str], limit: int | None = 8, status: bool = False) -> str:
     """'cell=rnn, scale=3; cell=gru, scale=3' for a caption (the first `limit`, then how many more;
     limit None: all), each with its status in brackets if asked."""
-    labels = [(facet_label(tuple(row), names) or str(run_id)) + (f" ({state})" if status else "")
-              for run_id, state, row in zip(runs.run_id, runs.status if status else runs.run_id,
-                                             runs[names].itertuples(index=False))]
+    labels = [
+        (facet_label(tuple(row), names) or str(run_id)) + (f" ({state})" if status else "")
+        for run_id, state, row in zip(
+            runs.run_id, runs.status if status else runs.run_id, runs[names].itertuples(index=False)
+        )
+    ]
     limit = len(labels) if limit is None else limit
     more = f" and {len(labels) - limit} more" if len(labels) > limit else ""
     return "; ".join(labels[:limit]) + more
@@ -81,7 +99,7 @@ def panels(frame: pd.DataFrame, row_axes: list[str]) -> tuple[int, list[list[tup
     groups.sort(key=lambda item: (tuple(map(str, item[0][1:])), cell_rank(item[0][0])))
     titled = [(facet_label(keys, axes), group) for keys, group in groups]
     per_page = ROWS_PER_PAGE * columns
-    return columns, [titled[i:i + per_page] for i in range(0, len(titled), per_page)]
+    return columns, [titled[i : i + per_page] for i in range(0, len(titled), per_page)]
 
 
 def panel_grid(count: int, columns: int, **kw: Any) -> tuple[plt.Figure, np.ndarray, np.ndarray]:
@@ -112,13 +130,16 @@ def top_h(profile: pd.DataFrame) -> pd.DataFrame:
     return top[top.step == top.groupby("run_id").step.transform("min")]
 
 
-def colourbar(fig: plt.Figure, axes: np.ndarray, norm: matplotlib.colors.Normalize, cmap: Any, label: str,
-              extend: str = "neither") -> None:
+def colourbar(
+    fig: plt.Figure, axes: np.ndarray, norm: matplotlib.colors.Normalize, cmap: Any, label: str, extend: str = "neither"
+) -> None:
     used = [ax for ax in np.ravel(axes) if ax.figure is fig and ax in fig.axes]
     fig.colorbar(matplotlib.cm.ScalarMappable(norm, cmap), ax=used, label=label, shrink=0.9, extend=extend)
 
 
-def robust_centred_norm(values: pd.Series, percentile: float = RANGE_PERCENTILE) -> tuple[matplotlib.colors.CenteredNorm, int]:
+def robust_centred_norm(
+    values: pd.Series, percentile: float = RANGE_PERCENTILE
+) -> tuple[matplotlib.colors.CenteredNorm, int]:
     """Symmetric about 0 (gain 1), so that equal colours mean equal magnitudes of decay and growth, over
     the `percentile` of |values|: one extreme run no longer turns every other one a flat colour.
     Returns the norm and how many finite values lie beyond it (drawn in the end colours)."""
@@ -138,8 +159,9 @@ def edges(centres: np.ndarray) -> np.ndarray:
 def legend_beside(ax: plt.Axes, handles: list, **kw: Any) -> None:
     """A legend right of the axes, in as many columns as it takes to stay within the figure's height."""
     rows = max(int(ax.figure.get_figheight() * 72 / 14) - 2, 8)  # ~14 points per 8-point entry
-    ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), ncol=-(-len(handles) // rows),
-              **kw)
+    ax.legend(
+        handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), ncol=-(-len(handles) // rows), **kw
+    )
 
 
 def scale_label(summary: pd.DataFrame) -> str:
@@ -169,25 +191,39 @@ def line_groups(summary: pd.DataFrame, x: str) -> Lines:
     axes, the same style for the same combination in every cell, so the legend is a colour per cell
     plus a style per combination (3 + 8 entries for 24 lines, not 24); otherwise each line's own."""
     axes = [a for a in varied(summary, ["cell", *FACETS, "scale", "seq_len"]) if a != x]
-    groups = [(k if isinstance(k, tuple) else (k,), g) for k, g in summary.groupby(axes, sort=True, dropna=False)] \
-        if axes else [((), summary)]
+    groups = (
+        [(k if isinstance(k, tuple) else (k,), g) for k, g in summary.groupby(axes, sort=True, dropna=False)]
+        if axes
+        else [((), summary)]
+    )
     if "cell" not in axes:
-        lines = [Line(facet_label(keys, axes), rows, look_of(i // len(OKABE_ITO), OKABE_ITO[i % len(OKABE_ITO)]))
-                 for i, (keys, rows) in enumerate(groups)]
-        key = [matplotlib.lines.Line2D([], [], label=line.label, **line.look) for line in lines] if len(lines) > 1 else []
+        lines = [
+            Line(facet_label(keys, axes), rows, look_of(i // len(OKABE_ITO), OKABE_ITO[i % len(OKABE_ITO)]))
+            for i, (keys, rows) in enumerate(groups)
+        ]
+        key = (
+            [matplotlib.lines.Line2D([], [], label=line.label, **line.look) for line in lines] if len(lines) > 1 else []
+        )
         return Lines(axes, lines, key)
     at = axes.index("cell")
     others = [a for a in axes if a != "cell"]
 
     def rest(keys: tuple) -> tuple:  # a line's values of the axes other than cell
         return tuple(k for i, k in enumerate(keys) if i != at)
+
     combinations = sorted({rest(keys) for keys, _ in groups}, key=lambda c: tuple(map(str, c)))
     groups.sort(key=lambda item: (cell_rank(item[0][at]), combinations.index(rest(item[0]))))
-    lines = [Line(facet_label(keys, axes), rows, look_of(combinations.index(rest(keys)), cell_colour(keys[at])))
-             for keys, rows in groups]
-    key = [matplotlib.lines.Line2D([], [], color=cell_colour(cell), lw=2, label=f"cell={cell}")
-           for cell in ordered_cells(k[at] for k, _ in groups)]
+    lines = [
+        Line(facet_label(keys, axes), rows, look_of(combinations.index(rest(keys)), cell_colour(keys[at])))
+        for keys, rows in groups
+    ]
+    key = [
+        matplotlib.lines.Line2D([], [], color=cell_colour(cell), lw=2, label=f"cell={cell}")
+        for cell in ordered_cells(k[at] for k, _ in groups)
+    ]
     if others:
-        key += [matplotlib.lines.Line2D([], [], label=facet_label(combination, others), **look_of(n, "0.35"))
-                for n, combination in enumerate(combinations)]
+        key += [
+            matplotlib.lines.Line2D([], [], label=facet_label(combination, others), **look_of(n, "0.35"))
+            for n, combination in enumerate(combinations)
+        ]
     return Lines(axes, lines, key)

@@ -1,5 +1,6 @@
 """What a figure becomes: a page drawn (a matplotlib figure, where it goes, its caption), then a PNG
 (and an SVG when asked for) written beside the caption that says what it shows."""
+
 from __future__ import annotations
 
 import contextvars
@@ -13,6 +14,7 @@ from harness.core.runfolder import write_atomic
 
 class Page(NamedTuple):
     """A figure drawn and not yet written: path without suffix, and the caption written from what was drawn."""
+
     figure: plt.Figure
     path: Path
     caption: str
@@ -20,6 +22,7 @@ class Page(NamedTuple):
 
 class Drawn(NamedTuple):
     """A figure written: its PNG (an SVG beside it when asked for) and the caption that says what it shows."""
+
     path: Path
     caption: str
 

@@ -3,13 +3,15 @@ the zero line, the vanishing / stable / exploding bands shaded, and beside it ea
 harness.lab.theory_table.THEORY the runs carry (linear ln rho(W), the mean-field curve with its
 critical scale, Lyapunov exponents), with a lower panel of the gaps (measured - predicted). Drawn
 when scale varied."""
+
 from __future__ import annotations
 
 import functools
 import textwrap
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, NamedTuple
+from typing import NamedTuple
 
 import matplotlib
 import matplotlib.pyplot as plt
@@ -34,6 +36,7 @@ class PhaseLine(NamedTuple):
 @dataclass
 class Traced:
     """What the lines drew, for the legends and the caption."""
+
     predictions: set[str] = field(default_factory=set)  # names of the predictions drawn on some line
     critical: list[tuple[str, str]] = field(default_factory=list)  # (critical scale, 2 decimals; its line's label)
     missing: list[str] = field(default_factory=list)  # lines' scales with no finite rate
@@ -45,8 +48,15 @@ def draw_phase(summary: pd.DataFrame, folder: Path) -> Iterator[Page]:
         return
     axes_names, lines, line_key = line_groups(summary, "scale")
     predicted = [p for p in THEORY if p.column in summary and summary[p.column].notna().any()]
-    fig, axes = plt.subplots(2 if predicted else 1, 1, figsize=(8.2, 6.4 if predicted else 4.4), sharex=True,
-                             squeeze=False, layout="constrained", height_ratios=[3, 1.3] if predicted else [1])
+    fig, axes = plt.subplots(
+        2 if predicted else 1,
+        1,
+        figsize=(8.2, 6.4 if predicted else 4.4),
+        sharex=True,
+        squeeze=False,
+        layout="constrained",
+        height_ratios=[3, 1.3] if predicted else [1],
+    )
     ax, gaps = axes[0][0], (axes[1][0] if predicted else None)
     traced = Traced()
     for label, runs, look in lines:
@@ -60,15 +70,22 @@ def draw_phase(summary: pd.DataFrame, folder: Path) -> Iterator[Page]:
     shade_regimes(ax)
     measured = f"measured ({recorders_named(summary)} recorder)"
     shown = drawn_predictions(traced)
-    lines_key = line_key if len(lines) > 1 else [matplotlib.lines.Line2D([], [], color=OKABE_ITO[0], marker="o",
-                                                                          ms=3.5, label=measured)]
+    lines_key = (
+        line_key
+        if len(lines) > 1
+        else [matplotlib.lines.Line2D([], [], color=OKABE_ITO[0], marker="o", ms=3.5, label=measured)]
+    )
     legend_beside(ax, lines_key + phase_keys(measured, len(lines) > 1, shown, traced))
     if gaps is not None:
         gap_axes(gaps, traced)
     axes[-1][0].set_xlabel(scale_label(summary))
-    parts = [f"Fitted rate per step against scale, {measured}" + (f", a line per {', '.join(axes_names)}" if axes_names else ""),
-             f"shaded: exploding above +{STABLE_TOLERANCE}, grey: stable within ±{STABLE_TOLERANCE}, "
-             f"blue: vanishing below −{STABLE_TOLERANCE}", *(text for _, _, text in shown)]
+    parts = [
+        f"Fitted rate per step against scale, {measured}"
+        + (f", a line per {', '.join(axes_names)}" if axes_names else ""),
+        f"shaded: exploding above +{STABLE_TOLERANCE}, grey: stable within ±{STABLE_TOLERANCE}, "
+        f"blue: vanishing below −{STABLE_TOLERANCE}",
+        *(text for _, _, text in shown),
+    ]
     if predicted:
         parts.append("lower panel: measured minus each prediction (grey: ±0.02)")
     if traced.missing:
@@ -82,8 +99,17 @@ def trace_measured(ax: plt.Axes, line: PhaseLine, traced: Traced) -> None:
     ax.plot(line.points.index, rate.where(np.isfinite(rate)), label=line.label or "measured", **line.look)
     lost = line.points.index[~np.isfinite(rate)]
     if len(lost):
-        ax.plot(lost, np.zeros(len(lost)), ls="none", marker="o", ms=7, mfc="none", mec=line.look["color"],
-                transform=ax.get_xaxis_transform(), clip_on=False)
+        ax.plot(
+            lost,
+            np.zeros(len(lost)),
+            ls="none",
+            marker="o",
+            ms=7,
+            mfc="none",
+            mec=line.look["color"],
+            transform=ax.get_xaxis_transform(),
+            clip_on=False,
+        )
         traced.missing.append(f"{line.label or 'the run'} at scale {', '.join(f'{v:g}' for v in lost)}")
 
 
@@ -92,20 +118,23 @@ def trace_marks(ax: plt.Axes, prediction: Prediction, line: PhaseLine, summary: 
     values = line.points[prediction.column]
     if not values.notna().any():
         return False
-    ax.plot(line.points.index, values, ls=prediction.line, marker=prediction.marker, ms=6, color=line.look["color"],
-            lw=1.0)
+    ax.plot(
+        line.points.index, values, ls=prediction.line, marker=prediction.marker, ms=6, color=line.look["color"], lw=1.0
+    )
     return True
 
 
-def trace_mean_field(ax: plt.Axes, prediction: Prediction, line: PhaseLine, summary: pd.DataFrame,
-                     traced: Traced) -> bool:
+def trace_mean_field(
+    ax: plt.Axes, prediction: Prediction, line: PhaseLine, summary: pd.DataFrame, traced: Traced
+) -> bool:
     """The mean-field rate, dense in scale, and its critical scale where that lies inside the scales run."""
     if not line.points[prediction.column].notna().all():
         return False
     # The drive to 3 digits: lines whose drives differ by less (other seq_lens, seeds) share one curve.
     drive = float(f"{line.runs.input_drive_var.median():.3g}")
-    dense, rates = mean_field_line(line.runs.activation.iloc[0], float(summary.scale.min()), float(summary.scale.max()),
-                                   drive)
+    dense, rates = mean_field_line(
+        line.runs.activation.iloc[0], float(summary.scale.min()), float(summary.scale.max()), drive
+    )
     ax.plot(dense, rates, ls=prediction.line, color=line.look["color"], lw=1.0)
     critical = line.runs.theory_critical_scale.median()
     if np.isfinite(critical) and dense[0] <= critical <= dense[-1]:
@@ -127,7 +156,10 @@ def trace_linear(ax: plt.Axes, prediction: Prediction, line: PhaseLine, summary:
 
 # How each prediction of THEORY is drawn on a line; each returns whether it drew anything.
 TRACES: dict[str, Callable[[plt.Axes, Prediction, PhaseLine, pd.DataFrame, Traced], bool]] = {
-    "linear": trace_linear, "mean_field": trace_mean_field, "lyapunov": trace_marks}
+    "linear": trace_linear,
+    "mean_field": trace_mean_field,
+    "lyapunov": trace_marks,
+}
 
 
 def trace_gaps(gaps: plt.Axes, line: PhaseLine, predicted: list[Prediction], traced: Traced) -> None:
@@ -135,8 +167,15 @@ def trace_gaps(gaps: plt.Axes, line: PhaseLine, predicted: list[Prediction], tra
     for prediction in predicted:
         values = line.points[prediction.column]
         if prediction.name in traced.predictions and values.notna().any():
-            gaps.plot(line.points.index, line.points.rate - values, color=line.look["color"], ls="none",
-                      marker=prediction.marker, ms=4.5, mfc="none" if prediction.marker in "os" else None)
+            gaps.plot(
+                line.points.index,
+                line.points.rate - values,
+                color=line.look["color"],
+                ls="none",
+                marker=prediction.marker,
+                ms=4.5,
+                mfc="none" if prediction.marker in "os" else None,
+            )
 
 
 def drawn_predictions(traced: Traced) -> list[tuple[str, str | None, str]]:
@@ -173,13 +212,20 @@ def phase_keys(measured: str, several: bool, shown: list[tuple[str, str | None, 
     """The legend after the lines' own: measured (where there are several lines), the predictions, the
     bands, and the hollow mark where some scale has no finite rate."""
     keys = [matplotlib.lines.Line2D([], [], color="0.3", marker="o", ms=3.5, label=measured)] if several else []
-    keys += [matplotlib.lines.Line2D([], [], color="0.3", ls=ls, marker=marker, label=text) for ls, marker, text in shown]
-    keys += [matplotlib.patches.Patch(color="#D55E00", alpha=0.15, label="exploding (rate > %g)" % STABLE_TOLERANCE),
-             matplotlib.patches.Patch(color="0.6", alpha=0.4, label="stable (|rate| ≤ %g)" % STABLE_TOLERANCE),
-             matplotlib.patches.Patch(color="#0072B2", alpha=0.15, label="vanishing (rate < −%g)" % STABLE_TOLERANCE)]
+    keys += [
+        matplotlib.lines.Line2D([], [], color="0.3", ls=ls, marker=marker, label=text) for ls, marker, text in shown
+    ]
+    keys += [
+        matplotlib.patches.Patch(color="#D55E00", alpha=0.15, label=f"exploding (rate > {STABLE_TOLERANCE:g})"),
+        matplotlib.patches.Patch(color="0.6", alpha=0.4, label=f"stable (|rate| ≤ {STABLE_TOLERANCE:g})"),
+        matplotlib.patches.Patch(color="#0072B2", alpha=0.15, label=f"vanishing (rate < −{STABLE_TOLERANCE:g})"),
+    ]
     if traced.missing:
-        keys.append(matplotlib.lines.Line2D([], [], ls="none", marker="o", ms=7, mfc="none", mec="0.3",
-                                            label="no finite rate (on the x axis)"))
+        keys.append(
+            matplotlib.lines.Line2D(
+                [], [], ls="none", marker="o", ms=7, mfc="none", mec="0.3", label="no finite rate (on the x axis)"
+            )
+        )
     return keys
 
 
@@ -189,9 +235,19 @@ def gap_axes(gaps: plt.Axes, traced: Traced) -> None:
     gaps.axhspan(-0.02, 0.02, color="0.6", alpha=0.2, lw=0)
     gaps.set_ylabel("measured − predicted\n(nats per step)")
     gaps.grid(alpha=0.3)
-    marks = [matplotlib.lines.Line2D([], [], color="0.3", ls="none", marker=p.marker,
-                                     mfc="none" if p.marker in "os" else None, label=f"− {p.label}")
-             for p in THEORY if p.name in traced.predictions]
+    marks = [
+        matplotlib.lines.Line2D(
+            [],
+            [],
+            color="0.3",
+            ls="none",
+            marker=p.marker,
+            mfc="none" if p.marker in "os" else None,
+            label=f"− {p.label}",
+        )
+        for p in THEORY
+        if p.name in traced.predictions
+    ]
     marks.append(matplotlib.patches.Patch(color="0.6", alpha=0.3, label="±0.02"))
     gaps.legend(handles=marks, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
 

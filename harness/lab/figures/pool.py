@@ -1,4 +1,5 @@
 """Figures drawn in forked worker processes at once (harness.lab.figures.make_figures decides when)."""
+
 from __future__ import annotations
 
 import concurrent.futures
@@ -6,7 +7,8 @@ import multiprocessing
 import signal
 import sys
 import warnings
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 Result = TypeVar("Result")
 
@@ -23,8 +25,9 @@ def run_in_processes(jobs: list[Callable[[], Result]], workers: int) -> list[Res
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # Python 3.12's "multi-threaded fork"
-            with concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
-                                                        initializer=worker) as pool:
+            with concurrent.futures.ProcessPoolExecutor(
+                workers, mp_context=multiprocessing.get_context("fork"), initializer=worker
+            ) as pool:
                 return list(pool.map(run_job, range(len(jobs))))
     finally:
         _JOBS.clear()

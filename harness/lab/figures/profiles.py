@@ -2,29 +2,45 @@
 median) with its 25-75% band, coloured by scale (or seq_len) on a sequential map; and `profiles_loglog`,
 the same on log-log axes coloured by the decay law each run's fit names, drawn when some run decays as
 a power law."""
+
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import matplotlib
 import numpy as np
 import pandas as pd
 
-from harness.lab.figures.layout import (colour_axis, colourbar, lag_axis, leaves_range, outer_labels, panel_grid, panels,
-                                        run_list, title, top_h, varied)
+from harness.lab.figures.layout import (
+    colour_axis,
+    colourbar,
+    lag_axis,
+    leaves_range,
+    outer_labels,
+    panel_grid,
+    panels,
+    run_list,
+    title,
+    top_h,
+    varied,
+)
 from harness.lab.figures.output import Page, page_path
 from harness.lab.figures.style import FACETS, NORM_LABEL, OKABE_ITO, SEQUENTIAL
 
 LAW_COLOURS = {"exponential": OKABE_ITO[0], "power": OKABE_ITO[1], "flat": "0.5", "undetermined": "0.75"}
-THEORY_LINES = {"theory_log10_norm": ("k", "--", "closed form, this run"),
-                "theory_ring_log10_norm": ("k", ":", "closed form, expectation over the ring")}
+THEORY_LINES = {
+    "theory_log10_norm": ("k", "--", "closed form, this run"),
+    "theory_ring_log10_norm": ("k", ":", "closed form, expectation over the ring"),
+}
 
 
 @dataclass
 class Marks:
     """What a page of profiles drew, for its legend and caption."""
+
     banded: bool = False  # some run has a batch band
     dashed: bool = False  # some run carries numerical flags
     exits: int = 0  # points where a run's norm left float's range
@@ -39,7 +55,8 @@ def draw_profiles(profile: pd.DataFrame, flagged: set[str], folder: Path) -> Ite
     if colour:
         values = top[colour].astype(float)
         norm = (matplotlib.colors.LogNorm if colour == "seq_len" else matplotlib.colors.Normalize)(
-            values.min(), values.max())
+            values.min(), values.max()
+        )
         # The largest colour value first: longer runs must not hide shorter ones.
         top = top.sort_values(colour, ascending=False, kind="stable")
     facets = varied(top, FACETS)
@@ -75,8 +92,9 @@ def trace_run(ax: Any, run: pd.DataFrame, colour: Any, flagged: bool, marks: Mar
     ax.plot(run.lag, values.where(np.isfinite(values)), color=colour, lw=1.3, ls="--" if flagged else "-", zorder=3)
     band = np.isfinite(run.log10_norm_q25) & np.isfinite(run.log10_norm_q75)
     if band.any():  # under the lines, strong enough to see through a crowd of them
-        ax.fill_between(run.lag, run.log10_norm_q25, run.log10_norm_q75, where=band, color=colour, alpha=0.3, lw=0,
-                        zorder=2)
+        ax.fill_between(
+            run.lag, run.log10_norm_q25, run.log10_norm_q75, where=band, color=colour, alpha=0.3, lw=0, zorder=2
+        )
         marks.banded = True
     lags, ends = leaves_range(run.lag, values)
     if len(lags):
@@ -92,21 +110,33 @@ def profile_keys(marks: Marks) -> list:
     if marks.dashed:
         keys.append(matplotlib.lines.Line2D([], [], color="0.3", lw=1.3, ls="--", label="numerical flags (see status)"))
     if marks.exits:
-        keys.append(matplotlib.lines.Line2D([], [], color="k", ls="none", marker="X", ms=7,
-                                            label="last finite value (then inf/nan)"))
+        keys.append(
+            matplotlib.lines.Line2D(
+                [], [], color="k", ls="none", marker="X", ms=7, label="last finite value (then inf/nan)"
+            )
+        )
     return keys
 
 
 def profiles_caption(marks: Marks, colour: str | None, named: list[str]) -> str:
     """What the page drew; the runs it could not draw, by the axes in `named`."""
-    return ("Gradient norm against steps back from the loss, a line per run (batch median)"
-            + (", coloured by " + colour if colour else "")
-            + ("; shaded: the batch's 25–75% range" if marks.banded else "; no batch band (one sample per run)")
-            + ("; dashed: runs with numerical flags (diverged, overflow, underflow, nan: see the summary's status)"
-               if marks.dashed else "")
-            + (f"; black X: the last finite value before a run's norm left float range ({marks.exits} such points)"
-               if marks.exits else "")
-            + (f"; not drawn, no finite value: {run_list(pd.concat(marks.empty), named)}" if marks.empty else "") + ".")
+    return (
+        "Gradient norm against steps back from the loss, a line per run (batch median)"
+        + (", coloured by " + colour if colour else "")
+        + ("; shaded: the batch's 25–75% range" if marks.banded else "; no batch band (one sample per run)")
+        + (
+            "; dashed: runs with numerical flags (diverged, overflow, underflow, nan: see the summary's status)"
+            if marks.dashed
+            else ""
+        )
+        + (
+            f"; black X: the last finite value before a run's norm left float range ({marks.exits} such points)"
+            if marks.exits
+            else ""
+        )
+        + (f"; not drawn, no finite value: {run_list(pd.concat(marks.empty), named)}" if marks.empty else "")
+        + "."
+    )
 
 
 def draw_decay_laws(profile: pd.DataFrame, fits: pd.DataFrame, folder: Path) -> Iterator[Page]:
@@ -137,11 +167,21 @@ def draw_decay_laws(profile: pd.DataFrame, fits: pd.DataFrame, folder: Path) -> 
             ax.grid(alpha=0.3, which="both")
             ax.set_xlabel("lag k (log scale)")
         outer_labels(axes, min(columns, 3), NORM_LABEL)
-        fig.legend(list(drawn.values()), list(drawn), loc="outside lower center", ncol=min(len(drawn), 4),
-                   fontsize=8, frameon=False)
+        fig.legend(
+            list(drawn.values()),
+            list(drawn),
+            loc="outside lower center",
+            ncol=min(len(drawn), 4),
+            fontsize=8,
+            frameon=False,
+        )
         laws = [name.split(", ")[1] for name in drawn if name.startswith("measured")]
         theory = [name for name in drawn if not name.startswith("measured")]
-        caption = ("The profiles on log-log axes (lag ≥ 1), coloured by the decay law each run's fit names ("
-                   + ", ".join(laws) + "); a power law is a straight line here, an exponential bends down"
-                   + ("; black: " + " and ".join(theory) if theory else "") + ".")
+        caption = (
+            "The profiles on log-log axes (lag ≥ 1), coloured by the decay law each run's fit names ("
+            + ", ".join(laws)
+            + "); a power law is a straight line here, an exponential bends down"
+            + ("; black: " + " and ".join(theory) if theory else "")
+            + "."
+        )
         yield Page(fig, page_path(folder, "profiles_loglog", number, len(all_pages)), caption)

@@ -1,9 +1,10 @@
 """The `seq_len` figure: end-to-end log10 gain against sequence length (log axis, a tick at every length
 swept), a line per combination of the other varied axes; drawn when seq_len varied."""
+
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import matplotlib
 import numpy as np
@@ -34,6 +35,9 @@ def draw_seq_len(summary: pd.DataFrame, folder: Path) -> Iterator[Page]:
     ax.grid(alpha=0.3, which="both")
     if line_key:
         legend_beside(ax, line_key)
-    caption = ("End-to-end log10 gain (batch median, seeds pooled) against sequence length, ticks at the lengths swept"
-               + (f", a line per {', '.join(axes_names)}" if axes_names else "") + ".")
+    caption = (
+        "End-to-end log10 gain (batch median, seeds pooled) against sequence length, ticks at the lengths swept"
+        + (f", a line per {', '.join(axes_names)}" if axes_names else "")
+        + "."
+    )
     yield Page(fig, folder / "seq_len", caption)

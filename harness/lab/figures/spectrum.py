@@ -1,10 +1,11 @@
 """The `spectrum` figure: the Lyapunov spectra (theory.spectrum_k > 0), exponent against its index, a
 line per run; where scale varied, the top exponents with the recorder's rate, and the Kaplan-Yorke
 dimension, against scale beside it."""
+
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import matplotlib
 import matplotlib.pyplot as plt
@@ -26,14 +27,21 @@ def draw_spectrum(summary: pd.DataFrame, folder: Path) -> Iterator[Page]:
     if runs.empty:
         return
     by_scale = "scale" in varied(runs, ["scale"])
-    fig, axes = plt.subplots(1, 3 if by_scale else 1, figsize=(13.5 if by_scale else 5.5, 4.0), squeeze=False,
-                             layout="constrained")
+    fig, axes = plt.subplots(
+        1, 3 if by_scale else 1, figsize=(13.5 if by_scale else 5.5, 4.0), squeeze=False, layout="constrained"
+    )
     ax = axes[0][0]
     cmap, norm = matplotlib.colormaps[SEQUENTIAL], matplotlib.colors.Normalize(runs.scale.min(), runs.scale.max())
     for i, run in enumerate(runs.sort_values("scale").itertuples()):
         exponents = np.asarray(run.spectrum, dtype=float)
-        ax.plot(np.arange(1, len(exponents) + 1), exponents, marker="o", ms=2.5, lw=1.1,
-                color=cmap(norm(run.scale)) if by_scale else OKABE_ITO[i % len(OKABE_ITO)])
+        ax.plot(
+            np.arange(1, len(exponents) + 1),
+            exponents,
+            marker="o",
+            ms=2.5,
+            lw=1.1,
+            color=cmap(norm(run.scale)) if by_scale else OKABE_ITO[i % len(OKABE_ITO)],
+        )
     ax.axhline(0, color="0.2", lw=0.9)
     ax.set_xlabel("index i (exponents sorted, largest first)")
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
@@ -44,11 +52,18 @@ def draw_spectrum(summary: pd.DataFrame, folder: Path) -> Iterator[Page]:
         fig.colorbar(matplotlib.cm.ScalarMappable(norm, cmap), ax=ax, label="scale")
         against_scale(axes[0][1], axes[0][2], runs)
     k = int(runs.spectrum.map(len).min())
-    caption = (f"Left: the Lyapunov spectrum of each of {len(runs)} runs, exponent against index (largest first)"
-               + (", coloured by scale" if by_scale else "") + "."
-               + (f" Middle: the top {min(3, k)} exponents (solid, dashed, dotted) and the recorder's measured rate (x) "
-                  f"against scale. Right: the Kaplan-Yorke dimension (0 when the top exponent is negative, at most "
-                  f"k = {k}) against scale." if by_scale else ""))
+    caption = (
+        f"Left: the Lyapunov spectrum of each of {len(runs)} runs, exponent against index (largest first)"
+        + (", coloured by scale" if by_scale else "")
+        + "."
+        + (
+            f" Middle: the top {min(3, k)} exponents (solid, dashed, dotted) and the recorder's measured rate (x) "
+            f"against scale. Right: the Kaplan-Yorke dimension (0 when the top exponent is negative, at most "
+            f"k = {k}) against scale."
+            if by_scale
+            else ""
+        )
+    )
     yield Page(fig, folder / "spectrum", caption)
 
 
@@ -64,12 +79,23 @@ def against_scale(top_axes: plt.Axes, dimension_axes: plt.Axes, runs: pd.DataFra
         for j, ls in zip(range(top), TOP_STYLES):
             top_axes.plot(group.scale, exponents[:, j], color=colour, ls=ls, marker="o", ms=3)
         top_axes.plot(group.scale, group.rate, color=colour, ls="none", marker="x", ms=6)
-        dimension_axes.plot(group.scale, group.lyapunov_dimension, color=colour, marker=look["marker"], ms=3.5,
-                            ls=look["ls"], label=label or None)
+        dimension_axes.plot(
+            group.scale,
+            group.lyapunov_dimension,
+            color=colour,
+            marker=look["marker"],
+            ms=3.5,
+            ls=look["ls"],
+            label=label or None,
+        )
     top_axes.axhline(0, color="0.2", lw=0.9)
-    keys = [matplotlib.lines.Line2D([], [], color="0.3", ls=ls, marker="o", ms=3, label=rf"$\lambda_{j + 1}$")
-            for j, ls in zip(range(top), TOP_STYLES)]
-    keys.append(matplotlib.lines.Line2D([], [], color="0.3", ls="none", marker="x", ms=6, label="measured rate (recorder)"))
+    keys = [
+        matplotlib.lines.Line2D([], [], color="0.3", ls=ls, marker="o", ms=3, label=rf"$\lambda_{j + 1}$")
+        for j, ls in zip(range(top), TOP_STYLES)
+    ]
+    keys.append(
+        matplotlib.lines.Line2D([], [], color="0.3", ls="none", marker="x", ms=6, label="measured rate (recorder)")
+    )
     top_axes.legend(handles=keys, fontsize=8)
     top_axes.set_ylabel("nats per step")
     top_axes.set_title(f"the top {top} exponents and the recorder's rate", fontsize=9)

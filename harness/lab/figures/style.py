@@ -1,14 +1,29 @@
 """What every figure shares: the axes a sweep may facet by, colours, line looks, labels and sizes."""
+
 from __future__ import annotations
 
 import zlib
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from harness.core.networks import CELL_TYPES, cell_style
 
 # Axes a sweep may vary, besides cell (the columns) and the colour axis; seed is never a facet.
-FACETS = ["activation", "init", "remedy", "num_layers", "hidden_size", "input_size", "batch_size", "cell.forget_bias",
-          "task", "recorder", "dtype", "device", "name"]
+FACETS = [
+    "activation",
+    "init",
+    "remedy",
+    "num_layers",
+    "hidden_size",
+    "input_size",
+    "batch_size",
+    "cell.forget_bias",
+    "task",
+    "recorder",
+    "dtype",
+    "device",
+    "name",
+]
 ROWS_PER_PAGE = 6
 MAX_LAYER_PANELS = 12
 OKABE_ITO = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000"]
@@ -49,5 +64,9 @@ def ordered_cells(cells: Iterable) -> list:
 
 def look_of(n: int, colour: str) -> dict:
     """The n-th line style with a colour: markers first, then dashes (48 distinct looks)."""
-    return {"color": colour, "marker": MARKERS[n % len(MARKERS)], "ls": LINE_STYLES[n // len(MARKERS) % len(LINE_STYLES)],
-            "ms": 3.5}
+    return {
+        "color": colour,
+        "marker": MARKERS[n % len(MARKERS)],
+        "ls": LINE_STYLES[n // len(MARKERS) % len(LINE_STYLES)],
+        "ms": 3.5,
+    }

@@ -2,19 +2,40 @@
 `training_profiles`, the gradient profile at initialisation and at each recorded training step, a
 panel per trained run; and `learnability`, final eval loss / baseline against the rate at
 initialisation (2 or more trained runs)."""
+
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import matplotlib
 import numpy as np
 import pandas as pd
 
-from harness.lab.figures.layout import colourbar, facet_label, grid, lag_axis, outer_labels, panel_grid, run_list, title, varied
+from harness.lab.figures.layout import (
+    colourbar,
+    facet_label,
+    grid,
+    lag_axis,
+    outer_labels,
+    panel_grid,
+    run_list,
+    title,
+    varied,
+)
 from harness.lab.figures.output import Page, page_path
-from harness.lab.figures.style import (FACETS, LINE_STYLES, MARKERS, MAX_LAYER_PANELS, NORM_LABEL, OKABE_ITO, SEQUENTIAL,
-                                       cell_colour, cell_rank, ordered_cells)
+from harness.lab.figures.style import (
+    FACETS,
+    LINE_STYLES,
+    MARKERS,
+    MAX_LAYER_PANELS,
+    NORM_LABEL,
+    OKABE_ITO,
+    SEQUENTIAL,
+    cell_colour,
+    cell_rank,
+    ordered_cells,
+)
 from harness.lab.fits import is_top_h
 
 
@@ -31,10 +52,14 @@ def draw_losses(losses: pd.DataFrame, folder: Path) -> Iterator[Page]:
     label = (lambda row: facet_label(tuple(row), line_axes)) if line_axes else (lambda row: "")
     losses = losses.assign(line=losses[line_axes].apply(label, axis=1) if line_axes else "")
     # One look per line, the same in every panel: colours in turn, then line styles (9 remedies > 8 colours).
-    look = {name: {"color": OKABE_ITO[i % len(OKABE_ITO)], "ls": LINE_STYLES[i // len(OKABE_ITO) % len(LINE_STYLES)]}
-            for i, name in enumerate(sorted(losses.line.unique()))}
-    groups = sorted(((k if isinstance(k, tuple) else (k,), g) for k, g in losses.groupby(panel_axes, sort=True, dropna=False)),
-                    key=lambda item: (cell_rank(item[0][0]), tuple(map(str, item[0][1:]))))
+    look = {
+        name: {"color": OKABE_ITO[i % len(OKABE_ITO)], "ls": LINE_STYLES[i // len(OKABE_ITO) % len(LINE_STYLES)]}
+        for i, name in enumerate(sorted(losses.line.unique()))
+    }
+    groups = sorted(
+        ((k if isinstance(k, tuple) else (k,), g) for k, g in losses.groupby(panel_axes, sort=True, dropna=False)),
+        key=lambda item: (cell_rank(item[0][0]), tuple(map(str, item[0][1:]))),
+    )
     fig, axes, _ = panel_grid(len(groups), min(len(groups), 3), sharey=True)
     for ax, (keys, group) in zip(axes, groups):
         for (name, _), run in group.groupby(["line", "run_id"], sort=True):
@@ -48,9 +73,15 @@ def draw_losses(losses: pd.DataFrame, folder: Path) -> Iterator[Page]:
     handles = [matplotlib.lines.Line2D([], [], lw=1.5, label=n, **style) for n, style in look.items() if n]
     handles.append(matplotlib.lines.Line2D([], [], color="0.3", ls="--", label="baseline"))
     fig.legend(handles=handles, loc="outside right center", fontsize=8)
-    caption = (f"Eval loss (log scale) against training step, a panel per {', '.join(panel_axes)}"
-               + (f", a line style per {', '.join(line_axes)} (colour, then dash; the same in every panel)" if line_axes else "")
-               + f"; dashed: the task's baseline; {losses.run_id.nunique()} runs.")
+    caption = (
+        f"Eval loss (log scale) against training step, a panel per {', '.join(panel_axes)}"
+        + (
+            f", a line style per {', '.join(line_axes)} (colour, then dash; the same in every panel)"
+            if line_axes
+            else ""
+        )
+        + f"; dashed: the task's baseline; {losses.run_id.nunique()} runs."
+    )
     yield Page(fig, folder / "losses", caption)
 
 
@@ -63,16 +94,20 @@ def draw_training_profiles(profile: pd.DataFrame, summary: pd.DataFrame | None, 
     if trained.empty:
         return
     # A remedy implies its activation, init and biases: name the remedy rather than each of them.
-    names = ["cell", "remedy"] if varied(trained, ["remedy"]) else varied(trained, ["cell", *FACETS, "scale", "seq_len"])
+    names = (
+        ["cell", "remedy"] if varied(trained, ["remedy"]) else varied(trained, ["cell", *FACETS, "scale", "seq_len"])
+    )
     first = trained.drop_duplicates("run_id")
-    runs = list(first.sort_values(names, key=lambda c: c.map(cell_rank) if c.name == "cell" else c, kind="stable").run_id)
+    runs = list(
+        first.sort_values(names, key=lambda c: c.map(cell_rank) if c.name == "cell" else c, kind="stable").run_id
+    )
     untrained = ""
     if summary is not None and "final_loss" in summary:  # runs of a training sweep that have no trained profile
         others = summary[~summary.run_id.isin(runs)]
         untrained = run_list(others, [n for n in names if n in others], limit=None, status=True)
     norm = matplotlib.colors.Normalize(0, trained.step.max())
     cmap = matplotlib.colormaps[SEQUENTIAL]
-    pages = [runs[i:i + MAX_LAYER_PANELS] for i in range(0, len(runs), MAX_LAYER_PANELS)]
+    pages = [runs[i : i + MAX_LAYER_PANELS] for i in range(0, len(runs), MAX_LAYER_PANELS)]
     for number, shown in enumerate(pages):
         fig, axes, table = panel_grid(len(shown), min(len(shown), 4), height=2.8, sharey=True)
         for ax, run in zip(axes, shown):
@@ -85,10 +120,14 @@ def draw_training_profiles(profile: pd.DataFrame, summary: pd.DataFrame | None, 
             ax.grid(alpha=0.3)
         outer_labels(axes, min(len(shown), 4), NORM_LABEL)
         colourbar(fig, table, norm, cmap, "training step")
-        caption = (f"The gradient profile (batch median) at initialisation (step 0) and at each recorded training "
-                   f"step, coloured by step, a panel per trained run ({len(shown)} here, {len(runs)} in all"
-                   + (f", page {number + 1} of {len(pages)}" if len(pages) > 1 else "") + ")"
-                   + ("; without a trained profile: " + untrained if untrained else "") + ".")
+        caption = (
+            f"The gradient profile (batch median) at initialisation (step 0) and at each recorded training "
+            f"step, coloured by step, a panel per trained run ({len(shown)} here, {len(runs)} in all"
+            + (f", page {number + 1} of {len(pages)}" if len(pages) > 1 else "")
+            + ")"
+            + ("; without a trained profile: " + untrained if untrained else "")
+            + "."
+        )
         yield Page(fig, page_path(folder, "training_profiles", number, len(pages)), caption)
 
 
@@ -98,7 +137,9 @@ def draw_learnability(summary: pd.DataFrame, folder: Path) -> Iterator[Page]:
     if "rate_init" not in summary or "final_loss" not in summary or summary.final_loss.notna().sum() < 2:
         return
     trained = summary[summary.final_loss.notna()]
-    drawable = np.isfinite(trained.final_loss / trained.baseline) & np.isfinite(trained.rate_init) & (trained.final_loss > 0)
+    drawable = (
+        np.isfinite(trained.final_loss / trained.baseline) & np.isfinite(trained.rate_init) & (trained.final_loss > 0)
+    )
     data, lost = trained[drawable], trained[~drawable]
     by_remedy = "remedy" in data and data.remedy.nunique() > 1
     remedies = sorted(data.remedy.unique()) if by_remedy else []
@@ -107,27 +148,63 @@ def draw_learnability(summary: pd.DataFrame, folder: Path) -> Iterator[Page]:
     ax = axes[0]
     cells = ordered_cells(data.cell)
     for cell in cells:
-        for remedy, group in (data[data.cell == cell].groupby("remedy") if by_remedy else [(None, data[data.cell == cell])]):
-            ax.scatter(group.rate_init, group.final_loss / group.baseline, color=cell_colour(cell), s=34, zorder=3,
-                       marker=marker.get(remedy, "o"), edgecolors="white", linewidths=0.5)
+        for remedy, group in (
+            data[data.cell == cell].groupby("remedy") if by_remedy else [(None, data[data.cell == cell])]
+        ):
+            ax.scatter(
+                group.rate_init,
+                group.final_loss / group.baseline,
+                color=cell_colour(cell),
+                s=34,
+                zorder=3,
+                marker=marker.get(remedy, "o"),
+                edgecolors="white",
+                linewidths=0.5,
+            )
     ax.axhline(1, color="0.3", ls="--", lw=1)
     ax.axvline(0, color="0.2", lw=0.8)
     ax.set_yscale("log")
     ax.set_xlabel("rate at initialisation (nats per step back)")
     ax.set_ylabel("final eval loss / baseline (log scale)")
     ax.grid(alpha=0.3, which="both")
-    handles = [matplotlib.lines.Line2D([], [], ls="none", marker="o", ms=7, color=cell_colour(c), label=f"cell={c}")
-               for c in cells]
-    handles += [matplotlib.lines.Line2D([], [], ls="none", marker=marker[r], ms=7, color="0.35", label=f"remedy={r}")
-                for r in remedies]
+    handles = learnability_keys(cells, remedies, marker, lost, by_remedy)
+    ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    caption = (
+        f"Final eval loss relative to the task's baseline (dashed) against the rate at initialisation, "
+        f"{len(data)} trained runs: colour by cell"
+        + (", marker by remedy" if by_remedy else "")
+        + (
+            "; not drawn, no finite loss or rate: "
+            + run_list(lost, ["cell", "remedy"] if by_remedy else ["cell"], limit=None, status=True)
+            if len(lost)
+            else ""
+        )
+        + "."
+    )
+    yield Page(fig, folder / "learnability", caption)
+
+
+def learnability_keys(
+    cells: list, remedies: list, marker: dict[str, str], lost: pd.DataFrame, by_remedy: bool
+) -> list[matplotlib.lines.Line2D]:
+    """The learnability legend's entries: a colour per cell, a marker per remedy, baseline, runs not drawn."""
+    handles = [
+        matplotlib.lines.Line2D([], [], ls="none", marker="o", ms=7, color=cell_colour(c), label=f"cell={c}")
+        for c in cells
+    ]
+    handles += [
+        matplotlib.lines.Line2D([], [], ls="none", marker=marker[r], ms=7, color="0.35", label=f"remedy={r}")
+        for r in remedies
+    ]
     handles.append(matplotlib.lines.Line2D([], [], color="0.3", ls="--", label="baseline"))
     if len(lost):  # named where the figure travels without its caption
-        handles.append(matplotlib.lines.Line2D([], [], ls="none", label=f"not drawn (no finite loss or rate):\n"
-                                               + run_list(lost, ["cell", "remedy"] if by_remedy else ["cell"], 3)))
-    ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    caption = (f"Final eval loss relative to the task's baseline (dashed) against the rate at initialisation, "
-               f"{len(data)} trained runs: colour by cell" + (", marker by remedy" if by_remedy else "")
-               + (f"; not drawn, no finite loss or rate: "
-                  + run_list(lost, ["cell", "remedy"] if by_remedy else ["cell"], limit=None, status=True)
-                  if len(lost) else "") + ".")
-    yield Page(fig, folder / "learnability", caption)
+        handles.append(
+            matplotlib.lines.Line2D(
+                [],
+                [],
+                ls="none",
+                label="not drawn (no finite loss or rate):\n"
+                + run_list(lost, ["cell", "remedy"] if by_remedy else ["cell"], 3),
+            )
+        )
+    return handles

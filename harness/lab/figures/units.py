@@ -1,10 +1,11 @@
 """The figures of record.units=true, from units.parquet and gates.parquet: `units`, per run, every state
 entry's gradient against the lag, entries sorted by their own decay rate; and `gates`, per run and
 layer, each gate's pre-activation gradient and its step's share of dL/dW_hh beside the layer's profile."""
+
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import matplotlib
 import numpy as np
@@ -16,8 +17,17 @@ from harness.lab.figures.style import FACETS, SEQUENTIAL
 
 MAX_DETAIL_PANELS = 12  # runs drawn in the units and gates figures (the titles say how many of how many)
 # One colour per gate name across cells and figures, none of them black (the profile's line).
-GATE_COLOURS = {"h": "#0072B2", "i": "#E69F00", "f": "#D55E00", "g": "#009E73", "o": "#CC79A7",
-                "r": "#56B4E9", "z": "#999933", "n": "#8C564B", "u": "#332288"}
+GATE_COLOURS = {
+    "h": "#0072B2",
+    "i": "#E69F00",
+    "f": "#D55E00",
+    "g": "#009E73",
+    "o": "#CC79A7",
+    "r": "#56B4E9",
+    "z": "#999933",
+    "n": "#8C564B",
+    "u": "#332288",
+}
 
 
 def unit_rates(units: pd.DataFrame) -> pd.Series:
@@ -27,6 +37,7 @@ def unit_rates(units: pd.DataFrame) -> pd.Series:
 
     def slope(rows: pd.DataFrame) -> float:
         return float(np.polyfit(rows.lag, rows.log10_norm, 1)[0]) if rows.lag.nunique() > 1 else np.nan
+
     return middle.groupby(["layer", "state", "unit"]).apply(slope)
 
 
@@ -47,20 +58,33 @@ def draw_units(units: pd.DataFrame, summary: pd.DataFrame, folder: Path) -> Iter
         rows = units[units.run_id == run_id]
         order = unit_rates(rows).sort_values(ascending=False, na_position="last").index
         table = rows.pivot_table(index=["layer", "state", "unit"], columns="lag", values="log10_norm").loc[order]
-        ax.imshow(table.to_numpy(float), aspect="auto", cmap=SEQUENTIAL, norm=norm, interpolation="nearest",
-                  extent=(table.columns.min() - 0.5, table.columns.max() + 0.5, len(table) - 0.5, -0.5))
+        ax.imshow(
+            table.to_numpy(float),
+            aspect="auto",
+            cmap=SEQUENTIAL,
+            norm=norm,
+            interpolation="nearest",
+            extent=(table.columns.min() - 0.5, table.columns.max() + 0.5, len(table) - 0.5, -0.5),
+        )
         run = summary[summary.run_id == run_id].iloc[0]
         title(ax, facet_label(tuple(run[labels]), labels) or run_id)
         lag_axis(ax)
         ax.set_ylabel("state entry, by its decay rate\n(slowest on top)")
-    for ax in axes.flat[len(shown):]:
+    for ax in axes.flat[len(shown) :]:
         ax.set_visible(False)
-    fig.colorbar(matplotlib.cm.ScalarMappable(norm, SEQUENTIAL), ax=axes, extend="both", shrink=0.9,
-                 label=r"$\log_{10}|\partial L/\partial S_{t,j}|$ (2-98% range; beyond: end colours)")
+    fig.colorbar(
+        matplotlib.cm.ScalarMappable(norm, SEQUENTIAL),
+        ax=axes,
+        extend="both",
+        shrink=0.9,
+        label=r"$\log_{10}|\partial L/\partial S_{t,j}|$ (2-98% range; beyond: end colours)",
+    )
     fig.suptitle(f"per-unit gradients at initialisation, {len(shown)} of {len(runs)} runs", fontsize=10)
-    caption = (f"Per-unit gradients at initialisation: batch-median log10 |dL/dS_t,j| for every state entry j "
-               f"(rows, sorted by their own decay rate, slowest on top) against lag, {len(shown)} of {len(runs)} runs; "
-               f"one colour range for all panels, the 2–98% range ({low:.3g} to {high:.3g}), beyond it the end colours.")
+    caption = (
+        f"Per-unit gradients at initialisation: batch-median log10 |dL/dS_t,j| for every state entry j "
+        f"(rows, sorted by their own decay rate, slowest on top) against lag, {len(shown)} of {len(runs)} runs; "
+        f"one colour range for all panels, the 2–98% range ({low:.3g} to {high:.3g}), beyond it the end colours."
+    )
     yield Page(fig, folder / "units", caption)
 
 
@@ -69,8 +93,12 @@ def draw_gates(gates: pd.DataFrame, profile: pd.DataFrame, summary: pd.DataFrame
     and its step's share of dL/dW_hh (dashed) against the lag, beside that layer's ||dL/dh|| (black)."""
     if "layer" not in gates:  # tables written before gates had layers: one layer
         gates = gates.assign(layer=0)
-    panels_all = [(run, layer) for run in summary.run_id if run in set(gates.run_id)
-                  for layer in sorted(gates[gates.run_id == run].layer.unique())]
+    panels_all = [
+        (run, layer)
+        for run in summary.run_id
+        if run in set(gates.run_id)
+        for layer in sorted(gates[gates.run_id == run].layer.unique())
+    ]
     runs = list(dict.fromkeys(run for run, _ in panels_all))
     shown = panels_all[:MAX_DETAIL_PANELS]
     if not shown:
@@ -95,19 +123,40 @@ def draw_gates(gates: pd.DataFrame, profile: pd.DataFrame, summary: pd.DataFrame
         lag_axis(ax)
         ax.set_ylabel("log10 norm")
         ax.grid(alpha=0.3)
-    for ax in axes.flat[len(shown):]:
+    for ax in axes.flat[len(shown) :]:
         ax.set_visible(False)
-    handles = [matplotlib.lines.Line2D([], [], color=c, lw=1.2, label=f"gate {g}") for g, c in GATE_COLOURS.items()
-               if g in drawn]
-    handles += [matplotlib.lines.Line2D([], [], color="0.3", lw=1.2, label=r"$\|\partial L/\partial\, hw_t\|$ (pre-activation)"),
-                matplotlib.lines.Line2D([], [], color="0.3", lw=1.0, ls="--",
-                                        label=r"$\|C_t\|$: step t's part of $\partial L/\partial W_{hh}$"),
-                matplotlib.lines.Line2D([], [], color="k", lw=1.0, label=r"$\|\partial L/\partial h_t\|$ (the layer's profile)")]
+    handles = gate_keys(drawn)
     fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 4), fontsize=8, frameon=False)
-    fig.suptitle(f"per-gate gradients and weight-gradient contributions (batch medians; C_t summed over the "
-                 f"batch), {len(shown)} of {len(panels_all)} panels ({len(runs)} runs)", fontsize=10)
-    caption = (f"Per-gate gradients at initialisation, a panel per run and layer ({len(shown)} of {len(panels_all)}, "
-               f"{len(runs)} runs): for each gate ({', '.join(g for g in GATE_COLOURS if g in drawn)}) the batch-median "
-               f"norm of the gradient at its recurrent pre-activation (solid) and ||C_t||, step t's part of dL/dW_hh "
-               f"summed over the batch (dashed), beside the layer's profile ||dL/dh_t|| (black).")
+    fig.suptitle(
+        f"per-gate gradients and weight-gradient contributions (batch medians; C_t summed over the "
+        f"batch), {len(shown)} of {len(panels_all)} panels ({len(runs)} runs)",
+        fontsize=10,
+    )
+    caption = (
+        f"Per-gate gradients at initialisation, a panel per run and layer ({len(shown)} of {len(panels_all)}, "
+        f"{len(runs)} runs): for each gate ({', '.join(g for g in GATE_COLOURS if g in drawn)}) the batch-median "
+        f"norm of the gradient at its recurrent pre-activation (solid) and ||C_t||, step t's part of dL/dW_hh "
+        f"summed over the batch (dashed), beside the layer's profile ||dL/dh_t|| (black)."
+    )
     yield Page(fig, folder / "gates", caption)
+
+
+def gate_keys(drawn: set[str]) -> list[matplotlib.lines.Line2D]:
+    """The gates figure's legend entries: a colour per gate drawn, then the line styles' meanings."""
+    handles = [
+        matplotlib.lines.Line2D([], [], color=c, lw=1.2, label=f"gate {g}")
+        for g, c in GATE_COLOURS.items()
+        if g in drawn
+    ]
+    handles += [
+        matplotlib.lines.Line2D(
+            [], [], color="0.3", lw=1.2, label=r"$\|\partial L/\partial\, hw_t\|$ (pre-activation)"
+        ),
+        matplotlib.lines.Line2D(
+            [], [], color="0.3", lw=1.0, ls="--", label=r"$\|C_t\|$: step t's part of $\partial L/\partial W_{hh}$"
+        ),
+        matplotlib.lines.Line2D(
+            [], [], color="k", lw=1.0, label=r"$\|\partial L/\partial h_t\|$ (the layer's profile)"
+        ),
+    ]
+    return handles

@@ -7,6 +7,7 @@ ways to read them (a table, a fit, a figure, a run folder).
     profile.plot()                               # one matplotlib Axes (matplotlib imported here only)
     profile.save("results/mine/lstm")            # a run folder harness.plot / harness.collect read
 """
+
 from __future__ import annotations
 
 import math
@@ -19,9 +20,9 @@ import numpy as np
 import torch
 
 from harness.core.analysis import fit_profile
-from harness.core.recorders import status_flags
 from harness.core.folders import check_target, claim
-from harness.core.runfolder import META, PROFILE, profile_frame, write_done, write_json, write_parquet
+from harness.core.recorders import status_flags
+from harness.core.runfolder import META, PROFILE, write_done, write_json
 from harness.core.spec import run_id
 
 if TYPE_CHECKING:
@@ -37,6 +38,7 @@ class GradientProfile:
     row i holds lag k = T - i, the mean over the sampled loss steps s >= k of ln ||dL_s/dh_{s-k}||;
     `sources` counts them per lag.
     """
+
     log_norms: torch.Tensor  # (T+1, batch, blocks), float64; -inf a zero gradient, +inf an overflow
     state_names: tuple[str, ...]  # one layer's blocks (h; h, c for an lstm)
     columns: dict[str, Any]  # what was recorded: cell, recorder, seq_len, ... (the table's config columns)
@@ -59,16 +61,18 @@ class GradientProfile:
         """Numerical trouble, as the command line's status records it (diverged, nan, overflow, ...)."""
         return status_flags(self.log_norms, self.states_finite, self.recorder)
 
-    def to_frame(self) -> "pd.DataFrame":
+    def to_frame(self) -> pd.DataFrame:
         """The long table: run_id, the columns, layer, state, t, lag, step, log10_norm (batch median of
         per-sample log10 norms) and its batch quantiles (q10, q25, q75, q90); `sources` in the
         dependency view."""
+        from harness.lab.tables import profile_frame  # pandas on the first table: `import harness` stays light
+
         frame = profile_frame(self.log_norms, self.run_id, self.columns, self.state_names)
         if self.sources is not None:
             frame["sources"] = np.tile(self.sources.cpu().numpy(), self.log_norms.shape[2])
         return frame
 
-    def block(self, layer: int = -1, state: str = "h") -> "pd.DataFrame":
+    def block(self, layer: int = -1, state: str = "h") -> pd.DataFrame:
         """One block's rows of the table (default: the top layer's h), ordered by lag."""
         frame = self.to_frame()
         layer = layer % (self.log_norms.shape[2] // len(self.state_names))
@@ -80,23 +84,40 @@ class GradientProfile:
         rows = self.block(layer, state)
         return fit_profile(rows.lag.to_numpy(), rows.log10_norm.to_numpy())
 
-    def plot(self, ax: "matplotlib.axes.Axes | None" = None, layer: int = -1, state: str = "h",
-             label: str | None = None) -> "matplotlib.axes.Axes":
+    def plot(
+        self, ax: matplotlib.axes.Axes | None = None, layer: int = -1, state: str = "h", label: str | None = None
+    ) -> matplotlib.axes.Axes:
         """log10 ||dL/dh_{T-k}|| against the lag k: the batch median and its 25-75% band."""
         if ax is None:
             import matplotlib.pyplot as plt
+
             _, ax = plt.subplots(figsize=(5, 3.5), layout="constrained")
         rows = self.block(layer, state)
         median = rows.log10_norm.where(np.isfinite(rows.log10_norm))
-        line, = ax.plot(rows.lag, median, label=label or f"{rows.cell.iloc[0]}, layer {rows.layer.iloc[0]} "
-                                                         f"{state}: batch median")
+        (line,) = ax.plot(
+            rows.lag, median, label=label or f"{rows.cell.iloc[0]}, layer {rows.layer.iloc[0]} {state}: batch median"
+        )
         band = np.isfinite(rows.log10_norm_q25) & np.isfinite(rows.log10_norm_q75)
-        ax.fill_between(rows.lag, rows.log10_norm_q25, rows.log10_norm_q75, where=band, color=line.get_color(),
-                        alpha=0.25, lw=0, label="25-75% of the batch")
-        ax.set_xlabel("lag k = T - t (steps back from the loss)" if self.view == "adjoint"
-                      else "dependency length k (steps between h and the loss step)")
-        ax.set_ylabel(r"$\log_{10}\,\|\partial L/\partial h_{T-k}\|$" if self.view == "adjoint"
-                      else r"mean over loss steps s of $\log_{10}\,\|\partial L_s/\partial h_{s-k}\|$")
+        ax.fill_between(
+            rows.lag,
+            rows.log10_norm_q25,
+            rows.log10_norm_q75,
+            where=band,
+            color=line.get_color(),
+            alpha=0.25,
+            lw=0,
+            label="25-75% of the batch",
+        )
+        ax.set_xlabel(
+            "lag k = T - t (steps back from the loss)"
+            if self.view == "adjoint"
+            else "dependency length k (steps between h and the loss step)"
+        )
+        ax.set_ylabel(
+            r"$\log_{10}\,\|\partial L/\partial h_{T-k}\|$"
+            if self.view == "adjoint"
+            else r"mean over loss steps s of $\log_{10}\,\|\partial L_s/\partial h_{s-k}\|$"
+        )
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         return ax
@@ -107,10 +128,22 @@ class GradientProfile:
         folder = Path(folder)
         check_target("folder", folder, kind="run", run_id=self.run_id)  # never over the user's own files
         claim(folder)
+        from harness.lab.tables import write_parquet
+
         write_parquet(self.to_frame(), folder / PROFILE)
         status = ",".join(self.flags) or "ok"
-        write_json({"run_id": self.run_id, "columns": self.columns, "status": status, "error": None,
-                    "view": self.view, "source": "harness.record", "wall_time_s": self.wall_time_s,
-                    "saved": time.strftime("%Y-%m-%d %H:%M:%S")}, folder / META)
+        write_json(
+            {
+                "run_id": self.run_id,
+                "columns": self.columns,
+                "status": status,
+                "error": None,
+                "view": self.view,
+                "source": "harness.record",
+                "wall_time_s": self.wall_time_s,
+                "saved": time.strftime("%Y-%m-%d %H:%M:%S"),
+            },
+            folder / META,
+        )
         write_done(folder)
         return folder

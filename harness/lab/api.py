@@ -1,0 +1,285 @@
+"""The public Python API: record dL/dh_t for every t of any torch recurrent model.
+
+    import torch, harness
+    lstm = torch.nn.LSTM(16, 64, num_layers=2)
+    profile = harness.record(lstm, torch.randn(200, 8, 16))    # (seq_len, batch, input_size)
+    profile.fit()["rate"], profile.plot()
+
+What can be recorded (`model`):
+- torch.nn.RNN (tanh or relu), LSTM, GRU: any num_layers, batch_first, bias or not. They are unrolled
+  by harness.from_torch in the harness's explicit cells on the module's own parameters (shared, not
+  copied), so the numbers are torch's equations. Refused in one line: bidirectional, an LSTM with
+  proj_size, dropout between layers in training mode (call .eval()).
+- a harness RecurrentNet or CellNet.
+- a user cell: an nn.Module whose forward(x_t, state) -> state (a tensor or a tuple of tensors), such
+  as torch.nn.LSTMCell (see harness.core.cells for what a cell may define).
+
+Which derivative:
+- default: the total adjoint dL/dh_t of one loss, for t = 0..T (everything that reaches h_t through
+  the recurrence and the outputs). `loss` receives the top layer's output sequence shaped like the
+  module's own output ((seq_len, batch, hidden), or batch first) and returns a scalar; the default is
+  the probe, a fixed random unit readout of the final state summed over the batch, so each sample's
+  gradient is its own.
+- recorder: "exact" (log-domain BPTT, any range, in the model's dtype) needs a loss that reads only the
+  final step; "autograd" records what torch computes, in float64 (a float64 copy of the weights,
+  the loss evaluated in the model's own dtype); "auto" picks exact for a final-step loss and autograd
+  for a loss that reads every step. A loss reads every step when its gradient reaches an output before
+  the last one (checked on the real graph).
+- sources=N: the dependency-length view. For N loss steps s sampled from 1..T (seeded), L_s is the
+  loss on the output at s alone (a final-step loss on the prefix); the result is, per lag k, the mean
+  over the sources with s >= k of ln ||dL_s/dh_{s-k}||, computed by the exact recorder.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from harness.core.cells import CellNet, RecurrentNet, StackedNet
+from harness.core.errors import ConfigError, ModelError
+from harness.core.memory import segment_length
+from harness.core.recorders import RECORDERS, flush_denormals, record_log_norms
+from harness.core.segments import record_profile
+from harness.lab.profile import GradientProfile
+
+Loss = Callable[[Tensor], Tensor]
+TORCH_CELLS = {nn.RNN: "rnn", nn.LSTM: "lstm", nn.GRU: "gru"}
+
+
+def from_torch(module: nn.RNNBase) -> RecurrentNet:
+    """A RecurrentNet that computes `module`'s own equations on its own parameters (the same Parameter
+    objects: training one trains the other). Raises ModelError for what it cannot unroll."""
+    cell = TORCH_CELLS.get(type(module))
+    name = type(module).__name__
+    if cell is None:
+        raise ModelError(f"model={name}: expected torch.nn.RNN, LSTM or GRU (or a cell module; see harness.record)")
+    if module.bidirectional:
+        raise ModelError(
+            f"model={name}(bidirectional=True): not supported; expected bidirectional=False "
+            "(record each direction as its own module)"
+        )
+    if getattr(module, "proj_size", 0):
+        raise ModelError(f"model={name}(proj_size={module.proj_size}): not supported; expected proj_size=0")
+    if module.dropout and module.training and module.num_layers > 1:
+        raise ModelError(
+            f"model={name}(dropout={module.dropout}) in training mode: dropout between layers makes "
+            "every step random; expected module.eval() or dropout=0"
+        )
+    activation = "relu" if getattr(module, "nonlinearity", "tanh") == "relu" else "tanh"
+    net = RecurrentNet(cell, activation, module.input_size, module.hidden_size, module.num_layers, module.bias)
+    for name_, _ in list(net.named_parameters()):
+        net._parameters[name_] = getattr(module, name_)  # the module's own Parameter, shared
+    return net
+
+
+def as_network(model: nn.Module, input_size: int) -> tuple[StackedNet, str, bool]:
+    """(the network to unroll, its cell's name, whether inputs and outputs are batch first)."""
+    if isinstance(model, StackedNet):
+        return model, model.cell_name, False
+    if isinstance(model, nn.RNNBase):
+        return from_torch(model), TORCH_CELLS.get(type(model), type(model).__name__), model.batch_first
+    if isinstance(model, nn.Module):
+        if isinstance(model, (nn.RNNCellBase)) and model.input_size != input_size:
+            raise ModelError(f"inputs: {input_size} features; {type(model).__name__} expects {model.input_size}")
+        net = CellNet([model], input_size)
+        return net, net.cell_name, False
+    raise ModelError(
+        f"model={type(model).__name__}: expected a torch.nn.Module (nn.RNN/LSTM/GRU, a harness "
+        "network, or a cell whose forward(x_t, state) returns the new state)"
+    )
+
+
+def probe_loss(hidden_size: int, seed: int, like: Tensor, batch_first: bool = False) -> Loss:
+    """The probe: r . h_T summed over the batch, r a fixed random unit vector (seeded)."""
+    readout = torch.randn(hidden_size, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    readout = (readout / readout.norm()).to(like)
+    return lambda outputs: ((outputs[:, -1] if batch_first else outputs[-1]) @ readout.to(outputs)).sum()
+
+
+def record(
+    model: nn.Module,
+    inputs: Tensor,
+    loss: Loss | None = None,
+    recorder: str = "auto",
+    sources: int | None = None,
+    seed: int = 0,
+    name: str = "python",
+    segment: int | None = None,
+    memory_fraction: float = 0.25,
+) -> GradientProfile:
+    """Record ||dL/dh_t|| for every t, every layer and state block, every sample (see the module doc).
+
+    inputs: (seq_len, batch, input_size), or (batch, seq_len, input_size) for a batch_first module.
+    loss: outputs -> scalar, outputs shaped like the module's own output sequence; default: the probe.
+    recorder: "exact" | "autograd" | "auto".   sources: N for the dependency-length view.
+    seed: seeds the probe's readout and the sampled sources.   name: the `name` column.
+    segment: steps recorded per segment (harness.core.segments; None: as many as memory_fraction of
+    the available memory holds); the numbers do not depend on it. The sources view runs in memory.
+    """
+    net, cell, batch_first, x = checked_inputs(model, inputs, recorder, sources)
+    parameter = next(net.parameters())
+    user_loss = loss
+    loss = loss or probe_loss(net.output_size, seed, parameter, batch_first)
+
+    def seen(stack: Tensor) -> Tensor:
+        """Outputs (steps, B, H) as the loss sees them: in the model's dtype, batch first where it is."""
+        stack = stack.to(parameter.dtype)
+        return stack.transpose(0, 1) if batch_first else stack
+
+    start = time.perf_counter()
+    with flush_denormals():
+        every_step, finite = loss_reach(net, x, lambda out: loss(seen(out)))
+        used = _recorder_used(recorder, every_step)
+        if sources is not None:
+            states = net(x, net.initial_state(x.shape[1]))
+            stack = torch.stack([net.top_hidden(s) for s in states[1:]])
+            log_norms, counts = dependency_view(net, states, stack, loss, batch_first, sources, seed)
+            used = "exact"
+        else:
+            log_norms, counts = (
+                adjoint_view(net, x, lambda out: loss(seen(out)), every_step, used, segment, memory_fraction),
+                None,
+            )
+    columns = _profile_columns(name, cell, model, net, x, seed, used, parameter, user_loss is None, sources)
+    view = "adjoint" if sources is None else "dependency"
+    elapsed = time.perf_counter() - start
+    return GradientProfile(log_norms, net.state_names, columns, used, view, counts, finite, elapsed)
+
+
+def _recorder_used(recorder: str, every_step: bool) -> str:
+    """The recorder that runs ("auto": exact for a final-step loss); ConfigError for exact on an every-step one."""
+    if recorder == "exact" and every_step:
+        raise ConfigError(
+            "recorder='exact': the loss reads outputs before the last step, whose direct "
+            "gradient the exact recorder's rescaling cannot carry; expected recorder='autograd' "
+            "or 'auto'"
+        )
+    return ("autograd" if every_step else "exact") if recorder == "auto" else recorder
+
+
+def _profile_columns(
+    name: str,
+    cell: str,
+    model: nn.Module,
+    net: StackedNet,
+    x: Tensor,
+    seed: int,
+    used: str,
+    parameter: Tensor,
+    probe: bool,
+    sources: int | None,
+) -> dict[str, Any]:
+    """The table columns of one recording: what was recorded, on which inputs, how and with which loss."""
+    return {
+        "name": name,
+        "cell": cell,
+        "model": type(model).__name__,
+        **_shape_columns(net, x),
+        "seed": seed,
+        "recorder": used,
+        "dtype": str(parameter.dtype).removeprefix("torch."),
+        "device": parameter.device.type,
+        "loss": "probe" if probe else "custom",
+        "view": "adjoint" if sources is None else f"dependency ({sources} sources)",
+    }
+
+
+def _shape_columns(net: StackedNet, x: Tensor) -> dict[str, int | str | None]:
+    """The table columns a recording's network and inputs fix."""
+    return {
+        "activation": getattr(net, "activation", None),
+        "seq_len": x.shape[0],
+        "hidden_size": net.hidden_size,
+        "input_size": x.shape[-1],
+        "num_layers": net.num_layers,
+        "batch_size": x.shape[1],
+    }
+
+
+def checked_inputs(
+    model: nn.Module, inputs: Tensor, recorder: str, sources: int | None
+) -> tuple[StackedNet, str, bool, Tensor]:
+    """The model as a network, its cell's name, whether it is batch first, and the inputs as (T, B, I);
+    ConfigError or ModelError, in one line, for a setting or an input it cannot record."""
+    if recorder not in (*RECORDERS, "auto"):
+        raise ConfigError(f"recorder={recorder!r}: expected one of exact, autograd, auto")
+    if not isinstance(inputs, Tensor) or inputs.dim() != 3:
+        raise ModelError(
+            f"inputs: expected a 3-d tensor (seq_len, batch, input_size), got "
+            f"{tuple(inputs.shape) if isinstance(inputs, Tensor) else type(inputs).__name__}"
+        )
+    net, cell, batch_first = as_network(model, inputs.shape[-1])
+    x = inputs.transpose(0, 1) if batch_first else inputs  # (T, B, I) from here on
+    expected = getattr(net, "input_size", x.shape[-1])
+    if x.shape[-1] != expected or x.shape[0] < 1:
+        raise ModelError(
+            f"inputs: shape {tuple(inputs.shape)}; expected (seq_len >= 1, batch, {expected})"
+            + (" batch first" if batch_first else "")
+        )
+    parameter = next(net.parameters())
+    if x.dtype != parameter.dtype or x.device != parameter.device:
+        raise ModelError(
+            f"inputs: {x.dtype} on {x.device}; the model's parameters are {parameter.dtype} on "
+            f"{parameter.device}: expected the same"
+        )
+    if sources is not None and not (isinstance(sources, int) and 1 <= sources <= x.shape[0]):
+        raise ConfigError(f"sources={sources}: expected an integer from 1 to seq_len={x.shape[0]}")
+    if sources is not None and recorder == "autograd":
+        raise ConfigError(
+            "recorder='autograd' with sources: the dependency view is computed exactly, one "
+            "final-step loss per source; expected recorder='auto' or 'exact'"
+        )
+    return net, cell, batch_first, x
+
+
+def loss_reach(net: StackedNet, x: Tensor, loss: Callable[[Tensor], Tensor]) -> tuple[bool, bool]:
+    """Whether the loss reads outputs before the last step, and whether the forward pass stayed
+    finite; asked on the outputs alone (a forward without a graph, then one gradient)."""
+    with torch.no_grad():
+        states = net(x, net.initial_state(x.shape[1]).detach())
+        stack = torch.stack([net.top_hidden(s) for s in states[1:]])
+    stack.requires_grad_()
+    value = loss(stack)
+    if not (isinstance(value, Tensor) and value.dim() == 0):
+        raise ModelError("loss: expected a callable returning a scalar tensor")
+    (reach,) = torch.autograd.grad(value, stack, allow_unused=True)
+    if reach is None:
+        raise ModelError("loss: its value does not depend on the model's outputs")
+    return bool(reach[:-1].ne(0).any()), bool(torch.isfinite(states[-1]).all())
+
+
+def adjoint_view(
+    net: StackedNet, x: Tensor, loss: Loss, every_step: bool, recorder: str, segment: int | None, memory_fraction: float
+) -> Tensor:
+    """ln ||dL/dS_t|| per sample for t = 0..T, recorded in segments (harness.core.segments)."""
+    parameter = next(net.parameters())
+    # autograd records what torch computes, in float64 (a float64 copy of the weights)
+    if recorder == "autograd" and parameter.dtype != torch.float64:
+        net, x = copy.deepcopy(net).double(), x.double()
+    steps = segment_length(net, x.shape[0], x.shape[1], x.dtype.itemsize, recorder, memory_fraction, segment)
+    log_norms, _, _ = record_profile(net, x, loss, not every_step, recorder, steps)
+    return log_norms
+
+
+def dependency_view(
+    net: StackedNet, states: list[Tensor], stack: Tensor, loss: Loss, batch_first: bool, sources: int, seed: int
+) -> tuple[Tensor, Tensor]:
+    """Per lag k (row T - k), the mean over sampled loss steps s >= k of ln ||dL_s/dh_{s-k}|| per sample,
+    and how many sources each lag averages."""
+    seq_len = len(states) - 1
+    generator = torch.Generator().manual_seed(seed)
+    steps = (torch.randperm(seq_len, generator=generator)[:sources] + 1).sort().values.tolist()
+    total = torch.zeros(seq_len + 1, states[0].shape[0], len(net.block_sizes), dtype=torch.float64)
+    counts = torch.zeros(seq_len + 1, dtype=torch.float64)
+    for s in steps:
+        at_s = stack[s - 1 : s]
+        value = loss(at_s.transpose(0, 1) if batch_first else at_s)
+        log_norms = record_log_norms(value, states[: s + 1], net.block_sizes, "exact", retain_graph=True)
+        total[seq_len - s :] += log_norms.cpu()  # row seq_len - k holds lag k = s - t
+        counts[seq_len - s :] += 1
+    return total / counts.view(-1, 1, 1), counts  # a lag no source reaches: 0 / 0 = nan

@@ -1,0 +1,177 @@
+"""Tables, figures and report rebuilt from stored run folders, with no model run: what
+`python -m harness.collect` and `python -m harness.plot` do (harness.cli holds only their command
+lines), and the table stage at the end of every sweep.
+
+    collect_and_report(root)                 a sweep's tables, figures and report from its run folders
+    plot(folders, out, where)                the same from one or more sweeps' stored tables, filtered
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from harness.core.errors import ConfigError
+from harness.core.folders import check_rebuild, check_target, claim, is_run_folder
+from harness.core.runfolder import PROFILE
+from harness.lab.figures import FOLDER_TABLES, make_figures
+from harness.lab.report import write_report
+from harness.lab.results import collect, collect_losses, read_table, readable, write_summary
+from harness.lab.tables import write_parquet
+
+ATTENTION = ["failed", "incomplete", "damaged", "skipped", "not_run"]  # listed after the summary line; exit 1
+NOTED = ["duplicate"]  # listed too, but its run was read from another folder
+
+
+def collect_and_report(root: Path, command: str | None = None, question: str | None = None) -> pd.DataFrame:
+    """Write root's tables, figures and report, print where they are and which runs need attention.
+    command, question: what made the sweep and what its experiment asks, for the report."""
+    profile, summary, losses = collect(root)
+    figures = make_figures(root, profile, summary[summary.status != "duplicate"], losses)  # a run once
+    report = write_report(root, summary, figures, source=root, command=command, question=question)
+    counts = summary.status.value_counts().to_dict()
+    print(f"{root}: {len(summary)} runs ({', '.join(f'{n} {s}' for s, n in counts.items())})")
+    tables = [root / "summary.csv", root / PROFILE]
+    written = {
+        "tables": ", ".join(map(str, tables)) if all(p.exists() for p in tables) else "",
+        "figures": root / "figures" if figures else "",
+        "report": report,
+    }
+    print("; ".join(f"{what}: {where}" for what, where in written.items() if where))
+    for row in summary[summary.status.isin(ATTENTION + NOTED)].itertuples():
+        error = getattr(row, "error", None)
+        print(f"  {row.status}: {row.run_dir}" + (f" ({error})" if isinstance(error, str) and error else ""))
+    return summary
+
+
+def load(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """A folder's (profile, summary, losses): the stored aggregates, or collected from its run folders
+    when there are none or they cannot be read (a damaged table is rebuilt, or left out where no run
+    folder gives it again, and one line says so). A duplicate folder's row is left out: its run is the
+    row of the folder it names (harness.lab.results)."""
+
+    def first(profile: pd.DataFrame, summary: pd.DataFrame, losses: pd.DataFrame) -> tuple:
+        return profile, summary[summary.status != "duplicate"] if "status" in summary else summary, losses
+
+    if not ((folder / PROFILE).exists() and (folder / "summary.parquet").exists()):
+        return first(*collect(folder))
+    stored = {}
+    for name in (PROFILE, "summary.parquet"):
+        try:
+            stored[name] = pd.read_parquet(folder / name)
+        except Exception as error:  # noqa: BLE001  a truncated or garbage table: rebuild it
+            print(
+                f"{folder}: its tables cannot be read ({type(error).__name__}); rebuilding them from the run "
+                f"folders ({name} is damaged)",
+                file=sys.stderr,
+            )
+            return first(*collect(folder))
+    damaged = [
+        folder / name for name in FOLDER_TABLES.values() if (folder / name).exists() and not readable(folder / name)
+    ]
+    if not damaged:
+        return first(stored[PROFILE], stored["summary.parquet"], collect_losses(folder, stored["summary.parquet"]))
+    tables = collect(folder)  # one it cannot give again it removes, and says so
+    for path in damaged:
+        if path.exists():
+            print(f"{path}: cannot be read; rebuilt from the run folders", file=sys.stderr)
+    return first(*tables)
+
+
+def keep(frame: pd.DataFrame, key: str, values: list[str]) -> pd.Series:
+    """Rows whose `key` is one of `values` (numbers compared as numbers)."""
+    column = frame[key]
+    if pd.api.types.is_numeric_dtype(column):
+        return column.isin([float(v) for v in values])
+    return column.astype(str).isin(values)
+
+
+def parse_where(items: list[str], frame: pd.DataFrame) -> list[tuple[str, list[str]]]:
+    """--where's (key, values); raise ConfigError on a key the summary lacks or a value its column cannot
+    hold (a word for a number)."""
+    filters = []
+    for item in items:
+        key, _, values = item.partition("=")
+        if key not in frame or not values:
+            raise ConfigError(
+                f"--where {item}: expected KEY=VALUE[,VALUE...] with KEY one of "
+                f"{', '.join(c for c in frame.columns if not c.startswith('log10'))}"
+            )
+        if pd.api.types.is_numeric_dtype(frame[key]):
+            for value in values.split(","):
+                try:
+                    float(value)
+                except ValueError:
+                    raise ConfigError(f"--where {item}: {key} is a number; {value} is not") from None
+        filters.append((key, values.split(",")))
+    return filters
+
+
+def check_out(folders: list[Path], out: Path | None, filtered: bool) -> None:
+    """Where the figures and tables may go (raise ConfigError): never inside a run folder (its own
+    profile.parquet would be replaced by the sweep's) unless it is that one run redrawn; the source
+    folder only when the output is all of it (a subset or a union would replace its tables); any
+    other folder only if it is new, empty or the harness's. Paths are compared as the file system
+    resolves them, whatever their spelling. (A linked figures/ is refused where figures are drawn.)"""
+    target = Path(os.path.realpath(out or folders[0]))
+    sources = {Path(os.path.realpath(folder)) for folder in folders}
+    redrawn = target in sources and not filtered
+    run = next((p for p in [target, *target.parents] if is_run_folder(p)), None)
+    if run is not None and not (redrawn and run == target):
+        raise ConfigError(
+            f"--out {out}: inside the run folder {run}, whose own files it would replace; expected a "
+            "folder outside any run"
+        )
+    if target in sources and filtered:
+        raise ConfigError(
+            f"--out {out}: the source folder {target}, whose tables a subset or union would replace; "
+            "expected a folder of its own"
+        )
+    if redrawn:
+        check_rebuild(target)
+    else:
+        check_target("--out", out, kind="plot")
+
+
+def plot(
+    folders: list[Path],
+    out: Path,
+    where: list[str],
+    vector: bool = False,
+    command: str | None = None,
+    question: str | None = None,
+) -> int:
+    """Figures, tables and report of the runs in folders (filtered by where) into out; command and
+    question (what made the one source sweep, what its experiment asks) go to the report."""
+    profiles, summaries, losses = zip(*(load(folder) for folder in folders))
+    # One configuration in two sweeps is one run (its numbers are determined by its config).
+    summary = pd.concat(summaries, ignore_index=True)
+    summary = summary[~summary.run_id.duplicated() | summary.run_id.isna()]  # damaged folders have no id
+    profile = pd.concat(profiles, ignore_index=True)
+    profile = profile[profile.run_id.isin(summary.run_id)].drop_duplicates(["run_id", "step", "layer", "state", "t"])
+    for key, values in parse_where(where, summary):
+        summary = summary[keep(summary, key, values)]
+        profile = profile[profile.run_id.isin(summary.run_id)]
+    if summary.empty:
+        raise ConfigError(f"--where {' '.join(where)}: no runs left to plot")
+    claim(out)  # checked by check_out: new, empty, the harness's, or the source rebuilt
+    if Path(os.path.realpath(out)) not in {Path(os.path.realpath(folder)) for folder in folders}:
+        write_parquet(profile, out / PROFILE)
+        write_summary(summary, out)
+        for name in FOLDER_TABLES.values():  # the tables figures read from the folder: the kept runs' rows
+            tables = [table for folder in folders for table in [read_table(folder / name)] if table is not None]
+            if tables:
+                table = pd.concat(tables, ignore_index=True)
+                write_parquet(table[table.run_id.isin(summary.run_id)], out / name)
+    losses = pd.concat(losses, ignore_index=True)
+    if not losses.empty:
+        losses = losses[losses.run_id.isin(summary.run_id)].drop_duplicates(["run_id", "step"])
+    figures = make_figures(out, profile, summary, losses, vector=vector)
+    source = folders[0] if len(folders) == 1 else None  # several sweeps: no one command made them
+    report = write_report(out, summary, figures, source=source, where=where, command=command, question=question)
+    for path in [*(drawn.path for drawn in figures), report]:
+        print(path)
+    return 0
