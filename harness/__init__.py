@@ -16,12 +16,15 @@ from harness.core.cells import CellNet, RecurrentNet
 from harness.core.errors import ConfigError, HarnessError, ModelError, NotApplicable
 from harness.core.spec import RunSpec
 from harness.lab.api import from_torch, record
+from harness.lab.monitor import Monitor, Snapshot
 from harness.lab.profile import GradientProfile
 
 __all__ = [
     "record",
     "from_torch",
     "GradientProfile",
+    "Monitor",
+    "Snapshot",
     "RecurrentNet",
     "CellNet",
     "RunSpec",

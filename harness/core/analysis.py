@@ -24,6 +24,12 @@ decay_law    which law the profile follows over the window: exponential (ln-norm
              factor FLAT_FACTOR end to end; `undetermined` with fewer than MIN_LAW_POINTS finite points.
              A power-law profile's `rate` is only the window's average exponential slope (it depends on
              the window); read power_exponent there.
+horizon      how far back the gradient reaches: the first lag k at which the profile has fallen
+             horizon_decades (default HORIZON_DECADES = 3) decades below its lag-0 value. When it never
+             does within the sequence it is censored: horizon = seq_len and horizon_censored = true (the
+             reach is at least that). nan when lag 0 is not finite (an lstm's c, which is exactly 0
+             there). Read it on the dependency view (record(..., sources=N)), where lag 0 is each loss
+             step's own output; on the adjoint view it is measured from dL/dh_T.
 power_exponent  p, the log-log slope of the norm against k + 1 over the window (Theil-Sen), for every
              profile; -0.5 for an lru with the ring 0..1 (theory.closed_form_profile).
 """
@@ -41,6 +47,7 @@ MAX_FIT_POINTS = 256  # Theil-Sen is quadratic in the points; long profiles are 
 FLAT_FACTOR = 1.25  # a profile that changes by less than this factor across its window is flat
 MIN_LAW_POINTS = 8  # enough points to hold a third out and still fit two parameters on the rest
 DECAY_LAWS = ("exponential", "power", "flat", "undetermined")
+HORIZON_DECADES = 3.0  # a gradient 1000x below the loss step's own is, for learning, out of reach
 
 FIT_COLUMNS = [
     "rate",
@@ -54,6 +61,8 @@ FIT_COLUMNS = [
     "fit_lag_max",
     "fit_points",
     "truncated",
+    "horizon",
+    "horizon_censored",
 ]
 
 
@@ -104,7 +113,22 @@ def decay_law(lag: np.ndarray, ln_norm: np.ndarray) -> tuple[str, float]:
     return ("exponential" if exponential <= held_out_residual(log_lag, ln_norm, near) else "power"), power
 
 
-def fit_profile(lag: np.ndarray, log10_norm: np.ndarray, log10_reference: float | None = None) -> dict:
+def horizon(lag: np.ndarray, log10_norm: np.ndarray, decades: float = HORIZON_DECADES) -> tuple[float, bool]:
+    """(horizon, censored) of a profile sorted by lag from 0 (see the module docstring)."""
+    start = log10_norm[0]
+    if not np.isfinite(start):
+        return math.nan, False
+    with np.errstate(invalid="ignore"):
+        below = np.flatnonzero(log10_norm <= start - decades)  # nan (no source reaches the lag) is never below
+    return (float(lag[below[0]]), False) if len(below) else (float(lag[-1]), True)
+
+
+def fit_profile(
+    lag: np.ndarray,
+    log10_norm: np.ndarray,
+    log10_reference: float | None = None,
+    horizon_decades: float = HORIZON_DECADES,
+) -> dict:
     """Fit one profile (a log10 norm per lag); log10_reference defaults to the profile's lag 0."""
     lag, log10_norm = np.asarray(lag, dtype=float), np.asarray(log10_norm, dtype=float)
     order = np.argsort(lag)
@@ -117,6 +141,7 @@ def fit_profile(lag: np.ndarray, log10_norm: np.ndarray, log10_reference: float 
     reference = log10_norm[0] if log10_reference is None else log10_reference
     with np.errstate(invalid="ignore"):  # inf - inf (a run that overflowed at both ends) is nan: data
         log10_gain = float(log10_norm[-1] - reference)
+    reach, censored = horizon(lag, log10_norm, horizon_decades)
     return {
         "rate": rate,
         "gain_per_step": math.exp(rate),
@@ -129,4 +154,6 @@ def fit_profile(lag: np.ndarray, log10_norm: np.ndarray, log10_reference: float 
         "fit_lag_max": last,
         "fit_points": int(use.sum()),
         "truncated": bool(use.sum() < window.sum()),
+        "horizon": reach,
+        "horizon_censored": censored,
     }

@@ -33,8 +33,9 @@ Which derivative:
 from __future__ import annotations
 
 import copy
+import inspect
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -45,10 +46,12 @@ from harness.core.errors import ConfigError, ModelError
 from harness.core.memory import segment_length
 from harness.core.recorders import RECORDERS, flush_denormals, record_log_norms
 from harness.core.segments import record_profile
+from harness.lab.module import Substitution, check_module, find_recurrent, is_recurrent
 from harness.lab.profile import GradientProfile
 
 Loss = Callable[[Tensor], Tensor]
 TORCH_CELLS = {nn.RNN: "rnn", nn.LSTM: "lstm", nn.GRU: "gru"}
+ADJOINTS = ("state", "total")
 
 
 def from_torch(module: nn.RNNBase) -> RecurrentNet:
@@ -95,18 +98,26 @@ def as_network(model: nn.Module, input_size: int) -> tuple[StackedNet, str, bool
 
 
 def probe_loss(hidden_size: int, seed: int, like: Tensor, batch_first: bool = False) -> Loss:
-    """The probe: r . h_T summed over the batch, r a fixed random unit vector (seeded)."""
+    """The probe: r . h summed over the batch, r a fixed random unit vector (seeded), read at the last
+    step, or at step s when called as probe(outputs, s) (the dependency view)."""
     readout = torch.randn(hidden_size, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
     readout = (readout / readout.norm()).to(like)
-    return lambda outputs: ((outputs[:, -1] if batch_first else outputs[-1]) @ readout.to(outputs)).sum()
+
+    def probe(outputs: Tensor, s: int = -1) -> Tensor:
+        return ((outputs[:, s] if batch_first else outputs[s]) @ readout.to(outputs)).sum()
+
+    return probe
 
 
 def record(
     model: nn.Module,
-    inputs: Tensor,
-    loss: Loss | None = None,
+    inputs: Tensor | Sequence[Tensor],
+    loss: Callable[..., Tensor] | None = None,
+    targets: Tensor | None = None,
+    module: nn.Module | None = None,
     recorder: str = "auto",
     sources: int | None = None,
+    adjoint: str = "state",
     seed: int = 0,
     name: str = "python",
     segment: int | None = None,
@@ -114,41 +125,93 @@ def record(
 ) -> GradientProfile:
     """Record ||dL/dh_t|| for every t, every layer and state block, every sample (see the module doc).
 
-    inputs: (seq_len, batch, input_size), or (batch, seq_len, input_size) for a batch_first module.
-    loss: outputs -> scalar, outputs shaped like the module's own output sequence; default: the probe.
+    inputs: what `model` takes (model(*inputs) for a tuple); for a recurrent model itself,
+    (seq_len, batch, input_size), or (batch, seq_len, input_size) for a batch_first module.
+    loss: output -> scalar (output: what `model` returns), or (output, targets) -> scalar when targets
+    are given; with sources, also the step: loss(output, s) or loss(output, targets, s). Default: the
+    probe on the recurrent module's own outputs.
+    module: the recurrent part of `model` to record (harness.lab.module); default: the model itself
+    if it is recurrent, else the one recurrent module it holds.
     recorder: "exact" | "autograd" | "auto".   sources: N for the dependency-length view.
+    adjoint: "state" (dL/dS_t of each step's joint state) | "total" (each layer's h_t as a graph
+    node, what retain_grad gives: includes the same-step path into the layer above).
     seed: seeds the probe's readout and the sampled sources.   name: the `name` column.
     segment: steps recorded per segment (harness.core.segments; None: as many as memory_fraction of
     the available memory holds); the numbers do not depend on it. The sources view runs in memory.
     """
-    net, cell, batch_first, x = checked_inputs(model, inputs, recorder, sources)
+    check_settings(recorder, sources, adjoint, segment, memory_fraction, loss, targets)
+    check_values("inputs", inputs)
+    check_values("targets", targets)
+    net, cell, reader, x, recurrent = unrolled(model, inputs, module, loss is not None)
+    check_sources(sources, recorder, adjoint, x.shape[0])
     parameter = next(net.parameters())
-    user_loss = loss
-    loss = loss or probe_loss(net.output_size, seed, parameter, batch_first)
-
-    def seen(stack: Tensor) -> Tensor:
-        """Outputs (steps, B, H) as the loss sees them: in the model's dtype, batch first where it is."""
-        stack = stack.to(parameter.dtype)
-        return stack.transpose(0, 1) if batch_first else stack
+    if loss is None:
+        user_loss, loss = None, probe_loss(net.output_size, seed, parameter, reader.batch_first)
+    else:
+        user_loss = loss
+        loss = (lambda out, *s: user_loss(out, targets, *s)) if targets is not None else user_loss
 
     start = time.perf_counter()
     with flush_denormals():
-        every_step, finite = loss_reach(net, x, lambda out: loss(seen(out)))
+        last = (x.shape[0] - 1,) if sources else ()  # with sources the loss is told the step it reads
+        every_step, finite = loss_reach(net, x, lambda out: loss(reader(out), *last), reader.check_reads)
         used = _recorder_used(recorder, every_step)
         if sources is not None:
             states = net(x, net.initial_state(x.shape[1]))
             stack = torch.stack([net.top_hidden(s) for s in states[1:]])
-            log_norms, counts = dependency_view(net, states, stack, loss, batch_first, sources, seed)
+            log_norms, counts = dependency_view(net, states, stack, lambda out, s: loss(reader(out), s), sources, seed)
             used = "exact"
+        elif adjoint == "total":
+            from harness.core.total import total_adjoint
+
+            log_norms, counts, used = total_adjoint(net, x, lambda out: loss(reader(out))), None, "autograd"
         else:
             log_norms, counts = (
-                adjoint_view(net, x, lambda out: loss(seen(out)), every_step, used, segment, memory_fraction),
+                adjoint_view(net, x, lambda out: loss(reader(out)), every_step, used, segment, memory_fraction),
                 None,
             )
-    columns = _profile_columns(name, cell, model, net, x, seed, used, parameter, user_loss is None, sources)
+    columns = _profile_columns(name, cell, model, recurrent, net, x, seed, used, parameter, user_loss, sources, adjoint)
     view = "adjoint" if sources is None else "dependency"
     elapsed = time.perf_counter() - start
     return GradientProfile(log_norms, net.state_names, columns, used, view, counts, finite, elapsed)
+
+
+class Reader:
+    """What the loss reads, from the top layer's outputs (steps, B, H): the module's own output
+    sequence (in its dtype, batch first where it is), or through a Substitution the whole model's."""
+
+    def __init__(self, dtype: torch.dtype, batch_first: bool, substitution: Substitution | None = None):
+        self.dtype, self.batch_first, self.substitution = dtype, batch_first, substitution
+
+    def __call__(self, stack: Tensor) -> Any:
+        if self.substitution is not None:
+            return self.substitution.outputs(stack)
+        stack = stack.to(self.dtype)
+        return stack.transpose(0, 1) if self.batch_first else stack
+
+    def check_reads(self, value: Tensor) -> None:
+        if self.substitution is not None:
+            self.substitution.check_reads(value)
+
+
+def unrolled(
+    model: nn.Module, inputs: Tensor | Sequence[Tensor], module: nn.Module | None, custom_loss: bool
+) -> tuple[StackedNet, str, Reader, Tensor, nn.Module]:
+    """(the network to unroll, its cell's name, what the loss reads, its inputs (T, B, I), the
+    recurrent module recorded): the model itself, or its recurrent part (harness.lab.module)."""
+    if module is None and (not isinstance(model, nn.Module) or is_recurrent(model)):
+        net, cell, batch_first, x = checked_inputs(model, inputs)
+        parameter = next(net.parameters())
+        return net, cell, Reader(parameter.dtype, batch_first), x, model
+    module = find_recurrent(model) if module is None else module
+    check_module(model, module)
+    substitution = Substitution(model, inputs, module)
+    net, x = substitution.net, substitution.x
+    check_network(net, x)
+    batch_first = False
+    if custom_loss:  # the model's own loss through the rest of the model; the probe reads the module's outputs
+        return net, substitution.cell, Reader(x.dtype, batch_first, substitution), x, module
+    return net, substitution.cell, Reader(x.dtype, batch_first), x, module
 
 
 def _recorder_used(recorder: str, every_step: bool) -> str:
@@ -166,26 +229,30 @@ def _profile_columns(
     name: str,
     cell: str,
     model: nn.Module,
+    recurrent: nn.Module,
     net: StackedNet,
     x: Tensor,
     seed: int,
     used: str,
     parameter: Tensor,
-    probe: bool,
+    user_loss: Callable | None,
     sources: int | None,
+    adjoint: str,
 ) -> dict[str, Any]:
     """The table columns of one recording: what was recorded, on which inputs, how and with which loss."""
     return {
         "name": name,
         "cell": cell,
         "model": type(model).__name__,
+        "module": type(recurrent).__name__,
         **_shape_columns(net, x),
         "seed": seed,
         "recorder": used,
         "dtype": str(parameter.dtype).removeprefix("torch."),
         "device": parameter.device.type,
-        "loss": "probe" if probe else "custom",
+        "loss": "probe" if user_loss is None else "custom",
         "view": "adjoint" if sources is None else f"dependency ({sources} sources)",
+        "adjoint": adjoint,
     }
 
 
@@ -201,17 +268,78 @@ def _shape_columns(net: StackedNet, x: Tensor) -> dict[str, int | str | None]:
     }
 
 
-def checked_inputs(
-    model: nn.Module, inputs: Tensor, recorder: str, sources: int | None
-) -> tuple[StackedNet, str, bool, Tensor]:
-    """The model as a network, its cell's name, whether it is batch first, and the inputs as (T, B, I);
-    ConfigError or ModelError, in one line, for a setting or an input it cannot record."""
+def check_settings(
+    recorder: str,
+    sources: Any,
+    adjoint: str,
+    segment: Any,
+    memory_fraction: Any,
+    loss: Callable[..., Tensor] | None,
+    targets: Tensor | None,
+) -> None:
+    """ConfigError, in one line naming the argument, for a setting record() does not take."""
     if recorder not in (*RECORDERS, "auto"):
         raise ConfigError(f"recorder={recorder!r}: expected one of exact, autograd, auto")
+    if adjoint not in ADJOINTS:
+        raise ConfigError(f"adjoint={adjoint!r}: expected one of {', '.join(ADJOINTS)}")
+    if sources is not None and (isinstance(sources, bool) or not isinstance(sources, int)):
+        raise ConfigError(f"sources={sources!r}: expected an integer number of loss steps, or None")
+    if segment is not None and (isinstance(segment, bool) or not isinstance(segment, int) or segment < 1):
+        raise ConfigError(f"segment={segment!r}: expected an integer >= 1 (steps per segment), or None")
+    number = isinstance(memory_fraction, (int, float)) and not isinstance(memory_fraction, bool)
+    if not (number and 0 < memory_fraction <= 1):  # nan fails the comparison too
+        raise ConfigError(f"memory_fraction={memory_fraction!r}: expected a number in (0, 1]")
+    if loss is not None and not callable(loss):
+        raise ConfigError(f"loss={type(loss).__name__}: expected a callable returning a scalar tensor")
+    if targets is not None and loss is None:
+        raise ConfigError("targets: given without a loss; expected loss=... that takes (output, targets)")
+    if loss is not None:
+        arguments = ("output",) + (("targets",) if targets is not None else ()) + (("s",) if sources else ())
+        try:
+            inspect.signature(loss).bind(*arguments)
+        except TypeError:
+            raise ConfigError(f"loss: expected a callable taking ({', '.join(arguments)})") from None
+        except ValueError:  # a builtin without a signature: called as it is
+            pass
+
+
+def check_values(key: str, value: Tensor | Sequence[Tensor] | None) -> None:
+    """ModelError, in one line, for inputs or targets that cannot give a meaningful recording: empty,
+    on the meta device, or holding nan or inf."""
+    for tensor in (value,) if isinstance(value, Tensor) else value if isinstance(value, (tuple, list)) else ():
+        if not isinstance(tensor, Tensor):
+            continue
+        if tensor.device.type == "meta":
+            raise ModelError(f"{key}: on the meta device (no values); expected real tensors (cpu or cuda)")
+        if tensor.numel() == 0:
+            raise ModelError(f"{key}: shape {tuple(tensor.shape)} holds no values; expected a nonempty batch")
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise ModelError(f"{key}: {bad} of {tensor.numel()} values are nan or inf; expected finite values")
+
+
+def check_sources(sources: int | None, recorder: str, adjoint: str, seq_len: int) -> None:
+    if sources is None:
+        return
+    if not 1 <= sources <= seq_len:
+        raise ConfigError(f"sources={sources}: expected an integer from 1 to seq_len={seq_len}")
+    if recorder == "autograd":
+        raise ConfigError(
+            "recorder='autograd' with sources: the dependency view is computed exactly, one "
+            "final-step loss per source; expected recorder='auto' or 'exact'"
+        )
+    if adjoint == "total":
+        raise ConfigError("adjoint='total' with sources: the dependency view records the state adjoint")
+
+
+def checked_inputs(model: nn.Module, inputs: Tensor) -> tuple[StackedNet, str, bool, Tensor]:
+    """The model as a network, its cell's name, whether it is batch first, and the inputs as (T, B, I);
+    ModelError, in one line, for an input it cannot record."""
     if not isinstance(inputs, Tensor) or inputs.dim() != 3:
         raise ModelError(
             f"inputs: expected a 3-d tensor (seq_len, batch, input_size), got "
             f"{tuple(inputs.shape) if isinstance(inputs, Tensor) else type(inputs).__name__}"
+            " (for a model around a recurrent module, pass module=)"
         )
     net, cell, batch_first = as_network(model, inputs.shape[-1])
     x = inputs.transpose(0, 1) if batch_first else inputs  # (T, B, I) from here on
@@ -221,35 +349,54 @@ def checked_inputs(
             f"inputs: shape {tuple(inputs.shape)}; expected (seq_len >= 1, batch, {expected})"
             + (" batch first" if batch_first else "")
         )
-    parameter = next(net.parameters())
+    check_network(net, x)
+    return net, cell, batch_first, x
+
+
+def check_network(net: StackedNet, x: Tensor) -> None:
+    """ModelError for a network on another dtype or device than its inputs, on the meta device, or
+    whose step ignores its state (no gradient could flow back through time)."""
+    parameter = next(net.parameters(), None)
+    if parameter is None:
+        raise ModelError(f"model: {net.cell_name} has no parameters; expected a recurrent module with weights")
+    if parameter.device.type == "meta":
+        raise ModelError("model: its parameters are on the meta device (no values); expected cpu or cuda")
     if x.dtype != parameter.dtype or x.device != parameter.device:
         raise ModelError(
             f"inputs: {x.dtype} on {x.device}; the model's parameters are {parameter.dtype} on "
             f"{parameter.device}: expected the same"
         )
-    if sources is not None and not (isinstance(sources, int) and 1 <= sources <= x.shape[0]):
-        raise ConfigError(f"sources={sources}: expected an integer from 1 to seq_len={x.shape[0]}")
-    if sources is not None and recorder == "autograd":
-        raise ConfigError(
-            "recorder='autograd' with sources: the dependency view is computed exactly, one "
-            "final-step loss per source; expected recorder='auto' or 'exact'"
+    with torch.enable_grad():
+        state = net.initial_state(x.shape[1]).detach().requires_grad_()
+        drive = net.input_drive(x[:1])[0]
+        (grad,) = torch.autograd.grad(net.step(state, drive).sum(), state, allow_unused=True)
+    if grad is None:
+        raise ModelError(
+            f"model: {net.cell_name}'s step does not read its state (its new state is a function of x_t "
+            "alone); expected a recurrent cell"
         )
-    return net, cell, batch_first, x
 
 
-def loss_reach(net: StackedNet, x: Tensor, loss: Callable[[Tensor], Tensor]) -> tuple[bool, bool]:
+def loss_reach(
+    net: StackedNet, x: Tensor, loss: Callable[[Tensor], Tensor], check: Callable[[Tensor], None]
+) -> tuple[bool, bool]:
     """Whether the loss reads outputs before the last step, and whether the forward pass stayed
-    finite; asked on the outputs alone (a forward without a graph, then one gradient)."""
+    finite; asked on the outputs alone (a forward without a graph, then one gradient). `check` sees
+    the loss value first (a Substitution's check that the loss reads nothing it does not follow)."""
     with torch.no_grad():
         states = net(x, net.initial_state(x.shape[1]).detach())
         stack = torch.stack([net.top_hidden(s) for s in states[1:]])
     stack.requires_grad_()
-    value = loss(stack)
+    with torch.enable_grad():
+        value = loss(stack)
     if not (isinstance(value, Tensor) and value.dim() == 0):
         raise ModelError("loss: expected a callable returning a scalar tensor")
+    if not value.requires_grad:
+        raise ModelError("loss: its value does not depend on the model's outputs (detached?); expected a loss on them")
+    check(value)
     (reach,) = torch.autograd.grad(value, stack, allow_unused=True)
     if reach is None:
-        raise ModelError("loss: its value does not depend on the model's outputs")
+        raise ModelError("loss: its value does not depend on the model's outputs (detached?); expected a loss on them")
     return bool(reach[:-1].ne(0).any()), bool(torch.isfinite(states[-1]).all())
 
 
@@ -267,18 +414,24 @@ def adjoint_view(
 
 
 def dependency_view(
-    net: StackedNet, states: list[Tensor], stack: Tensor, loss: Loss, batch_first: bool, sources: int, seed: int
+    net: StackedNet,
+    states: list[Tensor],
+    stack: Tensor,
+    loss_at: Callable[[Tensor, int], Tensor],
+    sources: int,
+    seed: int,
 ) -> tuple[Tensor, Tensor]:
     """Per lag k (row T - k), the mean over sampled loss steps s >= k of ln ||dL_s/dh_{s-k}|| per sample,
-    and how many sources each lag averages."""
+    and how many sources each lag averages. L_s = loss_at(outputs, s - 1): the outputs with only
+    step s's (index s - 1) on the graph, the others detached, so L_s reads step s's output alone."""
     seq_len = len(states) - 1
     generator = torch.Generator().manual_seed(seed)
     steps = (torch.randperm(seq_len, generator=generator)[:sources] + 1).sort().values.tolist()
     total = torch.zeros(seq_len + 1, states[0].shape[0], len(net.block_sizes), dtype=torch.float64)
     counts = torch.zeros(seq_len + 1, dtype=torch.float64)
+    held = stack.detach()
     for s in steps:
-        at_s = stack[s - 1 : s]
-        value = loss(at_s.transpose(0, 1) if batch_first else at_s)
+        value = loss_at(torch.cat([held[: s - 1], stack[s - 1 : s], held[s:]]), s - 1)
         log_norms = record_log_norms(value, states[: s + 1], net.block_sizes, "exact", retain_graph=True)
         total[seq_len - s :] += log_norms.cpu()  # row seq_len - k holds lag k = s - t
         counts[seq_len - s :] += 1

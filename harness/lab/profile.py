@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from harness.core.analysis import fit_profile
+from harness.core.analysis import HORIZON_DECADES, fit_profile
+from harness.core.errors import ConfigError
 from harness.core.folders import check_target, claim
 from harness.core.recorders import status_flags
 from harness.core.runfolder import META, PROFILE, write_done, write_json
@@ -72,17 +73,37 @@ class GradientProfile:
             frame["sources"] = np.tile(self.sources.cpu().numpy(), self.log_norms.shape[2])
         return frame
 
+    @property
+    def num_layers(self) -> int:
+        return self.log_norms.shape[2] // len(self.state_names)
+
     def block(self, layer: int = -1, state: str = "h") -> pd.DataFrame:
         """One block's rows of the table (default: the top layer's h), ordered by lag."""
+        layers = self.num_layers
+        if isinstance(layer, bool) or not isinstance(layer, int) or not -layers <= layer < layers:
+            raise ConfigError(f"layer={layer!r}: expected an integer from {-layers} to {layers - 1} ({layers} layers)")
+        if state not in self.state_names:
+            names = ", ".join(self.state_names)
+            raise ConfigError(f"state={state!r}: expected one of {names} (the {self.columns['cell']}'s state blocks)")
         frame = self.to_frame()
-        layer = layer % (self.log_norms.shape[2] // len(self.state_names))
-        return frame[(frame.layer == layer) & (frame.state == state)].sort_values("lag")
+        return frame[(frame.layer == layer % layers) & (frame.state == state)].sort_values("lag")
 
-    def fit(self, layer: int = -1, state: str = "h") -> dict[str, Any]:
-        """Rate (nats per step back), gain_per_step, half_life, regime and the fit window of one block's
+    def fit(self, layer: int = -1, state: str = "h", horizon_decades: float = HORIZON_DECADES) -> dict[str, Any]:
+        """Rate (nats per step back), gain_per_step, half_life, regime, the fit window and the gradient
+        horizon (the first lag horizon_decades below lag 0; censored at seq_len) of one block's
         profile (harness.core.analysis.fit_profile), default the top layer's h."""
+        if not (isinstance(horizon_decades, (int, float)) and horizon_decades > 0):  # nan fails too
+            raise ConfigError(f"horizon_decades={horizon_decades!r}: expected a positive number of decades")
         rows = self.block(layer, state)
-        return fit_profile(rows.lag.to_numpy(), rows.log10_norm.to_numpy())
+        return fit_profile(rows.lag.to_numpy(), rows.log10_norm.to_numpy(), horizon_decades=horizon_decades)
+
+    def fits(self, horizon_decades: float = HORIZON_DECADES) -> list[dict[str, Any]]:
+        """fit() of every block: a dict per (layer, state) with `layer` and `state` first."""
+        return [
+            {"layer": layer, "state": state, **self.fit(layer, state, horizon_decades)}
+            for layer in range(self.num_layers)
+            for state in self.state_names
+        ]
 
     def plot(
         self, ax: matplotlib.axes.Axes | None = None, layer: int = -1, state: str = "h", label: str | None = None

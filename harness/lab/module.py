@@ -1,0 +1,202 @@
+"""The recurrent part of any model: harness.record(model, inputs, module=model.lstm, loss=...).
+
+    model = CharLM()                                   # Embedding -> LSTM(batch_first) -> Linear
+    harness.record(model, token_ids, module=model.lstm,
+                   loss=lambda logits, y: F.cross_entropy(logits.flatten(0, 1), y.flatten()), targets=y)
+
+How: one capture pass runs `model(inputs)` without a graph and keeps what reaches `module` (its input
+sequence, or each step's input for a cell the model calls in its own loop) and what it returns. The
+harness then unrolls the module on its own parameters (harness.from_torch; a cell as a CellNet) from
+those inputs, and evaluates the loss by running the model again with a forward hook on `module` that
+replaces what it returns by the harness's outputs. The rest of the model (embeddings, heads, norms,
+residuals) runs as written, on a real graph, so dL/d(module output) is the model's own; the recorders
+take it from there.
+
+What the module returns besides its top layer's outputs (an LSTM's c_n, lower layers' h_n, a cell's
+c) is passed through from the capture pass, detached; a model whose loss reads it is refused (the
+recording would miss that path). The module's inputs must not depend on its outputs (a model feeding
+its own predictions back), and it must start from zeros (or a cell's own initial_state).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from harness.core.cells import CellNet, as_tuple, cell_initial_state
+from harness.core.errors import ModelError
+from harness.core.protocol import StackedNet
+
+
+def is_recurrent(module: nn.Module) -> bool:
+    """A module harness.record can unroll: nn.RNN/LSTM/GRU, a torch cell, a harness network, or a
+    user cell (an int hidden_size or an initial_state method)."""
+    return isinstance(module, (nn.RNNBase, nn.RNNCellBase, StackedNet)) or (
+        not isinstance(module, (nn.Linear, nn.Embedding))
+        and (isinstance(getattr(module, "hidden_size", None), int) or callable(getattr(module, "initial_state", None)))
+    )
+
+
+def find_recurrent(model: nn.Module) -> nn.Module:
+    """The one recurrent module in `model` (the model itself if it is one); ModelError naming them
+    when there are several, or saying none was found."""
+    if is_recurrent(model):
+        return model
+    found = [(name, m) for name, m in model.named_modules() if name and is_recurrent(m)]
+    outermost = [(n, m) for n, m in found if not any(n.startswith(f"{o}.") for o, _ in found)]
+    if len(outermost) == 1:
+        return outermost[0][1]
+    if not outermost:
+        raise ModelError(
+            f"model={type(model).__name__}: no recurrent module in it; expected nn.RNN/LSTM/GRU, a torch "
+            "cell, or a cell with hidden_size, passed as module=..."
+        )
+    names = ", ".join(f"{n} ({type(m).__name__})" for n, m in outermost)
+    raise ModelError(
+        f"model={type(model).__name__} holds {len(outermost)} recurrent modules: {names}; expected module= naming one"
+    )
+
+
+def check_module(model: nn.Module, module: nn.Module) -> None:
+    """ModelError in one line for a module= that is not a recurrent part of `model`."""
+    if not isinstance(module, nn.Module) or not is_recurrent(module):
+        raise ModelError(
+            f"module={type(module).__name__}: not recurrent; expected torch.nn.RNN, LSTM, GRU, a torch cell, or "
+            "a cell whose forward(x_t, state) returns the new state (with hidden_size or initial_state)"
+        )
+    if not any(m is module for m in model.modules()):
+        raise ModelError(f"module={type(module).__name__}: not a submodule of model={type(model).__name__}")
+
+
+def call(model: nn.Module, inputs: Tensor | Sequence[Tensor]) -> Any:
+    """model(inputs), or model(*inputs) for a tuple or list of them."""
+    return model(*inputs) if isinstance(inputs, (tuple, list)) else model(inputs)
+
+
+class Substitution:
+    """The model with `module`'s outputs replaced by the harness's (see the module docstring).
+
+    After construction: net (the module unrolled by the harness), cell (its name), x (its inputs,
+    (T, B, I)). outputs(stack) runs the model with the module's top outputs replaced by `stack` and
+    returns the model's output.
+    """
+
+    def __init__(self, model: nn.Module, inputs: Tensor | Sequence[Tensor], module: nn.Module):
+        self.model, self.inputs, self.module = model, inputs, module
+        self.per_step = not isinstance(module, nn.RNNBase)  # a cell: one call per step
+        calls: list[tuple[tuple, dict, Any]] = []
+        hook = module.register_forward_hook(lambda m, a, kw, out: calls.append((a, kw, out)), with_kwargs=True)
+        try:
+            with torch.no_grad():
+                call(model, inputs)
+        finally:
+            hook.remove()
+        if not calls:
+            raise ModelError(f"module={type(module).__name__}: model={type(model).__name__} did not call it")
+        self.returned = [out for _, _, out in calls]
+        if self.per_step:
+            self._capture_cell(calls)
+        else:
+            self._capture_sequence(calls)
+        self.captured = torch.stack([self._top(out) for out in self.returned]) if self.per_step else self._sequence()
+        self.held: list[Tensor] = []
+
+    def _capture_sequence(self, calls: list) -> None:
+        from harness.lab.api import TORCH_CELLS, from_torch
+
+        name = type(self.module).__name__
+        if len(calls) != 1:
+            raise ModelError(f"module={name}: called {len(calls)} times in one forward pass; expected once")
+        args, kwargs, _ = calls[0]
+        x = args[0] if args else kwargs.get("input")
+        if not isinstance(x, Tensor) or x.dim() != 3:
+            raise ModelError(f"module={name}: its input is {type(x).__name__}; expected an unpacked 3-d tensor")
+        hx = args[1] if len(args) > 1 else kwargs.get("hx")
+        if hx is not None and any(h.ne(0).any() for h in as_tuple(hx)):
+            raise ModelError(f"module={name}: called with a nonzero initial state hx; expected hx=None or zeros")
+        self.net: StackedNet = from_torch(self.module)
+        self.cell = TORCH_CELLS[type(self.module)]
+        self.x = (x.transpose(0, 1) if self.module.batch_first else x).detach()
+
+    def _capture_cell(self, calls: list) -> None:
+        name = type(self.module).__name__
+        x = [args[0] if args else kwargs.get("input") for args, kwargs, _ in calls]
+        if not all(isinstance(x_t, Tensor) and x_t.dim() == 2 for x_t in x):
+            raise ModelError(f"module={name}: each call's input should be (batch, features); got {type(x[0])}")
+        args, kwargs, _ = calls[0]
+        first = args[1] if len(args) > 1 else kwargs.get("hx", kwargs.get("state"))
+        if first is not None:
+            expected = cell_initial_state(self.module, x[0].shape[0])
+            if any(not torch.equal(a, b) for a, b in zip(as_tuple(first), expected)):
+                raise ModelError(
+                    f"module={name}: its first call's state is not its initial state (zeros or its own "
+                    "initial_state); expected the model to start from it"
+                )
+        self.net = CellNet([self.module], x[0].shape[-1])
+        self.cell = self.net.cell_name
+        self.x = torch.stack(x).detach()
+
+    def _sequence(self) -> Tensor:
+        """The module's output sequence from the capture pass, as (T, B, H)."""
+        seq = self.returned[0][0]
+        return seq.transpose(0, 1) if self.module.batch_first else seq
+
+    @staticmethod
+    def _top(out: Any) -> Tensor:
+        return as_tuple(out)[0]
+
+    def outputs(self, stack: Tensor) -> Any:
+        """The model's output with the module's top outputs taken from `stack`: (T, B, H), or (1, B, H)
+        for the last step alone (the capture pass's outputs before it: a loss that reads only the last
+        step gets the same value)."""
+        stack = stack.to(self.captured.dtype)
+        if len(stack) == len(self.captured):
+            parts = list(stack.unbind(0))
+        else:
+            parts = [*self.captured[:-1].unbind(0), stack[-1]]
+        self.held = []
+        hook = self.module.register_forward_hook(self._replacement(parts))
+        try:
+            return call(self.model, self.inputs)
+        finally:
+            hook.remove()
+
+    def _replacement(self, parts: list[Tensor]) -> Callable:
+        counter = iter(range(len(parts)))
+
+        def replace(module: nn.Module, args: tuple, out: Any) -> Any:
+            if self.per_step:
+                t = next(counter)
+                rest = [self._hold(o) for o in as_tuple(self.returned[t])[1:]]
+                return (parts[t], *rest) if isinstance(out, tuple) else parts[t]
+            sequence = torch.stack(parts, 1 if self.module.batch_first else 0)
+            final = self.returned[0][1]
+            if isinstance(final, tuple):  # an LSTM's (h_n, c_n)
+                return sequence, (self._final_h(final[0], parts[-1]), self._hold(final[1]))
+            return sequence, self._final_h(final, parts[-1])
+
+        return replace
+
+    def _final_h(self, h_n: Tensor, top: Tensor) -> Tensor:
+        """h_n with its top layer from the harness's last output, the layers below held."""
+        return torch.cat([self._hold(h_n[:-1]), top.unsqueeze(0)]) if len(h_n) > 1 else top.unsqueeze(0)
+
+    def _hold(self, value: Tensor) -> Tensor:
+        """A returned tensor the recording does not follow: a leaf, so a loss that reads it is caught."""
+        held = value.detach().clone().requires_grad_()
+        self.held.append(held)
+        return held
+
+    def check_reads(self, value: Tensor) -> None:
+        """ModelError if the loss value read anything the recording does not follow."""
+        held = [h for h in self.held if h.numel()]
+        grads = torch.autograd.grad(value, held, allow_unused=True, retain_graph=True) if held else []
+        if any(g is not None and g.ne(0).any() for g in grads):
+            raise ModelError(
+                f"module={type(self.module).__name__}: the loss reads what the module returns besides its top "
+                "layer's outputs (a final c, lower layers' h_n, a cell's second state); expected a model that "
+                "reads only the top layer's outputs (and its h_n)"
+            )

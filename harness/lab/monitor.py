@@ -1,0 +1,175 @@
+"""A training monitor: the gradient profile through time of your own model, recorded while it trains.
+
+    monitor = harness.Monitor(model, module=model.lstm, loss=loss_fn, sources=16,
+                              loggers=[harness.loggers.TensorBoard("runs/lm")])
+    for step, (x, y) in enumerate(loader):
+        ...; optimizer.step()
+        monitor.step(step, (x, y))          # records every `every` steps on the first batch it saw
+
+Every `every` training steps the monitor calls harness.record on one fixed batch (the one given, else
+the first it sees), cut to `sequences` sequences, and hands the result (a Snapshot) to each logger.
+It never touches what training uses: parameters' .grad (harness.record takes gradients with
+torch.autograd.grad, which accumulates nothing), the optimiser, torch's RNG state (saved and restored
+around each recording), or the model's train/eval mode and buffers (it records in eval mode, so
+dropout draws nothing and batch norm updates nothing, and restores each module's mode). A run with and
+without it ends with bit-identical weights (tests/test_monitor.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+import torch
+from torch import Tensor, nn
+
+from harness.core.errors import ConfigError
+from harness.lab.profile import GradientProfile
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One recording during training: the training step, the profile and its fits per block."""
+
+    step: int  # the training step it was recorded at
+    profile: GradientProfile
+    fits: list[dict[str, Any]]  # per (layer, state): layer, state, rate, half_life, horizon, ... (GradientProfile.fit)
+
+    def frame(self) -> pd.DataFrame:
+        """The profile's long table with `step` the training step (as a command-line training run's)."""
+        return self.profile.to_frame().assign(step=self.step)
+
+
+class Logger(Protocol):
+    """Where snapshots go (harness.lab.loggers: TensorBoard, WandB, Parquet)."""
+
+    def log(self, snapshot: Snapshot) -> None: ...
+
+    def close(self) -> None: ...
+
+
+Batch = Tensor | Sequence[Tensor]  # inputs, or (inputs, targets, ...)
+
+
+class Monitor:
+    """Record the model's gradient profile every `every` training steps (see the module docstring).
+
+    model, module, loss, sources, recorder, seed, horizon_decades: as harness.record's.
+    batch: the fixed batch, inputs or (inputs, targets); None: the first one step() is given.
+    every: record when step % every == 0.   sequences: the batch is cut to its first `sequences`.
+    batch_dim: the inputs' (and targets') batch dimension; None: 0 for a batch-first module or a cell
+    the model loops over, else 1 (torch's (seq_len, batch, ...) layout).
+    loggers: each gets every snapshot (log) and is closed by close().
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        batch: Batch | None = None,
+        every: int = 100,
+        module: nn.Module | None = None,
+        loss: Callable[..., Tensor] | None = None,
+        sources: int | None = None,
+        sequences: int = 8,
+        batch_dim: int | None = None,
+        loggers: Sequence[Logger] = (),
+        recorder: str = "auto",
+        seed: int = 0,
+        horizon_decades: float = 3.0,
+        name: str = "monitor",
+    ):
+        for key, value in (("every", every), ("sequences", sequences)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{key}={value!r}: expected an integer >= 1")
+        self.model, self.module, self.loss, self.sources = model, module, loss, sources
+        self.every, self.sequences, self.batch_dim = every, sequences, batch_dim
+        self.loggers, self.recorder, self.seed = list(loggers), recorder, seed
+        self.horizon_decades, self.name = horizon_decades, name
+        self.batch: tuple[Tensor, ...] | None = None
+        self.snapshots: list[Snapshot] = []
+        if batch is not None:
+            self.batch = self._fixed(batch)
+
+    def step(self, step: int, batch: Batch | None = None) -> Snapshot | None:
+        """Call after optimizer.step(): records when step % every == 0 (the first batch given is kept)."""
+        if self.batch is None:
+            if batch is None:
+                raise ConfigError("Monitor.step: no batch yet; expected Monitor(model, batch) or step(step, batch)")
+            self.batch = self._fixed(batch)
+        if step % self.every:
+            return None
+        return self.record(step)
+
+    def record(self, step: int) -> Snapshot:
+        """Record now, whatever the step; log it and keep it."""
+        if self.batch is None:
+            raise ConfigError("Monitor.record: no batch yet; expected Monitor(model, batch) or step(step, batch)")
+        from harness.lab.api import record
+
+        inputs, *rest = self.batch
+        with _untouched(self.model):
+            profile = record(
+                self.model,
+                inputs,
+                loss=self.loss,
+                targets=rest[0] if rest else None,
+                module=self.module,
+                recorder=self.recorder,
+                sources=self.sources,
+                seed=self.seed,
+                name=self.name,
+            )
+        snapshot = Snapshot(step, profile, profile.fits(horizon_decades=self.horizon_decades))
+        self.snapshots.append(snapshot)
+        for logger in self.loggers:
+            logger.log(snapshot)
+        return snapshot
+
+    def frame(self) -> pd.DataFrame:
+        """Every snapshot's profile table, `step` the training step."""
+        import pandas as pd
+
+        return pd.concat([snapshot.frame() for snapshot in self.snapshots], ignore_index=True)
+
+    def close(self) -> None:
+        for logger in self.loggers:
+            logger.close()
+
+    def _fixed(self, batch: Batch) -> tuple[Tensor, ...]:
+        """The batch cut to `sequences` along its batch dimension, detached and copied (training may
+        reuse the tensors in place)."""
+        tensors = (batch,) if isinstance(batch, Tensor) else tuple(batch)
+        if not tensors or not all(isinstance(t, Tensor) for t in tensors):
+            raise ConfigError(f"batch: expected a tensor or a sequence of tensors, got {type(batch).__name__}")
+        dim = self.batch_dim if self.batch_dim is not None else _batch_dim(self.model, self.module)
+        return tuple(t.narrow(dim, 0, min(self.sequences, t.shape[dim])).detach().clone() for t in tensors[:2])
+
+
+def _batch_dim(model: nn.Module, module: nn.Module | None) -> int:
+    """0 for a batch-first recurrent module (or a cell the model loops over), else 1."""
+    from harness.lab.module import find_recurrent
+
+    recurrent = module if module is not None else find_recurrent(model)
+    return 1 if isinstance(recurrent, nn.RNNBase) and not recurrent.batch_first else 0
+
+
+@contextlib.contextmanager
+def _untouched(model: nn.Module) -> Iterator[None]:
+    """Eval mode and torch's RNG state for the duration; every module's mode and the RNG restored."""
+    modes = [(m, m.training) for m in model.modules()]
+    cpu = torch.get_rng_state()
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, training in modes:
+            m.training = training
+        torch.set_rng_state(cpu)
+        if cuda is not None:
+            torch.cuda.set_rng_state_all(cuda)

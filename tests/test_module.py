@@ -1,0 +1,283 @@
+"""The recurrent part of a whole model (harness.record(model, inputs, module=..., loss=...)), checked
+against brute force: the same model unrolled by hand with torch.nn.LSTMCell / GRUCell on the module's
+own weights, every state retained (retain_grad), in float64."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import harness
+from harness.core.errors import HarnessError
+
+VOCAB, EMBED, HIDDEN, LAYERS, B, T = 11, 5, 7, 2, 3, 12
+LOG10 = math.log(10)
+
+
+class CharLM(nn.Module):
+    """nn.Embedding -> nn.LSTM / nn.GRU (batch first) -> nn.Linear: logits (B, T, VOCAB)."""
+
+    def __init__(self, kind: type[nn.RNNBase] = nn.LSTM):
+        super().__init__()
+        self.embed = nn.Embedding(VOCAB, EMBED)
+        self.rnn = kind(EMBED, HIDDEN, num_layers=LAYERS, batch_first=True)
+        self.head = nn.Linear(HIDDEN, VOCAB)
+
+    def forward(self, tokens):
+        out, _ = self.rnn(self.embed(tokens))
+        return self.head(out)
+
+
+def language_model(kind=nn.LSTM, seed=0):
+    torch.manual_seed(seed)
+    return CharLM(kind).double()
+
+
+def tokens_and_targets(seed=1):
+    generator = torch.Generator().manual_seed(seed)
+    tokens = torch.randint(VOCAB, (B, T + 1), generator=generator)
+    return tokens[:, :-1], tokens[:, 1:]
+
+
+def last_step(logits, y):
+    return F.cross_entropy(logits[:, -1], y[:, -1], reduction="sum")
+
+
+def every_step(logits, y):
+    return F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum")
+
+
+def at_step(logits, y, s):
+    return F.cross_entropy(logits[:, s], y[:, s], reduction="sum")
+
+
+def brute_force(model: CharLM, tokens, loss_of_logits):
+    """ln ||dL/d block_t|| (T+1, B, blocks) of every layer's h (and c), by hand-unrolled torch cells with
+    retain_grad: each layer's h_t is a node of the graph (the total adjoint)."""
+    rnn, lstm = model.rnn, isinstance(model.rnn, nn.LSTM)
+    cells = []
+    for layer in range(LAYERS):
+        cell = (nn.LSTMCell if lstm else nn.GRUCell)(EMBED if layer == 0 else HIDDEN, HIDDEN).double()
+        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+            setattr(cell, name, getattr(rnn, f"{name}_l{layer}"))
+        cells.append(cell)
+    zero = lambda: torch.zeros(B, HIDDEN, dtype=torch.float64, requires_grad=True)
+    states = [[(zero(), zero()) if lstm else (zero(),) for _ in range(LAYERS)]]
+    x = model.embed(tokens)
+    tops = []
+    for t in range(T):
+        inp, row = x[:, t], []
+        for layer, cell in enumerate(cells):
+            previous = states[-1][layer]
+            new = cell(inp, previous) if lstm else (cell(inp, previous[0]),)
+            for tensor in new:
+                tensor.retain_grad()
+            row.append(tuple(new))
+            inp = new[0]
+        states.append(row)
+        tops.append(inp)
+    loss_of_logits(model.head(torch.stack(tops, 1))).backward()
+    grads = [[g for layer in row for g in layer] for row in states]
+    return torch.stack(
+        [
+            torch.stack([(tensor.grad if tensor.grad is not None else torch.zeros(B)).norm(dim=-1) for tensor in row], 1)
+            for row in grads
+        ]
+    ).log()
+
+
+def assert_close_log10(actual, expected, tolerance=1e-6, what=""):
+    difference = ((actual - expected) / LOG10).abs()
+    both_inf = torch.isinf(actual) & torch.isinf(expected) & (actual.sign() == expected.sign())
+    difference[both_inf | (torch.isnan(actual) & torch.isnan(expected))] = 0  # nan: a lag no source reaches
+    assert difference.max() < tolerance, f"{what}: max |log10 difference| {difference.max():.2e}"
+
+
+def top_h(log_norms, blocks):
+    """The top layer's h: where the state adjoint dL/dS_t is the total one (nothing reads it at the same
+    step). Below it, and for every c (c_t feeds h_t within the step), the state adjoint leaves out a
+    same-step path that retain_grad includes."""
+    return log_norms[..., -blocks]
+
+
+@pytest.mark.parametrize("kind", [nn.LSTM, nn.GRU])
+@pytest.mark.parametrize("loss", [last_step, every_step])
+def test_language_model_adjoint_equals_brute_force(kind, loss):
+    model = language_model(kind)
+    tokens, targets = tokens_and_targets()
+    profile = harness.record(model, tokens, module=model.rnn, loss=loss, targets=targets)
+    assert profile.columns["recorder"] == ("exact" if loss is last_step else "autograd")
+    assert profile.columns["module"] == kind.__name__ and profile.columns["model"] == "CharLM"
+    expected = brute_force(model, tokens, lambda logits: loss(logits, targets))
+    blocks = 2 if kind is nn.LSTM else 1
+    assert_close_log10(top_h(profile.log_norms, blocks), top_h(expected, blocks), what=f"{kind.__name__} top h")
+    # and it differs below: the same-step path from layer 0's h into layer 1's is not in dL/dS_t
+    assert not torch.allclose(profile.log_norms[1:, :, 0], expected[1:, :, 0], rtol=1e-3)
+
+
+def test_module_is_found_when_the_model_holds_one():
+    model = language_model()
+    tokens, targets = tokens_and_targets()
+    found = harness.record(model, tokens, loss=every_step, targets=targets)
+    named = harness.record(model, tokens, module=model.rnn, loss=every_step, targets=targets)
+    assert torch.equal(found.log_norms, named.log_norms)
+
+
+def test_dependency_view_with_per_step_targets_equals_brute_force():
+    model = language_model()
+    tokens, targets = tokens_and_targets()
+    sources, seed = 5, 2
+    profile = harness.record(model, tokens, module=model.rnn, loss=at_step, targets=targets, sources=sources, seed=seed)
+    steps = (torch.randperm(T, generator=torch.Generator().manual_seed(seed))[:sources] + 1).sort().values.tolist()
+    total = torch.zeros(T + 1, B, 2 * LAYERS, dtype=torch.float64)
+    counts = torch.zeros(T + 1, dtype=torch.float64)
+    for s in steps:  # L_s: cross-entropy of the prediction at output s - 1 against its own target
+        per_t = brute_force(model, tokens, lambda logits: at_step(logits, targets, s - 1))
+        for t in range(s + 1):
+            total[T - (s - t)] += per_t[t]
+            counts[T - (s - t)] += 1
+    expected = total / counts.view(-1, 1, 1)
+    assert torch.equal(profile.sources.double(), counts)
+    assert_close_log10(top_h(profile.log_norms, 2), top_h(expected, 2), what="dependency view")
+    fit = profile.fit()
+    assert fit["horizon"] == T or fit["horizon"] < T, "the horizon is a lag or censored at seq_len"
+
+
+class LoopModel(nn.Module):
+    """A model that calls a cell in its own loop over time, then a head on every step."""
+
+    def __init__(self):
+        super().__init__()
+        self.cell = nn.GRUCell(EMBED, HIDDEN)
+        self.head = nn.Linear(HIDDEN, VOCAB)
+
+    def forward(self, x):  # (B, T, EMBED)
+        h = torch.zeros(x.shape[0], HIDDEN, dtype=x.dtype)
+        outputs = []
+        for t in range(x.shape[1]):
+            h = self.cell(x[:, t], h)
+            outputs.append(self.head(h))
+        return torch.stack(outputs, 1)
+
+
+def test_cell_in_the_model_s_own_loop_equals_autograd():
+    torch.manual_seed(0)
+    model = LoopModel().double()
+    x = torch.randn(B, T, EMBED, dtype=torch.float64)
+    loss = lambda logits: logits.square().sum()
+    profile = harness.record(model, x, module=model.cell, loss=loss)
+    # reference: the model's own graph, every h retained
+    states = []
+    h = torch.zeros(B, HIDDEN, dtype=torch.float64, requires_grad=True)
+    states.append(h)
+    outputs = []
+    for t in range(T):
+        h = model.cell(x[:, t], h)
+        h.retain_grad()
+        states.append(h)
+        outputs.append(model.head(h))
+    loss(torch.stack(outputs, 1)).backward()
+    expected = torch.stack([s.grad.norm(dim=-1) for s in states]).log().unsqueeze(-1)
+    assert_close_log10(profile.log_norms, expected, what="cell in a loop")
+
+
+# ---------------------------------------------------------------------------------------------------
+# bad input: one line naming the argument, before any compute
+# ---------------------------------------------------------------------------------------------------
+
+
+class TwoRecurrent(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.encoder, self.decoder = nn.LSTM(3, 4), nn.GRU(4, 4)
+
+    def forward(self, x):
+        return self.decoder(self.encoder(x)[0])[0]
+
+
+class ReadsC(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lstm = nn.LSTM(3, 4)
+
+    def forward(self, x):
+        out, (h, c) = self.lstm(x)
+        return out + c[-1]
+
+
+class Stateless(nn.Module):
+    hidden_size = 4
+
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(3, 4)
+
+    def forward(self, x, h):
+        return torch.tanh(self.linear(x))
+
+
+@pytest.mark.parametrize(
+    "case, expected",
+    [
+        ("two modules", "holds 2 recurrent modules: encoder (LSTM), decoder (GRU)"),
+        ("linear module", "module=Linear: not recurrent"),
+        ("transformer", "module=Transformer: not recurrent"),
+        ("reads c", "the loss reads what the module returns besides"),
+        ("nan inputs", "inputs: 1 of 30 values are nan or inf"),
+        ("empty batch", "inputs: shape (5, 0, 3) holds no values"),
+        ("meta", "on the meta device"),
+        ("stateless cell", "step does not read its state"),
+        ("detached loss", "loss: its value does not depend on the model's outputs"),
+        ("segment 1.5", "segment=1.5: expected an integer >= 1"),
+        ("segment 0", "segment=0: expected an integer >= 1"),
+        ("segment -5", "segment=-5: expected an integer >= 1"),
+        ("memory nan", "memory_fraction=nan: expected a number in (0, 1]"),
+        ("memory -1", "memory_fraction=-1: expected a number in (0, 1]"),
+        ("sources True", "sources=True: expected an integer"),
+        ("one-argument loss with sources", "loss: expected a callable taking (output, s)"),
+    ],
+)
+def test_bad_input_is_one_line(case, expected):
+    x = torch.randn(5, 2, 3)
+    lstm = nn.LSTM(3, 4)
+    calls = {
+        "two modules": lambda: harness.record(TwoRecurrent(), x),
+        "linear module": lambda: harness.record(TwoRecurrent(), x, module=nn.Linear(3, 4)),
+        "transformer": lambda: harness.record(nn.Transformer(8, 2, batch_first=True), x, module=nn.Transformer(8, 2, batch_first=True)),
+        "reads c": lambda: harness.record(ReadsC(), x, loss=lambda out: out.sum()),
+        "nan inputs": lambda: harness.record(lstm, torch.where(torch.arange(30).view(5, 2, 3) == 7, math.nan, x)),
+        "empty batch": lambda: harness.record(lstm, torch.randn(5, 0, 3)),
+        "meta": lambda: harness.record(nn.LSTM(3, 4, device="meta"), torch.randn(5, 2, 3, device="meta")),
+        "stateless cell": lambda: harness.record(Stateless(), x),
+        "detached loss": lambda: harness.record(lstm, x, loss=lambda out: out.detach().sum()),
+        "segment 1.5": lambda: harness.record(lstm, x, segment=1.5),
+        "segment 0": lambda: harness.record(lstm, x, segment=0),
+        "segment -5": lambda: harness.record(lstm, x, segment=-5),
+        "memory nan": lambda: harness.record(lstm, x, memory_fraction=math.nan),
+        "memory -1": lambda: harness.record(lstm, x, memory_fraction=-1),
+        "sources True": lambda: harness.record(lstm, x, sources=True),
+        "one-argument loss with sources": lambda: harness.record(lstm, x, loss=lambda out: out.sum(), sources=2),
+    }
+    with pytest.raises(HarnessError) as error:
+        calls[case]()
+    message = str(error.value)
+    assert expected in message and "\n" not in message, message
+
+
+@pytest.mark.parametrize(
+    "kind, call, expected",
+    [
+        (nn.LSTM, lambda p: p.fit(layer=5), "layer=5: expected an integer from -1 to 0 (1 layers)"),
+        (nn.GRU, lambda p: p.fit(state="c"), "state='c': expected one of h"),
+        (nn.GRU, lambda p: p.fit(horizon_decades=0), "horizon_decades=0: expected a positive number"),
+    ],
+)
+def test_bad_fit_arguments_are_one_line(kind, call, expected):
+    profile = harness.record(kind(3, 4), torch.randn(6, 2, 3))
+    with pytest.raises(HarnessError) as error:
+        call(profile)
+    assert expected in str(error.value), str(error.value)

@@ -1,0 +1,88 @@
+"""The training monitor (harness.Monitor): what it records, and that it changes nothing training uses."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import harness
+from harness.core.errors import HarnessError
+
+VOCAB, HIDDEN, B, T = 13, 16, 6, 20
+
+
+class DropoutLM(nn.Module):
+    """Embedding -> 2-layer LSTM with dropout between layers -> dropout -> Linear: training draws from
+    torch's RNG at every step, so a monitor that used it would change the weights."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(VOCAB, 8)
+        self.lstm = nn.LSTM(8, HIDDEN, num_layers=2, dropout=0.3, batch_first=True)
+        self.drop = nn.Dropout(0.2)
+        self.head = nn.Linear(HIDDEN, VOCAB)
+
+    def forward(self, tokens):
+        return self.head(self.drop(self.lstm(self.embed(tokens))[0]))
+
+
+def cross_entropy(logits, targets):
+    return F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+
+
+def train(monitor_kwargs: dict | None, steps: int = 7) -> tuple[dict, harness.Monitor | None]:
+    torch.manual_seed(0)
+    model = DropoutLM()
+    optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
+    data = torch.randint(VOCAB, (steps, B, T + 1), generator=torch.Generator().manual_seed(1))
+    monitor = None
+    if monitor_kwargs is not None:
+        monitor = harness.Monitor(model, module=model.lstm, **{"loss": cross_entropy, **monitor_kwargs})
+    for step in range(steps):
+        tokens, targets = data[step, :, :-1], data[step, :, 1:]
+        optimiser.zero_grad()
+        cross_entropy(model(tokens), targets).backward()
+        optimiser.step()
+        if monitor is not None:
+            monitor.step(step, (tokens, targets))
+    return {k: v.clone() for k, v in model.state_dict().items()}, monitor
+
+
+def test_training_with_the_monitor_gives_bit_identical_weights():
+    without, _ = train(None)
+    with_monitor, monitor = train({"every": 2, "sequences": 3})
+    assert without.keys() == with_monitor.keys()
+    for key in without:
+        assert torch.equal(without[key], with_monitor[key]), f"{key} differs with the monitor on"
+    assert [s.step for s in monitor.snapshots] == [0, 2, 4, 6]
+    assert monitor.model.training and monitor.model.lstm.training, "the model's train mode is restored"
+
+
+def test_the_monitor_records_the_first_batch_cut_to_sequences():
+    at_step = lambda logits, targets, s: F.cross_entropy(logits[:, s], targets[:, s])
+    _, monitor = train({"every": 3, "sequences": 4, "sources": 5, "loss": at_step})
+    first = monitor.snapshots[0]
+    assert first.profile.columns["batch_size"] == 4 and first.profile.view == "dependency"
+    assert {f["layer"] for f in first.fits} == {0, 1} and {f["state"] for f in first.fits} == {"h", "c"}
+    assert all("horizon" in f for f in first.fits)
+    frame = monitor.frame()
+    assert sorted(frame.step.unique()) == [0, 3, 6]
+    # the fixed batch is a copy: changing the training tensors in place cannot move it
+    tokens = monitor.batch[0]
+    assert tokens.shape == (4, T)
+
+
+@pytest.mark.parametrize(
+    "kwargs, expected",
+    [({"every": 0}, "every=0: expected an integer >= 1"), ({"sequences": 1.5}, "sequences=1.5: expected an integer")],
+)
+def test_bad_monitor_settings_are_one_line(kwargs, expected):
+    with pytest.raises(HarnessError, match=expected):
+        harness.Monitor(nn.LSTM(3, 4), **kwargs)
+
+
+def test_step_without_any_batch_is_one_line():
+    with pytest.raises(HarnessError, match="no batch yet"):
+        harness.Monitor(nn.LSTM(3, 4)).step(0)
