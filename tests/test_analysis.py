@@ -89,3 +89,45 @@ def test_fit_runs_per_layer_and_state_with_the_loss_gradient_as_reference():
         assert fit.log10_gain == pytest.approx(expected)
         assert fit.cell == "lstm" and fit.scale == 1.0
     assert len(headline(fit_runs(frame))) == 1 and headline(fit_runs(frame)).iloc[0].layer == 1
+
+
+# ---------------------------------------------------------------------------------------------------
+# the gradient horizon: the first lag 3 decades (a parameter) below lag 0, censored at seq_len
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_horizon_of_written_profiles():
+    from harness.core.analysis import horizon
+
+    lag = np.arange(50.0)
+    assert horizon(lag, -0.1 * lag) == (30.0, False)  # -3.0 at lag 30 exactly
+    assert horizon(lag, -0.1 * lag, decades=1.5) == (15.0, False)
+    assert horizon(lag, -0.01 * lag) == (49.0, True)  # never 3 decades down: censored at the last lag
+    with_zero_at_0 = np.where(lag == 0, -np.inf, -0.2 * lag)  # a lower layer's state adjoint at the loss step
+    assert horizon(lag, with_zero_at_0) == (16.0, False)  # from lag 1's -0.2: -3.2 first at lag 16
+    assert math.isnan(horizon(lag, np.full(50, -np.inf))[0])
+
+
+class LinearScalarCell(torch.nn.Module):
+    """h_t = w h_{t-1} + x_t: dL_s/dh_{s-k} = w^k dL_s/dh_s exactly."""
+
+    hidden_size = 1
+
+    def __init__(self, w: float):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.tensor(w, dtype=torch.float64))
+
+    def forward(self, x, h):
+        return self.w * h + x
+
+
+@pytest.mark.parametrize("w, decades, expected", [(0.5, 3, 10), (0.9, 3, 66), (0.9, 1, 22), (0.99, 3, 80)])
+def test_horizon_of_a_linear_scalar_rnn_is_the_closed_form(w, decades, expected):
+    """|w|^k first falls `decades` below 1 at k = ceil(decades / -log10 |w|); censored at seq_len = 80."""
+    import harness
+
+    assert expected == min(math.ceil(decades / -math.log10(w)), 80)
+    x = torch.randn(80, 2, 1, dtype=torch.float64)
+    profile = harness.record(LinearScalarCell(w), x, sources=80)
+    fit = profile.fit(horizon_decades=decades)
+    assert fit["horizon"] == expected and fit["horizon_censored"] == (expected == 80)

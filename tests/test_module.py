@@ -84,7 +84,9 @@ def brute_force(model: CharLM, tokens, loss_of_logits):
     grads = [[g for layer in row for g in layer] for row in states]
     return torch.stack(
         [
-            torch.stack([(tensor.grad if tensor.grad is not None else torch.zeros(B)).norm(dim=-1) for tensor in row], 1)
+            torch.stack(
+                [(tensor.grad if tensor.grad is not None else torch.zeros(B)).norm(dim=-1) for tensor in row], 1
+            )
             for row in grads
         ]
     ).log()
@@ -247,7 +249,9 @@ def test_bad_input_is_one_line(case, expected):
     calls = {
         "two modules": lambda: harness.record(TwoRecurrent(), x),
         "linear module": lambda: harness.record(TwoRecurrent(), x, module=nn.Linear(3, 4)),
-        "transformer": lambda: harness.record(nn.Transformer(8, 2, batch_first=True), x, module=nn.Transformer(8, 2, batch_first=True)),
+        "transformer": lambda: harness.record(
+            nn.Transformer(8, 2, batch_first=True), x, module=nn.Transformer(8, 2, batch_first=True)
+        ),
         "reads c": lambda: harness.record(ReadsC(), x, loss=lambda out: out.sum()),
         "nan inputs": lambda: harness.record(lstm, torch.where(torch.arange(30).view(5, 2, 3) == 7, math.nan, x)),
         "empty batch": lambda: harness.record(lstm, torch.randn(5, 0, 3)),

@@ -25,11 +25,13 @@ decay_law    which law the profile follows over the window: exponential (ln-norm
              A power-law profile's `rate` is only the window's average exponential slope (it depends on
              the window); read power_exponent there.
 horizon      how far back the gradient reaches: the first lag k at which the profile has fallen
-             horizon_decades (default HORIZON_DECADES = 3) decades below its lag-0 value. When it never
-             does within the sequence it is censored: horizon = seq_len and horizon_censored = true (the
-             reach is at least that). nan when lag 0 is not finite (an lstm's c, which is exactly 0
-             there). Read it on the dependency view (record(..., sources=N)), where lag 0 is each loss
-             step's own output; on the adjoint view it is measured from dL/dh_T.
+             horizon_decades (default HORIZON_DECADES = 3) decades below its value at lag 0, or, where
+             that is exactly zero by construction (the state adjoint of a lower layer's h or of an lstm's
+             c at the loss step itself), at the first lag where it is not. When it never does within the
+             sequence it is censored: horizon = seq_len and horizon_censored = true (the reach is at
+             least that); nan when no lag is finite. Read it on the dependency view
+             (record(..., sources=N)), where lag 0 is each loss step's own output; on the adjoint view
+             it is measured from dL/dh_T.
 power_exponent  p, the log-log slope of the norm against k + 1 over the window (Theil-Sen), for every
              profile; -0.5 for an lru with the ring 0..1 (theory.closed_form_profile).
 """
@@ -115,11 +117,12 @@ def decay_law(lag: np.ndarray, ln_norm: np.ndarray) -> tuple[str, float]:
 
 def horizon(lag: np.ndarray, log10_norm: np.ndarray, decades: float = HORIZON_DECADES) -> tuple[float, bool]:
     """(horizon, censored) of a profile sorted by lag from 0 (see the module docstring)."""
-    start = log10_norm[0]
-    if not np.isfinite(start):
+    finite = np.flatnonzero(np.isfinite(log10_norm))
+    if not len(finite):
         return math.nan, False
-    with np.errstate(invalid="ignore"):
-        below = np.flatnonzero(log10_norm <= start - decades)  # nan (no source reaches the lag) is never below
+    first = finite[0]
+    with np.errstate(invalid="ignore"):  # nan (no source reaches the lag) is never below
+        below = first + np.flatnonzero(log10_norm[first:] <= log10_norm[first] - decades)
     return (float(lag[below[0]]), False) if len(below) else (float(lag[-1]), True)
 
 
