@@ -131,3 +131,18 @@ def test_horizon_of_a_linear_scalar_rnn_is_the_closed_form(w, decades, expected)
     profile = harness.record(LinearScalarCell(w), x, sources=80)
     fit = profile.fit(horizon_decades=decades)
     assert fit["horizon"] == expected and fit["horizon_censored"] == (expected == 80)
+
+
+def test_profile_fit_equals_the_fit_of_its_table_rows():
+    """GradientProfile.fit takes the batch median from log_norms directly; the table's rows are the reference."""
+    import harness
+
+    torch.manual_seed(0)
+    profile = harness.record(torch.nn.LSTM(3, 8, 2), torch.randn(40, 4, 3), sources=12)
+    for layer in (0, 1):
+        for state in ("h", "c"):
+            rows = profile.block(layer, state)
+            expected = fit_profile(rows.lag.to_numpy(), rows.log10_norm.to_numpy())
+            actual = profile.fit(layer, state)
+            for key, value in expected.items():
+                assert actual[key] == value or (value != value and actual[key] != actual[key]), (key, layer, state)

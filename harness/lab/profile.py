@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -79,14 +80,19 @@ class GradientProfile:
 
     def block(self, layer: int = -1, state: str = "h") -> pd.DataFrame:
         """One block's rows of the table (default: the top layer's h), ordered by lag."""
+        layer = self._block_index(layer, state) // len(self.state_names)
+        frame = self.to_frame()
+        return frame[(frame.layer == layer) & (frame.state == state)].sort_values("lag")
+
+    def _block_index(self, layer: int, state: str) -> int:
+        """The block's index in log_norms' last dimension; ConfigError naming a layer or state it has not."""
         layers = self.num_layers
         if isinstance(layer, bool) or not isinstance(layer, int) or not -layers <= layer < layers:
             raise ConfigError(f"layer={layer!r}: expected an integer from {-layers} to {layers - 1} ({layers} layers)")
         if state not in self.state_names:
             names = ", ".join(self.state_names)
             raise ConfigError(f"state={state!r}: expected one of {names} (the {self.columns['cell']}'s state blocks)")
-        frame = self.to_frame()
-        return frame[(frame.layer == layer % layers) & (frame.state == state)].sort_values("lag")
+        return (layer % layers) * len(self.state_names) + self.state_names.index(state)
 
     def fit(self, layer: int = -1, state: str = "h", horizon_decades: float = HORIZON_DECADES) -> dict[str, Any]:
         """Rate (nats per step back), gain_per_step, half_life, regime, the fit window and the gradient
@@ -94,8 +100,13 @@ class GradientProfile:
         profile (harness.core.analysis.fit_profile), default the top layer's h."""
         if not (isinstance(horizon_decades, (int, float)) and horizon_decades > 0):  # nan fails too
             raise ConfigError(f"horizon_decades={horizon_decades!r}: expected a positive number of decades")
-        rows = self.block(layer, state)
-        return fit_profile(rows.lag.to_numpy(), rows.log10_norm.to_numpy(), horizon_decades=horizon_decades)
+        # the table's log10_norm (a nearest-rank batch median) without building the table
+        log10 = (self.log_norms[:, :, self._block_index(layer, state)] / math.log(10)).cpu().numpy()
+        with warnings.catch_warnings():  # an all-nan step (a lag no source reaches) gives nan: right
+            warnings.simplefilter("ignore", RuntimeWarning)
+            median = np.nanquantile(log10, 0.5, axis=1, method="nearest")
+        lag = np.arange(self.seq_len, -1, -1)
+        return fit_profile(lag, median, horizon_decades=horizon_decades)
 
     def fits(self, horizon_decades: float = HORIZON_DECADES) -> list[dict[str, Any]]:
         """fit() of every block: a dict per (layer, state) with `layer` and `state` first."""
