@@ -15,8 +15,10 @@ What can be recorded (`model`):
   as torch.nn.LSTMCell (see harness.core.cells for what a cell may define).
 
 Which derivative:
-- default: the total adjoint dL/dh_t of one loss, for t = 0..T (everything that reaches h_t through
-  the recurrence and the outputs). `loss` receives the top layer's output sequence shaped like the
+- default: the adjoint dL/dS_t of one loss with respect to each step's joint state S_t (every layer's
+  blocks), for t = 0..T (everything that reaches S_t through the recurrence and the outputs);
+  adjoint="total" takes each layer's h_t as a node of the graph instead, what retain_grad gives,
+  which also counts the same-step paths into the layer above (and from an lstm's c_t into h_t). `loss` receives the top layer's output sequence shaped like the
   module's own output ((seq_len, batch, hidden), or batch first) and returns a scalar; the default is
   the probe, a fixed random unit readout of the final state summed over the batch, so each sample's
   gradient is its own.
