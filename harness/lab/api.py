@@ -18,10 +18,11 @@ Which derivative:
 - default: the adjoint dL/dS_t of one loss with respect to each step's joint state S_t (every layer's
   blocks), for t = 0..T (everything that reaches S_t through the recurrence and the outputs);
   adjoint="total" takes each layer's h_t as a node of the graph instead, what retain_grad gives,
-  which also counts the same-step paths into the layer above (and from an lstm's c_t into h_t). `loss` receives the top layer's output sequence shaped like the
-  module's own output ((seq_len, batch, hidden), or batch first) and returns a scalar; the default is
-  the probe, a fixed random unit readout of the final state summed over the batch, so each sample's
-  gradient is its own.
+  which also counts the same-step paths into the layer above (and from an lstm's c_t into h_t).
+  `loss` receives the model's output (a recurrent module's: its top layer's output sequence,
+  (seq_len, batch, hidden) or batch first) and returns a scalar; the default is the probe, a fixed
+  random unit readout of the final state summed over the batch, so each sample's gradient is its own.
+- module=: the recurrent part of a larger model (harness.lab.module); the rest runs as written.
 - recorder: "exact" (log-domain BPTT, any range, in the model's dtype) needs a loss that reads only the
   final step; "autograd" records what torch computes, in float64 (a float64 copy of the weights,
   the loss evaluated in the model's own dtype); "auto" picks exact for a final-step loss and autograd
