@@ -37,7 +37,8 @@ class GradientProfile:
     """ln ||dL/d block_t|| per sample for t = 0..T (t = 0 the initial state), every state block.
 
     view "adjoint": dL/dS_t of one loss (columns["adjoint"]: "state" or "total", see harness.record).
-    view "dependency" (record(..., sources=N)): row i holds lag k = T - i, the mean over the sampled loss steps s >= k of ln ||dL_s/dh_{s-k}||;
+    view "dependency" (record(..., sources=N)): row i holds lag k = T - i, the mean over the sampled
+    loss steps s >= k of ln ||dL_s/dh_{s-k}||;
     `sources` counts them per lag.
     """
 
