@@ -149,12 +149,25 @@ def test_dependency_view_with_per_step_targets_equals_brute_force():
     assert fit["horizon"] == T or fit["horizon"] < T, "the horizon is a lag or censored at seq_len"
 
 
-class LoopModel(nn.Module):
-    """A model that calls a cell in its own loop over time, then a head on every step."""
+class ElmanCell(nn.Module):
+    """A user cell: h_t = tanh(W x_t + U h_{t-1})."""
+
+    hidden_size = HIDDEN
 
     def __init__(self):
         super().__init__()
-        self.cell = nn.GRUCell(EMBED, HIDDEN)
+        self.input, self.recurrent = nn.Linear(EMBED, HIDDEN), nn.Linear(HIDDEN, HIDDEN, bias=False)
+
+    def forward(self, x_t, h):
+        return torch.tanh(self.input(x_t) + self.recurrent(h))
+
+
+class LoopModel(nn.Module):
+    """A model that calls a cell in its own loop over time, then a head on every step."""
+
+    def __init__(self, cell: type[nn.Module]):
+        super().__init__()
+        self.cell = cell(EMBED, HIDDEN) if cell is nn.GRUCell else cell()
         self.head = nn.Linear(HIDDEN, VOCAB)
 
     def forward(self, x):  # (B, T, EMBED)
@@ -166,9 +179,10 @@ class LoopModel(nn.Module):
         return torch.stack(outputs, 1)
 
 
-def test_cell_in_the_model_s_own_loop_equals_autograd():
+@pytest.mark.parametrize("cell", [nn.GRUCell, ElmanCell])
+def test_cell_in_the_model_s_own_loop_equals_autograd(cell):
     torch.manual_seed(0)
-    model = LoopModel().double()
+    model = LoopModel(cell).double()
     x = torch.randn(B, T, EMBED, dtype=torch.float64)
     loss = lambda logits: logits.square().sum()
     profile = harness.record(model, x, module=model.cell, loss=loss)
@@ -285,3 +299,45 @@ def test_bad_fit_arguments_are_one_line(kind, call, expected):
     with pytest.raises(HarnessError) as error:
         call(profile)
     assert expected in str(error.value), str(error.value)
+
+
+@pytest.mark.parametrize("kind", [nn.LSTM, nn.GRU])
+def test_language_model_total_adjoint_equals_retain_grad(kind):
+    """adjoint="total": every layer's h (and c) as a node of the graph, exactly what retain_grad gives."""
+    model = language_model(kind)
+    tokens, targets = tokens_and_targets()
+    profile = harness.record(model, tokens, module=model.rnn, loss=every_step, targets=targets, adjoint="total")
+    assert profile.columns["adjoint"] == "total"
+    expected = brute_force(model, tokens, lambda logits: every_step(logits, targets))
+    assert_close_log10(profile.log_norms, expected, what=f"{kind.__name__} total adjoint")
+
+
+def untrained_char_lm_views():
+    """examples/char_lm.py's model at initialisation, on the example's first batch cut to 8 sequences:
+    (every-step adjoint fit, dependency-view fit) of the top layer's h."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
+    import char_lm
+
+    text = char_lm.corpus()
+    alphabet = sorted(set(text))
+    data = torch.tensor([alphabet.index(c) for c in text])
+    torch.manual_seed(0)
+    model = char_lm.CharLM(len(alphabet)).eval()
+    tokens, targets = next(char_lm.batches(data, 32, 64, torch.Generator().manual_seed(1)))
+    tokens, targets = tokens[:8], targets[:8]
+    adjoint = harness.record(model, tokens, module=model.lstm, loss=char_lm.cross_entropy, targets=targets)
+    dependency = harness.record(
+        model, tokens, module=model.lstm, loss=char_lm.cross_entropy_at, targets=targets, sources=16
+    )
+    return adjoint.fit(), dependency.fit()
+
+
+def test_an_all_steps_adjoint_reads_flat_where_the_dependency_view_decays():
+    """The numbers docs/python.md quotes ("which view answers which question")."""
+    adjoint, dependency = untrained_char_lm_views()
+    assert adjoint["regime"] == "stable" and abs(adjoint["rate"]) < 0.005
+    assert round(dependency["rate"], 2) == -0.45 and dependency["regime"] == "vanishing"
+    assert dependency["horizon"] == 11 and not dependency["horizon_censored"]
