@@ -172,3 +172,39 @@ def test_probe_puts_the_unit_readout_on_every_sample(cell):
     model, batch = build(cell, batch_size=5)
     log_norms = recorded(model, batch, "autograd")
     torch.testing.assert_close(log_norms[-1, :, 0], torch.zeros(5, dtype=torch.float64), atol=1e-12, rtol=0)
+
+
+# ---------------------------------------------------------------------------------------------------
+# the exact recorder below the squaring floor (issue 27, item 1)
+# ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("hidden", [1, 8])
+@pytest.mark.parametrize("dtype, scale", [(torch.float32, 1e-20), (torch.float64, 1e-160)])
+@pytest.mark.parametrize("path", ["written out", "hooks"])
+def test_exact_recorder_keeps_gradients_whose_squares_underflow(hidden, dtype, scale, path):
+    """An identity-activation rnn with W_hh = scale * Q (Q orthogonal) multiplies the gradient's norm by
+    exactly `scale` per step back: log10 gain k log10(scale) at every lag k. Its entries are ~scale^k
+    times the carried unit vector's, whose squares underflow: the norm must still be right."""
+    from harness.core.cells import RecurrentNet
+    from harness.core.init import initialise
+    from harness.core.segments import record_profile
+
+    seq_len, batch = 8, 3
+    generator = torch.Generator().manual_seed(0)
+    model = RecurrentNet("rnn", "identity", 4, hidden, 1).to(dtype)
+    initialise(model, "orthogonal", scale, generator)
+    x = torch.randn(seq_len, batch, 4, generator=generator).to(dtype)
+    readout = torch.randn(hidden, generator=generator).to(dtype)
+    loss = lambda outputs: (outputs[-1] @ readout).sum()
+    with flush_denormals():  # as the command line records: denormals are zero
+        if path == "written out":
+            log_norms, _, _ = record_profile(model, x, loss, True, "exact", seq_len)
+        else:
+            states = model(x, model.initial_state(batch))
+            log_norms = record_log_norms(loss(model.top_hidden(states[-1]).unsqueeze(0)), states, (hidden,), "exact")
+    gain = (log_norms - log_norms[-1]) / math.log(10)  # (T+1, batch, 1); row T - k is lag k
+    lags = torch.arange(seq_len, -1, -1, dtype=torch.float64).view(-1, 1, 1)
+    expected = lags * math.log10(scale)
+    assert torch.isfinite(log_norms).all(), f"{path}: {log_norms[:, 0, 0].tolist()}"
+    assert (gain - expected).abs().max() < 1e-4 * seq_len * abs(math.log10(scale)), gain[:, 0, 0].tolist()

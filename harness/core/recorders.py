@@ -68,12 +68,23 @@ def flush_denormals() -> Iterator[None]:
 
 
 def block_norms(grad: Tensor, block_sizes: Sequence[int], dtype: torch.dtype | None = None) -> Tensor:
-    """Per-sample norms of each block of a joint state's gradient: (batch, blocks)."""
+    """Per-sample norms of each block of a joint state's gradient: (batch, blocks).
+
+    Taken without squaring below the float's range: each sample is divided by its largest |entry|
+    first and the norm multiplied back, so a gradient whose entries are 1e-20 in float32 (or 1e-160
+    in float64), whose squares underflow to 0, has its true norm (sqrt(sum of squares) alone gives 0
+    there, or a denormal flushed to 0)."""
+    peak = grad.abs().amax(dim=1, keepdim=True)
+    # a zero gradient stays zero (not 0/0), an inf or nan one keeps its inf or nan norm (not inf/inf)
+    peak = torch.where((peak > 0) & torch.isfinite(peak), peak, torch.ones_like(peak))
+    unit = grad / peak
     if len(set(block_sizes)) == 1:  # equal blocks: one reduction over a view
-        return torch.linalg.vector_norm(grad.view(grad.shape[0], len(block_sizes), -1), dim=-1, dtype=dtype)
-    return torch.stack(
-        [torch.linalg.vector_norm(block, dim=-1, dtype=dtype) for block in grad.split(list(block_sizes), dim=1)], dim=1
-    )
+        norms = torch.linalg.vector_norm(unit.view(grad.shape[0], len(block_sizes), -1), dim=-1, dtype=dtype)
+    else:
+        norms = torch.stack(
+            [torch.linalg.vector_norm(b, dim=-1, dtype=dtype) for b in unit.split(list(block_sizes), dim=1)], dim=1
+        )
+    return norms * peak.to(norms.dtype)
 
 
 class Renormaliser:
