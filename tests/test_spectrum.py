@@ -125,3 +125,40 @@ def test_spectrum_k_beyond_the_state_is_refused_before_the_run():
 
     with pytest.raises(ConfigError, match=r"theory.spectrum_k=33: the lstm's state has 32 entries"):
         check_run(RunSpec.from_columns({**COLUMNS, "cell": "lstm", "scale": 1.0, "theory.spectrum_k": 33}))
+
+
+# ---------------------------------------------------------------------------------------------------
+# theory follows the recorded trajectory: a user cell's own initial state (issue 27, item 3)
+# ---------------------------------------------------------------------------------------------------
+
+
+class AutonomousTanh(torch.nn.Module):
+    """h_t = tanh(W h_{t-1}), W ~ N(0, g^2/N), from a random h_0 of its own; no input. From h_0 = 0 it
+    would sit on the unstable fixed point (exponent ~ ln g); from its own h_0 it is on the chaotic
+    attractor, whose largest exponent is much smaller."""
+
+    def __init__(self, g: float, n: int = 256):
+        super().__init__()
+        generator = torch.Generator().manual_seed(0)
+        self.w = torch.nn.Parameter(torch.randn(n, n, generator=generator, dtype=torch.float64) * g / math.sqrt(n))
+        self.register_buffer("h0", torch.randn(1, n, generator=generator, dtype=torch.float64))
+
+    def initial_state(self, batch_size):
+        return self.h0.expand(batch_size, -1).clone()
+
+    def forward(self, x_t, h):
+        return torch.tanh(h @ self.w.T)
+
+
+@pytest.mark.parametrize("g", [1.5, 2.0])
+def test_lyapunov_theory_starts_from_the_cell_s_own_initial_state(g):
+    import harness
+    from harness.core.cells import CellNet
+    from harness.core.lyapunov import lyapunov_exponent
+
+    cell = AutonomousTanh(g)
+    x = torch.zeros(600, 4, 1, dtype=torch.float64)
+    theory = lyapunov_exponent(CellNet([cell], 1), x, torch.Generator().manual_seed(0))
+    measured = harness.record(cell, x).fit()["rate"]  # the recording starts from the cell's own h_0
+    assert abs(theory - measured) < 0.03, f"g={g}: theory {theory:.3f}, recorded rate {measured:.3f}"
+    assert theory < 0.5 * math.log(g), "the zero state's exponent (~ln g) is not the trajectory's"

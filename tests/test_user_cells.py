@@ -145,3 +145,30 @@ def test_examples_run_smoke_sized(tmp_path, monkeypatch):
     assert (tmp_path / "out" / "lstm_gru.png").exists() and (tmp_path / "out" / "LSTM" / "DONE").exists()
     monkeypatch.setattr("sys.argv", ["leaky_cell.py"])
     runpy.run_path(str(ROOT / "examples" / "leaky_cell.py"), run_name="__main__")
+
+
+class MinGRUCell(torch.nn.Module):
+    """minGRU (Feng et al. 2024): h_t = (1 - z_t) h_{t-1} + z_t h~_t, z_t and h~_t from x_t alone: affine
+    in its state, with a Jacobian diag(1 - z_t) that depends on the input."""
+
+    def __init__(self, input_size: int, hidden_size: int):
+        super().__init__()
+        self.hidden_size = hidden_size
+        self.gate, self.candidate = torch.nn.Linear(input_size, hidden_size), torch.nn.Linear(input_size, hidden_size)
+
+    def forward(self, x_t, h):
+        z = torch.sigmoid(self.gate(x_t))
+        return (1 - z) * h + z * self.candidate(x_t)
+
+
+def test_theory_note_names_an_input_dependent_jacobian():
+    """Issue 27, item 4: the note said "needs a step affine in its state" for a cell that is affine in it."""
+    from harness.core.cells import CellNet
+
+    torch.manual_seed(0)
+    x = torch.randn(5, 2, 3)
+    generator = torch.Generator().manual_seed(0)
+    note = CellNet([MinGRUCell(3, 4)], 3).linear_rate(x, generator)
+    assert isinstance(note, str) and "affine in its state but its Jacobian depends on the input" in note, note
+    tanh_note = CellNet([torch.nn.RNNCell(3, 4)], 3).linear_rate(x, generator)
+    assert "its Jacobian changes with the state" in tanh_note, tanh_note

@@ -13,7 +13,6 @@ and SLOPES (harness.core.protocol), and torch's equations, RecurrentNet and CELL
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
@@ -116,31 +115,36 @@ class CellNet(StackedNet):
 
     def linear_rate(self, inputs: Tensor | None = None, generator: torch.Generator | None = None) -> float | str:
         """The same as a built-in linear cell's, from the step's own Jacobian where the step is affine in
-        its state (affine_step_rate: it draws a random state from `generator`)."""
-        rate = affine_step_rate(self, inputs, generator)
-        if math.isnan(rate):
-            return f"linear: needs a step affine in its state, with at most {MAX_JACOBIAN_STATE} state entries"
-        return rate
+        its state with a Jacobian that does not depend on the input (affine_step_rate: it draws a random
+        state from `generator`); else the reason, for theory_note."""
+        return affine_step_rate(self, inputs, generator)
 
 
 MAX_JACOBIAN_STATE = 1024  # a dense Jacobian of the step beyond this many state entries is not worth it
 
 
-def affine_step_rate(model: StackedNet, inputs: Tensor, generator: torch.Generator) -> float:
-    """ln rho(J) for a step that is affine in its state (J its constant Jacobian, the same at the origin
-    and at a random state and input), else nan."""
+def affine_step_rate(model: StackedNet, inputs: Tensor, generator: torch.Generator) -> float | str:
+    """ln rho(J) for a step that is affine in its state with a constant Jacobian J (the same at the origin
+    and at a random state, and for two inputs); else why not, as theory_note says it."""
     size = sum(model.block_sizes)
     if size > MAX_JACOBIAN_STATE:
-        return math.nan
+        return f"linear: needs a step Jacobian of at most {MAX_JACOBIAN_STATE} state entries, this one has {size}"
     x = inputs[0:1][0, :1].detach()
 
     def jacobian_at(state: Tensor, drive: Tensor) -> Tensor:
         with torch.enable_grad():
             return torch.autograd.functional.jacobian(lambda s: model.step(s, drive), state).reshape(size, size)
 
-    origin = jacobian_at(torch.zeros(1, size, dtype=x.dtype, device=x.device), torch.zeros_like(x))
-    elsewhere = jacobian_at(torch.randn(1, size, generator=generator, dtype=torch.float64).to(x), x)
+    origin = jacobian_at(torch.zeros(1, size, dtype=x.dtype, device=x.device), x)
+    random_state = torch.randn(1, size, generator=generator, dtype=torch.float64).to(x)
     tolerance = 1e-6 * max(origin.abs().max().item(), 1e-30)
-    if not torch.allclose(origin, elsewhere, rtol=0, atol=tolerance):
-        return math.nan
+    if not torch.allclose(origin, jacobian_at(random_state, x), rtol=0, atol=tolerance):
+        return "linear: needs a step affine in its state (its Jacobian changes with the state)"
+    if not torch.allclose(
+        origin, jacobian_at(torch.zeros_like(random_state), torch.zeros_like(x)), rtol=0, atol=tolerance
+    ):
+        return (
+            "linear: the step is affine in its state but its Jacobian depends on the input "
+            "(an input-gated cell: no one constant rate; see theory_lyapunov)"
+        )
     return log_spectral_radius(origin)

@@ -147,7 +147,8 @@ def lyapunov_spectrum(
     seed: int = 0,
     analytic: bool = True,
 ) -> Tensor:
-    """The k largest Lyapunov exponents of the forward trajectory from S_0 = 0, nats per step,
+    """The k largest Lyapunov exponents of the forward trajectory the recording follows (from the
+    network's own initial_state: zeros for the built-in cells, a user cell's own h_0), nats per step,
     sorted from the largest (Benettin et al. 1980, as in Engelken, Wolf & Abbott 2023): k tangent
     vectors pushed through each step's Jacobian and re-orthonormalised by a QR decomposition (see
     Growth for when), the logs of |R_ii| summed after the transient, per sample; the batch median of
@@ -156,7 +157,7 @@ def lyapunov_spectrum(
     batch, size = inputs.shape[1], sum(model.block_sizes)
     if not 1 <= k <= size:
         raise ModelError(f"theory.spectrum_k={k}: this network's state has {size} entries; expected 1 to {size}")
-    state = torch.zeros(batch, size, dtype=inputs.dtype, device=inputs.device)
+    state = start_state(model, inputs)
     tangents = first_tangents(batch, size, k, generator, seed, state)
     growth = Growth(inputs.shape[0], k, batch, inputs.device, interval)
     drives = (drive for chunk in time_chunks(inputs) for drive in chunk_drives(model, chunk))
@@ -208,14 +209,20 @@ def flossing_loss(model: StackedNet, inputs: Tensor, k: int, generator: torch.Ge
     (the spectrum's loop, follow, with Growth's interval 1). Its gradient pushes the exponents toward
     0, where gradients neither vanish nor explode."""
     batch, size = inputs.shape[1], sum(model.block_sizes)
-    state = torch.zeros(batch, size, dtype=inputs.dtype, device=inputs.device)
+    state = start_state(model, inputs)
     tangents = orthonormal(torch.randn((k, batch, size), generator=generator, dtype=torch.float64).to(state))[0]
     growth = Growth(inputs.shape[0], k, batch, inputs.device, interval=1, dtype=inputs.dtype)
     return follow(model.step_jvp, model.input_drive(inputs), state, tangents, growth).mean_exponents().pow(2).sum()
 
 
+def start_state(model: StackedNet, inputs: Tensor) -> Tensor:
+    """S_0 of the recorded trajectory: the network's own initial state, off the graph."""
+    with torch.no_grad():
+        return model.initial_state(inputs.shape[1]).detach().to(dtype=inputs.dtype, device=inputs.device)
+
+
 def lyapunov_exponent(model: StackedNet, inputs: Tensor, generator: torch.Generator) -> float:
-    """Largest Lyapunov exponent of the forward trajectory from S_0 = 0 (batch median), per step."""
+    """Largest Lyapunov exponent of the recorded forward trajectory (batch median), per step."""
     return float(lyapunov_spectrum(model, inputs, generator, k=1)[0])
 
 
