@@ -86,3 +86,16 @@ def test_bad_monitor_settings_are_one_line(kwargs, expected):
 def test_step_without_any_batch_is_one_line():
     with pytest.raises(HarnessError, match="no batch yet"):
         harness.Monitor(nn.LSTM(3, 4)).step(0)
+
+
+def test_char_lm_example_runs_smoke_sized(tmp_path):
+    """examples/char_lm.py --smoke: trains, logs to TensorBoard and the parquet log, draws its figure."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
+    import char_lm
+
+    char_lm.main(["--smoke", "--out", str(tmp_path)])
+    assert (tmp_path / "char_lm.png").exists() and (tmp_path / "monitor" / "DONE").exists()
+    assert any((tmp_path / "tensorboard").iterdir())
