@@ -38,6 +38,8 @@ NAMES = frozenset(
         "gates.parquet",
         "summary.parquet",
         "summary.csv",
+        "summary_by_config.parquet",
+        "summary_by_config.csv",
         "fits.parquet",
         "spectrum.parquet",
         "report.html",
@@ -58,6 +60,8 @@ SWEEP_MARKS = ("sweep.json", "multirun.yaml")  # a sweep folder holds one of the
 TABLES = (
     "summary.csv",
     "summary.parquet",
+    "summary_by_config.csv",
+    "summary_by_config.parquet",
     "profile.parquet",
     "fits.parquet",
     "losses.parquet",

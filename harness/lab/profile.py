@@ -120,7 +120,9 @@ class GradientProfile:
     def plot(
         self, ax: matplotlib.axes.Axes | None = None, layer: int = -1, state: str = "h", label: str | None = None
     ) -> matplotlib.axes.Axes:
-        """log10 ||dL/dh_{T-k}|| against the lag k: the batch median and its 25-75% band."""
+        """log10 ||dL/dh_{T-k}|| against the lag k: the batch median and its 25-75% band. Called again on
+        the same Axes (one profile per call), it adds a line and its band; the legend names the band
+        once, in grey, for all of them."""
         if ax is None:
             import matplotlib.pyplot as plt
 
@@ -132,15 +134,16 @@ class GradientProfile:
         )
         band = np.isfinite(rows.log10_norm_q25) & np.isfinite(rows.log10_norm_q75)
         ax.fill_between(
-            rows.lag,
-            rows.log10_norm_q25,
-            rows.log10_norm_q75,
-            where=band,
-            color=line.get_color(),
-            alpha=0.25,
-            lw=0,
-            label="25-75% of the batch",
+            rows.lag, rows.log10_norm_q25, rows.log10_norm_q75, where=band, color=line.get_color(), alpha=0.25, lw=0
         )
+        # The band's key: one grey entry for every call's band, never one per call.
+        import matplotlib.patches
+
+        key, legend = "25-75% of the batch", ax.get_legend()
+        banded = bool(band.any()) or (legend is not None and key in [t.get_text() for t in legend.get_texts()])
+        handles = ax.get_legend_handles_labels()[0]  # the lines (and any artist the caller labelled)
+        if banded:
+            handles.append(matplotlib.patches.Patch(color="0.5", alpha=0.35, lw=0, label=key))
         ax.set_xlabel(
             "lag k = T - t (steps back from the loss)"
             if self.view == "adjoint"
@@ -152,7 +155,7 @@ class GradientProfile:
             else r"mean over loss steps s of $\log_{10}\,\|\partial L_s/\partial h_{s-k}\|$"
         )
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(handles=handles, fontsize=8)
         return ax
 
     def save(self, folder: str | Path) -> Path:

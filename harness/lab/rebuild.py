@@ -19,7 +19,15 @@ from harness.core.folders import check_rebuild, check_target, claim, is_run_fold
 from harness.core.runfolder import PROFILE
 from harness.lab.figures import FOLDER_TABLES, make_figures
 from harness.lab.report import write_report
-from harness.lab.results import collect, collect_losses, read_table, readable, write_summary
+from harness.lab.results import (
+    collect,
+    collect_losses,
+    integer_columns,
+    read_table,
+    readable,
+    whole_numbers,
+    write_summary,
+)
 from harness.lab.tables import write_parquet
 
 ATTENTION = ["failed", "incomplete", "damaged", "skipped", "not_run"]  # listed after the summary line; exit 1
@@ -41,10 +49,17 @@ def collect_and_report(root: Path, command: str | None = None, question: str | N
         "report": report,
     }
     print("; ".join(f"{what}: {where}" for what, where in written.items() if where))
-    for row in summary[summary.status.isin(ATTENTION + NOTED)].itertuples():
-        error = getattr(row, "error", None)
-        print(f"  {row.status}: {row.run_dir}" + (f" ({error})" if isinstance(error, str) and error else ""))
+    name_runs(summary[summary.status.isin(ATTENTION + NOTED)])
     return summary
+
+
+def name_runs(rows: pd.DataFrame, folders: pd.Series | None = None) -> None:
+    """A line per run that needs attention: its status, its folder (under the sweep folder its row's
+    entry in `folders` names, where given) and what is wrong."""
+    for row in rows.itertuples():
+        error = getattr(row, "error", None)
+        where = row.run_dir if folders is None else Path(folders[row.Index]) / str(row.run_dir)
+        print(f"  {row.status}: {where}" + (f" ({error})" if isinstance(error, str) and error else ""))
 
 
 def load(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
@@ -145,16 +160,24 @@ def plot(
     question: str | None = None,
 ) -> int:
     """Figures, tables and report of the runs in folders (filtered by where) into out; command and
-    question (what made the one source sweep, what its experiment asks) go to the report."""
+    question (what made the one source sweep, what its experiment asks) go to the report. The runs
+    that need attention (failed, incomplete, damaged, skipped, not_run) are named after the files
+    written, as collect names them: those the filter keeps, and those whose settings are unknown."""
     profiles, summaries, losses = zip(*(load(folder) for folder in folders))
-    # One configuration in two sweeps is one run (its numbers are determined by its config).
-    summary = pd.concat(summaries, ignore_index=True)
+    # One configuration in two sweeps is one run (its numbers are determined by its config); an integer
+    # column stays one where a folder's rows have none (a damaged run, an older table).
+    summary = whole_numbers(pd.concat(summaries, ignore_index=True), integer_columns(*summaries))
+    sources = pd.Series([str(folder) for folder, rows in zip(folders, summaries) for _ in range(len(rows))])
     summary = summary[~summary.run_id.duplicated() | summary.run_id.isna()]  # damaged folders have no id
-    profile = pd.concat(profiles, ignore_index=True)
+    profile = whole_numbers(pd.concat(profiles, ignore_index=True), integer_columns(*profiles))
     profile = profile[profile.run_id.isin(summary.run_id)].drop_duplicates(["run_id", "step", "layer", "state", "t"])
+    kept, unknown = pd.Series(True, index=summary.index), pd.Series(False, index=summary.index)
     for key, values in parse_where(where, summary):
-        summary = summary[keep(summary, key, values)]
-        profile = profile[profile.run_id.isin(summary.run_id)]
+        kept &= keep(summary, key, values)
+        unknown |= summary[key].isna()
+    attention = summary[(kept | unknown) & summary.status.isin(ATTENTION)] if "status" in summary else summary[:0]
+    summary = summary[kept]
+    profile = profile[profile.run_id.isin(summary.run_id)]
     if summary.empty:
         raise ConfigError(f"--where {' '.join(where)}: no runs left to plot")
     claim(out)  # checked by check_out: new, empty, the harness's, or the source rebuilt
@@ -174,4 +197,8 @@ def plot(
     report = write_report(out, summary, figures, source=source, where=where, command=command, question=question)
     for path in [*(drawn.path for drawn in figures), report]:
         print(path)
+    if not attention.empty:
+        counts = attention.status.value_counts().to_dict()
+        print(f"{len(attention)} runs need attention ({', '.join(f'{n} {s}' for s, n in counts.items())}):")
+        name_runs(attention, sources)
     return 0

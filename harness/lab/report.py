@@ -1,7 +1,8 @@
 """One self-contained HTML report per sweep folder: the question, the command, the settings held fixed
-and the axes swept, a summary table, every figure (embedded, with the caption its plotting code wrote
-from what it drew), the runs that failed or diverged, and the harness version and commit. Nothing
-outside the file is needed to read it, so it can be mailed as it is.
+(those that apply to the cells run) and the axes swept, a summary table (by configuration, seeds
+pooled, where a configuration ran with several seeds; then a row per run), every figure (embedded,
+with the caption its plotting code wrote from what it drew), the runs that failed or diverged, and the
+harness version and commit. Nothing outside the file is needed to read it, so it can be mailed as it is.
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ from pathlib import Path
 import pandas as pd
 
 from harness.core.analysis import EDGE_FRACTION, STABLE_TOLERANCE
+from harness.core.networks import cell_only_keys
 from harness.core.runfolder import META, write_text
 from harness.lab.figures import Drawn
 from harness.lab.results import summary_config
+from harness.lab.summary import METRICS, summary_by_config
 from harness.lab.theory_table import THEORY
 
 SHOWN = [
@@ -85,13 +88,16 @@ def write_report(
     root = Path(root)
     config = summary_config(summary)
     swept = [c for c in config if summary[c].nunique(dropna=False) > 1]
-    fixed = {c: summary[c].dropna().iloc[0] for c in config if c not in swept and summary[c].notna().any()}
+    fixed = held_fixed(summary, [c for c in config if c not in swept])
     columns = [c for c in ["run_dir", *swept, *SHOWN] if c in summary and summary[c].notna().any()]
+    by_config = by_config_html(summary, swept)
     parts = [
         *heading(root, summary, str(fixed.get("name", root.name)), source, where, command, question),
         *settings(root, summary, swept, fixed, run_commits(source, summary)),
         *attention(summary, swept),
         "<h2>Summary</h2>",
+        *by_config,
+        *(["<h3>Runs</h3>"] if by_config else []),
         table_html(summary[columns]),
         "<h2>Figures</h2>",
         *(figure_html(root, drawn) for drawn in figures),
@@ -100,6 +106,55 @@ def write_report(
     path = root / "report.html"
     write_text("\n".join(parts) + "\n", path)
     return path
+
+
+def held_fixed(summary: pd.DataFrame, config: list[str]) -> dict[str, str]:
+    """The settings of config that no run varied, each as it reads: only those that apply to the runs,
+    a key only some built-in cells take (harness.core.networks.cell_only_keys: cell.r_min for the lru)
+    where some run's cell takes it, named with those cells where others do not; train.* other than
+    train.steps where some run trained."""
+    cells = set(summary.cell.dropna()) if "cell" in summary else set()
+    only = cell_only_keys()
+    trained = "train.steps" in summary and bool((summary["train.steps"].fillna(0) > 0).any())
+    fixed = {}
+    for key in config:
+        if not summary[key].notna().any():
+            continue
+        if key.startswith("train.") and key != "train.steps" and not trained:
+            continue
+        value = str(summary[key].dropna().iloc[0])
+        if key in only:
+            takers = [cell for cell in only[key] if cell in cells]
+            if not takers:
+                continue
+            value += f" ({', '.join(takers)})" if cells - set(takers) else ""
+        fixed[key] = value
+    return fixed
+
+
+def by_config_html(summary: pd.DataFrame, swept: list[str]) -> list[str]:
+    """The summary by configuration (harness.lab.summary, summary_by_config.parquet), as a paragraph
+    and a table, where some configuration pooled two or more seeds; else nothing."""
+    table = summary_by_config(summary)
+    if table.empty or table.n_seeds.max() < 2:
+        return []
+    keys = [c for c in swept if c in table and c != "seed"]
+    shown = table[keys].copy()
+    shown["n seeds"] = table.n_seeds
+    for metric in METRICS:
+        if f"{metric}_mean" not in table or not table[f"{metric}_mean"].notna().any():
+            continue
+        shown[f"{metric} mean [95% interval]"] = [
+            f"{mean:.4g}" + (f" [{low:.4g}, {high:.4g}]" if pd.notna(low) else "")
+            for mean, low, high in zip(table[f"{metric}_mean"], table[f"{metric}_ci_low"], table[f"{metric}_ci_high"])
+        ]
+        shown[f"{metric} median"] = table[f"{metric}_median"]
+    return [
+        "<p>By configuration, seeds pooled (summary_by_config.parquet): each row pools the runs that differ "
+        "only in their seed; the mean of their finite values with its 95% Student t interval (mean ± "
+        "t<sub>0.975, n−1</sub>·s/√n; none for one seed), and their median.</p>",
+        table_html(shown),
+    ]
 
 
 def heading(
@@ -161,7 +216,8 @@ def settings(root: Path, summary: pd.DataFrame, swept: list[str], fixed: dict, c
         + "</p>",
         f"<p>rate: Theil–Sen slope of ln‖∂L/∂h<sub>T−k</sub>‖ in the lag k over the middle "
         f"{100 - 200 * EDGE_FRACTION:.0f}% of lags (nats per step; &lt; 0 vanishing); stable within "
-        f"±{STABLE_TOLERANCE} per step. Tables beside this file: profile.parquet, fits.parquet, summary.csv.</p>",
+        f"±{STABLE_TOLERANCE} per step. Tables beside this file: profile.parquet, fits.parquet, summary.csv, "
+        "summary_by_config.csv.</p>",
     ]
 
 

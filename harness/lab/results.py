@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from harness.core.runfolder import DONE, GATES, LOSSES, META, PROFILE, UNITS
 from harness.core.spec import FIELDS, VALIDATORS, config_columns, flat_config, run_id
 from harness.core.theory import SPECTRUM_COLUMNS, THEORY_COLUMNS
 from harness.lab.fits import fit_runs, headline
+from harness.lab.summary import write_summary_by_config
 from harness.lab.tables import write_csv, write_parquet
 from harness.lab.theory_table import THEORY
 
@@ -49,6 +51,7 @@ KINDS: dict[str, tuple[type, ...]] = {  # a column's value types, by its field's
     "Optional[int]": (int,),
     "bool": (bool,),
 }
+INTEGERS = ("int", "Optional[int]")  # the annotations of the config fields that hold whole numbers
 NUMBERS = (
     "wall_time_s",
     "input_drive_var",
@@ -267,6 +270,26 @@ def find_links(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_symlink() and p.is_dir())
 
 
+def whole_numbers(frame: pd.DataFrame, integers: Collection[str] = ()) -> pd.DataFrame:
+    """frame with its integer columns held as integers: the config fields typed int (harness.core.spec)
+    and `integers` (columns an integer table gave). A row without them (damaged, skipped, not_run: no
+    settings read) leaves a gap, which pandas would fill with NaN, turning seq_len 30 into 30.0: such a
+    column is nullable Int64 instead (int64 where no row has a gap). A column holding a fraction is
+    left as it is."""
+    for column in frame.columns:
+        if not (column in integers or column in FIELDS and FIELDS[column].type in INTEGERS):
+            continue
+        values = frame[column]
+        if pd.api.types.is_float_dtype(values) and (values.dropna() % 1 == 0).all():
+            frame[column] = values.astype("Int64" if values.isna().any() else "int64")
+    return frame
+
+
+def integer_columns(*frames: pd.DataFrame) -> set[str]:
+    """The columns of integer dtype in any of frames."""
+    return {c for frame in frames for c in frame.columns if pd.api.types.is_integer_dtype(frame[c])}
+
+
 def summary_config(summary: pd.DataFrame) -> list[str]:
     """The summary's config columns (the run's settings), in their order."""
     return [c for c in summary.columns if c in VALIDATORS or c.startswith("cell.kwargs.")]
@@ -286,9 +309,11 @@ def spectrum_table(summary: pd.DataFrame) -> pd.DataFrame:
 
 
 def write_summary(summary: pd.DataFrame, root: Path) -> None:
-    """summary.parquet (the spectra as a list column), summary.csv (without them) and spectrum.parquet."""
+    """summary.parquet (the spectra as a list column), summary.csv (without them), spectrum.parquet and
+    summary_by_config.parquet / .csv (seeds pooled: harness.lab.summary)."""
     write_parquet(summary, root / "summary.parquet")
     write_csv(summary.drop(columns="spectrum", errors="ignore"), root / "summary.csv")
+    write_summary_by_config(summary, root)
     spectrum = spectrum_table(summary)
     if not spectrum.empty:
         write_parquet(spectrum, root / "spectrum.parquet")
@@ -336,10 +361,12 @@ def collect(root: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     ]
     summary = pd.DataFrame(rows + not_run(root, rows) + links)
     found = [p for p in profiles if p is not None]
-    profile = pd.concat(found, ignore_index=True) if found else pd.DataFrame()
+    profile = whole_numbers(pd.concat(found, ignore_index=True), integer_columns(*found)) if found else pd.DataFrame()
+    whole_numbers(summary)
     if found:
         fits = fit_runs(profile)
-        summary = summary.join(headline(fits).set_index("run_id")[FIT_COLUMNS], on="run_id")
+        fitted = headline(fits).set_index("run_id")[FIT_COLUMNS]
+        summary = whole_numbers(summary.join(fitted, on="run_id"), integer_columns(fitted))
         at_init = headline(fits[fits.step == fits.groupby("run_id").step.transform("min")])
         summary["rate_init"] = summary.run_id.map(at_init.set_index("run_id").rate)
         for prediction in THEORY:  # measured minus predicted, nats per step

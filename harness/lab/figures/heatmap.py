@@ -19,20 +19,23 @@ from harness.lab.figures.layout import (
     panel_grid,
     panels,
     robust_centred_norm,
+    seed_list,
+    seeds_of,
+    swept,
     title,
     top_h,
     varied,
 )
 from harness.lab.figures.output import Page, page_path
-from harness.lab.figures.style import DIVERGING, FACETS, MAX_LAYER_PANELS, NORM_LABEL, RANGE_PERCENTILE
+from harness.lab.figures.style import DIVERGING, MAX_LAYER_PANELS, NORM_LABEL, RANGE_PERCENTILE
 
 
 def draw_heatmap(profile: pd.DataFrame, folder: Path) -> Iterator[Page]:
-    """A panel per cell and other varied axis, a row per swept scale; seeds pooled by their median."""
+    """A panel per cell and other swept axis, a row per swept scale; seeds pooled by their median."""
     top = top_h(profile)
     if "scale" not in varied(top, ["scale"]):
         return
-    row_axes = varied(top, FACETS + ["seq_len"])
+    row_axes = [a for a in swept(top, ["scale"]) if a not in ("cell", "scale")]
     # Seeds (and any repeat) of one (facet, scale, lag) are pooled by their median.
     table = top.groupby(["cell", *row_axes, "scale", "lag"], dropna=False).log10_norm.median().reset_index()
     norm, clipped = robust_centred_norm(table.log10_norm)
@@ -68,9 +71,21 @@ def draw_heatmap(profile: pd.DataFrame, folder: Path) -> Iterator[Page]:
             f"apart the values), white at 0 (gain 1), red growth, blue decay; the colour "
             f"range is ±{norm.halfrange:.3g}, the {RANGE_PERCENTILE}th percentile of |log10 norm|"
             + (f", and the {clipped} cells beyond it take the end colours (the colourbar's arrows)" if clipped else "")
-            + "; grey: no finite value."
+            + "; grey: no finite value"
+            + seeds_pooled(top, row_axes)
+            + "."
         )
         yield Page(fig, page_path(folder, "heatmap", number, len(all_pages)), caption)
+
+
+def seeds_pooled(top: pd.DataFrame, row_axes: list[str]) -> str:
+    """The caption's words for the seeds each cell of a panel pools (by their median), if any."""
+    seeds = seeds_of(top)
+    if not seeds:
+        return ""
+    per = top.groupby(["cell", *row_axes, "scale"], dropna=False).run_id.nunique()
+    n = f"{per.min()}" if per.min() == per.max() else f"{per.min()}–{per.max()}"
+    return f"; seeds pooled ({seed_list(seeds)}): each row the median over its configuration's {n} seeds"
 
 
 def draw_layers(profile: pd.DataFrame, folder: Path) -> Iterator[Page]:
@@ -81,7 +96,7 @@ def draw_layers(profile: pd.DataFrame, folder: Path) -> Iterator[Page]:
     deep = deep[deep.step == deep.groupby("run_id").step.transform("min")]
     runs = list(deep.run_id.unique())
     shown = [runs[i] for i in np.linspace(0, len(runs) - 1, min(len(runs), MAX_LAYER_PANELS)).round().astype(int)]
-    names = varied(deep, ["cell", *FACETS, "scale", "seq_len"])
+    names = [*swept(deep), *(["seed"] if seeds_of(deep) else [])]  # a panel's title names its run
     fig, axes, grid_axes = panel_grid(len(shown), min(len(shown), 4), height=2.6)
     norm, clipped = robust_centred_norm(deep.log10_norm)
     for ax, run in zip(axes, shown):
@@ -97,7 +112,7 @@ def draw_layers(profile: pd.DataFrame, folder: Path) -> Iterator[Page]:
         )
         ax.set_yticks(panel.index)
         ax.set_facecolor("0.75")
-        title(ax, facet_label(tuple(rows.iloc[0][names]), names) or run, size=8)
+        title(ax, facet_label(tuple(rows.iloc[0][names]), names) or f"cell={rows.cell.iloc[0]}", size=8)
         lag_axis(ax, fontsize=8)
         ax.set_ylabel("layer (0 = bottom)")
     colourbar(fig, grid_axes, norm, DIVERGING, NORM_LABEL, extend="both" if clipped else "neither")

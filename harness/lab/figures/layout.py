@@ -11,6 +11,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from harness.core.spec import VALIDATORS
 from harness.lab.figures.style import (
     FACETS,
     LAG_LABEL,
@@ -37,6 +38,59 @@ def varied(frame: pd.DataFrame, columns: list[str]) -> list[str]:
         return frame[column].nunique(dropna=False) > 1
 
     return [c for c in columns if c in frame and varies(c)]
+
+
+def swept(frame: pd.DataFrame, first: list[str] | tuple[str, ...] = ()) -> list[str]:
+    """Every config column the runs vary, seed apart, each once: a column the ones before it determine
+    (a remedy's activation, init or clip_norm; an lstm-only key beside cell) is left out, being named
+    by them. Order: `first` (a figure's x or colour axis), cell, remedy, the other FACETS, the other
+    config columns by name, scale, seq_len."""
+    config = [c for c in frame.columns if c in VALIDATORS or c.startswith("cell.kwargs.")]
+    order = [*first, "cell", "remedy", *FACETS, *sorted(config), "scale", "seq_len"]
+    kept: list[str] = []
+    for axis in dict.fromkeys(a for a in order if a in config and a != "seed"):
+        if kept:
+            varies = bool((frame.groupby(kept, dropna=False)[axis].nunique(dropna=False) > 1).any())
+        else:
+            varies = frame[axis].nunique(dropna=False) > 1
+        if varies:
+            kept.append(axis)
+    return kept
+
+
+def seeds_of(frame: pd.DataFrame) -> list:
+    """The seeds the runs were drawn with, where more than one (else [])."""
+    seeds = sorted(frame.seed.dropna().unique()) if "seed" in frame else []
+    return seeds if len(seeds) > 1 else []
+
+
+def seed_list(seeds: list) -> str:
+    """'seeds 0-4' for a run of whole numbers, else 'seeds 0, 3, 7'."""
+    values = [int(s) if float(s).is_integer() else s for s in seeds]
+    if all(isinstance(v, int) for v in values) and values == list(range(values[0], values[-1] + 1)) and len(values) > 2:
+        return f"seeds {values[0]}–{values[-1]}"
+    return "seeds " + ", ".join(map(str, values))
+
+
+def run_names(runs: pd.DataFrame) -> list[str]:
+    """The axes that name a run among these: every swept one, and seed where seeds vary."""
+    return [*swept(runs), *(["seed"] if seeds_of(runs) else [])]
+
+
+def run_title(run: pd.Series, names: list[str]) -> str:
+    """A panel's title for one run: its values of names, or its cell where nothing varies; never its id."""
+    return facet_label(tuple(run[names]), names) or f"cell={run['cell']}"
+
+
+def unnamed(frame: pd.DataFrame, shown: list[str]) -> str:
+    """The caption's words for the swept axes (seed included) a figure does not tell apart, if any:
+    '; drawn alike: runs that differ only in scale (3 values) or seed (5 values)'."""
+    hidden = [a for a in [*swept(frame), *(["seed"] if seeds_of(frame) else [])] if a not in shown]
+    if not hidden:
+        return ""
+    return "; drawn alike: runs that differ only in " + " or ".join(
+        f"{a} ({frame[a].nunique(dropna=False)} values)" for a in hidden
+    )
 
 
 def colour_axis(frame: pd.DataFrame) -> str | None:
@@ -186,11 +240,12 @@ class Lines(NamedTuple):
 
 
 def line_groups(summary: pd.DataFrame, x: str) -> Lines:
-    """Lines for a summary-based figure: one per combination of the varied axes other than x. Where
+    """Lines for a summary-based figure: one per combination of the swept axes other than x (seeds
+    apart: a line's points pool them; harness.lab.figures.layout.swept). Where
     cells differ, a line's colour is its cell's and its style stands for the combination of the other
     axes, the same style for the same combination in every cell, so the legend is a colour per cell
     plus a style per combination (3 + 8 entries for 24 lines, not 24); otherwise each line's own."""
-    axes = [a for a in varied(summary, ["cell", *FACETS, "scale", "seq_len"]) if a != x]
+    axes = [a for a in swept(summary, [x]) if a != x]
     groups = (
         [(k if isinstance(k, tuple) else (k,), g) for k, g in summary.groupby(axes, sort=True, dropna=False)]
         if axes
@@ -227,3 +282,46 @@ def line_groups(summary: pd.DataFrame, x: str) -> Lines:
             for n, combination in enumerate(combinations)
         ]
     return Lines(axes, lines, key)
+
+
+def interval_bars(ax: plt.Axes, points: pd.DataFrame, metric: str, colour: Any, **kw: Any) -> list[int]:
+    """Error bars from points' <metric>_ci_low to _ci_high (harness.lab.summary.pooled, indexed by x)
+    about <metric>_mean, where a point pools two or more seeds; returns the points' n (finite values)."""
+    mean, low, high = (points[f"{metric}_{s}"].to_numpy(float) for s in ("mean", "ci_low", "ci_high"))
+    shown = np.isfinite(low) & np.isfinite(high) & np.isfinite(mean)
+    if shown.any():
+        x = points.index.to_numpy(float)[shown]
+        bars = ax.errorbar(
+            x,
+            mean[shown],
+            yerr=[mean[shown] - low[shown], high[shown] - mean[shown]],
+            fmt="none",
+            ecolor=colour,
+            elinewidth=1.0,
+            capsize=3,
+            zorder=2.5,
+            **kw,
+        )
+        for artist in bars.lines[1] + bars.lines[2]:  # caps and bars: named, for readers of the artists
+            artist.set_gid("interval")
+    return [int(n) for n in points[f"{metric}_n"] if n > 0]
+
+
+def interval_key() -> matplotlib.lines.Line2D:
+    """The legend's entry for interval_bars' bars."""
+    return matplotlib.lines.Line2D(
+        [], [], color="0.3", ls="none", marker="|", ms=10, mew=1.0, label="95% t interval of the mean over seeds"
+    )
+
+
+def pooled_seeds(counts: list[int], seeds: list, point: str = "point") -> str:
+    """The caption's words for points that pool seeds: how many, which, and what the bars are; '' where
+    no point pools more than one run."""
+    if not counts or max(counts) < 2:
+        return ""
+    low, high = min(counts), max(counts)
+    n = f"n = {low}" if low == high else f"n = {low}–{high}"
+    return (
+        f"seeds pooled ({seed_list(seeds)}): a {point} is the mean over its configuration's {n} seeds, its bar the "
+        "95% t interval of that mean (Student t, mean ± t·s/√n; as in summary_by_config)"
+    )

@@ -20,16 +20,26 @@ import pandas as pd
 
 from harness.core.analysis import STABLE_TOLERANCE
 from harness.core.theory import mean_field_curve
-from harness.lab.figures.layout import legend_beside, line_groups, scale_label, varied
+from harness.lab.figures.layout import (
+    interval_bars,
+    interval_key,
+    legend_beside,
+    line_groups,
+    pooled_seeds,
+    scale_label,
+    seeds_of,
+    varied,
+)
 from harness.lab.figures.output import Page
 from harness.lab.figures.style import OKABE_ITO
+from harness.lab.summary import pooled
 from harness.lab.theory_table import THEORY, Prediction
 
 
 class PhaseLine(NamedTuple):
     label: str  # the varied axes' values, "" when the figure has one line
     runs: pd.DataFrame
-    points: pd.DataFrame  # the runs' medians per scale (seeds pooled), indexed by scale
+    points: pd.DataFrame  # per scale (seeds pooled): the runs' means, and POOLED's statistics; indexed by scale
     look: dict  # colour, line style, marker (harness.lab.figures.layout.line_groups)
 
 
@@ -40,6 +50,7 @@ class Traced:
     predictions: set[str] = field(default_factory=set)  # names of the predictions drawn on some line
     critical: list[tuple[str, str]] = field(default_factory=list)  # (critical scale, 2 decimals; its line's label)
     missing: list[str] = field(default_factory=list)  # lines' scales with no finite rate
+    counts: list[int] = field(default_factory=list)  # each point's runs with a finite rate (seeds pooled)
 
 
 def draw_phase(summary: pd.DataFrame, folder: Path) -> Iterator[Page]:
@@ -59,14 +70,17 @@ def draw_phase(summary: pd.DataFrame, folder: Path) -> Iterator[Page]:
     )
     ax, gaps = axes[0][0], (axes[1][0] if predicted else None)
     traced = Traced()
-    for label, runs, look in lines:
-        line = PhaseLine(label, runs, runs.groupby("scale").median(numeric_only=True), look)
+    # Where seeds are pooled, each line's gaps a little apart from the others', so that their bars show.
+    pools = summary.groupby([*axes_names, "scale"], dropna=False).size().max() > 1
+    span = float(summary.scale.max() - summary.scale.min()) if pools else 0.0
+    for number, (label, runs, look) in enumerate(lines):
+        line = PhaseLine(label, runs, points_of(runs, predicted), look)
         trace_measured(ax, line, traced)
         for prediction in predicted:
             if TRACES[prediction.name](ax, prediction, line, summary, traced):
                 traced.predictions.add(prediction.name)
         if gaps is not None:
-            trace_gaps(gaps, line, predicted, traced)
+            trace_gaps(gaps, line, predicted, traced, (number - (len(lines) - 1) / 2) * 0.012 * span)
     shade_regimes(ax)
     measured = f"measured ({recorders_named(summary)} recorder)"
     shown = drawn_predictions(traced)
@@ -75,7 +89,8 @@ def draw_phase(summary: pd.DataFrame, folder: Path) -> Iterator[Page]:
         if len(lines) > 1
         else [matplotlib.lines.Line2D([], [], color=OKABE_ITO[0], marker="o", ms=3.5, label=measured)]
     )
-    legend_beside(ax, lines_key + phase_keys(measured, len(lines) > 1, shown, traced))
+    intervals = [interval_key()] if max(traced.counts, default=0) > 1 else []
+    legend_beside(ax, lines_key + intervals + phase_keys(measured, len(lines) > 1, shown, traced))
     if gaps is not None:
         gap_axes(gaps, traced)
     axes[-1][0].set_xlabel(scale_label(summary))
@@ -86,6 +101,9 @@ def draw_phase(summary: pd.DataFrame, folder: Path) -> Iterator[Page]:
         f"blue: vanishing below −{STABLE_TOLERANCE}",
         *(text for _, _, text in shown),
     ]
+    seeds = pooled_seeds(traced.counts, seeds_of(summary))
+    if seeds:
+        parts.insert(1, seeds)
     if predicted:
         parts.append("lower panel: measured minus each prediction (grey: ±0.02)")
     if traced.missing:
@@ -93,10 +111,23 @@ def draw_phase(summary: pd.DataFrame, folder: Path) -> Iterator[Page]:
     yield Page(fig, folder / "phase", "; ".join(parts) + ".")
 
 
+def points_of(runs: pd.DataFrame, predicted: list[Prediction]) -> pd.DataFrame:
+    """A line's points, indexed by scale, seeds pooled (harness.lab.summary.pooled): the rate's and each
+    prediction's mean over the runs (as `rate` and the prediction's column), and the statistics of the
+    rate and of each gap (measured minus predicted, run by run)."""
+    runs = runs.assign(**{p.gap: runs.rate - runs[p.column] for p in predicted})
+    metrics = ["rate", *(p.column for p in predicted), *(p.gap for p in predicted)]
+    points = pooled(runs, ["scale"], metrics).set_index("scale")
+    for metric in metrics:
+        points[metric] = points[f"{metric}_mean"]
+    return points
+
+
 def trace_measured(ax: plt.Axes, line: PhaseLine, traced: Traced) -> None:
     """The fitted rate, and a hollow mark on the x axis at each scale with no finite rate (diverged, nan)."""
     rate = line.points.rate
     ax.plot(line.points.index, rate.where(np.isfinite(rate)), label=line.label or "measured", **line.look)
+    traced.counts += interval_bars(ax, line.points, "rate", line.look["color"])
     lost = line.points.index[~np.isfinite(rate)]
     if len(lost):
         ax.plot(
@@ -162,20 +193,23 @@ TRACES: dict[str, Callable[[plt.Axes, Prediction, PhaseLine, pd.DataFrame, Trace
 }
 
 
-def trace_gaps(gaps: plt.Axes, line: PhaseLine, predicted: list[Prediction], traced: Traced) -> None:
-    """Measured minus each prediction drawn, at each scale run: circles and squares hollow, crosses as they are."""
+def trace_gaps(gaps: plt.Axes, line: PhaseLine, predicted: list[Prediction], traced: Traced, dodge: float) -> None:
+    """Measured minus each prediction drawn (the mean of the runs' gaps, with its interval where seeds
+    are pooled), at each scale run moved by dodge: circles and squares hollow, crosses as they are."""
+    points = line.points.set_axis(line.points.index + dodge)
     for prediction in predicted:
         values = line.points[prediction.column]
         if prediction.name in traced.predictions and values.notna().any():
             gaps.plot(
-                line.points.index,
-                line.points.rate - values,
+                points.index,
+                points[prediction.gap],
                 color=line.look["color"],
                 ls="none",
                 marker=prediction.marker,
                 ms=4.5,
                 mfc="none" if prediction.marker in "os" else None,
             )
+            interval_bars(gaps, points, prediction.gap, line.look["color"], alpha=0.6)
 
 
 def drawn_predictions(traced: Traced) -> list[tuple[str, str | None, str]]:

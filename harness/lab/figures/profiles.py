@@ -1,7 +1,9 @@
 """The gradient profiles: `profiles`, log10 ||dL/dh_{T-k}|| against the lag k, a line per run (batch
 median) with its 25-75% band, coloured by scale (or seq_len) on a sequential map; and `profiles_loglog`,
-the same on log-log axes coloured by the decay law each run's fit names, drawn when some run decays as
-a power law."""
+the same on log-log axes in the same colours, styled by the decay law each run's fit names, drawn when
+some run decays as a power law. Both take a panel per cell (columns) and per combination of every other
+swept axis (rows; seq_len too where scale is the colour): a line's panel and colour name its
+configuration, and the runs of one configuration that differ by seed are its lines of one colour."""
 
 from __future__ import annotations
 
@@ -23,14 +25,18 @@ from harness.lab.figures.layout import (
     panel_grid,
     panels,
     run_list,
+    seed_list,
+    seeds_of,
+    swept,
     title,
     top_h,
-    varied,
 )
 from harness.lab.figures.output import Page, page_path
-from harness.lab.figures.style import FACETS, NORM_LABEL, OKABE_ITO, SEQUENTIAL
+from harness.lab.figures.style import NORM_LABEL, OKABE_ITO, SEQUENTIAL
 
-LAW_COLOURS = {"exponential": OKABE_ITO[0], "power": OKABE_ITO[1], "flat": "0.5", "undetermined": "0.75"}
+# The measured lines' style by decay law (the theory's black lines are dashed and dotted).
+LAW_STYLES = {"power": "-", "exponential": "-.", "flat": (0, (1, 1)), "undetermined": (0, (6, 2))}
+STYLE_NAMES = {"power": "solid", "exponential": "dash-dot", "flat": "dense dots", "undetermined": "long dashes"}
 THEORY_LINES = {
     "theory_log10_norm": ("k", "--", "closed form, this run"),
     "theory_ring_log10_norm": ("k", ":", "closed form, expectation over the ring"),
@@ -50,16 +56,10 @@ class Marks:
 def draw_profiles(profile: pd.DataFrame, flagged: set[str], folder: Path) -> Iterator[Page]:
     """Every run's profile at its first recorded step; runs in `flagged` dashed."""
     top = top_h(profile)
-    colour = colour_axis(top)
-    cmap = matplotlib.colormaps[SEQUENTIAL]
-    if colour:
-        values = top[colour].astype(float)
-        norm = (matplotlib.colors.LogNorm if colour == "seq_len" else matplotlib.colors.Normalize)(
-            values.min(), values.max()
-        )
-        # The largest colour value first: longer runs must not hide shorter ones.
+    colour, norm, cmap = colouring(top)
+    if colour:  # the largest colour value first: longer runs must not hide shorter ones
         top = top.sort_values(colour, ascending=False, kind="stable")
-    facets = varied(top, FACETS)
+    facets = facet_axes(top, colour)
     columns, all_pages = panels(top, facets)
     for number, page in enumerate(all_pages):
         fig, axes, table = panel_grid(len(page), columns, sharey=True)
@@ -79,7 +79,38 @@ def draw_profiles(profile: pd.DataFrame, flagged: set[str], folder: Path) -> Ite
         keys = profile_keys(marks)
         fig.legend(handles=keys, loc="outside lower center", ncol=len(keys), fontsize=8, frameon=False)
         named = ["cell", *facets, *([colour] if colour else [])]
-        yield Page(fig, page_path(folder, "profiles", number, len(all_pages)), profiles_caption(marks, colour, named))
+        caption = profiles_caption(marks, colour, named) + seeds_caption(top, facets, colour)
+        yield Page(fig, page_path(folder, "profiles", number, len(all_pages)), caption)
+
+
+def colouring(top: pd.DataFrame) -> tuple[str | None, Any, Any]:
+    """(the colour axis: scale, else seq_len, else None; its norm; the map): seq_len on a log norm."""
+    colour = colour_axis(top)
+    if not colour:
+        return None, None, matplotlib.colormaps[SEQUENTIAL]
+    values = top[colour].astype(float)
+    norm = (matplotlib.colors.LogNorm if colour == "seq_len" else matplotlib.colors.Normalize)(
+        values.min(), values.max()
+    )
+    return colour, norm, matplotlib.colormaps[SEQUENTIAL]
+
+
+def facet_axes(top: pd.DataFrame, colour: str | None) -> list[str]:
+    """The panels' axes besides cell: every other swept axis but the colour's (seq_len included)."""
+    return [a for a in swept(top, [colour] if colour else []) if a not in ("cell", colour)]
+
+
+def seeds_caption(top: pd.DataFrame, facets: list[str], colour: str | None) -> str:
+    """Where runs differ by seed only: that each is its own line, in its configuration's look."""
+    seeds = seeds_of(top)
+    if not seeds:
+        return ""
+    per = top.groupby(["cell", *facets, *([colour] if colour else [])], dropna=False).run_id.nunique()
+    n = f"{per.min()}" if per.min() == per.max() else f"{per.min()}–{per.max()}"
+    return (
+        f" Seeds not pooled ({seed_list(seeds)}): each of a configuration's {n} seeds is a line of its own, "
+        "in the configuration's panel and colour."
+    )
 
 
 def trace_run(ax: Any, run: pd.DataFrame, colour: Any, flagged: bool, marks: Marks) -> None:
@@ -147,26 +178,35 @@ def draw_decay_laws(profile: pd.DataFrame, fits: pd.DataFrame, folder: Path) -> 
         return
     top = top_h(profile)
     top = top[top.lag >= 1].join(fits.set_index("run_id")[["decay_law", "power_exponent"]], on="run_id")
-    columns, all_pages = panels(top, varied(top, FACETS))
+    colour, norm, cmap = colouring(top)
+    facets = facet_axes(top, colour)
+    columns, all_pages = panels(top, facets)
     for number, page in enumerate(all_pages):
         # Own y axes: a power law spans a decade or two where an exponential spans hundreds.
-        fig, axes, _ = panel_grid(len(page), min(columns, 3))
+        fig, axes, table = panel_grid(len(page), min(columns, 3))
         drawn: dict[str, Any] = {}
         for ax, (text, rows) in zip(axes, page):
             for _, run in rows.groupby("run_id", sort=False):
                 run = run.sort_values("lag")
                 law = run.decay_law.iloc[0]
-                ax.plot(run.lag, run.log10_norm.where(np.isfinite(run.log10_norm)), color=LAW_COLOURS[law], lw=1.3)
-                drawn.setdefault(f"measured, {law}", matplotlib.lines.Line2D([], [], color=LAW_COLOURS[law], lw=1.3))
-                for column, (colour, ls, name) in THEORY_LINES.items():
+                col = cmap(norm(float(run[colour].iloc[0]))) if colour else OKABE_ITO[0]
+                ax.plot(
+                    run.lag, run.log10_norm.where(np.isfinite(run.log10_norm)), color=col, ls=LAW_STYLES[law], lw=1.3
+                )
+                drawn.setdefault(
+                    f"measured, {law}", matplotlib.lines.Line2D([], [], color="0.35", ls=LAW_STYLES[law], lw=1.3)
+                )
+                for column, (ink, ls, name) in THEORY_LINES.items():
                     if column in run and run[column].notna().any():
-                        ax.plot(run.lag, run[column], color=colour, ls=ls, lw=1.0)
-                        drawn.setdefault(name, matplotlib.lines.Line2D([], [], color=colour, ls=ls, lw=1.0))
+                        ax.plot(run.lag, run[column], color=ink, ls=ls, lw=1.0, zorder=3)
+                        drawn.setdefault(name, matplotlib.lines.Line2D([], [], color=ink, ls=ls, lw=1.0))
             ax.set_xscale("log")
             title(ax, text)
             ax.grid(alpha=0.3, which="both")
             ax.set_xlabel("lag k (log scale)")
         outer_labels(axes, min(columns, 3), NORM_LABEL)
+        if colour:
+            colourbar(fig, table, norm, cmap, colour)
         fig.legend(
             list(drawn.values()),
             list(drawn),
@@ -178,10 +218,13 @@ def draw_decay_laws(profile: pd.DataFrame, fits: pd.DataFrame, folder: Path) -> 
         laws = [name.split(", ")[1] for name in drawn if name.startswith("measured")]
         theory = [name for name in drawn if not name.startswith("measured")]
         caption = (
-            "The profiles on log-log axes (lag ≥ 1), coloured by the decay law each run's fit names ("
-            + ", ".join(laws)
+            "The profiles on log-log axes (lag ≥ 1), a line per run"
+            + (f", coloured by {colour}" if colour else "")
+            + ", styled by the decay law its fit names ("
+            + ", ".join(f"{law} {STYLE_NAMES[law]}" for law in laws)
             + "); a power law is a straight line here, an exponential bends down"
             + ("; black: " + " and ".join(theory) if theory else "")
             + "."
+            + seeds_caption(top, facets, colour)
         )
         yield Page(fig, page_path(folder, "profiles_loglog", number, len(all_pages)), caption)

@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from harness.lab.figures.layout import legend_beside, line_groups, scale_label, varied
+from harness.lab.figures.layout import legend_beside, line_groups, scale_label, seed_list, seeds_of, unnamed, varied
 from harness.lab.figures.output import Page
 from harness.lab.figures.style import OKABE_ITO, SEQUENTIAL
 
@@ -55,11 +55,14 @@ def draw_spectrum(summary: pd.DataFrame, folder: Path) -> Iterator[Page]:
     caption = (
         f"Left: the Lyapunov spectrum of each of {len(runs)} runs, exponent against index (largest first)"
         + (", coloured by scale" if by_scale else "")
+        + unnamed(runs, ["scale"] if by_scale else [])
         + "."
         + (
             f" Middle: the top {min(3, k)} exponents (solid, dashed, dotted) and the recorder's measured rate (x) "
             f"against scale. Right: the Kaplan-Yorke dimension (0 when the top exponent is negative, at most "
-            f"k = {k}) against scale."
+            f"k = {k}) against scale, a line per {', '.join(line_groups(runs, 'scale').axes) or 'sweep'}"
+            + (f" (its {seed_list(seeds_of(runs))} drawn as one line)" if seeds_of(runs) else "")
+            + "."
             if by_scale
             else ""
         )

@@ -20,7 +20,10 @@ from harness.lab.figures.layout import (
     outer_labels,
     panel_grid,
     run_list,
+    seeds_of,
+    swept,
     title,
+    unnamed,
     varied,
 )
 from harness.lab.figures.output import Page, page_path
@@ -80,7 +83,9 @@ def draw_losses(losses: pd.DataFrame, folder: Path) -> Iterator[Page]:
             if line_axes
             else ""
         )
-        + f"; dashed: the task's baseline; {losses.run_id.nunique()} runs."
+        + f"; dashed: the task's baseline; {losses.run_id.nunique()} runs"
+        + unnamed(losses, [*panel_axes, *line_axes])
+        + "."
     )
     yield Page(fig, folder / "losses", caption)
 
@@ -93,10 +98,8 @@ def draw_training_profiles(profile: pd.DataFrame, summary: pd.DataFrame | None, 
     trained = top[top.groupby("run_id").step.transform("nunique") > 1]
     if trained.empty:
         return
-    # A remedy implies its activation, init and biases: name the remedy rather than each of them.
-    names = (
-        ["cell", "remedy"] if varied(trained, ["remedy"]) else varied(trained, ["cell", *FACETS, "scale", "seq_len"])
-    )
+    # A panel's title names its run: every swept axis (a remedy, not the activation and init it implies), and seed.
+    names = [*swept(trained), *(["seed"] if seeds_of(trained) else [])]
     first = trained.drop_duplicates("run_id")
     runs = list(
         first.sort_values(names, key=lambda c: c.map(cell_rank) if c.name == "cell" else c, kind="stable").run_id
@@ -115,7 +118,7 @@ def draw_training_profiles(profile: pd.DataFrame, summary: pd.DataFrame | None, 
             for step, at in rows.groupby("step"):
                 at = at.sort_values("lag")
                 ax.plot(at.lag, at.log10_norm.where(np.isfinite(at.log10_norm)), color=cmap(norm(step)), lw=1.1)
-            title(ax, facet_label(tuple(rows.iloc[0][names]), names) or run, size=8)
+            title(ax, facet_label(tuple(rows.iloc[0][names]), names) or f"cell={rows.cell.iloc[0]}", size=8)
             lag_axis(ax, fontsize=8)
             ax.grid(alpha=0.3)
         outer_labels(axes, min(len(shown), 4), NORM_LABEL)
@@ -179,6 +182,7 @@ def draw_learnability(summary: pd.DataFrame, folder: Path) -> Iterator[Page]:
             if len(lost)
             else ""
         )
+        + unnamed(data, ["cell", *(["remedy"] if by_remedy else [])])
         + "."
     )
     yield Page(fig, folder / "learnability", caption)

@@ -11,9 +11,9 @@ import matplotlib
 import numpy as np
 import pandas as pd
 
-from harness.lab.figures.layout import facet_label, grid, lag_axis, title, varied
+from harness.lab.figures.layout import grid, lag_axis, run_names, run_title, title
 from harness.lab.figures.output import Page
-from harness.lab.figures.style import FACETS, SEQUENTIAL
+from harness.lab.figures.style import SEQUENTIAL
 
 MAX_DETAIL_PANELS = 12  # runs drawn in the units and gates figures (the titles say how many of how many)
 # One colour per gate name across cells and figures, none of them black (the profile's line).
@@ -53,7 +53,7 @@ def draw_units(units: pd.DataFrame, summary: pd.DataFrame, folder: Path) -> Iter
     norm = matplotlib.colors.Normalize(low, high)
     columns = min(3, len(shown))
     fig, axes = grid(-(-len(shown) // columns), columns)
-    labels = varied(summary[summary.run_id.isin(shown)], ["cell", *FACETS, "scale", "seq_len"])
+    labels = run_names(summary[summary.run_id.isin(shown)])
     for ax, run_id in zip(axes.flat, shown):
         rows = units[units.run_id == run_id]
         order = unit_rates(rows).sort_values(ascending=False, na_position="last").index
@@ -67,7 +67,7 @@ def draw_units(units: pd.DataFrame, summary: pd.DataFrame, folder: Path) -> Iter
             extent=(table.columns.min() - 0.5, table.columns.max() + 0.5, len(table) - 0.5, -0.5),
         )
         run = summary[summary.run_id == run_id].iloc[0]
-        title(ax, facet_label(tuple(run[labels]), labels) or run_id)
+        title(ax, run_title(run, labels))
         lag_axis(ax)
         ax.set_ylabel("state entry, by its decay rate\n(slowest on top)")
     for ax in axes.flat[len(shown) :]:
@@ -105,7 +105,7 @@ def draw_gates(gates: pd.DataFrame, profile: pd.DataFrame, summary: pd.DataFrame
         return
     columns = min(3, len(shown))
     fig, axes = grid(-(-len(shown) // columns), columns)
-    labels = varied(summary[summary.run_id.isin([run for run, _ in shown])], ["cell", *FACETS, "scale", "seq_len"])
+    labels = run_names(summary[summary.run_id.isin([run for run, _ in shown])])
     hidden = profile[(profile.state == "h") & (profile.step == profile.groupby("run_id").step.transform("min"))]
     drawn: set[str] = set()
     for ax, (run_id, layer) in zip(axes.flat, shown):
@@ -119,7 +119,7 @@ def draw_gates(gates: pd.DataFrame, profile: pd.DataFrame, summary: pd.DataFrame
         ax.plot(state.lag, state.log10_norm.where(np.isfinite(state.log10_norm)), color="k", lw=1.0)
         run = summary[summary.run_id == run_id].iloc[0]
         deep = gates[gates.run_id == run_id].layer.nunique() > 1
-        title(ax, (facet_label(tuple(run[labels]), labels) or run_id) + (f", layer {layer}" if deep else ""))
+        title(ax, run_title(run, labels) + (f", layer {layer}" if deep else ""))
         lag_axis(ax)
         ax.set_ylabel("log10 norm")
         ax.grid(alpha=0.3)
