@@ -38,7 +38,7 @@ WRITTEN_OUT = ("linearised_step", "step_coefficients", "push_tangent", "pull_cot
 
 
 def test_the_registry_finds_every_built_in_cell_in_its_order():
-    assert CELLS == ["rnn", "lstm", "gru", "lru", "indrnn", "minimal"]
+    assert CELLS == ["rnn", "lstm", "gru", "lru", "indrnn", "minimal", "mingru", "minlstm", "selective"]
     assert networks.NETWORKS is networks.CELL_TYPES
     assert [networks.cell_style(name) for name in CELLS] == [
         (0, "#0072B2", "W_hh"),
@@ -47,6 +47,9 @@ def test_the_registry_finds_every_built_in_cell_in_its_order():
         (3, "#CC79A7", "|λ|"),
         (4, "#E69F00", "u"),
         (5, "#56B4E9", "W_hh"),
+        (6, "#332288", "1−z"),
+        (7, "#117733", "f′"),
+        (8, "#AA4499", "exp(ΔA)"),
     ]
     assert networks.cell_style("LeakyCell") is None
 
@@ -109,6 +112,9 @@ def test_cell_only_keys_are_what_the_cells_declare():
         "cell.r_min": ("lru",),
         "cell.r_max": ("lru",),
         "cell.max_phase": ("lru",),
+        "cell.state_size": ("selective",),
+        "cell.dt_min": ("selective",),
+        "cell.dt_max": ("selective",),
         "train.omega": ("rnn",),
         "train.flossing_k": ("rnn", "lstm", "gru"),
     }
@@ -208,7 +214,7 @@ def test_record_units_works_on_every_cell(name):
     )
     finite = torch.isfinite(profile)
     assert torch.allclose(per_block[finite], profile[finite], atol=1e-9)
-    assert (detail.gates is None) == (name in ("lru", "indrnn")) == (model.gate_names is None)
+    assert (detail.gates is None) == (model.gate_names is None)
     units, gates = detail_frames(detail, "run", model.state_names, model.block_sizes)
     assert len(units) == 11 * sum(model.block_sizes) and (gates is None) == (detail.gates is None)
     assert np.isfinite(units[units.t < 10].log10_norm.to_numpy()).all()  # at T, an lstm's c gets no gradient

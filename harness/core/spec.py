@@ -60,7 +60,11 @@ def spec(default: Any, check: Validator, doc: str) -> Any:
 class CellSpec:
     """The `cell` group: a built-in cell, or a user cell named by `_target_` (see harness.core.cells)."""
 
-    name: str = spec("rnn", text, "rnn | lstm | gru | lru | indrnn | minimal (built in), or a user cell's name")
+    name: str = spec(
+        "rnn",
+        text,
+        "rnn | lstm | gru | lru | indrnn | minimal | mingru | minlstm | selective (built in), or a user cell's name",
+    )
     forget_bias: float = spec(0.0, finite_number(), "lstm only: added to the forget gate's bias after init")
     chrono_tmax: Optional[int] = spec(
         None, optional(integer(2)), "lstm, gru: chrono init, gate biases log U[1, tmax - 1] (null: off)"
@@ -68,6 +72,11 @@ class CellSpec:
     r_min: float = spec(0.0, finite_number(minimum=0), "lru only: ring init, smallest |lambda|")
     r_max: float = spec(1.0, finite_number(minimum=0), "lru only: ring init, largest |lambda| (<= 1)")
     max_phase: float = spec(2 * math.pi, finite_number(minimum=0), "lru only: ring init, phases U[0, max_phase]")
+    state_size: int = spec(
+        16, integer(1), "selective only: state entries per channel (h_t is hidden_size x state_size)"
+    )
+    dt_min: float = spec(0.001, positive_number, "selective only: Delta starts log-uniform in [dt_min, dt_max]")
+    dt_max: float = spec(0.1, positive_number, "selective only: Delta starts log-uniform in [dt_min, dt_max]")
     _target_: Optional[str] = spec(None, import_path, "a user cell: the nn.Module class to build (null: built in)")
     kwargs: Dict[str, Any] = spec(dict, scalars, "a user cell's own constructor arguments")
 
@@ -279,6 +288,8 @@ def check_run(run: RunSpec) -> None:
             f"cell.r_min={cell.r_min}, cell.r_max={cell.r_max}: expected "
             "0 <= r_min < r_max <= 1 (use scale to push |lambda| past 1)"
         )
+    if cell.dt_min > cell.dt_max:
+        raise ConfigError(f"cell.dt_min={cell.dt_min}, cell.dt_max={cell.dt_max}: expected dt_min <= dt_max")
     for key, k in (("theory.spectrum_k", run.theory.spectrum_k), ("train.flossing_k", run.train.flossing_k)):
         network = meta_network(run) if k and cell._target_ is None else None  # tangents: at most the state's entries
         if network is not None and k > sum(network.block_sizes):
