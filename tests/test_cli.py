@@ -31,6 +31,9 @@ SCHEMA = [
     "cell.r_min",
     "cell.r_max",
     "cell.max_phase",
+    "cell.state_size",
+    "cell.dt_min",
+    "cell.dt_max",
     "cell._target_",
     "activation",
     "init",
@@ -139,6 +142,9 @@ def test_run_folder_metadata(tmp_path):
         "r_min": 0.0,
         "r_max": 1.0,
         "max_phase": 2 * math.pi,
+        "state_size": 16,
+        "dt_min": 0.001,
+        "dt_max": 0.1,
         "_target_": None,
         "kwargs": {},
     }
@@ -146,7 +152,7 @@ def test_run_folder_metadata(tmp_path):
 
 
 BAD_INPUT = [
-    ("cell=foo", "cell=foo: expected one of gru, indrnn, lru, lstm, minimal, rnn"),
+    ("cell=foo", "cell=foo: expected one of gru, indrnn, lru, lstm, mingru, minimal, minlstm, rnn, selective"),
     ("activation=swish", "activation=swish: expected one of"),
     ("init=xavier", "init=xavier: expected one of default, gaussian, identity, orthogonal"),
     ("task=parity", "task=parity: expected one of"),

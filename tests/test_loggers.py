@@ -171,6 +171,17 @@ def wandb_records(path: Path) -> list[wandb_internal_pb2.Record]:
     return records
 
 
+def settled_history(run_dir: Path, rows: int, seconds: float = 30.0) -> list[dict]:
+    """wandb_history once it holds `rows` rows: wandb's service process writes the offline file on its
+    own time, which on a loaded machine can trail run.finish()."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    while len(history := wandb_history(run_dir)) < rows and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return history
+
+
 def wandb_history(run_dir: Path) -> list[dict]:
     """Every history row (one run.log) of an offline run, keys joined by '/'."""
     (log,) = run_dir.glob("run-*.wandb")
@@ -224,7 +235,7 @@ def test_wandb_offline_run_holds_the_fits_and_the_profile(offline, snapshots):
         logger.log(snapshot)
     logger.close()
     (run_dir,) = (offline / "wandb").glob("offline-run-*")
-    rows = wandb_history(run_dir)
+    rows = settled_history(run_dir, len(STEPS))
     assert [row["_step"] for row in rows] == list(STEPS)  # a run it started: logged at the training step
     for row, snapshot in zip(rows, snapshots):
         check_wandb_row(row, snapshot, run_dir)

@@ -107,14 +107,15 @@ def test_lyapunov_exponent_equals_the_exact_recorders_rate(cell, scale):
 
 
 def test_predictions_say_where_they_do_not_apply():
-    model, batch = build("lstm", init="gaussian")
+    model, batch = build("lstm", init="orthogonal")
     run = RunSpec.from_columns(
-        {"cell": "lstm", "num_layers": 1, "activation": "tanh", "init": "gaussian", "scale": 1.0}
+        {"cell": "lstm", "num_layers": 1, "activation": "tanh", "init": "orthogonal", "scale": 1.0}
     )
     out = predictions(model, run, batch.inputs, 1.0, torch.Generator().manual_seed(0))
     assert math.isnan(out["theory_mean_field"]) and math.isnan(out["theory_linear"])
     assert math.isfinite(out["theory_lyapunov"])
-    assert "mean field: needs a one-layer rnn" in out["theory_note"] and "linear: needs" in out["theory_note"]
+    assert "mean field: the lstm's is derived for init=gaussian" in out["theory_note"], out["theory_note"]
+    assert "linear: needs" in out["theory_note"]
 
 
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])

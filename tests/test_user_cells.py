@@ -108,7 +108,11 @@ def test_user_cell_on_the_command_line_without_a_file(tmp_path):
 @pytest.mark.parametrize(
     "config,message",
     [
-        ({"cell": {"name": "mine"}}, "cell=mine: expected one of rnn, lstm, gru, lru, indrnn, minimal, or a user cell"),
+        (
+            {"cell": {"name": "mine"}},
+            "cell=mine: expected one of rnn, lstm, gru, lru, indrnn, minimal, mingru, minlstm, selective, "
+            "or a user cell",
+        ),
         ({"cell": {"name": "rnn", "kwargs": {"units": 3}}}, "cell.kwargs: cell=rnn is built in"),
         ({"cell": {"name": "x", "_target_": "not a path"}}, "cell._target_=not a path: expected an import path"),
     ],

@@ -9,16 +9,30 @@ step functions (tail, coefficients, push, pull) are in harness.core.zoo.steps.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from harness.core.errors import NotApplicable
 from harness.core.init import INITS
-from harness.core.meanfield import mean_field_critical_scale, mean_field_rate
+from harness.core.meanfield import (
+    Biases,
+    Units,
+    chrono_biases,
+    gated_mean_field,
+    gated_mean_field_curve,
+    gru_units,
+    lstm_units,
+    mean_field_critical_scale,
+    mean_field_curve,
+    mean_field_rate,
+    unit_classes,
+)
 from harness.core.protocol import (
     ACTIVATIONS,
     MEAN_FIELD_NOTE,
@@ -249,13 +263,118 @@ class RecurrentNet(StackedNet):
         return log_spectral_radius(self.weight_hh_l0)
 
     def mean_field(self, init: str, scale: float, drive_var: float) -> tuple[float, float] | str:
-        """A one-layer rnn with gaussian or orthogonal W_hh (harness.core.meanfield)."""
-        if not (self.cell.vanilla and self.num_layers == 1 and init in ("gaussian", "orthogonal")):
-            return MEAN_FIELD_NOTE
-        return (
-            mean_field_rate(self.activation, scale, drive_var),
-            mean_field_critical_scale(self.activation, drive_var),
+        """A one-layer rnn with gaussian or orthogonal W_hh (harness.core.meanfield); a one-layer gru or
+        lstm with gaussian W_hh and tanh, at the gate biases it holds (forget_bias, chrono), from its drive
+        variance less their squares (harness.core.meanfield's gated cells)."""
+        if self.cell.vanilla:
+            if not (self.num_layers == 1 and init in ("gaussian", "orthogonal")):
+                return MEAN_FIELD_NOTE
+            return (
+                mean_field_rate(self.activation, scale, drive_var),
+                mean_field_critical_scale(self.activation, drive_var),
+            )
+        reason = self._gated_mean_field_reason(init, drive_var) or self._candidate_bias_reason()
+        if reason:
+            return reason
+        units, input_var, biases = self.gated_field(drive_var)
+        return gated_mean_field(units, self.activation, scale, input_var, biases)
+
+    def mean_field_curve(
+        self,
+        init: str,
+        scales: np.ndarray,
+        drive_var: float,
+        forget_bias: float = 0.0,
+        chrono_tmax: int | None = None,
+    ) -> np.ndarray | str:
+        """The mean-field rate at many scales (the phase figure's dense curve), for a run's settings and
+        the input_drive_var it recorded; reads no parameters (the gate biases the settings give in
+        expectation: GatedField.expected). Else why not, as mean_field says."""
+        if self.cell.vanilla:
+            if not (self.num_layers == 1 and init in ("gaussian", "orthogonal")):
+                return MEAN_FIELD_NOTE
+            return mean_field_curve(self.activation, np.asarray(scales, dtype=float), drive_var)
+        reason = self._gated_mean_field_reason(init, drive_var)
+        if reason:
+            return reason
+        field = GATED[self.cell_name]
+        biases, square_mean = field.expected(forget_bias, chrono_tmax)
+        return gated_mean_field_curve(field.units, self.activation, scales, drive_var - square_mean, biases)
+
+    def _gated_mean_field_reason(self, init: str, drive_var: float) -> str:
+        """Why the gated mean field does not apply to this gru or lstm ("" where it does)."""
+        name = self.cell_name
+        if self.num_layers != 1:
+            return f"mean field: the {name}'s is derived for one layer"
+        if init != "gaussian":
+            return f"mean field: the {name}'s is derived for init=gaussian (Gaussian W_hh), not init={init}"
+        if self.activation != "tanh":  # the candidate (and the lstm's cell output) of both papers
+            return f"mean field: the {name}'s derivation covers activation=tanh, not {self.activation}"
+        if not math.isfinite(drive_var):
+            return f"mean field: the {name}'s needs the input drive variance"
+        return ""
+
+    def _candidate_bias_reason(self) -> str:
+        """init=gaussian zeroes the candidate's bias (forget_bias and chrono move gate biases only); the
+        derivation takes it 0."""
+        if self.bias:
+            for b in (self.bias_ih_l0, self.bias_hh_l0):
+                if b.detach().chunk(self.cell.gates)[GATED[self.cell_name].candidate].abs().max().item() > 0:
+                    return f"mean field: the {self.cell_name}'s is derived with its candidate's bias 0 (init=gaussian)"
+        return ""
+
+    def gated_field(self, drive_var: float) -> tuple[Units, float, Biases]:
+        """What the gated mean field takes of this gru or lstm: its wide-limit step, the input's own drive
+        variance (drive_var less the biases' squares) and its units' gate-bias classes."""
+        field = GATED[self.cell_name]
+        per_unit, square_mean = self._gate_biases_per_unit()
+        return field.units, drive_var - square_mean, unit_classes(per_unit, field.keep)
+
+    def _gate_biases_per_unit(self) -> tuple[np.ndarray, float]:
+        """(units x gates: each unit's total gate biases b_ih + b_hh in GatedField.gates' order; the mean
+        over W_ih's rows of the total bias squared, which input_drive_var holds beyond the input's own)."""
+        rows = self.cell.gates * self.hidden_size
+        total = (
+            (self.bias_ih_l0 + self.bias_hh_l0).detach().double().cpu()
+            if self.bias
+            else torch.zeros(rows, dtype=torch.float64)
         )
+        blocks = total.chunk(self.cell.gates)
+        per_unit = torch.stack([blocks[index] for index in GATED[self.cell_name].gates], dim=1).numpy()
+        return per_unit, float((total**2).mean())
+
+
+@dataclass(frozen=True)
+class GatedField:
+    """What the gated mean field (harness.core.meanfield) needs of the gru and lstm."""
+
+    units: Units  # the wide-limit step
+    gates: tuple[int, ...]  # the gate blocks whose biases it takes, in its Biases order
+    keep: int  # ... of which the one that keeps the state (classes of units are sorted by it)
+    candidate: int  # the candidate's block (its bias must be 0)
+    expected: Callable[[float, int | None], tuple[Biases, float]]  # (forget_bias, chrono_tmax) -> classes, E[b^2]
+
+
+def _lstm_expected(forget_bias: float, chrono_tmax: int | None) -> tuple[Biases, float]:
+    """forget_bias adds to f; chrono (which overrides it) gives f b and i -b per unit."""
+    if chrono_tmax:
+        values, square = chrono_biases(chrono_tmax)
+        return tuple((1 / len(values), (-float(b), float(b), 0.0)) for b in values), 2 * square / 4
+    return ((1.0, (0.0, float(forget_bias), 0.0)),), forget_bias**2 / 4
+
+
+def _gru_expected(forget_bias: float, chrono_tmax: int | None) -> tuple[Biases, float]:
+    """chrono gives z b per unit."""
+    if chrono_tmax:
+        values, square = chrono_biases(chrono_tmax)
+        return tuple((1 / len(values), (0.0, float(b))) for b in values), square / 3
+    return ((1.0, (0.0, 0.0)),), 0.0
+
+
+GATED = {  # lstm blocks (i, f, g, o): biases (i, f, o); gru blocks (r, z, n): biases (r, z)
+    "lstm": GatedField(lstm_units, gates=(0, 1, 3), keep=1, candidate=2, expected=_lstm_expected),
+    "gru": GatedField(gru_units, gates=(0, 1), keep=1, candidate=2, expected=_gru_expected),
+}
 
 
 def _build(cell: str, activation: str, input_size: int, hidden_size: int, num_layers: int) -> RecurrentNet:

@@ -10,11 +10,20 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from harness.core.init import identity_blocks_, init_default, normal, orthogonal_blocks_
+from harness.core.meanfield import (
+    Biases,
+    Units,
+    gated_mean_field,
+    gated_mean_field_curve,
+    minimal_units,
+    unit_classes,
+)
 from harness.core.protocol import CellType
 from harness.core.zoo.hidden import HiddenNet
 
@@ -76,6 +85,46 @@ class MinimalNet(HiddenNet):
 
     def linear_rate(self, inputs: Tensor | None = None, generator: torch.Generator | None = None) -> str:
         return "linear: the minimal cell's gate is not linear"
+
+    def mean_field(self, init: str, scale: float, drive_var: float) -> tuple[float, float] | str:
+        """One layer with gaussian W, z's drive x W_z^T of variance drive_var (its bias 0), at the gate
+        biases b it holds (harness.core.meanfield's gated cells; Chen, Pennington & Schoenholz 2018)."""
+        reason = self._mean_field_reason(init, drive_var)
+        if not reason and self.bias_ih_l0.detach().abs().max().item() > 0:
+            reason = "mean field: the minimal's is derived with z's bias 0 (init=gaussian)"
+        if reason:
+            return reason
+        units, input_var, biases = self.gated_field(drive_var)
+        return gated_mean_field(units, self.activation, scale, input_var, biases)
+
+    def gated_field(self, drive_var: float) -> tuple[Units, float, Biases]:
+        """What the gated mean field takes of this network: its wide-limit step, z's drive variance and its
+        units' gate-bias classes."""
+        return minimal_units, drive_var, unit_classes(self.bias_hh_l0.detach().double().cpu().numpy()[:, None], keep=0)
+
+    def mean_field_curve(
+        self,
+        init: str,
+        scales: np.ndarray,
+        drive_var: float,
+        forget_bias: float = 0.0,
+        chrono_tmax: int | None = None,
+    ) -> np.ndarray | str:
+        """The mean-field rate at many scales (the phase figure's dense curve), gate bias 0 (init=gaussian;
+        the minimal takes neither forget_bias nor chrono); reads no parameters. Else why not."""
+        reason = self._mean_field_reason(init, drive_var)
+        return reason or gated_mean_field_curve(minimal_units, self.activation, scales, drive_var, ((1.0, (0.0,)),))
+
+    def _mean_field_reason(self, init: str, drive_var: float) -> str:
+        """Why the mean field does not apply ("" where it does). Any activation: it reaches the gradient
+        only through the input z = act(x W_z^T)."""
+        if self.num_layers != 1:
+            return "mean field: the minimal's is derived for one layer"
+        if init != "gaussian":
+            return f"mean field: the minimal's is derived for init=gaussian (Gaussian W), not init={init}"
+        if not math.isfinite(drive_var):
+            return "mean field: the minimal's needs the input drive variance"
+        return ""
 
 
 def _build(activation: str, input_size: int, hidden_size: int, num_layers: int) -> MinimalNet:
