@@ -396,6 +396,14 @@ def test_the_report_summarises_by_configuration_where_seeds_were_pooled(tmp_path
     assert "By configuration" not in once  # one seed each: the runs' table is the summary
 
 
+def test_a_gap_in_an_integer_column_is_blank_in_the_report(tmp_path):
+    """A damaged run leaves seq_len <NA> in a nullable integer column; the page shows a blank cell."""
+    summary = seeded_summary().astype({"seq_len": "Int64"})
+    summary.loc[summary.index[0], "seq_len"] = pd.NA
+    report = write_report(tmp_path, summary, []).read_text()
+    assert "&lt;NA&gt;" not in report and "<NA>" not in report
+
+
 def test_wall_time_is_the_runs_own_and_start_up_has_its_own_column(tmp_path, monkeypatch):
     """A process's first run of a kind pays a one-time start-up (here 0.4 s, on its first recording):
     it goes to startup_s, and wall_time_s is the run's own time, like the runs after it."""

@@ -167,3 +167,21 @@ def test_the_dense_mean_field_curve_is_the_rate_at_every_scale(activation, drive
     scales = np.linspace(0.1, 3.0, 12)
     expected = [mean_field_rate(activation, float(s), drive_var) for s in scales]
     assert mean_field_curve(activation, scales, drive_var) == pytest.approx(expected, abs=1e-4)
+
+
+@pytest.mark.parametrize("cell", ["rnn", "gru", "minimal", "indrnn", "lru"])
+def test_the_input_drive_is_what_each_cell_adds_to_its_state(cell):
+    """torch's equations put b_ih + b_hh in every pre-activation; the minimal's z and the indrnn read
+    x W_ih^T + b_ih; the lru has no such drive (NaN). Computed here from the parameters by name."""
+    from harness.lab.run import input_drive_stats
+
+    model, batch = build(cell, init="default" if cell in ("indrnn", "lru") else "gaussian", hidden_size=5)
+    inputs = batch.inputs
+    variance, spread = input_drive_stats(model, inputs)
+    if cell == "lru":
+        assert math.isnan(variance) and math.isnan(spread)
+        return
+    bias = model.bias_ih_l0 + (model.bias_hh_l0 if cell in ("rnn", "gru") else 0)
+    per_unit = (inputs.double() @ model.weight_ih_l0.double().t() + bias.double()).pow(2).mean(dim=(0, 1))
+    assert variance == pytest.approx(per_unit.mean().item(), rel=1e-12)
+    assert spread == pytest.approx((per_unit.std() / per_unit.mean()).item(), rel=1e-12)

@@ -14,6 +14,7 @@ import json
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from harness.core.analysis import EDGE_FRACTION, STABLE_TOLERANCE
@@ -61,10 +62,14 @@ def run_commits(source: Path | None, summary: pd.DataFrame) -> list[str]:
 
 
 def table_html(frame: pd.DataFrame) -> str:
-    """A table that scrolls sideways inside the page when it is wider than the page."""
+    """A table that scrolls sideways inside the page when it is wider than the page; gaps blank."""
+    # na_rep reaches NaN but not pd.NA (a damaged run's gap in an integer column prints <NA>)
+    shown = frame.copy()
+    for name in [name for name, dtype in frame.dtypes.items() if not pd.api.types.is_float_dtype(dtype)]:
+        shown[name] = frame[name].astype(object).where(frame[name].notna(), np.nan)
     return (
         "<div class='wide'>"
-        + frame.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="", border=0)
+        + shown.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="", border=0)
         + "</div>"
     )
 

@@ -46,6 +46,7 @@ from harness.core.spec import RunSpec, config_columns, run_id
 from harness.core.tasks import StreamedInputs, TaskBatch, time_chunks
 from harness.core.theory import CarriedTangent, carries_lyapunov, closed_form_profile, predictions
 from harness.core.train import SOLVED_FRACTION, Evaluation, TrainingCallback, train
+from harness.core.zoo.hidden import HiddenNet
 from harness.lab.build import Setup, build_network, build_run, import_object, readout
 from harness.lab.tables import write_tables
 
@@ -69,11 +70,15 @@ log = logging.getLogger(__name__)
 def input_drive_stats(model: StackedNet, inputs: torch.Tensor | StreamedInputs) -> tuple[float, float]:
     """Mean over the bottom layer's units of E[(W_ih x_t + b_ih + b_hh)^2] over the run's inputs, and
     its coefficient of variation across units (mean-field theory assumes every unit sees the same).
-    NaN for a cell without torch's equations (lru, indrnn, minimal, a user cell). Chunk by chunk: inputs
-    may stream."""
-    if not model.analytic_jacobian:  # torch's equations: W_ih and its biases
+    For torch's equations (rnn, gru, lstm) both biases sit in every pre-activation; a hidden-state cell
+    (minimal, indrnn) reads its inputs through W_ih and b_ih alone (the minimal's z drive). NaN for the
+    others (lru, input-gated cells, a user cell). Chunk by chunk: inputs may stream."""
+    if model.analytic_jacobian:
+        bias = None if not model.bias else model.bias_ih_l0 + model.bias_hh_l0
+    elif isinstance(model, HiddenNet):
+        bias = model.bias_ih_l0
+    else:
         return math.nan, math.nan
-    bias = None if not model.bias else model.bias_ih_l0 + model.bias_hh_l0
     per_unit = torch.zeros(model.weight_ih_l0.shape[0], dtype=torch.float64)
     with torch.no_grad():
         for chunk in time_chunks(inputs):
