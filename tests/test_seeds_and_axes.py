@@ -427,3 +427,77 @@ def test_wall_time_is_the_runs_own_and_start_up_has_its_own_column(tmp_path, mon
     assert first.startup_s >= 0.4 and first.wall_time_s < 0.4
     assert second.startup_s == 0.0 and gru.startup_s > 0.0  # another cell: its own start-up, once
     assert calls == [4, 12, 12, 4, 12]  # a small copy (seq_len 4) before the first run of each kind only
+
+
+def test_the_losses_figure_pools_seeds_into_a_geometric_mean_with_its_interval(tmp_path):
+    """remedy none and clip, three seeds each: a line per remedy at 10^(mean log10 loss) over the
+    seeds, shaded between 10^(mean ± t(0.975, 2) s/√3), t(0.975, 2) = 4.302652729911275 from tables."""
+    from harness.lab.figures.training import draw_losses
+
+    rng = np.random.default_rng(7)
+    steps = np.arange(0, 50, 10)
+    rows = []
+    for remedy in ("none", "clip"):
+        for seed in range(3):
+            for step in steps:
+                loss = 0.2 * math.exp(-step / 40) * math.exp(0.3 * rng.standard_normal())
+                rows.append(
+                    {**BASE, "remedy": remedy, "seed": seed, "run_id": f"{remedy}{seed}", "step": step}
+                    | {"eval_loss": loss, "baseline": 0.167}
+                )
+    losses = pd.DataFrame(rows)
+    (page,) = draw_losses(losses, tmp_path)
+    (ax,) = [a for a in page.figure.axes if a.lines]
+    for remedy in ("none", "clip"):
+        log10 = np.log10(losses[losses.remedy == remedy].pivot(index="step", columns="seed", values="eval_loss"))
+        mean, half = log10.mean(axis=1), 4.302652729911275 * log10.std(axis=1, ddof=1) / math.sqrt(3)
+        drawn = [
+            line
+            for line in ax.lines
+            if len(line.get_ydata()) == len(steps) and np.allclose(line.get_ydata(), 10**mean, rtol=1e-12)
+        ]
+        assert len(drawn) == 1, remedy
+        spans = [
+            (c.get_paths()[0].vertices[:, 1].min(), c.get_paths()[0].vertices[:, 1].max())
+            for c in ax.collections
+            if c.get_gid() == "interval"
+        ]
+        expected = ((10 ** (mean - half)).min(), (10 ** (mean + half)).max())
+        assert any(np.allclose(span, expected, rtol=1e-9) for span in spans), remedy
+    assert len(ax.lines) == 2 + 1  # two lines and the baseline, never one line per seed
+    assert "n = 3" in page.caption and "95% Student t interval" in page.caption
+    plt.close(page.figure)
+
+
+def test_the_learnability_figure_draws_each_configurations_interval_over_seeds(tmp_path):
+    """Two remedies x three seeds: one cross per configuration at (mean rate, 10^mean log10 loss ratio),
+    its bars the t intervals computed here (t(0.975, 2) = 4.302652729911275 from tables)."""
+    from harness.lab.figures.training import draw_learnability
+
+    rng = np.random.default_rng(3)
+    summary = pd.DataFrame(
+        [
+            {**BASE, "remedy": remedy, "seed": seed, "run_id": f"{remedy}{seed}", "status": "ok"}
+            | {"rate_init": -0.1 * (1 + i) + 0.02 * rng.standard_normal(), "baseline": 0.167}
+            | {"final_loss": 0.167 * 10 ** (-i + 0.2 * rng.standard_normal())}
+            for i, remedy in enumerate(("none", "clip"))
+            for seed in range(3)
+        ]
+    )
+    (page,) = draw_learnability(summary, tmp_path)
+    ax = page.figure.axes[0]
+    assert len(ax.containers) == 2
+    t = 4.302652729911275
+    for remedy, container in zip(("clip", "none"), ax.containers):  # config groups in sorted order
+        runs = summary[summary.remedy == remedy]
+        log10 = np.log10(runs.final_loss / runs.baseline)
+        (x,), (y,) = container.lines[0].get_data()
+        assert x == pytest.approx(runs.rate_init.mean(), rel=1e-12)
+        assert y == pytest.approx(10 ** log10.mean(), rel=1e-12)
+        xbar, ybar = (segments.get_segments()[0] for segments in container.lines[2])
+        half = t * runs.rate_init.std(ddof=1) / math.sqrt(3)
+        assert xbar[:, 0] == pytest.approx([x - half, x + half], rel=1e-9)
+        half = t * log10.std(ddof=1) / math.sqrt(3)
+        assert ybar[:, 1] == pytest.approx([10 ** (log10.mean() - half), 10 ** (log10.mean() + half)], rel=1e-9)
+    assert "n = 3" in page.caption
+    plt.close(page.figure)

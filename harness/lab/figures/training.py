@@ -7,8 +7,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
@@ -16,6 +18,7 @@ from harness.lab.figures.layout import (
     colourbar,
     facet_label,
     grid,
+    interval_key,
     lag_axis,
     outer_labels,
     panel_grid,
@@ -40,6 +43,7 @@ from harness.lab.figures.style import (
     ordered_cells,
 )
 from harness.lab.fits import is_top_h
+from harness.lab.summary import config_columns, t_interval
 
 
 def draw_losses(losses: pd.DataFrame, folder: Path) -> Iterator[Page]:
@@ -64,9 +68,12 @@ def draw_losses(losses: pd.DataFrame, folder: Path) -> Iterator[Page]:
         key=lambda item: (cell_rank(item[0][0]), tuple(map(str, item[0][1:]))),
     )
     fig, axes, _ = panel_grid(len(groups), min(len(groups), 3), sharey=True)
+    pooled_n: list[int] = []
     for ax, (keys, group) in zip(axes, groups):
-        for (name, _), run in group.groupby(["line", "run_id"], sort=True):
-            ax.plot(run.step, run.eval_loss, lw=1.3, **look[name])
+        for name, line in group.groupby("line", sort=True):
+            # a line may hold several configurations (axes it pools, as the caption says): seeds pool within each
+            for _, runs in line.groupby(config_columns(line), sort=True, dropna=False):
+                pooled_n += draw_loss_line(ax, runs, look[name])
         ax.axhline(group.baseline.iloc[0], color="0.3", ls="--", lw=1)
         ax.set_yscale("log")
         title(ax, facet_label(keys, panel_axes))
@@ -84,10 +91,36 @@ def draw_losses(losses: pd.DataFrame, folder: Path) -> Iterator[Page]:
             else ""
         )
         + f"; dashed: the task's baseline; {losses.run_id.nunique()} runs"
-        + unnamed(losses, [*panel_axes, *line_axes])
+        + (
+            f"; where a line pools the seeds of one configuration (n = {seeds_range(pooled_n)}), its geometric "
+            "mean at each step, shaded: the 95% Student t interval of the mean of log10 eval loss"
+            if pooled_n
+            else ""
+        )
+        + unnamed(losses, [*panel_axes, *line_axes, *(["seed"] if pooled_n else [])])
         + "."
     )
     yield Page(fig, folder / "losses", caption)
+
+
+def draw_loss_line(ax: plt.Axes, line: pd.DataFrame, look: dict[str, Any]) -> list[int]:
+    """One line's runs: a run as it is; runs that differ only by seed (a line's runs) as their
+    geometric mean with the t interval of the mean log10 loss shaded (harness.lab.summary.t_interval);
+    returns the seeds pooled ([] for one run)."""
+    by_step = line.pivot_table(index="step", columns="run_id", values="eval_loss", aggfunc="first")
+    if by_step.shape[1] == 1:
+        ax.plot(by_step.index, by_step.iloc[:, 0], lw=1.3, **look)
+        return []
+    log10 = np.log10(by_step.where(by_step > 0))  # a zero or negative loss has no log: left out of its step
+    spreads = [t_interval(values) for values in log10.to_numpy()]
+    mean, low, high = (np.array([getattr(s, name) for s in spreads]) for name in ("mean", "ci_low", "ci_high"))
+    ax.plot(by_step.index, 10**mean, lw=1.3, **look)
+    ax.fill_between(by_step.index, 10**low, 10**high, color=look["color"], alpha=0.2, lw=0, gid="interval")
+    return [by_step.shape[1]]
+
+
+def seeds_range(counts: list[int]) -> str:
+    return str(min(counts)) if min(counts) == max(counts) else f"{min(counts)}-{max(counts)}"
 
 
 def draw_training_profiles(profile: pd.DataFrame, summary: pd.DataFrame | None, folder: Path) -> Iterator[Page]:
@@ -164,6 +197,7 @@ def draw_learnability(summary: pd.DataFrame, folder: Path) -> Iterator[Page]:
                 edgecolors="white",
                 linewidths=0.5,
             )
+    pooled_n = seed_intervals(ax, data)
     ax.axhline(1, color="0.3", ls="--", lw=1)
     ax.axvline(0, color="0.2", lw=0.8)
     ax.set_yscale("log")
@@ -171,11 +205,19 @@ def draw_learnability(summary: pd.DataFrame, folder: Path) -> Iterator[Page]:
     ax.set_ylabel("final eval loss / baseline (log scale)")
     ax.grid(alpha=0.3, which="both")
     handles = learnability_keys(cells, remedies, marker, lost, by_remedy)
+    if pooled_n:
+        handles.insert(-1 - bool(len(lost)), interval_key())
     ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     caption = (
         f"Final eval loss relative to the task's baseline (dashed) against the rate at initialisation, "
         f"{len(data)} trained runs: colour by cell"
         + (", marker by remedy" if by_remedy else "")
+        + (
+            f"; where seeds of one configuration are pooled (n = {seeds_range(pooled_n)}), bars at the mean rate "
+            "and the geometric mean loss: their 95% Student t intervals (of the rate and of log10 loss / baseline)"
+            if pooled_n
+            else ""
+        )
         + (
             "; not drawn, no finite loss or rate: "
             + run_list(lost, ["cell", "remedy"] if by_remedy else ["cell"], limit=None, status=True)
@@ -186,6 +228,29 @@ def draw_learnability(summary: pd.DataFrame, folder: Path) -> Iterator[Page]:
         + "."
     )
     yield Page(fig, folder / "learnability", caption)
+
+
+def seed_intervals(ax: plt.Axes, data: pd.DataFrame) -> list[int]:
+    """For each configuration drawn with two or more seeds, error bars in both directions about (mean
+    rate, geometric mean loss / baseline), in the cell's colour; returns the seeds pooled per bar."""
+    counts = []
+    for _, runs in data.groupby(config_columns(data), sort=True, dropna=False):
+        if len(runs) < 2:
+            continue
+        rate, loss = t_interval(runs.rate_init), t_interval(np.log10(runs.final_loss / runs.baseline))
+        ax.errorbar(
+            rate.mean,
+            10**loss.mean,
+            xerr=[[rate.mean - rate.ci_low], [rate.ci_high - rate.mean]],
+            yerr=[[10**loss.mean - 10**loss.ci_low], [10**loss.ci_high - 10**loss.mean]],
+            color=cell_colour(runs.cell.iloc[0]),
+            lw=1.0,
+            capsize=3,
+            zorder=2.5,
+            gid="interval",
+        )
+        counts.append(len(runs))
+    return counts
 
 
 def learnability_keys(
