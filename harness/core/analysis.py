@@ -16,6 +16,8 @@ regime       vanishing if rate < -STABLE_TOLERANCE, exploding if rate > STABLE_T
              undetermined when fewer than 2 finite points remain.
 log10_gain   end to end: log10 of ||dL/ds_0|| / ||dL/dh_T||, this state at t = 0 against the gradient
              the loss puts on the top layer's h_T (for the rnn and gru the profile's own lag 0).
+             NaN where an end was not measured: a recording whose forward pass overflowed has nan rows
+             (harness.core.recorders.leave_out_overflow), never the -inf of a zero read through inf.
 decay_law    which law the profile follows over the window: exponential (ln-norm = a + r k) or power
              (ln-norm = a + p ln(k+1), how linear recurrent units near the unit circle forget), chosen by
              held-out extrapolation: both are fitted (Theil-Sen) on the nearer two thirds of the window's

@@ -229,8 +229,11 @@ def lyapunov_exponent(model: StackedNet, inputs: Tensor, generator: torch.Genera
 def spectrum_summary(exponents: Tensor) -> dict[str, float]:
     """lyapunov_dimension (Kaplan-Yorke: j + S_j / |lambda_{j+1}| with S_j the largest non-negative
     partial sum; 0 when the first exponent is negative, k when every partial sum is >= 0),
-    entropy_rate (the sum of the positive exponents) and spectrum_sum, from exponents sorted down."""
+    entropy_rate (the sum of the positive exponents) and spectrum_sum, from exponents sorted down; all
+    NaN where an exponent is."""
     values = exponents.double().tolist()
+    if any(math.isnan(v) for v in values):  # a trajectory that overflowed (theory.predictions): not defined
+        return {"lyapunov_dimension": math.nan, "entropy_rate": math.nan, "spectrum_sum": math.nan}
     sums = np.cumsum(values)
     if values[0] < 0:
         dimension = 0.0

@@ -25,17 +25,26 @@ float32 entry cannot overflow or underflow on the way; the exact one never needs
 are flushed to zero while recording (`flush_denormals`): on x86 CPUs, arithmetic on them is ~100x
 slower, and a vanishing gradient spends many steps there (see flush_denormals_everywhere for torch's
 worker threads). For the autograd recorder that means float32 underflows at 1.2e-38, not 1.4e-45.
+
+A forward pass that overflows (a state S_t holds inf or nan) leaves nothing to measure in that sample:
+every dL/dS_t passes back through the Jacobians of the steps after the overflow (computed from inf or
+nan: relu'(nan) = 0 reads as a zero gradient, inf - inf as nan), and the states after it are not the
+network's. leave_out_overflow finds each sample's first non-finite step and sets its log-norms to nan
+(not measured), so that no zero, -inf rate or -inf gain is read into a network that grows.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator, Sequence
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
 from harness.core.protocol import StackedNet
+from harness.core.tasks import StreamedInputs, time_chunks
 
 RECORDERS = ("exact", "autograd")
 
@@ -216,16 +225,80 @@ def record_log_norms(
     return accumulate(arriving, log_divisors)
 
 
-def status_flags(log_norms: torch.Tensor, states_finite: bool, recorder: str) -> list[str]:
+class Overflow(NamedTuple):
+    """Where a recording's forward pass left the float range."""
+
+    first_steps: Tensor  # (batch,): each sample's first t whose S_t holds inf or nan; -1 where none did
+
+    @property
+    def samples(self) -> Tensor:
+        """(batch,) bool: the samples whose forward pass overflowed (their log-norms are not measured)."""
+        return self.first_steps >= 0
+
+    @property
+    def at(self) -> int | None:
+        """The first time step whose state is not finite in any sample (diverged_at); None if none."""
+        steps = self.first_steps[self.samples]
+        return int(steps.min()) if len(steps) else None
+
+
+def first_nonfinite_steps(net: StackedNet, inputs: Tensor | StreamedInputs) -> Tensor:
+    """Per sample, the first t whose state S_t holds inf or nan, -1 where S_0..S_T all stay finite: the
+    recording's own forward pass again (the same drives, CHUNK-aligned, and steps, so the same states),
+    without a graph, stopped once every sample has overflowed."""
+    batch = inputs.shape[1]
+    with torch.no_grad():
+        state = net.initial_state(batch).to(dtype=inputs.dtype, device=inputs.device)
+        first = torch.where(torch.isfinite(state).flatten(1).all(dim=1), -1, 0).to(device="cpu", dtype=torch.long)
+        t = 0
+        for chunk in time_chunks(inputs):
+            for drive in net.input_drive(chunk):
+                if bool((first >= 0).all()):
+                    return first
+                t += 1
+                state = net.step(state, drive)
+                bad = (~torch.isfinite(state)).flatten(1).any(dim=1).cpu()
+                first = torch.where(bad & (first < 0), t, first)
+    return first
+
+
+def leave_out_overflow(
+    log_norms: Tensor, finite: bool, net: StackedNet, inputs: Tensor | StreamedInputs
+) -> tuple[Tensor, Overflow | None]:
+    """(log_norms with every row of the samples whose forward pass overflowed set to nan, the Overflow;
+    see the module docstring for why a whole sample goes), or (log_norms, None) for a finite recording.
+    `finite`: the recording's own verdict; only a recording that was not finite is run again
+    (first_nonfinite_steps), so a finite one costs nothing. Where only the loss overflowed, the
+    Overflow names no sample (at is None) and log_norms are left as they are: all were measured."""
+    if finite:
+        return log_norms, None
+    overflow = Overflow(first_nonfinite_steps(net, inputs))
+    if overflow.at is None:
+        return log_norms, overflow
+    log_norms = log_norms.clone()
+    log_norms[:, overflow.samples.to(log_norms.device)] = math.nan
+    return log_norms, overflow
+
+
+def status_flags(
+    log_norms: torch.Tensor, states_finite: bool, recorder: str, overflow: Overflow | None = None
+) -> list[str]:
     """Numerical trouble as data. The loss's own step t = T is left out: there the lstm's c (and any
-    block the loss does not read) has a gradient that is exactly 0 by construction."""
+    block the loss does not read) has a gradient that is exactly 0 by construction.
+
+    overflow (leave_out_overflow's): the gradient flags are read on the samples that stayed finite only,
+    their own; the others' rows are nan because they were not measured, not because a gradient was.
+    Without it, a recording that was not finite gets no underflow or zero flag: a zero read through an
+    overflowed forward pass (relu'(nan) = 0) is garbage, not a vanishing gradient."""
     before_loss = log_norms[:-1]
+    if overflow is not None:
+        before_loss = before_loss[:, ~overflow.samples.to(before_loss.device)]
     flags = [] if states_finite else ["diverged"]  # the forward pass itself reached inf or nan
     if torch.isnan(before_loss).any():
         flags.append("nan")
     if torch.isposinf(before_loss).any():
         flags.append("overflow")
-    if torch.isneginf(before_loss).any():
+    if torch.isneginf(before_loss).any() and (states_finite or overflow is not None):
         # autograd: underflow (or a true zero); exact: the gradient is exactly zero (e.g. dead relus)
         flags.append("underflow" if recorder == "autograd" else "zero")
     return flags

@@ -16,7 +16,10 @@ lyapunov    the largest Lyapunov exponent of the run's own forward trajectory, f
             (harness.core.lyapunov); for the lru, linear and diagonal, its linear rate.
 closed form on the probe, the whole profile where the step is linear and diagonal (the lru, with its
             ring's expectation; an identity-activation indrnn): closed_form_profile.
-Where a prediction does not apply, it is NaN and `theory_note` says why.
+Where a prediction does not apply, it is NaN and `theory_note` says why; so is the Lyapunov exponent
+(and the spectrum) of a trajectory that overflowed (diverged_at): it grows beyond the float range, and
+what the tangents meet after the overflow (inf, nan, relu'(nan) = 0) would read as -inf. The
+predictions from the weights alone (linear, mean field) still stand there: they say how fast it grows.
 """
 
 from __future__ import annotations
@@ -109,10 +112,13 @@ def predictions(
     drive_var: float,
     generator: torch.Generator,
     carried_lyapunov: float | None = None,
+    diverged_at: int | None = None,
 ) -> dict[str, float | str]:
     """Every prediction that applies to this run, and why the others do not: each from the network's
     own protocol (linear_rate, mean_field, linear_lyapunov). carried_lyapunov: the largest exponent,
-    where the recording carried it (see carries_lyapunov); else it is computed here."""
+    where the recording carried it (see carries_lyapunov); else it is computed here. diverged_at: the
+    first time step whose state is not finite (recorders.Overflow.at), None where the forward pass
+    stayed finite: the trajectory's exponents are then NaN with a note, and not computed."""
     notes = []
     linear = model.linear_rate(inputs, generator)  # a user cell's draws a state: before the exponent's draws
     if isinstance(linear, str):
@@ -125,7 +131,16 @@ def predictions(
     else:
         mean_field, critical = field
     spectrum_k = run.theory.spectrum_k
-    if spectrum_k:  # theory_lyapunov is its first exponent: one trajectory, transient and statistic
+    if diverged_at is not None:  # a linear step's exponent is its linear rate, still a prediction
+        lyapunov = linear if model.linear_lyapunov else math.nan
+        if spectrum_k:
+            spectrum = torch.full((spectrum_k,), math.nan, dtype=torch.float64)
+        if spectrum_k or not model.linear_lyapunov:
+            notes.append(
+                f"lyapunov: the forward pass overflowed at step {diverged_at}; the Lyapunov exponent of an "
+                "overflowing trajectory is not defined (it grows beyond the float range)"
+            )
+    elif spectrum_k:  # theory_lyapunov is its first exponent: one trajectory, transient and statistic
         spectrum = lyapunov_spectrum(model, inputs, generator, spectrum_k, seed=run.seed)
         lyapunov = float(spectrum[0])
     elif carried_lyapunov is not None:

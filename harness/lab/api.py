@@ -47,7 +47,7 @@ from torch import Tensor, nn
 from harness.core.cells import CellNet, RecurrentNet, StackedNet
 from harness.core.errors import ConfigError, ModelError
 from harness.core.memory import segment_length
-from harness.core.recorders import RECORDERS, flush_denormals, record_log_norms
+from harness.core.recorders import RECORDERS, flush_denormals, leave_out_overflow, record_log_norms
 from harness.core.segments import record_profile
 from harness.lab.module import Substitution, check_module, find_recurrent, is_recurrent
 from harness.lab.profile import GradientProfile
@@ -173,10 +173,12 @@ def record(
                 adjoint_view(net, x, lambda out: loss(reader(out)), every_step, used, segment, memory_fraction),
                 None,
             )
+        # a sample whose forward pass overflowed was not measured at any step (recorders.leave_out_overflow)
+        log_norms, overflow = leave_out_overflow(log_norms, finite, net, x)
     columns = _profile_columns(name, cell, model, recurrent, net, x, seed, used, parameter, user_loss, sources, adjoint)
     view = "adjoint" if sources is None else "dependency"
     elapsed = time.perf_counter() - start
-    return GradientProfile(log_norms, net.state_names, columns, used, view, counts, finite, elapsed)
+    return GradientProfile(log_norms, net.state_names, columns, used, view, counts, finite, elapsed, overflow)
 
 
 class Reader:

@@ -23,7 +23,7 @@ import torch
 from harness.core.analysis import HORIZON_DECADES, fit_profile
 from harness.core.errors import ConfigError
 from harness.core.folders import check_target, claim
-from harness.core.recorders import status_flags
+from harness.core.recorders import Overflow, status_flags
 from harness.core.runfolder import META, PROFILE, write_done, write_json
 from harness.core.spec import run_id
 
@@ -50,6 +50,8 @@ class GradientProfile:
     sources: torch.Tensor | None = None  # (T+1,) loss steps averaged per row (dependency view)
     states_finite: bool = True
     wall_time_s: float = field(default=math.nan)
+    # where the forward pass overflowed (recorders.leave_out_overflow, whose nan rows log_norms then hold)
+    overflow: Overflow | None = None
 
     @property
     def seq_len(self) -> int:
@@ -62,7 +64,12 @@ class GradientProfile:
     @property
     def flags(self) -> list[str]:
         """Numerical trouble, as the command line's status records it (diverged, nan, overflow, ...)."""
-        return status_flags(self.log_norms, self.states_finite, self.recorder)
+        return status_flags(self.log_norms, self.states_finite, self.recorder, self.overflow)
+
+    @property
+    def diverged_at(self) -> int | None:
+        """The first time step whose state is not finite in any sample; None where none is (or unknown)."""
+        return None if self.overflow is None else self.overflow.at
 
     def to_frame(self) -> pd.DataFrame:
         """The long table: run_id, the columns, layer, state, t, lag, step, log10_norm (batch median of
@@ -173,6 +180,7 @@ class GradientProfile:
                 "run_id": self.run_id,
                 "columns": self.columns,
                 "status": status,
+                "diverged_at": self.diverged_at,
                 "error": None,
                 "view": self.view,
                 "source": "harness.record",

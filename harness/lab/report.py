@@ -234,7 +234,7 @@ def attention(summary: pd.DataFrame, swept: list[str]) -> list[str]:
             "<h2>Runs that failed, diverged or carry numerical flags</h2>",
             "<p>None: every run finished with finite numbers.</p>",
         ]
-    keep = [c for c in ["run_dir", *swept, "status", "error"] if c in runs and runs[c].notna().any()]
+    keep = [c for c in ["run_dir", *swept, "status", "diverged_at", "error"] if c in runs and runs[c].notna().any()]
     return ["<h2>Runs that failed, diverged or carry numerical flags</h2>", table_html(runs[keep])]
 
 

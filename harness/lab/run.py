@@ -37,7 +37,7 @@ from harness.core.detail import Detail, record_detail
 from harness.core.errors import ConfigError, NotApplicable
 from harness.core.memory import segment_length
 from harness.core.provenance import code_identity, git_commit
-from harness.core.recorders import flush_denormals, status_flags
+from harness.core.recorders import Overflow, flush_denormals, leave_out_overflow, status_flags
 from harness.core.remedies import Remedy, needs_states, remedies_for
 from harness.core.runfolder import META, write_done, write_json
 from harness.core.segments import record_profile
@@ -169,6 +169,7 @@ class Session:
         self.book = Book(keeps_losses=bool(setup.task.output_size))
         self.callbacks = [self.book, *callbacks]
         self.flags: set[str] = set()
+        self.overflow: Overflow | None = None  # of the first recording whose forward pass overflowed
         self.detail: Detail | None = None
 
     def output_loss(self, batch: TaskBatch) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -195,7 +196,9 @@ class Session:
                 update,
                 tangent,
             )
-        self.flags.update(status_flags(log_norms, finite, run.recorder))
+        log_norms, overflow = leave_out_overflow(log_norms, finite, self.setup.model, held_out.inputs)
+        self.flags.update(status_flags(log_norms, finite, run.recorder, overflow))
+        self.overflow = overflow if self.overflow is None or self.overflow.at is None else self.overflow
         return Evaluation(loss.item(), log_norms)
 
     def at_init(self) -> dict[str, Any]:
@@ -221,6 +224,7 @@ class Session:
                 drive_var,
                 generator,
                 carried_lyapunov=None if tangent is None else tangent.exponent(),
+                diverged_at=None if self.overflow is None else self.overflow.at,
             )
         if run.record.units:
             inputs = (
@@ -282,6 +286,7 @@ def record(run: RunSpec, progress: bool = False, callbacks: Sequence[TrainingCal
         segment_length=session.segment,
         baseline=session.baseline,
         solved=bool(final <= SOLVED_FRACTION * session.baseline) if losses else None,
+        diverged_at=None if session.overflow is None else session.overflow.at,
     )
     order = ["diverged", "nan", "overflow", "underflow", "zero"]
     return Recording(
