@@ -6,6 +6,7 @@ and (slow) against the exact recorder at hidden 1024."""
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -13,6 +14,7 @@ from harness.core import meanfield as mf
 from harness.core.analysis import fit_profile
 from harness.core.init import initialise
 from harness.core.networks import build
+from harness.core.protocol import ACTIVATIONS
 from harness.core.recorders import record_log_norms
 from harness.core.tasks import probe
 
@@ -317,3 +319,128 @@ def test_mean_field_is_the_measured_rate_at_hidden_1024(cell, scale, forget_bias
     measured, drive_var = measured_rate(model, generator, 1024)
     rate, _ = model.mean_field("gaussian", scale, drive_var)
     assert measured == pytest.approx(rate, abs=0.02)
+
+
+# -- numpy activations (the mean field needs no torch) and the phase figure's gated curves --------------
+
+
+@pytest.mark.parametrize("name", sorted(ACTIVATIONS))
+def test_the_numpy_activations_and_slopes_are_torchs(name):
+    """Each numpy (act, act') the mean field integrates is torch's activation and its autograd derivative,
+    over the range its grids reach (to 12 sd at q = 1e4: |u| up to 1200) and at the kink 0."""
+    u = torch.cat([torch.linspace(-40, 40, 8001, dtype=torch.float64), torch.tensor([0.0, -1e-300, 1200.0, -1200.0])])
+    u.requires_grad_()
+    y = ACTIVATIONS[name](u)
+    (slope,) = torch.autograd.grad(y.sum(), u)
+    act, act_slope = mf.numpy_activation(name)
+    x = u.detach().numpy()
+    np.testing.assert_allclose(act(x), y.detach().numpy(), rtol=1e-14, atol=1e-14)
+    np.testing.assert_allclose(act_slope(x), slope.numpy(), rtol=1e-14, atol=1e-14)
+
+
+def test_every_activation_has_its_numpy_form_and_another_is_refused():
+    assert set(mf.NUMPY_ACTIVATIONS) == set(ACTIVATIONS)
+    with pytest.raises(ValueError, match="activation 'swish' has no numpy form here; covered: tanh"):
+        mf.gaussian_moments("swish", 1.0)
+    x = np.linspace(-30, 30, 60001)
+    assert np.abs(mf._erf(x) - np.array([math.erf(v) for v in x])).max() < 2e-15
+
+
+def phase_summary() -> pd.DataFrame:
+    """Runs of the rnn, gru and an lstm with forget_bias 2 at five scales, as the phase figure reads them:
+    the theory's values finite, the critical scale each cell's, computed here from harness.core.meanfield."""
+    rows = []
+    for cell, forget_bias in (("rnn", 0.0), ("gru", 0.0), ("lstm", 2.0)):
+        for scale in (0.5, 1.0, 2.0, 3.0, 5.0):
+            rows.append(
+                {
+                    "run_id": f"{cell}-{scale}",
+                    "cell": cell,
+                    "cell.forget_bias": forget_bias,
+                    "cell.chrono_tmax": pd.NA,
+                    "activation": "tanh",
+                    "init": "gaussian",
+                    "scale": scale,
+                    "seq_len": 100,
+                    "num_layers": 1,
+                    "seed": 0,
+                    "recorder": "exact",
+                    "rate": math.log(scale) - 0.5,
+                    # the lstm's drive holds its biases' mean square (forget_bias^2 / 4) beyond the input's 1.0
+                    "input_drive_var": 1.0 + forget_bias**2 / 4,
+                    "theory_linear": math.nan,
+                    "theory_mean_field": -0.1,
+                    "theory_critical_scale": critical_scale(cell),
+                    "theory_lyapunov": math.nan,
+                }
+            )
+    frame = pd.DataFrame(rows)
+    frame["cell.chrono_tmax"] = frame["cell.chrono_tmax"].astype("Int64")
+    return frame
+
+
+GATED_SETTINGS = {  # the units, the input variance and the gate-bias classes of phase_summary's gated cells
+    "gru": (mf.gru_units, 1.0, ((1.0, (0.0, 0.0)),)),
+    "lstm": (mf.lstm_units, 1.0, ((1.0, (0.0, 2.0, 0.0)),)),
+}
+
+
+def critical_scale(cell: str) -> float:
+    if cell == "rnn":
+        return mf.mean_field_critical_scale("tanh", 1.0)
+    units, input_var, biases = GATED_SETTINGS[cell]
+    return mf.gated_critical_scale(units, "tanh", input_var, biases)
+
+
+def test_the_phase_figure_draws_each_cells_own_curve_and_critical_scale(tmp_path, monkeypatch):
+    """Each line's dashed curve is its own cell's mean field (the gru's and the lstm's gated ones, at the
+    lstm's forget bias; harness.lab.theory_curves asks each network), with a dotted vertical line at its
+    critical scale, in its colour, named by cell; the curves are computed here from harness.core.meanfield."""
+    import matplotlib.pyplot as plt
+
+    from harness.lab import theory_curves
+    from harness.lab.figures import phase
+    from harness.lab.figures.style import CELL_COLOURS
+
+    monkeypatch.setattr(theory_curves, "POINTS", 6)  # what is drawn, not how finely
+    summary = phase_summary()
+    curves = theory_curves.mean_field_curves(summary)
+    assert sorted(curves.cell.unique()) == ["gru", "lstm", "rnn"]
+    (page,) = phase.draw_phase(summary, curves, tmp_path)
+    ax = page.figure.axes[0]
+    caption = page.caption
+    for cell in ("rnn", "gru", "lstm"):
+        colour = CELL_COLOURS[cell]
+        mine = [line for line in ax.lines if line.get_color() == colour]
+        (curve,) = [line for line in mine if line.get_linestyle() == "--"]
+        (critical,) = [line for line in mine if line.get_linestyle() == ":"]
+        x, y = curve.get_xdata(), curve.get_ydata()
+        assert x[0] == 0.5 and x[-1] == 5.0 and len(x) == 6
+        if cell == "rnn":
+            expected_curve = mf.mean_field_curve("tanh", x, 1.0)
+        else:
+            units, input_var, biases = GATED_SETTINGS[cell]
+            expected_curve = mf.gated_mean_field_curve(units, "tanh", x, input_var, biases)
+        assert y == pytest.approx(expected_curve, abs=1e-12), cell
+        assert critical.get_xdata()[0] == pytest.approx(critical_scale(cell), rel=1e-12), cell
+        assert f"{critical_scale(cell):.2f} ({cell})" in caption.replace("\n", " "), caption
+    # three distinct critical lines: the vanilla rnn's curve is no longer drawn for the gated cells
+    assert len({line.get_xdata()[0] for line in ax.lines if line.get_linestyle() == ":"}) == 3
+    plt.close(page.figure)
+    (bare,) = phase.draw_phase(summary, None, tmp_path)  # no stored curves: the marks and gaps, no dashed line
+    assert not [line for line in bare.figure.axes[0].lines if line.get_linestyle() == "--"]
+    plt.close(bare.figure)
+
+
+def test_curves_are_stored_only_where_the_network_says_the_mean_field_applies():
+    """An orthogonal gru (not derived) and a two-layer rnn get no curve; a line whose drive is more than
+    1% from every stored one finds none."""
+    from harness.lab import theory_curves
+
+    summary = phase_summary()
+    assert theory_curves.mean_field_curves(summary.assign(init="orthogonal", cell="gru")).empty
+    assert theory_curves.mean_field_curves(summary.assign(num_layers=2, cell="rnn")).empty
+    rnn = summary[summary.cell == "rnn"]
+    curves = theory_curves.mean_field_curves(rnn)
+    assert theory_curves.line_curve(curves, rnn) is not None
+    assert theory_curves.line_curve(curves, rnn.assign(input_drive_var=1.05)) is None

@@ -364,7 +364,7 @@ def test_an_interrupt_or_a_failure_in_the_table_stage_is_one_line(tmp_path, monk
         (OSError(28, "No space left on device"), 1, "could not be written (OSError"),
     ]:
 
-        def fails(root, *origin, raised=raised):
+        def fails(root, *origin, raised=raised, **curves):
             raise raised
 
         monkeypatch.setattr(callbacks, "collect_and_report", fails)

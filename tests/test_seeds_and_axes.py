@@ -152,7 +152,7 @@ def phase_fits(summary: pd.DataFrame) -> pd.DataFrame:
 def test_the_phase_figure_draws_each_configurations_interval_and_says_what_it_pooled(tmp_path):
     fits = phase_fits(seeded_summary())
     fits = fits[fits.hidden_size == 8]
-    (page,) = phase.draw_phase(fits, tmp_path)
+    (page,) = phase.draw_phase(fits, None, tmp_path)
     ax, gaps = page.figure.axes[:2]
     bars = [c for c in ax.collections if isinstance(c, matplotlib.collections.LineCollection)]
     drawn = {}  # (colour, x) -> (low, high), read back from the bars' segments
@@ -183,7 +183,7 @@ def test_the_phase_figure_draws_each_configurations_interval_and_says_what_it_po
 def test_one_seed_per_configuration_draws_no_bars_and_says_nothing_of_seeds(tmp_path):
     fits = phase_fits(seeded_summary())
     fits = fits[(fits.seed == 0) & (fits.hidden_size == 8)]
-    (page,) = phase.draw_phase(fits, tmp_path)
+    (page,) = phase.draw_phase(fits, None, tmp_path)
     assert not [c for c in page.figure.axes[0].collections if isinstance(c, matplotlib.collections.LineCollection)]
     assert "seed" not in page.caption
     plt.close(page.figure)

@@ -20,6 +20,7 @@ from harness.cli.exits import fail
 from harness.cli.paths import sweep_origin
 from harness.core.errors import HarnessError, Interrupted
 from harness.lab.rebuild import ATTENTION, collect_and_report
+from harness.lab.theory_curves import mean_field_curves
 
 
 class CollectResults(Callback):
@@ -46,7 +47,7 @@ class CollectResults(Callback):
             return
         again = f"python -m harness.collect {root} writes them once the cause is fixed"
         try:
-            summary = collect_and_report(root, *sweep_origin(root))
+            summary = collect_and_report(root, *sweep_origin(root), curves=mean_field_curves)
         except HarnessError as error:
             fail(error)
         except KeyboardInterrupt:

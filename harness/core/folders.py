@@ -42,6 +42,7 @@ NAMES = frozenset(
         "summary_by_config.csv",
         "fits.parquet",
         "spectrum.parquet",
+        "mean_field.parquet",
         "report.html",
         "figures",
         "multirun.yaml",
@@ -68,6 +69,7 @@ TABLES = (
     "units.parquet",
     "gates.parquet",
     "spectrum.parquet",
+    "mean_field.parquet",
     "report.html",
     "figures",
 )

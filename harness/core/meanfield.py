@@ -14,6 +14,9 @@ The second half (after the rnn's) does the same for gated cells, minimal, gru an
 fixed point, then the gradient's growth with the correlation that reusing W at every step gives the
 backward fields (docs/theory.md, "Gated cells: mean field"). It names no cell: each cell's network
 passes its wide-limit step (minimal_units, gru_units, lstm_units) and its gate biases.
+
+numpy only, no torch (each activation and its derivative written out: NUMPY_ACTIVATIONS, tested
+against torch's activations and autograd).
 """
 
 from __future__ import annotations
@@ -24,19 +27,85 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
-from harness.core.protocol import ACTIVATIONS
+# -- the activations, in numpy: (act, act') by name ----------------------------------------------------
+#
+# Written out rather than taken from harness.core.protocol.ACTIVATIONS (torch) so that the mean field, and
+# the phase figure that draws it, need no torch (harness.plot runs without it). Each matches the torch
+# activation of the same name and its autograd derivative (tests/test_gated_meanfield.py checks both):
+# at a kink the derivative is autograd's one-sided choice (relu'(0) = 0, leaky_relu'(0) = 0.01), which
+# the trapezoid grids never meet (an even number of nodes leaves none at 0).
 
 
-def gaussian_moments(activation: str, q: float) -> tuple[float, float]:
-    """(E[act(u)^2], E[act'(u)^2]) for u ~ N(0, q), act' by autograd.
+def _sigmoid(u: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * u))  # no overflow in exp for large |u|
 
-    A symmetric trapezoid grid in u over 12 standard deviations, fine enough for both the Gaussian
-    and the activation's own features near 0 (spacing min(sqrt(q), 1) / 64), with the discrete
-    Gaussian weights normalised to sum 1. Gauss-Hermite, the textbook choice, puts its nodes on the
-    Gaussian's scale and misses features narrower than that: with 100 nodes it is 2% off for
-    E[tanh'^2] at q = 10 already (0.01 nats per step in the rate). An even number of nodes leaves
+
+def _erf(x: np.ndarray) -> np.ndarray:
+    """erf elementwise to 1e-15 (numpy has none; math.erf one value at a time is slower here). For
+    |x| < 2.5 the series erf(x) = 2/sqrt(pi) exp(-x^2) sum_n 2^n x^(2n+1) / (1 3 5 ... (2n+1)), whose terms
+    are all positive (no cancellation), 45 terms; beyond, 1 - erfc(x) from erfc's continued fraction
+    exp(-x^2) / sqrt(pi) / (x + (1/2) / (x + 1 / (x + (3/2) / (x + ...)))), 40 levels (tested)."""
+    x = np.asarray(x, dtype=float)
+    a = np.abs(x)
+    result = np.empty_like(a)
+    inner = a < 2.5
+    near, far = a[inner], a[~inner]
+    two_near2 = 2.0 * near * near
+    term, total = near.copy(), near.copy()
+    for n in range(1, 45):
+        term *= two_near2 / (2 * n + 1)
+        total += term
+    result[inner] = 2.0 / math.sqrt(math.pi) * np.exp(-near * near) * total
+    fraction = np.zeros_like(far)
+    for k in range(40, 0, -1):
+        fraction = (k / 2) / (far + fraction)
+    result[~inner] = 1.0 - np.exp(-far * far) / math.sqrt(math.pi) / (far + fraction)
+    return np.copysign(result, x)
+
+
+def _normal_cdf(u: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + _erf(u / math.sqrt(2.0)))
+
+
+def _gelu(u: np.ndarray) -> np.ndarray:
+    return u * _normal_cdf(u)
+
+
+def _gelu_slope(u: np.ndarray) -> np.ndarray:
+    return _normal_cdf(u) + u * np.exp(-0.5 * u * u) / math.sqrt(2.0 * math.pi)
+
+
+LEAKY_SLOPE = 0.01  # torch's default negative slope (harness.core.protocol.ACTIVATIONS)
+
+# name -> (act, act') on float64 arrays
+NUMPY_ACTIVATIONS: dict[str, tuple[Callable[[np.ndarray], np.ndarray], Callable[[np.ndarray], np.ndarray]]] = {
+    "tanh": (np.tanh, lambda u: 1.0 - np.tanh(u) ** 2),
+    "relu": (lambda u: np.maximum(u, 0.0), lambda u: (u > 0).astype(float)),
+    "sigmoid": (_sigmoid, lambda u: _sigmoid(u) * (1.0 - _sigmoid(u))),
+    "identity": (lambda u: u, np.ones_like),
+    "leaky_relu": (lambda u: np.where(u > 0, u, LEAKY_SLOPE * u), lambda u: np.where(u > 0, 1.0, LEAKY_SLOPE)),
+    "gelu": (_gelu, _gelu_slope),
+    "softsign": (lambda u: u / (1.0 + np.abs(u)), lambda u: 1.0 / (1.0 + np.abs(u)) ** 2),
+}
+
+
+def numpy_activation(name: str) -> tuple[Callable[[np.ndarray], np.ndarray], Callable[[np.ndarray], np.ndarray]]:
+    """(act, act') of an activation by name; a ValueError naming the covered ones for any other (a user's
+    activation has no mean field here: harness.core.protocol.ACTIVATIONS would need its numpy twin)."""
+    try:
+        return NUMPY_ACTIVATIONS[name]
+    except KeyError:
+        raise ValueError(
+            f"mean field: activation {name!r} has no numpy form here; covered: {', '.join(NUMPY_ACTIVATIONS)}"
+        ) from None
+
+
+def gaussian_grid(q: float) -> tuple[np.ndarray, np.ndarray]:
+    """Trapezoid nodes u and weights (summing to 1) for u ~ N(0, q): gaussian_moments' grid.
+
+    A symmetric grid in u over 12 standard deviations, fine enough for both the Gaussian and the
+    activation's own features near 0 (spacing min(sqrt(q), 1) / 64). An even number of nodes leaves
     none at 0, so a relu's jump there splits the weight exactly in half.
     """
     # q* = 0 (no drive, subcritical) is read as its limit q -> 0+: a relu's slope there averages to
@@ -46,14 +115,23 @@ def gaussian_moments(activation: str, q: float) -> tuple[float, float]:
     # At most 20,000 nodes: only for q > 1e4, where the state is far out on the activation and its
     # shape near 0 no longer matters, does the spacing grow past 1/64.
     spacing = max(min(spread, 1.0) / 64, half_width / 10_000)
-    count = math.ceil(half_width / spacing)
-    u = torch.linspace(-half_width, half_width, 2 * count, dtype=torch.float64).requires_grad_()
-    weights = torch.exp(-0.5 * (u.detach() / spread) ** 2)
+    u = np.linspace(-half_width, half_width, 2 * math.ceil(half_width / spacing))
+    weights = np.exp(-0.5 * (u / spread) ** 2)
     weights[[0, -1]] *= 0.5  # trapezoid ends
-    weights /= weights.sum()
-    y = ACTIVATIONS[activation](u)
-    (slope,) = torch.autograd.grad(y.sum(), u)
-    return float(weights @ y.detach() ** 2), float(weights @ slope**2)
+    return u, weights / weights.sum()
+
+
+def gaussian_moments(activation: str, q: float) -> tuple[float, float]:
+    """(E[act(u)^2], E[act'(u)^2]) for u ~ N(0, q), act and act' from NUMPY_ACTIVATIONS.
+
+    On gaussian_grid's trapezoid rule, with the discrete Gaussian weights normalised to sum 1.
+    Gauss-Hermite, the textbook choice, puts its nodes on the Gaussian's scale and misses features
+    narrower than that: with 100 nodes it is 2% off for E[tanh'^2] at q = 10 already (0.01 nats per
+    step in the rate).
+    """
+    act, slope = numpy_activation(activation)
+    u, weights = gaussian_grid(q)
+    return float(weights @ act(u) ** 2), float(weights @ slope(u) ** 2)
 
 
 def mean_field_fixed_point(activation: str, scale: float, drive_var: float) -> float:
@@ -167,10 +245,6 @@ NODE_WIDTH = 7.0  # ... over +-7 standard deviations
 LSTM_MAX_NODES = 97  # the lstm's 4-d rule: at most this many a side (coarser than 0.5 past sd 3.4: scale ~8)
 
 
-def _sigmoid(u: np.ndarray) -> np.ndarray:
-    return 0.5 * (1.0 + np.tanh(0.5 * u))
-
-
 def normal_nodes(
     mean: float, var: float, spacing: float = NODE_SPACING, most: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -191,14 +265,9 @@ def normal_nodes(
 
 def activation_mean_and_square(activation: str, q: float) -> tuple[float, float]:
     """(E[act(u)], E[act(u)^2]) for u ~ N(0, q), on gaussian_moments' grid (fine enough for kinks)."""
-    spread = max(math.sqrt(q), 1e-9)
-    half_width = 12 * spread
-    spacing = max(min(spread, 1.0) / 64, half_width / 10_000)
-    u = torch.linspace(-half_width, half_width, 2 * math.ceil(half_width / spacing), dtype=torch.float64)
-    weights = torch.exp(-0.5 * (u / spread) ** 2)
-    weights[[0, -1]] *= 0.5
-    weights /= weights.sum()
-    y = ACTIVATIONS[activation](u)
+    act, _ = numpy_activation(activation)
+    u, weights = gaussian_grid(q)
+    y = act(u)
     return float(weights @ y), float(weights @ y**2)
 
 

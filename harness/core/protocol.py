@@ -12,7 +12,7 @@ A network (StackedNet) answers, besides unrolling (initial_state, input_drive, s
                  NotApplicable naming the cells that take them
     theory       linear_rate(inputs, generator): the step's linear rate, or why there is none (the note
                  a table shows); mean_field(init, scale, drive_var): (rate, critical scale), or why not;
-                 closed_form_profile(readout, seq_len): closed-form log10 norms on the probe ({}: none);
+                 closed_form_profile(readout, seq_len, inputs): closed-form log10 norms on the probe ({}: none);
                  linear_lyapunov: its Lyapunov exponent is its linear rate; dense_eigenvalues: whether
                  linear_rate eigendecomposes a dense matrix (the memory estimate counts it)
     units view   gate_names: the gate blocks of its recurrent pre-activation hw = h W_hh^T + b_hh, for
@@ -187,9 +187,10 @@ class StackedNet(nn.Module):
         """(mean-field rate, critical scale) at input drive variance drive_var; else why not."""
         return MEAN_FIELD_NOTE
 
-    def closed_form_profile(self, readout: Tensor, seq_len: int) -> dict[str, np.ndarray]:
-        """Closed-form log10 ||dL/dh_{T-k}|| on the probe with readout c, indexed by t = T - k, where
-        one exists (one layer); {} where none does."""
+    def closed_form_profile(self, readout: Tensor, seq_len: int, inputs: Tensor | None = None) -> dict[str, np.ndarray]:
+        """Closed-form log10 ||dL/dh_{T-k}|| on the probe with readout c and the probe's inputs (a cell
+        whose factors depend on them reads them), indexed by t = T - k, where one exists (one layer); {}
+        where none does."""
         return {}
 
     @property

@@ -159,10 +159,12 @@ def predictions(
     }
 
 
-def closed_form_profile(model: StackedNet, run: RunSpec, readout: Tensor | None) -> dict[str, np.ndarray]:
+def closed_form_profile(
+    model: StackedNet, run: RunSpec, readout: Tensor | None, inputs: Tensor
+) -> dict[str, np.ndarray]:
     """Closed-form log10 ||dL/dh_{T-k}|| for k = 0..T (indexed by t = T - k), where one exists: the
     network's own closed_form_profile on the probe, whose dL/dh_T is the readout c, for one layer (the
     lru: theory_log10_norm and theory_ring_log10_norm; an identity-activation indrnn: theory_log10_norm)."""
     if readout is None or run.num_layers != 1 or run.task.name != "probe":
         return {}
-    return model.closed_form_profile(readout, run.seq_len)
+    return model.closed_form_profile(readout, run.seq_len, inputs)

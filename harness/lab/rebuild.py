@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -29,15 +30,27 @@ from harness.lab.results import (
     write_summary,
 )
 from harness.lab.tables import write_parquet
+from harness.lab.theory_curves import FILE as MEAN_FIELD
 
 ATTENTION = ["failed", "incomplete", "damaged", "skipped", "not_run"]  # listed after the summary line; exit 1
 NOTED = ["duplicate"]  # listed too, but its run was read from another folder
 
 
-def collect_and_report(root: Path, command: str | None = None, question: str | None = None) -> pd.DataFrame:
+def collect_and_report(
+    root: Path,
+    command: str | None = None,
+    question: str | None = None,
+    curves: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
+) -> pd.DataFrame:
     """Write root's tables, figures and report, print where they are and which runs need attention.
-    command, question: what made the sweep and what its experiment asks, for the report."""
+    command, question: what made the sweep and what its experiment asks, for the report. curves: the
+    sweep's end computes the mean-field curves from the summary (harness.lab.theory_curves, which needs
+    the networks); without it, the phase figure draws those stored in root, if any."""
     profile, summary, losses = collect(root)
+    if curves is not None:
+        table = curves(summary[summary.status != "duplicate"])
+        if not table.empty:
+            write_parquet(table, root / MEAN_FIELD)
     figures = make_figures(root, profile, summary[summary.status != "duplicate"], losses)  # a run once
     report = write_report(root, summary, figures, source=root, command=command, question=question)
     counts = summary.status.value_counts().to_dict()
@@ -188,7 +201,9 @@ def plot(
             tables = [table for folder in folders for table in [read_table(folder / name)] if table is not None]
             if tables:
                 table = pd.concat(tables, ignore_index=True)
-                write_parquet(table[table.run_id.isin(summary.run_id)], out / name)
+                # a table of the sweep's lines (mean_field.parquet) is kept whole, each line's curve once
+                table = table[table.run_id.isin(summary.run_id)] if "run_id" in table else table.drop_duplicates()
+                write_parquet(table, out / name)
     losses = pd.concat(losses, ignore_index=True)
     if not losses.empty:
         losses = losses[losses.run_id.isin(summary.run_id)].drop_duplicates(["run_id", "step"])

@@ -295,7 +295,7 @@ def record(run: RunSpec, progress: bool = False, callbacks: Sequence[TrainingCal
         [f for f in order if f in session.flags],
         extras,
         setup.model,
-        closed_form_profile(setup.model, run, setup.held_out.readout),
+        closed_form_profile(setup.model, run, setup.held_out.readout, setup.held_out.inputs),
         session.detail,
     )
 

@@ -13,11 +13,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-import torch
 
 from harness.core.runfolder import GATES, LOSSES, PROFILE, UNITS, write_atomic
 
-if TYPE_CHECKING:  # harness.lab.run imports this module
+if TYPE_CHECKING:  # harness.lab.run imports this module; torch for a hint only (reading tables needs none)
+    import torch
+
     from harness.lab.run import Recording
 
 QUANTILES = {

@@ -53,7 +53,7 @@ class IndRNNNet(HiddenNet):
         largest = max(getattr(self, f"weight_hh_l{layer}").abs().max().item() for layer in range(self.num_layers))
         return math.log(largest) if largest > 0 else -math.inf
 
-    def closed_form_profile(self, readout: Tensor, seq_len: int) -> dict[str, np.ndarray]:
+    def closed_form_profile(self, readout: Tensor, seq_len: int, inputs: Tensor | None = None) -> dict[str, np.ndarray]:
         """With activation=identity, this run's exact law: ||dL/dh_{T-k}||^2 = sum_j c_j^2 |u_j|^(2k)."""
         if self.activation != "identity":
             return {}

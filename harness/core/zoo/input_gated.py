@@ -59,7 +59,6 @@ class InputGatedNet(StackedNet):
         self.state_names = ("h",)
         self.block_sizes = (state_width,) * num_layers
         self.register_buffer("scale", torch.ones(()))
-        self.theory_inputs: Tensor | StreamedInputs | None = None  # what linear_rate last saw (closed_form_profile)
         for layer in range(num_layers):
             fan_in = input_size if layer == 0 else hidden_size
             for name, shape in self.parameter_shapes(fan_in).items():
@@ -143,20 +142,19 @@ class InputGatedNet(StackedNet):
 
     def linear_rate(self, inputs: Tensor | None = None, generator: torch.Generator | None = None) -> float | str:
         """The largest Lyapunov exponent from the factors: per sample, the largest over channels (and
-        layers) of the time average of ln(scale a_t) over the T steps, then the batch median. The inputs
-        are kept for closed_form_profile (the run gives both the held-out batch)."""
+        layers) of the time average of ln(scale a_t) over the T steps, then the batch median."""
         if inputs is None:
             return f"linear: the {self.cell_name}'s factors are read off its inputs; expected the run's inputs"
-        self.theory_inputs = inputs
         total = sum(self.log_factors(inputs))
         per_sample = total.max(dim=-1).values / inputs.shape[0] + log(self.scale.item())
         return float(per_sample.median())
 
-    def closed_form_profile(self, readout: Tensor, seq_len: int) -> dict[str, np.ndarray]:
-        """theory_log10_norm: this run's exact law on the inputs linear_rate saw, for one layer: per sample
+    def closed_form_profile(
+        self, readout: Tensor, seq_len: int, inputs: Tensor | StreamedInputs | None = None
+    ) -> dict[str, np.ndarray]:
+        """theory_log10_norm: this run's exact law on its probe's inputs, for one layer: per sample
         ||dL/dh_{T-k}|| = ||r ⊙ Π_{j=T-k+1..T} scale a_j||, summed in logs; the table keeps the batch
-        median (nearest rank, as the measured median is). {}: no such inputs of seq_len steps."""
-        inputs = self.theory_inputs
+        median (nearest rank, as the measured median is). {}: no inputs of seq_len steps."""
         if inputs is None or inputs.shape[0] != seq_len or self.num_layers != 1:
             return {}
         log_r = 2 * readout.double().abs().log().to(next(self.parameters()).device)

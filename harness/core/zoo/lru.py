@@ -126,7 +126,7 @@ class LRUNet(StackedNet):
         )
         return math.log(self.scale.item() * largest) if largest > 0 else -math.inf
 
-    def closed_form_profile(self, readout: Tensor, seq_len: int) -> dict[str, np.ndarray]:
+    def closed_form_profile(self, readout: Tensor, seq_len: int, inputs: Tensor | None = None) -> dict[str, np.ndarray]:
         """theory_log10_norm: this run's exact law, ||dL/dh_{T-k}||^2 = sum_j |c_j|^2 (scale |lambda_j|)^(2k);
         theory_ring_log10_norm: its expectation over the ring, for |lambda|^2 ~ U[a, b]:
         E|lambda|^(2k) = (b^(k+1) - a^(k+1)) / ((k+1)(b - a)); with a = 0, b = 1 the squared norm falls

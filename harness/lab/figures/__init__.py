@@ -55,6 +55,7 @@ from harness.lab.figures.output import VECTOR, Drawn, Page, save  # Drawn, Page 
 from harness.lab.figures.pool import FORKS, run_in_processes
 from harness.lab.figures.style import CELL_COLOURS  # noqa: F401  every figure's cell colours, for callers
 from harness.lab.fits import fit_runs, headline
+from harness.lab.theory_curves import FILE as MEAN_FIELD
 
 # What a figure may be drawn from; make_figures gives each that exists.
 TABLES = {
@@ -65,10 +66,11 @@ TABLES = {
     "losses": "the trained runs' eval losses (losses.parquet)",
     "units": "per state entry (units.parquet, record.units=true)",
     "gates": "per gate (gates.parquet, record.units=true)",
+    "mean_field": "the mean-field curves of the sweep's lines (mean_field.parquet, harness.lab.theory_curves)",
 }
 # Of those, the ones read from the sweep folder, only for a figure that has the others it needs
 # (harness.plot copies them when it writes a subset of runs elsewhere).
-FOLDER_TABLES = {"units": UNITS, "gates": GATES}
+FOLDER_TABLES = {"units": UNITS, "gates": GATES, "mean_field": MEAN_FIELD}
 
 
 class Figure(NamedTuple):
@@ -102,7 +104,7 @@ def register(
 plot_profiles = register("profiles", profiles.draw_profiles, ("profile", "flagged"))
 plot_decay_laws = register("profiles_loglog", profiles.draw_decay_laws, ("profile", "fits"))
 plot_heatmap = register("heatmap", heatmap.draw_heatmap, ("profile",))
-plot_phase = register("phase", phase.draw_phase, ("fits",))
+plot_phase = register("phase", phase.draw_phase, ("fits", "mean_field"), optional=("mean_field",))
 plot_seq_len = register("seq_len", seq_len.draw_seq_len, ("fits",))
 plot_layers = register("layers", heatmap.draw_layers, ("profile",))
 plot_training_profiles = register(
@@ -174,9 +176,12 @@ def tables_for(figure: Figure, given: dict[str, Any], root: Path) -> tuple | Non
     if any(given.get(name) is None for name in figure.tables if name not in (*FOLDER_TABLES, *figure.optional)):
         return None
     stored = {name: root / FOLDER_TABLES[name] for name in figure.tables if name in FOLDER_TABLES}
-    if not all(path.exists() for path in stored.values()):
+    if not all(path.exists() for name, path in stored.items() if name not in figure.optional):
         return None
-    return tuple(pd.read_parquet(stored[name]) if name in stored else given.get(name) for name in figure.tables)
+    return tuple(
+        (pd.read_parquet(stored[name]) if stored[name].exists() else None) if name in stored else given.get(name)
+        for name in figure.tables
+    )
 
 
 def draw_styled(figure: Figure, arguments: tuple, vector: bool) -> list[Drawn]:

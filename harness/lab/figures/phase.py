@@ -6,7 +6,6 @@ when scale varied."""
 
 from __future__ import annotations
 
-import functools
 import textwrap
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -19,7 +18,6 @@ import numpy as np
 import pandas as pd
 
 from harness.core.analysis import STABLE_TOLERANCE
-from harness.core.theory import mean_field_curve
 from harness.lab.figures.layout import (
     interval_bars,
     interval_key,
@@ -33,6 +31,7 @@ from harness.lab.figures.layout import (
 from harness.lab.figures.output import Page
 from harness.lab.figures.style import OKABE_ITO
 from harness.lab.summary import pooled
+from harness.lab.theory_curves import line_curve
 from harness.lab.theory_table import THEORY, Prediction
 
 
@@ -41,6 +40,7 @@ class PhaseLine(NamedTuple):
     runs: pd.DataFrame
     points: pd.DataFrame  # per scale (seeds pooled): the runs' means, and POOLED's statistics; indexed by scale
     look: dict  # colour, line style, marker (harness.lab.figures.layout.line_groups)
+    curve: tuple[np.ndarray, np.ndarray] | None  # its mean-field curve (scales, rates), where stored
 
 
 @dataclass
@@ -48,13 +48,17 @@ class Traced:
     """What the lines drew, for the legends and the caption."""
 
     predictions: set[str] = field(default_factory=set)  # names of the predictions drawn on some line
-    critical: list[tuple[str, str]] = field(default_factory=list)  # (critical scale, 2 decimals; its line's label)
+    gaps: set[str] = field(default_factory=set)  # ... and of those whose gaps some line has (no curve needed)
+    # (critical scale to 2 decimals, its line's label, its cell) of each line's dotted vertical line ...
+    critical: list[tuple[str, str, str]] = field(default_factory=list)
+    critical_beyond: list[tuple[str, str, str]] = field(default_factory=list)  # ... and outside the scales run
     missing: list[str] = field(default_factory=list)  # lines' scales with no finite rate
     counts: list[int] = field(default_factory=list)  # each point's runs with a finite rate (seeds pooled)
 
 
-def draw_phase(summary: pd.DataFrame, folder: Path) -> Iterator[Page]:
-    """From the runs' fits, with the predictions stored beside them (harness.lab.figures.make_figures)."""
+def draw_phase(summary: pd.DataFrame, curves: pd.DataFrame | None, folder: Path) -> Iterator[Page]:
+    """From the runs' fits, with the predictions stored beside them (harness.lab.figures.make_figures),
+    and the mean-field curves stored beside the summary (harness.lab.theory_curves; None: none drawn)."""
     if "scale" not in varied(summary, ["scale"]):
         return
     axes_names, lines, line_key = line_groups(summary, "scale")
@@ -74,7 +78,7 @@ def draw_phase(summary: pd.DataFrame, folder: Path) -> Iterator[Page]:
     pools = summary.groupby([*axes_names, "scale"], dropna=False).size().max() > 1
     span = float(summary.scale.max() - summary.scale.min()) if pools else 0.0
     for number, (label, runs, look) in enumerate(lines):
-        line = PhaseLine(label, runs, points_of(runs, predicted), look)
+        line = PhaseLine(label, runs, points_of(runs, predicted), look, line_curve(curves, runs))
         trace_measured(ax, line, traced)
         for prediction in predicted:
             if TRACES[prediction.name](ax, prediction, line, summary, traced):
@@ -158,20 +162,25 @@ def trace_marks(ax: plt.Axes, prediction: Prediction, line: PhaseLine, summary: 
 def trace_mean_field(
     ax: plt.Axes, prediction: Prediction, line: PhaseLine, summary: pd.DataFrame, traced: Traced
 ) -> bool:
-    """The mean-field rate, dense in scale, and its critical scale where that lies inside the scales run."""
+    """The line's own network's mean-field rate, dense in scale (harness.lab.theory_curves: the rnn's, or
+    the gated minimal's, gru's or lstm's at the gate biases its settings give), and its critical scale
+    (gain 1 per step, the runs' theory_critical_scale) as a dotted vertical line in the line's colour
+    where that lies inside the scales run, else named as beyond them; the latter also where no curve
+    is stored. Whether it drew the curve."""
     if not line.points[prediction.column].notna().all():
         return False
-    # The drive to 3 digits: lines whose drives differ by less (other seq_lens, seeds) share one curve.
-    drive = float(f"{line.runs.input_drive_var.median():.3g}")
-    dense, rates = mean_field_line(
-        line.runs.activation.iloc[0], float(summary.scale.min()), float(summary.scale.max()), drive
-    )
-    ax.plot(dense, rates, ls=prediction.line, color=line.look["color"], lw=1.0)
-    critical = line.runs.theory_critical_scale.median()
-    if np.isfinite(critical) and dense[0] <= critical <= dense[-1]:
+    if line.curve is not None:
+        dense, rates = line.curve
+        shown = (dense >= summary.scale.min()) & (dense <= summary.scale.max())  # harness.plot --where
+        ax.plot(dense[shown], rates[shown], ls=prediction.line, color=line.look["color"], lw=1.0)
+    critical = float(line.runs.theory_critical_scale.median()) if "theory_critical_scale" in line.runs else np.nan
+    cell = str(line.runs.cell.iloc[0]) if "cell" in line.runs else ""
+    if np.isfinite(critical) and summary.scale.min() <= critical <= summary.scale.max():
         ax.axvline(critical, ls=":", color=line.look["color"], lw=1.0)
-        traced.critical.append((f"{critical:.2f}", line.label))
-    return True
+        traced.critical.append((f"{critical:.2f}", line.label, cell))
+    elif np.isfinite(critical):  # named in the caption, so that a cell's missing line is explained
+        traced.critical_beyond.append((f"{critical:.2f}", line.label, cell))
+    return line.curve is not None
 
 
 def trace_linear(ax: plt.Axes, prediction: Prediction, line: PhaseLine, summary: pd.DataFrame, traced: Traced) -> bool:
@@ -194,12 +203,14 @@ TRACES: dict[str, Callable[[plt.Axes, Prediction, PhaseLine, pd.DataFrame, Trace
 
 
 def trace_gaps(gaps: plt.Axes, line: PhaseLine, predicted: list[Prediction], traced: Traced, dodge: float) -> None:
-    """Measured minus each prediction drawn (the mean of the runs' gaps, with its interval where seeds
-    are pooled), at each scale run moved by dodge: circles and squares hollow, crosses as they are."""
+    """Measured minus each prediction the line's runs have (whether or not its curve is drawn above: the
+    mean of the runs' gaps, with its interval where seeds are pooled), at each scale run moved by dodge:
+    circles and squares hollow, crosses as they are."""
     points = line.points.set_axis(line.points.index + dodge)
     for prediction in predicted:
         values = line.points[prediction.column]
-        if prediction.name in traced.predictions and values.notna().any():
+        if values.notna().any():
+            traced.gaps.add(prediction.name)
             gaps.plot(
                 points.index,
                 points[prediction.gap],
@@ -219,12 +230,33 @@ def drawn_predictions(traced: Traced) -> list[tuple[str, str | None, str]]:
     for prediction in THEORY:
         if prediction.name in traced.predictions:
             shown.append((prediction.line, prediction.marker if prediction.line == "none" else None, prediction.key))
-        if prediction.name == "mean_field" and traced.critical:
-            values = list(dict.fromkeys(value for value, _ in traced.critical))  # distinct, in order
-            named = len(traced.critical) <= 2 and all(name for _, name in traced.critical)
-            text = ", ".join(f"{value} ({name})" for value, name in traced.critical) if named else ", ".join(values)
-            shown.append((":", None, textwrap.fill("critical scale, mean field (dotted): " + text, 44)))
+        every = traced.critical + traced.critical_beyond
+        if prediction.name == "mean_field" and every:
+            parts = [critical_names(traced.critical, every)] if traced.critical else []
+            if traced.critical_beyond:
+                parts.append("beyond the scales run: " + critical_names(traced.critical_beyond, every))
+            text = "; ".join(parts)
+            shown.append(
+                (":", None, textwrap.fill("critical scale, mean field (dotted, the line's colour): " + text, 44))
+            )
     return shown
+
+
+def critical_names(critical: list[tuple[str, str, str]], every: list[tuple[str, str, str]], most: int = 8) -> str:
+    """Critical scales (value, line label, cell), each named: by its cell where the lines (`every` critical
+    scale found) have several cells and all of that cell's lines share one value, else by its line's label;
+    the values alone past `most`."""
+    values_of: dict[str, set[str]] = {}
+    for value, _, cell in every:
+        values_of.setdefault(cell, set()).add(value)
+    by_cell = len(values_of) > 1
+    named = list(
+        dict.fromkeys(
+            f"{value} ({cell})" if by_cell and len(values_of[cell]) == 1 else f"{value} ({label})" if label else value
+            for value, label, cell in critical
+        )
+    )
+    return ", ".join(named if len(named) <= most else dict.fromkeys(value for value, _, _ in critical))
 
 
 def shade_regimes(ax: plt.Axes) -> None:
@@ -280,16 +312,10 @@ def gap_axes(gaps: plt.Axes, traced: Traced) -> None:
             label=f"− {p.label}",
         )
         for p in THEORY
-        if p.name in traced.predictions
+        if p.name in traced.gaps
     ]
     marks.append(matplotlib.patches.Patch(color="0.6", alpha=0.3, label="±0.02"))
     gaps.legend(handles=marks, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-
-
-@functools.lru_cache(maxsize=64)  # lines of one activation and drive (other seq_lens, seeds) share a curve
-def mean_field_line(activation: str, low: float, high: float, drive: float) -> tuple[np.ndarray, np.ndarray]:
-    dense = np.linspace(low, high, 60)
-    return dense, mean_field_curve(activation, dense, drive)
 
 
 def recorders_named(frame: pd.DataFrame) -> str:
