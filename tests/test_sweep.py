@@ -46,7 +46,7 @@ def test_composer_gives_hydras_config(overrides):
     hydra = loader.load_sweep_config(master, overrides)
     expected = OmegaConf.to_container(hydra, resolve=False, enum_to_str=True)
     expected_hydra = expected.pop("hydra")
-    assert OmegaConf.to_container(job.config) == expected
+    assert job.config == expected
     for key in ("overrides", "runtime", "sweep", "job_logging"):
         assert job.hydra[key] == expected_hydra[key], key
     assert {**job.hydra["job"], "num": None, "id": None} == {**expected_hydra["job"], "num": None, "id": None}

@@ -11,9 +11,10 @@ progress, lock.
 
 Hydra's basic path composes every job's config from the files twice (~100 ms each on 2 cores) and
 writes its .hydra/ files through a pure-Python YAML dumper (~10 ms). Here each distinct set of
-config-group choices (cell=lstm, experiment=...) is composed once by Hydra, and a job's value
-overrides (scale=2) are applied to a copy by Hydra's own override code (~1 ms); .hydra/ is written by
-libyaml. The folders, files and numbers are the basic path's (tests/test_sweep.py compares them).
+config-group choices (cell=lstm, experiment=...) is composed once by Hydra, each distinct value
+override (scale=2) is applied once by Hydra's own override code, and a job is a plain dict of its
+base with those values set (~0.5 ms and ~1 KB a job: 10^4 jobs in seconds; jobs.Composer); .hydra/ is
+written by libyaml. The folders, files and numbers are the basic path's (tests/test_sweep.py compares them).
 
 Faults. A run folder is finished when its DONE marker is there, every file DONE lists has the size and
 checksum it lists, its meta.json has the job's run_id (the hash of its resolved config,

@@ -8,7 +8,7 @@ import os
 import random
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from harness.cli.sweep.jobs import Job
 from harness.cli.sweep.supervise import run_jobs
@@ -34,7 +34,7 @@ def write_chunks(jobs: list[Job], sweep_dir: Path, chunks: int, torch_threads: i
                 "overrides": j.overrides,
                 "run_id": j.run_id,
                 "subdir": j.subdir,
-                "config": OmegaConf.to_container(j.config),
+                "config": j.config,
                 "hydra": j.hydra,
             }
             for j in dealt[chunk::chunks]
@@ -45,10 +45,7 @@ def write_chunks(jobs: list[Job], sweep_dir: Path, chunks: int, torch_threads: i
 
 def read_chunk(path: Path) -> tuple[list[Job], int | None]:
     data = json.loads(path.read_text())
-    jobs = [
-        Job(j["num"], j["overrides"], j["run_id"], j["subdir"], OmegaConf.create(j["config"]), j["hydra"])
-        for j in data["jobs"]
-    ]
+    jobs = [Job(j["num"], j["overrides"], j["run_id"], j["subdir"], j["config"], j["hydra"]) for j in data["jobs"]]
     return jobs, data["torch_threads"]
 
 

@@ -4,6 +4,7 @@ supervised, so that a run whose process dies fails alone and a killed sweep leav
 from __future__ import annotations
 
 import contextlib
+import copy
 import ctypes
 import logging
 import os
@@ -18,13 +19,21 @@ from typing import Any
 import yaml
 from omegaconf import OmegaConf
 
-from harness.cli.sweep.jobs import Job
+from harness.cli.sweep.jobs import Job, interpolates
 from harness.core.folders import claim, is_temporary
 from harness.core.runfolder import DONE, write_text
 
 FORKS = sys.platform.startswith("linux")  # where forking a process that imported torch is safe and cheap
 FORK_LOCK = threading.Lock()  # held while forking and while the progress thread writes
 YAML_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # libyaml when present: ~6x faster
+
+
+def resolved(config: dict[str, Any]) -> dict[str, Any]:
+    """A job's config as its run reads it: its interpolations resolved, in a copy of its own (a job's
+    config shares its parts with the other jobs', harness.cli.sweep.jobs.Composer)."""
+    if not interpolates(config):
+        return copy.deepcopy(config)
+    return OmegaConf.to_container(OmegaConf.create(config), resolve=True)
 
 
 def write_job_files(job: Job, sweep_dir: Path) -> Path:
@@ -48,7 +57,7 @@ def write_job_files(job: Job, sweep_dir: Path) -> Path:
             "runtime": {**job.hydra["runtime"], "output_dir": str(out.resolve())},
         }
         files = {
-            "config.yaml": OmegaConf.to_container(job.config),
+            "config.yaml": job.config,
             "hydra.yaml": {"hydra": hydra},
             "overrides.yaml": job.overrides,
         }
@@ -178,7 +187,7 @@ def _record_crash(job: Job, sweep_dir: Path, status: int) -> None:
 
     out = sweep_dir / job.subdir
     reason = _crash_reason(status)
-    record_failure(OmegaConf.to_container(job.config, resolve=True), out, job.hydra["runtime"]["choices"], reason)
+    record_failure(resolved(job.config), out, job.hydra["runtime"]["choices"], reason)
     with open(out / f"{job.hydra['job']['name']}.log", "a") as log_file:
         log_file.write(f"the run's process died: {reason}\n")
 
@@ -195,7 +204,7 @@ def _run_here(jobs: list[Job], sweep_dir: Path, torch_threads: int | None) -> No
             out = write_job_files(job, sweep_dir)
             handler = run_log.to(out / f"{job.hydra['job']['name']}.log")
             try:
-                run(OmegaConf.to_container(job.config, resolve=True), out, job.hydra["runtime"]["choices"])
+                run(resolved(job.config), out, job.hydra["runtime"]["choices"])
             finally:
                 logging.getLogger().removeHandler(handler)
                 handler.close()

@@ -14,6 +14,7 @@ from harness.lab.figures.layout import (
     colourbar,
     edges,
     facet_label,
+    index_ticks,
     lag_axis,
     outer_labels,
     panel_grid,
@@ -58,7 +59,7 @@ def draw_heatmap(profile: pd.DataFrame, folder: Path) -> Iterator[Page]:
                 shading="flat",
                 rasterized=True,
             )  # SVG: one image, not a path per cell
-            ax.set_yticks(range(len(panel.index)), [f"{scale:g}" for scale in panel.index])
+            index_ticks(ax, [f"{scale:g}" for scale in panel.index])
             ax.set_facecolor("0.75")  # no finite value: grey, never white (white is gain 1)
             title(ax, text)
             lag_axis(ax)

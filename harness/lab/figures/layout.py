@@ -3,6 +3,7 @@ ranges, legends and the lines of the summary-based figures."""
 
 from __future__ import annotations
 
+import math
 import textwrap
 from typing import Any, NamedTuple
 
@@ -18,6 +19,7 @@ from harness.lab.figures.style import (
     OKABE_ITO,
     RANGE_PERCENTILE,
     ROWS_PER_PAGE,
+    TICK_ROOM,
     TITLE_POINTS,
     cell_colour,
     cell_rank,
@@ -170,6 +172,19 @@ def outer_labels(axes: np.ndarray, columns: int, ylabel: str) -> None:
     x label."""
     for i, ax in enumerate(axes):
         ax.set_ylabel(ylabel if i % columns == 0 else "")
+
+
+def index_ticks(ax: plt.Axes, labels: list[str], axis: str = "y") -> None:
+    """Ticks at 0, 1, ..., n - 1 named by labels (a row or column per value swept), every k-th only where
+    all of them would not fit along the panel: 100 swept scales would be a black smear of labels."""
+    fig = ax.figure
+    box = ax.get_position()  # before the layout engine shrinks it: TICK_ROOM leaves it the margin
+    length = (box.height * fig.get_figheight() if axis == "y" else box.width * fig.get_figwidth()) * 72
+    size = matplotlib.font_manager.FontProperties(size=plt.rcParams[f"{axis}tick.labelsize"]).get_size_in_points()
+    room = TICK_ROOM * size if axis == "y" else (0.6 * max(map(len, labels), default=1) + TICK_ROOM) * size
+    step = max(1, math.ceil(len(labels) * room / max(length, 1.0)))
+    positions = range(0, len(labels), step)
+    (ax.set_yticks if axis == "y" else ax.set_xticks)(list(positions), [labels[i] for i in positions])
 
 
 def lag_axis(ax: plt.Axes, **kw: Any) -> None:

@@ -3,7 +3,12 @@ median) with its 25-75% band, coloured by scale (or seq_len) on a sequential map
 the same on log-log axes in the same colours, styled by the decay law each run's fit names, drawn when
 some run decays as a power law. Both take a panel per cell (columns) and per combination of every other
 swept axis (rows; seq_len too where scale is the colour): a line's panel and colour name its
-configuration, and the runs of one configuration that differ by seed are its lines of one colour."""
+configuration, and the runs of one configuration that differ by seed are its lines of one colour.
+
+Past LINE_LIMIT runs on a page (10^4 runs of 100 scales x 100 seeds) single lines can no longer be told
+apart, and drawing each costs minutes: the seeds of each configuration are pooled into one line, the
+median over its seeds of their batch medians, with the 10-90% range over its seeds shaded where a panel
+holds few enough configurations (BAND_LIMIT) for bands to be seen; the caption says so and how many."""
 
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ from typing import Any
 import matplotlib
 import numpy as np
 import pandas as pd
+from matplotlib.collections import LineCollection
 
 from harness.lab.figures.layout import (
     colour_axis,
@@ -37,6 +43,9 @@ from harness.lab.figures.style import NORM_LABEL, OKABE_ITO, SEQUENTIAL
 # The measured lines' style by decay law (the theory's black lines are dashed and dotted).
 LAW_STYLES = {"power": "-", "exponential": "-.", "flat": (0, (1, 1)), "undetermined": (0, (6, 2))}
 STYLE_NAMES = {"power": "solid", "exponential": "dash-dot", "flat": "dense dots", "undetermined": "long dashes"}
+LINE_LIMIT = 200  # runs a page draws a line each for; past it, seeds are pooled (a line per configuration)
+BAND_LIMIT = 12  # configurations a pooled panel shades its seeds' range for (more bands hide each other)
+POOLED_RANGE = (0.1, 0.9)  # the quantiles over seeds a pooled line's band spans
 THEORY_LINES = {
     "theory_log10_norm": ("k", "--", "closed form, this run"),
     "theory_ring_log10_norm": ("k", ":", "closed form, expectation over the ring"),
@@ -49,6 +58,8 @@ class Marks:
 
     banded: bool = False  # some run has a batch band
     dashed: bool = False  # some run carries numerical flags
+    pooled: bool = False  # seeds pooled into a line per configuration (LINE_LIMIT)
+    pooled_bands: bool = False  # ... with the range over seeds shaded
     exits: int = 0  # points where a run's norm left float's range
     empty: list[pd.DataFrame] = field(default_factory=list)  # a row of each run with no finite value
 
@@ -64,8 +75,11 @@ def draw_profiles(profile: pd.DataFrame, flagged: set[str], folder: Path) -> Ite
     for number, page in enumerate(all_pages):
         fig, axes, table = panel_grid(len(page), columns, sharey=True)
         marks = Marks()
+        marks.pooled = pools(page, top)
         for ax, (text, rows) in zip(axes, page):
-            for _, run in rows.groupby("run_id", sort=False):
+            if marks.pooled:
+                trace_pooled(ax, rows, colour, norm, cmap, marks)
+            for _, run in [] if marks.pooled else rows.groupby("run_id", sort=False):
                 run = run.sort_values("lag")
                 col = cmap(norm(float(run[colour].iloc[0]))) if colour else OKABE_ITO[0]
                 trace_run(ax, run, col, run.run_id.iloc[0] in flagged, marks)
@@ -79,8 +93,49 @@ def draw_profiles(profile: pd.DataFrame, flagged: set[str], folder: Path) -> Ite
         keys = profile_keys(marks)
         fig.legend(handles=keys, loc="outside lower center", ncol=len(keys), fontsize=8, frameon=False)
         named = ["cell", *facets, *([colour] if colour else [])]
-        caption = profiles_caption(marks, colour, named) + seeds_caption(top, facets, colour)
+        caption = profiles_caption(marks, colour, named) + seeds_caption(top, facets, colour, marks.pooled)
         yield Page(fig, page_path(folder, "profiles", number, len(all_pages)), caption)
+
+
+def pools(page: list[tuple[str, pd.DataFrame]], top: pd.DataFrame) -> bool:
+    """Whether a page pools its seeds: more than LINE_LIMIT runs on it, of more than one seed."""
+    return bool(seeds_of(top)) and sum(rows.run_id.nunique() for _, rows in page) > LINE_LIMIT
+
+
+def seed_quantiles(rows: pd.DataFrame, colour: str | None, value: str = "log10_norm") -> pd.DataFrame:
+    """A row per configuration of a panel (its colour value) and lag: the median of `value` over its
+    seeds and the POOLED_RANGE quantiles (inf and -inf count as the largest and smallest values)."""
+    keys = [colour] if colour else []
+    grouped = rows.groupby([*keys, "lag"], sort=True, dropna=False)[value]
+    table = grouped.median().rename("median").to_frame()
+    for name, q in zip(("low", "high"), POOLED_RANGE):
+        table[name] = grouped.quantile(q)
+    return table.reset_index()
+
+
+def pooled_segments(table: pd.DataFrame, colour: str | None, column: str) -> tuple[list[np.ndarray], list[float]]:
+    """(a line's (lag, value) points per configuration, its colour value) for a LineCollection."""
+    segments, values = [], []
+    for key, lines in table.groupby(colour, sort=True) if colour else [(0.0, table)]:
+        y = lines[column].to_numpy(float)
+        segments.append(np.column_stack([lines.lag.to_numpy(float), np.where(np.isfinite(y), y, np.nan)]))
+        values.append(float(key))
+    return segments, values
+
+
+def trace_pooled(ax: Any, rows: pd.DataFrame, colour: str | None, norm: Any, cmap: Any, marks: Marks) -> None:
+    """A panel's configurations, a line each (the median over its seeds) in one collection, their
+    seeds' range shaded where the panel holds BAND_LIMIT configurations or fewer."""
+    table = seed_quantiles(rows, colour)
+    segments, values = pooled_segments(table, colour, "median")
+    colours = [cmap(norm(v)) if colour else OKABE_ITO[0] for v in values]
+    ax.add_collection(LineCollection(segments, colors=colours, lw=1.1, zorder=3))
+    ax.autoscale_view()
+    if len(segments) <= BAND_LIMIT:
+        for (_, lines), col in zip(table.groupby(colour, sort=True) if colour else [(0, table)], colours):
+            band = np.isfinite(lines.low) & np.isfinite(lines.high)
+            ax.fill_between(lines.lag, lines.low, lines.high, where=band, color=col, alpha=0.25, lw=0, zorder=2)
+            marks.pooled_bands |= bool(band.any())
 
 
 def colouring(top: pd.DataFrame) -> tuple[str | None, Any, Any]:
@@ -100,13 +155,21 @@ def facet_axes(top: pd.DataFrame, colour: str | None) -> list[str]:
     return [a for a in swept(top, [colour] if colour else []) if a not in ("cell", colour)]
 
 
-def seeds_caption(top: pd.DataFrame, facets: list[str], colour: str | None) -> str:
-    """Where runs differ by seed only: that each is its own line, in its configuration's look."""
+def seeds_caption(top: pd.DataFrame, facets: list[str], colour: str | None, pooled: bool = False) -> str:
+    """Where runs differ by seed only: that each is its own line, in its configuration's look; or,
+    pooled, that each line is the median over the configuration's seeds."""
     seeds = seeds_of(top)
     if not seeds:
         return ""
     per = top.groupby(["cell", *facets, *([colour] if colour else [])], dropna=False).run_id.nunique()
     n = f"{per.min()}" if per.min() == per.max() else f"{per.min()}–{per.max()}"
+    if pooled:
+        low, high = (round(q * 100) for q in POOLED_RANGE)
+        return (
+            f" Seeds pooled ({seed_list(seeds)}): {top.run_id.nunique()} runs are more than one page draws as lines "
+            f"of their own ({LINE_LIMIT}), so each line is the median over its configuration's {n} seeds of their "
+            f"batch medians" + (f", shaded over its seeds' {low}–{high}% range" if len(per) <= BAND_LIMIT else "") + "."
+        )
     return (
         f" Seeds not pooled ({seed_list(seeds)}): each of a configuration's {n} seeds is a line of its own, "
         "in the configuration's panel and colour."
@@ -135,7 +198,11 @@ def trace_run(ax: Any, run: pd.DataFrame, colour: Any, flagged: bool, marks: Mar
 
 def profile_keys(marks: Marks) -> list:
     """The legend: the median line, and the band, dashes and X only where the page has them."""
-    keys = [matplotlib.lines.Line2D([], [], color="0.3", lw=1.3, label="batch median")]
+    line = "median over seeds of the batch medians" if marks.pooled else "batch median"
+    keys = [matplotlib.lines.Line2D([], [], color="0.3", lw=1.3, label=line)]
+    if marks.pooled_bands:
+        low, high = (round(q * 100) for q in POOLED_RANGE)
+        keys.append(matplotlib.patches.Patch(color="0.3", alpha=0.25, lw=0, label=f"{low}–{high}% over seeds"))
     if marks.banded:
         keys.append(matplotlib.patches.Patch(color="0.3", alpha=0.3, lw=0, label="25–75% of the batch"))
     if marks.dashed:
@@ -152,9 +219,16 @@ def profile_keys(marks: Marks) -> list:
 def profiles_caption(marks: Marks, colour: str | None, named: list[str]) -> str:
     """What the page drew; the runs it could not draw, by the axes in `named`."""
     return (
-        "Gradient norm against steps back from the loss, a line per run (batch median)"
+        "Gradient norm against steps back from the loss, "
+        + ("a line per configuration (seeds pooled)" if marks.pooled else "a line per run (batch median)")
         + (", coloured by " + colour if colour else "")
-        + ("; shaded: the batch's 25–75% range" if marks.banded else "; no batch band (one sample per run)")
+        + (
+            ""
+            if marks.pooled
+            else "; shaded: the batch's 25–75% range"
+            if marks.banded
+            else "; no batch band (one sample per run)"
+        )
         + (
             "; dashed: runs with numerical flags (diverged, overflow, underflow, nan: see the summary's status)"
             if marks.dashed
@@ -185,8 +259,11 @@ def draw_decay_laws(profile: pd.DataFrame, fits: pd.DataFrame, folder: Path) -> 
         # Own y axes: a power law spans a decade or two where an exponential spans hundreds.
         fig, axes, table = panel_grid(len(page), min(columns, 3))
         drawn: dict[str, Any] = {}
+        pooled = pools(page, top)
         for ax, (text, rows) in zip(axes, page):
-            for _, run in rows.groupby("run_id", sort=False):
+            if pooled:
+                trace_pooled_laws(ax, rows, colour, norm, cmap, drawn)
+            for _, run in [] if pooled else rows.groupby("run_id", sort=False):
                 run = run.sort_values("lag")
                 law = run.decay_law.iloc[0]
                 col = cmap(norm(float(run[colour].iloc[0]))) if colour else OKABE_ITO[0]
@@ -224,7 +301,32 @@ def draw_decay_laws(profile: pd.DataFrame, fits: pd.DataFrame, folder: Path) -> 
             + ", ".join(f"{law} {STYLE_NAMES[law]}" for law in laws)
             + "); a power law is a straight line here, an exponential bends down"
             + ("; black: " + " and ".join(theory) if theory else "")
+            + (f"; the closed forms are drawn for panels of at most {BAND_LIMIT} configurations" if pooled else "")
             + "."
-            + seeds_caption(top, facets, colour)
+            + seeds_caption(top, facets, colour, pooled)
         )
         yield Page(fig, page_path(folder, "profiles_loglog", number, len(all_pages)), caption)
+
+
+def trace_pooled_laws(ax: Any, rows: pd.DataFrame, colour: str | None, norm: Any, cmap: Any, drawn: dict) -> None:
+    """A log-log panel pooled over seeds: a line per configuration (the median over its seeds), styled
+    by the decay law most of its seeds' fits name; the closed forms' medians where the panel holds
+    BAND_LIMIT configurations or fewer."""
+    keys = [colour] if colour else []
+    table = seed_quantiles(rows, colour)
+    majority = rows.groupby(keys).decay_law.agg(lambda names: names.mode().iloc[0]) if keys else None
+    table["law"] = table[colour].map(majority) if keys else rows.decay_law.mode().iloc[0]
+    for law, configurations in table.groupby("law", sort=True):
+        segments, values = pooled_segments(configurations, colour, "median")
+        colours = [cmap(norm(v)) if colour else OKABE_ITO[0] for v in values]
+        ax.add_collection(LineCollection(segments, colors=colours, linestyles=LAW_STYLES[law], lw=1.1))
+        drawn.setdefault(f"measured, {law}", matplotlib.lines.Line2D([], [], color="0.35", ls=LAW_STYLES[law], lw=1.3))
+    ax.autoscale_view()
+    if keys and table[colour].nunique() > BAND_LIMIT:
+        return
+    for column, (ink, ls, name) in THEORY_LINES.items():
+        if column in rows and rows[column].notna().any():
+            theory = seed_quantiles(rows, colour, column)
+            for _, lines in theory.groupby(keys) if keys else [(0, theory)]:
+                ax.plot(lines.lag, lines["median"], color=ink, ls=ls, lw=1.0, zorder=3)
+            drawn.setdefault(name, matplotlib.lines.Line2D([], [], color=ink, ls=ls, lw=1.0))

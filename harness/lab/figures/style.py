@@ -25,6 +25,7 @@ FACETS = [
     "name",
 ]
 ROWS_PER_PAGE = 6
+TICK_ROOM = 2.0  # font sizes along an axis each tick label is given (layout.index_ticks): a line and a gap
 MAX_LAYER_PANELS = 12
 OKABE_ITO = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000"]
 SEQUENTIAL, DIVERGING = "viridis", "RdBu_r"
