@@ -90,12 +90,13 @@ def tmp_results(tmp_path: Path) -> Path:
 
 GRID = ["-m", "cell=rnn,gru", "scale=0.5,1,2,3", "seq_len=8", "hidden_size=4", "batch_size=3"]
 KEYS = ["run_id", "layer", "state", "t", "step"]
+TIMINGS = ["wall_time_s", "startup_s"]  # seconds measured, not computed: they differ from sweep to sweep
 
 
 def tables(sweep_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The sweep's profile and summary, in a fixed row order, without the timings."""
     profile = pd.read_parquet(sweep_dir / "profile.parquet").sort_values(KEYS).reset_index(drop=True)
-    summary = pd.read_parquet(sweep_dir / "summary.parquet").drop(columns="wall_time_s")
+    summary = pd.read_parquet(sweep_dir / "summary.parquet").drop(columns=TIMINGS)
     return profile, summary.sort_values("run_id").reset_index(drop=True)
 
 

@@ -199,11 +199,11 @@ def test_progress_counts_every_step_forward_and_backward(segment):
 
 
 def test_a_long_single_run_says_how_fast_it_went_where_stderr_is_no_terminal(capsys, monkeypatch):
-    from harness.lab import run as run_module
+    from harness.lab import session
 
     clock = iter(range(0, 1000, 3))  # every reading of the clock 3 s after the last
-    monkeypatch.setattr(run_module.time, "perf_counter", lambda: next(clock))
-    with run_module.step_bar(True, 200, "recording") as update:
+    monkeypatch.setattr(session.time, "perf_counter", lambda: next(clock))
+    with session.step_bar(True, 200, "recording") as update:
         update(200)
     assert capsys.readouterr().err.strip() == "recording: 200 steps in 3.0 s (67 steps/s)"
 

@@ -173,7 +173,7 @@ def test_the_dense_mean_field_curve_is_the_rate_at_every_scale(activation, drive
 def test_the_input_drive_is_what_each_cell_adds_to_its_state(cell):
     """torch's equations put b_ih + b_hh in every pre-activation; the minimal's z and the indrnn read
     x W_ih^T + b_ih; the lru has no such drive (NaN). Computed here from the parameters by name."""
-    from harness.lab.run import input_drive_stats
+    from harness.lab.session import input_drive_stats
 
     model, batch = build(cell, init="default" if cell in ("indrnn", "lru") else "gaussian", hidden_size=5)
     inputs = batch.inputs

@@ -11,7 +11,7 @@ run is flagged `diverged`. A run counts as `solved` when its final eval loss is 
 SOLVED_FRACTION of the task's baseline.
 
 What watches the training (a monitor, a logger such as TensorBoard or W&B) is a TrainingCallback:
-train() tells it every step and every record, and harness.lab.run tells it the record at step 0.
+train() tells it every step and every record, and harness.lab.session tells it the record at step 0.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ class TrainingCallback:
     a no-op here. Callbacks watch: they must not change what they are given (a row is the loss
     table's own), the parameters, their gradients or any generator, or the run's numbers change.
 
-    Calls, in order: on_record(0, ...) once the run has recorded at initialisation (harness.lab.run;
+    Calls, in order: on_record(0, ...) once the run has recorded at initialisation (harness.lab.session;
     train() itself starts at step 1), then for each step 1..train.steps on_step, and on_record after
     it at every train.record_every steps and at the last step. A diverged run stops without an
     on_step for the step whose loss was not finite."""

@@ -19,6 +19,7 @@ from harness.core.errors import ConfigError
 from harness.core.folders import check_rebuild, check_target, claim, is_run_folder
 from harness.core.runfolder import PROFILE
 from harness.lab.figures import FOLDER_TABLES, make_figures
+from harness.lab.fits import KEYS, read_fits
 from harness.lab.report import write_report
 from harness.lab.results import (
     collect,
@@ -51,7 +52,9 @@ def collect_and_report(
         table = curves(summary[summary.status != "duplicate"])
         if not table.empty:
             write_parquet(table, root / MEAN_FIELD)
-    figures = make_figures(root, profile, summary[summary.status != "duplicate"], losses)  # a run once
+    # The fits collect computed, read back from its fits.parquet (it returns none): not fitted again.
+    fits = read_fits(root)
+    figures = make_figures(root, profile, summary[summary.status != "duplicate"], losses, fits)  # a run once
     report = write_report(root, summary, figures, source=root, command=command, question=question)
     counts = summary.status.value_counts().to_dict()
     print(f"{root}: {len(summary)} runs ({', '.join(f'{n} {s}' for s, n in counts.items())})")
@@ -207,7 +210,14 @@ def plot(
     losses = pd.concat(losses, ignore_index=True)
     if not losses.empty:
         losses = losses[losses.run_id.isin(summary.run_id)].drop_duplicates(["run_id", "step"])
-    figures = make_figures(out, profile, summary, losses, vector=vector)
+    # The sources' stored fits, of the runs and steps kept as the profile's are (make_figures fits the
+    # runs again where they are not the profile's, or a source has none).
+    stored = [read_fits(folder) for folder in folders]
+    fits = None
+    if all(table is not None for table in stored):
+        fits = pd.concat(stored, ignore_index=True)
+        fits = fits[fits.run_id.isin(summary.run_id)].drop_duplicates(KEYS)
+    figures = make_figures(out, profile, summary, losses, fits, vector=vector)
     source = folders[0] if len(folders) == 1 else None  # several sweeps: no one command made them
     report = write_report(out, summary, figures, source=source, where=where, command=command, question=question)
     for path in [*(drawn.path for drawn in figures), report]:

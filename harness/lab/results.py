@@ -61,6 +61,7 @@ KINDS: dict[str, tuple[type, ...]] = {  # a column's value types, by its field's
 INTEGERS = ("int", "Optional[int]")  # the annotations of the config fields that hold whole numbers
 NUMBERS = (
     "wall_time_s",
+    "startup_s",
     "input_drive_var",
     "input_drive_var_cv",
     *(c for c in THEORY_COLUMNS if c != "theory_note"),
@@ -134,6 +135,7 @@ def _read_run(run_dir: Path, where: dict[str, str]) -> tuple[dict[str, Any], Pro
                 "diverged_at",
                 "error",
                 "wall_time_s",
+                "startup_s",
                 "input_drive_var",
                 "input_drive_var_cv",
                 *THEORY_COLUMNS,
@@ -447,6 +449,8 @@ def collect(root: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     whole_numbers(summary)
     if "diverged_at" in summary:  # nullable: a run whose forward pass stayed finite has none
         summary["diverged_at"] = summary.diverged_at.astype("Int64")
+    if "startup_s" in summary:  # a float even where no run recorded it (older runs): None alone is no number
+        summary["startup_s"] = summary.startup_s.astype(float)
     if not profile.empty:
         fits = fit_runs(profile)
         fitted = headline(fits).set_index("run_id")[FIT_COLUMNS]

@@ -54,7 +54,7 @@ from harness.lab.figures import heatmap, phase, profiles, seq_len, spectrum, tra
 from harness.lab.figures.output import VECTOR, Drawn, Page, save  # Drawn, Page and save for callers too
 from harness.lab.figures.pool import FORKS, run_in_processes
 from harness.lab.figures.style import CELL_COLOURS  # noqa: F401  every figure's cell colours, for callers
-from harness.lab.fits import fit_runs, headline
+from harness.lab.fits import at_first_step, fit_runs, headline, stored_fits
 from harness.lab.theory_curves import FILE as MEAN_FIELD
 
 # What a figure may be drawn from; make_figures gives each that exists.
@@ -124,15 +124,18 @@ def make_figures(
     profile: pd.DataFrame,
     summary: pd.DataFrame | None = None,
     losses: pd.DataFrame | None = None,
+    fits: pd.DataFrame | None = None,
     vector: bool = False,
     workers: int | None = None,
 ) -> list[Drawn]:
     """Every figure the tables support, under root/figures/; returns what was written (PNG and caption).
 
-    The fits come from the profile (harness.core.analysis), so figures always use the current analysis;
-    the summary, when given, marks the runs whose status carries numerical flags. The figures are
-    drawn in `workers` processes at once (default: one per core for a profile of PARALLEL_ROWS rows
-    or more, else this process alone); the files and captions do not depend on it (tested).
+    The fits are each run's at its first recorded step: those of `fits` (fit_runs of the profile, as
+    collect computed and stored it) where it holds the profile's, else fitted from the profile
+    (harness.core.analysis), to the same frame (tested). The summary, when given, marks the runs whose
+    status carries numerical flags. The figures are drawn in `workers` processes at once (default: one
+    per core for a profile of PARALLEL_ROWS rows or more, else this process alone); the files and
+    captions do not depend on it (tested).
     """
     if profile.empty:
         return []
@@ -143,7 +146,7 @@ def make_figures(
         )
     given = {
         "profile": profile,
-        "fits": fits_beside(profile, summary),
+        "fits": fits_beside(profile, summary, fits),
         "summary": summary,
         "losses": losses,
         "flagged": set() if summary is None else set(summary.run_id[~summary.status.isin(["ok"])].dropna()),
@@ -161,10 +164,12 @@ def make_figures(
     return [drawn for figures in run_in_processes(jobs, workers) for drawn in figures]
 
 
-def fits_beside(profile: pd.DataFrame, summary: pd.DataFrame | None) -> pd.DataFrame:
+def fits_beside(profile: pd.DataFrame, summary: pd.DataFrame | None, fits: pd.DataFrame | None = None) -> pd.DataFrame:
     """Each run's headline fit at its first recorded step, with the drive and the predictions the
-    summary stores with the run."""
-    fits = headline(fit_runs(profile[profile.step == profile.groupby("run_id").step.transform("min")]))
+    summary stores with the run; read from `fits` (fit_runs of these runs) where it holds them."""
+    first = at_first_step(profile)
+    stored = None if fits is None else stored_fits(first, at_first_step(fits))
+    fits = headline(fit_runs(first) if stored is None else stored)
     beside = [c for c in ("input_drive_var", *THEORY_COLUMNS) if summary is not None and c in summary]
     if beside:
         fits = fits.join(summary.set_index("run_id")[beside], on="run_id")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import textwrap
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import matplotlib
@@ -174,17 +175,43 @@ def outer_labels(axes: np.ndarray, columns: int, ylabel: str) -> None:
         ax.set_ylabel(ylabel if i % columns == 0 else "")
 
 
-def index_ticks(ax: plt.Axes, labels: list[str], axis: str = "y") -> None:
-    """Ticks at 0, 1, ..., n - 1 named by labels (a row or column per value swept), every k-th only where
-    all of them would not fit along the panel: 100 swept scales would be a black smear of labels."""
+def tick_room(ax: plt.Axes, labels: list[str], axis: str) -> tuple[float, float]:
+    """(the panel's length along `axis`, the room each of these tick labels needs along it), in points."""
     fig = ax.figure
     box = ax.get_position()  # before the layout engine shrinks it: TICK_ROOM leaves it the margin
     length = (box.height * fig.get_figheight() if axis == "y" else box.width * fig.get_figwidth()) * 72
     size = matplotlib.font_manager.FontProperties(size=plt.rcParams[f"{axis}tick.labelsize"]).get_size_in_points()
     room = TICK_ROOM * size if axis == "y" else (0.6 * max(map(len, labels), default=1) + TICK_ROOM) * size
+    return length, room
+
+
+def index_ticks(ax: plt.Axes, labels: list[str], axis: str = "y") -> None:
+    """Ticks at 0, 1, ..., n - 1 named by labels (a row or column per value swept), every k-th only where
+    all of them would not fit along the panel: 100 swept scales would be a black smear of labels."""
+    length, room = tick_room(ax, labels, axis)
     step = max(1, math.ceil(len(labels) * room / max(length, 1.0)))
     positions = range(0, len(labels), step)
     (ax.set_yticks if axis == "y" else ax.set_xticks)(list(positions), [labels[i] for i in positions])
+
+
+def value_ticks(ax: plt.Axes, values: Sequence[float], axis: str = "x") -> None:
+    """Ticks at the values swept along a numeric axis (linear or log, its limits set), labelled '{:g}',
+    as many as fit: the smallest, then each one a label's room past the last kept, since evenly thinned
+    ticks would still crowd where the values do (long lengths, on a log axis); the largest replaces the
+    last kept, so that the labels span the sweep."""
+    values = sorted(values)
+    labels = [f"{v:g}" for v in values]
+    length, room = tick_room(ax, labels, axis)
+    scale = (ax.xaxis if axis == "x" else ax.yaxis).get_transform()
+    low, high = scale.transform(np.array((ax.get_xlim if axis == "x" else ax.get_ylim)()))
+    at = (scale.transform(np.array(values, dtype=float)) - low) / (high - low) * length  # points along the axis
+    kept = [0]
+    for i in range(1, len(values)):
+        if at[i] - at[kept[-1]] >= room:
+            kept.append(i)
+    if len(kept) > 1:
+        kept[-1] = len(values) - 1
+    (ax.set_yticks if axis == "y" else ax.set_xticks)([values[i] for i in kept], [labels[i] for i in kept])
 
 
 def lag_axis(ax: plt.Axes, **kw: Any) -> None:
@@ -329,14 +356,19 @@ def interval_key() -> matplotlib.lines.Line2D:
     )
 
 
+def count_range(counts: Sequence[int]) -> str:
+    """How many runs each pooled point holds, for a caption's "n = ...": '3' where all hold 3, else '2–5'
+    (an en dash, as every range in the captions)."""
+    low, high = min(counts), max(counts)
+    return f"{low}" if low == high else f"{low}–{high}"
+
+
 def pooled_seeds(counts: list[int], seeds: list, point: str = "point") -> str:
     """The caption's words for points that pool seeds: how many, which, and what the bars are; '' where
     no point pools more than one run."""
     if not counts or max(counts) < 2:
         return ""
-    low, high = min(counts), max(counts)
-    n = f"n = {low}" if low == high else f"n = {low}–{high}"
     return (
-        f"seeds pooled ({seed_list(seeds)}): a {point} is the mean over its configuration's {n} seeds, its bar the "
-        "95% t interval of that mean (Student t, mean ± t·s/√n; as in summary_by_config)"
+        f"seeds pooled ({seed_list(seeds)}): a {point} is the mean over its configuration's n = {count_range(counts)} "
+        "seeds, its bar the 95% t interval of that mean (Student t, mean ± t·s/√n; as in summary_by_config)"
     )

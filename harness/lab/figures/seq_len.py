@@ -1,6 +1,6 @@
-"""The `seq_len` figure: end-to-end log10 gain against sequence length (log axis, a tick at every length
-swept), a line per combination of the other swept axes, seeds pooled into a mean with its 95% t
-interval (harness.lab.summary); drawn when seq_len varied."""
+"""The `seq_len` figure: end-to-end log10 gain against sequence length (log axis, ticks at as many of the
+lengths swept as fit), a line per combination of the other swept axes, seeds pooled into a mean with its
+95% t interval (harness.lab.summary); drawn when seq_len varied."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from harness.lab.figures.layout import (
     line_groups,
     pooled_seeds,
     seeds_of,
+    value_ticks,
     varied,
 )
 from harness.lab.figures.output import Page
@@ -41,10 +42,8 @@ def draw_seq_len(summary: pd.DataFrame, folder: Path) -> Iterator[Page]:
         counts += interval_bars(ax, points, "log10_gain", look["color"])
     ax.axhline(0, color="0.2", lw=0.9)
     ax.set_xscale("log")
-    lengths = np.sort(summary.seq_len.unique())
-    ax.xaxis.set_major_locator(matplotlib.ticker.FixedLocator(lengths))  # a tick at every length swept
-    ax.xaxis.set_major_formatter(matplotlib.ticker.FixedFormatter([f"{v:g}" for v in lengths]))
-    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+    value_ticks(ax, list(summary.seq_len.unique()))  # at the lengths swept, as many as fit
+    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())  # a log axis' minor ticks: lengths never run
     ax.set_xlabel("seq_len T (steps, log scale)")
     ax.set_ylabel(r"end-to-end $\log_{10}\,\|\partial L/\partial h_0\| / \|\partial L/\partial h_T\|$")
     ax.grid(alpha=0.3, which="both")
@@ -53,7 +52,8 @@ def draw_seq_len(summary: pd.DataFrame, folder: Path) -> Iterator[Page]:
         legend_beside(ax, line_key + intervals)
     seeds = pooled_seeds(counts, seeds_of(summary))
     caption = (
-        "End-to-end log10 gain (batch median) against sequence length, ticks at the lengths swept"
+        "End-to-end log10 gain (batch median) against sequence length, ticks at "
+        + ("the lengths swept" if len(ax.get_xticks()) == summary.seq_len.nunique() else "as many lengths swept as fit")
         + (f", a line per {', '.join(axes_names)}" if axes_names else "")
         + (f"; {seeds}" if seeds else "")
         + "."

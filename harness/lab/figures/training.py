@@ -16,6 +16,7 @@ import pandas as pd
 
 from harness.lab.figures.layout import (
     colourbar,
+    count_range,
     facet_label,
     grid,
     interval_key,
@@ -92,7 +93,7 @@ def draw_losses(losses: pd.DataFrame, folder: Path) -> Iterator[Page]:
         )
         + f"; dashed: the task's baseline; {losses.run_id.nunique()} runs"
         + (
-            f"; where a line pools the seeds of one configuration (n = {seeds_range(pooled_n)}), its geometric "
+            f"; where a line pools the seeds of one configuration (n = {count_range(pooled_n)}), its geometric "
             "mean at each step, shaded: the 95% Student t interval of the mean of log10 eval loss"
             if pooled_n
             else ""
@@ -117,10 +118,6 @@ def draw_loss_line(ax: plt.Axes, line: pd.DataFrame, look: dict[str, Any]) -> li
     ax.plot(by_step.index, 10**mean, lw=1.3, **look)
     ax.fill_between(by_step.index, 10**low, 10**high, color=look["color"], alpha=0.2, lw=0, gid="interval")
     return [by_step.shape[1]]
-
-
-def seeds_range(counts: list[int]) -> str:
-    return str(min(counts)) if min(counts) == max(counts) else f"{min(counts)}-{max(counts)}"
 
 
 def draw_training_profiles(profile: pd.DataFrame, summary: pd.DataFrame | None, folder: Path) -> Iterator[Page]:
@@ -213,7 +210,7 @@ def draw_learnability(summary: pd.DataFrame, folder: Path) -> Iterator[Page]:
         f"{len(data)} trained runs: colour by cell"
         + (", marker by remedy" if by_remedy else "")
         + (
-            f"; where seeds of one configuration are pooled (n = {seeds_range(pooled_n)}), bars at the mean rate "
+            f"; where seeds of one configuration are pooled (n = {count_range(pooled_n)}), bars at the mean rate "
             "and the geometric mean loss: their 95% Student t intervals (of the rate and of log10 loss / baseline)"
             if pooled_n
             else ""
