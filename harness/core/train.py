@@ -50,7 +50,7 @@ class Evaluation(NamedTuple):
 
 class TrainingCallback:
     """The seam for whatever watches a training run: a monitor, a logger (TensorBoard, W&B), the
-    run's own bookkeeping (harness.lab.run). Subclass it and override what you need; each method is
+    run's own bookkeeping (harness.lab.session). Subclass it and override what you need; each method is
     a no-op here. Callbacks watch: they must not change what they are given (a row is the loss
     table's own), the parameters, their gradients or any generator, or the run's numbers change.
 
