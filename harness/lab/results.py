@@ -36,7 +36,7 @@ from harness.core.folders import check_rebuild, claim
 from harness.core.runfolder import DONE, GATES, LOSSES, META, PROFILE, UNITS
 from harness.core.spec import FIELDS, VALIDATORS, config_columns, flat_config, run_id
 from harness.core.theory import SPECTRUM_COLUMNS, THEORY_COLUMNS
-from harness.lab.fits import fit_runs, headline
+from harness.lab.fits import FITS, fit_runs, headline
 from harness.lab.summary import write_summary_by_config
 from harness.lab.tables import write_csv, write_parquet
 from harness.lab.theory_table import THEORY
@@ -459,7 +459,7 @@ def collect(root: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
         summary["rate_init"] = summary.run_id.map(at_init.set_index("run_id").rate)
         for prediction in THEORY:  # measured minus predicted, nats per step
             summary[prediction.gap] = summary.rate - summary.get(prediction.column, float("nan"))
-        write_parquet(fits, root / "fits.parquet")
+        write_parquet(fits, root / FITS)
     if runs != [root]:  # a single run folder already holds its own profile (and units, gates)
         write_parquet(profile, root / PROFILE)
         _write_detail_tables(root, runs, rows)

@@ -12,6 +12,7 @@ import pandas as pd
 
 from harness.lab.figures.layout import (
     colourbar,
+    count_range,
     edges,
     facet_label,
     index_ticks,
@@ -85,7 +86,7 @@ def seeds_pooled(top: pd.DataFrame, row_axes: list[str]) -> str:
     if not seeds:
         return ""
     per = top.groupby(["cell", *row_axes, "scale"], dropna=False).run_id.nunique()
-    n = f"{per.min()}" if per.min() == per.max() else f"{per.min()}–{per.max()}"
+    n = count_range(per.tolist())
     return f"; seeds pooled ({seed_list(seeds)}): each row the median over its configuration's {n} seeds"
 
 

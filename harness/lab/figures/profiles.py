@@ -25,6 +25,7 @@ from matplotlib.collections import LineCollection
 from harness.lab.figures.layout import (
     colour_axis,
     colourbar,
+    count_range,
     lag_axis,
     leaves_range,
     outer_labels,
@@ -162,7 +163,7 @@ def seeds_caption(top: pd.DataFrame, facets: list[str], colour: str | None, pool
     if not seeds:
         return ""
     per = top.groupby(["cell", *facets, *([colour] if colour else [])], dropna=False).run_id.nunique()
-    n = f"{per.min()}" if per.min() == per.max() else f"{per.min()}–{per.max()}"
+    n = count_range(per.tolist())
     if pooled:
         low, high = (round(q * 100) for q in POOLED_RANGE)
         return (
