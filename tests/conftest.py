@@ -11,12 +11,14 @@ import pandas as pd
 import pytest
 import torch
 
+from harness.cli.configs import register
 from harness.core import networks
 from harness.core.cells import RecurrentNet
 from harness.core.init import initialise
 from harness.core.tasks import probe
 
 ROOT = Path(__file__).resolve().parents[1]
+register()  # tests compose configs with Hydra (initialize_config_dir), as the entry point does after this
 
 
 @pytest.fixture(autouse=True)

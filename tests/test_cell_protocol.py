@@ -1,9 +1,11 @@
 """Cells answer for themselves: every built-in cell declares the whole network protocol
-(harness.core.protocol) and a CellType the registry finds; a new cell is one module; no other core
-code names a cell; record.units works on every cell (units rows; gates where the cell has gate blocks)."""
+(harness.core.protocol) and has its CellType row in the registry; a new cell is one module and its row;
+no other core code names a cell; record.units works on every cell (units rows; gates where the cell has gate blocks)."""
 
 import ast
 import dataclasses
+import importlib
+import pkgutil
 import sys
 import textwrap
 
@@ -11,11 +13,12 @@ import numpy as np
 import pytest
 import torch
 
-from harness.core import networks
+from harness.core import networks, zoo
 from harness.core.detail import record_detail
 from harness.core.errors import NotApplicable
 from harness.core.init import initialise
-from harness.core.protocol import CellType, StackedNet
+from harness.core.networks import CellType
+from harness.core.protocol import StackedNet
 from harness.core.recorders import record_log_norms
 from harness.core.spec import VALIDATORS, CellSpec
 from harness.core.tasks import probe
@@ -65,9 +68,7 @@ def test_every_built_in_cell_declares_the_whole_protocol(name):
         assert cell_fields[option].default == unset, option
     assert all(key in VALIDATORS for key in cell_type.takes), cell_type.takes
     # The command line offers it as cell=<name> (registered from the registry, or a YAML of its own).
-    from hydra.core.config_store import ConfigStore
-
-    import harness.cli  # noqa: F401  registers the options
+    from hydra.core.config_store import ConfigStore  # registered by tests/conftest.py, as harness.cli.main does
 
     assert (ROOT / "conf" / "cell" / f"{name}.yaml").exists() or f"{name}.yaml" in ConfigStore.instance().repo.get(
         "cell", {}
@@ -126,9 +127,14 @@ def test_cell_only_keys_are_what_the_cells_declare():
         initialise(networks.build("lru", "tanh", 3, 4, 1, {}), "default", 1.0, torch.Generator(), chrono_tmax=5)
 
 
-# Core code outside the cells' own modules names no cell. Allowed: the bridges to torch's own
-# nn.RNN / nn.LSTM / nn.GRU classes (which exist for those three equations only), and the default cell.
-ALLOWED = {"api.py": "torch's module classes", "sequences.py": "torch's fused modules", "spec.py": "the default"}
+# Core code outside the cells' own modules and their rows names no cell. Allowed: the bridges to torch's
+# own nn.RNN / nn.LSTM / nn.GRU classes (which exist for those three equations only), and the default cell.
+ALLOWED = {
+    "api.py": "torch's module classes",
+    "sequences.py": "torch's fused modules",
+    "spec.py": "the default",
+    "networks.py": "the registry's rows",
+}
 
 
 def test_no_core_code_outside_the_cells_names_a_cell():
@@ -149,7 +155,6 @@ def test_no_core_code_outside_the_cells_names_a_cell():
 
 NEW_CELL = '''
 import torch
-from harness.core.protocol import CellType
 from harness.core.zoo.hidden import HiddenNet
 
 
@@ -171,30 +176,45 @@ class LeakyNet(HiddenNet):
         return "linear: needs a linear step"
 
 
-CELL_TYPES = (CellType("leaky", LeakyNet, order=99, colour="#000000", graph_states_per_step=3.0, scaled="u"),)
+def build(name, activation, input_size, hidden_size, num_layers):
+    return LeakyNet(activation, input_size, hidden_size, num_layers)
 '''
 
 
-def test_a_new_cell_is_one_module(tmp_path, monkeypatch):
-    """A package of cell modules (as harness.core.zoo is) registers what each module declares."""
+def test_a_new_cell_is_one_module_and_its_row(tmp_path, monkeypatch):
+    """A cell's row names its module, which is imported only when a network is built."""
     package = tmp_path / "more_cells"
     package.mkdir()
     (package / "__init__.py").write_text("")
     (package / "leaky.py").write_text(textwrap.dedent(NEW_CELL))
     monkeypatch.syspath_prepend(str(tmp_path))
-    import more_cells
-
+    row = CellType("leaky", "more_cells.leaky", order=99, colour="#000000", graph_states_per_step=3.0, scaled="u")
     try:
-        found = networks.scan(more_cells)
+        found = networks.registry([row, *networks.CELLS])
+        assert list(found) == [*CELLS, "leaky"] and "more_cells.leaky" not in sys.modules
+        net = found["leaky"].build("tanh", 3, 4, 1)
     finally:
         sys.modules.pop("more_cells.leaky", None)
         sys.modules.pop("more_cells", None)
-    assert list(found) == ["leaky"] and networks.scan() == networks.CELL_TYPES
-    net = found["leaky"].build("tanh", 3, 4, 1)
     initialise(net, "default", 0.9, torch.Generator().manual_seed(0))
     x = torch.randn(8, 2, 3, generator=torch.Generator().manual_seed(1))
     detail = record_detail(net, x, lambda outputs: outputs.sum())
     assert detail.units.shape == (9, 2, 4) and detail.gates is None
+    for clash in ("name", "order", "colour"):  # each must be unique among the rows
+        twin = dataclasses.replace(row, **{clash: getattr(networks.CELLS[0], clash)})
+        with pytest.raises(RuntimeError, match=f"two declare the same {clash}"):
+            networks.registry([*networks.CELLS, twin])
+
+
+def test_every_zoo_module_that_builds_a_network_has_a_row():
+    """The rows and the modules stay in step: a module with a build is named by a row, and each row's
+    module builds the network its name says (test_every_built_in_cell_declares_the_whole_protocol)."""
+    building = {
+        f"{zoo.__name__}.{module.name}"
+        for module in pkgutil.iter_modules(zoo.__path__)
+        if hasattr(importlib.import_module(f"{zoo.__name__}.{module.name}"), "build")
+    }
+    assert building == {row.module for row in networks.CELLS}
 
 
 @pytest.mark.parametrize("name", CELLS)

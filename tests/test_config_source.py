@@ -9,7 +9,7 @@ import re
 import yaml
 from hydra.core.config_store import ConfigStore
 
-import harness.cli
+from harness.cli import configs
 from harness.core.init import INITS
 from harness.core.networks import NETWORKS
 from harness.core.spec import FIELDS, GROUPS, describe
@@ -35,10 +35,10 @@ def test_registered_groups_have_no_yaml_copies():
 
 
 def test_help_and_docs_list_every_key_with_its_default():
-    template = harness.cli._help()["template"]
+    template = configs._help()["template"]
     docs = (ROOT / "docs" / "configuration.md").read_text()
     for key, default, _ in describe():
-        assert re.search(rf"^  {re.escape(key)} +{re.escape(harness.cli._shown(default))} ", template, re.M), key
+        assert re.search(rf"^  {re.escape(key)} +{re.escape(configs._shown(default))} ", template, re.M), key
         named = (f"`{key}`", f"`{key}.", f"`{key.rsplit('.', 1)[-1]}`")  # cell.kwargs.*, a group's table
         assert any(name in docs for name in named), f"docs/configuration.md does not name {key}"
     assert len(describe()) == len(FIELDS)

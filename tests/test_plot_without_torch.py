@@ -81,12 +81,6 @@ def test_importing_the_package_loads_no_torch_and_every_public_name_is_there():
         harness.nothing  # noqa: B018
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="not yet: harness.cli/__init__ (cell, init and task registries), harness.lab.figures "
-    "(core.theory, core.spec, core.networks: torch registries; phase's mean-field curves use torch "
-    "autograd), harness.lab.results (core.spec, core.theory), harness.lab.tables and report import torch",
-)
 def test_plot_and_collect_run_with_torch_blocked(sweep):
     collected = without_torch("harness.collect", str(sweep))
     assert collected.returncode == 0, collected.stderr

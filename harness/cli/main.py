@@ -27,6 +27,7 @@ import matplotlib
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from harness.cli.configs import register
 from harness.cli.exits import fail, stop_on_sigterm
 from harness.cli.hydra_internals import command_line, load_master
 from harness.cli.overrides import (
@@ -49,6 +50,7 @@ from harness.core.runfolder import DONE, check_done
 from harness.core.spec import VALIDATORS, RunSpec, config_columns, run_id
 from harness.lab.run import run
 
+register()  # the run specification and built-in options, before Hydra composes anything
 BEFORE: dict[Path, set[Path]] = {}  # a named run folder's contents before Hydra wrote into it (check_run_folder)
 
 

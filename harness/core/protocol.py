@@ -22,17 +22,15 @@ A network (StackedNet) answers, besides unrolling (initial_state, input_drive, s
                  push_tangent, pull_cotangent, step_jvp), so the exact recorder runs without autograd's
                  graph, a Lyapunov tangent rides the recording, and gradient flossing can run
 
-A built-in cell also declares a CellType in its module under harness.core.zoo: its name, how to build
-it, its options, the keys only some cells take, its colour and place in figures, and its memory per
-step; harness.core.networks collects them.
+A built-in cell also has a row (a CellType) in harness.core.networks: its name, the module that builds
+it, its options, the keys only some cells take, its colour and place in figures, and its memory per step.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from collections.abc import Callable, Sequence
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -40,6 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from harness.core.errors import NotApplicable
+from harness.core.networks import cells_taking, join_names
 
 Activation = Callable[[Tensor], Tensor]
 
@@ -68,29 +67,8 @@ SLOPES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
 MEAN_FIELD_NOTE = "mean field: needs a one-layer rnn with init=gaussian or orthogonal"
 
 
-@dataclass(frozen=True)
-class CellType:
-    """A built-in cell, as its module under harness.core.zoo declares it (in CELL_TYPES)."""
-
-    name: str  # cell=<name>
-    build: Callable[..., StackedNet]  # (activation, input_size, hidden_size, num_layers, **options) -> uninitialised
-    order: int  # its place among the cells in tables and figures (unique)
-    colour: str  # its colour in figures (unique)
-    graph_states_per_step: float  # one recorded step of autograd graph, in (batch, state) tensors (measured)
-    scaled: str = "W_hh"  # what `scale` multiplies, as figures label it
-    options: Mapping[str, Any] = field(default_factory=dict)  # its build options (cell.<key>) -> "not set"
-    takes: tuple[str, ...] = ()  # other keys that only some cells take, this one among them
-
-
-def join_names(names: Sequence[str]) -> str:
-    """a, b and c."""
-    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
-
-
 def only_for(key: str) -> str:
     """'the lstm and gru': the built-in cells that take a cell-only key (harness.core.networks)."""
-    from harness.core.networks import cells_taking  # the registry imports the cells, which import this module
-
     return f"the {join_names(cells_taking(key))}"
 
 

@@ -29,6 +29,9 @@ DONE = "DONE"
 PROFILE, META, LOSSES = "profile.parquet", "meta.json", "losses.parquet"
 UNITS, GATES = "units.parquet", "gates.parquet"  # record.units=true (harness.core.detail)
 RUN_FILES = (META, PROFILE, LOSSES, UNITS, GATES)  # what DONE vouches for
+# meta.json's theory keys (harness.core.theory writes them; the summary carries them as columns)
+THEORY_COLUMNS = ("theory_linear", "theory_mean_field", "theory_critical_scale", "theory_lyapunov", "theory_note")
+SPECTRUM_COLUMNS = ("lyapunov_dimension", "entropy_rate", "spectrum_sum")  # with theory.spectrum_k > 0
 
 
 def write_atomic(path: Path, write: Any) -> None:

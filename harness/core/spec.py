@@ -18,20 +18,14 @@ floats in a column.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import math
 from dataclasses import MISSING, dataclass, field, fields
-from typing import Any, Collection, Dict, Mapping, Optional
+from typing import Any, Callable, Collection, Dict, Mapping, Optional
 
-import torch
-
-from harness.core.cells import ACTIVATIONS
 from harness.core.errors import ConfigError
-from harness.core.init import INITS
 from harness.core.networks import NETWORKS, cell_only_keys, meta_network
-from harness.core.recorders import RECORDERS
-from harness.core.tasks import TASKS
-from harness.core.train import OPTIMIZERS
 from harness.core.validators import (
     Validator,
     boolean,
@@ -47,7 +41,17 @@ from harness.core.validators import (
     text,
 )
 
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
+DTYPES = ("float32", "float64")  # torch's dtypes of these names (harness.lab.build)
+
+
+def registered(module: str, name: str) -> Callable[[], Collection[str]]:
+    """The names in a registry of harness.core, read when a value is first checked: the registries hold
+    torch's functions, and what only reads stored tables (harness.plot, harness.collect) checks no value
+    against them, so it never imports torch."""
+    return lambda: getattr(importlib.import_module(f"harness.core.{module}"), name)
+
+
+_tasks = registered("tasks", "TASKS")  # the task registry (harness.core.tasks.TASKS), read when a run is checked
 
 
 def spec(default: Any, check: Validator, doc: str) -> Any:
@@ -85,14 +89,14 @@ class CellSpec:
 class InitSpec:
     """The `init` group (harness.core.init)."""
 
-    name: str = spec("default", one_of(INITS), "default | gaussian | orthogonal | identity")
+    name: str = spec("default", one_of(registered("init", "INITS")), "default | gaussian | orthogonal | identity")
 
 
 @dataclass(frozen=True)
 class TaskSpec:
     """The `task` group (harness.core.tasks)."""
 
-    name: str = spec("probe", one_of(TASKS), "probe | adding | copy | temporal_order | random_walk")
+    name: str = spec("probe", one_of(_tasks), "probe | adding | copy | temporal_order | random_walk")
 
 
 @dataclass(frozen=True)
@@ -101,7 +105,7 @@ class TrainSpec:
 
     steps: int = spec(0, integer(0), "optimiser steps, each on a fresh batch (0: record at init only)")
     lr: float = spec(0.001, positive_number, "learning rate")
-    optimizer: str = spec("adam", one_of(OPTIMIZERS), "sgd | adam | rmsprop")
+    optimizer: str = spec("adam", one_of(registered("train", "OPTIMIZERS")), "sgd | adam | rmsprop")
     clip_norm: Optional[float] = spec(None, optional(positive_number), "clip the gradients' global norm (null: off)")
     clip_value: Optional[float] = spec(None, optional(positive_number), "clip every gradient entry (null: off)")
     weight_decay: float = spec(0.0, finite_number(minimum=0), "L2 penalty, passed to the optimiser")
@@ -157,7 +161,9 @@ class RunSpec:
     cell: CellSpec = spec(CellSpec, text, "the recurrent cell")
     init: InitSpec = spec(InitSpec, text, "recurrent weight initialisation")
     task: TaskSpec = spec(TaskSpec, text, "inputs, targets and loss")
-    activation: str = spec("tanh", one_of(ACTIVATIONS), "replaces tanh in the cell (gates stay sigmoid)")
+    activation: str = spec(
+        "tanh", one_of(registered("protocol", "ACTIVATIONS")), "replaces tanh in the cell (gates stay sigmoid)"
+    )
     scale: float = spec(1.0, finite_number(minimum=0), "multiplies every recurrent weight matrix after init")
     seq_len: int = spec(100, integer(1), "T, the number of time steps unrolled")
     hidden_size: int = spec(64, integer(1), "units per layer")
@@ -165,7 +171,11 @@ class RunSpec:
     num_layers: int = spec(1, integer(1), "stacked recurrent layers")
     batch_size: int = spec(32, integer(1), "samples; the profile keeps their median and quantiles")
     seed: int = spec(0, integer(0), "seeds the weights and the inputs, in that order")
-    recorder: str = spec("exact", one_of(RECORDERS), "exact (renormalised BPTT, any range) | autograd (raw, in dtype)")
+    recorder: str = spec(
+        "exact",
+        one_of(registered("recorders", "RECORDERS")),
+        "exact (renormalised BPTT, any range) | autograd (raw, in dtype)",
+    )
     dtype: str = spec("float32", one_of(DTYPES), "float32 | float64")
     device: str = spec("cpu", device, "cpu | cuda")
     train: TrainSpec = spec(TrainSpec, text, "training settings")
@@ -267,7 +277,8 @@ def flat_config(config: Mapping[str, Any]) -> dict[str, Any]:
 
 def check_run(run: RunSpec) -> None:
     """The rules that involve more than one key; raise ConfigError on the first broken one."""
-    cell, task = run.cell, TASKS[run.task.name]
+    tasks = _tasks()
+    cell, task = run.cell, tasks[run.task.name]
     if cell._target_ is None and cell.name not in NETWORKS:
         raise ConfigError(
             f"cell={cell.name}: expected one of {', '.join(NETWORKS)}, or a user cell with "
@@ -281,7 +292,7 @@ def check_run(run: RunSpec) -> None:
     if run.task.name == "probe" and run.train.steps:
         raise ConfigError(
             f"train.steps={run.train.steps}: task=probe has nothing to learn; "
-            "expected 0, or a task among " + ", ".join(t for t in TASKS if t != "probe")
+            "expected 0, or a task among " + ", ".join(t for t in tasks if t != "probe")
         )
     if not 0 <= cell.r_min < cell.r_max <= 1:
         raise ConfigError(
@@ -301,7 +312,7 @@ def check_run(run: RunSpec) -> None:
         raise ConfigError(
             f"record.units=true: task={run.task.name} has a loss on every step; the per-unit rows "
             "use the exact recorder's renormalisation; expected a task whose loss reads the last step "
-            f"({', '.join(name for name, kind in TASKS.items() if kind.final_state_only)})"
+            f"({', '.join(name for name, kind in tasks.items() if kind.final_state_only)})"
         )
     if run.recorder == "exact" and not task.final_state_only:
         raise ConfigError(f"recorder=exact: task={run.task.name} has a loss on every step; expected recorder=autograd")
@@ -323,7 +334,7 @@ def check_explicit(run: RunSpec, explicit: Collection[str]) -> None:
                 f"cell={run.cell.name}; expected no {key} for it (a remedy that sets it "
                 "is recorded as not applicable on such cells)"
             )
-    fixed = TASKS[run.task.name].input_size
+    fixed = _tasks()[run.task.name].input_size
     if "input_size" in explicit and fixed and run.input_size != fixed:
         raise ConfigError(
             f"input_size={run.input_size}: task={run.task.name} has {fixed} input "
@@ -351,7 +362,7 @@ def config_columns(config: Mapping[str, Any], explicit: Collection[str] = ()) ->
     run = RunSpec.from_columns(flat)
     check_run(run)
     check_explicit(run, explicit)
-    flat["input_size"] = TASKS[run.task.name].input_size or run.input_size
+    flat["input_size"] = _tasks()[run.task.name].input_size or run.input_size
     return flat
 
 

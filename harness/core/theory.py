@@ -56,6 +56,7 @@ from harness.core.meanfield import (
     mean_field_rate,
 )
 from harness.core.protocol import StackedNet, log_spectral_radius
+from harness.core.runfolder import SPECTRUM_COLUMNS, THEORY_COLUMNS
 from harness.core.spec import RunSpec
 
 __all__ = [  # what this module reports, and the names it has always offered from its two halves
@@ -88,9 +89,6 @@ __all__ = [  # what this module reports, and the names it has always offered fro
     "lyapunov_exponent",
     "spectrum_summary",
 ]
-
-THEORY_COLUMNS = ("theory_linear", "theory_mean_field", "theory_critical_scale", "theory_lyapunov", "theory_note")
-SPECTRUM_COLUMNS = ("lyapunov_dimension", "entropy_rate", "spectrum_sum")  # with theory.spectrum_k > 0
 
 
 def linear_rate(model: StackedNet) -> float:

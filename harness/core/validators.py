@@ -6,10 +6,8 @@ names the key, the value and what is allowed. harness.core.spec attaches one to 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
-
-import torch
 
 from harness.core.errors import ConfigError
 
@@ -22,10 +20,11 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def one_of(options: Any) -> Validator:
-    allowed = sorted(options)
+def one_of(options: Collection[str] | Callable[[], Collection[str]]) -> Validator:
+    """A value among options; a callable is asked for them at each check (a registry read lazily)."""
 
     def check(key: str, value: Any) -> Any:
+        allowed = sorted(options() if callable(options) else options)
         if value not in allowed:
             raise ConfigError(f"{key}={value}: expected one of {', '.join(allowed)}")
         return value
@@ -76,6 +75,8 @@ def positive_number(key: str, value: Any) -> float:
 
 def device(key: str, value: Any) -> str:
     one_of(DEVICES)(key, value)
+    import torch  # noqa: PLC0415  only when a device is checked (reading stored tables never does)
+
     if value == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"{key}={value}: CUDA is not available on this machine; expected cpu")
     return value

@@ -16,7 +16,7 @@ from harness.core.cells import CellNet, StackedNet
 from harness.core.errors import ConfigError
 from harness.core.networks import BUILD_OPTIONS, build
 from harness.core.remedies import Remedy, remedies_for
-from harness.core.spec import DTYPES, RunSpec
+from harness.core.spec import RunSpec
 from harness.core.tasks import TASKS, Task, TaskBatch
 
 
@@ -87,7 +87,7 @@ def build_run(run: RunSpec, remedies: Sequence[Remedy]) -> Setup:
     """Build the network (build_network, with remedies' on_build), its readout and the held-out batch,
     in that order of draws. Built in float64 on the CPU, then cast: float32 and float64 runs share
     their weights."""
-    dtype, device = DTYPES[run.dtype], torch.device(run.device)
+    dtype, device = getattr(torch, run.dtype), torch.device(run.device)  # spec.DTYPES names torch's dtypes
     generator = torch.Generator().manual_seed(run.seed)
     task = TASKS[run.task.name]
     model = build_network(run, generator, remedies)

@@ -33,9 +33,8 @@ import yaml
 from harness.core.analysis import FIT_COLUMNS
 from harness.core.errors import ConfigError
 from harness.core.folders import check_rebuild, claim
-from harness.core.runfolder import DONE, GATES, LOSSES, META, PROFILE, UNITS
+from harness.core.runfolder import DONE, GATES, LOSSES, META, PROFILE, SPECTRUM_COLUMNS, THEORY_COLUMNS, UNITS
 from harness.core.spec import FIELDS, VALIDATORS, config_columns, flat_config, run_id
-from harness.core.theory import SPECTRUM_COLUMNS, THEORY_COLUMNS
 from harness.lab.fits import FITS, fit_runs, headline
 from harness.lab.summary import write_summary_by_config
 from harness.lab.tables import write_csv, write_parquet

@@ -1,6 +1,7 @@
 """The built-in cells, a module each (rnn, lstm and gru share torch's equations in `classic`).
 
-A module here that defines CELL_TYPES (a tuple of harness.core.protocol.CellType) registers those cells:
-harness.core.networks imports every module of this package and collects them, and the command line
-offers each as cell=<name>. See harness.core.networks for how to add one.
+A cell's module defines its network and `build(name, activation, input_size, hidden_size, num_layers,
+**options)`; its row in harness.core.networks.CELLS names the module, so that the registry (and
+everything that only draws stored tables) reads without importing torch. See harness.core.networks for
+how to add one.
 """

@@ -8,7 +8,6 @@ step functions (tail, coefficients, push, pull) are in harness.core.zoo.steps.
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,7 +36,6 @@ from harness.core.protocol import (
     ACTIVATIONS,
     MEAN_FIELD_NOTE,
     SLOPES,
-    CellType,
     StackedNet,
     log_spectral_radius,
 )
@@ -377,34 +375,6 @@ GATED = {  # lstm blocks (i, f, g, o): biases (i, f, o); gru blocks (r, z, n): b
 }
 
 
-def _build(cell: str, activation: str, input_size: int, hidden_size: int, num_layers: int) -> RecurrentNet:
-    return RecurrentNet(cell, activation, input_size, hidden_size, num_layers)
-
-
-FLOSSING = "train.flossing_k"  # gradient flossing runs on the cells' written-out JVPs
-CELL_TYPES = (
-    CellType(
-        "rnn",
-        functools.partial(_build, "rnn"),
-        order=0,
-        colour="#0072B2",
-        graph_states_per_step=5.0,
-        takes=("train.omega", FLOSSING),
-    ),  # Pascanu et al.'s Omega is the one-layer rnn's
-    CellType(
-        "lstm",
-        functools.partial(_build, "lstm"),
-        order=1,
-        colour="#D55E00",
-        graph_states_per_step=9.0,
-        takes=("cell.forget_bias", "cell.chrono_tmax", FLOSSING),
-    ),
-    CellType(
-        "gru",
-        functools.partial(_build, "gru"),
-        order=2,
-        colour="#009E73",
-        graph_states_per_step=19.0,
-        takes=("cell.chrono_tmax", FLOSSING),
-    ),
-)  # graph_states_per_step measured at hidden 256, batch 32, float32, 3000 steps: 4.3, 8.1, 17.1
+def build(name: str, activation: str, input_size: int, hidden_size: int, num_layers: int) -> RecurrentNet:
+    """rnn, lstm or gru (harness.core.networks' rows)."""
+    return RecurrentNet(name, activation, input_size, hidden_size, num_layers)

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from harness.core.errors import NotApplicable
 from harness.core.init import uniform_
-from harness.core.protocol import CellType, diagonal_law
+from harness.core.protocol import diagonal_law
 from harness.core.zoo.hidden import HiddenNet
 
 
@@ -61,8 +61,5 @@ class IndRNNNet(HiddenNet):
         return {"theory_log10_norm": diagonal_law(readout.double().cpu().pow(2), gains, seq_len)[1]}
 
 
-def _build(activation: str, input_size: int, hidden_size: int, num_layers: int) -> IndRNNNet:
+def build(name: str, activation: str, input_size: int, hidden_size: int, num_layers: int) -> IndRNNNet:
     return IndRNNNet(activation, input_size, hidden_size, num_layers)
-
-
-CELL_TYPES = (CellType("indrnn", _build, order=4, colour="#E69F00", graph_states_per_step=3.0, scaled="u"),)  # 2.6

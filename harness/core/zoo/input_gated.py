@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from harness.core.errors import NotApplicable
-from harness.core.protocol import CellType, StackedNet
+from harness.core.protocol import StackedNet
 from harness.core.tasks import StreamedInputs, time_chunks
 
 
@@ -219,19 +219,7 @@ class MinLSTMNet(InputGatedNet):
         return log_f - torch.logaddexp(log_f, log_i)
 
 
-def _build_mingru(activation: str, input_size: int, hidden_size: int, num_layers: int) -> MinGRUNet:
-    check_activation("mingru", activation)
-    return MinGRUNet(input_size, hidden_size, num_layers)
-
-
-def _build_minlstm(activation: str, input_size: int, hidden_size: int, num_layers: int) -> MinLSTMNet:
-    check_activation("minlstm", activation)
-    return MinLSTMNet(input_size, hidden_size, num_layers)
-
-
-# graph_states_per_step: the forward graph measured at hidden 256, batch 32, float32, 3000 steps (3.0 and
-# 2.8), plus the step's drive (2 and 3) and the backward's temporaries
-CELL_TYPES = (
-    CellType("mingru", _build_mingru, order=6, colour="#332288", graph_states_per_step=6.0, scaled="1−z"),
-    CellType("minlstm", _build_minlstm, order=7, colour="#117733", graph_states_per_step=7.0, scaled="f′"),
-)
+def build(name: str, activation: str, input_size: int, hidden_size: int, num_layers: int) -> InputGatedNet:
+    """mingru or minlstm (harness.core.networks' rows)."""
+    check_activation(name, activation)
+    return {"mingru": MinGRUNet, "minlstm": MinLSTMNet}[name](input_size, hidden_size, num_layers)

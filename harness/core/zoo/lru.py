@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from harness.core.errors import NotApplicable
 from harness.core.init import normal
-from harness.core.protocol import CellType, StackedNet, diagonal_law
+from harness.core.protocol import StackedNet, diagonal_law
 
 
 class LRUNet(StackedNet):
@@ -140,20 +140,7 @@ class LRUNet(StackedNet):
         return {"theory_log10_norm": law, "theory_ring_log10_norm": (0.5 * log_ring / math.log(10)).numpy()}
 
 
-def _build(activation: str, input_size: int, hidden_size: int, num_layers: int, **options: float) -> LRUNet:
+def build(name: str, activation: str, input_size: int, hidden_size: int, num_layers: int, **options: float) -> LRUNet:
     if activation != "tanh":
         raise NotApplicable(f"activation={activation}: the lru is linear; it has no activation to replace")
     return LRUNet(input_size, hidden_size, num_layers, **options)
-
-
-CELL_TYPES = (
-    CellType(
-        "lru",
-        _build,
-        order=3,
-        colour="#CC79A7",
-        graph_states_per_step=3.0,
-        scaled="|λ|",  # 1.9 measured
-        options={"r_min": 0.0, "r_max": 1.0, "max_phase": 2 * math.pi},
-    ),
-)

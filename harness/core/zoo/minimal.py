@@ -24,7 +24,6 @@ from harness.core.meanfield import (
     minimal_units,
     unit_classes,
 )
-from harness.core.protocol import CellType
 from harness.core.zoo.hidden import HiddenNet
 
 
@@ -127,8 +126,5 @@ class MinimalNet(HiddenNet):
         return ""
 
 
-def _build(activation: str, input_size: int, hidden_size: int, num_layers: int) -> MinimalNet:
+def build(name: str, activation: str, input_size: int, hidden_size: int, num_layers: int) -> MinimalNet:
     return MinimalNet(activation, input_size, hidden_size, num_layers)
-
-
-CELL_TYPES = (CellType("minimal", _build, order=5, colour="#56B4E9", graph_states_per_step=9.0),)  # saved tensors 5

@@ -24,7 +24,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from harness.core.protocol import CellType
 from harness.core.zoo.input_gated import InputGatedNet, check_activation, uniform
 
 
@@ -87,19 +86,8 @@ class SelectiveNet(InputGatedNet):
         a_log.copy_(torch.log(torch.arange(1, self.state_size + 1, dtype=torch.float64)).expand_as(a_log))
 
 
-def _build(activation: str, input_size: int, hidden_size: int, num_layers: int, **options: float) -> SelectiveNet:
+def build(
+    name: str, activation: str, input_size: int, hidden_size: int, num_layers: int, **options: float
+) -> SelectiveNet:
     check_activation("selective", activation)
     return SelectiveNet(input_size, hidden_size, num_layers, **options)
-
-
-CELL_TYPES = (
-    CellType(
-        "selective",
-        _build,
-        order=8,
-        colour="#AA4499",
-        graph_states_per_step=7.0,  # 4.8 measured (hidden 64 x 16, batch 32, float32, 3000 steps), and the backward's
-        scaled="exp(ΔA)",
-        options={"state_size": 16, "dt_min": 0.001, "dt_max": 0.1},
-    ),
-)

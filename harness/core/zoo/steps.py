@@ -1,6 +1,6 @@
 """The step functions of rnn, lstm and gru (harness.core.zoo.classic): each cell's elementwise tail, its
-Jacobian's coefficients, and their push (tangents forward) and pull (cotangents backward). Declares no
-cell (no CELL_TYPES): harness.core.zoo.classic does.
+Jacobian's coefficients, and their push (tangents forward) and pull (cotangents backward). Builds no
+network (no build): harness.core.zoo.classic does.
 """
 
 from __future__ import annotations

@@ -48,8 +48,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from harness.core.errors import ConfigError
-from harness.core.runfolder import GATES, UNITS
-from harness.core.theory import THEORY_COLUMNS
+from harness.core.runfolder import GATES, THEORY_COLUMNS, UNITS
 from harness.lab.figures import heatmap, phase, profiles, seq_len, spectrum, training, units
 from harness.lab.figures.output import VECTOR, Drawn, Page, save  # Drawn, Page and save for callers too
 from harness.lab.figures.pool import FORKS, run_in_processes
