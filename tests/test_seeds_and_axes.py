@@ -23,7 +23,7 @@ import torch
 
 from harness.lab import figures as plots
 from harness.lab import run as run_module
-from harness.lab.figures import phase, profiles
+from harness.lab.figures import layout, phase, profiles
 from harness.lab.figures.layout import top_h
 from harness.lab.profile import GradientProfile
 from harness.lab.report import held_fixed, write_report
@@ -291,6 +291,24 @@ def test_three_swept_axes_every_line_is_matched_to_its_configuration(tmp_path, f
     for ax in panels:  # a row per scale, ticked with it (the labels shown on the first column only)
         assert ax.yaxis.get_major_formatter().format_ticks(ax.get_yticks()) == ["0.5", "1", "2"]
     assert "seeds pooled (seeds 0, 1)" in caption and "median over its configuration's 2 seeds" in caption
+
+
+def test_panels_follow_the_axes_values_as_numbers_not_as_text():
+    """seq_len 50, 300, 1000 in that order (as text, 1000 would come first), cells in their own order."""
+    frame = pd.DataFrame(
+        [{"cell": c, "seq_len": t, "lag": 0, "run_id": f"{c}{t}"} for c in ("lstm", "rnn") for t in (1000, 50, 300)]
+    )
+    columns, pages = layout.panels(frame, ["seq_len"])
+    assert columns == 2
+    assert [text for text, _ in pages[0]] == [
+        f"cell={c}, seq_len={t}" for t in (50, 300, 1000) for c in ("rnn", "lstm")
+    ]
+    assert sorted([(2.0,), ("b",), (float("nan"),), (10,), ("a",), (None,)], key=layout.value_order)[:4] == [
+        (2.0,),
+        (10,),
+        ("a",),
+        ("b",),
+    ]
 
 
 def test_three_swept_axes_on_log_log_axes_colour_and_panel_name_the_run_and_style_its_law(tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
 import matplotlib
@@ -140,6 +140,19 @@ def leaves_range(lag: pd.Series, values: pd.Series) -> tuple[np.ndarray, np.ndar
     return lag.to_numpy(float)[exits], values.to_numpy(float)[exits]
 
 
+def value_order(values: Iterable) -> tuple:
+    """A sort key for a tuple of axis values: numbers by value (seq_len 300 before 1000), then text, then
+    missing values, so that panels and lines follow the axes as a reader counts them."""
+    return tuple(
+        (2, 0.0, "")
+        if value is None or (not isinstance(value, str) and pd.isna(value))
+        else (1, 0.0, value)
+        if isinstance(value, str)
+        else (0, float(value), "")
+        for value in values
+    )
+
+
 def panels(frame: pd.DataFrame, row_axes: list[str]) -> tuple[int, list[list[tuple[str, pd.DataFrame]]]]:
     """The panels that have data, as (title, rows), ROWS_PER_PAGE rows of them to a figure.
 
@@ -153,7 +166,7 @@ def panels(frame: pd.DataFrame, row_axes: list[str]) -> tuple[int, list[list[tup
     full = len(groups) == cells * frame.groupby(row_axes, dropna=False).ngroups if row_axes else True
     columns = cells if full and cells > 1 else min(len(groups), 4)
     # Row-major with cells as columns: order by the row axes first, then cell (rnn, lstm, gru, ...).
-    groups.sort(key=lambda item: (tuple(map(str, item[0][1:])), cell_rank(item[0][0])))
+    groups.sort(key=lambda item: (value_order(item[0][1:]), cell_rank(item[0][0])))
     titled = [(facet_label(keys, axes), group) for keys, group in groups]
     per_page = ROWS_PER_PAGE * columns
     return columns, [titled[i : i + per_page] for i in range(0, len(titled), per_page)]
@@ -308,7 +321,7 @@ def line_groups(summary: pd.DataFrame, x: str) -> Lines:
     def rest(keys: tuple) -> tuple:  # a line's values of the axes other than cell
         return tuple(k for i, k in enumerate(keys) if i != at)
 
-    combinations = sorted({rest(keys) for keys, _ in groups}, key=lambda c: tuple(map(str, c)))
+    combinations = sorted({rest(keys) for keys, _ in groups}, key=value_order)
     groups.sort(key=lambda item: (cell_rank(item[0][at]), combinations.index(rest(item[0]))))
     lines = [
         Line(facet_label(keys, axes), rows, look_of(combinations.index(rest(keys)), cell_colour(keys[at])))

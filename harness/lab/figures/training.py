@@ -28,6 +28,7 @@ from harness.lab.figures.layout import (
     swept,
     title,
     unnamed,
+    value_order,
     varied,
 )
 from harness.lab.figures.output import Page, page_path
@@ -66,7 +67,7 @@ def draw_losses(losses: pd.DataFrame, folder: Path) -> Iterator[Page]:
     }
     groups = sorted(
         ((k if isinstance(k, tuple) else (k,), g) for k, g in losses.groupby(panel_axes, sort=True, dropna=False)),
-        key=lambda item: (cell_rank(item[0][0]), tuple(map(str, item[0][1:]))),
+        key=lambda item: (cell_rank(item[0][0]), value_order(item[0][1:])),
     )
     fig, axes, _ = panel_grid(len(groups), min(len(groups), 3), sharey=True)
     pooled_n: list[int] = []
