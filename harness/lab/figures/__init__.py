@@ -10,6 +10,7 @@ module       figure             shows                                           
 profiles.py  profiles           log10 ||dL/dh_{T-k}|| against the lag k, per run     always
              profiles_loglog    the same on log-log axes, coloured by decay law      a run decays as a power law
 heatmap.py   heatmap            scale x lag -> log10 gain, diverging about gain 1    scale varied
+             rate_map           scale x seq_len -> fitted rate, seeds' median        scale and seq_len 3+ values
 phase.py     phase              fitted rate against scale, regimes shaded, and the   scale varied
                                 predictions of harness.lab.theory_table.THEORY
 seq_len.py   seq_len            end-to-end log10 gain against seq_len                seq_len varied
@@ -103,6 +104,7 @@ def register(
 plot_profiles = register("profiles", profiles.draw_profiles, ("profile", "flagged"))
 plot_decay_laws = register("profiles_loglog", profiles.draw_decay_laws, ("profile", "fits"))
 plot_heatmap = register("heatmap", heatmap.draw_heatmap, ("profile",))
+plot_rate_map = register("rate_map", heatmap.draw_rate_map, ("fits",))
 plot_phase = register("phase", phase.draw_phase, ("fits", "mean_field"), optional=("mean_field",))
 plot_seq_len = register("seq_len", seq_len.draw_seq_len, ("fits",))
 plot_layers = register("layers", heatmap.draw_layers, ("profile",))

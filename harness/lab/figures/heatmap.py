@@ -1,5 +1,6 @@
 """The heatmaps, on a diverging map centred on gain 1: `heatmap`, scale x lag -> log10 gradient norm
-(drawn when scale varied), and `layers`, layer x lag -> log10 norm of each layer's h, a panel per
+(drawn when scale varied); `rate_map`, scale x seq_len -> fitted rate (drawn when both take 3 values or
+more: a large grid's view); and `layers`, layer x lag -> log10 norm of each layer's h, a panel per
 multi-layer run."""
 
 from __future__ import annotations
@@ -74,20 +75,20 @@ def draw_heatmap(profile: pd.DataFrame, folder: Path) -> Iterator[Page]:
             f"range is ±{norm.halfrange:.3g}, the {RANGE_PERCENTILE}th percentile of |log10 norm|"
             + (f", and the {clipped} cells beyond it take the end colours (the colourbar's arrows)" if clipped else "")
             + "; grey: no finite value"
-            + seeds_pooled(top, row_axes)
+            + seeds_pooled(top, ["cell", *row_axes, "scale"], "row")
             + "."
         )
         yield Page(fig, page_path(folder, "heatmap", number, len(all_pages)), caption)
 
 
-def seeds_pooled(top: pd.DataFrame, row_axes: list[str]) -> str:
-    """The caption's words for the seeds each cell of a panel pools (by their median), if any."""
-    seeds = seeds_of(top)
+def seeds_pooled(frame: pd.DataFrame, keys: list[str], each: str) -> str:
+    """The caption's words for the seeds each `each` (row, cell) of a map pools by their median, if any;
+    keys: the columns that make a configuration."""
+    seeds = seeds_of(frame)
     if not seeds:
         return ""
-    per = top.groupby(["cell", *row_axes, "scale"], dropna=False).run_id.nunique()
-    n = count_range(per.tolist())
-    return f"; seeds pooled ({seed_list(seeds)}): each row the median over its configuration's {n} seeds"
+    n = count_range(frame.groupby(keys, dropna=False).run_id.nunique().tolist())
+    return f"; seeds pooled ({seed_list(seeds)}): each {each} the median over its configuration's {n} seeds"
 
 
 def draw_layers(profile: pd.DataFrame, folder: Path) -> Iterator[Page]:
@@ -128,3 +129,52 @@ def draw_layers(profile: pd.DataFrame, folder: Path) -> Iterator[Page]:
         + "); grey: no finite value."
     )
     yield Page(fig, folder / "layers", caption)
+
+
+MAP_VALUES = 3  # the rate map is drawn where scale and seq_len each take this many values or more
+
+
+def draw_rate_map(fits: pd.DataFrame, folder: Path) -> Iterator[Page]:
+    """The fitted rate over scale x seq_len, a panel per cell and other swept axis, each configuration's
+    seeds pooled by their median: the view of a large grid that a line per run cannot give."""
+    if not all(a in fits and fits[a].nunique() >= MAP_VALUES for a in ("scale", "seq_len")):
+        return
+    row_axes = [a for a in swept(fits, ["scale", "seq_len"]) if a not in ("cell", "scale", "seq_len")]
+    keys = ["cell", *row_axes, "seq_len", "scale"]
+    table = fits.groupby(keys, dropna=False).rate.median().reset_index()
+    norm, clipped = robust_centred_norm(table.rate)
+    columns, all_pages = panels(table, row_axes)
+    for number, page in enumerate(all_pages):
+        fig, axes, grid_axes = panel_grid(len(page), columns)
+        for ax, (text, rows) in zip(axes, page):
+            panel = rows.pivot(index="seq_len", columns="scale", values="rate")
+            # A row per swept length and a column per swept scale, each of one size (see draw_heatmap).
+            ax.pcolormesh(
+                np.arange(len(panel.columns) + 1) - 0.5,
+                np.arange(len(panel.index) + 1) - 0.5,
+                np.ma.masked_invalid(panel.to_numpy(float)),
+                cmap=DIVERGING,
+                norm=norm,
+                shading="flat",
+                rasterized=True,
+            )
+            index_ticks(ax, [f"{scale:g}" for scale in panel.columns], axis="x")
+            index_ticks(ax, [f"{length:g}" for length in panel.index])
+            ax.set_facecolor("0.75")
+            ax.set_xlabel("scale (a column per value swept)")
+            title(ax, text)
+        outer_labels(axes, columns, "seq_len (a row per value swept)")
+        colourbar(
+            fig, grid_axes, norm, DIVERGING, "rate (nats per step; 0: gain 1)", extend="both" if clipped else "neither"
+        )
+        caption = (
+            "fitted rate (nats per step: the slope of ln ||dL/dh_{T-k}|| over the fit window) over scale and "
+            "seq_len, a column per swept scale and a row per swept length (cells of one size however far apart "
+            f"the values), white at 0 (gain 1), red growth, blue decay; the colour range is ±{norm.halfrange:.3g}, "
+            f"the {RANGE_PERCENTILE}th percentile of |rate|"
+            + (f", and the {clipped} cells beyond it take the end colours" if clipped else "")
+            + "; grey: no finite rate"
+            + seeds_pooled(fits, keys, "cell")
+            + "."
+        )
+        yield Page(fig, page_path(folder, "rate_map", number, len(all_pages)), caption)
