@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -49,20 +50,8 @@ def draw_heatmap(profile: pd.DataFrame, folder: Path) -> Iterator[Page]:
         fig, axes, grid_axes = panel_grid(len(page), columns, sharey=same_scales)
         for ax, (text, rows) in zip(axes, page):
             panel = rows.pivot(index="scale", columns="lag", values="log10_norm")
-            lags = panel.columns.to_numpy(float)
-            # A row per swept scale, all of one height: scales are a list someone chose (0.9, 1, 1.1, 4),
-            # not a continuum, and edges halfway between uneven values would invent scales never run.
-            ax.pcolormesh(
-                edges(lags),
-                np.arange(len(panel.index) + 1) - 0.5,
-                np.ma.masked_invalid(panel.to_numpy(float)),
-                cmap=DIVERGING,
-                norm=norm,
-                shading="flat",
-                rasterized=True,
-            )  # SVG: one image, not a path per cell
+            value_rows(ax, edges(panel.columns.to_numpy(float)), panel, norm)
             index_ticks(ax, [f"{scale:g}" for scale in panel.index])
-            ax.set_facecolor("0.75")  # no finite value: grey, never white (white is gain 1)
             title(ax, text)
             lag_axis(ax)
         outer_labels(axes, columns, "scale (a row per value swept)")
@@ -79,6 +68,22 @@ def draw_heatmap(profile: pd.DataFrame, folder: Path) -> Iterator[Page]:
             + "."
         )
         yield Page(fig, page_path(folder, "heatmap", number, len(all_pages)), caption)
+
+
+def value_rows(ax: Any, x_edges: np.ndarray, panel: pd.DataFrame, norm: Any) -> None:
+    """panel's values on the diverging map, a row of one height per value of its index: swept values are
+    a list someone chose (0.9, 1, 1.1, 4), not a continuum, and edges halfway between uneven values would
+    invent settings never run. Grey where no value is finite, never white (white is gain 1)."""
+    ax.pcolormesh(
+        x_edges,
+        np.arange(len(panel.index) + 1) - 0.5,
+        np.ma.masked_invalid(panel.to_numpy(float)),
+        cmap=DIVERGING,
+        norm=norm,
+        shading="flat",
+        rasterized=True,
+    )  # SVG: one image, not a path per cell
+    ax.set_facecolor("0.75")
 
 
 def seeds_pooled(frame: pd.DataFrame, keys: list[str], each: str) -> str:
@@ -148,19 +153,9 @@ def draw_rate_map(fits: pd.DataFrame, folder: Path) -> Iterator[Page]:
         fig, axes, grid_axes = panel_grid(len(page), columns)
         for ax, (text, rows) in zip(axes, page):
             panel = rows.pivot(index="seq_len", columns="scale", values="rate")
-            # A row per swept length and a column per swept scale, each of one size (see draw_heatmap).
-            ax.pcolormesh(
-                np.arange(len(panel.columns) + 1) - 0.5,
-                np.arange(len(panel.index) + 1) - 0.5,
-                np.ma.masked_invalid(panel.to_numpy(float)),
-                cmap=DIVERGING,
-                norm=norm,
-                shading="flat",
-                rasterized=True,
-            )
+            value_rows(ax, np.arange(len(panel.columns) + 1) - 0.5, panel, norm)  # a column per swept scale too
             index_ticks(ax, [f"{scale:g}" for scale in panel.columns], axis="x")
             index_ticks(ax, [f"{length:g}" for length in panel.index])
-            ax.set_facecolor("0.75")
             ax.set_xlabel("scale (a column per value swept)")
             title(ax, text)
         outer_labels(axes, columns, "seq_len (a row per value swept)")
