@@ -63,6 +63,9 @@ def test_the_figures_get_the_frame_they_would_fit_themselves(sweep, tmp_path, us
     collect_and_report(sweep)
     assert plot_main([str(sweep)]) == 0  # the stored tables redrawn
     assert plot_main([str(sweep), "--where", "cell=lstm", "--out", str(tmp_path / "lstm")]) == 0
+    # The folder plot wrote holds the fits of its runs, as a sweep's does (what fit_runs gives of its profile).
+    written = pd.read_parquet(tmp_path / "lstm" / FITS).reset_index(drop=True)
+    pd.testing.assert_frame_equal(written, fit_runs(pd.read_parquet(tmp_path / "lstm" / "profile.parquet")))
     # Two sweeps at once, one run in both (read once, from the first).
     first, second = tmp_path / "first", tmp_path / "second"
     for folder, runs in ((first, "012"), (second, "23")):

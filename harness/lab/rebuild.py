@@ -19,7 +19,7 @@ from harness.core.errors import ConfigError
 from harness.core.folders import check_rebuild, check_target, claim, is_run_folder
 from harness.core.runfolder import PROFILE
 from harness.lab.figures import FOLDER_TABLES, make_figures
-from harness.lab.fits import KEYS, read_fits
+from harness.lab.fits import FITS, KEYS, read_fits
 from harness.lab.report import write_report
 from harness.lab.results import (
     collect,
@@ -197,7 +197,8 @@ def plot(
     if summary.empty:
         raise ConfigError(f"--where {' '.join(where)}: no runs left to plot")
     claim(out)  # checked by check_out: new, empty, the harness's, or the source rebuilt
-    if Path(os.path.realpath(out)) not in {Path(os.path.realpath(folder)) for folder in folders}:
+    elsewhere = Path(os.path.realpath(out)) not in {Path(os.path.realpath(folder)) for folder in folders}
+    if elsewhere:
         write_parquet(profile, out / PROFILE)
         write_summary(summary, out)
         for name in FOLDER_TABLES.values():  # the tables figures read from the folder: the kept runs' rows
@@ -217,6 +218,8 @@ def plot(
     if all(table is not None for table in stored):
         fits = pd.concat(stored, ignore_index=True)
         fits = fits[fits.run_id.isin(summary.run_id)].drop_duplicates(KEYS)
+        if elsewhere:  # out is a sweep folder of its own: its fits beside its profile, as collect writes them
+            write_parquet(fits, out / FITS)
     figures = make_figures(out, profile, summary, losses, fits, vector=vector)
     source = folders[0] if len(folders) == 1 else None  # several sweeps: no one command made them
     report = write_report(out, summary, figures, source=source, where=where, command=command, question=question)
