@@ -15,7 +15,7 @@ How to add a built-in cell: write one module in harness/core/zoo/ with its netwo
 subclass answering the protocol (initialise_weights and linear_rate at least; mean_field,
 closed_form_profile, gate_names and the gate-bias methods where it has them), and
 `build(name, activation, input_size, hidden_size, num_layers, **options)`; then add its row to CELLS.
-That is all: the command line offers cell=<name> (harness.cli registers it in Hydra's ConfigStore),
+That is all: the command line offers cell=<name> (harness.cli.configs registers it in Hydra's ConfigStore),
 figures colour it, and tests/test_cell_protocol.py checks the row against the module. A build option
 of its own (cell.<key>) also needs its field in harness.core.spec.CellSpec.
 """

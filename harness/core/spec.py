@@ -45,7 +45,7 @@ DTYPES = ("float32", "float64")  # torch's dtypes of these names (harness.lab.bu
 
 
 def registered(module: str, name: str) -> Callable[[], Collection[str]]:
-    """The names in a registry of harness.core, read when a value is first checked: the registries hold
+    """The names in a registry of harness.core, read when a value is checked: the registries hold
     torch's functions, and what only reads stored tables (harness.plot, harness.collect) checks no value
     against them, so it never imports torch."""
     return lambda: getattr(importlib.import_module(f"harness.core.{module}"), name)
