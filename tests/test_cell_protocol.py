@@ -37,7 +37,7 @@ def build(
 
 
 CELLS = list(networks.CELL_TYPES)
-WRITTEN_OUT = ("linearised_step", "step_coefficients", "push_tangent", "pull_cotangent", "step_jvp")
+WRITTEN_OUT = ("linearised_step", "step_coefficients", "push_tangent", "pull_cotangent", "step_jvp", "step_values")
 
 
 def test_the_registry_finds_every_built_in_cell_in_its_order():

@@ -111,3 +111,21 @@ def test_nothing_fits_in_no_memory_and_the_process_is_never_the_key_named():
     with pytest.raises(ConfigError) as refused:
         memory.check_fits(columns(seq_len=10, hidden_size=4, batch_size=1), available=10**6)
     assert not str(refused.value).startswith("process")
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_step_values_count_what_a_real_step_computes(cell):
+    """step_values (the estimate's sizes, counted without running anything) against the coefficients
+    and input drive of a real step of one sample, at several depths and widths."""
+    import torch
+
+    from harness.core.networks import build
+
+    for num_layers, hidden_size in [(1, 5), (2, 16), (3, 7)]:
+        net = build(cell, "tanh", 3, hidden_size, num_layers, {}).double()
+        torch.nn.init.normal_(next(net.parameters()))
+        with torch.no_grad():
+            drive = net.input_drive(torch.randn(1, 1, 3, dtype=torch.float64))[0]
+            _, internals = net.linearised_step(net.initial_state(1).detach(), drive)
+            coefficients = sum(c.numel() for layer in net.coefficients(internals) for c in layer)
+        assert net.step_values() == (coefficients, drive.numel()), (num_layers, hidden_size)

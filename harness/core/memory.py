@@ -34,8 +34,6 @@ from __future__ import annotations
 import math
 import os
 
-import torch
-
 from harness.core.errors import ConfigError
 from harness.core.networks import CELL_TYPES, meta_network
 from harness.core.protocol import StackedNet
@@ -104,15 +102,9 @@ def graph_bytes_per_step(net: StackedNet, batch_size: int, itemsize: int) -> int
 
 
 def coefficient_bytes_per_step(net: StackedNet, batch_size: int, itemsize: int) -> int:
-    """What the written-out recorder keeps of one step, its Jacobian coefficients, twice over: their
-    sizes read off one step of one sample (on torch's meta device for a meta network, allocating
-    nothing)."""
-    p = next(net.parameters())
-    with torch.no_grad():
-        drive = net.input_drive(torch.zeros(1, 1, net.input_size, dtype=p.dtype, device=p.device))[0]
-        _, internals = net.linearised_step(net.initial_state(1).detach(), drive)
-        values = sum(c.numel() for layer in net.coefficients(internals) for c in layer)
-    return 2 * values * batch_size * itemsize + STEP_OBJECT_BYTES
+    """What the written-out recorder keeps of one step, its Jacobian coefficients, twice over (their
+    sizes from the network's step_values)."""
+    return 2 * net.step_values()[0] * batch_size * itemsize + STEP_OBJECT_BYTES
 
 
 def recording_bytes_per_step(net: StackedNet, batch_size: int, itemsize: int, recorder: str) -> tuple[int, bool]:
@@ -154,16 +146,11 @@ def segment_length(
 
 
 def kept_bytes_per_step(net: StackedNet, batch_size: int, itemsize: int) -> int:
-    """What a written-out recording really holds per step: its coefficients once (their sizes read off
-    one step, as coefficient_bytes_per_step does), the step's input drive (a segment's drives are kept
-    until it is pulled back), the pull back's temporaries and the small objects."""
-    p = next(net.parameters())
-    with torch.no_grad():
-        drive = net.input_drive(torch.zeros(1, 1, net.input_size, dtype=p.dtype, device=p.device))[0]
-        _, internals = net.linearised_step(net.initial_state(1).detach(), drive)
-        values = sum(c.numel() for layer in net.coefficients(internals) for c in layer) + drive.numel()
-    state = sum(net.block_sizes)
-    return int((values + KEPT_STATE_FRACTION * state) * batch_size * itemsize) + KEPT_STEP_BYTES
+    """What a written-out recording really holds per step: its coefficients once, the step's input
+    drive (a segment's drives are kept until it is pulled back), the pull back's temporaries and the
+    small objects."""
+    values = sum(net.step_values()) + KEPT_STATE_FRACTION * sum(net.block_sizes)
+    return int(values * batch_size * itemsize) + KEPT_STEP_BYTES
 
 
 def graph_step_bytes(run: RunSpec, net: StackedNet | None, state: int, n_params: int, batch: int, itemsize: int) -> int:

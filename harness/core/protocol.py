@@ -19,8 +19,9 @@ A network (StackedNet) answers, besides unrolling (initial_state, input_drive, s
                  the gates and weights rows (None: units rows only); such a network has weight_ih_l<k>,
                  bias_ih_l<k>, weight_hh_l<k>, bias_hh_l<k> per layer and layer_tail(layer, drive, hw, blocks)
     written out  analytic_jacobian: it writes out its step's Jacobian (linearised_step, step_coefficients,
-                 push_tangent, pull_cotangent, step_jvp), so the exact recorder runs without autograd's
-                 graph, a Lyapunov tangent rides the recording, and gradient flossing can run
+                 push_tangent, pull_cotangent, step_jvp; step_values: their sizes), so the exact recorder
+                 runs without autograd's graph, a Lyapunov tangent rides the recording, and gradient
+                 flossing can run
 
 A built-in cell also has a row (a CellType) in harness.core.networks: its name, the module that builds
 it, its options, the keys only some cells take, its colour and place in figures, and its memory per step.

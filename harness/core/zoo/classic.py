@@ -65,6 +65,7 @@ class Cell:
     pull: Callable[..., tuple[Tensor, Tensor, tuple]]
     gate_names: tuple[str, ...]  # blocks stacked in W_ih and W_hh, in torch's order
     states: tuple[str, ...]  # names of the per-layer state tensors, as they appear in S_t
+    coefficients_per_unit: int  # values its coefficients hold per hidden unit and sample (the memory estimate)
     vanilla: bool = False  # act(x W_ih^T + h W_hh^T + b): linear with activation=identity; mean field's cell
     forget: int | None = None  # the forget gate's block (forget_bias adds to its bias)
     keep: int | None = None  # the block of the gate that keeps the old state (chrono sets its bias b) ...
@@ -77,7 +78,7 @@ class Cell:
 
 
 CELLS: dict[str, Cell] = {
-    "rnn": Cell(rnn_tail, rnn_coefficients, rnn_push, rnn_pull, ("h",), ("h",), vanilla=True),
+    "rnn": Cell(rnn_tail, rnn_coefficients, rnn_push, rnn_pull, ("h",), ("h",), 1, vanilla=True),
     "lstm": Cell(
         lstm_tail,
         lstm_coefficients,
@@ -85,11 +86,12 @@ CELLS: dict[str, Cell] = {
         lstm_pull,
         ("i", "f", "g", "o"),
         ("h", "c"),
+        6,  # the four gates' factors, f, o act'(c')
         forget=1,
         keep=1,
         opposite=0,
     ),
-    "gru": Cell(gru_tail, gru_coefficients, gru_push, gru_pull, ("r", "z", "n"), ("h",), keep=1),  # z keeps h
+    "gru": Cell(gru_tail, gru_coefficients, gru_push, gru_pull, ("r", "z", "n"), ("h",), 7, keep=1),  # z keeps h
 }
 
 
@@ -123,6 +125,11 @@ class RecurrentNet(StackedNet):
         """The bottom layer's x_t W_ih^T + b_ih for every step, in one batched matmul. Unbound (not
         indexed), so the backward does not materialise a full (T, B, G*H) gradient at every step."""
         return F.linear(inputs, self.weight_ih_l0, self.bias_ih_l0).unbind(0)
+
+    def step_values(self) -> tuple[int, int]:
+        """(values of one step's coefficients, of its input drive) per sample: what the written-out
+        recorder keeps per step, counted from the sizes alone (the memory estimate runs nothing)."""
+        return self.num_layers * self.hidden_size * self.cell.coefficients_per_unit, self.cell.gates * self.hidden_size
 
     def step(self, state: Tensor, drive: Tensor) -> Tensor:
         """One time step of the whole stack: S_{t-1} and the bottom layer's drive at t -> S_t."""
