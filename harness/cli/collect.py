@@ -15,13 +15,14 @@ from pathlib import Path
 
 import matplotlib
 
-from harness.cli.exits import stop_on_sigterm
+from harness.cli.exits import exit_quickly, stop_on_sigterm
 from harness.cli.paths import sweep_origin
 from harness.core.errors import HarnessError
 from harness.lab.rebuild import ATTENTION, collect_and_report
 
 
 def main(argv: list[str] | None = None) -> int:
+    exit_quickly()
     matplotlib.use("Agg")  # figures are files; the command line needs no display
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import atexit
+import gc
 import signal
 import sys
 from typing import Any
@@ -25,3 +27,12 @@ def _interrupt(signum: int, frame: Any) -> None:
 def stop_on_sigterm() -> None:
     """SIGTERM (a scheduler's stop, `kill`) stops the command as Ctrl-C does: one line, exit 130."""
     signal.signal(signal.SIGTERM, _interrupt)
+
+
+def exit_quickly() -> None:
+    """At exit, skip the garbage collector's last passes over every object the command made or
+    imported (~0.5 s of a command's end with torch loaded): they are frozen, which only spares them the
+    passes. Open files are closed and logs flushed before then, by the code that opened them and by the
+    exit handlers registered before this one. Registered once however often a command is called."""
+    atexit.unregister(gc.freeze)
+    atexit.register(gc.freeze)

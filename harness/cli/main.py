@@ -28,7 +28,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from harness.cli.configs import register
-from harness.cli.exits import fail, stop_on_sigterm
+from harness.cli.exits import exit_quickly, fail, stop_on_sigterm
 from harness.cli.hydra_internals import command_line, load_master
 from harness.cli.overrides import (
     check_launch,
@@ -260,6 +260,7 @@ def check_command(argv: list[str], whole_sweep: bool = False) -> None:
 
 def main() -> None:
     flush_denormals_everywhere()  # before torch starts its worker threads, so that they inherit it
+    exit_quickly()
     matplotlib.use("Agg")  # figures are files; the command line needs no display
     stop_on_sigterm()
     if "" not in sys.path and os.getcwd() not in sys.path:  # the `harness` console script: user cells

@@ -17,13 +17,14 @@ from pathlib import Path
 
 import matplotlib
 
-from harness.cli.exits import stop_on_sigterm
+from harness.cli.exits import exit_quickly, stop_on_sigterm
 from harness.cli.paths import sweep_origin
 from harness.core.errors import HarnessError
 from harness.lab.rebuild import check_out, plot
 
 
 def main(argv: list[str] | None = None) -> int:
+    exit_quickly()
     matplotlib.use("Agg")  # figures are files; the command line needs no display
     parser = argparse.ArgumentParser(prog="python -m harness.plot", description=__doc__.splitlines()[0])
     parser.add_argument("folders", nargs="+", type=Path, help="sweep (or run) folders")
