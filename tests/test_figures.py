@@ -233,8 +233,20 @@ def test_the_batch_band_is_visible_under_its_line(tmp_path, figures):
     plots.make_figures(tmp_path, sweep(scale=[0.5, 2.0]))
     ax = figures["profiles"][0].axes[0]
     bands = [c for c in ax.collections if isinstance(c, matplotlib.collections.PolyCollection)]
-    assert len(bands) == 2 and all(b.get_alpha() >= 0.25 for b in bands)
+    assert sum(len(b.get_paths()) for b in bands) == 2 and all(b.get_alpha() >= 0.25 for b in bands)
     assert all(b.get_zorder() < line.get_zorder() for b in bands for line in ax.lines if line.get_linewidth() > 1)
+
+
+def test_a_band_with_gaps_is_a_polygon_per_finite_stretch():
+    """Where a quantile is nan or inf the band stops, as fill_between(where=finite) draws it: here the
+    stretches are lags 0-1 and 3-4, each its low edge forwards and its high edge back."""
+    lag = np.arange(6.0)
+    low = np.array([0.0, 1.0, np.nan, 3.0, 4.0, -np.inf])
+    polygons = plots.profiles.band_polygons(lag, low, low + 1)
+    assert [p.tolist() for p in polygons] == [
+        [[0, 0], [1, 1], [1, 2], [0, 1]],
+        [[3, 3], [4, 4], [4, 5], [3, 4]],
+    ]
 
 
 # 9. training_profiles silently omitted runs.

@@ -78,7 +78,7 @@ def test_one_run_draws_only_the_profile(tmp_path, drawn):
 def test_scale_sweep_adds_heatmap_and_phase(tmp_path, drawn):
     plots.make_figures(tmp_path, sweep(cell=["rnn", "gru"], scale=[0.5, 1.0, 2.0]))
     assert set(drawn) == {"profiles", "heatmap", "phase"}
-    assert drawn["profiles"] == [7, 7]  # a panel per cell: 3 lines + 3 bands + the zero line
+    assert drawn["profiles"] == [5, 5]  # a panel per cell: 3 lines, their bands (one collection), the zero line
     assert drawn["heatmap"] == [1, 1]
 
 

@@ -20,7 +20,7 @@ from typing import Any
 import matplotlib
 import numpy as np
 import pandas as pd
-from matplotlib.collections import LineCollection
+from matplotlib.collections import LineCollection, PolyCollection
 
 from harness.lab.figures.layout import (
     colour_axis,
@@ -69,8 +69,9 @@ def draw_profiles(profile: pd.DataFrame, flagged: set[str], folder: Path) -> Ite
     """Every run's profile at its first recorded step; runs in `flagged` dashed."""
     top = top_h(profile)
     colour, norm, cmap = colouring(top)
-    if colour:  # the largest colour value first: longer runs must not hide shorter ones
-        top = top.sort_values(colour, ascending=False, kind="stable")
+    # Each run's rows by lag; the largest colour value first: longer runs must not hide shorter ones.
+    order = [colour, "lag"] if colour else ["lag"]
+    top = top.sort_values(order, ascending=[False, True] if colour else True, kind="stable")
     facets = facet_axes(top, colour)
     columns, all_pages = panels(top, facets)
     for number, page in enumerate(all_pages):
@@ -80,10 +81,13 @@ def draw_profiles(profile: pd.DataFrame, flagged: set[str], folder: Path) -> Ite
         for ax, (text, rows) in zip(axes, page):
             if marks.pooled:
                 trace_pooled(ax, rows, colour, norm, cmap, marks)
+            bands: list[tuple[np.ndarray, Any]] = []
             for _, run in [] if marks.pooled else rows.groupby("run_id", sort=False):
-                run = run.sort_values("lag")
                 col = cmap(norm(float(run[colour].iloc[0]))) if colour else OKABE_ITO[0]
-                trace_run(ax, run, col, run.run_id.iloc[0] in flagged, marks)
+                bands += [(polygon, col) for polygon in trace_run(ax, run, col, run.run_id.iloc[0] in flagged, marks)]
+            if bands:  # under the lines, strong enough to see through a crowd of them; one collection, drawn at once
+                polygons, colours = zip(*bands)
+                ax.add_collection(PolyCollection(polygons, facecolors=colours, alpha=0.3, lw=0, zorder=2))
             ax.axhline(0, color="0.4", lw=0.8, ls=":")
             title(ax, text)
             ax.grid(alpha=0.3)
@@ -177,24 +181,35 @@ def seeds_caption(top: pd.DataFrame, facets: list[str], colour: str | None, pool
     )
 
 
-def trace_run(ax: Any, run: pd.DataFrame, colour: Any, flagged: bool, marks: Marks) -> None:
-    """One run's median line (dashed if flagged), its band beneath and an X where it left float's range."""
+def trace_run(ax: Any, run: pd.DataFrame, colour: Any, flagged: bool, marks: Marks) -> list[np.ndarray]:
+    """One run's median line (dashed if flagged) and an X where it left float's range; returns its
+    batch band's polygons (its 25-75% range where finite), which the panel draws beneath its lines."""
     values = run.log10_norm
     if not np.isfinite(values).any():
         marks.empty.append(run.iloc[:1])
-        return
+        return []
     marks.dashed |= flagged
     ax.plot(run.lag, values.where(np.isfinite(values)), color=colour, lw=1.3, ls="--" if flagged else "-", zorder=3)
-    band = np.isfinite(run.log10_norm_q25) & np.isfinite(run.log10_norm_q75)
-    if band.any():  # under the lines, strong enough to see through a crowd of them
-        ax.fill_between(
-            run.lag, run.log10_norm_q25, run.log10_norm_q75, where=band, color=colour, alpha=0.3, lw=0, zorder=2
-        )
-        marks.banded = True
+    polygons = band_polygons(
+        run.lag.to_numpy(float), run.log10_norm_q25.to_numpy(float), run.log10_norm_q75.to_numpy(float)
+    )
+    marks.banded |= bool(polygons)
     lags, ends = leaves_range(run.lag, values)
     if len(lags):
         ax.plot(lags, ends, ls="none", marker="X", ms=7, color="k", zorder=4)
         marks.exits += len(lags)
+    return polygons
+
+
+def band_polygons(x: np.ndarray, low: np.ndarray, high: np.ndarray) -> list[np.ndarray]:
+    """The band between low and high over x, a polygon per stretch where both are finite (as
+    fill_between draws it with where=)."""
+    finite = np.isfinite(low) & np.isfinite(high)
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], finite.astype(np.int8), [0]])))
+    return [
+        np.concatenate([np.column_stack([x[a:b], low[a:b]]), np.column_stack([x[a:b], high[a:b]])[::-1]])
+        for a, b in zip(edges[::2], edges[1::2])
+    ]
 
 
 def profile_keys(marks: Marks) -> list:
@@ -253,6 +268,7 @@ def draw_decay_laws(profile: pd.DataFrame, fits: pd.DataFrame, folder: Path) -> 
         return
     top = top_h(profile)
     top = top[top.lag >= 1].join(fits.set_index("run_id")[["decay_law", "power_exponent"]], on="run_id")
+    top = top.sort_values("lag", kind="stable")  # each run's rows by lag, the runs in their order
     colour, norm, cmap = colouring(top)
     facets = facet_axes(top, colour)
     columns, all_pages = panels(top, facets)
@@ -265,7 +281,6 @@ def draw_decay_laws(profile: pd.DataFrame, fits: pd.DataFrame, folder: Path) -> 
             if pooled:
                 trace_pooled_laws(ax, rows, colour, norm, cmap, drawn)
             for _, run in [] if pooled else rows.groupby("run_id", sort=False):
-                run = run.sort_values("lag")
                 law = run.decay_law.iloc[0]
                 col = cmap(norm(float(run[colour].iloc[0]))) if colour else OKABE_ITO[0]
                 ax.plot(
