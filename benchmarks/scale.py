@@ -13,7 +13,10 @@ below 100), measured stage by stage:
               the checks, composition, the sweep folder and manifest)
   sweep       the real command to its end: its runs, then its table stage ("tables and figures", as
               the sweep prints it); the sweeping process's peak resident memory (VmHWM, read from
-              /proc while it runs, so its forked run process is not counted)
+              /proc while it runs, so its forked run process is not counted) and, of it, the peak of
+              what the process allocated itself (RssAnon, sampled every POLL_S; the rest of its
+              resident memory is file-backed: the code of torch and the other libraries, shared with
+              every process that loads them and given back under memory pressure without a write)
   collect     python -m harness.collect on the finished sweep folder (wall, peak RSS)
   plot        python -m harness.plot on it, into a folder of its own (wall, peak RSS)
 Sizes above --full-up-to stop the sweep (SIGTERM, which removes the unfinished run) once its first run
@@ -61,33 +64,36 @@ def compose_s(n: int) -> float:
         return float(subprocess.run(command, check=True, capture_output=True, text=True).stdout.split()[-1])
 
 
-def peak_rss_mb(pid: int) -> float | None:
+def resident_mb(pid: int) -> tuple[float, float] | None:
+    """(peak resident memory, anonymous resident memory now) of a running process, in MB."""
     try:
         status = Path(f"/proc/{pid}/status").read_text()
     except OSError:
         return None
-    found = re.search(r"VmHWM:\s+(\d+)", status)  # none once the process has exited (a zombie)
-    return int(found.group(1)) / 1024 if found else None
+    found = [re.search(rf"{key}:\s+(\d+)", status) for key in ("VmHWM", "RssAnon")]
+    if not all(found):  # none once the process has exited (a zombie)
+        return None
+    return int(found[0].group(1)) / 1024, int(found[1].group(1)) / 1024
 
 
 def timed(command: list[str], log: Path, first: Path | None = None, stop: bool = False) -> dict[str, float]:
     """Run command to its end (or, with stop, until `first` exists): wall seconds, the process's peak
-    RSS (MB), and the seconds to `first` existing, if given."""
-    start, found, peak = time.perf_counter(), None, 0.0
+    RSS and peak anonymous RSS (MB), and the seconds to `first` existing, if given."""
+    start, found, peak, anon = time.perf_counter(), None, 0.0, 0.0
     with open(log, "w") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, text=True)
         while process.poll() is None:
-            peak = max(peak, peak_rss_mb(process.pid) or 0.0)
+            peak, anon = (max(old, new) for old, new in zip((peak, anon), resident_mb(process.pid) or (0.0, 0.0)))
             if first is not None and found is None and first.exists():
                 found = time.perf_counter() - start
                 if stop:
                     process.send_signal(signal.SIGTERM)
                     process.wait()
-                    return {"wall_s": found, "rss_mb": peak, "first_s": found}
+                    return {"wall_s": found, "rss_mb": peak, "anon_mb": anon, "first_s": found}
             time.sleep(POLL_S)
     if process.returncode:
         raise SystemExit(f"{' '.join(command)} failed ({process.returncode}); see {log}")
-    return {"wall_s": time.perf_counter() - start, "rss_mb": peak, "first_s": found or float("nan")}
+    return {"wall_s": time.perf_counter() - start, "rss_mb": peak, "anon_mb": anon, "first_s": found or float("nan")}
 
 
 def measure(n: int, tmp: Path, full: bool) -> dict[str, float]:
@@ -96,7 +102,7 @@ def measure(n: int, tmp: Path, full: bool) -> dict[str, float]:
     harness = [sys.executable, "-m", "harness", "-m", *grid(n), f"hydra.sweep.dir={folder}"]
     log = tmp / f"sweep{n}.log"
     sweep = timed(harness, log, first=folder / "0" / ".hydra" / "config.yaml", stop=not full)
-    row.update(first_s=sweep["first_s"], sweep_rss_mb=sweep["rss_mb"])
+    row.update(first_s=sweep["first_s"], sweep_rss_mb=sweep["rss_mb"], sweep_anon_mb=sweep["anon_mb"])
     if not full:
         return row
     stages = re.search(r"sweep ([0-9.]+) s, tables and figures ([0-9.]+) s", log.read_text())
@@ -128,17 +134,18 @@ def main() -> None:
         for n in args.sizes:
             rows.append(measure(n, where, n <= args.full_up_to))
             print(f"  {n}: {rows[-1]}", file=sys.stderr)
-    print(f"cores: {os.cpu_count()}; ms per configuration (total s); RSS: peak resident MB\n")
+    print(f"cores: {os.cpu_count()}; ms per configuration (total s); RSS: peak resident MB (anonymous)\n")
     print(
-        "| N | compose | first run | sweep | table stage | sweep RSS | collect | collect RSS | plot | plot RSS |\n"
+        "| N | compose | first run | sweep | table stage | sweep RSS (anon) | collect | collect RSS | plot | plot RSS |"
+        "\n"
         "|---|---|---|---|---|---|---|---|---|---|"
     )
     for r in rows:
         cells = [f"{1000 * r[k] / r['n']:.2f} ({r[k]:.1f})" if k in r else "" for k in STAGES]
         rss = [f"{r[k]:.0f}" if k in r else "" for k in ("sweep_rss_mb", "collect_rss_mb", "plot_rss_mb")]
         print(
-            f"| {r['n']} | {cells[0]} | {cells[1]} | {cells[2]} | {cells[3]} | {rss[0]} | {cells[4]} | {rss[1]} "
-            f"| {cells[5]} | {rss[2]} |"
+            f"| {r['n']} | {cells[0]} | {cells[1]} | {cells[2]} | {cells[3]} | {rss[0]} ({r['sweep_anon_mb']:.0f}) "
+            f"| {cells[4]} | {rss[1]} | {cells[5]} | {rss[2]} |"
         )
 
 
