@@ -129,3 +129,28 @@ def test_step_values_count_what_a_real_step_computes(cell):
             _, internals = net.linearised_step(net.initial_state(1).detach(), drive)
             coefficients = sum(c.numel() for layer in net.coefficients(internals) for c in layer)
         assert net.step_values() == (coefficients, drive.numel()), (num_layers, hidden_size)
+
+
+def test_checking_a_whole_sweep_runs_nothing_that_imports_torch_dynamo(tmp_path):
+    """The sweep's checks (every job composed, each estimate) run no op on the meta device: its first
+    elementwise op imports torch._dynamo, ~1 s and ~70 MB of every sweep's process (docs/benchmarks.md)."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT, cli_env
+
+    code = (
+        "import sys; from harness.cli.main import check_command; "
+        "check_command(['-m', 'cell=rnn,lstm,gru', 'num_layers=1,2', 'seq_len=10', 'hidden_size=8', "
+        "'hydra.sweep.dir=' + sys.argv[1]], whole_sweep=True); "
+        "print('torch' in sys.modules, 'torch._dynamo' in sys.modules)"
+    )
+    checked = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "sweep")],
+        cwd=ROOT,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+    )
+    assert checked.returncode == 0, checked.stderr
+    assert checked.stdout.split() == ["True", "False"]  # the networks were built (on the meta device), nothing ran
