@@ -51,6 +51,19 @@ def ids(sweep):
     return [json.loads((sweep / n / "meta.json").read_text())["run_id"] for n in "01"]
 
 
+def test_a_run_folder_holding_another_run_is_refused_and_left_as_it_was(sweep, capsys):
+    """collect of a run folder with a run copied inside it wrote the two runs' profile over the outer
+    run's own (its DONE no longer vouching for it), then failed with a traceback on the next collect."""
+    outer = sweep / "0"
+    shutil.copytree(sweep / "1", outer / "inner")
+    before = {p: p.read_bytes() for p in outer.rglob("*") if p.is_file()}
+    for command in (collect_main, plot_main):
+        assert command([str(outer)]) == 2
+        error = capsys.readouterr().err.strip()
+        assert error.count("\n") == 0 and "a run folder with other run folders inside it (inner)" in error
+    assert {p: p.read_bytes() for p in outer.rglob("*") if p.is_file()} == before
+
+
 @pytest.mark.slow  # collected and drawn three times, units and gates included
 def test_two_folders_of_one_run_id_are_read_once_and_the_second_is_a_duplicate(detailed, capsys):
     sweep = detailed

@@ -105,9 +105,19 @@ def _run_row(run_dir: Path, root: Path) -> tuple[dict[str, Any], Profile | None]
     try:
         return _read_run(run_dir, where)
     except DamagedMeta as error:
-        return {**where, "status": "damaged", "error": str(error)}, None
+        return {**where, **hydra_settings(run_dir), "status": "damaged", "error": str(error)}, None
     except Exception as error:  # noqa: BLE001  any unreadable file: bad JSON, an unreadable folder, ...
-        return {**where, "status": "damaged", "error": _reason(error)}, None
+        return {**where, **hydra_settings(run_dir), "status": "damaged", "error": _reason(error)}, None
+
+
+def hydra_settings(run_dir: Path) -> dict[str, Any]:
+    """A damaged run's settings as Hydra recorded them (.hydra/config.yaml), so that its row still says
+    which configuration it was; none where that record is missing or unreadable too."""
+    try:
+        config = yaml.load((run_dir / ".hydra" / "config.yaml").read_text(), Loader=YAML_LOADER)
+        return config_columns(config)
+    except Exception:  # noqa: BLE001  no record, or one as damaged as the run: the row names the folder only
+        return {}
 
 
 def _reason(error: Exception) -> str:
@@ -175,7 +185,8 @@ def read_profiles(rows: list[dict[str, Any]], profiles: list[Profile | None]) ->
         try:
             pending.append(_own_columns(profile, i))
         except Exception as error:  # noqa: BLE001  a truncated or garbage parquet file
-            rows[i] = {"run_dir": rows[i]["run_dir"], "status": "damaged", "error": _reason(error)}
+            settings = profile.settings  # meta.json was read: the row keeps its configuration, not its run id
+            rows[i] = {"run_dir": rows[i]["run_dir"], **settings, "status": "damaged", "error": _reason(error)}
             profiles[i] = None
         if len(pending) == BATCH:
             batches.append(pa.concat_tables(pending, promote_options="default").combine_chunks())
@@ -431,6 +442,12 @@ def collect(root: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     if not root.is_dir():
         raise ConfigError(f"{root}: no such folder; expected a sweep or run folder under results/")
     runs = find_runs(root)
+    if runs[:1] == [root] and len(runs) > 1:  # the sweep's tables would overwrite the run's own
+        inside = ", ".join(str(run.relative_to(root)) for run in runs[1:4]) + (", ..." if len(runs) > 4 else "")
+        raise ConfigError(
+            f"{root}: a run folder with other run folders inside it ({inside}); its tables are the run's own "
+            "and are not rewritten; expected a sweep folder, or a run folder alone"
+        )
     if runs:
         check_rebuild(root)  # never over tables of the user's
         claim(root)
