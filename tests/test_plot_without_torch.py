@@ -50,6 +50,14 @@ def sweep(tmp_path):
 
 
 @pytest.fixture
+def sweep_copy(tmp_path):
+    """A second copy of the stored sweep, left undamaged."""
+    folder = tmp_path / "intact"
+    shutil.copytree(ROOT / "tests" / "data" / "schema0_sweep", folder)
+    return folder
+
+
+@pytest.fixture
 def damaged(sweep):
     """sweep with run 1's profile truncated, run 2's meta.json garbage and a linked folder (skipped)."""
     profile = sweep / "1" / "profile.parquet"
@@ -98,10 +106,12 @@ def test_plot_names_the_runs_that_need_attention_on_the_terminal(damaged, capsys
     assert f"  damaged: {damaged / '1'} (ArrowInvalid: " in out
     assert f"  damaged: {damaged / '2'} (JSONDecodeError: " in out
     assert f"  skipped: {damaged / 'link'} (a symbolic link: not read)" in out
-    # A filter names the runs it keeps and those whose settings are unknown, not the others.
+    # A filter names the runs it keeps (2, an lstm) and those whose settings are unknown (the link), not
+    # the others (1, an rnn).
     assert plot_main([str(damaged), "--where", "cell=lstm", "--out", str(damaged.parent / "lstm")]) == 0
     out = capsys.readouterr().out
-    assert "3 runs need attention" in out and f"damaged: {damaged / '1'}" in out
+    assert "2 runs need attention (1 damaged, 1 skipped)" in out and f"damaged: {damaged / '2'}" in out
+    assert f"damaged: {damaged / '1'}" not in out
 
 
 def test_plot_of_a_finished_sweep_names_nothing(sweep, capsys):
@@ -114,11 +124,12 @@ def test_integer_columns_stay_integers_whatever_rows_are_damaged(damaged, tmp_pa
     summary = pd.read_parquet(damaged / "summary.parquet")
     assert summary.status.tolist().count("damaged") == 2
     for column in [*INTEGERS, "fit_points", "fit_lag_min", "fit_lag_max"]:
-        assert str(summary[column].dtype) == "Int64", column  # a gap where a row has no settings
-        assert summary[column].isna().sum() == 3, column  # the two damaged rows and the link
-    assert summary.seq_len.dropna().tolist() == [6, 6]
+        assert str(summary[column].dtype) == "Int64", column  # a gap where a row has no value
+        # Settings: the link has none (the damaged rows keep theirs); fits: no damaged row has one either.
+        assert summary[column].isna().sum() == (1 if column in INTEGERS else 3), column
+    assert summary.seq_len.dropna().tolist() == [6, 6, 6, 6]
     csv = pd.read_csv(damaged / "summary.csv", dtype=str, keep_default_na=False)
-    assert sorted(csv.seq_len) == ["", "", "", "6", "6"] and "3" in set(csv.hidden_size)  # never 6.0
+    assert sorted(csv.seq_len) == ["", "6", "6", "6", "6"] and "3" in set(csv.hidden_size)  # never 6.0
     fits = pd.read_parquet(damaged / "fits.parquet")
     for column in ["seq_len", "hidden_size", "step", "layer", "fit_points"]:
         assert pd.api.types.is_integer_dtype(fits[column]), column
@@ -132,6 +143,28 @@ def test_integer_columns_stay_integers_whatever_rows_are_damaged(damaged, tmp_pa
     plotted = pd.read_parquet(tmp_path / "out" / "summary.parquet")
     for column in INTEGERS:
         assert pd.api.types.is_integer_dtype(plotted[column]), column
+
+
+def test_a_damaged_run_keeps_its_settings_and_the_report_its_swept_axes(damaged, sweep_copy):
+    """A damaged row had no settings at all: the report then counted every setting as swept (its NaN a
+    second value) and held nothing fixed. A run whose profile is damaged keeps meta.json's settings; one
+    whose meta.json is damaged, Hydra's record of them; a row with none (the link) sweeps nothing."""
+    assert collect_main([str(sweep_copy)]) == 0
+    assert collect_main([str(damaged)]) == 1
+    summary = pd.read_parquet(damaged / "summary.parquet").set_index("run_dir")
+    intact = pd.read_parquet(sweep_copy / "summary.parquet").set_index("run_dir")
+    for run in ("1", "2"):
+        assert summary.status[run] == "damaged"
+        assert summary.loc[run, ["cell", "scale", "seq_len", "hidden_size"]].tolist() == (
+            intact.loc[run, ["cell", "scale", "seq_len", "hidden_size"]].tolist()
+        ), run
+
+    def settings(folder):
+        text = (folder / "report.html").read_text()
+        return [line for line in text.splitlines() if "<b>Swept:</b>" in line or "<b>Held fixed:</b>" in line]
+
+    assert settings(damaged) == settings(sweep_copy)
+    assert settings(damaged)[0] == "<p><b>Swept:</b> scale (2 values), cell (2 values)</p>"
 
 
 def test_a_sweep_without_damage_keeps_plain_int64(sweep):

@@ -21,6 +21,7 @@ from harness.core.analysis import EDGE_FRACTION, STABLE_TOLERANCE
 from harness.core.networks import cell_only_keys
 from harness.core.runfolder import META, write_text
 from harness.lab.figures import Drawn
+from harness.lab.figures.layout import varied
 from harness.lab.results import summary_config
 from harness.lab.summary import METRICS, summary_by_config
 from harness.lab.theory_table import THEORY
@@ -92,13 +93,16 @@ def write_report(
     command that made the sweep and its experiment file's comment (harness.cli.paths.sweep_origin)."""
     root = Path(root)
     config = summary_config(summary)
-    swept = [c for c in config if summary[c].nunique(dropna=False) > 1]
-    fixed = held_fixed(summary, [c for c in config if c not in swept])
+    known = summary.dropna(subset=config, how="all")  # a damaged run whose settings are lost sweeps nothing
+    swept = varied(known, config)  # a key only some cells take (empty for the others) is swept if it varies in one
+    fixed = held_fixed(known, [c for c in config if c not in swept])
     columns = [c for c in ["run_dir", *swept, *SHOWN] if c in summary and summary[c].notna().any()]
     by_config = by_config_html(summary, swept)
     parts = [
         *heading(root, summary, str(fixed.get("name", root.name)), source, where, command, question),
-        *settings(root, summary, swept, fixed, run_commits(source, summary)),
+        *settings(
+            root, summary, {c: known[c].nunique(dropna=False) for c in swept}, fixed, run_commits(source, summary)
+        ),
         *attention(summary, swept),
         "<h2>Summary</h2>",
         *by_config,
@@ -201,8 +205,9 @@ def heading(
     return parts
 
 
-def settings(root: Path, summary: pd.DataFrame, swept: list[str], fixed: dict, commits: list[str]) -> list[str]:
-    """Where, how many runs and by which harness; what was swept and held fixed; what rate means."""
+def settings(root: Path, summary: pd.DataFrame, swept: dict[str, int], fixed: dict, commits: list[str]) -> list[str]:
+    """Where, how many runs and by which harness; what was swept (each key's number of values) and held
+    fixed; what rate means."""
     counts = ", ".join(f"{n} {s}" for s, n in summary.status.value_counts().items())
     return [
         f"<p>{html.escape(str(root))} · {len(summary)} runs ({html.escape(counts)}) · harness "
@@ -211,10 +216,7 @@ def settings(root: Path, summary: pd.DataFrame, swept: list[str], fixed: dict, c
         + f" · report written {datetime.now():%Y-%m-%d %H:%M}</p>",
         "<h2>Settings</h2>",
         "<p><b>Swept:</b> "
-        + (
-            html.escape(", ".join(f"{c} ({summary[c].nunique(dropna=False)} values)" for c in swept))
-            or "nothing (one configuration)"
-        )
+        + (html.escape(", ".join(f"{c} ({n} values)" for c, n in swept.items())) or "nothing (one configuration)")
         + "</p>",
         "<p><b>Held fixed:</b> "
         + (" · ".join(f"<code>{html.escape(f'{k}={v}')}</code>" for k, v in fixed.items()) or "nothing")
