@@ -519,3 +519,27 @@ def test_the_learnability_figure_draws_each_configurations_interval_over_seeds(t
         assert ybar[:, 1] == pytest.approx([10 ** (log10.mean() - half), 10 ** (log10.mean() + half)], rel=1e-9)
     assert "n = 3" in page.caption
     plt.close(page.figure)
+
+
+def test_the_phase_gaps_of_one_cells_lines_stand_apart_in_the_legends_order(tmp_path):
+    """With hidden_size swept too, the rnn's two lines share its colour; their gaps in the lower panel
+    (a marker per prediction, the colour the cell's) stood on the same x, so that neither could be
+    matched to its line. They stand side by side at each scale in the legend's order, and the
+    caption says so."""
+    fits = phase_fits(seeded_summary())
+    (page,) = phase.draw_phase(fits, None, tmp_path)
+    ax, gaps = page.figure.axes[:2]
+    labels = [line.get_label() for line in ax.lines if not line.get_label().startswith("_")]
+    assert labels == ["cell=rnn, hidden_size=8", "cell=rnn, hidden_size=16", "cell=lstm, hidden_size=8"]
+    points = [line for line in gaps.lines if line.get_marker() == "x"]  # not the bars' caps ("_") nor the zero line
+    assert len(points) == 3  # a series of gaps per line (one prediction here: the Lyapunov exponent)
+    scales = np.asarray(sorted(fits.scale.unique()))
+    offsets = []
+    for line in points:  # each point's distance from the scale it stands for
+        x = np.asarray(line.get_xdata(), float)
+        offset = x - scales[np.abs(x[:, None] - scales[None, :]).argmin(axis=1)]
+        assert np.allclose(offset, offset[0])  # one offset per line, at every scale
+        offsets.append(offset[0])
+    assert offsets == sorted(offsets) and len(set(offsets)) == 3
+    assert "its gaps stand side by side at each scale, in the legend's order" in page.caption
+    plt.close(page.figure)

@@ -41,6 +41,7 @@ class PhaseLine(NamedTuple):
     points: pd.DataFrame  # per scale (seeds pooled): the runs' means, and POOLED's statistics; indexed by scale
     look: dict  # colour, line style, marker (harness.lab.figures.layout.line_groups)
     curve: tuple[np.ndarray, np.ndarray] | None  # its mean-field curve (scales, rates), where stored
+    marked: bool = False  # other lines share its colour: its theory curves carry its marker
 
 
 @dataclass
@@ -74,11 +75,15 @@ def draw_phase(summary: pd.DataFrame, curves: pd.DataFrame | None, folder: Path)
     )
     ax, gaps = axes[0][0], (axes[1][0] if predicted else None)
     traced = Traced()
-    # Where seeds are pooled, each line's gaps a little apart from the others', so that their bars show.
+    # Where seeds are pooled, or lines share a colour (a cell's lines over other axes), each line's gaps
+    # a little apart from the others', in the legend's order: their bars show, and each can be told.
+    colours = [look["color"] for _, _, look in lines]
+    shared = len(set(colours)) < len(colours)
     pools = summary.groupby([*axes_names, "scale"], dropna=False).size().max() > 1
-    span = float(summary.scale.max() - summary.scale.min()) if pools else 0.0
+    span = float(summary.scale.max() - summary.scale.min()) if pools or shared else 0.0
     for number, (label, runs, look) in enumerate(lines):
-        line = PhaseLine(label, runs, points_of(runs, predicted), look, line_curve(curves, runs))
+        marked = colours.count(look["color"]) > 1
+        line = PhaseLine(label, runs, points_of(runs, predicted), look, line_curve(curves, runs), marked)
         trace_measured(ax, line, traced)
         for prediction in predicted:
             if TRACES[prediction.name](ax, prediction, line, summary, traced):
@@ -108,6 +113,11 @@ def draw_phase(summary: pd.DataFrame, curves: pd.DataFrame | None, folder: Path)
     seeds = pooled_seeds(traced.counts, seeds_of(summary))
     if seeds:
         parts.insert(1, seeds)
+    if shared and (traced.predictions or traced.gaps):
+        parts.append(
+            "where a cell has several lines, the curves drawn for a line carry its marker"
+            + (" and its gaps stand side by side at each scale, in the legend's order" if predicted else "")
+        )
     if predicted:
         parts.append("lower panel: measured minus each prediction (grey: ±0.02)")
     if traced.missing:
@@ -172,7 +182,7 @@ def trace_mean_field(
     if line.curve is not None:
         dense, rates = line.curve
         shown = (dense >= summary.scale.min()) & (dense <= summary.scale.max())  # harness.plot --where
-        ax.plot(dense[shown], rates[shown], ls=prediction.line, color=line.look["color"], lw=1.0)
+        ax.plot(dense[shown], rates[shown], ls=prediction.line, color=line.look["color"], lw=1.0, **curve_marks(line))
     critical = float(line.runs.theory_critical_scale.median()) if "theory_critical_scale" in line.runs else np.nan
     cell = str(line.runs.cell.iloc[0]) if "cell" in line.runs else ""
     if np.isfinite(critical) and summary.scale.min() <= critical <= summary.scale.max():
@@ -190,8 +200,14 @@ def trace_linear(ax: plt.Axes, prediction: Prediction, line: PhaseLine, summary:
         return False
     dense = np.linspace(summary.scale.min(), summary.scale.max(), 60)
     offset = float((values - np.log(line.points.index)).median())
-    ax.plot(dense, np.log(dense) + offset, ls=prediction.line, color=line.look["color"], lw=1.0)
+    ax.plot(dense, np.log(dense) + offset, ls=prediction.line, color=line.look["color"], lw=1.0, **curve_marks(line))
     return True
+
+
+def curve_marks(line: PhaseLine) -> dict:
+    """A dense theory curve's marks: the line's own marker, hollow, a few along it, where other lines
+    share its colour (else none: the colour tells it)."""
+    return {"marker": line.look["marker"], "markevery": 0.2, "ms": 4, "mfc": "none"} if line.marked else {}
 
 
 # How each prediction of THEORY is drawn on a line; each returns whether it drew anything.
