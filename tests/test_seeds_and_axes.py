@@ -506,9 +506,14 @@ def test_the_learnability_figure_draws_each_configurations_interval_over_seeds(t
     ax = page.figure.axes[0]
     assert len(ax.containers) == 2
     t = 4.302652729911275
+    legend = {
+        text.get_text(): handle for text, handle in zip(ax.get_legend().get_texts(), ax.get_legend().legend_handles)
+    }
     for remedy, container in zip(("clip", "none"), ax.containers):  # config groups in sorted order
         runs = summary[summary.remedy == remedy]
         log10 = np.log10(runs.final_loss / runs.baseline)
+        # each cross is centred on its remedy's marker, as the legend gives it: crosses that meet are told apart
+        assert container.lines[0].get_marker() == legend[f"remedy={remedy}"].get_marker()
         (x,), (y,) = container.lines[0].get_data()
         assert x == pytest.approx(runs.rate_init.mean(), rel=1e-12)
         assert y == pytest.approx(10 ** log10.mean(), rel=1e-12)

@@ -195,7 +195,7 @@ def draw_learnability(summary: pd.DataFrame, folder: Path) -> Iterator[Page]:
                 edgecolors="white",
                 linewidths=0.5,
             )
-    pooled_n = seed_intervals(ax, data)
+    pooled_n = seed_intervals(ax, data, marker)
     ax.axhline(1, color="0.3", ls="--", lw=1)
     ax.axvline(0, color="0.2", lw=0.8)
     ax.set_yscale("log")
@@ -212,7 +212,9 @@ def draw_learnability(summary: pd.DataFrame, folder: Path) -> Iterator[Page]:
         + (", marker by remedy" if by_remedy else "")
         + (
             f"; where seeds of one configuration are pooled (n = {count_range(pooled_n)}), bars at the mean rate "
-            "and the geometric mean loss: their 95% Student t intervals (of the rate and of log10 loss / baseline)"
+            "and the geometric mean loss (a hollow mark"
+            + (" of the remedy's marker" if by_remedy else "")
+            + "): their 95% Student t intervals (of the rate and of log10 loss / baseline)"
             if pooled_n
             else ""
         )
@@ -228,9 +230,11 @@ def draw_learnability(summary: pd.DataFrame, folder: Path) -> Iterator[Page]:
     yield Page(fig, folder / "learnability", caption)
 
 
-def seed_intervals(ax: plt.Axes, data: pd.DataFrame) -> list[int]:
+def seed_intervals(ax: plt.Axes, data: pd.DataFrame, marker: dict[str, str]) -> list[int]:
     """For each configuration drawn with two or more seeds, error bars in both directions about (mean
-    rate, geometric mean loss / baseline), in the cell's colour; returns the seeds pooled per bar."""
+    rate, geometric mean loss / baseline), in the cell's colour, centred on a hollow mark of its
+    remedy's marker (`marker`; a circle where remedies are not told apart), so that two crosses that
+    meet can still be told; returns the seeds pooled per bar."""
     counts = []
     for _, runs in data.groupby(config_columns(data), sort=True, dropna=False):
         if len(runs) < 2:
@@ -244,6 +248,9 @@ def seed_intervals(ax: plt.Axes, data: pd.DataFrame) -> list[int]:
             color=cell_colour(runs.cell.iloc[0]),
             lw=1.0,
             capsize=3,
+            marker=marker.get(runs.remedy.iloc[0], "o") if "remedy" in runs else "o",
+            ms=9,
+            mfc="white",
             zorder=2.5,
             gid="interval",
         )
