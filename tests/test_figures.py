@@ -107,6 +107,19 @@ def test_captions_describe_what_was_drawn(tmp_path, figures):
     assert any(isinstance(c, matplotlib.collections.PolyCollection) for c in fig.axes[0].collections)
 
 
+def test_the_profiles_of_trained_runs_say_which_step_they_draw(tmp_path, figures):
+    """A trained sweep's profiles page draws each run's first recorded step; its caption said nothing
+    of which step, so two remedies' identical panels read as 'the remedy changed nothing'."""
+    plots.make_figures(tmp_path, sweep(scale=[0.5, 2.0]))
+    assert "initialisation" not in figures["profiles"][1]
+    trained = pd.concat([sweep(scale=[0.5, 2.0]).assign(step=step) for step in (0, 50)], ignore_index=True)
+    plots.make_figures(tmp_path, trained)
+    assert (
+        "at initialisation (each run's first recorded step; training_profiles shows the later ones)"
+        in (figures["profiles"][1])
+    )
+
+
 # 3 and 5. titles clipped at the edge, labels drawn over each other ("critical 1.85" over "exploding").
 def test_no_text_leaves_the_figure_or_overlaps_another(tmp_path, figures):
     # 36 lines in the phase figure: its legend must still fit (a colour per cell, a style per combination)

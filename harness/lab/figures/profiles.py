@@ -98,7 +98,9 @@ def draw_profiles(profile: pd.DataFrame, flagged: set[str], folder: Path) -> Ite
         keys = profile_keys(marks)
         fig.legend(handles=keys, loc="outside lower center", ncol=len(keys), fontsize=8, frameon=False)
         named = ["cell", *facets, *([colour] if colour else [])]
-        caption = profiles_caption(marks, colour, named) + seeds_caption(top, facets, colour, marks.pooled)
+        caption = profiles_caption(marks, colour, named, trained(profile)) + seeds_caption(
+            top, facets, colour, marks.pooled
+        )
         yield Page(fig, page_path(folder, "profiles", number, len(all_pages)), caption)
 
 
@@ -232,10 +234,22 @@ def profile_keys(marks: Marks) -> list:
     return keys
 
 
-def profiles_caption(marks: Marks, colour: str | None, named: list[str]) -> str:
-    """What the page drew; the runs it could not draw, by the axes in `named`."""
+def trained(profile: pd.DataFrame) -> bool:
+    """Whether some run recorded its profile at more than one training step (then a figure drawn from
+    the first says so)."""
+    return bool((profile.groupby("run_id").step.nunique() > 1).any())
+
+
+AT_INIT = " at initialisation (each run's first recorded step; training_profiles shows the later ones)"
+
+
+def profiles_caption(marks: Marks, colour: str | None, named: list[str], at_init: bool = False) -> str:
+    """What the page drew; the runs it could not draw, by the axes in `named`; at_init: that it drew the
+    trained runs' first recorded step."""
     return (
-        "Gradient norm against steps back from the loss, "
+        "Gradient norm against steps back from the loss"
+        + (AT_INIT if at_init else "")
+        + ", "
         + ("a line per configuration (seeds pooled)" if marks.pooled else "a line per run (batch median)")
         + (", coloured by " + colour if colour else "")
         + (
@@ -311,7 +325,9 @@ def draw_decay_laws(profile: pd.DataFrame, fits: pd.DataFrame, folder: Path) -> 
         laws = [name.split(", ")[1] for name in drawn if name.startswith("measured")]
         theory = [name for name in drawn if not name.startswith("measured")]
         caption = (
-            "The profiles on log-log axes (lag ≥ 1), a line per run"
+            "The profiles on log-log axes (lag ≥ 1)"
+            + (AT_INIT if trained(profile) else "")
+            + ", a line per run"
             + (f", coloured by {colour}" if colour else "")
             + ", styled by the decay law its fit names ("
             + ", ".join(f"{law} {STYLE_NAMES[law]}" for law in laws)
