@@ -365,6 +365,13 @@ def test_gradient_profile_plot_called_again_on_one_axes_names_the_band_once():
     profile_of("rnn", -0.5, 7).plot(ax=ax, label="mine")
     texts = [t.get_text() for t in ax.get_legend().get_texts()]
     assert texts.count("25-75% of the batch") == 1 and "mine" in texts
+    # Two more profiles of the rnn (another seed; the same one again): numbered, never a second entry of a name.
+    profile_of("rnn", -0.2, 8).plot(ax=ax)
+    profile_of("rnn", -0.2, 8).plot(ax=ax)
+    texts = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert len(texts) == len(set(texts)) == 7, texts
+    rnn = [t for t in texts if t.startswith("rnn, ")]
+    assert [t.removeprefix(rnn[0]) for t in rnn] == ["", " (2)", " (3)"], texts
     plt.close("all")
 
 

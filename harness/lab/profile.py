@@ -129,16 +129,20 @@ class GradientProfile:
     ) -> matplotlib.axes.Axes:
         """log10 ||dL/dh_{T-k}|| against the lag k: the batch median and its 25-75% band. Called again on
         the same Axes (one profile per call), it adds a line and its band; the legend names the band
-        once, in grey, for all of them."""
+        once, in grey, for all of them, and numbers a default label already there ("... (2)")."""
         if ax is None:
             import matplotlib.pyplot as plt
 
             _, ax = plt.subplots(figsize=(5, 3.5), layout="constrained")
         rows = self.block(layer, state)
         median = rows.log10_norm.where(np.isfinite(rows.log10_norm))
-        (line,) = ax.plot(
-            rows.lag, median, label=label or f"{rows.cell.iloc[0]}, layer {rows.layer.iloc[0]} {state}: batch median"
-        )
+        if label is None:  # a second profile of the same cell is numbered, never a second entry of one name
+            default = label = f"{rows.cell.iloc[0]}, layer {rows.layer.iloc[0]} {state}: batch median"
+            taken, number = set(ax.get_legend_handles_labels()[1]), 1
+            while label in taken:
+                number += 1
+                label = f"{default} ({number})"
+        (line,) = ax.plot(rows.lag, median, label=label)
         band = np.isfinite(rows.log10_norm_q25) & np.isfinite(rows.log10_norm_q75)
         ax.fill_between(
             rows.lag, rows.log10_norm_q25, rows.log10_norm_q75, where=band, color=line.get_color(), alpha=0.25, lw=0
