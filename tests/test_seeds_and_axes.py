@@ -93,6 +93,7 @@ def seeded_summary() -> pd.DataFrame:
                         "power_exponent": -20 * abs(rate),
                         "horizon": 3 / abs(rate),
                         "horizon_censored": False,
+                        "log10_gain": rate * BASE["seq_len"] / math.log(10) + 0.1 * rng.standard_normal(),
                         "theory_lyapunov": rate - 0.01 * seed,
                         "gap_lyapunov": 0.01 * seed,
                     }
@@ -120,7 +121,7 @@ def test_summary_by_config_pools_seeds_with_the_t_interval_computed_independentl
             & (summary.status != "failed")
         ]
         assert row.n_seeds == len(runs) and row.seeds == ",".join(map(str, sorted(runs.seed)))
-        for metric in ("rate", "half_life", "power_exponent", "horizon", "gap_lyapunov"):
+        for metric in ("rate", "half_life", "power_exponent", "horizon", "log10_gain", "gap_lyapunov"):
             values = list(runs[metric])
             assert getattr(row, f"{metric}_n") == len(values)
             assert getattr(row, f"{metric}_mean") == pytest.approx(statistics.mean(values), rel=1e-12)

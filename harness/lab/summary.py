@@ -8,7 +8,7 @@ many there are and how far they spread.
 summary_by_config.parquet (and .csv) beside summary.parquet: every config column of the summary but
 seed; `n_seeds`, the runs pooled (those that were measured: status ok or numerical flags) and `seeds`,
 theirs ("0,1,2"); then for each metric of METRICS the summary has (rate, half_life, power_exponent,
-horizon, each theory gap): `<metric>_n` (its finite values pooled), `_mean`, `_median`, `_ci_low` and
+horizon, log10_gain, each theory gap): `<metric>_n` (its finite values pooled), `_mean`, `_median`, `_ci_low` and
 `_ci_high`; and `horizon_censored_n`, how many of the horizons are censored at seq_len (lower bounds).
 
 The interval is a two-sided 95% Student t interval on the mean: mean ± t(0.975, n − 1) · s / √n, s
@@ -33,7 +33,8 @@ from harness.lab.tables import write_csv, write_parquet
 from harness.lab.theory_table import THEORY
 
 LEVEL = 0.95  # the interval's coverage, two-sided
-METRICS = ("rate", "half_life", "power_exponent", "horizon", *(prediction.gap for prediction in THEORY))
+# log10_gain: the end-to-end gain the seq_len figure draws, with the same interval
+METRICS = ("rate", "half_life", "power_exponent", "horizon", "log10_gain", *(prediction.gap for prediction in THEORY))
 STATISTICS = ("n", "mean", "median", "ci_low", "ci_high")
 FILE = "summary_by_config"  # .parquet and .csv beside summary.parquet
 MEASURED_FLAGS = {"diverged", "nan", "overflow", "underflow", "zero"}  # harness.lab.results.FLAGS
