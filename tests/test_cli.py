@@ -403,8 +403,9 @@ def test_collect_and_plot_rebuild_after_an_interrupted_sweep(tmp_path, reference
     config = OmegaConf.load(sweep / "0" / ".hydra" / "config.yaml")
     config.cell.name = "lstm"
     run_config(config, other)
-    shutil.copytree(sweep / "0", other / "same")  # and one configuration in two folders: one run
-    assert plot_main([str(sweep), str(other), "--out", str(tmp_path / "both")]) == 0
+    same = tmp_path / "same"  # and one configuration in two folders: one run
+    shutil.copytree(sweep / "0", same)
+    assert plot_main([str(sweep), str(other), str(same), "--out", str(tmp_path / "both")]) == 0
     both = pd.read_csv(tmp_path / "both" / "summary.csv")
     assert sorted(set(both.cell)) == ["gru", "lstm", "rnn"] and len(both) == 9
     capsys.readouterr()
