@@ -64,6 +64,20 @@ def test_a_run_folder_holding_another_run_is_refused_and_left_as_it_was(sweep, c
     assert {p: p.read_bytes() for p in outer.rglob("*") if p.is_file()} == before
 
 
+def test_a_profile_holding_another_runs_rows_is_damaged_not_filed_under_this_run(sweep, capsys):
+    """A run's profile.parquet replaced by another run's (as the sweep's table once overwrote a run's
+    own): its rows would have gone under this run's settings, and the figures failed with a traceback."""
+    first, second = ids(sweep)
+    shutil.copy(sweep / "1" / "profile.parquet", sweep / "0" / "profile.parquet")
+    assert collect_main([str(sweep)]) == 1
+    assert (
+        f"  damaged: 0 (ValueError: profile.parquet holds rows of other runs ({second}), not only this run's {first})"
+        in (capsys.readouterr().out)
+    )
+    profile = pd.read_parquet(sweep / "profile.parquet")
+    assert set(profile.run_id) == {second} and (profile.scale == 0.5).all()  # run 1's rows, once, as run 1's
+
+
 @pytest.mark.slow  # collected and drawn three times, units and gates included
 def test_two_folders_of_one_run_id_are_read_once_and_the_second_is_a_duplicate(detailed, capsys):
     sweep = detailed

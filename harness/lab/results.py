@@ -172,6 +172,17 @@ def _own_columns(profile: Profile, index: int) -> pa.Table:
     return table.append_column(INDEX, pa.array(np.full(table.num_rows, index, dtype=np.int32)))
 
 
+def _own_runs_columns(profile: Profile, index: int, run: str) -> pa.Table:
+    """_own_columns of a profile that holds its own run's rows only: one overwritten with other runs'
+    (a sweep's table written over a run's own) would file their rows under this run's settings."""
+    table = _own_columns(profile, index)
+    ids = pc.unique(table.column("run_id")).to_pylist() if "run_id" in table.column_names else [None]
+    if ids and ids != [run]:
+        others = ", ".join(str(i) for i in ids if i != run)
+        raise ValueError(f"{PROFILE} holds rows of other runs ({others}), not only this run's {run}")
+    return table
+
+
 def read_profiles(rows: list[dict[str, Any]], profiles: list[Profile | None]) -> pa.Table | None:
     """Every run's profile without its settings' columns, in one table (None where no run has one),
     INDEX naming each row's run; a run whose profile cannot be read becomes a "damaged" row, its
@@ -183,8 +194,8 @@ def read_profiles(rows: list[dict[str, Any]], profiles: list[Profile | None]) ->
         if profile is None:
             continue
         try:
-            pending.append(_own_columns(profile, i))
-        except Exception as error:  # noqa: BLE001  a truncated or garbage parquet file
+            pending.append(_own_runs_columns(profile, i, rows[i]["run_id"]))
+        except Exception as error:  # noqa: BLE001  a truncated or garbage parquet file, another run's rows
             settings = profile.settings  # meta.json was read: the row keeps its configuration, not its run id
             rows[i] = {"run_dir": rows[i]["run_dir"], **settings, "status": "damaged", "error": _reason(error)}
             profiles[i] = None
