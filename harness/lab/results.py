@@ -110,12 +110,16 @@ def _run_row(run_dir: Path, root: Path) -> tuple[dict[str, Any], Profile | None]
         return {**where, **hydra_settings(run_dir), "status": "damaged", "error": _reason(error)}, None
 
 
+def hydra_config(run_dir: Path) -> dict[str, Any]:
+    """The run's config as Hydra recorded it (.hydra/config.yaml)."""
+    return yaml.load((run_dir / ".hydra" / "config.yaml").read_text(), Loader=YAML_LOADER)
+
+
 def hydra_settings(run_dir: Path) -> dict[str, Any]:
-    """A damaged run's settings as Hydra recorded them (.hydra/config.yaml), so that its row still says
-    which configuration it was; none where that record is missing or unreadable too."""
+    """A damaged run's settings as Hydra recorded them, so that its row still says which configuration
+    it was; none where that record is missing or unreadable too."""
     try:
-        config = yaml.load((run_dir / ".hydra" / "config.yaml").read_text(), Loader=YAML_LOADER)
-        return config_columns(config)
+        return config_columns(hydra_config(run_dir))
     except Exception:  # noqa: BLE001  no record, or one as damaged as the run: the row names the folder only
         return {}
 
@@ -126,7 +130,7 @@ def _reason(error: Exception) -> str:
 
 def _read_run(run_dir: Path, where: dict[str, str]) -> tuple[dict[str, Any], Profile | None]:
     if not (run_dir / DONE).exists():
-        config = yaml.load((run_dir / ".hydra" / "config.yaml").read_text(), Loader=YAML_LOADER)  # Hydra's record
+        config = hydra_config(run_dir)
         try:
             columns = config_columns(config)
             where["run_id"] = run_id(columns)
@@ -163,24 +167,19 @@ def _read_run(run_dir: Path, where: dict[str, str]) -> tuple[dict[str, Any], Pro
     return row, profile
 
 
-def _own_columns(profile: Profile, index: int) -> pa.Table:
+def _own_columns(profile: Profile, index: int, run: str) -> pa.Table:
     """A profile's columns but the run's settings (a profile's file costs per column read, and most of
-    its columns are the settings repeated in every row), with the run's index among the rows (INDEX)."""
+    its columns are the settings repeated in every row), with the run's index among the rows (INDEX).
+    Raises ValueError where it holds rows of other runs than `run` (a sweep's table once written over a
+    run's own): they would be filed under this run's settings."""
     parquet = pq.ParquetFile(profile.path)
     names = [n for n in parquet.schema_arrow.names if n == "run_id" or n not in profile.settings]
     table = parquet.read(columns=names, use_pandas_metadata=False).replace_schema_metadata(None)
-    return table.append_column(INDEX, pa.array(np.full(table.num_rows, index, dtype=np.int32)))
-
-
-def _own_runs_columns(profile: Profile, index: int, run: str) -> pa.Table:
-    """_own_columns of a profile that holds its own run's rows only: one overwritten with other runs'
-    (a sweep's table written over a run's own) would file their rows under this run's settings."""
-    table = _own_columns(profile, index)
     ids = pc.unique(table.column("run_id")).to_pylist() if "run_id" in table.column_names else [None]
     if ids and ids != [run]:
         others = ", ".join(str(i) for i in ids if i != run)
         raise ValueError(f"{PROFILE} holds rows of other runs ({others}), not only this run's {run}")
-    return table
+    return table.append_column(INDEX, pa.array(np.full(table.num_rows, index, dtype=np.int32)))
 
 
 def read_profiles(rows: list[dict[str, Any]], profiles: list[Profile | None]) -> pa.Table | None:
@@ -194,7 +193,7 @@ def read_profiles(rows: list[dict[str, Any]], profiles: list[Profile | None]) ->
         if profile is None:
             continue
         try:
-            pending.append(_own_runs_columns(profile, i, rows[i]["run_id"]))
+            pending.append(_own_columns(profile, i, rows[i]["run_id"]))
         except Exception as error:  # noqa: BLE001  a truncated or garbage parquet file, another run's rows
             settings = profile.settings  # meta.json was read: the row keeps its configuration, not its run id
             rows[i] = {"run_dir": rows[i]["run_dir"], **settings, "status": "damaged", "error": _reason(error)}

@@ -72,6 +72,7 @@ def draw_profiles(profile: pd.DataFrame, flagged: set[str], folder: Path) -> Ite
     # Each run's rows by lag; the largest colour value first: longer runs must not hide shorter ones.
     order = [colour, "lag"] if colour else ["lag"]
     top = top.sort_values(order, ascending=[False, True] if colour else True, kind="stable")
+    at_init = trained(profile)
     facets = facet_axes(top, colour)
     columns, all_pages = panels(top, facets)
     for number, page in enumerate(all_pages):
@@ -98,9 +99,7 @@ def draw_profiles(profile: pd.DataFrame, flagged: set[str], folder: Path) -> Ite
         keys = profile_keys(marks)
         fig.legend(handles=keys, loc="outside lower center", ncol=len(keys), fontsize=8, frameon=False)
         named = ["cell", *facets, *([colour] if colour else [])]
-        caption = profiles_caption(marks, colour, named, trained(profile)) + seeds_caption(
-            top, facets, colour, marks.pooled
-        )
+        caption = profiles_caption(marks, colour, named, at_init) + seeds_caption(top, facets, colour, marks.pooled)
         yield Page(fig, page_path(folder, "profiles", number, len(all_pages)), caption)
 
 
@@ -283,6 +282,7 @@ def draw_decay_laws(profile: pd.DataFrame, fits: pd.DataFrame, folder: Path) -> 
     top = top_h(profile)
     top = top[top.lag >= 1].join(fits.set_index("run_id")[["decay_law", "power_exponent"]], on="run_id")
     top = top.sort_values("lag", kind="stable")  # each run's rows by lag, the runs in their order
+    at_init = AT_INIT if trained(profile) else ""
     colour, norm, cmap = colouring(top)
     facets = facet_axes(top, colour)
     columns, all_pages = panels(top, facets)
@@ -326,7 +326,7 @@ def draw_decay_laws(profile: pd.DataFrame, fits: pd.DataFrame, folder: Path) -> 
         theory = [name for name in drawn if not name.startswith("measured")]
         caption = (
             "The profiles on log-log axes (lag ≥ 1)"
-            + (AT_INIT if trained(profile) else "")
+            + at_init
             + ", a line per run"
             + (f", coloured by {colour}" if colour else "")
             + ", styled by the decay law its fit names ("
