@@ -32,7 +32,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/sweep.py's grid
 from sweep import SWEEPS  # noqa: E402
 
-DPI = 130  # harness.lab.figures.output.save
+DPI = 130  # harness.lab.figures.output.DPI
 
 
 def timed(command: list[str], repeats: int) -> list[float]:
