@@ -147,6 +147,25 @@ def test_integer_columns_stay_integers_whatever_rows_are_damaged(damaged, tmp_pa
         assert pd.api.types.is_integer_dtype(plotted[column]), column
 
 
+def test_true_or_false_columns_stay_masks_whatever_rows_are_damaged(damaged, sweep_copy):
+    """The fit's flags have no value for the damaged and skipped rows; held as objects (True, False and
+    NaN) they were no mask (summary[summary.horizon_censored] raised). Nullable booleans: the intact
+    runs' values, gaps where there is none, in collect's table and in the one plot writes."""
+    assert collect_main([str(sweep_copy)]) == 0
+    assert collect_main([str(damaged)]) == 1
+    assert plot_main([str(damaged), "--out", str(damaged.parent / "plotted")]) == 0
+    intact = pd.read_parquet(sweep_copy / "summary.parquet").set_index("run_dir")
+    for folder in (damaged, damaged.parent / "plotted"):
+        summary = pd.read_parquet(folder / "summary.parquet")
+        for column in ("truncated", "horizon_censored"):
+            assert str(summary[column].dtype) == "boolean", column
+            read = summary.set_index("run_dir")[column]
+            assert read[read.notna()].to_dict() == intact[column].drop(["1", "2"]).to_dict(), column
+            assert sorted(read[read.isna()].index) == ["1", "2", "link"], column
+        censored = summary[summary.horizon_censored].run_dir.tolist()
+        assert censored == [run for run in intact.index[intact.horizon_censored] if run not in ("1", "2")]
+
+
 def test_a_damaged_run_keeps_its_settings_and_the_report_its_swept_axes(damaged, sweep_copy):
     """A damaged row had no settings at all: the report then counted every setting as swept (its NaN a
     second value) and held nothing fixed. A run whose profile is damaged keeps meta.json's settings; one

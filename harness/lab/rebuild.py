@@ -27,6 +27,7 @@ from harness.lab.results import (
     integer_columns,
     read_table,
     readable,
+    true_or_false,
     whole_numbers,
     write_summary,
 )
@@ -182,10 +183,10 @@ def plot(
     profiles, summaries, losses = zip(*(load(folder) for folder in folders))
     # One configuration in two sweeps is one run (its numbers are determined by its config); an integer
     # column stays one where a folder's rows have none (a damaged run, an older table).
-    summary = whole_numbers(pd.concat(summaries, ignore_index=True), integer_columns(*summaries))
+    summary = true_or_false(whole_numbers(pd.concat(summaries, ignore_index=True), integer_columns(*summaries)))
     sources = pd.Series([str(folder) for folder, rows in zip(folders, summaries) for _ in range(len(rows))])
     summary = summary[~summary.run_id.duplicated() | summary.run_id.isna()]  # damaged folders have no id
-    profile = whole_numbers(pd.concat(profiles, ignore_index=True), integer_columns(*profiles))
+    profile = true_or_false(whole_numbers(pd.concat(profiles, ignore_index=True), integer_columns(*profiles)))
     profile = profile[profile.run_id.isin(summary.run_id)].drop_duplicates(["run_id", "step", "layer", "state", "t"])
     kept, unknown = pd.Series(True, index=summary.index), pd.Series(False, index=summary.index)
     for key, values in parse_where(where, summary):

@@ -392,6 +392,20 @@ def whole_numbers(frame: pd.DataFrame, integers: Collection[str] = ()) -> pd.Dat
     return frame
 
 
+def true_or_false(frame: pd.DataFrame) -> pd.DataFrame:
+    """frame with its true/false columns (truncated, horizon_censored, record.units, solved) held as
+    booleans. A row without them (damaged, skipped, not_run, no fit) leaves a gap, and pandas would hold
+    the column as objects, which no mask takes (summary[summary.truncated] raises): such a column is
+    nullable boolean instead. A column without a true or false value is left as it is."""
+    for column in frame.columns:
+        values = frame[column]
+        if values.dtype == object:
+            known = values.dropna()
+            if len(known) and all(isinstance(value, (bool, np.bool_)) for value in known):
+                frame[column] = values.astype("boolean")
+    return frame
+
+
 def integer_columns(*frames: pd.DataFrame) -> set[str]:
     """The columns of integer dtype in any of frames."""
     return {c for frame in frames for c in frame.columns if pd.api.types.is_integer_dtype(frame[c])}
@@ -492,6 +506,7 @@ def collect(root: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     if runs != [root]:  # a single run folder already holds its own profile (and units, gates)
         write_parquet(profile, root / PROFILE)
         _write_detail_tables(root, runs, rows)
+    summary = true_or_false(summary)
     write_summary(summary, root)
     losses = collect_losses(root, summary)
     if not losses.empty and runs != [root]:
