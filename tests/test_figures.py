@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import subprocess
+import warnings
 from pathlib import Path
 
 import matplotlib
@@ -433,6 +434,16 @@ def test_laying_a_page_out_once_gives_the_pixels_of_matplotlibs_own_savefig(draw
     for name, path in own.items():
         saved = drawn_from_stored[name].path
         assert np.array_equal(matplotlib.image.imread(path), matplotlib.image.imread(saved)), name
+
+
+def test_a_page_without_axes_is_saved_without_a_layout_warning(tmp_path):
+    """A registered figure's page may hold text alone: there is nothing to lay out (as Figure.draw
+    skips its engine then), and no warning that no gridspec was found."""
+    fig = matplotlib.pyplot.figure(layout="constrained")
+    fig.text(0.5, 0.5, "no panels")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert plots.save(fig, tmp_path / "text", "a page of text").path.exists()
 
 
 @pytest.mark.parametrize("kind", KINDS)

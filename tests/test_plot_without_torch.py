@@ -9,11 +9,13 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from harness.cli.collect import main as collect_main
 from harness.cli.plot import main as plot_main
+from harness.lab.results import boolean_columns, true_or_false
 from tests.conftest import ROOT, cli_env
 
 # `python -m MODULE ARGS...` (or `python -c CODE`) with every import of torch refused, as without torch,
@@ -164,6 +166,49 @@ def test_true_or_false_columns_stay_masks_whatever_rows_are_damaged(damaged, swe
             assert sorted(read[read.isna()].index) == ["1", "2", "link"], column
         censored = summary[summary.horizon_censored].run_dir.tolist()
         assert censored == [run for run in intact.index[intact.horizon_censored] if run not in ("1", "2")]
+
+
+def test_a_column_of_true_or_false_held_as_missing_numbers_elsewhere_stays_true_or_false():
+    """Joined with a table that holds it as missing numbers (an untrained sweep's solved), a true/false
+    column is 0.0, 1.0 and NaN, or objects, by the tables' order; either way it is boolean again."""
+    untrained, trained = pd.DataFrame({"solved": [np.nan, np.nan]}), pd.DataFrame({"solved": [True, False]})
+    for frames, expected in (
+        ([untrained, trained], [None, None, True, False]),
+        ([trained, untrained], [True, False, None, None]),
+    ):
+        joined = true_or_false(pd.concat(frames, ignore_index=True), boolean_columns(*frames))
+        assert str(joined.solved.dtype) == "boolean"
+        assert [None if value is pd.NA else value for value in joined.solved] == expected
+    assert str(true_or_false(untrained.copy()).solved.dtype) == "float64"  # no true or false value: left as it is
+
+
+def test_plot_keeps_true_or_false_columns_and_filters_on_them(damaged, tmp_path, capsys):
+    """A summary stored before collect kept true/false columns boolean (objects: True, False, NaN):
+    the tables plot writes hold them as booleans, and --where takes true, false, 1 or 0 for them (a
+    gap is kept by neither); any other word is refused in one line."""
+    assert collect_main([str(damaged)]) == 1
+    stored = pd.read_parquet(damaged / "summary.parquet").astype({"truncated": object})
+    stored.loc[stored.run_dir == "3", "truncated"] = True  # runs 0 and 3 are read: one of each
+    stored.to_parquet(damaged / "summary.parquet", index=False)
+    assert pd.read_parquet(damaged / "summary.parquet").truncated.tolist()[:4] == [False, None, None, True]
+    capsys.readouterr()
+    assert plot_main([str(damaged), "--out", str(tmp_path / "all")]) == 0
+    assert str(pd.read_parquet(tmp_path / "all" / "summary.parquet").truncated.dtype) == "boolean"
+    for words, runs in (
+        (("false", "False", "0"), ["0"]),
+        (("true", "TRUE", "1"), ["3"]),
+        (("true,false",), ["0", "3"]),
+    ):
+        for word in words:
+            out = tmp_path / word.replace(",", "_")
+            assert plot_main([str(damaged), "--where", f"truncated={word}", "--out", str(out)]) == 0
+            kept = pd.read_parquet(out / "summary.parquet")
+            assert sorted(kept.run_dir[kept.status == "ok"]) == runs, word
+    capsys.readouterr()
+    assert plot_main([str(damaged), "--where", "truncated=maybe", "--out", str(tmp_path / "no")]) == 2
+    assert "--where truncated=maybe: truncated is true or false; maybe is neither (expected true, false, 1 or 0)" in (
+        capsys.readouterr().err
+    )
 
 
 def test_a_damaged_run_keeps_its_settings_and_the_report_its_swept_axes(damaged, sweep_copy):

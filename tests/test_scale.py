@@ -13,9 +13,12 @@ from harness.cli.sweep.jobs import ESTIMATE_IGNORES, Composer
 from harness.core.memory import estimate
 from harness.core.spec import RunSpec
 from harness.lab import figures as plots
+from harness.lab import pool, results
 from harness.lab.figures import heatmap, profiles
+from harness.lab.fits import FITS
 from harness.lab.tables import QUANTILES
 from tests.test_figures import BOXES, assert_readable, figures  # noqa: F401  figures: the fixture
+from tests.test_plot_without_torch import damaged, sweep  # noqa: F401  the fixtures
 from tests.test_plots import BASE
 from tests.test_sweep import loader_and_master
 
@@ -151,3 +154,23 @@ def test_the_memory_estimate_reads_neither_seed_nor_scale(cell):
     other = RunSpec.from_columns({"cell": cell, "seq_len": 100, "hidden_size": 16, "seed": 7, "scale": 3.5})
     assert ESTIMATE_IGNORES == ("seed", "scale")
     assert estimate(base, 4 << 30) == estimate(other, 4 << 30)
+
+
+def test_the_parts_cover_every_item_once_in_order():
+    assert pool.parts(10, 3) == [range(0, 3), range(3, 6), range(6, 10)]
+    assert pool.parts(1, 2) == [range(0, 1)] and pool.parts(0, 2) == []
+
+
+def test_runs_read_and_fitted_in_worker_processes_are_those_read_in_one(damaged, monkeypatch):  # noqa: F811
+    """From PARALLEL_RUNS runs on, collect reads and fits its runs in forked workers, a part each: the
+    same tables as read and fitted in this process, the damaged runs' rows included (what a worker
+    finds wrong comes back with its part: its own copy of the rows is not the parent's)."""
+    tables = {}
+    for workers in (1, 2):
+        monkeypatch.setattr(results, "workers_for", lambda count, threshold, workers=workers: workers)
+        profile, summary, _ = results.collect(damaged)
+        tables[workers] = profile, summary, pd.read_parquet(damaged / FITS)
+    assert tables[2][1].status.tolist().count("damaged") == 2  # a truncated profile, a garbage meta.json
+    assert "ArrowInvalid" in tables[2][1].set_index("run_dir").error["1"]  # found in a worker
+    for serial, parallel in zip(tables[1], tables[2]):
+        pd.testing.assert_frame_equal(serial, parallel)

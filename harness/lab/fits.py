@@ -4,12 +4,14 @@ and the fit that stands for a run in its summary; a sweep's fits as harness.lab.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from harness.core.analysis import FIT_COLUMNS, fit_profile
+from harness.lab.pool import parts, run_in_processes
 
 FITS = "fits.parquet"  # a sweep's fit_runs(profile), written by harness.lab.results.collect
 KEYS = ["run_id", "step", "layer", "state"]  # what one fit is of
@@ -20,8 +22,9 @@ def is_top_h(frame: pd.DataFrame) -> pd.Series:
     return (frame.state == "h") & (frame.layer == frame.groupby("run_id").layer.transform("max"))
 
 
-def fit_runs(profile: pd.DataFrame) -> pd.DataFrame:
-    """One fit per run, layer, state and training step, beside the profile's config columns."""
+def fit_runs(profile: pd.DataFrame, workers: int = 1) -> pd.DataFrame:
+    """One fit per run, layer, state and training step, beside the profile's config columns; fitted in
+    `workers` forked processes at once, each a consecutive part of the fits (harness.lab.pool)."""
     if profile.empty:
         return pd.DataFrame()
     # The gradient the loss puts on the network: the top layer's h at lag 0.
@@ -31,13 +34,20 @@ def fit_runs(profile: pd.DataFrame) -> pd.DataFrame:
     order, starts = groups(profile)
     lags, norms = profile.lag.to_numpy()[order], profile.log10_norm.to_numpy()[order]
     beside = beside_fits(profile, order, starts)
-    fits = [
-        fit_profile(lag, norm, output.get((run, step)))
-        for lag, norm, run, step in zip(
-            np.split(lags, starts[1:]), np.split(norms, starts[1:]), beside.run_id, beside.step
+    each = list(
+        zip(
+            np.split(lags, starts[1:]),
+            np.split(norms, starts[1:]),
+            [output.get((run, step)) for run, step in zip(beside.run_id, beside.step)],
         )
-    ]
+    )
+    jobs = [functools.partial(_fit_part, each[part.start : part.stop]) for part in parts(len(each), workers)]
+    fits = [fit for part in run_in_processes(jobs, workers) for fit in part]
     return pd.concat([beside, pd.DataFrame(fits)], axis=1)
+
+
+def _fit_part(each: list[tuple[np.ndarray, np.ndarray, float | None]]) -> list[dict]:
+    return [fit_profile(lag, norm, output) for lag, norm, output in each]
 
 
 def groups(profile: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:

@@ -22,6 +22,7 @@ from harness.lab.figures import FOLDER_TABLES, make_figures
 from harness.lab.fits import FITS, KEYS, read_fits
 from harness.lab.report import write_report
 from harness.lab.results import (
+    boolean_columns,
     collect,
     collect_losses,
     integer_columns,
@@ -113,9 +114,14 @@ def load(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     return first(*tables)
 
 
+TRUTH = {"true": True, "false": False, "1": True, "0": False}  # --where's words for a true/false column
+
+
 def keep(frame: pd.DataFrame, key: str, values: list[str]) -> pd.Series:
-    """Rows whose `key` is one of `values` (numbers compared as numbers)."""
+    """Rows whose `key` is one of `values` (true/false and numbers compared as such)."""
     column = frame[key]
+    if pd.api.types.is_bool_dtype(column):  # a gap (pd.NA) is no value: kept by none
+        return column.isin([TRUTH[value.lower()] for value in values]).fillna(False).astype(bool)
     if pd.api.types.is_numeric_dtype(column):
         return column.isin([float(v) for v in values])
     return column.astype(str).isin(values)
@@ -132,7 +138,13 @@ def parse_where(items: list[str], frame: pd.DataFrame) -> list[tuple[str, list[s
                 f"--where {item}: expected KEY=VALUE[,VALUE...] with KEY one of "
                 f"{', '.join(c for c in frame.columns if not c.startswith('log10'))}"
             )
-        if pd.api.types.is_numeric_dtype(frame[key]):
+        if pd.api.types.is_bool_dtype(frame[key]):
+            for value in values.split(","):
+                if value.lower() not in TRUTH:
+                    raise ConfigError(
+                        f"--where {item}: {key} is true or false; {value} is neither (expected true, false, 1 or 0)"
+                    )
+        elif pd.api.types.is_numeric_dtype(frame[key]):
             for value in values.split(","):
                 try:
                     float(value)
@@ -183,10 +195,12 @@ def plot(
     profiles, summaries, losses = zip(*(load(folder) for folder in folders))
     # One configuration in two sweeps is one run (its numbers are determined by its config); an integer
     # column stays one where a folder's rows have none (a damaged run, an older table).
-    summary = true_or_false(whole_numbers(pd.concat(summaries, ignore_index=True), integer_columns(*summaries)))
+    summary = pd.concat(summaries, ignore_index=True)
+    summary = true_or_false(whole_numbers(summary, integer_columns(*summaries)), boolean_columns(*summaries))
     sources = pd.Series([str(folder) for folder, rows in zip(folders, summaries) for _ in range(len(rows))])
     summary = summary[~summary.run_id.duplicated() | summary.run_id.isna()]  # damaged folders have no id
-    profile = true_or_false(whole_numbers(pd.concat(profiles, ignore_index=True), integer_columns(*profiles)))
+    profile = pd.concat(profiles, ignore_index=True)
+    profile = true_or_false(whole_numbers(profile, integer_columns(*profiles)), boolean_columns(*profiles))
     profile = profile[profile.run_id.isin(summary.run_id)].drop_duplicates(["run_id", "step", "layer", "state", "t"])
     kept, unknown = pd.Series(True, index=summary.index), pd.Series(False, index=summary.index)
     for key, values in parse_where(where, summary):

@@ -16,6 +16,7 @@ no run folder holds is "not_run".
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -36,6 +37,7 @@ from harness.core.folders import check_rebuild, claim
 from harness.core.runfolder import DONE, GATES, LOSSES, META, PROFILE, SPECTRUM_COLUMNS, THEORY_COLUMNS, UNITS
 from harness.core.spec import FIELDS, VALIDATORS, config_columns, flat_config, run_id
 from harness.lab.fits import FITS, fit_runs, headline
+from harness.lab.pool import parts, run_in_processes, workers_for
 from harness.lab.summary import write_summary_by_config
 from harness.lab.tables import write_csv, write_parquet
 from harness.lab.theory_table import THEORY
@@ -45,6 +47,7 @@ STATUSES = ("ok", "failed", "not_applicable")  # a run's status, or its numerica
 FLAGS = ("diverged", "nan", "overflow", "underflow", "zero")  # harness.core.recorders.status_flags, lab.run
 INDEX = "__run_index"  # read_profiles: the row of summary rows a profile row came from
 BATCH = 512  # run tables concatenated at once (read_profiles)
+PARALLEL_RUNS = 1000  # from here collect reads and fits the runs in a worker per core (harness.lab.pool)
 YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present: an incomplete run's config
 NOT_READ = ("damaged", "duplicate", "not_run", "skipped")  # rows whose folder's tables are not read
 NUMBER = (int, float)  # bool is an int too: excluded where it matters
@@ -182,27 +185,45 @@ def _own_columns(profile: Profile, index: int, run: str) -> pa.Table:
     return table.append_column(INDEX, pa.array(np.full(table.num_rows, index, dtype=np.int32)))
 
 
-def read_profiles(rows: list[dict[str, Any]], profiles: list[Profile | None]) -> pa.Table | None:
+def read_profiles(rows: list[dict[str, Any]], profiles: list[Profile | None], workers: int = 1) -> pa.Table | None:
     """Every run's profile without its settings' columns, in one table (None where no run has one),
     INDEX naming each row's run; a run whose profile cannot be read becomes a "damaged" row, its
-    profile None. The runs' tables are concatenated BATCH at a time: 10^4 small tables held apart
-    cost ~15 KB each in Arrow's bookkeeping, 10x what their numbers take."""
+    profile None. Read in `workers` forked processes at once, each a consecutive part of the runs
+    (harness.lab.pool), concatenated in the runs' order."""
+    read = [i for i, profile in enumerate(profiles) if profile is not None]
+    jobs = [
+        functools.partial(_read_part, rows, profiles, read[part.start : part.stop])
+        for part in parts(len(read), workers)
+    ]
+    tables = []
+    for table, errors in run_in_processes(jobs, workers):
+        tables += [table] if table is not None else []
+        for i, reason in errors.items():  # meta.json was read: the row keeps its configuration, not its run id
+            rows[i] = {"run_dir": rows[i]["run_dir"], **profiles[i].settings, "status": "damaged", "error": reason}
+            profiles[i] = None
+    return pa.concat_tables(tables, promote_options="default") if tables else None
+
+
+def _read_part(
+    rows: list[dict[str, Any]], profiles: list[Profile | None], indices: list[int]
+) -> tuple[pa.Table | None, dict[int, str]]:
+    """(the profiles of runs `indices` in one table, or None; {index: why} for those that cannot be
+    read: a truncated or garbage parquet file, another run's rows). Their tables are concatenated BATCH
+    at a time: 10^4 small tables held apart cost ~15 KB each in Arrow's bookkeeping, 10x what their
+    numbers take."""
     batches: list[pa.Table] = []
     pending: list[pa.Table] = []
-    for i, profile in enumerate(profiles):
-        if profile is None:
-            continue
+    errors: dict[int, str] = {}
+    for i in indices:
         try:
-            pending.append(_own_columns(profile, i, rows[i]["run_id"]))
-        except Exception as error:  # noqa: BLE001  a truncated or garbage parquet file, another run's rows
-            settings = profile.settings  # meta.json was read: the row keeps its configuration, not its run id
-            rows[i] = {"run_dir": rows[i]["run_dir"], **settings, "status": "damaged", "error": _reason(error)}
-            profiles[i] = None
+            pending.append(_own_columns(profiles[i], i, rows[i]["run_id"]))
+        except Exception as error:  # noqa: BLE001  named in the summary, never fatal
+            errors[i] = _reason(error)
         if len(pending) == BATCH:
             batches.append(pa.concat_tables(pending, promote_options="default").combine_chunks())
             pending = []
     tables = batches + pending
-    return pa.concat_tables(tables, promote_options="default") if tables else None
+    return (pa.concat_tables(tables, promote_options="default") if tables else None), errors
 
 
 def join_profiles(rows: list[dict[str, Any]], own: pa.Table | None, profiles: list[Profile | None]) -> pd.DataFrame:
@@ -392,18 +413,28 @@ def whole_numbers(frame: pd.DataFrame, integers: Collection[str] = ()) -> pd.Dat
     return frame
 
 
-def true_or_false(frame: pd.DataFrame) -> pd.DataFrame:
+def true_or_false(frame: pd.DataFrame, booleans: Collection[str] = ()) -> pd.DataFrame:
     """frame with its true/false columns (truncated, horizon_censored, record.units, solved) held as
     booleans. A row without them (damaged, skipped, not_run, no fit) leaves a gap, and pandas would hold
     the column as objects, which no mask takes (summary[summary.truncated] raises): such a column is
-    nullable boolean instead. A column without a true or false value is left as it is."""
+    nullable boolean instead; so is each of `booleans` (columns a boolean table gave) that a table
+    holding it as missing numbers (an untrained sweep's solved) made 0.0, 1.0 and NaN. A column
+    without a true or false value is left as it is."""
     for column in frame.columns:
         values = frame[column]
-        if values.dtype == object:
-            known = values.dropna()
-            if len(known) and all(isinstance(value, (bool, np.bool_)) for value in known):
-                frame[column] = values.astype("boolean")
+        known = values.dropna()
+        if not len(known) or pd.api.types.is_bool_dtype(values):
+            continue
+        if (values.dtype == object and all(isinstance(value, (bool, np.bool_)) for value in known)) or (
+            column in booleans and pd.api.types.is_numeric_dtype(values) and known.isin([0, 1]).all()
+        ):
+            frame[column] = values.astype("boolean")
     return frame
+
+
+def boolean_columns(*frames: pd.DataFrame) -> set[str]:
+    """The columns of boolean dtype in any of frames."""
+    return {c for frame in frames for c in frame.columns if pd.api.types.is_bool_dtype(frame[c])}
 
 
 def integer_columns(*frames: pd.DataFrame) -> set[str]:
@@ -460,7 +491,8 @@ def collect(root: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
 
     Works on any folder of runs: a finished sweep, a failed or interrupted one, or one run. A sweep's
     units or gates table that cannot be read and that no run folder gives again is removed (said on
-    stderr): the sweep's tables are what its run folders hold.
+    stderr): the sweep's tables are what its run folders hold. From PARALLEL_RUNS runs on, their
+    profiles are read and fitted in a forked worker per core (the same tables: tested).
     """
     root = Path(root)
     if not root.is_dir():
@@ -481,7 +513,8 @@ def collect(root: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
             "expected a sweep or run folder"
         )
     rows, profiles = (list(read) for read in zip(*(_run_row(run, root) for run in runs)))
-    own = read_profiles(rows, profiles)  # before duplicates are told apart: a damaged profile is no run
+    workers = workers_for(len(runs), PARALLEL_RUNS)
+    own = read_profiles(rows, profiles, workers)  # before duplicates are told apart: a damaged profile is no run
     mark_duplicates(rows, profiles)
     links = [
         {"run_dir": str(p.relative_to(root)), "status": "skipped", "error": "a symbolic link: not read"}
@@ -495,7 +528,7 @@ def collect(root: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     if "startup_s" in summary:  # a float even where no run recorded it (older runs): None alone is no number
         summary["startup_s"] = summary.startup_s.astype(float)
     if not profile.empty:
-        fits = fit_runs(profile)
+        fits = fit_runs(profile, workers)
         fitted = headline(fits).set_index("run_id")[FIT_COLUMNS]
         summary = whole_numbers(summary.join(fitted, on="run_id"), integer_columns(fitted))
         at_init = headline(fits[fits.step == fits.groupby("run_id").step.transform("min")])

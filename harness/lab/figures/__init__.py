@@ -22,7 +22,7 @@ spectrum.py  spectrum           Lyapunov spectra, and their top exponents by sca
 units.py     units, gates       per state entry; per gate and weight-gradient share  record.units=true
 The other figures use each run's first recorded step (initialisation). Shared by them: style.py
 (facets, colours, looks), layout.py (panels, axes, legends, lines), output.py (Page, Drawn, save);
-pool.py draws in forked workers.
+harness.lab.pool draws them in forked workers.
 
 To add a figure:
 1. a module here (or a function in the module of its kind) opening with a docstring that says what
@@ -40,7 +40,6 @@ To add a figure:
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -52,9 +51,9 @@ from harness.core.errors import ConfigError
 from harness.core.runfolder import GATES, THEORY_COLUMNS, UNITS
 from harness.lab.figures import heatmap, phase, profiles, seq_len, spectrum, training, units
 from harness.lab.figures.output import VECTOR, Drawn, Page, save  # Drawn, Page and save for callers too
-from harness.lab.figures.pool import FORKS, run_in_processes
 from harness.lab.figures.style import CELL_COLOURS  # noqa: F401  every figure's cell colours, for callers
 from harness.lab.fits import at_first_step, fit_runs, headline, stored_fits
+from harness.lab.pool import run_in_processes, workers_for
 from harness.lab.theory_curves import FILE as MEAN_FIELD
 
 # What a figure may be drawn from; make_figures gives each that exists.
@@ -158,10 +157,7 @@ def make_figures(
         for tables in [tables_for(figure, given, Path(root))]
         if tables is not None
     ]
-    if workers is None:
-        workers = min(len(os.sched_getaffinity(0)), len(jobs)) if len(profile) >= PARALLEL_ROWS and FORKS else 1
-    if workers <= 1:
-        return [drawn for job in jobs for drawn in job()]
+    workers = min(workers_for(len(profile), PARALLEL_ROWS), len(jobs)) if workers is None else workers
     return [drawn for figures in run_in_processes(jobs, workers) for drawn in figures]
 
 

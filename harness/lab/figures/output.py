@@ -43,7 +43,7 @@ def save(fig: plt.Figure, path: Path, caption: str) -> Drawn:
         for artist in [*ax.lines, *ax.collections]:
             artist.set_in_layout(False)
     fig.set_dpi(DPI)
-    if fig.get_layout_engine() is not None:
+    if fig.axes and fig.get_layout_engine() is not None:  # as Figure.draw: no axes, nothing to lay out
         fig.get_layout_engine().execute(fig)
         with plt.rc_context({"figure.autolayout": False, "figure.constrained_layout.use": False}):
             fig.set_layout_engine(None)  # none at all (the axes keep their positions), whatever the rcParams

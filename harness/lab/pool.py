@@ -1,0 +1,66 @@
+"""Work done in forked worker processes at once: a sweep's figures (harness.lab.figures.make_figures),
+and the reading and fitting of its runs' profiles (harness.lab.results.collect); each decides when.
+
+Forked, so that the workers read the tables they work on from the memory they inherit: nothing is
+sent to them, only their results come back."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import multiprocessing
+import os
+import signal
+import sys
+import warnings
+from collections.abc import Callable
+from typing import TypeVar
+
+Result = TypeVar("Result")
+
+FORKS = sys.platform.startswith("linux")  # forked workers inherit the tables instead of receiving copies
+_JOBS: list[Callable[[], object]] = []  # what forked workers run, by index
+
+
+def run_in_processes(jobs: list[Callable[[], Result]], workers: int) -> list[Result]:
+    """Each job run in one of `workers` forked processes (in this process where workers is 1 or there
+    is one job, or processes do not fork); their results in the jobs' order. The
+    workers read the jobs from memory they inherit (no copy of the tables is sent, only the results
+    come back), and run torch, which the mean-field curves use, on one thread, as torch's own
+    DataLoader workers do after a fork. A job's changes to what it inherited stay in its worker:
+    what it finds must be in what it returns."""
+    if workers <= 1 or len(jobs) <= 1 or not FORKS:
+        return [job() for job in jobs]
+    _JOBS[:] = jobs
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # Python 3.12's "multi-threaded fork"
+            with concurrent.futures.ProcessPoolExecutor(
+                workers, mp_context=multiprocessing.get_context("fork"), initializer=worker
+            ) as pool:
+                return list(pool.map(run_job, range(len(jobs))))
+    finally:
+        _JOBS.clear()
+
+
+def run_job(index: int) -> object:
+    return _JOBS[index]()
+
+
+def parts(count: int, workers: int) -> list[range]:
+    """0..count-1 in `workers` consecutive parts of nearly equal size (none empty)."""
+    bounds = [count * k // workers for k in range(workers + 1)]
+    return [range(low, high) for low, high in zip(bounds, bounds[1:]) if high > low]
+
+
+def workers_for(count: int, threshold: int) -> int:
+    """How many workers for `count` items: one per core where there are `threshold` or more and
+    processes fork (below, forking costs more than it saves), else 1 (this process)."""
+    return min(len(os.sched_getaffinity(0)), count) if count >= threshold and FORKS else 1
+
+
+def worker() -> None:
+    """A forked worker: torch on one thread, and Ctrl-C left to the parent, which stops the
+    pool and says so in one line (a worker's own KeyboardInterrupt would print a traceback)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(1)
