@@ -22,14 +22,11 @@ from harness.lab.figures import FOLDER_TABLES, make_figures
 from harness.lab.fits import FITS, KEYS, read_fits
 from harness.lab.report import write_report
 from harness.lab.results import (
-    boolean_columns,
     collect,
     collect_losses,
-    integer_columns,
+    concatenated,
     read_table,
     readable,
-    true_or_false,
-    whole_numbers,
     write_summary,
 )
 from harness.lab.tables import write_parquet
@@ -121,7 +118,7 @@ def keep(frame: pd.DataFrame, key: str, values: list[str]) -> pd.Series:
     """Rows whose `key` is one of `values` (true/false and numbers compared as such)."""
     column = frame[key]
     if pd.api.types.is_bool_dtype(column):  # a gap (pd.NA) is no value: kept by none
-        return column.isin([TRUTH[value.lower()] for value in values]).fillna(False).astype(bool)
+        return column.isin([TRUTH[value.lower()] for value in values]).astype(bool)
     if pd.api.types.is_numeric_dtype(column):
         return column.isin([float(v) for v in values])
     return column.astype(str).isin(values)
@@ -193,14 +190,11 @@ def plot(
     that need attention (failed, incomplete, damaged, skipped, not_run) are named after the files
     written, as collect names them: those the filter keeps, and those whose settings are unknown."""
     profiles, summaries, losses = zip(*(load(folder) for folder in folders))
-    # One configuration in two sweeps is one run (its numbers are determined by its config); an integer
-    # column stays one where a folder's rows have none (a damaged run, an older table).
-    summary = pd.concat(summaries, ignore_index=True)
-    summary = true_or_false(whole_numbers(summary, integer_columns(*summaries)), boolean_columns(*summaries))
+    # One configuration in two sweeps is one run (its numbers are determined by its config).
+    summary = concatenated(summaries)
     sources = pd.Series([str(folder) for folder, rows in zip(folders, summaries) for _ in range(len(rows))])
     summary = summary[~summary.run_id.duplicated() | summary.run_id.isna()]  # damaged folders have no id
-    profile = pd.concat(profiles, ignore_index=True)
-    profile = true_or_false(whole_numbers(profile, integer_columns(*profiles)), boolean_columns(*profiles))
+    profile = concatenated(profiles)
     profile = profile[profile.run_id.isin(summary.run_id)].drop_duplicates(["run_id", "step", "layer", "state", "t"])
     kept, unknown = pd.Series(True, index=summary.index), pd.Series(False, index=summary.index)
     for key, values in parse_where(where, summary):

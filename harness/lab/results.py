@@ -20,7 +20,7 @@ import functools
 import json
 import os
 import sys
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -430,6 +430,13 @@ def true_or_false(frame: pd.DataFrame, booleans: Collection[str] = ()) -> pd.Dat
         ):
             frame[column] = values.astype("boolean")
     return frame
+
+
+def concatenated(frames: Sequence[pd.DataFrame]) -> pd.DataFrame:
+    """frames one after another, a column that is integer or true/false in one of them kept so where
+    another's rows have none (a damaged run, an older table, an untrained sweep's solved)."""
+    frame = pd.concat(frames, ignore_index=True)
+    return true_or_false(whole_numbers(frame, integer_columns(*frames)), boolean_columns(*frames))
 
 
 def boolean_columns(*frames: pd.DataFrame) -> set[str]:
