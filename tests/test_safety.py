@@ -26,7 +26,7 @@ from harness.cli.sweep.supervise import run_jobs
 from harness.core import provenance
 from harness.core.errors import ConfigError
 from harness.core.folders import MARKER, check_target, claim, remove_written, snapshot
-from tests.conftest import cli_env, run_cli
+from tests.conftest import ROOT, cli_env, run_cli
 from tests.test_faults import as_from_a_shell
 from tests.test_sweep import wait_for
 
@@ -585,3 +585,35 @@ def test_an_interrupted_rerun_of_a_finished_run_says_it_is_kept(tmp_path):
     assert said.endswith("the earlier finished run is kept as it was") and (run / "DONE").is_file()
     (run / "meta.json").write_text("{}")  # rewritten before the interrupt
     assert "partly rewritten (meta.json was changed" in cli_main.removal(run, before)
+
+
+# The parent writes its workers' pids, then waits on their jobs (a minute each), until it is killed.
+POOL_PARENT = """
+import os, sys, time
+from harness.lab.pool import run_in_processes
+
+def job():
+    with open(sys.argv[1], "a") as pids:
+        pids.write(f"{os.getpid()}\\n")
+    time.sleep(60)
+
+run_in_processes([job, job], 2)
+"""
+
+
+def test_sigkill_of_a_process_drawing_or_collecting_in_workers_leaves_no_worker(tmp_path):
+    """Figures and collect's reads and fits run in forked workers (harness.lab.pool): killed with
+    SIGKILL, the parent takes them with it; they had been left waiting for work, for good."""
+    pids = tmp_path / "pids"
+    parent = subprocess.Popen([sys.executable, "-c", POOL_PARENT, str(pids)], cwd=ROOT, env=cli_env())
+    deadline = time.monotonic() + 60
+    while (not pids.exists() or len(pids.read_text().split()) < 2) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    workers = [int(pid) for pid in pids.read_text().split()]
+    assert len(workers) == 2
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while any(Path(f"/proc/{pid}").exists() for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()]

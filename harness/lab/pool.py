@@ -7,6 +7,7 @@ sent to them, only their results come back."""
 from __future__ import annotations
 
 import concurrent.futures
+import ctypes
 import multiprocessing
 import os
 import signal
@@ -35,7 +36,7 @@ def run_in_processes(jobs: list[Callable[[], Result]], workers: int) -> list[Res
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # Python 3.12's "multi-threaded fork"
             with concurrent.futures.ProcessPoolExecutor(
-                workers, mp_context=multiprocessing.get_context("fork"), initializer=worker
+                workers, mp_context=multiprocessing.get_context("fork"), initializer=worker, initargs=(os.getpid(),)
             ) as pool:
                 return list(pool.map(run_job, range(len(jobs))))
     finally:
@@ -58,9 +59,22 @@ def workers_for(count: int, threshold: int) -> int:
     return min(len(os.sched_getaffinity(0)), count) if count >= threshold and FORKS else 1
 
 
-def worker() -> None:
-    """A forked worker: torch on one thread, and Ctrl-C left to the parent, which stops the
-    pool and says so in one line (a worker's own KeyboardInterrupt would print a traceback)."""
+def worker(parent: int) -> None:
+    """A forked worker: torch on one thread, Ctrl-C left to the parent, which stops the pool and says
+    so in one line (a worker's own KeyboardInterrupt would print a traceback), and killed with it (a
+    worker of a parent killed with SIGKILL would otherwise wait for work forever)."""
+    die_with(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(1)
+
+
+def die_with(supervisor: int) -> None:
+    """Make this forked process die (SIGKILL) when its supervisor does, however the supervisor ends
+    (Linux's PR_SET_PDEATHSIG): a killed sweep or command leaves no child behind, writing or waiting."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the lock still shows a sweep alive while a child is
+        return
+    if os.getppid() != supervisor:  # the supervisor died before the request was made
+        os._exit(130)

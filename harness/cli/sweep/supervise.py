@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import ctypes
 import logging
 import os
 import signal
@@ -22,6 +21,7 @@ from omegaconf import OmegaConf
 from harness.cli.sweep.jobs import Job, interpolates
 from harness.core.folders import claim, is_temporary
 from harness.core.runfolder import DONE, write_text
+from harness.lab.pool import die_with
 
 FORKS = sys.platform.startswith("linux")  # where forking a process that imported torch is safe and cheap
 FORK_LOCK = threading.Lock()  # held while forking and while the progress thread writes
@@ -150,17 +150,6 @@ def run_jobs(jobs: list[Job], sweep_dir: Path, torch_threads: int | None = None,
             raise KeyboardInterrupt
         crashed, pending = pending[0], pending[1:]
         _record_crash(crashed, sweep_dir, status)
-
-
-def die_with(supervisor: int) -> None:
-    """Make this forked child die (SIGKILL) when its supervisor does, however the supervisor ends
-    (Linux's PR_SET_PDEATHSIG): a killed sweep leaves no child writing into its folder."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
-    except (OSError, AttributeError):  # not Linux: the lock still shows a sweep alive while a child is
-        return
-    if os.getppid() != supervisor:  # the supervisor died before the request was made
-        os._exit(130)
 
 
 def _exit_interrupted(signum: int, frame: Any) -> None:
