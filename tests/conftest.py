@@ -28,7 +28,7 @@ def figures_in_this_process(monkeypatch):
     process. The test of drawing in workers asks for them by make_figures(workers=2)."""
     from harness.lab import figures as plots
 
-    monkeypatch.setattr(plots, "PARALLEL_ROWS", float("inf"))
+    monkeypatch.setattr(plots, "PARALLEL_FIGURES", float("inf"))
 
 
 def build(

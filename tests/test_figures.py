@@ -26,6 +26,7 @@ import pytest
 from matplotlib.testing.compare import compare_images
 
 from harness.lab import figures as plots
+from harness.lab import pool
 from harness.lab.report import write_report
 from tests.test_plots import sweep
 
@@ -412,6 +413,20 @@ def test_figures_drawn_in_worker_processes_are_the_figures_drawn_in_one(drawn_fr
     ]
     for drawn in in_workers:
         assert drawn.path.read_bytes() == drawn_from_stored[drawn.path.stem].path.read_bytes(), drawn.path.name
+
+
+@pytest.mark.skipif(not pool.FORKS, reason="figures are drawn in workers only where processes fork")
+def test_two_figure_kinds_or_more_are_drawn_in_a_worker_per_core_by_default(monkeypatch, tmp_path):
+    """However few the runs: a fork costs milliseconds, a figure kind a tenth of a second or more."""
+    profile, summary, _ = stored_tables()
+    monkeypatch.setattr(plots, "PARALLEL_FIGURES", 2)  # the conftest keeps tests' figures in their process
+    monkeypatch.setattr(pool.os, "sched_getaffinity", lambda pid: {0, 1, 2})
+    asked = []
+    monkeypatch.setattr(plots, "run_in_processes", lambda jobs, workers: asked.append((len(jobs), workers)) or [])
+    two_runs = profile[profile.run_id.isin(profile.run_id.unique()[:2])]
+    plots.make_figures(tmp_path, two_runs, summary[summary.run_id.isin(two_runs.run_id)])
+    [(kinds, workers)] = asked
+    assert kinds >= 3 and workers == 3
 
 
 def test_laying_a_page_out_once_gives_the_pixels_of_matplotlibs_own_savefig(drawn_from_stored, monkeypatch, tmp_path):
