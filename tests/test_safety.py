@@ -360,7 +360,7 @@ def test_an_interrupt_or_a_failure_in_the_table_stage_is_one_line(tmp_path, monk
     from harness.cli import callbacks
 
     for raised, code, said in [
-        (KeyboardInterrupt(), 130, "interrupted while writing the tables"),
+        (KeyboardInterrupt(), 130, f"the runs are kept: python -m harness.collect {tmp_path} writes them\n"),
         (OSError(28, "No space left on device"), 1, "could not be written (OSError"),
     ]:
 

@@ -45,7 +45,7 @@ class CollectResults(Callback):
         every failure here ends the process itself: one line, and a non-zero exit."""
         if not root.exists():  # the job stopped before Hydra made its folder
             return
-        again = f"python -m harness.collect {root} writes them once the cause is fixed"
+        again = f"python -m harness.collect {root} writes them"
         try:
             summary = collect_and_report(root, *sweep_origin(root), curves=mean_field_curves)
         except HarnessError as error:
@@ -56,7 +56,7 @@ class CollectResults(Callback):
             reason = str(error).splitlines()[0] if str(error) else ""
             print(
                 f"error: the tables and figures of {root} could not be written ({type(error).__name__}: "
-                f"{reason}); the runs are kept: {again}",
+                f"{reason}); the runs are kept: {again} once the cause is fixed",
                 file=sys.stderr,
             )
             raise SystemExit(1) from None
