@@ -1,8 +1,7 @@
 """`python -m harness.plot RESULTS_DIR ...`: rebuild figures and the report (harness.cli.plot)."""
 
-import sys
-
 if __name__ == "__main__":
+    from harness.cli.exits import run_command
     from harness.cli.plot import main
 
-    sys.exit(main())
+    run_command(main)

@@ -3,6 +3,7 @@ and never exits 0 when it did not finish (issue 23): interrupts, folders holding
 folders that collide or escape, kills, code changes, --out, the table stage, runs that exit, damage
 that only checksums see, and directory links."""
 
+import inspect
 import json
 import multiprocessing
 import os
@@ -617,3 +618,121 @@ def test_sigkill_of_a_process_drawing_or_collecting_in_workers_leaves_no_worker(
     while any(Path(f"/proc/{pid}").exists() for pid in workers) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()]
+
+
+# A command's parent: workers run jobs of a minute each (more jobs than workers), until a stop signal.
+POOL_COMMAND = """
+import os, sys, time
+from harness.cli.exits import stop_on_sigterm
+from harness.lab import pool
+
+def job():
+    with open(sys.argv[1], "a") as pids:
+        pids.write(f"{os.getpid()}\\n")
+    time.sleep(60)
+
+def stop(receiver):  # SIGTERM among a fork's own callbacks, after the first fork of the pool
+    forks = []
+    os.register_at_fork(after_in_parent=lambda: forks.append(1) or len(forks) > 1 or receiver())
+
+if sys.argv[2] == "during-fork":
+    stop(lambda: os.kill(os.getpid(), 15))
+if sys.argv[2] == "during-fork-threaded":  # received by another thread (as torch's), handled in the main one
+    import signal, threading
+    other = threading.Thread(target=time.sleep, args=(60,), daemon=True)
+    other.start()
+    stop(lambda: signal.pthread_kill(other.ident, 15) or time.sleep(0.2))  # the other thread's turn
+stop_on_sigterm()
+try:
+    pool.run_in_processes([job] * 6, 2)
+except KeyboardInterrupt:
+    print("interrupted", file=sys.stderr)
+    raise SystemExit(130)
+"""
+
+
+def pool_command(tmp_path: Path, when: str) -> tuple[subprocess.Popen, Path]:
+    pids = tmp_path / "pids"
+    command = [sys.executable, "-c", POOL_COMMAND, str(pids), when]
+    return subprocess.Popen(
+        command, cwd=ROOT, env=cli_env(), stderr=subprocess.PIPE, text=True, start_new_session=True
+    ), pids
+
+
+def ended(command: subprocess.Popen) -> str:
+    """The stderr of a pool_command; its whole group killed if it has not ended in 30 s."""
+    try:
+        return command.communicate(timeout=30)[1]
+    except subprocess.TimeoutExpired:
+        os.killpg(command.pid, signal.SIGKILL)
+        command.communicate()
+        raise
+
+
+def gone(pids: list[int]) -> bool:
+    deadline = time.monotonic() + 10
+    while any(Path(f"/proc/{pid}").exists() for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not [pid for pid in pids if Path(f"/proc/{pid}").exists()]
+
+
+@pytest.mark.parametrize("number", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_sent_to_the_group_of_a_command_drawing_in_workers_is_one_line_and_ends_the_workers(tmp_path, number):
+    """Ctrl-C at a terminal, `kill -- -PGID` or a scheduler's stop reaches every process of the group:
+    the workers ignore it, and the command kills them, drops the jobs not started and says so once.
+    Before, each worker printed its own KeyboardInterrupt's traceback, and the command waited for
+    every queued job (here, minutes)."""
+    command, pids = pool_command(tmp_path, "running")
+    deadline = time.monotonic() + 60
+    while (not pids.exists() or len(pids.read_text().split()) < 2) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(command.pid, number)
+    stderr = ended(command)
+    assert (command.returncode, stderr) == (130, "interrupted\n")
+    assert gone([int(pid) for pid in pids.read_text().split()])
+
+
+@pytest.mark.parametrize("when", ["during-fork", "during-fork-threaded"])
+def test_a_stop_landing_while_the_workers_fork_is_not_lost(tmp_path, when):
+    """A SIGTERM raised inside a fork's callbacks was printed ("Exception ignored") and lost, or left
+    a worker no pool shut down, which the command's exit then waited on forever: it is held back
+    until the workers are forked, also where another thread of the process receives it."""
+    command, pids = pool_command(tmp_path, when)
+    stderr = ended(command)
+    assert (command.returncode, stderr) == (130, "interrupted\n")
+    assert gone([int(pid) for pid in pids.read_text().split()] if pids.exists() else [])
+
+
+# A command whose exit handler is interrupted: the stop a user sends as the command ends.
+LATE_STOP = """
+import atexit, os, signal, sys, time
+from harness.cli.exits import run_command
+
+def stopped_while_exiting():
+    os.kill(os.getpid(), getattr(signal, sys.argv[1]))
+    time.sleep(0.2)
+
+atexit.register(stopped_while_exiting)
+run_command(lambda: 1)
+"""
+
+
+@pytest.mark.parametrize("name", ["SIGINT", "SIGTERM"])
+def test_a_stop_landing_after_a_command_ended_leaves_its_status_and_prints_nothing(name):
+    """Every entry point (python -m harness, harness.collect, harness.plot, the `harness` script) runs
+    through run_command: once the command has ended, a Ctrl-C or SIGTERM landing in the exit handlers
+    printed their traceback ("Exception ignored in atexit callback") or made the status a signal's."""
+    result = subprocess.run(
+        [sys.executable, "-c", LATE_STOP, name],
+        cwd=ROOT,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    assert (result.returncode, result.stderr) == (1, "")
+    entries = {"harness/collect.py": "run_command(main)", "harness/plot.py": "run_command(main)"}
+    entries |= {"harness/__main__.py": "command()", "pyproject.toml": '"harness.cli.main:command"'}
+    assert all(call in (ROOT / entry).read_text() for entry, call in entries.items())
+    assert "run_command(main)" in inspect.getsource(cli_main.command)

@@ -6,7 +6,8 @@ import atexit
 import gc
 import signal
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NoReturn
 
 from harness.core.errors import HarnessError, Interrupted
 
@@ -36,3 +37,16 @@ def exit_quickly() -> None:
     exit handlers registered before this one. Registered once however often a command is called."""
     atexit.unregister(gc.freeze)
     atexit.register(gc.freeze)
+
+
+def run_command(main: Callable[[], int | None]) -> NoReturn:
+    """A command's process: main, then an exit that a late Ctrl-C or SIGTERM leaves alone. Once main
+    has ended, its work is finished or has said in one line why not; a stop landing in the
+    interpreter's exit handlers would only print their traceback ("Exception ignored in atexit
+    callback"), or turn a finished command's status into a signal's."""
+    try:
+        status = main()
+    finally:
+        for number in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(number, signal.SIG_IGN)
+    sys.exit(status)

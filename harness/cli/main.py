@@ -28,7 +28,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from harness.cli.configs import register
-from harness.cli.exits import exit_quickly, fail, stop_on_sigterm
+from harness.cli.exits import exit_quickly, fail, run_command, stop_on_sigterm
 from harness.cli.hydra_internals import command_line, load_master
 from harness.cli.overrides import (
     check_launch,
@@ -275,5 +275,10 @@ def main() -> None:
         fail(Interrupted("interrupted: no run was left unfinished"))
 
 
+def command() -> None:
+    """`python -m harness` and the `harness` console script."""
+    run_command(main)
+
+
 if __name__ == "__main__":
-    main()
+    command()
