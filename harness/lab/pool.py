@@ -53,11 +53,11 @@ def run_in_processes(jobs: list[Callable[[], Result]], workers: int) -> list[Res
         pool.shutdown()
         return results
     except BaseException:
-        if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
-            for child in set(multiprocessing.active_children()) - before:  # the pool's workers
+        if pool is not None:  # the workers killed first: shutdown then waits on no job, only on the
+            # thread that minds them (not waited on, it raced the exit: "Bad file descriptor")
+            for child in set(multiprocessing.active_children()) - before:
                 child.kill()
-            pool.shutdown()
+            pool.shutdown(cancel_futures=True)
         raise
     finally:
         _JOBS.clear()
