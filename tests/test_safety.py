@@ -588,38 +588,6 @@ def test_an_interrupted_rerun_of_a_finished_run_says_it_is_kept(tmp_path):
     assert "partly rewritten (meta.json was changed" in cli_main.removal(run, before)
 
 
-# The parent writes its workers' pids, then waits on their jobs (a minute each), until it is killed.
-POOL_PARENT = """
-import os, sys, time
-from harness.lab.pool import run_in_processes
-
-def job():
-    with open(sys.argv[1], "a") as pids:
-        pids.write(f"{os.getpid()}\\n")
-    time.sleep(60)
-
-run_in_processes([job, job], 2)
-"""
-
-
-def test_sigkill_of_a_process_drawing_or_collecting_in_workers_leaves_no_worker(tmp_path):
-    """Figures and collect's reads and fits run in forked workers (harness.lab.pool): killed with
-    SIGKILL, the parent takes them with it; they had been left waiting for work, for good."""
-    pids = tmp_path / "pids"
-    parent = subprocess.Popen([sys.executable, "-c", POOL_PARENT, str(pids)], cwd=ROOT, env=cli_env())
-    deadline = time.monotonic() + 60
-    while (not pids.exists() or len(pids.read_text().split()) < 2) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    workers = [int(pid) for pid in pids.read_text().split()]
-    assert len(workers) == 2
-    parent.kill()
-    parent.wait()
-    deadline = time.monotonic() + 10
-    while any(Path(f"/proc/{pid}").exists() for pid in workers) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()]
-
-
 # A command's parent: workers run jobs of a minute each (more jobs than workers), until a stop signal.
 POOL_COMMAND = """
 import os, sys, time
@@ -669,6 +637,14 @@ def ended(command: subprocess.Popen) -> str:
         raise
 
 
+def started_workers(pids: Path) -> list[int]:
+    """The pids of a pool_command's two workers, once both run a job."""
+    deadline = time.monotonic() + 60
+    while (not pids.exists() or len(pids.read_text().split()) < 2) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return [int(pid) for pid in pids.read_text().split()]
+
+
 def gone(pids: list[int]) -> bool:
     deadline = time.monotonic() + 10
     while any(Path(f"/proc/{pid}").exists() for pid in pids) and time.monotonic() < deadline:
@@ -683,13 +659,22 @@ def test_a_stop_sent_to_the_group_of_a_command_drawing_in_workers_is_one_line_an
     Before, each worker printed its own KeyboardInterrupt's traceback, and the command waited for
     every queued job (here, minutes)."""
     command, pids = pool_command(tmp_path, "running")
-    deadline = time.monotonic() + 60
-    while (not pids.exists() or len(pids.read_text().split()) < 2) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    workers = started_workers(pids)
     os.killpg(command.pid, number)
     stderr = ended(command)
     assert (command.returncode, stderr) == (130, "interrupted\n")
-    assert gone([int(pid) for pid in pids.read_text().split()])
+    assert len(workers) == 2 and gone(workers)
+
+
+def test_sigkill_of_a_process_drawing_or_collecting_in_workers_leaves_no_worker(tmp_path):
+    """Figures and collect's reads and fits run in forked workers (harness.lab.pool): killed with
+    SIGKILL, the parent takes them with it; they had been left waiting for work, for good."""
+    command, pids = pool_command(tmp_path, "running")
+    workers = started_workers(pids)
+    assert len(workers) == 2
+    command.kill()
+    command.wait()
+    assert gone(workers)
 
 
 @pytest.mark.parametrize("when", ["during-fork", "during-fork-threaded"])
