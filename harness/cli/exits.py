@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any, NoReturn
 
 from harness.core.errors import HarnessError, Interrupted
+from harness.lab.pool import STOPS
 
 
 def fail(error: HarnessError) -> None:
@@ -47,6 +48,6 @@ def run_command(main: Callable[[], int | None]) -> NoReturn:
     try:
         status = main()
     finally:
-        for number in (signal.SIGINT, signal.SIGTERM):
+        for number in STOPS:
             signal.signal(number, signal.SIG_IGN)
     sys.exit(status)

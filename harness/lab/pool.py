@@ -22,7 +22,7 @@ Result = TypeVar("Result")
 
 FORKS = sys.platform.startswith("linux")  # forked workers inherit the tables instead of receiving copies
 _JOBS: list[Callable[[], object]] = []  # what forked workers run, by index
-STOPS = {signal.SIGINT, signal.SIGTERM}  # the signals that stop a command (harness.cli.exits)
+STOPS = (signal.SIGINT, signal.SIGTERM)  # what stops a command (harness.cli.exits), a run child, a worker
 
 
 def run_in_processes(jobs: list[Callable[[], Result]], workers: int) -> list[Result]:

@@ -21,7 +21,7 @@ from omegaconf import OmegaConf
 from harness.cli.sweep.jobs import Job, interpolates
 from harness.core.folders import claim, is_temporary
 from harness.core.runfolder import DONE, write_text
-from harness.lab.pool import die_with
+from harness.lab.pool import STOPS, die_with
 
 FORKS = sys.platform.startswith("linux")  # where forking a process that imported torch is safe and cheap
 FORK_LOCK = threading.Lock()  # held while forking and while the progress thread writes
@@ -121,7 +121,7 @@ def run_jobs(jobs: list[Job], sweep_dir: Path, torch_threads: int | None = None,
             # An interrupt ends the child at once: raised as KeyboardInterrupt, it could land in a
             # weakref callback or a __del__, where Python prints it and carries on with the run. A run
             # is finished only when its DONE is written, so one cut short is simply run again.
-            for number in (signal.SIGINT, signal.SIGTERM):
+            for number in STOPS:
                 signal.signal(number, _exit_interrupted)
             code = 0
             try:
