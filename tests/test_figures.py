@@ -501,3 +501,23 @@ def test_no_two_loss_lines_look_alike(tmp_path, figures):
     looks = [(line.get_color(), line.get_linestyle()) for line in fig.axes[0].lines]
     runs = [look for look in looks if look != ("0.3", "--")]  # the baseline
     assert len(runs) == 9 and len(set(runs)) == 9
+
+
+def test_an_interrupt_while_pages_are_written_in_workers_leaves_no_temporary_file(monkeypatch, tmp_path):
+    """Interrupted, the command kills its workers (harness.lab.pool), some midway through writing a
+    page: the page's temporary file is removed; one that was there before, and every page, is kept."""
+    profile, summary, _ = stored_tables()
+    folder = tmp_path / "figures"
+    folder.mkdir()
+    earlier = folder / ".phase.png.0badc0de"  # not this call's (another writer's, or the user's)
+    earlier.write_bytes(b"")
+    (folder / "heatmap.png").write_bytes(b"a page written before")
+
+    def killed_midway(jobs, workers):
+        (folder / ".profiles.png.1a2b3c4d").write_bytes(b"half a page")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(plots, "run_in_processes", killed_midway)
+    with pytest.raises(KeyboardInterrupt):
+        plots.make_figures(tmp_path, profile, summary)
+    assert sorted(p.name for p in folder.iterdir()) == [".phase.png.0badc0de", "heatmap.png"]

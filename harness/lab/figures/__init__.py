@@ -48,6 +48,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from harness.core.errors import ConfigError
+from harness.core.folders import is_temporary
 from harness.core.runfolder import GATES, THEORY_COLUMNS, UNITS
 from harness.lab.figures import heatmap, phase, profiles, seq_len, spectrum, training, units
 from harness.lab.figures.output import VECTOR, Drawn, Page, save  # Drawn, Page and save for callers too
@@ -161,7 +162,18 @@ def make_figures(
         if tables is not None
     ]
     workers = workers_for(len(jobs), PARALLEL_FIGURES) if workers is None else workers
-    return [drawn for figures in run_in_processes(jobs, workers) for drawn in figures]
+    before = set(temporaries(folder))
+    try:
+        return [drawn for figures in run_in_processes(jobs, workers) for drawn in figures]
+    except BaseException:  # an interrupt kills the workers, midway through a page's write for some
+        for stale in set(temporaries(folder)) - before:
+            stale.unlink(missing_ok=True)
+        raise
+
+
+def temporaries(folder: Path) -> list[Path]:
+    """The temporary files of pages being written in folder (harness.core.runfolder.write_atomic)."""
+    return [path for path in folder.glob(".*") if is_temporary(path.name)]
 
 
 def fits_beside(profile: pd.DataFrame, summary: pd.DataFrame | None, fits: pd.DataFrame | None = None) -> pd.DataFrame:
