@@ -199,3 +199,20 @@ def test_where_a_number_is_expected_but_not_given_is_one_line(sweep, tmp_path, c
     err = capsys.readouterr().err
     assert err.startswith("error: --where scale=abc: ") and len(err.splitlines()) == 1
     assert plot_main([str(sweep), "--where", "scale=0.5,1", "--out", str(tmp_path / "y")]) == 0
+
+
+def test_the_sweeps_profile_is_its_runs_own_profiles_whatever_runs_drop_out(sweep):
+    """Each row of the sweep's profile carries its own run's settings, taken by the run's position among
+    the rows read: with a damaged run before a good one and a duplicate between them, the positions
+    shift, and a row filed under the wrong run would show here. The reference: the runs' own
+    profile.parquet, written by each run with its settings in every row."""
+    shutil.copytree(sweep / "0", sweep / "00")  # read before 0: 0 is then the duplicate
+    shutil.copytree(sweep / "0", sweep / "01")  # read between 0 and 1
+    (sweep / "01" / "meta.json").write_text(
+        json.dumps({**json.loads((sweep / "0" / "meta.json").read_text()), "run_id": "f" * 12})
+    )
+    (sweep / "01" / "profile.parquet").write_bytes(b"not a parquet file")  # damaged: no profile
+    profile, summary, _ = collect(sweep)
+    assert dict(zip(summary.run_dir, summary.status)) == {"00": "ok", "0": "duplicate", "01": "damaged", "1": "ok"}
+    expected = pd.concat([pd.read_parquet(sweep / n / "profile.parquet") for n in ("00", "1")], ignore_index=True)
+    pd.testing.assert_frame_equal(profile, expected)

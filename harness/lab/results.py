@@ -228,22 +228,27 @@ def _read_part(
 
 def join_profiles(rows: list[dict[str, Any]], own: pa.Table | None, profiles: list[Profile | None]) -> pd.DataFrame:
     """One profile table of the runs still read (profiles[i] not None: a duplicate's is not), in their
-    order, each run's settings beside its rows, integer columns kept integers (whole_numbers)."""
+    order, each run's settings beside its rows, integer columns kept integers (whole_numbers).
+
+    Each row's settings are taken by its run's position (INDEX), not joined on run_id: a hash join's
+    working copies held ~75 MB at 10^4 runs, three times what the joined table holds."""
     kept = [i for i, profile in enumerate(profiles) if profile is not None]
     if own is None or not kept:
         return pd.DataFrame()
-    own = own.filter(pc.is_in(own.column(INDEX), value_set=pa.array(kept, pa.int32()))).drop_columns([INDEX])
-    integers = {f.name for f in own.schema if pa.types.is_integer(f.type)}
-    settings = pd.DataFrame([{**profiles[i].settings, "run_id": rows[i]["run_id"]} for i in kept])
+    if len(kept) < len(profiles):  # duplicates and damaged runs drop out
+        own = own.filter(pc.is_in(own.column(INDEX), value_set=pa.array(kept, pa.int32())))
+    settings = pd.DataFrame([{"run_id": rows[i]["run_id"], **profiles[i].settings} for i in kept])
+    integers = {f.name for f in own.schema if pa.types.is_integer(f.type)} - {INDEX}
     integers |= {
         key
         for i in kept
         for key, value in profiles[i].settings.items()
         if isinstance(value, int) and not isinstance(value, bool)
     }
-    frame = own.to_pandas().merge(settings, on="run_id", how="left", sort=False)
-    first = ["run_id", *(c for c in settings.columns if c != "run_id")]  # profile_frame's column order
-    return whole_numbers(frame[first + [c for c in frame.columns if c not in first]], integers)
+    positions = np.searchsorted(np.asarray(kept), own.column(INDEX).to_numpy())  # kept is in order
+    measured = own.drop_columns([c for c in own.column_names if c == INDEX or c in settings]).to_pandas()
+    frame = pd.concat([settings.take(positions).reset_index(drop=True), measured], axis=1)
+    return whole_numbers(frame, integers)
 
 
 def check_meta(meta: Any) -> None:
