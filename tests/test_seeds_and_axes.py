@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import statistics
-import time
 
 import matplotlib
 import matplotlib.pyplot as plt
@@ -22,7 +21,6 @@ import pytest
 import torch
 
 from harness.lab import figures as plots
-from harness.lab import run as run_module
 from harness.lab.figures import layout, phase, profiles
 from harness.lab.figures.layout import top_h
 from harness.lab.profile import GradientProfile
@@ -30,7 +28,6 @@ from harness.lab.report import held_fixed, write_report
 from harness.lab.results import write_summary
 from harness.lab.summary import summary_by_config, t_interval, t_quantile
 from tests.test_plots import BASE, sweep
-from tests.test_results import compose_config
 
 # Student t, two-sided 95% (the 0.975 quantile), as printed in every statistics text.
 T_TABLE = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
@@ -428,31 +425,6 @@ def test_a_gap_in_an_integer_column_is_blank_in_the_report(tmp_path):
     summary.loc[summary.index[0], "seq_len"] = pd.NA
     report = write_report(tmp_path, summary, []).read_text()
     assert "&lt;NA&gt;" not in report and "<NA>" not in report
-
-
-def test_wall_time_is_the_runs_own_and_start_up_has_its_own_column(tmp_path, monkeypatch):
-    """A process's first run of a kind pays a one-time start-up (here 0.4 s, on its first recording):
-    it goes to startup_s, and wall_time_s is the run's own time, like the runs after it."""
-    monkeypatch.setattr(run_module, "STARTED", set())
-    recorded = run_module.record
-    calls = []
-
-    def first_call_starts_up(spec, *args, **kwargs):
-        if not calls:
-            time.sleep(0.4)  # what a fresh process pays once: imports, thread pools, a device's context
-        calls.append(spec.seq_len)
-        return recorded(spec, *args, **kwargs)
-
-    monkeypatch.setattr(run_module, "record", first_call_starts_up)
-    metas = []
-    for n, overrides in enumerate([("seed=0",), ("seed=1",), ("seed=0", "cell=gru")]):
-        config = compose_config("seq_len=12", "hidden_size=4", "batch_size=3", *overrides)
-        assert run_module.run(config, tmp_path / str(n)) == "ok"
-        metas.append(pd.read_json(tmp_path / str(n) / "meta.json", typ="series"))
-    first, second, gru = metas
-    assert first.startup_s >= 0.4 and first.wall_time_s < 0.4
-    assert second.startup_s == 0.0 and gru.startup_s > 0.0  # another cell: its own start-up, once
-    assert calls == [4, 12, 12, 4, 12]  # a small copy (seq_len 4) before the first run of each kind only
 
 
 def test_the_losses_figure_pools_seeds_into_a_geometric_mean_with_its_interval(tmp_path):

@@ -19,9 +19,10 @@ from tests.test_results import compose_config
 PAUSE = 0.4  # what a fresh process pays once before its first run: imports, thread pools, a device's context
 
 
-def test_the_summary_carries_each_runs_startup_beside_its_own_wall_time(tmp_path: Path, monkeypatch):
+def test_wall_time_is_the_runs_own_and_start_up_has_its_own_column(tmp_path: Path, monkeypatch):
     """The first run of a kind in the process pays the start-up (here PAUSE, on its first recording: the
-    small copy's), the second pays none; the summary holds what each run's meta.json says, as floats."""
+    small copy's), the next of that kind pays none, a run of another cell its own once; wall_time_s is
+    each run's own time, and the summary holds what each run's meta.json says, as floats."""
     monkeypatch.setattr(run_module, "STARTED", set())
     recorded = run_module.record
     calls = []
@@ -33,16 +34,17 @@ def test_the_summary_carries_each_runs_startup_beside_its_own_wall_time(tmp_path
         return recorded(spec, *args, **kwargs)
 
     monkeypatch.setattr(run_module, "record", first_call_starts_up)
-    for seed in (0, 1):
-        config = compose_config("seq_len=12", "hidden_size=4", "batch_size=3", f"seed={seed}")
-        assert run_module.run(config, tmp_path / str(seed)) == "ok"
+    for n, overrides in enumerate([("seed=0",), ("seed=1",), ("seed=0", "cell=gru")]):
+        config = compose_config("seq_len=12", "hidden_size=4", "batch_size=3", *overrides)
+        assert run_module.run(config, tmp_path / str(n)) == "ok"
+    assert calls == [4, 12, 12, 4, 12]  # a small copy (seq_len 4) before the first run of each kind only
+    first, second, gru = metas = [json.loads((tmp_path / str(n) / "meta.json").read_text()) for n in range(3)]
+    assert first["startup_s"] >= PAUSE > first["wall_time_s"]  # the start-up is not the run's own time
+    assert second["startup_s"] == 0.0 and gru["startup_s"] > 0.0
     _, summary, _ = collect(tmp_path)
-    first, second = summary.sort_values("seed").itertuples()
-    metas = [json.loads((tmp_path / str(seed) / "meta.json").read_text()) for seed in (0, 1)]
-    assert [first.startup_s, second.startup_s] == [meta["startup_s"] for meta in metas]
-    assert [first.wall_time_s, second.wall_time_s] == [meta["wall_time_s"] for meta in metas]
-    assert first.startup_s >= PAUSE > first.wall_time_s  # the start-up is not the run's own time
-    assert second.startup_s == 0.0
+    summary = summary.sort_values("run_dir")
+    assert summary.startup_s.tolist() == [meta["startup_s"] for meta in metas]
+    assert summary.wall_time_s.tolist() == [meta["wall_time_s"] for meta in metas]
     assert summary.startup_s.dtype == "float64"
     assert pd.read_parquet(tmp_path / "summary.parquet").startup_s.dtype == "float64"
     assert pd.read_csv(tmp_path / "summary.csv").startup_s.tolist() == pytest.approx(summary.startup_s.tolist())
