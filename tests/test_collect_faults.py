@@ -12,6 +12,8 @@ from hydra import compose, initialize_config_dir
 from harness.cli.collect import main as collect_main
 from harness.cli.paths import CONF_DIR
 from harness.cli.plot import main as plot_main
+from harness.core.spec import run_id
+from harness.lab import results
 from harness.lab import run as run_module
 from harness.lab.results import collect
 
@@ -201,18 +203,47 @@ def test_where_a_number_is_expected_but_not_given_is_one_line(sweep, tmp_path, c
     assert plot_main([str(sweep), "--where", "scale=0.5,1", "--out", str(tmp_path / "y")]) == 0
 
 
-def test_the_sweeps_profile_is_its_runs_own_profiles_whatever_runs_drop_out(sweep):
+def as_another_run(folder, **columns) -> None:
+    """Make the run folder a run of other settings (meta.json's columns and run id, its profile's run id)."""
+    meta = json.loads((folder / "meta.json").read_text())
+    meta["columns"] = {**meta["columns"], **columns}
+    meta["run_id"] = run_id(meta["columns"])
+    (folder / "meta.json").write_text(json.dumps(meta))
+    profile = pd.read_parquet(folder / "profile.parquet")
+    profile["run_id"] = meta["run_id"]
+    profile.to_parquet(folder / "profile.parquet")
+
+
+@pytest.mark.parametrize("parallel", [False, True], ids=["in process", "two workers"])
+def test_the_sweeps_profile_is_its_runs_own_profiles_whatever_runs_drop_out(sweep, monkeypatch, parallel):
     """Each row of the sweep's profile carries its own run's settings, taken by the run's position among
-    the rows read: with a damaged run before a good one and a duplicate between them, the positions
-    shift, and a row filed under the wrong run would show here. The reference: the runs' own
-    profile.parquet, written by each run with its settings in every row."""
-    shutil.copytree(sweep / "0", sweep / "00")  # read before 0: 0 is then the duplicate
-    shutil.copytree(sweep / "0", sweep / "01")  # read between 0 and 1
-    (sweep / "01" / "meta.json").write_text(
-        json.dumps({**json.loads((sweep / "0" / "meta.json").read_text()), "run_id": "f" * 12})
-    )
-    (sweep / "01" / "profile.parquet").write_bytes(b"not a parquet file")  # damaged: no profile
+    the rows read: with a duplicate and a run whose profile cannot be read between two good runs, the
+    positions shift, and a row filed under the wrong run would show here; read in this process and in
+    two forked workers (each a part of the runs). The reference: the runs' own profile.parquet, written
+    by each run with its settings in every row."""
+    if parallel:
+        monkeypatch.setattr(results, "PARALLEL_RUNS", 1)
+    shutil.copytree(sweep / "0", sweep / "00")  # after 0 (the same number, a longer name): the duplicate
+    shutil.copytree(sweep / "0", sweep / "01")
+    as_another_run(sweep / "01", seed=7)  # a run of its own, read between 00 and 1
+    (sweep / "01" / "profile.parquet").write_bytes(b"not a parquet file")  # its meta.json is sound
     profile, summary, _ = collect(sweep)
-    assert dict(zip(summary.run_dir, summary.status)) == {"00": "ok", "0": "duplicate", "01": "damaged", "1": "ok"}
-    expected = pd.concat([pd.read_parquet(sweep / n / "profile.parquet") for n in ("00", "1")], ignore_index=True)
+    assert dict(zip(summary.run_dir, summary.status)) == {"0": "ok", "00": "duplicate", "01": "damaged", "1": "ok"}
+    assert summary.error[2].startswith("ArrowInvalid")  # dropped out reading profiles, not reading meta.json
+    expected = pd.concat([pd.read_parquet(sweep / n / "profile.parquet") for n in "01"], ignore_index=True)
     pd.testing.assert_frame_equal(profile, expected)
+
+
+def test_a_user_cells_arguments_are_columns_of_their_type_beside_runs_without_them(sweep):
+    """A sweep of lstm and a user cell whose arguments are a whole number and true: the user cell's runs
+    were once all damaged (meta.json's true taken for a wrong type), and its whole number became 3.0 in
+    the summary (a gap where lstm has none). Both columns keep their type, with a gap for lstm."""
+    as_another_run(sweep / "1", cell="Flagged", **{"cell._target_": "my_cells.Flagged"})
+    as_another_run(sweep / "1", **{"cell.kwargs.units": 3, "cell.kwargs.flag": True})
+    profile, summary, _ = collect(sweep)
+    assert summary.status.tolist() == ["ok", "ok"]
+    for table in (summary, pd.read_parquet(sweep / "summary.parquet"), profile):
+        by_cell = table.groupby("cell")[["cell.kwargs.units", "cell.kwargs.flag"]].first()
+        assert str(table["cell.kwargs.units"].dtype) == "Int64" and by_cell.loc["Flagged"].tolist() == [3, True]
+        assert table.loc[table.cell == "lstm", ["cell.kwargs.units", "cell.kwargs.flag"]].isna().all().all()
+    assert pd.read_csv(sweep / "summary.csv")["cell.kwargs.units"].dropna().tolist() == [3]
