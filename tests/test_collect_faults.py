@@ -247,3 +247,48 @@ def test_a_user_cells_arguments_are_columns_of_their_type_beside_runs_without_th
         assert str(table["cell.kwargs.units"].dtype) == "Int64" and by_cell.loc["Flagged"].tolist() == [3, True]
         assert table.loc[table.cell == "lstm", ["cell.kwargs.units", "cell.kwargs.flag"]].isna().all().all()
     assert pd.read_csv(sweep / "summary.csv")["cell.kwargs.units"].dropna().tolist() == [3]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A finished sweep folder of two trained runs (the adding task) as Hydra leaves it."""
+    sweep = tmp_path_factory.mktemp("trained")
+    for seed in (0, 1):
+        with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+            cfg = compose("config", overrides=[*TRAINED, f"seed={seed}"])
+        run_module.run(cfg, sweep / str(seed))
+        (sweep / str(seed) / ".hydra").mkdir()
+    return sweep
+
+
+TRAINED = ["task=adding", "train.steps=2", "train.record_every=1", "seq_len=6", "hidden_size=3", "batch_size=2"]
+
+
+def test_a_runs_loss_table_that_cannot_be_read_is_left_out_with_one_line(trained, tmp_path, capsys):
+    """It ended collect and harness.plot in a traceback; a units or gates table that cannot be read was
+    already one line on stderr, the run's other tables kept."""
+    sweep = tmp_path / "sweep"
+    shutil.copytree(trained, sweep)
+    (sweep / "1" / "losses.parquet").write_bytes(b"not a parquet file")
+    for command in (collect_main, plot_main):
+        assert command([str(sweep)]) == 0
+        err = capsys.readouterr().err
+        assert err.splitlines() == [
+            f"{sweep / '1' / 'losses.parquet'}: cannot be read (ArrowInvalid); left out of the sweep's table"
+        ]
+    losses = pd.read_parquet(sweep / "losses.parquet")
+    assert losses.seed.unique().tolist() == [0] and len(losses) == len(
+        pd.read_parquet(trained / "0" / "losses.parquet")
+    )
+
+
+def test_a_folder_harness_plot_wrote_elsewhere_is_plotted_again_with_its_losses(trained, tmp_path):
+    """harness.plot --out wrote every table the figures read but the losses: plotted again from there
+    (no run folders to read them from), the losses figure was gone."""
+    sweep, out, again = tmp_path / "sweep", tmp_path / "out", tmp_path / "again"
+    shutil.copytree(trained, sweep)
+    assert plot_main([str(sweep), "--where", "seed=0,1", "--out", str(out)]) == 0
+    pd.testing.assert_frame_equal(pd.read_parquet(out / "losses.parquet"), pd.read_parquet(sweep / "losses.parquet"))
+    assert plot_main([str(out), "--out", str(again)]) == 0
+    drawn = sorted(p.name for p in (out / "figures").glob("*.png"))
+    assert "losses.png" in drawn and sorted(p.name for p in (again / "figures").glob("*.png")) == drawn

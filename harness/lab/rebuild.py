@@ -17,7 +17,7 @@ import pandas as pd
 
 from harness.core.errors import ConfigError
 from harness.core.folders import check_rebuild, check_target, claim, is_run_folder
-from harness.core.runfolder import PROFILE
+from harness.core.runfolder import LOSSES, PROFILE
 from harness.lab.figures import FOLDER_TABLES, make_figures
 from harness.lab.fits import FITS, KEYS, read_fits
 from harness.lab.report import write_report
@@ -77,6 +77,14 @@ def name_runs(rows: pd.DataFrame, folders: pd.Series | None = None) -> None:
         print(f"  {row.status}: {where}" + (f" ({error})" if isinstance(error, str) and error else ""))
 
 
+def stored_losses(folder: Path, summary: pd.DataFrame) -> pd.DataFrame:
+    """The runs' loss tables from their folders, or, in a folder without run folders (written by
+    harness.plot --out), its own losses.parquet."""
+    losses = collect_losses(folder, summary)
+    stored = read_table(folder / LOSSES) if losses.empty else None  # None: none, or unreadable (said)
+    return losses if stored is None else stored
+
+
 def load(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """A folder's (profile, summary, losses): the stored aggregates, or collected from its run folders
     when there are none or they cannot be read (a damaged table is rebuilt, or left out where no run
@@ -103,7 +111,7 @@ def load(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
         folder / name for name in FOLDER_TABLES.values() if (folder / name).exists() and not readable(folder / name)
     ]
     if not damaged:
-        return first(stored[PROFILE], stored["summary.parquet"], collect_losses(folder, stored["summary.parquet"]))
+        return first(stored[PROFILE], stored["summary.parquet"], stored_losses(folder, stored["summary.parquet"]))
     tables = collect(folder)  # one it cannot give again it removes, and says so
     for path in damaged:
         if path.exists():
@@ -220,6 +228,8 @@ def plot(
     losses = pd.concat(losses, ignore_index=True)
     if not losses.empty:
         losses = losses[losses.run_id.isin(summary.run_id)].drop_duplicates(["run_id", "step"])
+        if elsewhere:  # plotted again from out, which has no run folders to read them from
+            write_parquet(losses, out / LOSSES)
     # The sources' stored fits, of the runs and steps kept as the profile's are (make_figures fits the
     # runs again where they are not the profile's, or a source has none).
     stored = [read_fits(folder) for folder in folders]

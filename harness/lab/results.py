@@ -493,10 +493,11 @@ def write_summary(summary: pd.DataFrame, root: Path) -> None:
 
 def collect_losses(root: Path, summary: pd.DataFrame) -> pd.DataFrame:
     """Every run's loss table (harness.core.train), beside its config columns; read once per run id
-    (a duplicate folder's, or a run_dir a run that never ran would have had, is not read)."""
+    (a duplicate folder's, or a run_dir a run that never ran would have had, is not read). One that
+    cannot be read is left out, said on stderr, as a units or gates table is (read_table)."""
     if "status" in summary:
         summary = summary[~summary.status.isin(NOT_READ)]
-    tables = [pd.read_parquet(root / d / LOSSES) for d in summary.run_dir if (root / d / LOSSES).exists()]
+    tables = [table for d in summary.run_dir for table in [read_table(root / d / LOSSES)] if table is not None]
     if not tables:
         return pd.DataFrame()
     losses = pd.concat(tables, ignore_index=True)
