@@ -292,3 +292,16 @@ def test_a_folder_harness_plot_wrote_elsewhere_is_plotted_again_with_its_losses(
     assert plot_main([str(out), "--out", str(again)]) == 0
     drawn = sorted(p.name for p in (out / "figures").glob("*.png"))
     assert "losses.png" in drawn and sorted(p.name for p in (again / "figures").glob("*.png")) == drawn
+
+
+def test_a_user_cells_argument_of_two_kinds_is_written_as_text(sweep):
+    """2 in one run and "abc" in another: pyarrow refused the column, so the sweep's tables could not be
+    written, at its end or by collect (a traceback), ever. Such a column is held as text in the files."""
+    user_cell = {"cell": "Mine", "cell._target_": "my_cells.Mine"}
+    as_another_run(sweep / "0", **user_cell, **{"cell.kwargs.k": 2})
+    as_another_run(sweep / "1", **user_cell, **{"cell.kwargs.k": "abc"})
+    assert collect_main([str(sweep)]) == 0 and plot_main([str(sweep)]) == 0
+    for name in ("summary.parquet", "profile.parquet", "fits.parquet", "summary_by_config.parquet"):
+        table = pd.read_parquet(sweep / name)
+        assert sorted(table["cell.kwargs.k"].unique()) == ["2", "abc"], name
+    assert pd.read_parquet(sweep / "summary.parquet").status.tolist() == ["ok", "ok"]

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from harness.core.runfolder import GATES, LOSSES, PROFILE, UNITS, write_atomic
 
@@ -129,7 +130,24 @@ def write_tables(recording: Recording, columns: dict[str, Any], rid: str, out_di
 
 
 def write_parquet(frame: pd.DataFrame, path: Path) -> None:
-    write_atomic(path, lambda tmp: frame.to_parquet(tmp, index=False))
+    try:
+        write_atomic(path, lambda tmp: frame.to_parquet(tmp, index=False))
+    except (pa.ArrowInvalid, pa.ArrowTypeError):  # a column of mixed kinds, which pyarrow refuses
+        write_atomic(path, lambda tmp: as_text_where_mixed(frame).to_parquet(tmp, index=False))
+
+
+def as_text_where_mixed(frame: pd.DataFrame) -> pd.DataFrame:
+    """frame with each column that holds values of more than one kind (numbers, text, true or false: a
+    user cell's argument 2 in one run and "abc" in another) held as text, its gaps kept."""
+
+    def kind(value: Any) -> type:
+        return bool if isinstance(value, (bool, np.bool_)) else str if isinstance(value, str) else float
+
+    def text(value: Any) -> Any:
+        return value if value is None or value != value else str(value)  # value != value: NaN
+
+    mixed = [c for c in frame.columns if frame[c].dtype == object and len(set(map(kind, frame[c].dropna()))) > 1]
+    return frame.assign(**{c: frame[c].map(text) for c in mixed})
 
 
 def write_csv(frame: pd.DataFrame, path: Path) -> None:
