@@ -305,3 +305,18 @@ def test_a_user_cells_argument_of_two_kinds_is_written_as_text(sweep):
         table = pd.read_parquet(sweep / name)
         assert sorted(table["cell.kwargs.k"].unique()) == ["2", "abc"], name
     assert pd.read_parquet(sweep / "summary.parquet").status.tolist() == ["ok", "ok"]
+
+
+def test_a_finished_runs_profile_lost_since_is_a_damaged_row(detailed, capsys):
+    """Its DONE lists profile.parquet: without it the run was an ok row with no rate and no word of why.
+    A run that wrote no profile (DONE lists none) stays what its meta.json says."""
+    (detailed / "1" / "profile.parquet").unlink()
+    profile, summary, _ = collect(detailed)
+    assert summary.status.tolist() == ["ok", "damaged"] and summary.error[1] == "profile.parquet is missing"
+    assert summary.seq_len.tolist() == [6, 6] and profile.run_id.unique().tolist() == [ids(detailed)[0]]
+    assert collect_main([str(detailed)]) == 1
+    assert "Traceback" not in capsys.readouterr().err
+    done = json.loads((detailed / "1" / "DONE").read_text())
+    del done["files"]["profile.parquet"]
+    (detailed / "1" / "DONE").write_text(json.dumps(done))
+    assert collect(detailed)[1].status.tolist() == ["ok", "ok"]

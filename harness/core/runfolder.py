@@ -84,6 +84,9 @@ def write_done(out_dir: Path) -> None:
     write_json({"files": {name: file_digest(out_dir / name) for name in files}}, out_dir / DONE)
 
 
+UNCHECKED = "DONE lists no checksums"  # check_done's word for a DONE written before checksums were
+
+
 def check_done(out_dir: Path) -> str | None:
     """None if out_dir's DONE is there and every file it lists has its size and checksum; else what
     is wrong, in a few words. An empty DONE (written before checksums were) cannot be checked."""
@@ -93,7 +96,7 @@ def check_done(out_dir: Path) -> str | None:
     except FileNotFoundError:
         return "no DONE"
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return "DONE lists no checksums"
+        return UNCHECKED
     for name, (size, sha256) in listed.items():
         try:
             found = file_digest(out_dir / name)

@@ -34,7 +34,18 @@ import yaml
 from harness.core.analysis import FIT_COLUMNS
 from harness.core.errors import ConfigError
 from harness.core.folders import check_rebuild, claim
-from harness.core.runfolder import DONE, GATES, LOSSES, META, PROFILE, SPECTRUM_COLUMNS, THEORY_COLUMNS, UNITS
+from harness.core.runfolder import (
+    DONE,
+    GATES,
+    LOSSES,
+    META,
+    PROFILE,
+    SPECTRUM_COLUMNS,
+    THEORY_COLUMNS,
+    UNCHECKED,
+    UNITS,
+    check_done,
+)
 from harness.core.spec import FIELDS, VALIDATORS, config_columns, flat_config, run_id
 from harness.lab.fits import FITS, fit_runs, headline
 from harness.lab.pool import parts, run_in_processes, workers_for
@@ -166,8 +177,12 @@ def _read_run(run_dir: Path, where: dict[str, str]) -> tuple[dict[str, Any], Pro
     )
     if meta.get("spectrum") is not None:  # theory.spectrum_k > 0
         row.update({"spectrum": meta["spectrum"], **{k: meta.get(k) for k in SPECTRUM_COLUMNS}})
-    profile = Profile(run_dir / PROFILE, meta["columns"]) if (run_dir / PROFILE).exists() else None
-    return row, profile
+    if (run_dir / PROFILE).exists():
+        return row, Profile(run_dir / PROFILE, meta["columns"])
+    lost = check_done(run_dir)  # none written (a failed run), or one the run wrote and DONE lists, since lost
+    if lost not in (None, UNCHECKED):
+        return {**where, **meta["columns"], "status": "damaged", "error": lost}, None
+    return row, None
 
 
 def _own_columns(profile: Profile, index: int, run: str) -> pa.Table:
