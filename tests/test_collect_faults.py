@@ -320,3 +320,16 @@ def test_a_finished_runs_profile_lost_since_is_a_damaged_row(detailed, capsys):
     del done["files"]["profile.parquet"]
     (detailed / "1" / "DONE").write_text(json.dumps(done))
     assert collect(detailed)[1].status.tolist() == ["ok", "ok"]
+
+
+def test_solved_is_true_or_false_or_none_whatever_rows_are_damaged(sweep, tmp_path, capsys):
+    """An untrained sweep's solved was objects (all None), or numbers (NaN) once a row was damaged,
+    so that --where solved=false was refused as 'solved is a number'."""
+    for damage in (None, "meta.json"):
+        if damage:
+            (sweep / "1" / damage).write_text("{")
+        summary = collect(sweep)[1]
+        assert str(summary.solved.dtype) == "boolean" and summary.solved.isna().all()
+        assert str(pd.read_parquet(sweep / "summary.parquet").solved.dtype) == "boolean"
+        assert plot_main([str(sweep), "--where", "solved=false", "--out", str(tmp_path / str(damage))]) == 2
+        assert capsys.readouterr().err.startswith("error: --where solved=false: no runs left to plot")

@@ -562,6 +562,8 @@ def collect(root: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     whole_numbers(summary, integers)
     if "diverged_at" in summary:  # nullable: a run whose forward pass stayed finite has none
         summary["diverged_at"] = summary.diverged_at.astype("Int64")
+    if "solved" in summary:  # true, false or none (an untrained run's), whatever rows are damaged
+        summary["solved"] = summary.solved.astype("boolean")
     if "startup_s" in summary:  # a float even where no run recorded it (older runs): None alone is no number
         summary["startup_s"] = summary.startup_s.astype(float)
     if not profile.empty:
