@@ -234,18 +234,25 @@ def test_the_sweeps_profile_is_its_runs_own_profiles_whatever_runs_drop_out(swee
     pd.testing.assert_frame_equal(profile, expected)
 
 
+TABLES = ["summary", "profile", "fits", "summary_by_config"]
+
+
 def test_a_user_cells_arguments_are_columns_of_their_type_beside_runs_without_them(sweep):
     """A sweep of lstm and a user cell whose arguments are a whole number and true: the user cell's runs
-    were once all damaged (meta.json's true taken for a wrong type), and its whole number became 3.0 in
-    the summary (a gap where lstm has none). Both columns keep their type, with a gap for lstm."""
+    were once all damaged (meta.json's true taken for a wrong type), its whole number became 3.0 in the
+    summary and summary_by_config (a gap where lstm has none), and true was an object, no mask, in the
+    profile, fits and summary_by_config. Both columns keep their type in every table, a gap for lstm."""
     as_another_run(sweep / "1", cell="Flagged", **{"cell._target_": "my_cells.Flagged"})
     as_another_run(sweep / "1", **{"cell.kwargs.units": 3, "cell.kwargs.flag": True})
     profile, summary, _ = collect(sweep)
-    assert summary.status.tolist() == ["ok", "ok"]
-    for table in (summary, pd.read_parquet(sweep / "summary.parquet"), profile):
-        by_cell = table.groupby("cell")[["cell.kwargs.units", "cell.kwargs.flag"]].first()
-        assert str(table["cell.kwargs.units"].dtype) == "Int64" and by_cell.loc["Flagged"].tolist() == [3, True]
-        assert table.loc[table.cell == "lstm", ["cell.kwargs.units", "cell.kwargs.flag"]].isna().all().all()
+    assert summary.status.tolist() == ["ok", "ok"] and plot_main([str(sweep)]) == 0  # summary_by_config too
+    tables = [summary, profile, *(pd.read_parquet(sweep / f"{name}.parquet") for name in TABLES)]
+    for name, table in zip(["summary frame", "profile frame", *TABLES], tables):
+        arguments = table[["cell.kwargs.units", "cell.kwargs.flag"]]
+        assert arguments.dtypes.astype(str).tolist() == ["Int64", "boolean"], name
+        assert arguments[table.cell == "Flagged"].drop_duplicates().values.tolist() == [[3, True]], name
+        assert arguments[table.cell == "lstm"].isna().all().all(), name
+        assert len(table[table["cell.kwargs.flag"].fillna(False)]) == (table.cell == "Flagged").sum(), name  # a mask
     assert pd.read_csv(sweep / "summary.csv")["cell.kwargs.units"].dropna().tolist() == [3]
 
 

@@ -254,22 +254,25 @@ def join_profiles(rows: list[dict[str, Any]], own: pa.Table | None, profiles: li
         own = own.filter(pc.is_in(own.column(INDEX), value_set=pa.array(kept, pa.int32())))
     settings = pd.DataFrame([{"run_id": rows[i]["run_id"], **profiles[i].settings} for i in kept])
     integers = {f.name for f in own.schema if pa.types.is_integer(f.type)} - {INDEX}
-    integers |= integer_settings(profiles[i] for i in kept)
+    integers |= typed_settings((profiles[i] for i in kept), int)
     positions = np.searchsorted(np.asarray(kept), own.column(INDEX).to_numpy())  # kept is in order
     measured = own.drop_columns([c for c in own.column_names if c == INDEX or c in settings]).to_pandas()
     frame = pd.concat([settings.take(positions).reset_index(drop=True), measured], axis=1)
+    for key in typed_settings((profiles[i] for i in kept), bool):  # objects where some runs lack it: no mask
+        if frame[key].dtype == object:
+            frame[key] = frame[key].astype("boolean")
     return whole_numbers(frame, integers)
 
 
-def integer_settings(profiles: Iterable[Profile | None]) -> set[str]:
-    """The settings some run holds as a whole number, spec fields or not (a user cell's cell.kwargs.units:
-    whole_numbers knows the fields alone)."""
+def typed_settings(profiles: Iterable[Profile | None], kind: type) -> set[str]:
+    """The settings some run holds as a `kind` (int: a whole number, never true or false; bool), spec
+    fields or not (a user cell's cell.kwargs.units: whole_numbers knows the fields alone)."""
     return {
         key
         for profile in profiles
         if profile is not None
         for key, value in profile.settings.items()
-        if isinstance(value, int) and not isinstance(value, bool)
+        if isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
     }
 
 
@@ -549,7 +552,7 @@ def collect(root: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
             "expected a sweep or run folder"
         )
     rows, profiles = (list(read) for read in zip(*(_run_row(run, root) for run in runs)))
-    integers = integer_settings(profiles)  # before duplicates and damaged profiles drop out: their rows stay
+    integers = typed_settings(profiles, int)  # before duplicates and damaged profiles drop out: their rows stay
     workers = workers_for(len(runs), PARALLEL_RUNS)
     own = read_profiles(rows, profiles, workers)  # before duplicates are told apart: a damaged profile is no run
     mark_duplicates(rows, profiles)

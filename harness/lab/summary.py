@@ -154,7 +154,9 @@ def summary_by_config(summary: pd.DataFrame) -> pd.DataFrame:
         if "horizon_censored" in group:
             row["horizon_censored_n"] = int(group.horizon_censored.map(lambda v: v is True or v == 1).sum())
         rows.append(row)
-    return pd.DataFrame(rows, columns=columns)
+    # Each configuration column as the summary holds it (Int64, boolean where some runs lack it), not as
+    # the group keys came out (a whole number with a gap beside it as 3.0).
+    return pd.DataFrame(rows, columns=columns).astype({key: runs[key].dtype for key in keys})
 
 
 def write_summary_by_config(summary: pd.DataFrame, root: Path) -> pd.DataFrame:
