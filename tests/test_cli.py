@@ -16,6 +16,7 @@ from omegaconf import OmegaConf
 
 from harness.cli.collect import main as collect_main
 from harness.cli.main import check_command
+from harness.cli.overrides import check_overrides
 from harness.cli.paths import options
 from harness.cli.plot import main as plot_main
 from harness.core.errors import ConfigError
@@ -540,3 +541,12 @@ def test_the_command_refuses_a_yaml_bomb_in_one_line(tmp_path):
         "aliases); expected a plain config file\n"
     )
     assert not (tmp_path / "results").exists()
+
+
+def test_quoted_elements_of_a_sweep_are_checked_as_their_text(tmp_path):
+    """cell.kwargs.mode='tanh','identity' was refused as {'cell.kwargs.mode': QuotedString(text='tanh',
+    ...)}: Hydra's parser keeps a sweep's quoted elements as objects; each job gets the text."""
+    check_overrides(["cell.kwargs.mode='tanh','identity'", "cell.kwargs.k=2,'3'"])
+    check_command(["-m", "name='first','second'", "seq_len=5", f"hydra.sweep.dir={tmp_path}/s"], whole_sweep=True)
+    with pytest.raises(ConfigError, match="^seq_len=abc: expected an integer"):
+        check_overrides(["seq_len='abc',20"])

@@ -42,6 +42,20 @@ def checker(table: dict[str, Validator], key: str) -> Validator | None:
     return table.get(key)
 
 
+def as_value(element: Any) -> Any:
+    """A sweep's element as the value its job gets: 'tanh' quoted is the text tanh (Hydra's parser
+    keeps a quoted element of a sweep as a QuotedString), in lists and mappings too."""
+    from hydra.core.override_parser.types import QuotedString
+
+    if isinstance(element, QuotedString):
+        return element.text
+    if isinstance(element, list):
+        return [as_value(item) for item in element]
+    if isinstance(element, dict):
+        return {key: as_value(item) for key, item in element.items()}
+    return element
+
+
 def check_overrides(overrides: list[str], multirun: bool = True) -> None:
     """Validate Hydra override strings (sweeps expanded) against VALIDATORS; raise ConfigError.
     multirun: whether the command line asked for a sweep (-m), without which a sweep is refused."""
@@ -71,7 +85,7 @@ def check_overrides(overrides: list[str], multirun: bool = True) -> None:
         if not override.is_sweep_override():
             values = [override.value()]
         elif override.is_discrete_sweep():
-            values = list(override.sweep_iterator())
+            values = [as_value(element) for element in override.sweep_iterator()]
         else:  # interval(a, b): for optimising sweepers (Optuna, Nevergrad), which pick the points
             raise ConfigError(
                 f"{override.input_line}: an interval has no points to run; "
