@@ -196,7 +196,7 @@ def test_wheel_holds_packages_configs_and_plugins(installed):
     missing = {f"harness/conf/{c}" for c in configs} - names
     assert not missing, f"configs missing from the wheel: {sorted(missing)}"
     entry_points = zipfile.ZipFile(installed.wheel).read("harness-0.1.0.dist-info/entry_points.txt").decode()
-    assert "harness = harness.cli.main:command" in entry_points
+    assert "harness = harness.__main__:main" in entry_points
 
 
 def test_installed_package_runs_from_the_venv_not_the_checkout(installed, tmp_path):

@@ -26,7 +26,7 @@ from harness.cli.sweep.lock import Lock
 from harness.cli.sweep.supervise import run_jobs
 from harness.core import provenance
 from harness.core.errors import ConfigError
-from harness.core.folders import MARKER, check_target, claim, remove_written, snapshot
+from harness.core.folders import MARKER, check_target, claim, is_temporary, remove_written, snapshot
 from tests.conftest import ROOT, cli_env, run_cli
 from tests.test_faults import as_from_a_shell
 from tests.test_sweep import wait_for
@@ -718,6 +718,84 @@ def test_a_stop_landing_after_a_command_ended_leaves_its_status_and_prints_nothi
     )
     assert (result.returncode, result.stderr) == (1, "")
     entries = {"harness/collect.py": "run_command(main)", "harness/plot.py": "run_command(main)"}
-    entries |= {"harness/__main__.py": "command()", "pyproject.toml": '"harness.cli.main:command"'}
+    entries |= {"harness/__main__.py": "command()", "pyproject.toml": '"harness.__main__:main"'}
     assert all(call in (ROOT / entry).read_text() for entry, call in entries.items())
     assert "run_command(main)" in inspect.getsource(cli_main.command)
+
+
+def test_a_ctrl_c_while_a_command_starts_is_one_line():
+    """The entry points import torch, pandas and Hydra (a second or two) only after quiet_start: a
+    Ctrl-C during those imports printed a 43-line traceback."""
+    for entry in ("harness.__main__", "harness.plot", "harness.collect"):
+        code = f"import sys, {entry}; print(sorted({{'torch', 'pandas', 'hydra'}} & set(sys.modules)))"
+        assert subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True).stdout == "[]\n"
+    code = (
+        "import signal, time; from harness.cli.exits import quiet_start; quiet_start(); "
+        "signal.raise_signal(signal.SIGINT); time.sleep(5)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=cli_env(), capture_output=True, text=True)
+    assert (result.returncode, result.stderr) == (130, "interrupted while starting: nothing was run or written\n")
+
+
+def test_the_first_stop_counts_and_the_next_are_ignored():
+    """A second Ctrl-C or SIGTERM, while the first one's clean-up ran, printed a traceback or the wrong line."""
+    code = (
+        "import signal; from harness.cli.exits import stop_on_sigterm; stop_on_sigterm()\n"
+        "try:\n    signal.raise_signal(signal.SIGTERM)\nexcept KeyboardInterrupt:\n    print('stopped')\n"
+        "signal.raise_signal(signal.SIGINT); signal.raise_signal(signal.SIGTERM); print('clean-up ends')"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=cli_env(), capture_output=True, text=True)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "stopped\nclean-up ends\n", "")
+
+
+# A sweep whose every fork is followed, in parent and child alike, by a Ctrl-C: the window between
+# os.fork() and the child's own handlers (or the parent's keeping of pid), made certain.
+STOP_AT_FORK = """
+import os, signal, sys
+fork = os.fork
+def fork_then_stop():
+    pid = fork()
+    os.kill(os.getpid(), signal.SIGINT)
+    return pid
+os.fork = fork_then_stop
+sys.argv = ["harness", *sys.argv[1:]]
+from harness.__main__ import main
+main()
+"""
+
+
+def test_a_stop_landing_as_the_run_child_forks_is_one_line_and_leaves_no_file(tmp_path):
+    """It ran the parent's clean-up in the child too (the line printed twice), or left the child
+    writing while the parent cleaned up (a temporary file left by a SIGINT)."""
+    sweep = tmp_path / "sweep"
+    args = ["-m", "scale=0.5,1,2", *SMALL, f"hydra.sweep.dir={sweep}"]
+    result = subprocess.run(
+        [sys.executable, "-c", STOP_AT_FORK, *args],
+        cwd=ROOT,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    lines = [line for line in result.stderr.splitlines() if line.startswith("interrupted")]
+    assert result.returncode == 130 and lines == [
+        f"interrupted: 0 of 3 runs are finished in {sweep} (0 files of 3 unfinished runs removed, nothing else); "
+        "run the same command again to finish the sweep"
+    ], result.stderr
+    assert "Traceback" not in result.stderr
+    assert not [path for path in sweep.rglob(".*") if is_temporary(path.name)]
+
+
+def test_an_interrupt_once_every_run_is_finished_names_collect(tmp_path):
+    """The line said to run the same command again, which (without hydra.sweep.dir) starts a new sweep."""
+    from harness.cli.sweep import interrupted
+
+    jobs = jobs_of([["scale=1.0", *SMALL], ["scale=2.0", *SMALL]])
+    for job in jobs:
+        (tmp_path / job.subdir).mkdir()
+        (tmp_path / job.subdir / "DONE").write_text("")
+    said = str(interrupted(jobs, jobs, tmp_path, {job.num: set() for job in jobs}))
+    assert said == (
+        f"interrupted: all 2 runs are finished in {tmp_path}, its tables not written; "
+        f"python -m harness.collect {tmp_path} writes them"
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import gc
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -23,12 +24,28 @@ def fail(error: HarnessError) -> None:
 
 
 def _interrupt(signum: int, frame: Any) -> None:
+    for number in STOPS:  # the first stop is the one that counts: a second never cuts its clean-up short
+        signal.signal(number, signal.SIG_IGN)
     raise KeyboardInterrupt
 
 
 def stop_on_sigterm() -> None:
-    """SIGTERM (a scheduler's stop, `kill`) stops the command as Ctrl-C does: one line, exit 130."""
-    signal.signal(signal.SIGTERM, _interrupt)
+    """SIGTERM (a scheduler's stop, `kill`) stops the command as Ctrl-C does: one line, exit 130; and
+    once one of them has, the command ignores the next (a second Ctrl-C while it removes what an
+    unfinished run wrote, or kills its workers, printed a traceback or the wrong line)."""
+    for number in STOPS:
+        signal.signal(number, _interrupt)
+
+
+def quiet_start() -> None:
+    """Until the command takes its stops over (stop_on_sigterm), Ctrl-C ends it with one line and
+    status 130: importing torch, pandas and Hydra takes a second or two, and nothing has run yet."""
+    signal.signal(signal.SIGINT, _stopped_starting)
+
+
+def _stopped_starting(signum: int, frame: Any) -> None:
+    print("interrupted while starting: nothing was run or written", file=sys.stderr)
+    os._exit(130)  # in the middle of an import: no exit handler has anything to do
 
 
 def exit_quickly() -> None:

@@ -226,6 +226,11 @@ def interrupted(jobs: list[Job], todo: list[Job], sweep_dir: Path, before: dict[
     removed = 0
     for job in unfinished:  # an interrupted run starts over on resume
         removed += len(remove_written(sweep_dir / job.subdir, before[job.num])[0])
+    if not unfinished:  # nothing left to run (and the same command, without hydra.sweep.dir, starts a new sweep)
+        return Interrupted(
+            f"interrupted: all {len(jobs)} runs are finished in {sweep_dir}, its tables not written; "
+            f"python -m harness.collect {sweep_dir} writes them"
+        )
     return Interrupted(
         f"interrupted: {len(jobs) - len(unfinished)} of {len(jobs)} runs are finished in "
         f"{sweep_dir} ({removed} files of {len(unfinished)} unfinished runs removed, nothing "

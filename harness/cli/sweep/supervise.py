@@ -13,7 +13,7 @@ import threading
 import traceback
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import yaml
 from omegaconf import OmegaConf
@@ -21,7 +21,7 @@ from omegaconf import OmegaConf
 from harness.cli.sweep.jobs import Job, interpolates
 from harness.core.folders import claim, is_temporary
 from harness.core.runfolder import DONE, write_text
-from harness.lab.pool import STOPS, die_with
+from harness.lab.pool import STOPS, die_with, stops_held
 
 FORKS = sys.platform.startswith("linux")  # where forking a process that imported torch is safe and cheap
 FORK_LOCK = threading.Lock()  # held while forking and while the progress thread writes
@@ -105,42 +105,27 @@ def run_jobs(jobs: list[Job], sweep_dir: Path, torch_threads: int | None = None,
     thread pool does not survive a fork): the sweep's own process and its launched workers, which
     only supervise. Where there is no fork (Windows, macOS's default), runs are not isolated.
     """
-    from harness.core.recorders import flush_denormals_everywhere
-
     pending = list(jobs)
     while pending:
         if not (isolate and FORKS):
             _run_here(pending, sweep_dir, torch_threads)
             return
-        supervisor = os.getpid()
-        with FORK_LOCK, warnings.catch_warnings():  # the progress thread writes nothing while we fork
-            warnings.simplefilter("ignore", DeprecationWarning)  # Python 3.12's "multi-threaded fork"
-            pid = os.fork()
-        if pid == 0:  # the child: run, then leave without the parent's exit handlers
-            die_with(supervisor)
-            # An interrupt ends the child at once: raised as KeyboardInterrupt, it could land in a
-            # weakref callback or a __del__, where Python prints it and carries on with the run. A run
-            # is finished only when its DONE is written, so one cut short is simply run again.
-            for number in STOPS:
-                signal.signal(number, _exit_interrupted)
-            code = 0
-            try:
-                flush_denormals_everywhere()  # this process computes, and may set torch's flags for good
-                _run_here(pending, sweep_dir, torch_threads)
-            except BaseException:  # noqa: BLE001  an internal bug: shown, and the supervisor records it
-                traceback.print_exc()
-                code = 1
-            finally:
-                try:
-                    logging.shutdown()
-                finally:  # even if a second signal lands here: the child never runs the parent's code
-                    os._exit(code)
+        supervisor, pid = os.getpid(), 0
         try:
+            # Stops held while forking (harness.lab.pool.stops_held): one landing in the child before
+            # its own handlers were set would run the parent's clean-up there, and one landing in the
+            # parent before pid was kept would leave the child writing while the parent cleans up.
+            with FORK_LOCK, warnings.catch_warnings(), stops_held():  # the progress thread writes nothing
+                warnings.simplefilter("ignore", DeprecationWarning)  # Python 3.12's "multi-threaded fork"
+                pid = os.fork()
+                if pid == 0:  # the child (stops still blocked): never leaves this block
+                    _child(supervisor, pending, sweep_dir, torch_threads)
             _, status = os.waitpid(pid, 0)
         except BaseException:  # interrupted: stop the child too, then pass it on
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-            os.waitpid(pid, 0)
+            if pid:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGTERM)
+                os.waitpid(pid, 0)
             raise
         pending = [job for job in pending if not (sweep_dir / job.subdir / DONE).is_file()]
         if not pending:
@@ -150,6 +135,31 @@ def run_jobs(jobs: list[Job], sweep_dir: Path, torch_threads: int | None = None,
             raise KeyboardInterrupt
         crashed, pending = pending[0], pending[1:]
         _record_crash(crashed, sweep_dir, status)
+
+
+def _child(supervisor: int, pending: list[Job], sweep_dir: Path, torch_threads: int | None) -> NoReturn:
+    """The forked child: the runs, then an exit without the parent's exit handlers."""
+    from harness.core.recorders import flush_denormals_everywhere
+
+    die_with(supervisor)
+    # An interrupt ends the child at once: raised as KeyboardInterrupt, it could land in a weakref
+    # callback or a __del__, where Python prints it and carries on with the run. A run is finished
+    # only when its DONE is written, so one cut short is simply run again.
+    for number in STOPS:
+        signal.signal(number, _exit_interrupted)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPS)  # blocked since before the fork
+    code = 0
+    try:
+        flush_denormals_everywhere()  # this process computes, and may set torch's flags for good
+        _run_here(pending, sweep_dir, torch_threads)
+    except BaseException:  # noqa: BLE001  an internal bug: shown, and the supervisor records it
+        traceback.print_exc()
+        code = 1
+    finally:
+        try:
+            logging.shutdown()
+        finally:  # even if a second signal lands here: the child never runs the parent's code
+            os._exit(code)
 
 
 def _exit_interrupted(signum: int, frame: Any) -> None:
