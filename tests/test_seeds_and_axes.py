@@ -11,6 +11,7 @@ configurations, never run ids; GradientProfile.plot called again and again on on
 from __future__ import annotations
 
 import math
+import re
 import statistics
 
 import matplotlib
@@ -417,6 +418,9 @@ def test_the_report_summarises_by_configuration_where_seeds_were_pooled(tmp_path
     assert f"{row.rate_mean:.4g} [{row.rate_ci_low:.4g}, {row.rate_ci_high:.4g}]" in report
     once = write_report(tmp_path, summary[summary.seed == 0], []).read_text()
     assert "By configuration" not in once  # one seed each: the runs' table is the summary
+    unmeasured = summary.assign(gap_lyapunov=summary.gap_lyapunov.where(summary.cell == "rnn"))  # none for lstm
+    cells = re.findall(r"<td>([^<]*)</td>", write_report(tmp_path, unmeasured, []).read_text())
+    assert "nan" not in cells and "" in cells  # a blank cell where no seed gave a value, as in the median's
 
 
 def test_a_gap_in_an_integer_column_is_blank_in_the_report(tmp_path):

@@ -154,9 +154,9 @@ def by_config_html(summary: pd.DataFrame, swept: list[str]) -> list[str]:
         if f"{metric}_mean" not in table or not table[f"{metric}_mean"].notna().any():
             continue
         shown[f"{metric} mean [95% interval]"] = [
-            f"{mean:.4g}" + (f" [{low:.4g}, {high:.4g}]" if pd.notna(low) else "")
+            "" if pd.isna(mean) else f"{mean:.4g}" + (f" [{low:.4g}, {high:.4g}]" if pd.notna(low) else "")
             for mean, low, high in zip(table[f"{metric}_mean"], table[f"{metric}_ci_low"], table[f"{metric}_ci_high"])
-        ]
+        ]  # blank where no seed gave a finite value, as the median's cell is
         shown[f"{metric} median"] = table[f"{metric}_median"]
     return [
         "<p>By configuration, seeds pooled (summary_by_config.parquet): each row pools the runs that differ "
