@@ -329,6 +329,17 @@ def test_three_swept_axes_on_log_log_axes_colour_and_panel_name_the_run_and_styl
     plt.close(page.figure)
 
 
+def test_a_panel_title_leaves_out_a_cell_key_its_cell_does_not_take():
+    """A union of a user cell's sweep and a built-in cell's: the rnn panels read
+    'cell=rnn, cell.kwargs.flag=<NA>, cell.kwargs.mode=nan'; a value of another key stays, empty or not."""
+    names = ["cell", "cell.kwargs.flag", "cell.kwargs.mode", "cell.forget_bias", "seed"]
+    assert layout.facet_label(("rnn", pd.NA, float("nan"), float("nan"), 3), names) == "cell=rnn, seed=3"
+    assert layout.facet_label(("Mine", True, "tanh", float("nan"), pd.NA), names) == (
+        "cell=Mine, cell.kwargs.flag=True, cell.kwargs.mode=tanh, seed=<NA>"
+    )
+    assert layout.facet_label(("lstm", pd.NA, float("nan"), 1.0, 0), names) == "cell=lstm, cell.forget_bias=1.0, seed=0"
+
+
 def test_training_panels_are_titled_by_configuration_never_by_run_id(tmp_path, figures):
     profile = sweep(cell=["rnn"], seed=[0, 1, 2])
     trained = pd.concat([profile, profile.assign(step=50, log10_norm=profile.log10_norm / 2)], ignore_index=True)

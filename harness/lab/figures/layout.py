@@ -101,7 +101,11 @@ def colour_axis(frame: pd.DataFrame) -> str | None:
 
 
 def facet_label(keys: tuple, names: list[str]) -> str:
-    return ", ".join(f"{n}={k}" for n, k in zip(names, keys))
+    """'cell=lstm, cell.forget_bias=1.0'; a cell's own key that its cell does not take (empty: rnn has no
+    cell.forget_bias, a built-in cell no cell.kwargs.*) is left out: it read `cell.forget_bias=nan`."""
+    return ", ".join(
+        f"{n}={k}" for n, k in zip(names, keys) if not (n.startswith("cell.") and not isinstance(k, str) and pd.isna(k))
+    )
 
 
 def title(ax: plt.Axes, text: str, size: float = TITLE_POINTS) -> None:
