@@ -113,7 +113,10 @@ def test_remove_written_keeps_what_was_there_and_what_is_not_the_harnesss(tmp_pa
         (lambda d: (d / "thesis.tex").write_text("x"), "holds thesis.tex, which the harness did not write"),
         (lambda d: (d / "summary.csv").write_text("mine"), "holds summary.csv, which the harness did not write"),
         (lambda d: [(d / "report.html").write_text("mine"), (d / "a").mkdir()], "holds a and 1 more"),
-        (lambda d: [(d / MARKER).touch(), (d / "notes.txt").write_text("x")], "holds notes.txt"),
+        (  # a folder the harness made: the file is to be moved out, not the folder changed
+            lambda d: [(d / MARKER).touch(), (d / "notes.txt").write_text("x")],
+            r"holds notes.txt, .*, or one holding only the harness's files \(move it out to write there\)$",
+        ),
         (lambda d: [claim(d / "0"), (d / MARKER).touch(), (d / "0" / "mine.txt").write_text("x")], "holds 0/mine.txt"),
     ],
 )

@@ -223,7 +223,8 @@ def _check_target(key: str, folder: Path, cwd: Path, kind: str) -> None:
         more = f" and {len(foreign) - 1} more" if len(foreign) > 1 else ""
         raise ConfigError(
             f"{key}={folder}: holds {os.path.relpath(foreign[0], real)}{more}, which the harness "
-            "did not write; expected a new or empty folder, or one the harness made"
+            "did not write (it never writes beside a file of yours); expected a new or empty folder, or "
+            "one holding only the harness's files (move it out to write there)"
         )
     linked = links(real)
     if linked:
