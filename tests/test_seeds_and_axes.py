@@ -419,6 +419,14 @@ def test_held_fixed_lists_only_the_keys_that_apply_to_the_cells_run(tmp_path):
     assert "cell.forget_bias" not in held_fixed(lru, ["cell.r_min", "cell.forget_bias"])
     trained = summary.assign(**{"train.steps": 100})
     assert held_fixed(trained, ["train.lr"]) == {"train.lr": "0.001"}
+    # A user cell's arguments, beside built-in cells that have none: named with the cell; true as typed.
+    mine = summary.assign(
+        cell=["rnn", "rnn", "Mine", "Mine"],
+        **{"cell.kwargs.k": [None, None, 2, 99], "cell.kwargs.flag": [None, None, True, True]},
+    )
+    assert held_fixed(mine, ["cell.kwargs.flag"]) == {"cell.kwargs.flag": "true (Mine)"}
+    report = write_report(tmp_path, mine.assign(**{"record.units": True}), []).read_text()
+    assert "cell.kwargs.k (2 values)" in report and "record.units=true" in report
 
 
 def test_the_report_summarises_by_configuration_where_seeds_were_pooled(tmp_path):

@@ -21,7 +21,7 @@ from harness.core.analysis import EDGE_FRACTION, STABLE_TOLERANCE
 from harness.core.networks import cell_only_keys
 from harness.core.runfolder import META, write_text
 from harness.lab.figures import Drawn
-from harness.lab.figures.layout import varied
+from harness.lab.figures.layout import value_count, varied
 from harness.lab.results import summary_config
 from harness.lab.summary import METRICS, summary_by_config
 from harness.lab.theory_table import THEORY
@@ -100,9 +100,7 @@ def write_report(
     by_config = by_config_html(summary, swept)
     parts = [
         *heading(root, summary, str(fixed.get("name", root.name)), source, where, command, question),
-        *settings(
-            root, summary, {c: known[c].nunique(dropna=False) for c in swept}, fixed, run_commits(source, summary)
-        ),
+        *settings(root, summary, {c: value_count(known, c) for c in swept}, fixed, run_commits(source, summary)),
         *attention(summary, swept),
         "<h2>Summary</h2>",
         *by_config,
@@ -131,9 +129,14 @@ def held_fixed(summary: pd.DataFrame, config: list[str]) -> dict[str, str]:
             continue
         if key.startswith("train.") and key != "train.steps" and not trained:
             continue
-        value = str(summary[key].dropna().iloc[0])
-        if key in only:
-            takers = [cell for cell in only[key] if cell in cells]
+        first = summary[key].dropna().iloc[0]
+        value = str(first).lower() if isinstance(first, (bool, np.bool_)) else str(first)  # as typed: true
+        if key in only or key.startswith("cell.kwargs."):  # a user cell's argument: the cells that have it
+            takers = (
+                [cell for cell in only[key] if cell in cells]
+                if key in only
+                else sorted(set(summary.cell[summary[key].notna()]))
+            )
             if not takers:
                 continue
             value += f" ({', '.join(takers)})" if cells - set(takers) else ""

@@ -92,8 +92,14 @@ def unnamed(frame: pd.DataFrame, shown: list[str]) -> str:
     if not hidden:
         return ""
     return "; drawn alike: runs that differ only in " + " or ".join(
-        f"{a} ({frame[a].nunique(dropna=False)} values)" for a in hidden
+        f"{a} ({value_count(frame, a)} values)" for a in hidden
     )
+
+
+def value_count(frame: pd.DataFrame, axis: str) -> int:
+    """How many values a swept axis takes: a missing value counts (a damaged run's unknown seed), except
+    for a cell's own key, empty for the cells that do not take it."""
+    return frame[axis].nunique(dropna=axis.startswith("cell."))
 
 
 def colour_axis(frame: pd.DataFrame) -> str | None:
