@@ -802,3 +802,52 @@ def test_an_interrupt_once_every_run_is_finished_names_collect(tmp_path):
         f"interrupted: all 2 runs are finished in {tmp_path}, its tables not written; "
         f"python -m harness.collect {tmp_path} writes them"
     )
+
+
+# A sweep whose interrupt is handled just after the wait for its run child returned (a Ctrl-C that the
+# kernel gave to another thread of the sweep is handled there), the child already collected.
+STOP_AFTER_WAIT = """
+import os, sys
+wait = os.waitpid
+def wait_then_stop(pid, options):
+    result = wait(pid, options)
+    if options == 0:
+        raise KeyboardInterrupt
+    return result
+os.waitpid = wait_then_stop
+sys.argv = ["harness", *sys.argv[1:]]
+from harness.__main__ import main
+main()
+"""
+
+
+def test_an_interrupt_handled_after_the_run_child_was_collected_is_one_line(tmp_path):
+    """The clean-up waited on the collected child again: ChildProcessError, a traceback and exit 1."""
+    sweep = tmp_path / "sweep"
+    args = ["-m", "scale=0.5,1", *SMALL, f"hydra.sweep.dir={sweep}"]
+    result = subprocess.run(
+        [sys.executable, "-c", STOP_AFTER_WAIT, *args],
+        cwd=ROOT,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    said = [line for line in result.stderr.splitlines() if not line.startswith("sweep:")]
+    assert result.returncode == 130 and said == [
+        f"interrupted: all 2 runs are finished in {sweep}, its tables not written; "
+        f"python -m harness.collect {sweep} writes them"
+    ], result.stderr
+
+
+def test_a_sweep_folder_holding_the_submitit_launchers_logs_is_the_harness_s(tmp_path):
+    """hydra/launcher=submitit_local writes .submitit/ into the sweep's folder: the same command, run
+    again to resume the sweep, was refused ('holds .submitit, which the harness did not write')."""
+    sweep = tmp_path / "sweep"
+    claim(sweep)
+    (sweep / ".submitit" / "4096_0").mkdir(parents=True)
+    (sweep / ".submitit" / "4096_0" / "4096_0_log.out").write_text("log")
+    check_target("hydra.sweep.dir", sweep, cwd=tmp_path)
+    (sweep / "mine.txt").write_text("x")
+    with pytest.raises(ConfigError, match="holds mine.txt"):
+        check_target("hydra.sweep.dir", sweep, cwd=tmp_path)

@@ -50,9 +50,10 @@ NAMES = frozenset(
         ".lock",
         ".chunks",
         ".hydra",
+        ".submitit",  # the submitit launchers' job logs (their submitit_folder's default, in the sweep's folder)
     }
 )
-WHOLLY_OURS = frozenset({"figures", ".hydra", ".chunks"})  # folders whose every file the harness writes
+WHOLLY_OURS = frozenset({"figures", ".hydra", ".chunks", ".submitit"})  # folders whose every file the harness writes
 
 
 RUN_MARKS = ("DONE", "meta.json", ".hydra")  # a run folder holds one of these

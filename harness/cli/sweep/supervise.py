@@ -115,17 +115,22 @@ def run_jobs(jobs: list[Job], sweep_dir: Path, torch_threads: int | None = None,
             # Stops held while forking (harness.lab.pool.stops_held): one landing in the child before
             # its own handlers were set would run the parent's clean-up there, and one landing in the
             # parent before pid was kept would leave the child writing while the parent cleans up.
-            with FORK_LOCK, warnings.catch_warnings(), stops_held():  # the progress thread writes nothing
-                warnings.simplefilter("ignore", DeprecationWarning)  # Python 3.12's "multi-threaded fork"
-                pid = os.fork()
-                if pid == 0:  # the child (stops still blocked): never leaves this block
+            with stops_held():
+                with FORK_LOCK, warnings.catch_warnings():  # the progress thread writes nothing meanwhile
+                    warnings.simplefilter("ignore", DeprecationWarning)  # Python 3.12's "multi-threaded fork"
+                    pid = os.fork()
+                if pid == 0:  # the child, stops still blocked (its own handlers set first): never leaves
                     _child(supervisor, pending, sweep_dir, torch_threads)
             _, status = os.waitpid(pid, 0)
         except BaseException:  # interrupted: stop the child too, then pass it on
             if pid:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGTERM)
-                os.waitpid(pid, 0)
+                # The interrupt may follow a wait that has collected the child already (a Ctrl-C taken by
+                # another thread is handled once the wait returns): then there is none to stop or wait on.
+                with contextlib.suppress(ChildProcessError):
+                    if os.waitpid(pid, os.WNOHANG) == (0, 0):  # still running
+                        with contextlib.suppress(ProcessLookupError):
+                            os.kill(pid, signal.SIGTERM)
+                        os.waitpid(pid, 0)
             raise
         pending = [job for job in pending if not (sweep_dir / job.subdir / DONE).is_file()]
         if not pending:
