@@ -732,12 +732,13 @@ def test_a_ctrl_c_while_a_command_starts_is_one_line():
     for entry in ("harness.__main__", "harness.plot", "harness.collect"):
         code = f"import sys, {entry}; print(sorted({{'torch', 'pandas', 'hydra'}} & set(sys.modules)))"
         assert subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True).stdout == "[]\n"
-    code = (
-        "import signal, time; from harness.cli.exits import quiet_start; quiet_start(); "
-        "signal.raise_signal(signal.SIGINT); time.sleep(5)"
-    )
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=cli_env(), capture_output=True, text=True)
-    assert (result.returncode, result.stderr) == (130, "interrupted while starting: nothing was run or written\n")
+    for name in ("SIGINT", "SIGTERM"):
+        code = (
+            "import signal, time; from harness.cli.exits import quiet_start; quiet_start(); "
+            f"signal.raise_signal(signal.{name}); time.sleep(5)"
+        )
+        result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=cli_env(), capture_output=True, text=True)
+        assert (result.returncode, result.stderr) == (130, "interrupted while starting: nothing was run or written\n")
 
 
 def test_the_first_stop_counts_and_the_next_are_ignored():

@@ -38,9 +38,10 @@ def stop_on_sigterm() -> None:
 
 
 def quiet_start() -> None:
-    """Until the command takes its stops over (stop_on_sigterm), Ctrl-C ends it with one line and
-    status 130: importing torch, pandas and Hydra takes a second or two, and nothing has run yet."""
-    signal.signal(signal.SIGINT, _stopped_starting)
+    """Until the command takes its stops over (stop_on_sigterm), Ctrl-C or SIGTERM ends it with one
+    line and status 130: importing torch, pandas and Hydra takes a second or two, and nothing has run."""
+    for number in STOPS:
+        signal.signal(number, _stopped_starting)
 
 
 def _stopped_starting(signum: int, frame: Any) -> None:
