@@ -755,32 +755,41 @@ def test_the_first_stop_counts_and_the_next_are_ignored():
 # A sweep whose every fork is followed, in parent and child alike, by a Ctrl-C: the window between
 # os.fork() and the child's own handlers (or the parent's keeping of pid), made certain.
 STOP_AT_FORK = """
-import os, signal, sys
+import os, signal
 fork = os.fork
 def fork_then_stop():
     pid = fork()
     os.kill(os.getpid(), signal.SIGINT)
     return pid
 os.fork = fork_then_stop
+"""
+# After such a patch: the command line itself, in the same process.
+RUN_HARNESS = """
+import sys
 sys.argv = ["harness", *sys.argv[1:]]
 from harness.__main__ import main
 main()
 """
 
 
-def test_a_stop_landing_as_the_run_child_forks_is_one_line_and_leaves_no_file(tmp_path):
-    """It ran the parent's clean-up in the child too (the line printed twice), or left the child
-    writing while the parent cleaned up (a temporary file left by a SIGINT)."""
-    sweep = tmp_path / "sweep"
-    args = ["-m", "scale=0.5,1,2", *SMALL, f"hydra.sweep.dir={sweep}"]
-    result = subprocess.run(
-        [sys.executable, "-c", STOP_AT_FORK, *args],
+def sweep_patched(patch: str, sweep: Path, scales: str) -> subprocess.CompletedProcess:
+    """`python -m harness -m scale=<scales>` of SMALL runs into sweep, with `patch` run before it."""
+    args = ["-m", f"scale={scales}", *SMALL, f"hydra.sweep.dir={sweep}"]
+    return subprocess.run(
+        [sys.executable, "-c", patch + RUN_HARNESS, *args],
         cwd=ROOT,
         env=cli_env(),
         capture_output=True,
         text=True,
         timeout=120,
     )
+
+
+def test_a_stop_landing_as_the_run_child_forks_is_one_line_and_leaves_no_file(tmp_path):
+    """It ran the parent's clean-up in the child too (the line printed twice), or left the child
+    writing while the parent cleaned up (a temporary file left by a SIGINT)."""
+    sweep = tmp_path / "sweep"
+    result = sweep_patched(STOP_AT_FORK, sweep, "0.5,1,2")
     lines = [line for line in result.stderr.splitlines() if line.startswith("interrupted")]
     assert result.returncode == 130 and lines == [
         f"interrupted: 0 of 3 runs are finished in {sweep} (0 files of 3 unfinished runs removed, nothing else); "
@@ -808,7 +817,7 @@ def test_an_interrupt_once_every_run_is_finished_names_collect(tmp_path):
 # A sweep whose interrupt is handled just after the wait for its run child returned (a Ctrl-C that the
 # kernel gave to another thread of the sweep is handled there), the child already collected.
 STOP_AFTER_WAIT = """
-import os, sys
+import os
 wait = os.waitpid
 def wait_then_stop(pid, options):
     result = wait(pid, options)
@@ -816,24 +825,13 @@ def wait_then_stop(pid, options):
         raise KeyboardInterrupt
     return result
 os.waitpid = wait_then_stop
-sys.argv = ["harness", *sys.argv[1:]]
-from harness.__main__ import main
-main()
 """
 
 
 def test_an_interrupt_handled_after_the_run_child_was_collected_is_one_line(tmp_path):
     """The clean-up waited on the collected child again: ChildProcessError, a traceback and exit 1."""
     sweep = tmp_path / "sweep"
-    args = ["-m", "scale=0.5,1", *SMALL, f"hydra.sweep.dir={sweep}"]
-    result = subprocess.run(
-        [sys.executable, "-c", STOP_AFTER_WAIT, *args],
-        cwd=ROOT,
-        env=cli_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = sweep_patched(STOP_AFTER_WAIT, sweep, "0.5,1")
     said = [line for line in result.stderr.splitlines() if not line.startswith("sweep:")]
     assert result.returncode == 130 and said == [
         f"interrupted: all 2 runs are finished in {sweep}, its tables not written; "
