@@ -354,6 +354,26 @@ def test_user_cell_equals_unrolled_loop(kind, loss_name, recorder, used):
         assert torch.isneginf(profile.log_norms[-1, :, 1]).all()  # c_T: the loss reads h_T only
 
 
+class ZeroStateCell(TanhCell):
+    """A user cell that makes its own h_0 as most code does: float32 zeros, whatever the cell was cast to."""
+
+    def initial_state(self, batch_size):
+        return torch.zeros(batch_size, self.hidden_size)
+
+
+def test_a_float32_user_cells_own_zero_state_is_recorded_in_float64():
+    """A loss reading every step records a float64 copy of the cell (autograd): the cell's float32 h_0 is
+    cast with it (it ended in a dtype mismatch from inside the cell), equal to the float64 reference."""
+    torch.manual_seed(0)
+    cell = ZeroStateCell(INPUT, HIDDEN)
+    x = seeded_inputs(dtype=torch.float32)
+    given, reference_loss = loss_for("sequence", False)
+    profile = harness.record(cell, x, loss=given)
+    assert profile.columns["recorder"] == "autograd"
+    expected = reference_cell(copy.deepcopy(cell).double(), x.double(), reference_loss, two_states=False)
+    assert_log10_close(profile.log_norms, expected, what="float32 cell with its own zero state")
+
+
 # ---------------------------------------------------------------------------------------------------
 # 6. refusals: one line each, all HarnessError
 # ---------------------------------------------------------------------------------------------------

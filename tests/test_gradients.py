@@ -139,6 +139,18 @@ def test_flush_denormals_is_scoped():
     assert torch.tensor([denormal]).item() != 0.0
 
 
+def test_flush_denormals_leaves_the_callers_own_setting_on():
+    """A caller who flushes denormals keeps flushing after a recording (it was switched off)."""
+    denormal = 1e-41
+    torch.set_flush_denormal(True)
+    try:
+        with flush_denormals():
+            pass
+        assert (torch.tensor([denormal]) * 1.0).item() == 0.0
+    finally:
+        torch.set_flush_denormal(False)
+
+
 FLUSH_PROBE = """
 import sys, torch
 from harness.core.recorders import flush_denormals, flush_denormals_everywhere

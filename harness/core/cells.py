@@ -46,11 +46,13 @@ def as_tuple(state: Tensor | Sequence[Tensor]) -> tuple[Tensor, ...]:
 
 
 def cell_initial_state(cell: nn.Module, batch_size: int) -> tuple[Tensor, ...]:
-    """A user cell's h_0: its own initial_state(batch_size) if it has one, else zeros."""
-    if hasattr(cell, "initial_state"):
-        return as_tuple(cell.initial_state(batch_size))
+    """A user cell's h_0: its own initial_state(batch_size) if it has one, else zeros; in the dtype and on
+    the device of the cell's parameters (a cell's `torch.zeros(batch_size, n)` is float32 on the CPU
+    whatever the cell was cast to, e.g. the float64 copy the autograd recorder runs)."""
     p = next(cell.parameters(), None)
     like = {"dtype": p.dtype, "device": p.device} if p is not None else {}
+    if hasattr(cell, "initial_state"):
+        return tuple(s.to(**like) if s.is_floating_point() else s for s in as_tuple(cell.initial_state(batch_size)))
     if not isinstance(getattr(cell, "hidden_size", None), int):
         raise ModelError(
             f"{type(cell).__name__}: a user cell needs an int attribute hidden_size, or a method "

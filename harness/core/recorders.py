@@ -67,13 +67,21 @@ def flush_denormals_everywhere() -> None:
 
 @contextlib.contextmanager
 def flush_denormals() -> Iterator[None]:
-    """Treat denormal floats as zero on the CPU for the duration (torch's default is off)."""
+    """Treat denormal floats as zero on the CPU for the duration (torch's default is off), then leave
+    the setting as it was: the caller's own set_flush_denormal(True) stays on."""
+    before = _flushing_everywhere or denormals_flushed()
     torch.set_flush_denormal(True)
     try:
         yield
     finally:
-        if not _flushing_everywhere:
+        if not before:
             torch.set_flush_denormal(False)
+
+
+def denormals_flushed() -> bool:
+    """Whether this thread treats denormal floats as zero (torch has no getter: a denormal multiplied
+    by one is zero only then)."""
+    return bool((torch.tensor([1e-39], dtype=torch.float32) * 1.0).item() == 0.0)
 
 
 def block_norms(grad: Tensor, block_sizes: Sequence[int], dtype: torch.dtype | None = None) -> Tensor:
