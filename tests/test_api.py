@@ -410,7 +410,10 @@ def test_record_refuses_in_one_line(case):
     assert isinstance(error.value, harness.ModelError)
 
 
-@pytest.mark.parametrize("kwargs", [{"recorder": "fast"}, {"sources": 0}, {"sources": T + 1}])
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"recorder": "fast"}, {"sources": 0}, {"sources": T + 1}, {"seed": "a"}, {"seed": 1.5}, {"seed": 2**70}],
+)
 def test_record_refuses_bad_settings(kwargs):
     with pytest.raises(harness.ConfigError) as error:
         harness.record(seeded_module(nn.GRU), seeded_inputs(), **kwargs)

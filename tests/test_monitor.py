@@ -76,11 +76,61 @@ def test_the_monitor_records_the_first_batch_cut_to_sequences():
 
 @pytest.mark.parametrize(
     "kwargs, expected",
-    [({"every": 0}, "every=0: expected an integer >= 1"), ({"sequences": 1.5}, "sequences=1.5: expected an integer")],
+    [
+        ({"every": 0}, "every=0: expected an integer >= 1"),
+        ({"sequences": 1.5}, "sequences=1.5: expected an integer"),
+        # refused when the monitor is made, not at its first recording mid-training
+        ({"seed": "a"}, "seed=a: expected an integer >= 0"),
+        ({"recorder": "fast"}, "recorder='fast': expected one of exact, autograd, auto"),
+        ({"horizon_decades": 0}, "horizon_decades=0: expected a positive number"),
+        ({"loggers": "Logger"}, r"loggers=Logger: expected a list of loggers, e.g. loggers=\[logger\]"),
+        ({"loggers": ["Logger", object()]}, "loggers: object has no log"),
+    ],
 )
 def test_bad_monitor_settings_are_one_line(kwargs, expected):
-    with pytest.raises(HarnessError, match=expected):
+    kwargs = {k: Logger() if v == "Logger" else [Logger(), v[1]] if k == "loggers" else v for k, v in kwargs.items()}
+    with pytest.raises(HarnessError, match=expected) as error:
         harness.Monitor(nn.LSTM(3, 4), **kwargs)
+    assert "\n" not in str(error.value)
+
+
+class Logger:
+    """A logger that keeps what it is given."""
+
+    def __init__(self):
+        self.logged = []
+
+    def log(self, snapshot):
+        self.logged.append(snapshot)
+
+    def close(self):
+        pass
+
+
+class Classifier(nn.Module):
+    """A sequence classifier in torch's (seq_len, batch, features) layout: class logits from the last step."""
+
+    def __init__(self):
+        super().__init__()
+        self.rnn, self.out = nn.GRU(3, 8), nn.Linear(8, 4)
+
+    def forward(self, x):
+        return self.out(self.rnn(x)[0][-1])
+
+
+def test_a_classifiers_targets_are_cut_along_their_own_batch_dimension():
+    """(seq_len, batch, features) inputs and (batch,) targets: the inputs are cut along dimension 1, the
+    targets along 0, and the recording is harness.record's on that cut batch (it raised IndexError)."""
+    torch.manual_seed(0)
+    model, x, y = Classifier(), torch.randn(20, 16, 3), torch.randint(4, (16,))
+    monitor = harness.Monitor(model, every=1, sequences=5, loss=F.cross_entropy)
+    assert monitor.frame().empty  # nothing recorded yet: an empty table
+    snapshot = monitor.step(0, (x, y))
+    assert torch.equal(monitor.batch[0], x[:, :5]) and torch.equal(monitor.batch[1], y[:5])
+    alone = harness.record(model, x[:, :5], loss=F.cross_entropy, targets=y[:5])
+    assert torch.equal(snapshot.profile.log_norms, alone.log_norms)
+    with pytest.raises(HarnessError, match=r"batch_dim=1: the targets' shape \(7,\) has no dimension"):
+        harness.Monitor(model, (x, torch.randint(4, (7,))), loss=F.cross_entropy)
 
 
 def test_step_without_any_batch_is_one_line():

@@ -32,10 +32,15 @@ def one_of(options: Collection[str] | Callable[[], Collection[str]]) -> Validato
     return check
 
 
+INT64_MAX = 2**63 - 1  # the tables hold whole numbers as 64-bit integers (and torch's seeds are 64-bit)
+
+
 def integer(minimum: int) -> Validator:
     def check(key: str, value: Any) -> int:
         if not (_is_number(value) and isinstance(value, int) and value >= minimum):
             raise ConfigError(f"{key}={value}: expected an integer >= {minimum}")
+        if value > INT64_MAX:
+            raise ConfigError(f"{key}={value}: expected an integer from {minimum} to 2**63 - 1 = {INT64_MAX}")
         return value
 
     return check

@@ -49,6 +49,7 @@ from harness.core.errors import ConfigError, ModelError
 from harness.core.memory import segment_length
 from harness.core.recorders import RECORDERS, flush_denormals, leave_out_overflow, record_log_norms
 from harness.core.segments import record_profile
+from harness.core.spec import VALIDATORS
 from harness.lab.module import Substitution, check_module, find_recurrent, is_recurrent
 from harness.lab.profile import GradientProfile
 
@@ -143,6 +144,7 @@ def record(
     the available memory holds); the numbers do not depend on it. The sources view runs in memory.
     """
     check_settings(recorder, sources, adjoint, segment, memory_fraction, loss, targets)
+    VALIDATORS["seed"]("seed", seed)  # as the command line's: an integer torch can seed with
     check_values("inputs", inputs)
     check_values("targets", targets)
     net, cell, reader, x, recurrent = unrolled(model, inputs, module, loss is not None)
@@ -273,6 +275,12 @@ def _shape_columns(net: StackedNet, x: Tensor) -> dict[str, int | str | None]:
     }
 
 
+def check_recorder(recorder: Any) -> None:
+    """ConfigError unless recorder is one record() takes."""
+    if recorder not in (*RECORDERS, "auto"):
+        raise ConfigError(f"recorder={recorder!r}: expected one of {', '.join(RECORDERS)}, auto")
+
+
 def check_settings(
     recorder: str,
     sources: Any,
@@ -283,8 +291,7 @@ def check_settings(
     targets: Tensor | None,
 ) -> None:
     """ConfigError, in one line naming the argument, for a setting record() does not take."""
-    if recorder not in (*RECORDERS, "auto"):
-        raise ConfigError(f"recorder={recorder!r}: expected one of exact, autograd, auto")
+    check_recorder(recorder)
     if adjoint not in ADJOINTS:
         raise ConfigError(f"adjoint={adjoint!r}: expected one of {', '.join(ADJOINTS)}")
     if sources is not None and (isinstance(sources, bool) or not isinstance(sources, int)):

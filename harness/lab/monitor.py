@@ -86,9 +86,11 @@ class Monitor:
         for key, value in (("every", every), ("sequences", sequences)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{key}={value!r}: expected an integer >= 1")
+        check_recording(recorder, seed, horizon_decades)
+        loggers = check_loggers(loggers)
         self.model, self.module, self.loss, self.sources = model, module, loss, sources
         self.every, self.sequences, self.batch_dim = every, sequences, batch_dim
-        self.loggers, self.recorder, self.seed = list(loggers), recorder, seed
+        self.loggers, self.recorder, self.seed = loggers, recorder, seed
         self.horizon_decades, self.name = horizon_decades, name
         self.batch: tuple[Tensor, ...] | None = None
         self.snapshots: list[Snapshot] = []
@@ -134,6 +136,8 @@ class Monitor:
         """Every snapshot's profile table, `step` the training step."""
         import pandas as pd
 
+        if not self.snapshots:  # nothing recorded yet: an empty table, not an error from pandas
+            return pd.DataFrame()
         return pd.concat([snapshot.frame() for snapshot in self.snapshots], ignore_index=True)
 
     def close(self) -> None:
@@ -147,7 +151,52 @@ class Monitor:
         if not tensors or not all(isinstance(t, Tensor) for t in tensors):
             raise ConfigError(f"batch: expected a tensor or a sequence of tensors, got {type(batch).__name__}")
         dim = self.batch_dim if self.batch_dim is not None else _batch_dim(self.model, self.module)
-        return tuple(t.narrow(dim, 0, min(self.sequences, t.shape[dim])).detach().clone() for t in tensors[:2])
+        inputs, *targets = tensors[:2]
+        if inputs.dim() <= dim:
+            raise ConfigError(f"batch_dim={dim}: the inputs' shape {tuple(inputs.shape)} has no dimension {dim}")
+        size = inputs.shape[dim]
+        dims = [dim]
+        for t in targets:  # (seq_len, batch) targets share the inputs' layout; a classifier's (batch,) do not
+            if t.dim() > dim and t.shape[dim] == size:
+                dims.append(dim)
+            elif t.dim() > 0 and t.shape[0] == size:
+                dims.append(0)
+            else:
+                raise ConfigError(
+                    f"batch_dim={dim}: the targets' shape {tuple(t.shape)} has no dimension of the inputs' batch "
+                    f"size {size} (inputs {tuple(inputs.shape)}); expected targets batched along dimension {dim} or 0"
+                )
+        n = min(self.sequences, size)
+        return tuple(t.narrow(d, 0, n).detach().clone() for t, d in zip((inputs, *targets), dims))
+
+
+def check_recording(recorder: str, seed: Any, horizon_decades: Any) -> None:
+    """ConfigError, in one line naming the argument, for a recording setting harness.record would refuse
+    at the first recording, mid-training (recorder, seed) or the fits after it (horizon_decades)."""
+    from harness.core.spec import VALIDATORS
+    from harness.lab.api import check_recorder
+    from harness.lab.profile import check_horizon_decades
+
+    check_recorder(recorder)
+    VALIDATORS["seed"]("seed", seed)
+    check_horizon_decades(horizon_decades)
+
+
+def check_loggers(loggers: Any) -> list[Logger]:
+    """The loggers as a list; ConfigError where it is one logger alone or holds something that cannot log."""
+    if hasattr(loggers, "log"):
+        raise ConfigError(f"loggers={type(loggers).__name__}: expected a list of loggers, e.g. loggers=[logger]")
+    try:
+        loggers = list(loggers)
+    except TypeError:
+        raise ConfigError(f"loggers={type(loggers).__name__}: expected a list of loggers") from None
+    for logger in loggers:
+        if not (callable(getattr(logger, "log", None)) and callable(getattr(logger, "close", None))):
+            raise ConfigError(
+                f"loggers: {type(logger).__name__} has no log(snapshot) and close(); expected harness.loggers' "
+                "TensorBoard, WandB, Parquet or an object with both"
+            )
+    return loggers
 
 
 def _batch_dim(model: nn.Module, module: nn.Module | None) -> int:

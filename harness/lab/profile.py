@@ -106,8 +106,7 @@ class GradientProfile:
         """Rate (nats per step back), gain_per_step, half_life, regime, the fit window and the gradient
         horizon (the first lag horizon_decades below lag 0; censored at seq_len) of one block's
         profile (harness.core.analysis.fit_profile), default the top layer's h."""
-        if not (isinstance(horizon_decades, (int, float)) and horizon_decades > 0):  # nan fails too
-            raise ConfigError(f"horizon_decades={horizon_decades!r}: expected a positive number of decades")
+        check_horizon_decades(horizon_decades)
         # the table's log10_norm (a nearest-rank batch median) without building the table
         log10 = (self.log_norms[:, :, self._block_index(layer, state)] / math.log(10)).cpu().numpy()
         with warnings.catch_warnings():  # an all-nan step (a lag no source reaches) gives nan: right
@@ -195,3 +194,10 @@ class GradientProfile:
         )
         write_done(folder)
         return folder
+
+
+def check_horizon_decades(horizon_decades: Any) -> None:
+    """ConfigError unless horizon_decades is a positive number (of decades below lag 0)."""
+    number = isinstance(horizon_decades, (int, float)) and not isinstance(horizon_decades, bool)
+    if not (number and horizon_decades > 0):  # nan fails too
+        raise ConfigError(f"horizon_decades={horizon_decades!r}: expected a positive number of decades")
