@@ -50,6 +50,7 @@ from harness.core.memory import segment_length
 from harness.core.recorders import RECORDERS, flush_denormals, leave_out_overflow, record_log_norms
 from harness.core.segments import record_profile
 from harness.core.spec import VALIDATORS
+from harness.core.tasks import time_chunks
 from harness.lab.module import Substitution, check_module, find_recurrent, is_recurrent
 from harness.lab.profile import GradientProfile
 
@@ -394,10 +395,19 @@ def loss_reach(
 ) -> tuple[bool, bool]:
     """Whether the loss reads outputs before the last step, and whether the forward pass stayed
     finite; asked on the outputs alone (a forward without a graph, then one gradient). `check` sees
-    the loss value first (a Substitution's check that the loss reads nothing it does not follow)."""
+    the loss value first (a Substitution's check that the loss reads nothing it does not follow).
+    The forward keeps the outputs alone, its input drives computed CHUNK steps at a time as the
+    recording computes them: not every layer's states and every step's drive (O(T) of them, whatever
+    segment the recording then takes)."""
     with torch.no_grad():
-        states = net(x, net.initial_state(x.shape[1]).detach())
-        stack = torch.stack([net.top_hidden(s) for s in states[1:]])
+        state = net.initial_state(x.shape[1]).detach()
+        stack = torch.empty(x.shape[0], x.shape[1], net.output_size, dtype=state.dtype, device=state.device)
+        t = 0
+        for chunk in time_chunks(x):
+            for drive in net.input_drive(chunk):
+                state = net.step(state, drive)
+                stack[t] = net.top_hidden(state)
+                t += 1
     stack.requires_grad_()
     with torch.enable_grad():
         value = loss(stack)
@@ -409,7 +419,7 @@ def loss_reach(
     (reach,) = torch.autograd.grad(value, stack, allow_unused=True)
     if reach is None:
         raise ModelError("loss: its value does not depend on the model's outputs (detached?); expected a loss on them")
-    return bool(reach[:-1].ne(0).any()), bool(torch.isfinite(states[-1]).all())
+    return bool(reach[:-1].ne(0).any()), bool(torch.isfinite(state).all())
 
 
 def adjoint_view(
