@@ -340,3 +340,72 @@ def test_solved_is_true_or_false_or_none_whatever_rows_are_damaged(sweep, tmp_pa
         assert str(pd.read_parquet(sweep / "summary.parquet").solved.dtype) == "boolean"
         assert plot_main([str(sweep), "--where", "solved=false", "--out", str(tmp_path / str(damage))]) == 2
         assert capsys.readouterr().err.startswith("error: --where solved=false: no runs left to plot")
+
+
+@pytest.mark.parametrize(
+    "damage, reason",
+    [
+        ("text", "profile.parquet: its log10_norm column holds large_string"),
+        ("no t", "profile.parquet has no t column"),
+        ("no median", "profile.parquet has no log10_norm column"),
+        ("no rows", "profile.parquet has no rows"),
+    ],
+)
+def test_a_profile_that_reads_but_is_not_what_a_run_writes_is_a_damaged_row(sweep, capsys, damage, reason):
+    """A profile of another shape ended collect and plot in a traceback (pyarrow could not join it to
+    the others), or, empty or without its median, left the run ok with no rate and no word of why."""
+    path = sweep / "1" / "profile.parquet"
+    profile = pd.read_parquet(path)
+    edited = {
+        "text": lambda p: p.assign(log10_norm=p.log10_norm.astype(str)),
+        "no t": lambda p: p.drop(columns=["t", "lag"]),
+        "no median": lambda p: p.drop(columns=["log10_norm"]),
+        "no rows": lambda p: p.iloc[:0],
+    }[damage](profile)
+    edited.to_parquet(path)
+    summary = collect(sweep)[1]
+    assert summary.status.tolist() == ["ok", "damaged"] and reason in summary.error[1]
+    assert collect_main([str(sweep)]) == 1 and plot_main([str(sweep)]) == 0
+    assert "Traceback" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("edit", [lambda meta: [1, 2], lambda meta: {**meta, "git_commit": [1]}])
+def test_a_meta_json_of_another_shape_never_ends_the_report_in_a_traceback(sweep, capsys, edit):
+    """The report reads each run's git commit from meta.json: a list there, or a commit that is no
+    string, ended collect and plot in AttributeError or TypeError."""
+    path = sweep / "1" / "meta.json"
+    path.write_text(json.dumps(edit(json.loads(path.read_text()))))
+    assert collect_main([str(sweep)]) in (0, 1) and plot_main([str(sweep)]) == 0
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_a_sweep_whose_every_profile_is_damaged_keeps_no_table_or_figure_of_before(sweep, capsys):
+    """Every profile unreadable: plot ended in AttributeError (a summary without run_id), and collect
+    left the fits, summary_by_config and figures of the runs as they were before, beside a summary of
+    damaged runs. A file of the user's in figures/ stays."""
+    assert collect_main([str(sweep)]) == 0
+    drawn = sweep / "figures"
+    assert (sweep / "fits.parquet").exists() and (sweep / "summary_by_config.parquet").exists()
+    assert any(drawn.glob("*.png"))
+    (drawn / "mine.txt").write_text("mine")
+    for run in "01":
+        (sweep / run / "profile.parquet").write_bytes(b"junk")
+    assert collect_main([str(sweep)]) == 1
+    assert plot_main([str(sweep)]) == 0
+    assert "Traceback" not in capsys.readouterr().err
+    left = {"fits.parquet", "summary_by_config.parquet", "summary_by_config.csv"} & {p.name for p in sweep.iterdir()}
+    assert not left and sorted(p.name for p in drawn.iterdir()) == ["mine.txt"]
+
+
+def test_fewer_runs_plotted_into_the_same_out_leave_no_page_or_table_of_the_others(sweep, tmp_path):
+    """--out drawn again with a narrower --where: the pages of figures the kept runs no longer give
+    (and SVG copies of pages since redrawn as PNG alone) stayed beside the new ones."""
+    out = tmp_path / "out"
+    assert plot_main([str(sweep), "--where", "scale=0.5,1.0", "--out", str(out), "--svg"]) == 0
+    before = {p.name for p in (out / "figures").iterdir()}
+    assert {"heatmap.png", "heatmap.svg", "profiles.svg"} <= before  # scale varies: a heatmap
+    (out / "figures" / "mine.txt").write_text("mine")
+    assert plot_main([str(sweep), "--where", "scale=0.5", "--out", str(out)]) == 0
+    # one run: its profiles alone (heatmap and phase need scale to vary), and the user's file
+    assert sorted(p.name for p in (out / "figures").iterdir()) == ["mine.txt", "profiles.png"]
+    assert pd.read_parquet(out / "summary_by_config.parquet").scale.tolist() == [0.5]

@@ -29,7 +29,7 @@ from harness.lab.results import (
     readable,
     write_summary,
 )
-from harness.lab.tables import write_parquet
+from harness.lab.tables import write_or_remove, write_parquet
 from harness.lab.theory_curves import FILE as MEAN_FIELD
 
 ATTENTION = ["failed", "incomplete", "damaged", "skipped", "not_run"]  # listed after the summary line; exit 1
@@ -203,7 +203,10 @@ def plot(
     sources = pd.Series([str(folder) for folder, rows in zip(folders, summaries) for _ in range(len(rows))])
     summary = summary[~summary.run_id.duplicated() | summary.run_id.isna()]  # damaged folders have no id
     profile = concatenated(profiles)
-    profile = profile[profile.run_id.isin(summary.run_id)].drop_duplicates(["run_id", "step", "layer", "state", "t"])
+    if profile.empty:  # no run's profile could be read: a table without columns
+        profile = pd.DataFrame(columns=["run_id"])
+    profile = profile[profile.run_id.isin(summary.run_id)]
+    profile = profile.drop_duplicates([c for c in ("run_id", "step", "layer", "state", "t") if c in profile])
     kept, unknown = pd.Series(True, index=summary.index), pd.Series(False, index=summary.index)
     for key, values in parse_where(where, summary):
         kept &= keep(summary, key, values)
@@ -220,16 +223,15 @@ def plot(
         write_summary(summary, out)
         for name in FOLDER_TABLES.values():  # the tables figures read from the folder: the kept runs' rows
             tables = [table for folder in folders for table in [read_table(folder / name)] if table is not None]
-            if tables:
-                table = pd.concat(tables, ignore_index=True)
-                # a table of the sweep's lines (mean_field.parquet) is kept whole, each line's curve once
-                table = table[table.run_id.isin(summary.run_id)] if "run_id" in table else table.drop_duplicates()
-                write_parquet(table, out / name)
+            table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+            # a table of the sweep's lines (mean_field.parquet) is kept whole, each line's curve once
+            table = table[table.run_id.isin(summary.run_id)] if "run_id" in table else table.drop_duplicates()
+            write_or_remove(table, out / name)  # none: an earlier plot's into out is removed
     losses = pd.concat(losses, ignore_index=True)
     if not losses.empty:
         losses = losses[losses.run_id.isin(summary.run_id)].drop_duplicates(["run_id", "step"])
-        if elsewhere:  # plotted again from out, which has no run folders to read them from
-            write_parquet(losses, out / LOSSES)
+    if elsewhere:  # plotted again from out, which has no run folders to read them from
+        write_or_remove(losses, out / LOSSES)
     # The sources' stored fits, of the runs and steps kept as the profile's are (make_figures fits the
     # runs again where they are not the profile's, or a source has none).
     stored = [read_fits(folder) for folder in folders]
@@ -239,6 +241,8 @@ def plot(
         fits = fits[fits.run_id.isin(summary.run_id)].drop_duplicates(KEYS)
         if elsewhere:  # out is a sweep folder of its own: its fits beside its profile, as collect writes them
             write_parquet(fits, out / FITS)
+    elif elsewhere:  # a source without fits: none in out either (make_figures fits the runs itself)
+        write_or_remove(pd.DataFrame(), out / FITS)
     figures = make_figures(out, profile, summary, losses, fits, vector=vector)
     source = folders[0] if len(folders) == 1 else None  # several sweeps: no one command made them
     report = write_report(out, summary, figures, source=source, where=where, command=command, question=question)

@@ -56,10 +56,13 @@ def run_commits(source: Path | None, summary: pd.DataFrame) -> list[str]:
     commits = set()
     for run_dir in summary.run_dir.dropna() if source else ():
         try:
-            commits.add(json.loads((source / run_dir / META).read_text()).get("git_commit"))
+            meta = json.loads((source / run_dir / META).read_text())
         except (OSError, ValueError):
             continue
-    return sorted(c for c in commits if c)
+        commit = meta.get("git_commit") if isinstance(meta, dict) else None
+        if isinstance(commit, str) and commit:  # a damaged meta.json's is no commit (its row says so)
+            commits.add(commit)
+    return sorted(commits)
 
 
 def table_html(frame: pd.DataFrame) -> str:

@@ -50,7 +50,7 @@ from harness.core.spec import FIELDS, VALIDATORS, config_columns, flat_config, r
 from harness.lab.fits import FITS, fit_runs, headline
 from harness.lab.pool import parts, run_in_processes, workers_for
 from harness.lab.summary import write_summary_by_config
-from harness.lab.tables import write_csv, write_parquet
+from harness.lab.tables import QUANTILES, write_csv, write_or_remove, write_parquet
 from harness.lab.theory_table import THEORY
 
 MANIFEST = "sweep.json"  # harness.cli.sweep's: run_ids (and runs: run_id, subdir, overrides) in grid order
@@ -191,6 +191,9 @@ def _own_columns(profile: Profile, index: int, run: str) -> pa.Table:
     Raises ValueError where it holds rows of other runs than `run` (a sweep's table once written over a
     run's own): they would be filed under this run's settings."""
     parquet = pq.ParquetFile(profile.path)
+    check_profile_schema(parquet.schema_arrow)
+    if parquet.metadata.num_rows == 0:
+        raise ValueError(f"{PROFILE} has no rows")
     names = [n for n in parquet.schema_arrow.names if n == "run_id" or n not in profile.settings]
     table = parquet.read(columns=names, use_pandas_metadata=False).replace_schema_metadata(None)
     ids = pc.unique(table.column("run_id")).to_pylist() if "run_id" in table.column_names else [None]
@@ -198,6 +201,26 @@ def _own_columns(profile: Profile, index: int, run: str) -> pa.Table:
         others = ", ".join(str(i) for i in ids if i != run)
         raise ValueError(f"{PROFILE} holds rows of other runs ({others}), not only this run's {run}")
     return table.append_column(INDEX, pa.array(np.full(table.num_rows, index, dtype=np.int32)))
+
+
+PROFILE_SCHEMA = {  # what every run's profile holds (harness.lab.tables), by column: its kind of values
+    "layer": pa.types.is_integer,
+    "state": lambda kind: pa.types.is_string(kind) or pa.types.is_large_string(kind),
+    "t": pa.types.is_integer,
+    "lag": pa.types.is_integer,
+    "step": pa.types.is_integer,
+    **{name: pa.types.is_floating for name in QUANTILES},
+}
+
+
+def check_profile_schema(schema: pa.Schema) -> None:
+    """Raise ValueError where a profile lacks a column every run's profile holds, or holds it as
+    another kind of value (a table edited or written by other code: it would not join the others)."""
+    for name, is_kind in PROFILE_SCHEMA.items():
+        if name not in schema.names:
+            raise ValueError(f"{PROFILE} has no {name} column")
+        if not is_kind(schema.field(name).type):
+            raise ValueError(f"{PROFILE}: its {name} column holds {schema.field(name).type}, not what a run writes")
 
 
 def read_profiles(rows: list[dict[str, Any]], profiles: list[Profile | None], workers: int = 1) -> pa.Table | None:
@@ -504,9 +527,7 @@ def write_summary(summary: pd.DataFrame, root: Path) -> None:
     write_parquet(summary, root / "summary.parquet")
     write_csv(summary.drop(columns="spectrum", errors="ignore"), root / "summary.csv")
     write_summary_by_config(summary, root)
-    spectrum = spectrum_table(summary)
-    if not spectrum.empty:
-        write_parquet(spectrum, root / "spectrum.parquet")
+    write_or_remove(spectrum_table(summary), root / "spectrum.parquet")
 
 
 def collect_losses(root: Path, summary: pd.DataFrame) -> pd.DataFrame:
@@ -561,6 +582,8 @@ def collect(root: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
         for p in find_links(root)
     ]
     summary = pd.DataFrame(rows + not_run(root, rows) + links)
+    if "run_id" not in summary:  # no run's id could be read (every one damaged): the column is still there
+        summary.insert(0, "run_id", pd.Series([None] * len(summary), dtype=object))
     profile = join_profiles(rows, own, profiles)
     whole_numbers(summary, integers)
     if "diverged_at" in summary:  # nullable: a run whose forward pass stayed finite has none
@@ -578,14 +601,16 @@ def collect(root: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
         for prediction in THEORY:  # measured minus predicted, nats per step
             summary[prediction.gap] = summary.rate - summary.get(prediction.column, float("nan"))
         write_parquet(fits, root / FITS)
+    else:  # no run's profile could be read: no fits, and none of an earlier collect left beside the summary
+        write_or_remove(pd.DataFrame(), root / FITS)
     if runs != [root]:  # a single run folder already holds its own profile (and units, gates)
         write_parquet(profile, root / PROFILE)
         _write_detail_tables(root, runs, rows)
     summary = true_or_false(summary)
     write_summary(summary, root)
     losses = collect_losses(root, summary)
-    if not losses.empty and runs != [root]:
-        write_parquet(losses, root / LOSSES)
+    if runs != [root]:
+        write_or_remove(losses, root / LOSSES)
     return profile, summary, losses
 
 

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from harness.core.spec import VALIDATORS
-from harness.lab.tables import write_csv, write_parquet
+from harness.lab.tables import write_or_remove
 from harness.lab.theory_table import THEORY
 
 LEVEL = 0.95  # the interval's coverage, two-sided
@@ -162,7 +162,6 @@ def summary_by_config(summary: pd.DataFrame) -> pd.DataFrame:
 def write_summary_by_config(summary: pd.DataFrame, root: Path) -> pd.DataFrame:
     """summary_by_config.parquet and .csv in root; returns the table (empty where no run was measured)."""
     table = summary_by_config(summary)
-    if not table.empty:
-        write_parquet(table, Path(root) / f"{FILE}.parquet")
-        write_csv(table, Path(root) / f"{FILE}.csv")
+    for suffix in (".parquet", ".csv"):
+        write_or_remove(table, Path(root) / f"{FILE}{suffix}")
     return table

@@ -136,6 +136,19 @@ def write_parquet(frame: pd.DataFrame, path: Path) -> None:
         write_atomic(path, lambda tmp: as_text_where_mixed(frame).to_parquet(tmp, index=False))
 
 
+def write_or_remove(frame: pd.DataFrame, path: Path) -> None:
+    """frame to path (parquet, or csv by its suffix); where frame is empty, the table an earlier
+    collect or plot wrote there is removed instead, so that a folder never holds a table of runs its
+    other tables no longer have (its callers write only in folders the harness owns)."""
+    if frame.empty:
+        if path.is_file() or path.is_symlink():
+            path.unlink()
+    elif path.suffix == ".csv":
+        write_csv(frame, path)
+    else:
+        write_parquet(frame, path)
+
+
 def as_text_where_mixed(frame: pd.DataFrame) -> pd.DataFrame:
     """frame with each column that holds values of more than one kind (numbers, text, true or false: a
     user cell's argument 2 in one run and "abc" in another) held as text, its gaps kept."""

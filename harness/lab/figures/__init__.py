@@ -40,6 +40,7 @@ To add a figure:
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -141,13 +142,14 @@ def make_figures(
     per core where PARALLEL_FIGURES kinds or more are drawn, else this process alone); the files and
     captions do not depend on it (tested).
     """
-    if profile.empty:
-        return []
     folder = Path(root) / "figures"
     if folder.is_symlink():
         raise ConfigError(
             f"{folder}: a symbolic link; figures are never written through links; expected a real folder or none"
         )
+    if profile.empty:
+        remove_stale(folder, [])
+        return []
     given = {
         "profile": profile,
         "fits": fits_beside(profile, summary, fits),
@@ -164,11 +166,24 @@ def make_figures(
     workers = workers_for(len(jobs), PARALLEL_FIGURES) if workers is None else workers
     before = set(temporaries(folder))
     try:
-        return [drawn for figures in run_in_processes(jobs, workers) for drawn in figures]
+        drawn = [drawn for figures in run_in_processes(jobs, workers) for drawn in figures]
     except BaseException:  # an interrupt kills the workers, midway through a page's write for some
         for stale in set(temporaries(folder)) - before:
             stale.unlink(missing_ok=True)
         raise
+    remove_stale(folder, [page.path for page in drawn], vector)
+    return drawn
+
+
+def remove_stale(folder: Path, written: list[Path], vector: bool = False) -> None:
+    """Remove the pages of figure kinds (FIGURES' names: <kind>.png, <kind>_<page>.png, and their SVG
+    copies) that an earlier drawing left in folder and this one did not write: a figure the runs no
+    longer give, a page fewer, an SVG of a PNG since redrawn. Any other file in folder is left."""
+    kept = {path.name for path in written} | ({path.with_suffix(".svg").name for path in written} if vector else set())
+    page = re.compile(rf"({'|'.join(map(re.escape, FIGURES))})(_\d+)?\.(png|svg)")
+    for path in folder.glob("*.*") if folder.is_dir() else ():
+        if page.fullmatch(path.name) and path.name not in kept and (path.is_file() or path.is_symlink()):
+            path.unlink()
 
 
 def temporaries(folder: Path) -> list[Path]:
