@@ -203,6 +203,10 @@ BAD_INPUT += [  # combinations, sizes and sweeps: refused whole, before anything
     ("task=adding input_size=8", "input_size=8: task=adding has 2 input channels; expected input_size=2"),
     ("-m hidden_size=4,100000", "hidden_size=100000: the run needs about"),
     ("-m seq_len=10,20 hidden_size=4,100000", "2 of 4 runs refused"),
+    # the key set large is named, not the first of its part (seq_len=40 was blamed for the batch)
+    ("-m batch_size=2,2000000000 hidden_size=4 seq_len=40", "batch_size=2000000000: the run needs about"),
+    # refused before 10^8 layers are built for the estimate (that never ended, holding GBs)
+    ("-m num_layers=1,100000000 hidden_size=4", "num_layers=100000000: the run needs more than 204.8 GB for its"),
     ("scale=1,2", "scale=1,2: a sweep; expected -m (--multirun)"),
     ("scale=interval(0,1)", "scale=interval(0,1): a sweep; expected -m"),
     ("-m scale=interval(0,1)", "scale=interval(0,1): an interval has no points to run"),

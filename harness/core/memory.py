@@ -63,6 +63,9 @@ KEPT_STATE_FRACTION = 1.0  # ... and temporaries of the pull back, in (batch, st
 # 32, float32, 3000 steps in one graph).
 GRAPH_NODE_BYTES = 8192  # autograd nodes and hooks per step, whatever the width (~5 KB at hidden 16, batch 4)
 EIGVALS_COPIES = 1.5  # LAPACK geev's working copy and workspace, in H x H float64 matrices (1.3 measured at 3000)
+LAYER_OBJECT_BYTES = 2048  # a layer's module and parameter objects, whatever its width (2-3 KB measured on
+# torch's meta device for rnn and lru layers): a floor on what num_layers costs, checked before building them
+DEFAULTS = RunSpec()  # each key's default, to tell which key of a part was set large (check_fits)
 TRAIN_STATES_PER_STEP = 12.0  # the whole-sequence training forward and backward, (batch, state) per step
 # Which keys to change when a part is too large, the first one named in the message.
 KEYS = {
@@ -258,15 +261,30 @@ def size(n_bytes: float) -> str:
     raise AssertionError
 
 
+def excess(run: RunSpec, key: str) -> float:
+    """How many times its default `key`'s value costs in memory (record_every: the default over it, as
+    fewer steps between recordings cost more); 0 where it has no number."""
+    value, default = run.value(key), DEFAULTS.value(key)
+    if not (isinstance(value, (int, float)) and isinstance(default, (int, float)) and value > 0 and default > 0):
+        return 0.0
+    return default / value if key == "train.record_every" else value / default
+
+
 def check_fits(run: RunSpec, available: int | None = None) -> None:
     """Raise ConfigError if the run's estimate exceeds the memory available, naming the key to change."""
     available = available_memory() if available is None else available
+    layers = run.num_layers * LAYER_OBJECT_BYTES  # before building them for the estimate: 10^8 layers never end
+    if layers > available:
+        raise ConfigError(
+            f"num_layers={run.num_layers}: the run needs more than {size(layers)} for its layers' objects alone "
+            f"but {size(available)} of memory is available; expected a smaller num_layers"
+        )
     parts = estimate(run, available)
     total = sum(parts.values())
     if total <= available:
         return
     largest = max((part for part in parts if part in KEYS), key=parts.get)  # not the process: no key shrinks it
-    key = KEYS[largest][0]
+    key = max(KEYS[largest], key=lambda k: excess(run, k))  # the one set furthest above its default
     detail = ", ".join(f"{name} {size(n)}" for name, n in parts.items() if n >= 0.01 * total)
     raise ConfigError(
         f"{key}={run.value(key)}: the run needs about {size(total)} ({detail}) but "
