@@ -115,8 +115,14 @@ def test_runs_the_manifest_names_without_a_finished_folder_are_listed_as_not_run
     missing = summary[summary.status == "not_run"]
     assert missing.run_id.tolist() == ["0123456789ab", "ba9876543210"] and missing.run_dir.tolist() == ["2", "3"]
     assert missing.error.tolist() == ["scale=2.0 seq_len=6", "scale=3.0"]
+    # their overrides' settings, typed as a run's: the report counts them as swept (scale took 4 values;
+    # it said "Held fixed: scale=1.0" or so when only some runs had finished)
+    assert missing.scale.tolist() == [2.0, 3.0] and missing.seq_len.tolist() == [6, pd.NA]
+    assert str(summary.seq_len.dtype) in ("int64", "Int64")
     assert collect_main([str(sweep)]) == 1
     assert "not_run: 2 (scale=2.0 seq_len=6)" in capsys.readouterr().out
+    report = (sweep / "report.html").read_text()
+    assert "<b>Swept:</b> scale (4 values)" in report and "scale=1.0" not in report.split("Held fixed")[1]
     assert plot_main([str(sweep)]) == 0
 
     # An older manifest names only the ids: those no folder holds are listed, without a folder.

@@ -97,8 +97,13 @@ def write_report(
     root = Path(root)
     config = summary_config(summary)
     known = summary.dropna(subset=config, how="all")  # a damaged run whose settings are lost sweeps nothing
-    swept = varied(known, config)  # a key only some cells take (empty for the others) is swept if it varies in one
-    fixed = held_fixed(known, [c for c in config if c not in swept])
+    # A run that never ran has the settings its overrides name alone (harness.lab.results.not_run): its gaps
+    # are no values, and a key it names is swept where it takes another value than the runs that ran.
+    unrun = known.status.eq("not_run") if "status" in known else pd.Series(False, index=known.index)
+    # A key only some cells take (empty for the others) is swept if it varies in one.
+    swept = varied(known[~unrun], config)
+    swept += [c for c in config if c not in swept and known[c][unrun].notna().any() and known[c].nunique() > 1]
+    fixed = held_fixed(known[~unrun], [c for c in config if c not in swept])
     columns = [c for c in ["run_dir", *swept, *SHOWN] if c in summary and summary[c].notna().any()]
     by_config = by_config_html(summary, swept)
     parts = [

@@ -416,10 +416,28 @@ def not_run(root: Path, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             missing[rid] = {
                 "run_id": rid,
                 "run_dir": subdir,
+                **override_settings(overrides if isinstance(overrides, list) else []),
                 "status": "not_run",
                 "error": words or f"named in {MANIFEST}; no run folder holds it",
             }
     return list(missing.values())
+
+
+def override_settings(overrides: list[Any]) -> dict[str, Any]:
+    """The settings a run's overrides set (seed=24, cell=lstm), typed as its meta.json would hold them,
+    so that a run that never ran still says which configuration it is (the report's Swept and Held fixed
+    count it). Only plain key=value lines of spec fields; a value its field refuses is left out."""
+    settings = {}
+    for line in overrides:
+        key, equals, text = str(line).partition("=")
+        if not equals or key not in VALIDATORS or "${" in text:  # +key, ~key, hydra.*, an interpolation
+            continue
+        try:
+            value = yaml.load(text, Loader=YAML_LOADER)
+            settings[key] = VALIDATORS[key](key, value)
+        except Exception:  # noqa: BLE001  ConfigError, a YAML error: not a value of the spec
+            continue
+    return settings
 
 
 def read_table(path: Path) -> pd.DataFrame | None:
