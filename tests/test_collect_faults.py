@@ -355,6 +355,7 @@ def test_solved_is_true_or_false_or_none_whatever_rows_are_damaged(sweep, tmp_pa
         ("no t", "profile.parquet has no t column"),
         ("no median", "profile.parquet has no log10_norm column"),
         ("no rows", "profile.parquet has no rows"),
+        ("no run_id", "profile.parquet has no run_id column"),  # it read "holds rows of other runs (None)"
     ],
 )
 def test_a_profile_that_reads_but_is_not_what_a_run_writes_is_a_damaged_row(sweep, capsys, damage, reason):
@@ -367,6 +368,7 @@ def test_a_profile_that_reads_but_is_not_what_a_run_writes_is_a_damaged_row(swee
         "no t": lambda p: p.drop(columns=["t", "lag"]),
         "no median": lambda p: p.drop(columns=["log10_norm"]),
         "no rows": lambda p: p.iloc[:0],
+        "no run_id": lambda p: p.drop(columns=["run_id"]),
     }[damage](profile)
     edited.to_parquet(path)
     summary = collect(sweep)[1]
@@ -415,3 +417,17 @@ def test_fewer_runs_plotted_into_the_same_out_leave_no_page_or_table_of_the_othe
     # one run: its profiles alone (heatmap and phase need scale to vary), and the user's file
     assert sorted(p.name for p in (out / "figures").iterdir()) == ["mine.txt", "profiles.png"]
     assert pd.read_parquet(out / "summary_by_config.parquet").scale.tolist() == [0.5]
+
+
+def test_figures_drawn_from_python_into_a_folder_of_the_users_remove_none_of_its_files(sweep, tmp_path):
+    """make_figures into a folder the harness did not make: a page it does not draw there is left."""
+    from harness.lab.figures import make_figures
+
+    profile, summary, _ = collect(sweep)
+    first = summary.run_id[0]
+    mine = tmp_path / "mine" / "figures"
+    mine.mkdir(parents=True)
+    (mine / "heatmap.png").write_text("mine")
+    drawn = make_figures(mine.parent, profile[profile.run_id == first], summary[summary.run_id == first])
+    assert [page.path.name for page in drawn] == ["profiles.png"]  # one run: no heatmap of its own
+    assert (mine / "heatmap.png").read_text() == "mine"

@@ -52,7 +52,8 @@ def find_recurrent(model: nn.Module) -> nn.Module:
     if not outermost:
         raise ModelError(
             f"model={type(model).__name__}: no recurrent module in it; expected nn.RNN/LSTM/GRU, a torch "
-            "cell, or a cell with hidden_size, passed as module=..."
+            "cell, or a cell of your own with an int hidden_size or an initial_state(batch_size) method "
+            "(docs/cells.md), passed as module=... inside a larger model"
         )
     names = ", ".join(f"{n} ({type(m).__name__})" for n, m in outermost)
     raise ModelError(

@@ -196,16 +196,21 @@ def _own_columns(profile: Profile, index: int, run: str) -> pa.Table:
         raise ValueError(f"{PROFILE} has no rows")
     names = [n for n in parquet.schema_arrow.names if n == "run_id" or n not in profile.settings]
     table = parquet.read(columns=names, use_pandas_metadata=False).replace_schema_metadata(None)
-    ids = pc.unique(table.column("run_id")).to_pylist() if "run_id" in table.column_names else [None]
+    ids = pc.unique(table.column("run_id")).to_pylist()
     if ids and ids != [run]:
         others = ", ".join(str(i) for i in ids if i != run)
         raise ValueError(f"{PROFILE} holds rows of other runs ({others}), not only this run's {run}")
     return table.append_column(INDEX, pa.array(np.full(table.num_rows, index, dtype=np.int32)))
 
 
+def is_text(kind: pa.DataType) -> bool:
+    return pa.types.is_string(kind) or pa.types.is_large_string(kind)
+
+
 PROFILE_SCHEMA = {  # what every run's profile holds (harness.lab.tables), by column: its kind of values
+    "run_id": is_text,
     "layer": pa.types.is_integer,
-    "state": lambda kind: pa.types.is_string(kind) or pa.types.is_large_string(kind),
+    "state": is_text,
     "t": pa.types.is_integer,
     "lag": pa.types.is_integer,
     "step": pa.types.is_integer,

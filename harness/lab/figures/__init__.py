@@ -49,7 +49,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from harness.core.errors import ConfigError
-from harness.core.folders import is_temporary
+from harness.core.folders import is_temporary, is_the_harness_s
 from harness.core.runfolder import GATES, THEORY_COLUMNS, UNITS
 from harness.lab.figures import heatmap, phase, profiles, seq_len, spectrum, training, units
 from harness.lab.figures.output import VECTOR, Drawn, Page, save  # Drawn, Page and save for callers too
@@ -178,7 +178,11 @@ def make_figures(
 def remove_stale(folder: Path, written: list[Path], vector: bool = False) -> None:
     """Remove the pages of figure kinds (FIGURES' names: <kind>.png, <kind>_<page>.png, and their SVG
     copies) that an earlier drawing left in folder and this one did not write: a figure the runs no
-    longer give, a page fewer, an SVG of a PNG since redrawn. Any other file in folder is left."""
+    longer give, a page fewer, an SVG of a PNG since redrawn; only in a folder of the harness's (a
+    figures/ of a sweep, run or --out folder), never one drawn into from Python elsewhere. Any other
+    file in folder is left."""
+    if not is_the_harness_s(folder.parent):
+        return
     kept = {path.name for path in written} | ({path.with_suffix(".svg").name for path in written} if vector else set())
     page = re.compile(rf"({'|'.join(map(re.escape, FIGURES))})(_\d+)?\.(png|svg)")
     for path in folder.glob("*.*") if folder.is_dir() else ():
