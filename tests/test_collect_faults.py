@@ -431,3 +431,23 @@ def test_figures_drawn_from_python_into_a_folder_of_the_users_remove_none_of_its
     drawn = make_figures(mine.parent, profile[profile.run_id == first], summary[summary.run_id == first])
     assert [page.path.name for page in drawn] == ["profiles.png"]  # one run: no heatmap of its own
     assert (mine / "heatmap.png").read_text() == "mine"
+
+
+def test_tables_and_pages_the_harness_did_not_write_are_never_removed(sweep, tmp_path):
+    """Only what collect and plot recorded writing is removed when they no longer write it: a Hydra
+    app's output folder of the user's (its .hydra/ makes it look like a run) kept its own fits.parquet
+    only until the first collect; pages of the user's named like the harness's stay in figures/."""
+    app = tmp_path / "app"
+    (app / ".hydra").mkdir(parents=True)
+    (app / ".hydra" / "config.yaml").write_text("lr: 1\n")
+    theirs = ["fits.parquet", "spectrum.parquet", "summary_by_config.csv", "losses.parquet"]
+    for name in theirs:
+        (app / name).write_text("mine")
+    assert collect_main([str(app)]) == 1  # one incomplete run
+    assert all((app / name).read_text() == "mine" for name in theirs)
+    assert collect_main([str(sweep)]) == 0
+    pages = ["phase_2.svg", "heatmap_3.png", "profiles.svg"]
+    for name in pages:
+        (sweep / "figures" / name).write_text("mine")
+    assert collect_main([str(sweep)]) == 0
+    assert all((sweep / "figures" / name).read_text() == "mine" for name in pages)

@@ -51,6 +51,7 @@ NAMES = frozenset(
         ".chunks",
         ".hydra",
         ".submitit",  # the submitit launchers' job logs (their submitit_folder's default, in the sweep's folder)
+        ".written.json",  # harness.lab.tables.WRITTEN: the tables and pages collect and plot may remove
     }
 )
 WHOLLY_OURS = frozenset({"figures", ".hydra", ".chunks", ".submitit"})  # folders whose every file the harness writes
@@ -243,17 +244,11 @@ def finished_run(folder: Path) -> str | None:
         return None
 
 
-def is_the_harness_s(folder: Path) -> bool:
-    """A folder the harness made, or a sweep or run folder it wrote before folders were marked: its
-    tables, figures and report are the harness's to rewrite and remove."""
-    return is_marked(folder) or is_sweep_folder(folder) or is_run_folder(folder)
-
-
 def check_rebuild(folder: Path) -> None:
     """Raise ConfigError unless collect or plot may rewrite folder's own tables, figures and report: a
     folder the harness made, a sweep or run folder it wrote before folders were marked, or one that
     holds none of those names (a folder of runs saved from Python); never a table of the user's."""
-    if is_the_harness_s(folder):
+    if is_marked(folder) or is_sweep_folder(folder) or is_run_folder(folder):
         return
     theirs = next((name for name in TABLES if (folder / name).exists() or (folder / name).is_symlink()), None)
     if theirs is not None:

@@ -239,10 +239,8 @@ def plot(
     if all(table is not None for table in stored):
         fits = pd.concat(stored, ignore_index=True)
         fits = fits[fits.run_id.isin(summary.run_id)].drop_duplicates(KEYS)
-        if elsewhere:  # out is a sweep folder of its own: its fits beside its profile, as collect writes them
-            write_parquet(fits, out / FITS)
-    elif elsewhere:  # a source without fits: none in out either (make_figures fits the runs itself)
-        write_or_remove(pd.DataFrame(), out / FITS)
+    if elsewhere:  # out is a sweep folder of its own: its fits beside its profile, as collect writes them
+        write_or_remove(pd.DataFrame() if fits is None else fits, out / FITS)  # a source without: none
     figures = make_figures(out, profile, summary, losses, fits, vector=vector)
     source = folders[0] if len(folders) == 1 else None  # several sweeps: no one command made them
     report = write_report(out, summary, figures, source=source, where=where, command=command, question=question)

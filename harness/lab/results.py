@@ -623,7 +623,7 @@ def collect(root: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
         summary["rate_init"] = summary.run_id.map(at_init.set_index("run_id").rate)
         for prediction in THEORY:  # measured minus predicted, nats per step
             summary[prediction.gap] = summary.rate - summary.get(prediction.column, float("nan"))
-        write_parquet(fits, root / FITS)
+        write_or_remove(fits, root / FITS)
     else:  # no run's profile could be read: no fits, and none of an earlier collect left beside the summary
         write_or_remove(pd.DataFrame(), root / FITS)
     if runs != [root]:  # a single run folder already holds its own profile (and units, gates)

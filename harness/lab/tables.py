@@ -6,6 +6,7 @@ tables written into its folder (write_tables).
 
 from __future__ import annotations
 
+import json
 import math
 import warnings
 from pathlib import Path
@@ -136,17 +137,40 @@ def write_parquet(frame: pd.DataFrame, path: Path) -> None:
         write_atomic(path, lambda tmp: as_text_where_mixed(frame).to_parquet(tmp, index=False))
 
 
-def write_or_remove(frame: pd.DataFrame, path: Path) -> None:
-    """frame to path (parquet, or csv by its suffix); where frame is empty, the table an earlier
-    collect or plot wrote there is removed instead, so that a folder never holds a table of runs its
-    other tables no longer have (its callers write only in folders the harness owns)."""
-    if frame.empty:
-        if path.is_file() or path.is_symlink():
+WRITTEN = ".written.json"  # in a folder collect or plot write: the tables and figure pages they wrote there
+
+
+def written(root: Path) -> set[str]:
+    """The files (paths relative to root) that collect and plot wrote in root and may remove; none where
+    the record is missing or unreadable (then nothing is removed)."""
+    try:
+        names = json.loads((root / WRITTEN).read_text())
+    except (OSError, ValueError):
+        return set()
+    return {name for name in names if isinstance(name, str)} if isinstance(names, list) else set()
+
+
+def replace_written(root: Path, now: set[str], family: set[str]) -> None:
+    """Remove the files of `family` (names relative to root) that an earlier call recorded writing and
+    this one did not (`now`); record what this one wrote. A file the harness did not record writing is
+    never removed, whatever its name: the user's own fits.parquet or heatmap.png stays."""
+    before = written(root)
+    for name in (before & family) - now:
+        path = root / name
+        if path.is_file() and not path.is_symlink():
             path.unlink()
-    elif path.suffix == ".csv":
-        write_csv(frame, path)
-    else:
-        write_parquet(frame, path)
+    kept = (before - family) | now
+    if kept != before:
+        write_atomic(root / WRITTEN, lambda tmp: Path(tmp).write_text(json.dumps(sorted(kept))))
+
+
+def write_or_remove(frame: pd.DataFrame, path: Path) -> None:
+    """frame to path (parquet, or csv by its suffix); where frame is empty, the table an earlier collect
+    or plot recorded writing there is removed instead (replace_written), so that a folder never holds
+    a table of runs its other tables no longer have."""
+    if not frame.empty:
+        (write_csv if path.suffix == ".csv" else write_parquet)(frame, path)
+    replace_written(path.parent, set() if frame.empty else {path.name}, {path.name})
 
 
 def as_text_where_mixed(frame: pd.DataFrame) -> pd.DataFrame:

@@ -40,7 +40,6 @@ To add a figure:
 from __future__ import annotations
 
 import functools
-import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -49,13 +48,14 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from harness.core.errors import ConfigError
-from harness.core.folders import is_temporary, is_the_harness_s
+from harness.core.folders import is_temporary
 from harness.core.runfolder import GATES, THEORY_COLUMNS, UNITS
 from harness.lab.figures import heatmap, phase, profiles, seq_len, spectrum, training, units
 from harness.lab.figures.output import VECTOR, Drawn, Page, save  # Drawn, Page and save for callers too
 from harness.lab.figures.style import CELL_COLOURS  # noqa: F401  every figure's cell colours, for callers
 from harness.lab.fits import at_first_step, fit_runs, headline, stored_fits
 from harness.lab.pool import run_in_processes, workers_for
+from harness.lab.tables import replace_written, written
 from harness.lab.theory_curves import FILE as MEAN_FIELD
 
 # What a figure may be drawn from; make_figures gives each that exists.
@@ -148,7 +148,7 @@ def make_figures(
             f"{folder}: a symbolic link; figures are never written through links; expected a real folder or none"
         )
     if profile.empty:
-        remove_stale(folder, [])
+        remove_stale(folder, [], vector)
         return []
     given = {
         "profile": profile,
@@ -171,23 +171,18 @@ def make_figures(
         for stale in set(temporaries(folder)) - before:
             stale.unlink(missing_ok=True)
         raise
-    remove_stale(folder, [page.path for page in drawn], vector)
+    remove_stale(folder, drawn, vector)
     return drawn
 
 
-def remove_stale(folder: Path, written: list[Path], vector: bool = False) -> None:
-    """Remove the pages of figure kinds (FIGURES' names: <kind>.png, <kind>_<page>.png, and their SVG
-    copies) that an earlier drawing left in folder and this one did not write: a figure the runs no
-    longer give, a page fewer, an SVG of a PNG since redrawn; only in a folder of the harness's (a
-    figures/ of a sweep, run or --out folder), never one drawn into from Python elsewhere. Any other
-    file in folder is left."""
-    if not is_the_harness_s(folder.parent):
-        return
-    kept = {path.name for path in written} | ({path.with_suffix(".svg").name for path in written} if vector else set())
-    page = re.compile(rf"({'|'.join(map(re.escape, FIGURES))})(_\d+)?\.(png|svg)")
-    for path in folder.glob("*.*") if folder.is_dir() else ():
-        if page.fullmatch(path.name) and path.name not in kept and (path.is_file() or path.is_symlink()):
-            path.unlink()
+def remove_stale(folder: Path, drawn: list[Drawn], vector: bool) -> None:
+    """Remove the pages (and SVG copies) an earlier drawing into folder wrote and this one did not: a
+    figure the runs no longer give, a page fewer, an SVG of a page since drawn as PNG alone. Only pages
+    the harness recorded writing (harness.lab.tables.replace_written); any other file stays."""
+    pages = {f"{folder.name}/{p.path.name}" for p in drawn}
+    pages |= {f"{folder.name}/{p.path.with_suffix('.svg').name}" for p in drawn} if vector else set()
+    earlier = {name for name in written(folder.parent) if name.startswith(f"{folder.name}/")}
+    replace_written(folder.parent, pages, earlier | pages)
 
 
 def temporaries(folder: Path) -> list[Path]:
