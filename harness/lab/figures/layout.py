@@ -69,8 +69,10 @@ def seeds_of(frame: pd.DataFrame) -> list:
 
 def seed_list(seeds: list) -> str:
     """'seeds 0-4' for a run of whole numbers, else 'seeds 0, 3, 7'."""
-    values = [int(s) if float(s).is_integer() else s for s in seeds]
-    if all(isinstance(v, int) for v in values) and values == list(range(values[0], values[-1] + 1)) and len(values) > 2:
+    values = [int(s) if isinstance(s, (int, np.integer)) or float(s).is_integer() else s for s in seeds]
+    whole = all(isinstance(v, int) for v in values)
+    # consecutive, compared pairwise: a list of the range 0..2**63 - 1 would never be built
+    if whole and len(values) > 2 and all(b - a == 1 for a, b in zip(values, values[1:])):
         return f"seeds {values[0]}–{values[-1]}"
     return "seeds " + ", ".join(map(str, values))
 
