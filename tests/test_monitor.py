@@ -149,3 +149,19 @@ def test_char_lm_example_runs_smoke_sized(tmp_path):
     char_lm.main(["--smoke", "--out", str(tmp_path)])
     assert (tmp_path / "char_lm.png").exists() and (tmp_path / "monitor" / "DONE").exists()
     assert any((tmp_path / "tensorboard").iterdir())
+
+
+def test_targets_whose_batch_dimension_cannot_be_told_are_refused_unless_named():
+    """(batch, seq_len) targets beside (seq_len, batch) inputs with seq_len == batch: they were cut along
+    time, silently pairing each sample with the wrong targets."""
+    torch.manual_seed(0)
+    model, x, y = nn.GRU(3, 4), torch.randn(4, 4, 3), torch.randn(4, 4)  # T == batch == 4; y is (batch, T)
+
+    def loss(out, targets):  # out (T, batch, 4): the last unit against each sample's targets over time
+        return ((out[..., -1] - targets.T) ** 2).mean()
+
+    with pytest.raises(HarnessError, match=r"has the inputs' batch size 4 in dimensions 1 and 0; expected targets"):
+        harness.Monitor(model, (x, y), sequences=2, loss=loss)
+    monitor = harness.Monitor(model, (x, y), sequences=2, loss=loss, targets_batch_dim=0)
+    assert torch.equal(monitor.batch[1], y[:2]) and torch.equal(monitor.batch[0], x[:, :2])
+    assert torch.equal(harness.Monitor(model, (x, y), sequences=4, loss=loss).batch[1], y)  # nothing cut

@@ -62,8 +62,10 @@ class Monitor:
     model, module, loss, sources, recorder, seed, horizon_decades: as harness.record's.
     batch: the fixed batch, inputs or (inputs, targets); None: the first one step() is given.
     every: record when step % every == 0.   sequences: the batch is cut to its first `sequences`.
-    batch_dim: the inputs' (and targets') batch dimension; None: 0 for a batch-first module or a cell
-    the model loops over, else 1 (torch's (seq_len, batch, ...) layout).
+    batch_dim: the inputs' batch dimension; None: 0 for a batch-first module or a cell the model loops
+    over, else 1 (torch's (seq_len, batch, ...) layout).
+    targets_batch_dim: the targets'; None: batch_dim where they have the batch size there, else 0 (a
+    classifier's (batch,) labels); refused where both have it and the batch is cut (T == batch).
     loggers: each gets every snapshot (log) and is closed by close().
     """
 
@@ -77,6 +79,7 @@ class Monitor:
         sources: int | None = None,
         sequences: int = 8,
         batch_dim: int | None = None,
+        targets_batch_dim: int | None = None,
         loggers: Sequence[Logger] = (),
         recorder: str = "auto",
         seed: int = 0,
@@ -86,10 +89,14 @@ class Monitor:
         for key, value in (("every", every), ("sequences", sequences)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{key}={value!r}: expected an integer >= 1")
+        for key, value in (("batch_dim", batch_dim), ("targets_batch_dim", targets_batch_dim)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+                raise ConfigError(f"{key}={value!r}: expected an integer >= 0, or None")
         check_recording(recorder, seed, horizon_decades)
         loggers = check_loggers(loggers)
         self.model, self.module, self.loss, self.sources = model, module, loss, sources
         self.every, self.sequences, self.batch_dim = every, sequences, batch_dim
+        self.targets_batch_dim = targets_batch_dim
         self.loggers, self.recorder, self.seed = loggers, recorder, seed
         self.horizon_decades, self.name = horizon_decades, name
         self.batch: tuple[Tensor, ...] | None = None
@@ -155,19 +162,33 @@ class Monitor:
         if inputs.dim() <= dim:
             raise ConfigError(f"batch_dim={dim}: the inputs' shape {tuple(inputs.shape)} has no dimension {dim}")
         size = inputs.shape[dim]
-        dims = [dim]
-        for t in targets:  # (seq_len, batch) targets share the inputs' layout; a classifier's (batch,) do not
-            if t.dim() > dim and t.shape[dim] == size:
-                dims.append(dim)
-            elif t.dim() > 0 and t.shape[0] == size:
-                dims.append(0)
-            else:
-                raise ConfigError(
-                    f"batch_dim={dim}: the targets' shape {tuple(t.shape)} has no dimension of the inputs' batch "
-                    f"size {size} (inputs {tuple(inputs.shape)}); expected targets batched along dimension {dim} or 0"
-                )
         n = min(self.sequences, size)
+        dims = [dim, *(self._targets_dim(t, tuple(inputs.shape), dim, n) for t in targets)]
         return tuple(t.narrow(d, 0, n).detach().clone() for t, d in zip((inputs, *targets), dims))
+
+    def _targets_dim(self, targets: Tensor, inputs: tuple[int, ...], dim: int, n: int) -> int:
+        """The targets' batch dimension: targets_batch_dim if given, else the inputs' where the targets
+        have the batch size there ((seq_len, batch) targets share the inputs' layout), else their first (a
+        classifier's (batch,) labels). ConfigError where neither has it, or where both have it and a cut is
+        to be made (T == batch: (batch, seq_len) targets would be cut along time, silently)."""
+        size = inputs[dim]
+        if self.targets_batch_dim is not None:
+            candidates = [self.targets_batch_dim]
+        else:
+            candidates = [d for d in dict.fromkeys((dim, 0)) if targets.dim() > d and targets.shape[d] == size]
+        if len(candidates) > 1 and n < size:
+            raise ConfigError(
+                f"targets_batch_dim=None: the targets' shape {tuple(targets.shape)} has the inputs' batch size "
+                f"{size} in dimensions {candidates[0]} and {candidates[1]}; expected targets_batch_dim= naming "
+                "the one to cut"
+            )
+        if not candidates or targets.dim() <= candidates[0] or targets.shape[candidates[0]] != size:
+            raise ConfigError(
+                f"batch_dim={dim}: the targets' shape {tuple(targets.shape)} has no dimension of the inputs' batch "
+                f"size {size} (inputs {inputs}) where expected; expected targets batched along dimension {dim} "
+                "or 0, or targets_batch_dim= naming theirs"
+            )
+        return candidates[0]
 
 
 def check_recording(recorder: str, seed: Any, horizon_decades: Any) -> None:
