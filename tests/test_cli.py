@@ -205,6 +205,13 @@ BAD_INPUT += [  # combinations, sizes and sweeps: refused whole, before anything
     ("-m seq_len=10,20 hidden_size=4,100000", "2 of 4 runs refused"),
     # the key set large is named, not the first of its part (seq_len=40 was blamed for the batch)
     ("-m batch_size=2,2000000000 hidden_size=4 seq_len=40", "batch_size=2000000000: the run needs about"),
+    # a key off by default, and a key whose smaller value costs more (record_every) said as such
+    (
+        "task=adding train.steps=1000000000",
+        "train.steps=1000000000: the run needs about 600.5 GB (tables 600.0 GB) but",
+    ),
+    ("task=adding train.steps=1000000000", "expected a smaller seq_len or train.steps, or a larger train.record_every"),
+    ("task=adding train.steps=1 num_layers=3000 hidden_size=64", "num_layers=3000: the run needs about"),
     # refused before 10^8 layers are built for the estimate (that never ended, holding GBs)
     ("-m num_layers=1,100000000 hidden_size=4", "num_layers=100000000: the run needs more than 204.8 GB for its"),
     ("scale=1,2", "scale=1,2: a sweep; expected -m (--multirun)"),

@@ -67,14 +67,15 @@ LAYER_OBJECT_BYTES = 2048  # a layer's module and parameter objects, whatever it
 # torch's meta device for rnn and lru layers): a floor on what num_layers costs, checked before building them
 DEFAULTS = RunSpec()  # each key's default, to tell which key of a part was set large (check_fits)
 TRAIN_STATES_PER_STEP = 12.0  # the whole-sequence training forward and backward, (batch, state) per step
-# Which keys to change when a part is too large, the first one named in the message.
+LARGER_IS_SMALLER = ("train.record_every",)  # a key whose larger value makes its part smaller
+# Which keys shrink a part that is too large (check_fits names the one set furthest above its default).
 KEYS = {
     "parameters": ("hidden_size", "num_layers"),
     "inputs": ("seq_len", "batch_size", "input_size"),
     "recording": ("seq_len", "batch_size", "memory.fraction"),
-    "training": ("seq_len", "batch_size", "hidden_size"),
+    "training": ("seq_len", "batch_size", "hidden_size", "num_layers"),
     "theory": ("hidden_size",),
-    "tables": ("seq_len", "train.record_every"),
+    "tables": ("seq_len", "train.steps", "train.record_every"),
     "units": ("seq_len", "batch_size"),
 }
 
@@ -265,9 +266,18 @@ def excess(run: RunSpec, key: str) -> float:
     """How many times its default `key`'s value costs in memory (record_every: the default over it, as
     fewer steps between recordings cost more); 0 where it has no number."""
     value, default = run.value(key), DEFAULTS.value(key)
-    if not (isinstance(value, (int, float)) and isinstance(default, (int, float)) and value > 0 and default > 0):
+    if not (isinstance(value, (int, float)) and isinstance(default, (int, float)) and value > 0 and default >= 0):
         return 0.0
-    return default / value if key == "train.record_every" else value / default
+    if default == 0:  # train.steps: off by default, so any steps at all are set above it
+        return float(value)
+    return default / value if key in LARGER_IS_SMALLER else value / default
+
+
+def shrink(keys: tuple[str, ...]) -> str:
+    """'a smaller seq_len or train.steps, or a larger train.record_every': what makes a part smaller."""
+    smaller = " or ".join(k for k in keys if k not in LARGER_IS_SMALLER)
+    larger = " or ".join(k for k in keys if k in LARGER_IS_SMALLER)
+    return ", or ".join(f"a {word} {names}" for word, names in (("smaller", smaller), ("larger", larger)) if names)
 
 
 def check_fits(run: RunSpec, available: int | None = None) -> None:
@@ -288,5 +298,5 @@ def check_fits(run: RunSpec, available: int | None = None) -> None:
     detail = ", ".join(f"{name} {size(n)}" for name, n in parts.items() if n >= 0.01 * total)
     raise ConfigError(
         f"{key}={run.value(key)}: the run needs about {size(total)} ({detail}) but "
-        f"{size(available)} of memory is available; expected a smaller {' or '.join(KEYS[largest])}"
+        f"{size(available)} of memory is available; expected {shrink(KEYS[largest])}"
     )
