@@ -451,3 +451,19 @@ def test_tables_and_pages_the_harness_did_not_write_are_never_removed(sweep, tmp
         (sweep / "figures" / name).write_text("mine")
     assert collect_main([str(sweep)]) == 0
     assert all((sweep / "figures" / name).read_text() == "mine" for name in pages)
+
+
+def test_a_run_that_never_ran_has_the_settings_its_overrides_name_as_hydra_reads_them():
+    """++key and a user cell's arguments were left out (the report said a swept seed was held fixed),
+    and values were read as YAML 1.1 (scale=1e-1 a word, seq_len=010 eight)."""
+    lines = ["++seed=2", "+scale=1e-1", "seq_len=010", "cell.kwargs.leak=0.2", "cell.kwargs.mode='tanh'"]
+    lines += ["record.units=true", "name=yes", "~hidden_size", "hydra.job.chdir=true", "batch_size=abc"]
+    assert results.override_settings(lines) == {
+        "seed": 2,
+        "scale": 0.1,
+        "seq_len": 10,
+        "cell.kwargs.leak": 0.2,
+        "cell.kwargs.mode": "tanh",
+        "record.units": True,
+        "name": "yes",
+    }

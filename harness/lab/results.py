@@ -429,20 +429,35 @@ def not_run(root: Path, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def override_settings(overrides: list[Any]) -> dict[str, Any]:
-    """The settings a run's overrides set (seed=24, cell=lstm), typed as its meta.json would hold them,
-    so that a run that never ran still says which configuration it is (the report's Swept and Held fixed
-    count it). Only plain key=value lines of spec fields; a value its field refuses is left out."""
+    """The settings a run's overrides set (seed=24, ++seed=2, cell=lstm, cell.kwargs.leak=0.2), typed as
+    its meta.json would hold them, so that a run that never ran still says which configuration it is
+    (the report's Swept and Held fixed count it). Spec fields and user cells' arguments only; a value
+    its field refuses is left out."""
     settings = {}
     for line in overrides:
-        key, equals, text = str(line).partition("=")
-        if not equals or key not in VALIDATORS or "${" in text:  # +key, ~key, hydra.*, an interpolation
-            continue
+        key, equals, text = str(line).lstrip("+").partition("=")
+        if not equals or not (key in VALIDATORS or key.startswith("cell.kwargs.")) or "${" in text:
+            continue  # ~key, hydra.*, a key of no run's columns, an interpolation
+        value = override_value(text)
         try:
-            value = yaml.load(text, Loader=YAML_LOADER)
-            settings[key] = VALIDATORS[key](key, value)
-        except Exception:  # noqa: BLE001  ConfigError, a YAML error: not a value of the spec
+            settings[key] = VALIDATORS[key](key, value) if key in VALIDATORS else value
+        except ConfigError:
             continue
     return settings
+
+
+def override_value(text: str) -> Any:
+    """A plain override value as Hydra's grammar reads it: a whole number (010 is ten), a number (1e-1),
+    true/false, null, else the text without its quotes."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    words = {"true": True, "false": False, "null": None}
+    if text.lower() in words:
+        return words[text.lower()]
+    return text[1:-1] if len(text) > 1 and text[0] == text[-1] and text[0] in "'\"" else text
 
 
 def read_table(path: Path) -> pd.DataFrame | None:
