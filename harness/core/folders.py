@@ -51,7 +51,7 @@ NAMES = frozenset(
         ".chunks",
         ".hydra",
         ".submitit",  # the submitit launchers' job logs (their submitit_folder's default, in the sweep's folder)
-        ".written.json",  # harness.lab.tables.WRITTEN: the tables and pages collect and plot may remove
+        ".written",  # harness.lab.tables.WRITTEN: the tables and pages collect and plot may remove
     }
 )
 WHOLLY_OURS = frozenset({"figures", ".hydra", ".chunks", ".submitit"})  # folders whose every file the harness writes

@@ -137,7 +137,7 @@ def write_parquet(frame: pd.DataFrame, path: Path) -> None:
         write_atomic(path, lambda tmp: as_text_where_mixed(frame).to_parquet(tmp, index=False))
 
 
-WRITTEN = ".written.json"  # in a folder collect or plot write: the tables and figure pages they wrote there
+WRITTEN = ".written"  # in a folder collect or plot write: the tables and figure pages they wrote there
 
 
 def written(root: Path) -> set[str]:
