@@ -374,6 +374,29 @@ def test_a_float32_user_cells_own_zero_state_is_recorded_in_float64():
     assert_log10_close(profile.log_norms, expected, what="float32 cell with its own zero state")
 
 
+class HugeStateCell(nn.Module):
+    """A cell whose state is 10^10 wide, its initial_state a view of one zero (nothing allocated)."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(1))
+
+    def initial_state(self, batch_size):
+        return torch.zeros(1, 1).expand(batch_size, 10**10)
+
+    def forward(self, x_t, h):
+        return h * self.weight
+
+
+def test_a_recording_that_cannot_fit_is_refused_before_anything_is_computed():
+    """What every recording holds (the outputs at every step, the state) is checked against the memory
+    available first: it ended in torch's allocator error (a traceback) at the first step."""
+    with pytest.raises(
+        harness.ConfigError, match=r"inputs of shape \(10, 2, 3\) \(time-major\): the recording holds at least 880.0 GB"
+    ):
+        harness.record(HugeStateCell(), torch.randn(10, 2, 3))
+
+
 # ---------------------------------------------------------------------------------------------------
 # 6. refusals: one line each, all HarnessError
 # ---------------------------------------------------------------------------------------------------

@@ -46,7 +46,7 @@ from torch import Tensor, nn
 
 from harness.core.cells import CellNet, RecurrentNet, StackedNet
 from harness.core.errors import ConfigError, ModelError
-from harness.core.memory import segment_length
+from harness.core.memory import available_memory, segment_length, size
 from harness.core.recorders import RECORDERS, flush_denormals, leave_out_overflow, record_log_norms
 from harness.core.segments import record_profile
 from harness.core.spec import VALIDATORS
@@ -379,6 +379,7 @@ def check_network(net: StackedNet, x: Tensor) -> None:
             f"inputs: {x.dtype} on {x.device}; the model's parameters are {parameter.dtype} on "
             f"{parameter.device}: expected the same"
         )
+    check_holds(net, x)  # before the first state is made: a user cell's may not fit
     with torch.enable_grad():
         state = net.initial_state(x.shape[1]).detach().requires_grad_()
         drive = net.input_drive(x[:1])[0]
@@ -387,6 +388,23 @@ def check_network(net: StackedNet, x: Tensor) -> None:
         raise ModelError(
             f"model: {net.cell_name}'s step does not read its state (its new state is a function of x_t "
             "alone); expected a recurrent cell"
+        )
+
+
+def check_holds(net: StackedNet, x: Tensor) -> None:
+    """ConfigError, before anything is computed, where what every recording holds cannot fit in the
+    memory available: the model's outputs at every step (the first pass, loss_reach) and its state.
+    What the recording adds it fits to memory itself (segment_length); this is the floor."""
+    itemsize = next(net.parameters()).element_size()
+    steps, batch = x.shape[0], x.shape[1]
+    outputs = steps * batch * net.output_size * itemsize
+    state = batch * sum(net.block_sizes) * itemsize
+    available = available_memory()
+    if outputs + state > available:
+        raise ConfigError(
+            f"inputs of shape {tuple(x.shape)} (time-major): the recording holds at least {size(outputs + state)} "
+            f"(the outputs at every step, {steps} x {batch} x {net.output_size}) but {size(available)} of memory "
+            "is available; expected fewer steps or a smaller batch"
         )
 
 
