@@ -44,7 +44,7 @@ import torch
 from torch import Tensor
 
 from harness.core.protocol import StackedNet
-from harness.core.tasks import StreamedInputs, time_chunks
+from harness.core.tasks import StreamedInputs, step_drives
 
 RECORDERS = ("exact", "autograd")
 
@@ -258,15 +258,12 @@ def first_nonfinite_steps(net: StackedNet, inputs: Tensor | StreamedInputs) -> T
     with torch.no_grad():
         state = net.initial_state(batch).to(dtype=inputs.dtype, device=inputs.device)
         first = torch.where(torch.isfinite(state).flatten(1).all(dim=1), -1, 0).to(device="cpu", dtype=torch.long)
-        t = 0
-        for chunk in time_chunks(inputs):
-            for drive in net.input_drive(chunk):
-                if bool((first >= 0).all()):
-                    return first
-                t += 1
-                state = net.step(state, drive)
-                bad = (~torch.isfinite(state)).flatten(1).any(dim=1).cpu()
-                first = torch.where(bad & (first < 0), t, first)
+        for t, drive in enumerate(step_drives(net, inputs), start=1):
+            if bool((first >= 0).all()):
+                return first
+            state = net.step(state, drive)
+            bad = (~torch.isfinite(state)).flatten(1).any(dim=1).cpu()
+            first = torch.where(bad & (first < 0), t, first)
     return first
 
 

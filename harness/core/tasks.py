@@ -26,10 +26,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+if TYPE_CHECKING:  # a hint only: the tasks need none of the network code to run
+    from harness.core.protocol import StackedNet
 
 CHUNK = 256  # steps of inputs streamed (and of input drives computed) together, aligned to t = 0
 MAX_HELD_INPUTS = 1 << 30  # bytes of float64 inputs held whole; a larger probe streams them
@@ -78,6 +82,13 @@ def time_chunks(inputs: Tensor | StreamedInputs) -> Iterator[Tensor]:
     """The inputs CHUNK steps at a time (held or streamed)."""
     for begin in range(0, inputs.shape[0], CHUNK):
         yield inputs[begin : begin + CHUNK]
+
+
+def step_drives(net: StackedNet, inputs: Tensor | StreamedInputs) -> Iterator[Tensor]:
+    """Each step's input drive (net.input_drive, harness.core.protocol), computed CHUNK steps at a time,
+    aligned to t = 0, as the recording computes them: the same drives, never all of them held at once."""
+    for chunk in time_chunks(inputs):
+        yield from net.input_drive(chunk)
 
 
 @dataclass

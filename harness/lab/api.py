@@ -50,7 +50,7 @@ from harness.core.memory import available_memory, segment_length, size
 from harness.core.recorders import RECORDERS, flush_denormals, leave_out_overflow, record_log_norms
 from harness.core.segments import record_profile
 from harness.core.spec import VALIDATORS
-from harness.core.tasks import time_chunks
+from harness.core.tasks import step_drives
 from harness.lab.module import Substitution, check_module, find_recurrent, is_recurrent
 from harness.lab.profile import GradientProfile
 
@@ -420,12 +420,9 @@ def loss_reach(
     with torch.no_grad():
         state = net.initial_state(x.shape[1]).detach()
         stack = torch.empty(x.shape[0], x.shape[1], net.output_size, dtype=state.dtype, device=state.device)
-        t = 0
-        for chunk in time_chunks(x):
-            for drive in net.input_drive(chunk):
-                state = net.step(state, drive)
-                stack[t] = net.top_hidden(state)
-                t += 1
+        for t, drive in enumerate(step_drives(net, x)):
+            state = net.step(state, drive)
+            stack[t] = net.top_hidden(state)
     stack.requires_grad_()
     with torch.enable_grad():
         value = loss(stack)

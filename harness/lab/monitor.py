@@ -26,7 +26,8 @@ import torch
 from torch import Tensor, nn
 
 from harness.core.errors import ConfigError
-from harness.lab.profile import GradientProfile
+from harness.core.spec import VALIDATORS
+from harness.lab.profile import GradientProfile, check_horizon_decades
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -194,9 +195,7 @@ class Monitor:
 def check_recording(recorder: str, seed: Any, horizon_decades: Any) -> None:
     """ConfigError, in one line naming the argument, for a recording setting harness.record would refuse
     at the first recording, mid-training (recorder, seed) or the fits after it (horizon_decades)."""
-    from harness.core.spec import VALIDATORS
-    from harness.lab.api import check_recorder
-    from harness.lab.profile import check_horizon_decades
+    from harness.lab.api import check_recorder  # imported where used, as record() is
 
     check_recorder(recorder)
     VALIDATORS["seed"]("seed", seed)

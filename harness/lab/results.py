@@ -630,6 +630,7 @@ def collect(root: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
         summary["solved"] = summary.solved.astype("boolean")
     if "startup_s" in summary:  # a float even where no run recorded it (older runs): None alone is no number
         summary["startup_s"] = summary.startup_s.astype(float)
+    fits = pd.DataFrame()  # none where no run's profile could be read: an earlier collect's is removed
     if not profile.empty:
         fits = fit_runs(profile, workers)
         fitted = headline(fits).set_index("run_id")[FIT_COLUMNS]
@@ -638,9 +639,7 @@ def collect(root: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
         summary["rate_init"] = summary.run_id.map(at_init.set_index("run_id").rate)
         for prediction in THEORY:  # measured minus predicted, nats per step
             summary[prediction.gap] = summary.rate - summary.get(prediction.column, float("nan"))
-        write_or_remove(fits, root / FITS)
-    else:  # no run's profile could be read: no fits, and none of an earlier collect left beside the summary
-        write_or_remove(pd.DataFrame(), root / FITS)
+    write_or_remove(fits, root / FITS)
     if runs != [root]:  # a single run folder already holds its own profile (and units, gates)
         write_parquet(profile, root / PROFILE)
         _write_detail_tables(root, runs, rows)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -150,16 +151,17 @@ def written(root: Path) -> set[str]:
     return {name for name in names if isinstance(name, str)} if isinstance(names, list) else set()
 
 
-def replace_written(root: Path, now: set[str], family: set[str]) -> None:
-    """Remove the files of `family` (names relative to root) that an earlier call recorded writing and
-    this one did not (`now`); record what this one wrote. A file the harness did not record writing is
-    never removed, whatever its name: the user's own fits.parquet or heatmap.png stays."""
+def replace_written(root: Path, now: set[str], family: Callable[[str], bool]) -> None:
+    """Remove the files of a family (names relative to root: `family(name)`) that an earlier call
+    recorded writing and this one did not (`now`); record what this one wrote. A file the harness did
+    not record writing is never removed, whatever its name: the user's own fits.parquet or heatmap.png
+    stays."""
     before = written(root)
-    for name in (before & family) - now:
+    for name in {name for name in before if family(name)} - now:
         path = root / name
         if path.is_file() and not path.is_symlink():
             path.unlink()
-    kept = (before - family) | now
+    kept = {name for name in before if not family(name)} | now
     if kept != before:
         write_atomic(root / WRITTEN, lambda tmp: Path(tmp).write_text(json.dumps(sorted(kept))))
 
@@ -170,7 +172,7 @@ def write_or_remove(frame: pd.DataFrame, path: Path) -> None:
     a table of runs its other tables no longer have."""
     if not frame.empty:
         (write_csv if path.suffix == ".csv" else write_parquet)(frame, path)
-    replace_written(path.parent, set() if frame.empty else {path.name}, {path.name})
+    replace_written(path.parent, set() if frame.empty else {path.name}, path.name.__eq__)
 
 
 def as_text_where_mixed(frame: pd.DataFrame) -> pd.DataFrame:

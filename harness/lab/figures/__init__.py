@@ -55,7 +55,7 @@ from harness.lab.figures.output import VECTOR, Drawn, Page, save  # Drawn, Page 
 from harness.lab.figures.style import CELL_COLOURS  # noqa: F401  every figure's cell colours, for callers
 from harness.lab.fits import at_first_step, fit_runs, headline, stored_fits
 from harness.lab.pool import run_in_processes, workers_for
-from harness.lab.tables import replace_written, written
+from harness.lab.tables import replace_written
 from harness.lab.theory_curves import FILE as MEAN_FIELD
 
 # What a figure may be drawn from; make_figures gives each that exists.
@@ -181,8 +181,7 @@ def remove_stale(folder: Path, drawn: list[Drawn], vector: bool) -> None:
     the harness recorded writing (harness.lab.tables.replace_written); any other file stays."""
     pages = {f"{folder.name}/{p.path.name}" for p in drawn}
     pages |= {f"{folder.name}/{p.path.with_suffix('.svg').name}" for p in drawn} if vector else set()
-    earlier = {name for name in written(folder.parent) if name.startswith(f"{folder.name}/")}
-    replace_written(folder.parent, pages, earlier | pages)
+    replace_written(folder.parent, pages, lambda name: name.startswith(f"{folder.name}/"))
 
 
 def temporaries(folder: Path) -> list[Path]:
