@@ -529,6 +529,33 @@ def test_save_writes_the_frame(tmp_path):
     pd.testing.assert_frame_equal(pd.read_parquet(folder / "profile.parquet"), profile.to_frame())
 
 
+def test_recordings_of_one_architecture_are_runs_of_their_own(tmp_path):
+    """Two weights of one 1-unit linear rnn have the same columns; saved apart, each folder is read as its
+    own run, with its own rate ln|w| (closed form). Before, the second was a 'duplicate' of the first
+    and its summary row carried the first's rate; a recording is saved over only by itself."""
+    import pandas as pd
+
+    from harness.cli.plot import main as plot_main
+
+    weights = {"small": 0.5, "large": 0.9}
+    profiles = {folder: linear_profile(w) for folder, w in weights.items()}
+    assert profiles["small"].columns.keys() == profiles["large"].columns.keys()
+    assert profiles["small"].run_id != profiles["large"].run_id
+    for folder, profile in profiles.items():
+        profile.save(tmp_path / folder)
+    assert plot_main([str(tmp_path)]) == 0
+    summary = pd.read_parquet(tmp_path / "summary.parquet").set_index("run_dir")
+    assert (summary.status == "ok").all() and sorted(summary.index) == sorted(weights)
+    for folder, w in weights.items():
+        assert summary.rate[folder] == pytest.approx(math.log(w), abs=1e-9)
+    # one panel, two lines no column tells apart: the caption says so
+    assert "Drawn alike: recordings from Python with the same columns" in (tmp_path / "report.html").read_text()
+    profiles["large"].save(tmp_path / "large")  # the same recording again: its own folder
+    with pytest.raises(harness.ConfigError, match=rf"holds the finished run {profiles['small'].run_id}, not this"):
+        profiles["large"].save(tmp_path / "small")
+    assert linear_profile(0.5).run_id == profiles["small"].run_id  # the same numbers: the same run
+
+
 def test_plot_returns_axes():
     import matplotlib
 

@@ -42,14 +42,14 @@ def fits_of(profile: harness.GradientProfile) -> list[dict]:
 
 
 def make_snapshots(steps=STEPS) -> list[Snapshot]:
-    """A 2-layer LSTM recorded at `steps`, its recurrent weights grown between recordings (a profile
-    that changes as a trained one does)."""
+    """A 2-layer LSTM recorded by a Monitor at `steps`, its recurrent weights grown between recordings (a
+    profile that changes as a trained one does)."""
     torch.manual_seed(0)
     lstm, inputs = torch.nn.LSTM(4, 8, num_layers=2), torch.randn(30, 3, 4)
+    monitor = harness.Monitor(lstm, inputs, name="monitor")
     snapshots = []
     for step in steps:
-        profile = harness.record(lstm, inputs, name="monitor")
-        snapshots.append(Snapshot(step, profile, fits_of(profile)))
+        snapshots.append(monitor.record(step))
         with torch.no_grad():
             for name, weight in lstm.named_parameters():
                 if name.startswith("weight_hh"):

@@ -165,3 +165,24 @@ def test_targets_whose_batch_dimension_cannot_be_told_are_refused_unless_named()
     monitor = harness.Monitor(model, (x, y), sequences=2, loss=loss, targets_batch_dim=0)
     assert torch.equal(monitor.batch[1], y[:2]) and torch.equal(monitor.batch[0], x[:, :2])
     assert torch.equal(harness.Monitor(model, (x, y), sequences=4, loss=loss).batch[1], y)  # nothing cut
+
+
+def test_one_monitors_snapshots_are_one_run_and_two_trainings_are_two():
+    """A run id names a monitor's training by its first snapshot (the columns name neither weights nor
+    batch): every snapshot of one monitor shares it, whatever training changed; a second model of the
+    same shape, initialised otherwise, is another run (before, both were one run_id, and collect read
+    the second folder as a duplicate of the first)."""
+    runs = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        rnn, inputs = nn.RNN(3, 5), torch.randn(15, 4, 3)
+        monitor = harness.Monitor(rnn, inputs)
+        monitor.record(0)
+        with torch.no_grad():
+            rnn.weight_hh_l0.mul_(2.0)  # a training step that changes the profile
+        monitor.record(1)
+        first, second = (snapshot.profile for snapshot in monitor.snapshots)
+        assert not torch.equal(first.log_norms, second.log_norms)
+        assert first.run_id == second.run_id and monitor.frame().run_id.nunique() == 1
+        runs.append(first.run_id)
+    assert runs[0] != runs[1]

@@ -36,6 +36,7 @@ Which derivative:
 from __future__ import annotations
 
 import copy
+import hashlib
 import inspect
 import time
 from collections.abc import Callable, Sequence
@@ -179,9 +180,21 @@ def record(
         # a sample whose forward pass overflowed was not measured at any step (recorders.leave_out_overflow)
         log_norms, overflow = leave_out_overflow(log_norms, finite, net, x)
     columns = _profile_columns(name, cell, model, recurrent, net, x, seed, used, parameter, user_loss, sources, adjoint)
+    columns["recording"] = recording_digest(log_norms, counts)
     view = "adjoint" if sources is None else "dependency"
     elapsed = time.perf_counter() - start
     return GradientProfile(log_norms, net.state_names, columns, used, view, counts, finite, elapsed, overflow)
+
+
+def recording_digest(log_norms: Tensor, sources: Tensor | None = None) -> str:
+    """A short hash of the numbers recorded. The columns name the model's shape, not its weights, inputs
+    or loss: two recordings of one architecture (before and after training) have the same columns,
+    and only this column tells their run ids apart (harness.core.spec.run_id), so that neither is read
+    as a duplicate of the other nor saved over it."""
+    digest = hashlib.sha1(log_norms.detach().to("cpu", torch.float64).contiguous().numpy().tobytes())
+    if sources is not None:
+        digest.update(sources.detach().to("cpu", torch.float64).contiguous().numpy().tobytes())
+    return digest.hexdigest()[:12]
 
 
 class Reader:

@@ -250,7 +250,8 @@ class Parquet:
 
     The folder is checked as GradientProfile.save checks it: new, empty, or one the harness wrote,
     never through a link; one holding a finished run is refused unless it is this run's (the same
-    run_id: the same model, module, loss and monitor settings), whose log is then replaced."""
+    run_id: the same model shape, module, loss and monitor settings and the same first snapshot, which
+    names a monitor's run: harness.lab.monitor), whose log is then replaced."""
 
     def __init__(self, folder: str | os.PathLike):
         self.folder = Path(folder)

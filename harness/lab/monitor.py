@@ -134,6 +134,10 @@ class Monitor:
                 seed=self.seed,
                 name=self.name,
             )
+        # One monitor's snapshots are one run (one run_id): the training it follows is named by its
+        # first snapshot's numbers, which the columns do not hold (its weights, its batch).
+        if self.snapshots:
+            profile.columns["recording"] = self.snapshots[0].profile.columns["recording"]
         snapshot = Snapshot(step, profile, profile.fits(horizon_decades=self.horizon_decades))
         self.snapshots.append(snapshot)
         for logger in self.loggers:

@@ -170,7 +170,8 @@ class GradientProfile:
 
     def save(self, folder: str | Path) -> Path:
         """Write a run folder (profile.parquet, meta.json, DONE) that `python -m harness.plot` and
-        `python -m harness.collect` read like any command-line run; return its path."""
+        `python -m harness.collect` read like any command-line run; return its path. Refused into a
+        folder holding another run: the run id covers the numbers recorded (harness.lab.api.recording_digest)."""
         folder = Path(folder)
         check_target("folder", folder, kind="run", run_id=self.run_id)  # never over the user's own files
         claim(folder)

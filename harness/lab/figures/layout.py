@@ -90,11 +90,29 @@ def run_title(run: pd.Series, names: list[str]) -> str:
 def unnamed(frame: pd.DataFrame, shown: list[str]) -> str:
     """The caption's words for the swept axes (seed included) a figure does not tell apart, if any:
     '; drawn alike: runs that differ only in scale (3 values) or seed (5 values)'."""
-    hidden = [a for a in [*swept(frame), *(["seed"] if seeds_of(frame) else [])] if a not in shown]
+    named = [*swept(frame), *(["seed"] if seeds_of(frame) else [])]
+    hidden = [a for a in named if a not in shown]
+    alike = same_columns(frame, named)
     if not hidden:
+        return f"; drawn alike: {alike}" if alike else ""
+    return (
+        "; drawn alike: runs that differ only in "
+        + " or ".join(f"{a} ({value_count(frame, a)} values)" for a in hidden)
+        + (f", and {alike}" if alike else "")
+    )
+
+
+def same_columns(frame: pd.DataFrame, named: list[str]) -> str:
+    """The caption's words for recordings saved from Python that no column tells apart (the same model
+    shape, name and settings; other weights, inputs or loss: harness.lab.api.recording_digest), if any."""
+    if "recording" not in frame or frame.recording.nunique() < 2:
         return ""
-    return "; drawn alike: runs that differ only in " + " or ".join(
-        f"{a} ({value_count(frame, a)} values)" for a in hidden
+    per = frame.groupby(named, dropna=False).recording.nunique() if named else frame.recording.nunique()
+    if int(np.max(per)) < 2:
+        return ""
+    return (
+        "recordings from Python with the same columns (other weights, inputs or loss, which no column names; "
+        "harness.record(..., name=...) tells them apart)"
     )
 
 
