@@ -98,6 +98,19 @@ def test_two_folders_of_one_run_id_are_read_once_and_the_second_is_a_duplicate(d
     assert plot_main([str(sweep)]) == 0
 
 
+def test_a_sweep_stopped_before_any_run_finished_is_named_as_such(tmp_path, capsys):
+    """An interrupt before the first run finished leaves the manifest alone (the runs' files removed):
+    collect and plot say what the folder is and what to do, in one line (it read 'no run folders in it;
+    expected a sweep or run folder')."""
+    (tmp_path / "sweep.json").write_text(json.dumps({"run_ids": ["0123456789ab", "ba9876543210"], "runs": []}))
+    for main in (collect_main, plot_main):
+        assert main([str(tmp_path)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "a sweep none of whose 2 runs finished" in err
+        assert "run its command again" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep.json"]
+
+
 def test_runs_the_manifest_names_without_a_finished_folder_are_listed_as_not_run(sweep, capsys):
     first, second = ids(sweep)
     runs = [

@@ -606,6 +606,12 @@ def collect(root: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
         check_rebuild(root)  # never over tables of the user's
         claim(root)
     if not runs:
+        planned = (read_manifest(root) or {}).get("run_ids")
+        if isinstance(planned, list) and planned:  # a sweep stopped before its first run finished
+            raise ConfigError(
+                f"{root}: a sweep none of whose {len(planned)} runs finished (it was interrupted, or is "
+                "still running); expected a finished run: run its command again, which resumes it"
+            )
         raise ConfigError(
             f"{root}: no run folders in it (a run folder holds .hydra/, or DONE and meta.json); "
             "expected a sweep or run folder"
