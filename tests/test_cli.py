@@ -419,10 +419,12 @@ def test_collect_and_plot_rebuild_after_an_interrupted_sweep(tmp_path, reference
     run_config(config, other)
     same = tmp_path / "same"  # and one configuration in two folders: one run
     shutil.copytree(sweep / "0", same)
+    capsys.readouterr()
     assert plot_main([str(sweep), str(other), str(same), "--out", str(tmp_path / "both")]) == 0
     both = pd.read_csv(tmp_path / "both" / "summary.csv")
     assert sorted(set(both.cell)) == ["gru", "lstm", "rnn"] and len(both) == 9
-    capsys.readouterr()
+    # the run given twice is drawn once, and said so (it was dropped without a word)
+    assert f"1 runs of {same} are runs of a folder given before it (the same run_id)" in capsys.readouterr().out
     assert plot_main([str(sweep), "--where", "colour=red", "--out", str(tmp_path / "x")]) == 2
     assert capsys.readouterr().err.startswith("error: --where colour=red: expected KEY=VALUE")
     assert plot_main([str(tmp_path / "nope")]) == 2

@@ -220,6 +220,11 @@ def test_where_a_number_is_expected_but_not_given_is_one_line(sweep, tmp_path, c
     err = capsys.readouterr().err
     assert err.startswith("error: --where scale=abc: ") and len(err.splitlines()) == 1
     assert plot_main([str(sweep), "--where", "scale=0.5,1", "--out", str(tmp_path / "y")]) == 0
+    # an empty value names the values the key takes (it listed every column of the summary)
+    for item in ("cell=", "cell=rnn,"):
+        assert plot_main([str(sweep), "--where", item, "--out", str(tmp_path / "z")]) == 2
+        err = capsys.readouterr().err
+        assert err == f"error: --where {item}: an empty value of cell; expected cell=VALUE[,VALUE...] of lstm\n"
 
 
 def as_another_run(folder, **columns) -> None:

@@ -138,7 +138,11 @@ def parse_where(items: list[str], frame: pd.DataFrame) -> list[tuple[str, list[s
     filters = []
     for item in items:
         key, _, values = item.partition("=")
-        if key not in frame or not values:
+        if key in frame and not all(values.split(",")):  # cell= or cell=rnn,
+            taken = list(map(str, frame[key].dropna().unique()))
+            listed = ", ".join(taken[:8]) + (", ..." if len(taken) > 8 else "")
+            raise ConfigError(f"--where {item}: an empty value of {key}; expected {key}=VALUE[,VALUE...] of {listed}")
+        if key not in frame:
             raise ConfigError(
                 f"--where {item}: expected KEY=VALUE[,VALUE...] with KEY one of "
                 f"{', '.join(c for c in frame.columns if not c.startswith('log10'))}"
@@ -201,7 +205,8 @@ def plot(
     # One configuration in two sweeps is one run (its numbers are determined by its config).
     summary = concatenated(summaries)
     sources = pd.Series([str(folder) for folder, rows in zip(folders, summaries) for _ in range(len(rows))])
-    summary = summary[~summary.run_id.duplicated() | summary.run_id.isna()]  # damaged folders have no id
+    again = summary.run_id.duplicated() & summary.run_id.notna()  # damaged folders have no id
+    summary = summary[~again]
     profile = concatenated(profiles)
     if profile.empty:  # no run's profile could be read: a table without columns
         profile = pd.DataFrame(columns=["run_id"])
@@ -246,6 +251,8 @@ def plot(
     report = write_report(out, summary, figures, source=source, where=where, command=command, question=question)
     for path in [*(drawn.path for drawn in figures), report]:
         print(path)
+    for folder, count in sources[again.to_numpy()].value_counts(sort=False).items():
+        print(f"{count} runs of {folder} are runs of a folder given before it (the same run_id): each drawn once")
     if not attention.empty:
         counts = attention.status.value_counts().to_dict()
         print(f"{len(attention)} runs need attention ({', '.join(f'{n} {s}' for s, n in counts.items())}):")
