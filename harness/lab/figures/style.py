@@ -37,7 +37,8 @@ CELL_ORDER = tuple(cell.name for cell in sorted(CELL_TYPES.values(), key=lambda 
 CELL_COLOURS = {name: CELL_TYPES[name].colour for name in CELL_ORDER}
 USER_CELL_COLOURS = ["#882255", "#117733", "#999933", "#332288", "#AA4499", "#44AA99"]
 LINE_STYLES = ["-", "--", ":", "-."]
-MARKERS = ["o", "s", "^", "v", "D", "P", "X", "*", "h", "<", ">", "p"]
+# No x-like marker: "x" is the Lyapunov exponent's (phase) and "X" a run's last finite value (profiles).
+MARKERS = ["o", "s", "^", "v", "D", "<", ">", "p", "*", "h", "d", "P"]
 TITLE_POINTS = 9
 RANGE_PERCENTILE = 90  # of |log10 norm|: the heatmaps' colour range; the top tenth takes the end colours
 
