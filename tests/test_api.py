@@ -548,12 +548,31 @@ def test_recordings_of_one_architecture_are_runs_of_their_own(tmp_path):
     assert (summary.status == "ok").all() and sorted(summary.index) == sorted(weights)
     for folder, w in weights.items():
         assert summary.rate[folder] == pytest.approx(math.log(w), abs=1e-9)
-    # one panel, two lines no column tells apart: the caption says so
-    assert "Drawn alike: recordings from Python with the same columns" in (tmp_path / "report.html").read_text()
+    # the recording tells them apart where nothing else does: never pooled as seeds of one configuration
+    by_config = pd.read_parquet(tmp_path / "summary_by_config.parquet")
+    assert sorted(by_config.recording) == sorted(p.columns["recording"] for p in profiles.values())
+    assert (by_config.n_seeds == 1).all()
     profiles["large"].save(tmp_path / "large")  # the same recording again: its own folder
     with pytest.raises(harness.ConfigError, match=rf"holds the finished run {profiles['small'].run_id}, not this"):
         profiles["large"].save(tmp_path / "small")
     assert linear_profile(0.5).run_id == profiles["small"].run_id  # the same numbers: the same run
+
+
+def test_recordings_that_overflowed_everywhere_are_runs_of_their_own():
+    """Two linear rnns whose states leave float64's range (20^t, 30^t) in every sample: neither profile
+    measures anything (all nan, the same numbers), yet they are two recordings, of other weights."""
+    profiles = []
+    for w in (20.0, 30.0):
+        net = harness.RecurrentNet("rnn", "identity", 1, 1, 1).double()
+        with torch.no_grad():
+            net.weight_hh_l0.fill_(w)
+            net.weight_ih_l0.fill_(1.0)
+            net.bias_ih_l0.zero_()
+            net.bias_hh_l0.zero_()
+        profiles.append(harness.record(net, torch.ones(400, 2, 1, dtype=F64)))
+    first, second = profiles
+    assert first.log_norms.isnan().all() and second.log_norms.isnan().all()
+    assert first.flags == second.flags == ["diverged"] and first.run_id != second.run_id
 
 
 def test_plot_returns_axes():

@@ -41,10 +41,10 @@ def fits_of(profile: harness.GradientProfile) -> list[dict]:
     ]
 
 
-def make_snapshots(steps=STEPS) -> list[Snapshot]:
+def make_snapshots(steps=STEPS, seed: int = 0) -> list[Snapshot]:
     """A 2-layer LSTM recorded by a Monitor at `steps`, its recurrent weights grown between recordings (a
     profile that changes as a trained one does)."""
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     lstm, inputs = torch.nn.LSTM(4, 8, num_layers=2), torch.randn(30, 3, 4)
     monitor = harness.Monitor(lstm, inputs, name="monitor")
     snapshots = []
@@ -308,6 +308,16 @@ def test_parquet_log_writes_only_where_the_harness_may(tmp_path, snapshots):
     mixed.log(snapshots[0])
     with pytest.raises(ConfigError, match="expected one monitor's snapshots per folder"):
         mixed.log(zero_snapshot(step=2))
+    # A rerun of a training whose first snapshot differs (not seeded; another thread count changes the
+    # last digits): another recording of the same configuration, whose log it replaces.
+    rerun = make_snapshots(steps=(0,), seed=1)[0]
+    assert rerun.run_id != snapshots[0].run_id
+    Parquet(tmp_path / "mixed").log(rerun)
+    assert json.loads((tmp_path / "mixed" / "meta.json").read_text())["run_id"] == rerun.run_id
+    # ... but never a run saved by GradientProfile.save, of the same configuration or not
+    rerun.profile.save(tmp_path / "saved")
+    with pytest.raises(ConfigError, match="holds the finished run"):
+        Parquet(tmp_path / "saved").log(make_snapshots(steps=(0,), seed=2)[0])
 
 
 def test_importing_harness_and_the_loggers_imports_no_logging_library():

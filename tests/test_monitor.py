@@ -171,7 +171,7 @@ def test_one_monitors_snapshots_are_one_run_and_two_trainings_are_two():
     """A run id names a monitor's training by its first snapshot (the columns name neither weights nor
     batch): every snapshot of one monitor shares it, whatever training changed; a second model of the
     same shape, initialised otherwise, is another run (before, both were one run_id, and collect read
-    the second folder as a duplicate of the first)."""
+    the second folder as a duplicate of the first). Each snapshot's profile keeps its own."""
     runs = []
     for seed in (0, 1):
         torch.manual_seed(seed)
@@ -181,8 +181,10 @@ def test_one_monitors_snapshots_are_one_run_and_two_trainings_are_two():
         with torch.no_grad():
             rnn.weight_hh_l0.mul_(2.0)  # a training step that changes the profile
         monitor.record(1)
-        first, second = (snapshot.profile for snapshot in monitor.snapshots)
-        assert not torch.equal(first.log_norms, second.log_norms)
-        assert first.run_id == second.run_id and monitor.frame().run_id.nunique() == 1
+        first, second = monitor.snapshots
+        assert not torch.equal(first.profile.log_norms, second.profile.log_norms)
+        assert first.run_id == second.run_id and set(monitor.frame().run_id) == {first.run_id}
+        # each profile alone is a recording of its own (saved apart: two runs, neither over the other)
+        assert first.profile.run_id != second.profile.run_id
         runs.append(first.run_id)
     assert runs[0] != runs[1]

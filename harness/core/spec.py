@@ -244,6 +244,13 @@ def _flat_fields(cls: type, prefix: str = "") -> dict[str, Any]:
 FIELDS = _flat_fields(RunSpec)
 # Column name -> validator: the single table every check uses.
 VALIDATORS: dict[str, Validator] = {key: f.metadata["check"] for key, f in FIELDS.items()}
+RECORDING = "recording"  # a recording from Python: a hash of what it recorded (harness.lab.api.recording_digest)
+
+
+def is_config_column(column: str) -> bool:
+    """Whether a table column tells runs apart as a setting does: a key of the config, a user cell's
+    argument, or a Python recording's `recording` (its columns name neither its weights nor inputs)."""
+    return column in VALIDATORS or column.startswith("cell.kwargs.") or column == RECORDING
 
 
 def describe() -> list[tuple[str, Any, str]]:

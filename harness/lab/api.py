@@ -38,6 +38,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import inspect
+import math
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -48,14 +49,15 @@ from torch import Tensor, nn
 from harness.core.cells import CellNet, RecurrentNet, StackedNet
 from harness.core.errors import ConfigError, ModelError
 from harness.core.memory import available_memory, segment_length, size
-from harness.core.recorders import RECORDERS, flush_denormals, leave_out_overflow, record_log_norms
+from harness.core.recorders import RECORDERS, Overflow, flush_denormals, leave_out_overflow, record_log_norms
 from harness.core.segments import record_profile
-from harness.core.spec import VALIDATORS
+from harness.core.spec import RECORDING, VALIDATORS
 from harness.core.tasks import step_drives
 from harness.lab.module import Substitution, check_module, find_recurrent, is_recurrent
 from harness.lab.profile import GradientProfile
 
 Loss = Callable[[Tensor], Tensor]
+HASH_ROWS = 4096  # steps of log-norms recording_digest copies at a time
 TORCH_CELLS = {nn.RNN: "rnn", nn.LSTM: "lstm", nn.GRU: "gru"}
 ADJOINTS = ("state", "total")
 
@@ -180,20 +182,30 @@ def record(
         # a sample whose forward pass overflowed was not measured at any step (recorders.leave_out_overflow)
         log_norms, overflow = leave_out_overflow(log_norms, finite, net, x)
     columns = _profile_columns(name, cell, model, recurrent, net, x, seed, used, parameter, user_loss, sources, adjoint)
-    columns["recording"] = recording_digest(log_norms, counts)
+    columns[RECORDING] = recording_digest(log_norms, counts, overflow, [*net.parameters(), x, targets])
     view = "adjoint" if sources is None else "dependency"
     elapsed = time.perf_counter() - start
     return GradientProfile(log_norms, net.state_names, columns, used, view, counts, finite, elapsed, overflow)
 
 
-def recording_digest(log_norms: Tensor, sources: Tensor | None = None) -> str:
-    """A short hash of the numbers recorded. The columns name the model's shape, not its weights, inputs
-    or loss: two recordings of one architecture (before and after training) have the same columns,
-    and only this column tells their run ids apart (harness.core.spec.run_id), so that neither is read
-    as a duplicate of the other nor saved over it."""
-    digest = hashlib.sha1(log_norms.detach().to("cpu", torch.float64).contiguous().numpy().tobytes())
-    if sources is not None:
-        digest.update(sources.detach().to("cpu", torch.float64).contiguous().numpy().tobytes())
+def recording_digest(
+    log_norms: Tensor, sources: Tensor | None, overflow: Overflow | None, inputs: Sequence[Tensor | None]
+) -> str:
+    """A short hash of a recording: the numbers recorded, where its forward pass overflowed, and the
+    recorded module's weights and inputs (a profile that overflowed everywhere is all nan, whatever
+    the model). The columns name the model's shape, not its weights, inputs or loss: two recordings
+    of one architecture (before and after training) have the same columns, and only this column tells
+    their run ids apart (harness.core.spec.run_id), so that neither is read as a duplicate of the
+    other nor saved over it. Nan and -0.0 are hashed as one value each."""
+    digest = hashlib.sha1()
+    for start in range(0, log_norms.shape[0], HASH_ROWS):  # a copy of HASH_ROWS rows at a time
+        rows = log_norms[start : start + HASH_ROWS].detach().to("cpu", torch.float64)
+        digest.update((torch.nan_to_num(rows, nan=math.nan, posinf=math.inf, neginf=-math.inf) + 0.0).numpy())
+    extra = [sources, None if overflow is None else overflow.first_steps, *inputs]
+    for tensor in (t for t in extra if t is not None):
+        tensor = tensor.detach()
+        digest.update(f"{tensor.dtype}{tuple(tensor.shape)}".encode())
+        digest.update(tensor.to("cpu").contiguous().view(-1).view(torch.uint8).numpy())
     return digest.hexdigest()[:12]
 
 

@@ -24,6 +24,7 @@ What TensorBoard and W&B receive at each snapshot (its training step is theirs):
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import time
@@ -35,6 +36,7 @@ import numpy as np
 from harness.core.errors import ConfigError
 from harness.core.folders import check_target, claim, finished_run
 from harness.core.runfolder import DONE, META, PROFILE, write_done, write_json
+from harness.core.spec import RECORDING
 
 if TYPE_CHECKING:
     import matplotlib.figure
@@ -249,9 +251,9 @@ class Parquet:
     profile at each recorded step. No loss table: the monitor sees none, so no `losses` figure.
 
     The folder is checked as GradientProfile.save checks it: new, empty, or one the harness wrote,
-    never through a link; one holding a finished run is refused unless it is this run's (the same
-    run_id: the same model shape, module, loss and monitor settings and the same first snapshot, which
-    names a monitor's run: harness.lab.monitor), whose log is then replaced."""
+    never through a link; one holding a finished run is refused unless it is this run's, or another
+    monitor log of the same model shape, module, loss and monitor settings (a rerun of the training:
+    rerun_of), whose log is then replaced."""
 
     def __init__(self, folder: str | os.PathLike):
         self.folder = Path(folder)
@@ -272,19 +274,20 @@ class Parquet:
 
         profile = snapshot.profile
         if self.run_id is None:
-            self.run_id = profile.run_id
-        elif profile.run_id != self.run_id:
+            self.run_id = snapshot.run_id
+        elif snapshot.run_id != self.run_id:
             raise ConfigError(
-                f"Parquet({self.folder}): snapshot at step {snapshot.step} is of run {profile.run_id}, this log "
+                f"Parquet({self.folder}): snapshot at step {snapshot.step} is of run {snapshot.run_id}, this log "
                 f"holds {self.run_id}; expected one monitor's snapshots per folder"
             )
-        check_target("folder", self.folder, kind="run", run_id=self.run_id)
+        rerun = rerun_of(self.folder, snapshot.columns)
+        check_target("folder", self.folder, kind="run", run_id=rerun or self.run_id)
         claim(self.folder)
         self.frames.append(snapshot.frame())
         self.steps.append(snapshot.step)
         self.flags += [flag for flag in profile.flags if flag not in self.flags]
         self.wall_time_s += profile.wall_time_s if math.isfinite(profile.wall_time_s) else 0.0
-        self.columns, self.view = profile.columns, profile.view
+        self.columns, self.view = snapshot.columns, profile.view
         # DONE goes first and comes back last: a reader never sees it vouch for files half rewritten.
         with contextlib.suppress(FileNotFoundError):
             (self.folder / DONE).unlink()
@@ -307,3 +310,22 @@ class Parquet:
 
     def close(self) -> None:
         """Nothing to flush: every snapshot is on disk when log returns."""
+
+
+def rerun_of(folder: Path, columns: dict[str, Any]) -> str | None:
+    """The run id of the monitor log in folder if it is one of these columns but its recording (the
+    same model shape, module, loss and settings: a rerun of the training, whose first snapshot may
+    differ in the last digits, or not be seeded), whose log is replaced; else None."""
+    try:
+        meta = json.loads((folder / META).read_text())
+        logged = meta["columns"]
+        if meta.get("source") != "harness.Monitor" or finished_run(folder) != meta["run_id"]:
+            return None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    own = {k: v for k, v in columns.items() if k != RECORDING}
+    return (
+        meta["run_id"]
+        if isinstance(logged, dict) and {k: v for k, v in logged.items() if k != RECORDING} == own
+        else None
+    )

@@ -25,8 +25,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 import torch
 from torch import Tensor, nn
 
+from harness.core import spec
 from harness.core.errors import ConfigError
-from harness.core.spec import VALIDATORS
+from harness.core.spec import RECORDING, VALIDATORS
 from harness.lab.profile import GradientProfile, check_horizon_decades
 
 if TYPE_CHECKING:
@@ -35,15 +36,31 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Snapshot:
-    """One recording during training: the training step, the profile and its fits per block."""
+    """One recording during training: the training step, the profile and its fits per block.
+
+    A monitor's snapshots are one run, named by its first snapshot: `columns` and `run_id` are the
+    profile's with the first snapshot's `recording` (what the columns do not say: the initial weights
+    and the batch), so one training is one run wherever it is logged, and two are two. The profile
+    keeps its own: saved alone (profile.save), each snapshot is a recording of its own."""
 
     step: int  # the training step it was recorded at
     profile: GradientProfile
     fits: list[dict[str, Any]]  # per (layer, state): layer, state, rate, half_life, horizon, ... (GradientProfile.fit)
+    recording: str | None = None  # the first snapshot's recording (None: this is the first, or no monitor's)
+
+    @property
+    def columns(self) -> dict[str, Any]:
+        return self.profile.columns | ({RECORDING: self.recording} if self.recording else {})
+
+    @property
+    def run_id(self) -> str:
+        return spec.run_id(self.columns)
 
     def frame(self) -> pd.DataFrame:
-        """The profile's long table with `step` the training step (as a command-line training run's)."""
-        return self.profile.to_frame().assign(step=self.step)
+        """The profile's long table with `step` the training step (as a command-line training run's),
+        its run's run_id and recording."""
+        frame = self.profile.to_frame().assign(step=self.step, run_id=self.run_id)
+        return frame.assign(**{RECORDING: self.recording}) if self.recording else frame
 
 
 class Logger(Protocol):
@@ -134,11 +151,8 @@ class Monitor:
                 seed=self.seed,
                 name=self.name,
             )
-        # One monitor's snapshots are one run (one run_id): the training it follows is named by its
-        # first snapshot's numbers, which the columns do not hold (its weights, its batch).
-        if self.snapshots:
-            profile.columns["recording"] = self.snapshots[0].profile.columns["recording"]
-        snapshot = Snapshot(step, profile, profile.fits(horizon_decades=self.horizon_decades))
+        first = self.snapshots[0].profile.columns[RECORDING] if self.snapshots else None  # names the run
+        snapshot = Snapshot(step, profile, profile.fits(horizon_decades=self.horizon_decades), first)
         self.snapshots.append(snapshot)
         for logger in self.loggers:
             logger.log(snapshot)

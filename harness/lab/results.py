@@ -46,7 +46,7 @@ from harness.core.runfolder import (
     UNITS,
     check_done,
 )
-from harness.core.spec import FIELDS, VALIDATORS, config_columns, flat_config, run_id
+from harness.core.spec import FIELDS, VALIDATORS, config_columns, flat_config, is_config_column, run_id
 from harness.lab.fits import FITS, fit_runs, headline
 from harness.lab.pool import parts, run_in_processes, workers_for
 from harness.lab.summary import write_summary_by_config
@@ -543,7 +543,7 @@ def integer_columns(*frames: pd.DataFrame) -> set[str]:
 
 def summary_config(summary: pd.DataFrame) -> list[str]:
     """The summary's config columns (the run's settings), in their order."""
-    return [c for c in summary.columns if c in VALIDATORS or c.startswith("cell.kwargs.")]
+    return [c for c in summary.columns if is_config_column(c)]
 
 
 def spectrum_table(summary: pd.DataFrame) -> pd.DataFrame:
@@ -606,7 +606,10 @@ def collect(root: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
         check_rebuild(root)  # never over tables of the user's
         claim(root)
     if not runs:
-        planned = (read_manifest(root) or {}).get("run_ids")
+        try:  # quietly: a manifest that cannot be read leaves the error below the one line
+            planned = json.loads((root / MANIFEST).read_text()).get("run_ids")
+        except (OSError, ValueError, AttributeError):
+            planned = None
         if isinstance(planned, list) and planned:  # a sweep stopped before its first run finished
             raise ConfigError(
                 f"{root}: a sweep none of whose {len(planned)} runs finished (it was interrupted, or is "

@@ -28,7 +28,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from harness.core.spec import VALIDATORS
+from harness.core.spec import is_config_column
 from harness.lab.tables import write_or_remove
 from harness.lab.theory_table import THEORY
 
@@ -120,7 +120,7 @@ def pooled(frame: pd.DataFrame, keys: list[str], metrics: list[str] | tuple[str,
 
 def config_columns(frame: pd.DataFrame) -> list[str]:
     """The frame's config columns (the runs' settings) but seed, in their order."""
-    return [c for c in frame.columns if (c in VALIDATORS or c.startswith("cell.kwargs.")) and c != "seed"]
+    return [c for c in frame.columns if is_config_column(c) and c != "seed"]
 
 
 def measured(summary: pd.DataFrame) -> pd.DataFrame:

@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from harness.core.spec import VALIDATORS
+from harness.core.spec import RECORDING, is_config_column
 from harness.lab.figures.style import (
     FACETS,
     LAG_LABEL,
@@ -47,9 +47,10 @@ def swept(frame: pd.DataFrame, first: list[str] | tuple[str, ...] = ()) -> list[
     """Every config column the runs vary, seed apart, each once: a column the ones before it determine
     (a remedy's activation, init or clip_norm; an lstm-only key beside cell) is left out, being named
     by them. Order: `first` (a figure's x or colour axis), cell, remedy, the other FACETS, the other
-    config columns by name, scale, seq_len."""
-    config = [c for c in frame.columns if c in VALIDATORS or c.startswith("cell.kwargs.")]
-    order = [*first, "cell", "remedy", *FACETS, *sorted(config), "scale", "seq_len"]
+    config columns by name, scale, seq_len, recording."""
+    config = [c for c in frame.columns if is_config_column(c)]
+    # recording last: kept only where nothing else tells two recordings from Python apart
+    order = [*first, "cell", "remedy", *FACETS, *sorted(set(config) - {RECORDING}), "scale", "seq_len", RECORDING]
     kept: list[str] = []
     for axis in dict.fromkeys(a for a in order if a in config and a != "seed"):
         if kept:
@@ -90,29 +91,11 @@ def run_title(run: pd.Series, names: list[str]) -> str:
 def unnamed(frame: pd.DataFrame, shown: list[str]) -> str:
     """The caption's words for the swept axes (seed included) a figure does not tell apart, if any:
     '; drawn alike: runs that differ only in scale (3 values) or seed (5 values)'."""
-    named = [*swept(frame), *(["seed"] if seeds_of(frame) else [])]
-    hidden = [a for a in named if a not in shown]
-    alike = same_columns(frame, named)
+    hidden = [a for a in [*swept(frame), *(["seed"] if seeds_of(frame) else [])] if a not in shown]
     if not hidden:
-        return f"; drawn alike: {alike}" if alike else ""
-    return (
-        "; drawn alike: runs that differ only in "
-        + " or ".join(f"{a} ({value_count(frame, a)} values)" for a in hidden)
-        + (f", and {alike}" if alike else "")
-    )
-
-
-def same_columns(frame: pd.DataFrame, named: list[str]) -> str:
-    """The caption's words for recordings saved from Python that no column tells apart (the same model
-    shape, name and settings; other weights, inputs or loss: harness.lab.api.recording_digest), if any."""
-    if "recording" not in frame or frame.recording.nunique() < 2:
         return ""
-    per = frame.groupby(named, dropna=False).recording.nunique() if named else frame.recording.nunique()
-    if int(np.max(per)) < 2:
-        return ""
-    return (
-        "recordings from Python with the same columns (other weights, inputs or loss, which no column names; "
-        "harness.record(..., name=...) tells them apart)"
+    return "; drawn alike: runs that differ only in " + " or ".join(
+        f"{a} ({value_count(frame, a)} values)" for a in hidden
     )
 
 

@@ -32,7 +32,6 @@ from harness.lab.figures.layout import (
     panel_grid,
     panels,
     run_list,
-    same_columns,
     seed_list,
     seeds_of,
     swept,
@@ -101,8 +100,6 @@ def draw_profiles(profile: pd.DataFrame, flagged: set[str], folder: Path) -> Ite
         fig.legend(handles=keys, loc="outside lower center", ncol=len(keys), fontsize=8, frameon=False)
         named = ["cell", *facets, *([colour] if colour else [])]
         caption = profiles_caption(marks, colour, named, at_init) + seeds_caption(top, facets, colour, marks.pooled)
-        if alike := same_columns(top, [*named, *(["seed"] if seeds_of(top) else [])]):
-            caption += f" Drawn alike: {alike}."
         yield Page(fig, page_path(folder, "profiles", number, len(all_pages)), caption)
 
 
