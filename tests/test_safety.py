@@ -19,6 +19,7 @@ import pytest
 
 from harness.cli import main as cli_main
 from harness.cli.callbacks import CollectResults
+from harness.cli.collect import main as collect_main
 from harness.cli.plot import main as plot_main
 from harness.cli.sweep import check_folders, check_manifest
 from harness.cli.sweep.jobs import Job, check_subdirs, compose
@@ -333,6 +334,22 @@ def test_plot_never_writes_into_a_run_folder_or_a_filtered_copy_over_its_source(
     assert (tmp_path / "mine" / "report.html").read_text() == "my own report"
     assert plot_main([str(small_sweep), "--where", "cell=gru", "--out", str(tmp_path / "gru")]) == 0
     assert plot_main([str(small_sweep), "--where", "cell=gru", "--out", str(tmp_path / "gru")]) == 0  # its own
+    # A folder of runs saved from Python, collected (so the harness's): its tables are its runs', never
+    # another sweep's (they were replaced, and `plot` of it then drew the other runs)
+    import torch
+
+    import harness
+
+    harness.record(torch.nn.GRU(3, 4), torch.randn(6, 2, 3)).save(tmp_path / "saved" / "gru")
+    assert collect_main([str(tmp_path / "saved")]) == 0
+    saved = {p.name: p.read_bytes() for p in (tmp_path / "saved").glob("*.parquet")}
+    capsys.readouterr()
+    assert plot_main([str(small_sweep), "--out", str(tmp_path / "saved")]) == 2
+    assert capsys.readouterr().err == (
+        f"error: --out {tmp_path / 'saved'}: holds runs of its own (gru/), whose tables these would replace; "
+        "expected a folder of its own\n"
+    )
+    assert {p.name: p.read_bytes() for p in (tmp_path / "saved").glob("*.parquet")} == saved
 
 
 # 7. The table stage never exits 0 when it failed ---------------------------------------------------------

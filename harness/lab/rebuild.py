@@ -25,6 +25,7 @@ from harness.lab.results import (
     collect,
     collect_losses,
     concatenated,
+    find_runs,
     read_table,
     readable,
     write_summary,
@@ -167,8 +168,9 @@ def check_out(folders: list[Path], out: Path | None, filtered: bool) -> None:
     """Where the figures and tables may go (raise ConfigError): never inside a run folder (its own
     profile.parquet would be replaced by the sweep's) unless it is that one run redrawn; the source
     folder only when the output is all of it (a subset or a union would replace its tables); any
-    other folder only if it is new, empty or the harness's. Paths are compared as the file system
-    resolves them, whatever their spelling. (A linked figures/ is refused where figures are drawn.)"""
+    other folder only if it is new, empty or the harness's, and holds no runs (their tables would be
+    replaced by other runs'). Paths are compared as the file system resolves them, whatever their
+    spelling. (A linked figures/ is refused where figures are drawn.)"""
     target = Path(os.path.realpath(out or folders[0]))
     sources = {Path(os.path.realpath(folder)) for folder in folders}
     redrawn = target in sources and not filtered
@@ -185,8 +187,15 @@ def check_out(folders: list[Path], out: Path | None, filtered: bool) -> None:
         )
     if redrawn:
         check_rebuild(target)
-    else:
-        check_target("--out", out, kind="plot")
+        return
+    check_target("--out", out, kind="plot")
+    held = find_runs(target) if target.is_dir() else []
+    if held:
+        raise ConfigError(
+            f"--out {out}: holds runs of its own ({held[0].relative_to(target)}/"
+            f"{f' and {len(held) - 1} more' if len(held) > 1 else ''}), whose tables these would replace; "
+            "expected a folder of its own"
+        )
 
 
 def plot(
