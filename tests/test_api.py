@@ -479,7 +479,7 @@ def test_from_torch_shares_parameters_and_output(cell):
 # ---------------------------------------------------------------------------------------------------
 
 
-def linear_profile(w: float = 0.9) -> harness.GradientProfile:
+def linear_profile(w: float = 0.9, inputs: torch.Tensor | None = None) -> harness.GradientProfile:
     """A 1-unit linear rnn h_t = w h_{t-1} + x_t: ||dL/dh_{T-k}|| = |w|^k |r| with |r| = 1."""
     net = harness.RecurrentNet("rnn", "identity", 1, 1, 1).double()
     with torch.no_grad():
@@ -487,7 +487,7 @@ def linear_profile(w: float = 0.9) -> harness.GradientProfile:
         net.weight_ih_l0.fill_(1.0)
         net.bias_ih_l0.zero_()
         net.bias_hh_l0.zero_()
-    return harness.record(net, seeded_inputs().sum(-1, keepdim=True))
+    return harness.record(net, seeded_inputs().sum(-1, keepdim=True) if inputs is None else inputs)
 
 
 def test_fit_of_linear_rnn_is_closed_form():
@@ -561,16 +561,7 @@ def test_recordings_of_one_architecture_are_runs_of_their_own(tmp_path):
 def test_recordings_that_overflowed_everywhere_are_runs_of_their_own():
     """Two linear rnns whose states leave float64's range (20^t, 30^t) in every sample: neither profile
     measures anything (all nan, the same numbers), yet they are two recordings, of other weights."""
-    profiles = []
-    for w in (20.0, 30.0):
-        net = harness.RecurrentNet("rnn", "identity", 1, 1, 1).double()
-        with torch.no_grad():
-            net.weight_hh_l0.fill_(w)
-            net.weight_ih_l0.fill_(1.0)
-            net.bias_ih_l0.zero_()
-            net.bias_hh_l0.zero_()
-        profiles.append(harness.record(net, torch.ones(400, 2, 1, dtype=F64)))
-    first, second = profiles
+    first, second = (linear_profile(w, torch.ones(400, 2, 1, dtype=F64)) for w in (20.0, 30.0))
     assert first.log_norms.isnan().all() and second.log_norms.isnan().all()
     assert first.flags == second.flags == ["diverged"] and first.run_id != second.run_id
 
