@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import math
+from typing import Any
 
 import pytest
 import torch
@@ -479,7 +480,7 @@ def test_from_torch_shares_parameters_and_output(cell):
 # ---------------------------------------------------------------------------------------------------
 
 
-def linear_profile(w: float = 0.9, inputs: torch.Tensor | None = None) -> harness.GradientProfile:
+def linear_profile(w: float = 0.9, inputs: torch.Tensor | None = None, **record: Any) -> harness.GradientProfile:
     """A 1-unit linear rnn h_t = w h_{t-1} + x_t: ||dL/dh_{T-k}|| = |w|^k |r| with |r| = 1."""
     net = harness.RecurrentNet("rnn", "identity", 1, 1, 1).double()
     with torch.no_grad():
@@ -487,7 +488,7 @@ def linear_profile(w: float = 0.9, inputs: torch.Tensor | None = None) -> harnes
         net.weight_ih_l0.fill_(1.0)
         net.bias_ih_l0.zero_()
         net.bias_hh_l0.zero_()
-    return harness.record(net, seeded_inputs().sum(-1, keepdim=True) if inputs is None else inputs)
+    return harness.record(net, seeded_inputs().sum(-1, keepdim=True) if inputs is None else inputs, **record)
 
 
 def test_fit_of_linear_rnn_is_closed_form():
@@ -556,6 +557,34 @@ def test_recordings_of_one_architecture_are_runs_of_their_own(tmp_path):
     with pytest.raises(harness.ConfigError, match=rf"holds the finished run {profiles['small'].run_id}, not this"):
         profiles["large"].save(tmp_path / "small")
     assert linear_profile(0.5).run_id == profiles["small"].run_id  # the same numbers: the same run
+
+
+def test_recordings_that_differ_by_seed_alone_are_seeds_of_one_configuration(tmp_path):
+    """Three seeds of one linear rnn (other inputs, another probe): three recordings, yet seeds of one
+    configuration, pooled as a command-line sweep's are: one summary_by_config row of n = 3 whose mean
+    rate is ln|w| (closed form), and the report says seed was swept, not recording."""
+    import pandas as pd
+
+    from harness.cli.plot import main as plot_main
+
+    for seed in range(3):
+        inputs = torch.randn(T, B, 1, dtype=F64, generator=torch.Generator().manual_seed(seed))
+        linear_profile(0.5, inputs, seed=seed).save(tmp_path / f"seed{seed}")
+    assert plot_main([str(tmp_path)]) == 0
+    (row,) = pd.read_parquet(tmp_path / "summary_by_config.parquet").itertuples()
+    assert row.n_seeds == 3 and row.rate_mean == pytest.approx(math.log(0.5), abs=1e-9)
+    report = (tmp_path / "report.html").read_text()
+    swept = report.split("<b>Swept:</b> ", 1)[1].split("<", 1)[0]
+    assert swept.strip(" ·") == "seed (3 values)" and "recording=" not in report
+
+
+def test_non_tensor_targets_are_recorded():
+    """Targets are whatever the loss takes (a list, a dict, a number): recorded, not refused at the end."""
+    rnn, inputs = torch.nn.RNN(4, 8), torch.randn(15, 3, 4)
+    weights = torch.randn(3, 8)
+    for targets, read in (([weights], lambda t: t[0]), ({"w": weights}, lambda t: t["w"]), (2.0, lambda t: t)):
+        profile = harness.record(rnn, inputs, loss=lambda out, t, read=read: (out[-1] * read(t)).sum(), targets=targets)
+        assert profile.log_norms.isfinite().all()
 
 
 def test_recordings_that_overflowed_everywhere_are_runs_of_their_own():

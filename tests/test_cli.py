@@ -424,7 +424,9 @@ def test_collect_and_plot_rebuild_after_an_interrupted_sweep(tmp_path, reference
     both = pd.read_csv(tmp_path / "both" / "summary.csv")
     assert sorted(set(both.cell)) == ["gru", "lstm", "rnn"] and len(both) == 9
     # the run given twice is drawn once, and said so (it was dropped without a word)
-    assert f"1 runs of {same} are runs of a folder given before it (the same run_id)" in capsys.readouterr().out
+    assert f"1 run of {same} is a run of a folder given before it (the same run_id): drawn once" in (
+        capsys.readouterr().out
+    )
     assert plot_main([str(sweep), "--where", "colour=red", "--out", str(tmp_path / "x")]) == 2
     assert capsys.readouterr().err.startswith("error: --where colour=red: expected KEY=VALUE")
     assert plot_main([str(tmp_path / "nope")]) == 2

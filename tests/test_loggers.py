@@ -271,7 +271,7 @@ def test_parquet_log_is_a_run_the_harness_reads_and_plots_as_training(tmp_path, 
     expected = pd.concat([s.frame() for s in snapshots[:2]], ignore_index=True)
     pd.testing.assert_frame_equal(profile, expected)
     (row,) = summary.itertuples()
-    assert row.status == "ok" and row.run_id == snapshots[0].profile.run_id and row.run_dir == "monitor"
+    assert row.status == "ok" and row.run_id == snapshots[0].run_id and row.run_dir == "monitor"
     top = next(f for f in snapshots[1].fits if f["layer"] == 1 and f["state"] == "h")  # the headline: last step
     assert row.rate == pytest.approx(top["rate"]) and row.horizon == top["horizon"]
     assert plot([root], root, []) == 0

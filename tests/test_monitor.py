@@ -184,7 +184,8 @@ def test_one_monitors_snapshots_are_one_run_and_two_trainings_are_two():
         first, second = monitor.snapshots
         assert not torch.equal(first.profile.log_norms, second.profile.log_norms)
         assert first.run_id == second.run_id and set(monitor.frame().run_id) == {first.run_id}
-        # each profile alone is a recording of its own (saved apart: two runs, neither over the other)
-        assert first.profile.run_id != second.profile.run_id
+        # each profile alone is a recording of its own (saved apart: two runs, neither over the other),
+        # the first one too: saved beside the training's log, it is not read as the log's duplicate
+        assert len({first.profile.run_id, second.profile.run_id, first.run_id}) == 3
         runs.append(first.run_id)
     assert runs[0] != runs[1]

@@ -189,7 +189,7 @@ def record(
 
 
 def recording_digest(
-    log_norms: Tensor, sources: Tensor | None, overflow: Overflow | None, inputs: Sequence[Tensor | None]
+    log_norms: Tensor, sources: Tensor | None, overflow: Overflow | None, inputs: Sequence[Any]
 ) -> str:
     """A short hash of a recording: the numbers recorded, where its forward pass overflowed, and the
     recorded module's weights and inputs (a profile that overflowed everywhere is all nan, whatever
@@ -201,12 +201,28 @@ def recording_digest(
     for start in range(0, log_norms.shape[0], HASH_ROWS):  # a copy of HASH_ROWS rows at a time
         rows = log_norms[start : start + HASH_ROWS].detach().to("cpu", torch.float64)
         digest.update((torch.nan_to_num(rows, nan=math.nan, posinf=math.inf, neginf=-math.inf) + 0.0).numpy())
-    extra = [sources, None if overflow is None else overflow.first_steps, *inputs]
-    for tensor in (t for t in extra if t is not None):
-        tensor = tensor.detach()
+    for value in [sources, None if overflow is None else overflow.first_steps, *inputs]:
+        hash_into(digest, value)
+    return digest.hexdigest()[:12]
+
+
+def hash_into(digest: Any, value: Any) -> None:
+    """value into digest: a tensor's dtype, shape and bytes; the items of a list, tuple or dict (targets
+    may be any of them); anything else as it reads."""
+    if isinstance(value, Tensor):
+        tensor = value.detach()
         digest.update(f"{tensor.dtype}{tuple(tensor.shape)}".encode())
         digest.update(tensor.to("cpu").contiguous().view(-1).view(torch.uint8).numpy())
-    return digest.hexdigest()[:12]
+    elif isinstance(value, (list, tuple)):
+        digest.update(f"{type(value).__name__}{len(value)}".encode())
+        for item in value:
+            hash_into(digest, item)
+    elif isinstance(value, dict):
+        for key in sorted(value, key=repr):
+            digest.update(repr(key).encode())
+            hash_into(digest, value[key])
+    else:
+        digest.update(repr(value).encode())
 
 
 class Reader:

@@ -18,6 +18,7 @@ without it ends with bit-identical weights (tests/test_monitor.py).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -39,14 +40,15 @@ class Snapshot:
     """One recording during training: the training step, the profile and its fits per block.
 
     A monitor's snapshots are one run, named by its first snapshot: `columns` and `run_id` are the
-    profile's with the first snapshot's `recording` (what the columns do not say: the initial weights
-    and the batch), so one training is one run wherever it is logged, and two are two. The profile
-    keeps its own: saved alone (profile.save), each snapshot is a recording of its own."""
+    profile's with the training's `recording` (harness.lab.monitor.training of the first snapshot's:
+    what the columns do not say, the initial weights and the batch), so one training is one run
+    wherever it is logged, and two are two. The profile keeps its own: saved alone (profile.save), each
+    snapshot is a recording of its own, the first one too (another run than the training's log)."""
 
     step: int  # the training step it was recorded at
     profile: GradientProfile
     fits: list[dict[str, Any]]  # per (layer, state): layer, state, rate, half_life, horizon, ... (GradientProfile.fit)
-    recording: str | None = None  # the first snapshot's recording (None: this is the first, or no monitor's)
+    recording: str | None = None  # the training's recording (None: the profile's own, as outside a monitor)
 
     @property
     def columns(self) -> dict[str, Any]:
@@ -61,6 +63,12 @@ class Snapshot:
         its run's run_id and recording."""
         frame = self.profile.to_frame().assign(step=self.step, run_id=self.run_id)
         return frame.assign(**{RECORDING: self.recording}) if self.recording else frame
+
+
+def training(first: str) -> str:
+    """The recording that names a monitored training: a hash of its first snapshot's (the same
+    recording, saved alone, is not the training's log)."""
+    return hashlib.sha1(f"training {first}".encode()).hexdigest()[:12]
 
 
 class Logger(Protocol):
@@ -151,8 +159,8 @@ class Monitor:
                 seed=self.seed,
                 name=self.name,
             )
-        first = self.snapshots[0].profile.columns[RECORDING] if self.snapshots else None  # names the run
-        snapshot = Snapshot(step, profile, profile.fits(horizon_decades=self.horizon_decades), first)
+        run = self.snapshots[0].recording if self.snapshots else training(profile.columns[RECORDING])
+        snapshot = Snapshot(step, profile, profile.fits(horizon_decades=self.horizon_decades), run)
         self.snapshots.append(snapshot)
         for logger in self.loggers:
             logger.log(snapshot)

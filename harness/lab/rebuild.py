@@ -261,7 +261,8 @@ def plot(
     for path in [*(drawn.path for drawn in figures), report]:
         print(path)
     for folder, count in sources[again.to_numpy()].value_counts(sort=False).items():
-        print(f"{count} runs of {folder} are runs of a folder given before it (the same run_id): each drawn once")
+        runs = "1 run of {} is a run" if count == 1 else f"{count} runs of {{}} are runs"
+        print(runs.format(folder), "of a folder given before it (the same run_id): drawn once")
     if not attention.empty:
         counts = attention.status.value_counts().to_dict()
         print(f"{len(attention)} runs need attention ({', '.join(f'{n} {s}' for s, n in counts.items())}):")

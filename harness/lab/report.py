@@ -20,10 +20,11 @@ import pandas as pd
 from harness.core.analysis import EDGE_FRACTION, STABLE_TOLERANCE
 from harness.core.networks import cell_only_keys
 from harness.core.runfolder import META, write_text
+from harness.core.spec import RECORDING
 from harness.lab.figures import Drawn
 from harness.lab.figures.layout import value_count, varied
 from harness.lab.results import summary_config
-from harness.lab.summary import METRICS, summary_by_config
+from harness.lab.summary import METRICS, recordings_apart, summary_by_config
 from harness.lab.theory_table import THEORY
 
 SHOWN = [
@@ -95,7 +96,8 @@ def write_report(
     elsewhere); where: the --where filters that chose these runs from it; command and question: the
     command that made the sweep and its experiment file's comment (harness.cli.paths.sweep_origin)."""
     root = Path(root)
-    config = summary_config(summary)
+    # recording is no setting: swept where it alone tells runs apart (recordings_apart), never held fixed
+    config = [c for c in summary_config(summary) if c != RECORDING]
     known = summary.dropna(subset=config, how="all")  # a damaged run whose settings are lost sweeps nothing
     # A run that never ran has the settings its overrides name alone (harness.lab.results.not_run): its gaps
     # are no values, and a key it names is swept where it takes another value than the runs that ran.
@@ -103,6 +105,7 @@ def write_report(
     # A key only some cells take (empty for the others) is swept if it varies in one.
     swept = varied(known[~unrun], config)
     swept += [c for c in config if c not in swept and known[c][unrun].notna().any() and known[c].nunique() > 1]
+    swept += [RECORDING] if recordings_apart(known[~unrun], swept) else []
     fixed = held_fixed(known[~unrun], [c for c in config if c not in swept])
     columns = [c for c in ["run_dir", *swept, *SHOWN] if c in summary and summary[c].notna().any()]
     by_config = by_config_html(summary, swept)

@@ -28,7 +28,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from harness.core.spec import is_config_column
+from harness.core.spec import RECORDING, is_config_column
 from harness.lab.tables import write_or_remove
 from harness.lab.theory_table import THEORY
 
@@ -119,8 +119,22 @@ def pooled(frame: pd.DataFrame, keys: list[str], metrics: list[str] | tuple[str,
 
 
 def config_columns(frame: pd.DataFrame) -> list[str]:
-    """The frame's config columns (the runs' settings) but seed, in their order."""
-    return [c for c in frame.columns if is_config_column(c) and c != "seed"]
+    """The frame's config columns (the runs' settings) but seed, in their order; recording last, and only
+    where it tells runs apart (recordings_apart)."""
+    keys = [c for c in frame.columns if is_config_column(c) and c not in ("seed", RECORDING)]
+    return [*keys, RECORDING] if recordings_apart(frame, keys) else keys
+
+
+def recordings_apart(frame: pd.DataFrame, keys: list[str]) -> bool:
+    """Whether runs alike in keys and seed differ in their `recording` (recordings from Python of other
+    weights, inputs or loss, which no column names): then it is one of the keys of a configuration.
+    Recordings that differ by seed alone are seeds of one configuration, pooled as any; a row saved
+    before recordings were hashed (none) is no value."""
+    if RECORDING not in frame or frame[RECORDING].nunique() < 2:
+        return False
+    by = [k for k in [*keys, "seed"] if k in frame and k != RECORDING]
+    counts = frame.groupby(by, dropna=False)[RECORDING].nunique() if by else frame[RECORDING].nunique()
+    return bool(np.max(counts) > 1)
 
 
 def measured(summary: pd.DataFrame) -> pd.DataFrame:

@@ -29,6 +29,7 @@ from harness.lab.figures.style import (
     scaled,
 )
 from harness.lab.fits import is_top_h
+from harness.lab.summary import recordings_apart
 
 
 def varied(frame: pd.DataFrame, columns: list[str]) -> list[str]:
@@ -49,11 +50,13 @@ def swept(frame: pd.DataFrame, first: list[str] | tuple[str, ...] = ()) -> list[
     by them. Order: `first` (a figure's x or colour axis), cell, remedy, the other FACETS, the other
     config columns by name, scale, seq_len, recording."""
     config = [c for c in frame.columns if is_config_column(c)]
-    # recording last: kept only where nothing else tells two recordings from Python apart
+    # recording last: kept only where nothing else, seed included, tells recordings from Python apart
     order = [*first, "cell", "remedy", *FACETS, *sorted(set(config) - {RECORDING}), "scale", "seq_len", RECORDING]
     kept: list[str] = []
     for axis in dict.fromkeys(a for a in order if a in config and a != "seed"):
-        if kept:
+        if axis == RECORDING:
+            varies = recordings_apart(frame, kept)
+        elif kept:
             varies = bool((frame.groupby(kept, dropna=False)[axis].nunique(dropna=False) > 1).any())
         else:
             varies = frame[axis].nunique(dropna=False) > 1
@@ -101,8 +104,8 @@ def unnamed(frame: pd.DataFrame, shown: list[str]) -> str:
 
 def value_count(frame: pd.DataFrame, axis: str) -> int:
     """How many values a swept axis takes: a missing value counts (a damaged run's unknown seed), except
-    for a cell's own key, empty for the cells that do not take it."""
-    return frame[axis].nunique(dropna=axis.startswith("cell."))
+    for a cell's own key, empty for the cells that do not take it, and recording (none before it was)."""
+    return frame[axis].nunique(dropna=axis.startswith("cell.") or axis == RECORDING)
 
 
 def colour_axis(frame: pd.DataFrame) -> str | None:
@@ -113,7 +116,9 @@ def facet_label(keys: tuple, names: list[str]) -> str:
     """'cell=lstm, cell.forget_bias=1.0'; a cell's own key that its cell does not take (empty: rnn has no
     cell.forget_bias, a built-in cell no cell.kwargs.*) is left out: it read `cell.forget_bias=nan`."""
     return ", ".join(
-        f"{n}={k}" for n, k in zip(names, keys) if not (n.startswith("cell.") and not isinstance(k, str) and pd.isna(k))
+        f"{n}={k}"
+        for n, k in zip(names, keys)
+        if not ((n.startswith("cell.") or n == RECORDING) and not isinstance(k, str) and pd.isna(k))
     )
 
 
