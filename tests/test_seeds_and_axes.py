@@ -175,6 +175,12 @@ def test_the_phase_figure_draws_each_configurations_interval_and_says_what_it_po
     assert "95% t interval of the mean over seeds" in legend
     assert "seeds pooled (seeds 0–4)" in page.caption and "n = 4–5 seeds" in page.caption
     assert any(isinstance(c, matplotlib.collections.LineCollection) for c in gaps.collections)  # the gaps' bars
+    # the diverged run (rnn, scale 1, seed 2: measured, pooled) boxes its point, and the caption names it
+    (boxed,) = [line for line in ax.lines if line.get_gid() == "flagged"]
+    rnn = fits[(fits.cell == "rnn") & (fits.scale == 1.0)].rate
+    assert list(boxed.get_xdata()) == [1.0] and list(boxed.get_ydata()) == [pytest.approx(rnn.mean())]
+    assert "boxed: a point with a run whose status carries numerical flags" in page.caption
+    assert "cell=rnn at scale 1" in page.caption and "a run with numerical flags" in legend
     print("phase caption:", page.caption)
     plt.close(page.figure)
 

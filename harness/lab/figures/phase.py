@@ -54,6 +54,7 @@ class Traced:
     critical: list[tuple[str, str, str]] = field(default_factory=list)
     critical_beyond: list[tuple[str, str, str]] = field(default_factory=list)  # ... and outside the scales run
     missing: list[str] = field(default_factory=list)  # lines' scales with no finite rate
+    flagged: list[str] = field(default_factory=list)  # lines' scales whose finite rate pools a flagged run
     counts: list[int] = field(default_factory=list)  # each point's runs with a finite rate (seeds pooled)
 
 
@@ -122,6 +123,11 @@ def draw_phase(summary: pd.DataFrame, curves: pd.DataFrame | None, folder: Path)
         parts.append("lower panel: measured minus each prediction (grey: ±0.02)")
     if traced.missing:
         parts.append("no finite rate (hollow circles on the x axis): " + "; ".join(traced.missing))
+    if traced.flagged:
+        parts.append(
+            "boxed: a point with a run whose status carries numerical flags (diverged, overflow, nan, underflow "
+            "or zero; the report lists them): " + "; ".join(traced.flagged)
+        )
     yield Page(fig, folder / "phase", "; ".join(parts) + ".")
 
 
@@ -138,10 +144,19 @@ def points_of(runs: pd.DataFrame, predicted: list[Prediction]) -> pd.DataFrame:
 
 
 def trace_measured(ax: plt.Axes, line: PhaseLine, traced: Traced) -> None:
-    """The fitted rate, and a hollow mark on the x axis at each scale with no finite rate (diverged, nan)."""
+    """The fitted rate, boxed where a run of the point carries numerical flags (its status is not ok,
+    as the profiles draw such a run dashed), and a hollow mark on the x axis at each scale with no
+    finite rate (diverged, nan)."""
     rate = line.points.rate
     ax.plot(line.points.index, rate.where(np.isfinite(rate)), label=line.label or "measured", **line.look)
     traced.counts += interval_bars(ax, line.points, "rate", line.look["color"])
+    if "status" in line.runs:
+        flags = line.runs.status.ne("ok").groupby(line.runs.scale).any()
+        boxed = [x for x in line.points.index if flags.get(x, False) and np.isfinite(rate[x])]
+        if boxed:
+            ax.plot(boxed, rate[boxed], ls="none", marker="s", ms=9, mfc="none", mec="0.15", mew=0.9, zorder=4)
+            ax.lines[-1].set_gid("flagged")  # named, for readers of the artists
+            traced.flagged.append(f"{line.label or 'the run'} at scale {', '.join(f'{v:g}' for v in boxed)}")
     lost = line.points.index[~np.isfinite(rate)]
     if len(lost):
         ax.plot(
@@ -306,6 +321,12 @@ def phase_keys(measured: str, several: bool, shown: list[tuple[str, str | None, 
         keys.append(
             matplotlib.lines.Line2D(
                 [], [], ls="none", marker="o", ms=7, mfc="none", mec="0.3", label="no finite rate (on the x axis)"
+            )
+        )
+    if traced.flagged:
+        keys.append(
+            matplotlib.lines.Line2D(
+                [], [], ls="none", marker="s", ms=9, mfc="none", mec="0.15", label="a run with numerical flags"
             )
         )
     return keys
