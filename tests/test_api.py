@@ -578,6 +578,34 @@ def test_recordings_that_differ_by_seed_alone_are_seeds_of_one_configuration(tmp
     assert swept.strip(" ·") == "seed (3 values)" and "recording=" not in report
 
 
+def test_only_a_configuration_that_repeats_a_seed_is_told_apart_by_recording(tmp_path):
+    """Pooling is decided configuration by configuration: "a" (seeds 0-2) pools its three seeds however
+    "b" is made; "b" holds two models of seed 0 (w = 0.5 and 0.9; no column tells them apart): a row
+    each, their own rates ln|w| (closed form); "c" is one recording under two seeds (the 1-unit probe's
+    sign is all the seed changes, and a norm does not see it): one run, never a zero-width interval."""
+    import pandas as pd
+
+    from harness.cli.plot import main as plot_main
+
+    def inputs(seed: int) -> torch.Tensor:
+        return torch.randn(T, B, 1, dtype=F64, generator=torch.Generator().manual_seed(seed))
+
+    for seed in range(3):
+        linear_profile(0.5, inputs(seed), seed=seed, name="a").save(tmp_path / f"a{seed}")
+    for w in (0.5, 0.9):
+        linear_profile(w, inputs(7), name="b").save(tmp_path / f"b{w}")
+    for seed in (0, 1):
+        linear_profile(0.8, inputs(9), seed=seed, name="c").save(tmp_path / f"c{seed}")
+    assert plot_main([str(tmp_path)]) == 0
+    table = pd.read_parquet(tmp_path / "summary_by_config.parquet").sort_values(["name", "rate_mean"])
+    assert table.name.tolist() == ["a", "b", "b", "c"] and table.n_seeds.tolist() == [3, 1, 1, 1]
+    expected = [math.log(0.5), math.log(0.9), math.log(0.5), math.log(0.8)]
+    assert sorted(table.rate_mean) == pytest.approx(sorted(expected), abs=1e-9)
+    assert table.recording.isna().tolist() == [True, False, False, True]
+    # the report (and the figures, from the same rule) name the two of "b" alone by their recording
+    assert "recording (2 values)" in (tmp_path / "report.html").read_text()
+
+
 def test_non_tensor_targets_are_recorded():
     """Targets are whatever the loss takes (a list, a dict, a number): recorded, not refused at the end."""
     rnn, inputs = torch.nn.RNN(4, 8), torch.randn(15, 3, 4)

@@ -102,6 +102,10 @@ def test_a_few_runs_still_draw_a_line_each(tmp_path, figures):  # noqa: F811
     fig, caption = figures["profiles"]
     assert "Seeds not pooled" in caption and len(fig.axes[0].lines) == 9 + 1  # a line per run, and gain 1
     assert [t.get_text() for t in _heatmap_ticks(profile, tmp_path, figures)] == ["0.5", "1", "2"]
+    # one seed to a configuration, other seeds in others: said so (it read "each of a configuration's 1 seeds")
+    one_each = profile[profile.seed == profile.scale.map({0.5: 0, 1.0: 1, 2.0: 2})]
+    plots.plot_profiles(one_each, set(), tmp_path)
+    assert "Seeds: seeds 0–2, one to a configuration." in figures["profiles"][1]
 
 
 def _heatmap_ticks(profile: pd.DataFrame, folder, figures) -> list:  # noqa: F811

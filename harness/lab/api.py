@@ -43,6 +43,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -207,12 +208,15 @@ def recording_digest(
 
 
 def hash_into(digest: Any, value: Any) -> None:
-    """value into digest: a tensor's dtype, shape and bytes; the items of a list, tuple or dict (targets
-    may be any of them); anything else as it reads."""
+    """value into digest: a tensor's or array's dtype, shape and bytes; the items of a list, tuple or dict
+    (targets may be any of them); anything else as it reads (its repr)."""
     if isinstance(value, Tensor):
         tensor = value.detach()
         digest.update(f"{tensor.dtype}{tuple(tensor.shape)}".encode())
         digest.update(tensor.to("cpu").contiguous().view(-1).view(torch.uint8).numpy())
+    elif isinstance(value, np.ndarray):  # its repr leaves out the middle of a large one
+        digest.update(f"{value.dtype}{value.shape}".encode())
+        digest.update(np.ascontiguousarray(value).tobytes())
     elif isinstance(value, (list, tuple)):
         digest.update(f"{type(value).__name__}{len(value)}".encode())
         for item in value:

@@ -50,11 +50,13 @@ import pandas as pd
 from harness.core.errors import ConfigError
 from harness.core.folders import is_temporary
 from harness.core.runfolder import GATES, THEORY_COLUMNS, UNITS
+from harness.core.spec import RECORDING
 from harness.lab.figures import heatmap, phase, profiles, seq_len, spectrum, training, units
 from harness.lab.figures.output import VECTOR, Drawn, Page, save  # Drawn, Page and save for callers too
 from harness.lab.figures.style import CELL_COLOURS  # noqa: F401  every figure's cell colours, for callers
 from harness.lab.fits import at_first_step, fit_runs, headline, stored_fits
 from harness.lab.pool import run_in_processes, workers_for
+from harness.lab.summary import told_apart
 from harness.lab.tables import replace_written
 from harness.lab.theory_curves import FILE as MEAN_FIELD
 
@@ -124,6 +126,23 @@ plot_gates = register("gates", units.draw_gates, ("gates", "profile", "summary")
 PARALLEL_FIGURES = 2
 
 
+def recordings_named(*frames: pd.DataFrame | None) -> list[pd.DataFrame | None]:
+    """The frames (profile first, then summary, ...) with `recording` left where it tells runs apart
+    (harness.lab.summary.told_apart, decided on the summary's runs, else the profile's), as
+    summary_by_config pools them: the figures pool the same seeds."""
+    profile, summary = frames[0], frames[1]
+    runs = profile if summary is None else summary
+    if RECORDING not in runs:
+        return list(frames)
+    kept = told_apart(runs.dropna(subset=["run_id"]).drop_duplicates("run_id")).set_index("run_id")[RECORDING]
+    return [
+        frame.assign(**{RECORDING: frame.run_id.map(kept)})
+        if frame is not None and RECORDING in frame and "run_id" in frame
+        else frame
+        for frame in frames
+    ]
+
+
 def make_figures(
     root: Path,
     profile: pd.DataFrame,
@@ -150,6 +169,7 @@ def make_figures(
     if profile.empty:
         remove_stale(folder, [], vector)
         return []
+    profile, summary, losses, fits = recordings_named(profile, summary, losses, fits)
     given = {
         "profile": profile,
         "fits": fits_beside(profile, summary, fits),

@@ -29,7 +29,7 @@ from harness.lab.figures.style import (
     scaled,
 )
 from harness.lab.fits import is_top_h
-from harness.lab.summary import recordings_apart
+from harness.lab.summary import seeds_repeat
 
 
 def varied(frame: pd.DataFrame, columns: list[str]) -> list[str]:
@@ -55,7 +55,7 @@ def swept(frame: pd.DataFrame, first: list[str] | tuple[str, ...] = ()) -> list[
     kept: list[str] = []
     for axis in dict.fromkeys(a for a in order if a in config and a != "seed"):
         if axis == RECORDING:
-            varies = recordings_apart(frame, kept)
+            varies = seeds_repeat(frame, kept)
         elif kept:
             varies = bool((frame.groupby(kept, dropna=False)[axis].nunique(dropna=False) > 1).any())
         else:

@@ -176,6 +176,8 @@ def seeds_caption(top: pd.DataFrame, facets: list[str], colour: str | None, pool
             f"of their own ({LINE_LIMIT}), so each line is the median over its configuration's {n} seeds of their "
             f"batch medians" + (f", shaded over its seeds' {low}–{high}% range" if len(per) <= BAND_LIMIT else "") + "."
         )
+    if n == "1":  # seeds vary between configurations only
+        return f" Seeds: {seed_list(seeds)}, one to a configuration."
     return (
         f" Seeds not pooled ({seed_list(seeds)}): each of a configuration's {n} seeds is a line of its own, "
         "in the configuration's panel and colour."
