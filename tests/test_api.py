@@ -576,13 +576,19 @@ def test_recordings_that_differ_by_seed_alone_are_seeds_of_one_configuration(tmp
     report = (tmp_path / "report.html").read_text()
     swept = report.split("<b>Swept:</b> ", 1)[1].split("<", 1)[0]
     assert swept.strip(" ·") == "seed (3 values)" and "recording=" not in report
+    # decided on runs, not on a long table's rows (a row per step of one run repeats its seed)
+    from harness.lab.summary import config_columns, recordings_apart
+
+    profile = pd.read_parquet(tmp_path / "profile.parquet")
+    assert not recordings_apart(profile, [c for c in config_columns(profile) if c != "recording"])
 
 
 def test_only_a_configuration_that_repeats_a_seed_is_told_apart_by_recording(tmp_path):
     """Pooling is decided configuration by configuration: "a" (seeds 0-2) pools its three seeds however
     "b" is made; "b" holds two models of seed 0 (w = 0.5 and 0.9; no column tells them apart): a row
     each, their own rates ln|w| (closed form); "c" is one recording under two seeds (the 1-unit probe's
-    sign is all the seed changes, and a norm does not see it): one run, never a zero-width interval."""
+    sign is all the seed changes, and a norm does not see it): two seeds, pooled, whose interval has no
+    width (what the seed changed: nothing)."""
     import pandas as pd
 
     from harness.cli.plot import main as plot_main
@@ -598,7 +604,9 @@ def test_only_a_configuration_that_repeats_a_seed_is_told_apart_by_recording(tmp
         linear_profile(0.8, inputs(9), seed=seed, name="c").save(tmp_path / f"c{seed}")
     assert plot_main([str(tmp_path)]) == 0
     table = pd.read_parquet(tmp_path / "summary_by_config.parquet").sort_values(["name", "rate_mean"])
-    assert table.name.tolist() == ["a", "b", "b", "c"] and table.n_seeds.tolist() == [3, 1, 1, 1]
+    assert table.name.tolist() == ["a", "b", "b", "c"] and table.n_seeds.tolist() == [3, 1, 1, 2]
+    c = table[table.name == "c"].iloc[0]
+    assert c.rate_ci_low == pytest.approx(c.rate_mean, abs=1e-12) == c.rate_ci_high
     expected = [math.log(0.5), math.log(0.9), math.log(0.5), math.log(0.8)]
     assert sorted(table.rate_mean) == pytest.approx(sorted(expected), abs=1e-9)
     assert table.recording.isna().tolist() == [True, False, False, True]

@@ -327,3 +327,31 @@ def test_importing_harness_and_the_loggers_imports_no_logging_library():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_training_panels_name_their_runs_as_the_untrained_runs_beside_them_are_named(tmp_path):
+    """Two monitored trainings (probe seeds 0 and 1), each beside its first snapshot saved alone with the
+    same seed: every seed is held by two runs, which only the recording tells apart. The training
+    panels are named as the report names these runs (by recording), not by the seed alone, which
+    the saved snapshot beside each shares (they read 'seed=0' and 'seed=1')."""
+    import matplotlib.pyplot as plt
+
+    from harness.lab.figures import recordings_named
+    from harness.lab.figures.training import draw_training_profiles
+
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        lstm, inputs = torch.nn.LSTM(4, 8), torch.randn(20, 3, 4)
+        monitor = harness.Monitor(lstm, inputs, seed=seed, loggers=[Parquet(tmp_path / f"train{seed}")])
+        for step in (0, 1):
+            monitor.record(step)
+            with torch.no_grad():
+                lstm.weight_hh_l0.mul_(1.5)
+        monitor.snapshots[0].profile.save(tmp_path / f"first{seed}")
+    profile, summary, _ = collect(tmp_path)
+    profile, summary = recordings_named(profile, summary)
+    (page,) = draw_training_profiles(profile, summary, tmp_path)
+    titles = [ax.get_title() for ax in page.figure.axes if ax.get_title()]
+    trained = summary[summary.run_dir.str.startswith("train")]
+    assert sorted(titles) == sorted(f"recording={r}, seed={s}" for r, s in zip(trained.recording, trained.seed))
+    plt.close(page.figure)

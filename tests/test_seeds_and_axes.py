@@ -565,3 +565,18 @@ def test_seed_lists_are_named_without_building_the_range_between_them():
     assert layout.seed_list([0, 2**63 - 1]) == f"seeds 0, {2**63 - 1}"
     assert layout.seed_list([0, 1, 30_000_000]) == "seeds 0, 1, 30000000"
     assert layout.seed_list([3, 4, 5, 6]) == "seeds 3–6" and layout.seed_list([0, 2, 3]) == "seeds 0, 2, 3"
+
+
+def test_a_pooled_line_beside_lines_named_by_recording_has_a_label_of_its_own():
+    """Recordings from Python: T = 20 holds three seeds of one model (pooled), T = 30 two models of one
+    seed (told apart by recording). Every line has a legend label, and no two the same (the pooled
+    one had none: a blank legend entry)."""
+    from harness.lab.figures.layout import line_groups
+    from harness.lab.summary import told_apart
+
+    rows = [{"cell": "rnn", "seq_len": 20, "seed": s, "recording": f"r{s}", "run_id": f"a{s}"} for s in range(3)]
+    rows += [{"cell": "rnn", "seq_len": 30, "seed": 0, "recording": r, "run_id": r} for r in ("rA", "rB")]
+    summary = told_apart(pd.DataFrame(rows))
+    assert summary.recording.isna().tolist() == [True, True, True, False, False]
+    labels = [line.label for line in line_groups(summary, "seq_len").lines]
+    assert sorted(labels) == ["recording=rA", "recording=rB", "seeds pooled (no recording named)"]

@@ -24,7 +24,7 @@ from harness.core.spec import RECORDING
 from harness.lab.figures import Drawn
 from harness.lab.figures.layout import value_count, varied
 from harness.lab.results import summary_config
-from harness.lab.summary import METRICS, seeds_repeat, summary_by_config, told_apart
+from harness.lab.summary import METRICS, recordings_apart, summary_by_config, told_apart
 from harness.lab.theory_table import THEORY
 
 SHOWN = [
@@ -96,7 +96,7 @@ def write_report(
     elsewhere); where: the --where filters that chose these runs from it; command and question: the
     command that made the sweep and its experiment file's comment (harness.cli.paths.sweep_origin)."""
     root = Path(root)
-    # recording is no setting: swept where it alone tells runs apart (seeds_repeat), never held fixed
+    # recording is no setting: swept where it alone tells runs apart (recordings_apart), never held fixed
     config = [c for c in summary_config(summary) if c != RECORDING]
     known = summary.dropna(subset=config, how="all")  # a damaged run whose settings are lost sweeps nothing
     # A run that never ran has the settings its overrides name alone (harness.lab.results.not_run): its gaps
@@ -106,7 +106,7 @@ def write_report(
     swept = varied(known[~unrun], config)
     swept += [c for c in config if c not in swept and known[c][unrun].notna().any() and known[c].nunique() > 1]
     told = told_apart(known[~unrun])  # the recordings that tell runs apart (the figures' and by_config's)
-    swept += [RECORDING] if seeds_repeat(known[~unrun], swept) else []
+    swept += [RECORDING] if recordings_apart(known[~unrun], swept) else []
     fixed = held_fixed(known[~unrun], [c for c in config if c not in swept])
     columns = [c for c in ["run_dir", *swept, *SHOWN] if c in summary and summary[c].notna().any()]
     by_config = by_config_html(summary, swept)

@@ -120,32 +120,36 @@ def pooled(frame: pd.DataFrame, keys: list[str], metrics: list[str] | tuple[str,
 
 def config_columns(frame: pd.DataFrame) -> list[str]:
     """The frame's config columns (the runs' settings) but seed, in their order; recording last, where
-    it tells runs apart (seeds_repeat)."""
+    it tells runs apart (recordings_apart)."""
     keys = [c for c in frame.columns if is_config_column(c) and c not in ("seed", RECORDING)]
-    return [*keys, RECORDING] if seeds_repeat(frame, keys) else keys
+    return [*keys, RECORDING] if recordings_apart(frame, keys) else keys
 
 
-def seeds_repeat(frame: pd.DataFrame, keys: list[str]) -> bool:
-    """Whether some configuration (runs alike in keys) holds two runs of one seed: recordings from Python
-    that are no seeds of one configuration (two models that no column tells apart, or a recording saved
-    before recordings were hashed beside a new one), which their `recording` then tells apart. A
-    sweep's runs never repeat a seed (one configuration and seed is one run_id); recordings that differ
-    by seed alone are seeds of one configuration, pooled as a sweep's."""
+def recordings_apart(frame: pd.DataFrame, keys: list[str]) -> bool:
+    """Whether some configuration (runs alike in keys) holds two recordings of one seed: recordings from
+    Python that are no seeds of one configuration (two models that no column tells apart, or one saved
+    before recordings were hashed, which has none, beside a new one), which their `recording` then
+    tells apart. A sweep's runs never do (one configuration and seed is one run_id), nor recordings
+    that differ by seed alone: seeds of one configuration, pooled as a sweep's. Counted per recording,
+    so a long table (a row per step) counts as its runs do."""
     if RECORDING not in frame or frame[RECORDING].isna().all():
         return False
     by = [k for k in [*keys, "seed"] if k in frame and k != RECORDING]
-    return bool(frame.groupby(by, dropna=False).size().max() > 1) if by else len(frame) > 1
+    if not by:
+        return frame[RECORDING].nunique(dropna=False) > 1
+    return bool(frame.groupby(by, dropna=False)[RECORDING].nunique(dropna=False).max() > 1)
 
 
 def told_apart(runs: pd.DataFrame) -> pd.DataFrame:
-    """runs (a row per run) with `recording` left only where it tells runs apart: in a configuration
-    whose runs repeat a seed (seeds_repeat); elsewhere none, so that those configurations pool their
+    """runs with `recording` left only where it tells runs apart: in a configuration holding two
+    recordings of one seed (recordings_apart); elsewhere none, so that those configurations pool their
     seeds whatever the others do. A frame without recordings is returned as it is."""
     keys = [c for c in config_columns(runs) if c != RECORDING]
-    if not keys or "seed" not in runs or not seeds_repeat(runs, keys):
+    if not keys or "seed" not in runs or not recordings_apart(runs, keys):
         return runs
-    repeats = runs.groupby(keys, dropna=False).seed.transform(lambda seeds: seeds.duplicated().any())
-    return runs.assign(**{RECORDING: runs[RECORDING].where(repeats.astype(bool))})
+    apart = runs.groupby([*keys, "seed"], dropna=False)[RECORDING].transform(lambda r: r.nunique(dropna=False) > 1)
+    apart = apart.astype(bool).groupby([runs[k] for k in keys], dropna=False).transform("any")
+    return runs.assign(**{RECORDING: runs[RECORDING].where(apart.astype(bool))})
 
 
 def measured(summary: pd.DataFrame) -> pd.DataFrame:
@@ -155,17 +159,14 @@ def measured(summary: pd.DataFrame) -> pd.DataFrame:
     runs = summary[
         summary.status.map(lambda s: isinstance(s, str) and (s == "ok" or set(s.split(",")) <= MEASURED_FLAGS))
     ]
-    runs = runs[runs.run_id.notna()].drop_duplicates("run_id")
-    if RECORDING in runs:  # one recording under several seeds (a loss the seed does not reach) is one run
-        runs = runs[~(runs[RECORDING].duplicated() & runs[RECORDING].notna())]
-    return runs
+    return runs[runs.run_id.notna()].drop_duplicates("run_id")
 
 
 def summary_by_config(summary: pd.DataFrame) -> pd.DataFrame:
     """A row per configuration (every config column but seed) of the measured runs: n_seeds, seeds,
     and each metric's n, mean, median and 95% t interval of the mean (the module docstring). A
-    configuration whose runs repeat a seed is a row per recording (seeds_repeat), the others pool their
-    seeds whatever other configurations do."""
+    configuration holding two recordings of one seed is a row per recording (recordings_apart), the
+    others pool their seeds whatever other configurations do."""
     runs = told_apart(measured(summary))
     keys = config_columns(runs)
     metrics = [m for m in METRICS if m in runs]

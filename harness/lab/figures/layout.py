@@ -29,7 +29,7 @@ from harness.lab.figures.style import (
     scaled,
 )
 from harness.lab.fits import is_top_h
-from harness.lab.summary import seeds_repeat
+from harness.lab.summary import recordings_apart
 
 
 def varied(frame: pd.DataFrame, columns: list[str]) -> list[str]:
@@ -55,7 +55,7 @@ def swept(frame: pd.DataFrame, first: list[str] | tuple[str, ...] = ()) -> list[
     kept: list[str] = []
     for axis in dict.fromkeys(a for a in order if a in config and a != "seed"):
         if axis == RECORDING:
-            varies = seeds_repeat(frame, kept)
+            varies = recordings_apart(frame, kept)
         elif kept:
             varies = bool((frame.groupby(kept, dropna=False)[axis].nunique(dropna=False) > 1).any())
         else:
@@ -120,6 +120,12 @@ def facet_label(keys: tuple, names: list[str]) -> str:
         for n, k in zip(names, keys)
         if not ((n.startswith("cell.") or n == RECORDING) and not isinstance(k, str) and pd.isna(k))
     )
+
+
+def line_label(keys: tuple, names: list[str]) -> str:
+    """A line's legend label: facet_label, or, for the line of a configuration whose recordings are not
+    told apart beside lines named by theirs (harness.lab.summary.told_apart), what it pools."""
+    return facet_label(keys, names) or ("seeds pooled (no recording named)" if RECORDING in names else "")
 
 
 def title(ax: plt.Axes, text: str, size: float = TITLE_POINTS) -> None:
@@ -326,7 +332,7 @@ def line_groups(summary: pd.DataFrame, x: str) -> Lines:
     )
     if "cell" not in axes:
         lines = [
-            Line(facet_label(keys, axes), rows, look_of(i // len(OKABE_ITO), OKABE_ITO[i % len(OKABE_ITO)]))
+            Line(line_label(keys, axes), rows, look_of(i // len(OKABE_ITO), OKABE_ITO[i % len(OKABE_ITO)]))
             for i, (keys, rows) in enumerate(groups)
         ]
         key = (
@@ -342,7 +348,7 @@ def line_groups(summary: pd.DataFrame, x: str) -> Lines:
     combinations = sorted({rest(keys) for keys, _ in groups}, key=value_order)
     groups.sort(key=lambda item: (cell_rank(item[0][at]), combinations.index(rest(item[0]))))
     lines = [
-        Line(facet_label(keys, axes), rows, look_of(combinations.index(rest(keys)), cell_colour(keys[at])))
+        Line(line_label(keys, axes), rows, look_of(combinations.index(rest(keys)), cell_colour(keys[at])))
         for keys, rows in groups
     ]
     key = [
@@ -351,7 +357,7 @@ def line_groups(summary: pd.DataFrame, x: str) -> Lines:
     ]
     if others:
         key += [
-            matplotlib.lines.Line2D([], [], label=facet_label(combination, others), **look_of(n, "0.35"))
+            matplotlib.lines.Line2D([], [], label=line_label(combination, others), **look_of(n, "0.35"))
             for n, combination in enumerate(combinations)
         ]
     return Lines(axes, lines, key)

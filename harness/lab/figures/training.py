@@ -129,8 +129,10 @@ def draw_training_profiles(profile: pd.DataFrame, summary: pd.DataFrame | None, 
     trained = top[top.groupby("run_id").step.transform("nunique") > 1]
     if trained.empty:
         return
-    # A panel's title names its run: every swept axis (a remedy, not the activation and init it implies), and seed.
-    names = [*swept(trained), *(["seed"] if seeds_of(trained) else [])]
+    # A panel's title names its run: every swept axis (a remedy, not the activation and init it implies), and
+    # seed, of all the runs (the caption names the untrained ones by the same axes, and the report does)
+    every = top.drop_duplicates("run_id") if summary is None else summary
+    names = [n for n in [*swept(every), *(["seed"] if seeds_of(every) else [])] if n in trained]
     first = trained.drop_duplicates("run_id")
     runs = list(
         first.sort_values(names, key=lambda c: c.map(cell_rank) if c.name == "cell" else c, kind="stable").run_id
