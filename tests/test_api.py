@@ -614,6 +614,34 @@ def test_only_a_configuration_that_repeats_a_seed_is_told_apart_by_recording(tmp
     assert "recording (2 values)" in (tmp_path / "report.html").read_text()
 
 
+def test_one_recording_saved_twice_under_one_seed_is_one_run(tmp_path):
+    """An rnn recorded alone and through a model that wraps it (module=): the same recording, the same
+    seed, two run ids (the `model` column, no setting, differs). One run: summary_by_config's n is 1
+    and the seq_len figure pools nothing (they read n = 2 seeds, of one seed, an interval of no width)."""
+    import pandas as pd
+
+    from harness.cli.plot import main as plot_main
+
+    class Wrap(torch.nn.Module):
+        def __init__(self, rnn: torch.nn.Module):
+            super().__init__()
+            self.rnn = rnn
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.rnn(x)[0]
+
+    for steps in (20, 30):
+        rnn, x = torch.nn.RNN(2, 4), torch.randn(steps, 2, 2)
+        bare, wrapped = harness.record(rnn, x), harness.record(Wrap(rnn), x, module=rnn)
+        assert bare.columns["recording"] == wrapped.columns["recording"] and bare.run_id != wrapped.run_id
+        bare.save(tmp_path / f"bare{steps}")
+        wrapped.save(tmp_path / f"wrapped{steps}")
+    assert plot_main([str(tmp_path)]) == 0
+    assert pd.read_parquet(tmp_path / "summary_by_config.parquet").n_seeds.tolist() == [1, 1]
+    report = (tmp_path / "report.html").read_text()
+    assert "seeds pooled" not in report and "seq_len (2 values)" in report
+
+
 def test_non_tensor_targets_are_recorded():
     """Targets are whatever the loss takes (a list, a dict, a number): recorded, not refused at the end."""
     rnn, inputs = torch.nn.RNN(4, 8), torch.randn(15, 3, 4)

@@ -159,7 +159,18 @@ def measured(summary: pd.DataFrame) -> pd.DataFrame:
     runs = summary[
         summary.status.map(lambda s: isinstance(s, str) and (s == "ok" or set(s.split(",")) <= MEASURED_FLAGS))
     ]
-    return runs[runs.run_id.notna()].drop_duplicates("run_id")
+    runs = runs[runs.run_id.notna()].drop_duplicates("run_id")
+    return runs[~repeated_recordings(runs)]
+
+
+def repeated_recordings(runs: pd.DataFrame) -> pd.Series:
+    """Per run (a row each): whether it repeats an earlier run's recording under the same seed in the
+    same configuration: one recording saved twice (through a model that wraps the module: the `model`
+    column, no setting, differs, and so does the run_id), which is one run, counted once."""
+    if RECORDING not in runs:
+        return pd.Series(False, index=runs.index)
+    keys = [c for c in config_columns(runs) if c != RECORDING]
+    return runs.duplicated([*keys, *(["seed"] if "seed" in runs else []), RECORDING]) & runs[RECORDING].notna()
 
 
 def summary_by_config(summary: pd.DataFrame) -> pd.DataFrame:

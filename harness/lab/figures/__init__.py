@@ -56,7 +56,7 @@ from harness.lab.figures.output import VECTOR, Drawn, Page, save  # Drawn, Page 
 from harness.lab.figures.style import CELL_COLOURS  # noqa: F401  every figure's cell colours, for callers
 from harness.lab.fits import at_first_step, fit_runs, headline, stored_fits
 from harness.lab.pool import run_in_processes, workers_for
-from harness.lab.summary import told_apart
+from harness.lab.summary import repeated_recordings, told_apart
 from harness.lab.tables import replace_written
 from harness.lab.theory_curves import FILE as MEAN_FIELD
 
@@ -128,18 +128,20 @@ PARALLEL_FIGURES = 2
 
 def recordings_named(*frames: pd.DataFrame | None) -> list[pd.DataFrame | None]:
     """The frames (profile first, then summary, ...) with `recording` left where it tells runs apart
-    (harness.lab.summary.told_apart, decided on the summary's runs, else the profile's), as
-    summary_by_config pools them: the figures pool the same seeds."""
+    (harness.lab.summary.told_apart, decided on the summary's runs, else the profile's), and a recording
+    saved twice under one seed drawn once (repeated_recordings), as summary_by_config pools them: the
+    figures pool the same seeds."""
     profile, summary = frames[0], frames[1]
     runs = profile if summary is None else summary
     if RECORDING not in runs:
         return list(frames)
-    kept = told_apart(runs.dropna(subset=["run_id"]).drop_duplicates("run_id")).set_index("run_id")[RECORDING]
+    runs = runs.dropna(subset=["run_id"]).drop_duplicates("run_id")
+    again = set(runs.run_id[repeated_recordings(runs)])
+    kept = told_apart(runs).set_index("run_id")[RECORDING]
+    named = [frame[~frame.run_id.isin(again)] if frame is not None and "run_id" in frame else frame for frame in frames]
     return [
-        frame.assign(**{RECORDING: frame.run_id.map(kept)})
-        if frame is not None and RECORDING in frame and "run_id" in frame
-        else frame
-        for frame in frames
+        frame.assign(**{RECORDING: frame.run_id.map(kept)}) if frame is not None and RECORDING in frame else frame
+        for frame in named
     ]
 
 

@@ -406,6 +406,7 @@ def pooled_seeds(counts: list[int], seeds: list, point: str = "point") -> str:
     if not counts or max(counts) < 2:
         return ""
     return (
-        f"seeds pooled ({seed_list(seeds)}): a {point} is the mean over its configuration's n = {count_range(counts)} "
-        "seeds, its bar the 95% t interval of that mean (Student t, mean ± t·s/√n; as in summary_by_config)"
+        f"seeds pooled{f' ({seed_list(seeds)})' if seeds else ''}: a {point} is the mean over its configuration's "
+        f"n = {count_range(counts)} seeds, its bar the 95% t interval of that mean (Student t, mean ± t·s/√n; as in "
+        "summary_by_config)"
     )
