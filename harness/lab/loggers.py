@@ -323,9 +323,8 @@ def rerun_of(folder: Path, columns: dict[str, Any]) -> str | None:
             return None
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    own = {k: v for k, v in columns.items() if k != RECORDING}
-    return (
-        meta["run_id"]
-        if isinstance(logged, dict) and {k: v for k, v in logged.items() if k != RECORDING} == own
-        else None
-    )
+
+    def configuration(named: dict[str, Any]) -> dict[str, Any]:  # the columns but the recording
+        return {k: v for k, v in named.items() if k != RECORDING}
+
+    return meta["run_id"] if isinstance(logged, dict) and configuration(logged) == configuration(columns) else None

@@ -121,8 +121,13 @@ def pooled(frame: pd.DataFrame, keys: list[str], metrics: list[str] | tuple[str,
 def config_columns(frame: pd.DataFrame) -> list[str]:
     """The frame's config columns (the runs' settings) but seed, in their order; recording last, where
     it tells runs apart (recordings_apart)."""
-    keys = [c for c in frame.columns if is_config_column(c) and c not in ("seed", RECORDING)]
+    keys = setting_columns(frame)
     return [*keys, RECORDING] if recordings_apart(frame, keys) else keys
+
+
+def setting_columns(frame: pd.DataFrame) -> list[str]:
+    """The frame's config columns but seed and recording, in their order: what a configuration is."""
+    return [c for c in frame.columns if is_config_column(c) and c not in ("seed", RECORDING)]
 
 
 def recordings_apart(frame: pd.DataFrame, keys: list[str]) -> bool:
@@ -144,12 +149,13 @@ def told_apart(runs: pd.DataFrame) -> pd.DataFrame:
     """runs with `recording` left only where it tells runs apart: in a configuration holding two
     recordings of one seed (recordings_apart); elsewhere none, so that those configurations pool their
     seeds whatever the others do. A frame without recordings is returned as it is."""
-    keys = [c for c in config_columns(runs) if c != RECORDING]
+    keys = setting_columns(runs)
     if not keys or "seed" not in runs or not recordings_apart(runs, keys):
         return runs
-    apart = runs.groupby([*keys, "seed"], dropna=False)[RECORDING].transform(lambda r: r.nunique(dropna=False) > 1)
-    apart = apart.astype(bool).groupby([runs[k] for k in keys], dropna=False).transform("any")
-    return runs.assign(**{RECORDING: runs[RECORDING].where(apart.astype(bool))})
+    by_seed = runs.groupby([*keys, "seed"], dropna=False)[RECORDING]
+    apart = by_seed.transform(lambda r: r.nunique(dropna=False) > 1).astype(bool)
+    apart = apart.groupby([runs[k] for k in keys], dropna=False).transform("any").astype(bool)
+    return runs.assign(**{RECORDING: runs[RECORDING].where(apart)})
 
 
 def measured(summary: pd.DataFrame) -> pd.DataFrame:
@@ -169,7 +175,7 @@ def repeated_recordings(runs: pd.DataFrame) -> pd.Series:
     column, no setting, differs, and so does the run_id), which is one run, counted once."""
     if RECORDING not in runs:
         return pd.Series(False, index=runs.index)
-    keys = [c for c in config_columns(runs) if c != RECORDING]
+    keys = setting_columns(runs)
     return runs.duplicated([*keys, *(["seed"] if "seed" in runs else []), RECORDING]) & runs[RECORDING].notna()
 
 
