@@ -233,6 +233,8 @@ BAD_SETTINGS = [
     ("-m name=${oc.env:NOPE_X,a/b}", "expected a folder name"),
     ("-m hydra.sweeper.torch_threads=-1", "hydra.sweeper.torch_threads=-1: expected an integer >= 1, or null"),
     ("-m hydra.sweeper.chunks=0", "hydra.sweeper.chunks=0: expected an integer >= 1, or null"),
+    ("-m hydra.sweeper.resume=maybe", "hydra.sweeper.resume=maybe: expected true, false or rerun_changed"),
+    ("-m hydra.sweeper.resume=1", "hydra.sweeper.resume=1: expected true, false or rerun_changed"),
     ("-m hydra/launcher=joblib hydra.launcher.n_jobs=0", "hydra.launcher.n_jobs=0: expected a nonzero integer"),
 ]
 BAD_INPUT += BAD_SETTINGS
@@ -248,6 +250,16 @@ def test_bad_input_is_one_line_before_any_compute(tmp_path, args, message):
     text = str(error.value)
     assert message in text and "\n" not in text
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("resume", ["true", "false", "rerun_changed"])
+def test_every_resume_setting_is_accepted(tmp_path, resume):
+    """rerun_changed, which a resumed sweep of runs finished by other code names, failed to merge into
+    the sweeper's config (typed bool) with Hydra's 'Error merging override'."""
+    check_command(
+        ["-m", "seq_len=5", f"hydra.sweeper.resume={resume}", *(f.format(tmp=tmp_path) for f in FOLDERS)],
+        whole_sweep=True,
+    )
 
 
 @pytest.mark.parametrize(

@@ -130,17 +130,19 @@ def positive_or_null(key: str, value: object, null_means: str) -> None:
         raise ConfigError(f"{key}={value}: expected an integer >= 1, or null ({null_means})")
 
 
-def check_sweeper_settings(chunks: object, torch_threads: object) -> None:
+def check_sweeper_settings(chunks: object, torch_threads: object, resume: object = True) -> None:
     """The fast sweeper's own settings (hydra_plugins/harness_sweeper); raise ConfigError."""
     positive_or_null("hydra.sweeper.chunks", chunks, "one chunk per worker")
     positive_or_null("hydra.sweeper.torch_threads", torch_threads, "the cores each worker has")
+    if not (isinstance(resume, bool) or resume == "rerun_changed"):
+        raise ConfigError(f"hydra.sweeper.resume={resume}: expected true, false or rerun_changed")
 
 
 def check_launch(sweeper: Any, launcher: Any) -> None:
     """A sweep's hydra.sweeper and hydra.launcher nodes (composed), checked before any run: a value that
     would fail every run (torch's set_num_threads(-1)) or the launcher itself (joblib's n_jobs=0)."""
     if str(sweeper.get("_target_", "")).endswith("HarnessSweeper"):
-        check_sweeper_settings(sweeper.get("chunks"), sweeper.get("torch_threads"))
+        check_sweeper_settings(sweeper.get("chunks"), sweeper.get("torch_threads"), sweeper.get("resume", True))
     if str(launcher.get("_target_", "")).endswith("JoblibLauncher"):
         check_n_jobs(launcher.get("n_jobs"))
 

@@ -23,7 +23,9 @@ class HarnessSweeperConf:
     params: Optional[Dict[str, str]] = None  # the sweep, as in Hydra's basic sweeper (experiment files set it)
     chunks: Optional[int] = None  # launched jobs the runs are dealt into; null: one per worker
     torch_threads: Optional[int] = None  # per launched job; null: the cores each worker has
-    resume: bool = True  # an interrupted sweep's command, run again, finishes that sweep's folder
+    # true: an interrupted sweep's command, run again, finishes that sweep's folder; rerun_changed: that,
+    # and the runs that other code finished are run again (Any: OmegaConf has no bool-or-string type)
+    resume: Any = True
     isolate: bool = True  # each run in a forked child (Linux): a segfault or OOM kill fails that run only
 
 
@@ -36,7 +38,7 @@ class HarnessSweeper(Sweeper):
         params: Optional[Dict[str, str]] = None,
         chunks: Optional[int] = None,
         torch_threads: Optional[int] = None,
-        resume: bool = True,
+        resume: Any = True,
         isolate: bool = True,
     ) -> None:
         from harness.cli.exits import fail
@@ -45,7 +47,7 @@ class HarnessSweeper(Sweeper):
         from harness.core.errors import ConfigError
 
         try:  # checked by the command line already (harness.cli.main); here for Hydra's other entry points
-            check_sweeper_settings(chunks, torch_threads)
+            check_sweeper_settings(chunks, torch_threads, resume)
         except ConfigError as error:
             fail(error)
         self.params = params or {}
