@@ -163,20 +163,69 @@ class ElmanCell(nn.Module):
 
 
 class LoopModel(nn.Module):
-    """A model that calls a cell in its own loop over time, then a head on every step."""
+    """A model that calls a cell in its own loop over time, then a head on every step; `between(t, h)`,
+    if given, is what the model does to the state before step t's call."""
 
-    def __init__(self, cell: type[nn.Module]):
+    def __init__(self, cell: type[nn.Module], between=None):
         super().__init__()
         self.cell = cell(EMBED, HIDDEN) if cell is nn.GRUCell else cell()
         self.head = nn.Linear(HIDDEN, VOCAB)
+        self.between = between
 
     def forward(self, x):  # (B, T, EMBED)
         h = torch.zeros(x.shape[0], HIDDEN, dtype=x.dtype)
         outputs = []
         for t in range(x.shape[1]):
-            h = self.cell(x[:, t], h)
+            h = self.cell(x[:, t], h if self.between is None or t == 0 else self.between(t, h))
             outputs.append(self.head(h))
         return torch.stack(outputs, 1)
+
+
+class Decoder(nn.Module):
+    """Feeds its own prediction back as its next input: the embedding of the argmax (greedy decoding,
+    no gradient on that path) or, soft, the softmax-weighted embedding (a differentiable path)."""
+
+    def __init__(self, soft: bool):
+        super().__init__()
+        self.cell, self.head, self.embed = (
+            nn.GRUCell(EMBED, HIDDEN),
+            nn.Linear(HIDDEN, VOCAB),
+            nn.Embedding(VOCAB, EMBED),
+        )
+        self.soft = soft
+
+    def forward(self, x):  # (B, EMBED): the first input
+        h, x_t, outputs = torch.zeros(x.shape[0], HIDDEN, dtype=x.dtype), x, []
+        for _ in range(T):
+            h = self.cell(x_t, h)
+            logits = self.head(h)  # (B, VOCAB)
+            outputs.append(logits)
+            x_t = logits.softmax(-1) @ self.embed.weight if self.soft else self.embed(logits.argmax(-1))
+        return torch.stack(outputs, 1)
+
+
+def reference_by_hooks(model: nn.Module, x, loss):
+    """log ||dL/dh_t||, t = 0..T, from the model's own graph: each state the cell is given first (h_0, as a
+    leaf) and every state it returns retained."""
+    states = []
+
+    def first(_, args):
+        if states:
+            return None
+        states.append(args[1].detach().clone().requires_grad_())
+        return (args[0], states[0])
+
+    def returned(_, args, out):
+        out.retain_grad()
+        states.append(out)
+
+    handles = [model.cell.register_forward_pre_hook(first), model.cell.register_forward_hook(returned)]
+    try:
+        loss(model(x)).backward()
+    finally:
+        for handle in handles:
+            handle.remove()
+    return torch.stack([s.grad.norm(dim=-1) for s in states]).log().unsqueeze(-1)
 
 
 @pytest.mark.parametrize("cell", [nn.GRUCell, ElmanCell])
@@ -199,6 +248,44 @@ def test_cell_in_the_model_s_own_loop_equals_autograd(cell):
     loss(torch.stack(outputs, 1)).backward()
     expected = torch.stack([s.grad.norm(dim=-1) for s in states]).log().unsqueeze(-1)
     assert_close_log10(profile.log_norms, expected, what="cell in a loop")
+
+
+def test_a_model_feeding_back_its_prediction_without_a_gradient_equals_autograd():
+    """Greedy decoding (the argmax's embedding as the next input) has no gradient path from h_t to the
+    next input, so the cell's own recurrence is the whole story, and it is recorded (not refused)."""
+    torch.manual_seed(0)
+    model = Decoder(soft=False).double()
+    x = torch.randn(B, EMBED, dtype=torch.float64)
+    loss = lambda logits: logits.square().sum()
+    profile = harness.record(model, x, module=model.cell, loss=loss)
+    assert_close_log10(profile.log_norms, reference_by_hooks(model, x, loss), what="greedy decoder")
+
+
+@pytest.mark.parametrize(
+    "case, expected",
+    [
+        ("soft feedback", "the model computes its input at a step from what the module returned before"),
+        ("reset at step 5", "the state passed to step 5 is not what step 4 returned"),
+        ("state noise", "the state passed to step 1 is not what step 0 returned"),
+        ("truncated every 4", "the model detaches the state between steps 3 and 4 (truncated backpropagation)"),
+    ],
+)
+def test_a_model_that_does_more_than_pass_the_state_on_is_refused(case, expected):
+    """Each of these recorded, before this was checked, the plain recurrence of the captured inputs: numbers
+    for a model other than the one given (the soft decoder's log-norms were off the autograd reference)."""
+    torch.manual_seed(0)
+    models = {
+        "soft feedback": Decoder(soft=True),
+        "reset at step 5": LoopModel(nn.GRUCell, lambda t, h: h * 0 if t == 5 else h),
+        "state noise": LoopModel(nn.GRUCell, lambda t, h: h + 1e-3 * torch.randn_like(h)),
+        "truncated every 4": LoopModel(nn.GRUCell, lambda t, h: h.detach() if t % 4 == 0 else h),
+    }
+    model = models[case].double()
+    x = torch.randn(B, EMBED, dtype=torch.float64) if case == "soft feedback" else torch.randn(B, T, EMBED).double()
+    with pytest.raises(HarnessError) as error:
+        harness.record(model, x, module=model.cell, loss=lambda logits: logits.square().sum())
+    message = str(error.value)
+    assert message.startswith("module=GRUCell: ") and expected in message and "\n" not in message, message
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -14,8 +14,10 @@ take it from there.
 
 What the module returns besides its top layer's outputs (an LSTM's c_n, lower layers' h_n, a cell's
 c) is passed through from the capture pass, detached; a model whose loss reads it is refused (the
-recording would miss that path). The module's inputs must not depend on its outputs (a model feeding
-its own predictions back), and it must start from zeros (or a cell's own initial_state).
+recording would miss that path). The module must start from zeros (or a cell's own initial_state), and
+a cell called in the model's own loop must be passed back what it returned, unchanged and not detached,
+and its inputs must not be computed from what it returned (a model feeding its own predictions back): the
+capture pass of such a cell runs on a graph that shows whether they are, and such a model is refused.
 """
 
 from __future__ import annotations
@@ -89,9 +91,25 @@ class Substitution:
         self.model, self.inputs, self.module = model, inputs, module
         self.per_step = not isinstance(module, nn.RNNBase)  # a cell: one call per step
         calls: list[tuple[tuple, dict, Any]] = []
-        hook = module.register_forward_hook(lambda m, a, kw, out: calls.append((a, kw, out)), with_kwargs=True)
+        leaves: list[tuple[Tensor, ...]] = []  # a cell's outputs, step by step, as the model received them
+
+        def keep(_: nn.Module, args: tuple, kwargs: dict, out: Any) -> Any:
+            if not self.per_step:
+                calls.append((args, kwargs, out))
+                return None
+            # Each step's outputs are handed on as fresh leaves of a graph, so that what the model makes
+            # of them before its next call shows (see check_steps); the values are the cell's own.
+            fresh = tuple(o.detach().requires_grad_(o.is_floating_point()) for o in as_tuple(out))
+            leaves.append(fresh)
+            calls.append(
+                (args, kwargs, tuple(f.detach() for f in fresh) if isinstance(out, tuple) else fresh[0].detach())
+            )
+            given = tuple(f.clone() for f in fresh)  # not the leaves: the model may change them in place
+            return given if isinstance(out, tuple) else given[0]
+
+        hook = module.register_forward_hook(keep, with_kwargs=True)
         try:
-            with torch.no_grad():
+            with torch.enable_grad() if self.per_step else torch.no_grad():
                 call(model, inputs)
         finally:
             hook.remove()
@@ -100,6 +118,7 @@ class Substitution:
         self.returned = [out for _, _, out in calls]
         if self.per_step:
             self._capture_cell(calls)
+            self.check_steps(calls, leaves)
         else:
             self._capture_sequence(calls)
         self.captured = torch.stack([self._top(out) for out in self.returned]) if self.per_step else self._sequence()
@@ -124,11 +143,10 @@ class Substitution:
 
     def _capture_cell(self, calls: list) -> None:
         name = type(self.module).__name__
-        x = [args[0] if args else kwargs.get("input") for args, kwargs, _ in calls]
+        x = [self._input_given(c) for c in calls]
         if not all(isinstance(x_t, Tensor) and x_t.dim() == 2 for x_t in x):
             raise ModelError(f"module={name}: each call's input should be (batch, features); got {type(x[0])}")
-        args, kwargs, _ = calls[0]
-        first = args[1] if len(args) > 1 else kwargs.get("hx", kwargs.get("state"))
+        first = self._state_given(calls[0])
         if first is not None:
             expected = cell_initial_state(self.module, x[0].shape[0])
             if any(not torch.equal(a, b) for a, b in zip(as_tuple(first), expected)):
@@ -139,6 +157,49 @@ class Substitution:
         self.net = CellNet([self.module], x[0].shape[-1])
         self.cell = self.net.cell_name
         self.x = torch.stack(x).detach()
+
+    @staticmethod
+    def _input_given(call: tuple[tuple, dict, Any]) -> Any:
+        """The input a cell was called with (its first argument, or input=)."""
+        args, kwargs, _ = call
+        return args[0] if args else kwargs.get("input")
+
+    @staticmethod
+    def _state_given(call: tuple[tuple, dict, Any]) -> Any:
+        """The state a cell was called with (its second argument, hx= or state=), or None."""
+        args, kwargs, _ = call
+        return args[1] if len(args) > 1 else kwargs.get("hx", kwargs.get("state"))
+
+    def check_steps(self, calls: list, leaves: list[tuple[Tensor, ...]]) -> None:
+        """ModelError where the model does more between two calls of its cell than pass the state on: the
+        harness unrolls the cell's own recurrence from the captured inputs, so a state changed, reset or
+        detached between steps, or an input computed from what the cell returned (a model feeding its
+        own predictions back), would be recorded without saying so as a recurrence the model does not run."""
+        name = type(self.module).__name__
+        for t in range(1, len(calls)):
+            state = self._state_given(calls[t])
+            if state is None or any(
+                not torch.equal(s.detach(), r) for s, r in zip(as_tuple(state), leaves[t - 1], strict=False)
+            ):
+                raise ModelError(
+                    f"module={name}: the state passed to step {t} is not what step {t - 1} returned (the model "
+                    "changes it between steps: a reset, a mask, a norm, noise); expected the cell's own recurrence"
+                )
+            if not any(s.requires_grad for s in as_tuple(state)):
+                raise ModelError(
+                    f"module={name}: the model detaches the state between steps {t - 1} and {t} (truncated "
+                    "backpropagation); expected the gradient to flow through the whole recurrence"
+                )
+        fed = [x_t for x_t in map(self._input_given, calls[1:]) if x_t.requires_grad]
+        returned = [r for step in leaves for r in step if r.requires_grad]
+        if fed and returned:
+            grads = torch.autograd.grad(fed, returned, [torch.ones_like(x_t) for x_t in fed], allow_unused=True)
+            if any(g is not None and g.ne(0).any() for g in grads):
+                raise ModelError(
+                    f"module={name}: the model computes its input at a step from what the module returned "
+                    "before (it feeds its own outputs or predictions back); expected inputs that do not "
+                    "depend on its outputs"
+                )
 
     def _sequence(self) -> Tensor:
         """The module's output sequence from the capture pass, as (T, B, H)."""
