@@ -200,28 +200,108 @@ class Decoder(nn.Module):
             h = self.cell(x_t, h)
             logits = self.head(h)  # (B, VOCAB)
             outputs.append(logits)
-            x_t = logits.softmax(-1) @ self.embed.weight if self.soft else self.embed(logits.argmax(-1))
+            if self.soft == "centred":  # the centred logits sum to 0: a projection on ones cancels it
+                x_t = logits[:, :EMBED] - logits[:, :EMBED].mean(-1, keepdim=True)
+            elif self.soft:
+                x_t = logits.softmax(-1) @ self.embed.weight
+            else:
+                x_t = self.embed(logits.argmax(-1))
         return torch.stack(outputs, 1)
 
 
+class Padded(nn.Module):
+    """Sequences of their own lengths in one batch: an ended sequence's state is held by torch.where, and
+    its head reads the held state (or, `reads_discarded`, the cell's output, which the state drops)."""
+
+    def __init__(self, cell: nn.Module, reads_discarded: bool = False):
+        super().__init__()
+        self.cell, self.head = cell, nn.Linear(HIDDEN, VOCAB)
+        self.reads_discarded = reads_discarded
+
+    def forward(self, x, lengths):  # x (B, T, EMBED), lengths (B,)
+        h, outputs = torch.zeros(x.shape[0], HIDDEN, dtype=x.dtype), []
+        for t in range(x.shape[1]):
+            new = self.cell(x[:, t], h)
+            h = torch.where((t < lengths)[:, None], new, h)
+            outputs.append(self.head(new if self.reads_discarded else h))
+        return torch.stack(outputs, 1)
+
+
+class LSTMLoop(nn.Module):
+    """nn.LSTMCell in the model's loop; `between(t, (h, c))` is what the model does to the state before step t."""
+
+    def __init__(self, between):
+        super().__init__()
+        self.cell, self.head, self.between = nn.LSTMCell(EMBED, HIDDEN), nn.Linear(HIDDEN, VOCAB), between
+
+    def forward(self, x):
+        state, outputs = None, []
+        for t in range(x.shape[1]):
+            state = self.cell(x[:, t], state if state is None else self.between(t, state))
+            outputs.append(self.head(state[0]))
+        return torch.stack(outputs, 1)
+
+
+class KeywordLoop(nn.Module):
+    """A user cell called as cell(x_t, h=h), and an LSTM-like user cell whose state is a list [h, c]."""
+
+    def __init__(self, listed: bool):
+        super().__init__()
+        self.cell = ListCell() if listed else ElmanCell()
+        self.head = nn.Linear(HIDDEN, VOCAB)
+        self.listed = listed
+
+    def forward(self, x):
+        zeros = x.new_zeros(x.shape[0], HIDDEN)
+        state, outputs = [zeros, zeros] if self.listed else zeros, []
+        for t in range(x.shape[1]):
+            state = self.cell(x[:, t], state) if self.listed else self.cell(x[:, t], h=state)
+            outputs.append(self.head(state[0] if self.listed else state))
+        return torch.stack(outputs, 1)
+
+
+class ListCell(nn.Module):
+    hidden_size = HIDDEN
+
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(EMBED + HIDDEN, 2 * HIDDEN)
+
+    def initial_state(self, batch_size):
+        return [torch.zeros(batch_size, HIDDEN, dtype=self.linear.weight.dtype)] * 2
+
+    def forward(self, x_t, state):
+        h, c = state
+        forget, candidate = self.linear(torch.cat([x_t, h], -1)).chunk(2, -1)
+        c = torch.sigmoid(forget) * c + torch.tanh(candidate)
+        return [torch.tanh(c), c]
+
+
 def reference_by_hooks(model: nn.Module, x, loss):
-    """log ||dL/dh_t||, t = 0..T, from the model's own graph: each state the cell is given first (h_0, as a
-    leaf) and every state it returns retained."""
+    """log ||dL/dh_t||, t = 0..T, from the model's own graph: each h the cell is given first (h_0, as a
+    leaf) and every h it returns retained (the first of a state of several tensors)."""
     states = []
 
-    def first(_, args):
+    def first(_, args, kwargs):
         if states:
             return None
-        states.append(args[1].detach().clone().requires_grad_())
-        return (args[0], states[0])
+        given = args[1] if len(args) > 1 else kwargs["h"]
+        states.append((given[0] if isinstance(given, (list, tuple)) else given).detach().clone().requires_grad_())
+        if isinstance(given, (list, tuple)):
+            return (args[0], type(given)([states[0], *given[1:]])), kwargs
+        return ((args[0], states[0]), kwargs) if len(args) > 1 else (args, {**kwargs, "h": states[0]})
 
     def returned(_, args, out):
-        out.retain_grad()
-        states.append(out)
+        h = out[0] if isinstance(out, (list, tuple)) else out
+        h.retain_grad()
+        states.append(h)
 
-    handles = [model.cell.register_forward_pre_hook(first), model.cell.register_forward_hook(returned)]
+    handles = [
+        model.cell.register_forward_pre_hook(first, with_kwargs=True),
+        model.cell.register_forward_hook(returned),
+    ]
     try:
-        loss(model(x)).backward()
+        loss(model(*x) if isinstance(x, tuple) else model(x)).backward()
     finally:
         for handle in handles:
             handle.remove()
@@ -250,42 +330,71 @@ def test_cell_in_the_model_s_own_loop_equals_autograd(cell):
     assert_close_log10(profile.log_norms, expected, what="cell in a loop")
 
 
-def test_a_model_feeding_back_its_prediction_without_a_gradient_equals_autograd():
-    """Greedy decoding (the argmax's embedding as the next input) has no gradient path from h_t to the
-    next input, so the cell's own recurrence is the whole story, and it is recorded (not refused)."""
+@pytest.mark.parametrize("case", ["greedy decoder", "padded batch", "state by keyword", "list state"])
+def test_a_loop_that_passes_the_state_on_is_recorded_as_autograd_sees_it(case):
+    """Loops the step checks must let through: greedy decoding (the argmax's embedding as the next input:
+    no gradient from h_t to it), a padded batch whose ended sequences hold their state (torch.where), a
+    user cell called as cell(x_t, h=h), and one whose state is a list [h, c]."""
     torch.manual_seed(0)
-    model = Decoder(soft=False).double()
-    x = torch.randn(B, EMBED, dtype=torch.float64)
+    x = torch.randn(B, T, EMBED, dtype=torch.float64)
+    model, inputs = {
+        "greedy decoder": (Decoder(soft=False), x[:, 0]),
+        "padded batch": (Padded(nn.GRUCell(EMBED, HIDDEN)), (x, torch.tensor([T, 7, 4]))),
+        "state by keyword": (KeywordLoop(listed=False), x),
+        "list state": (KeywordLoop(listed=True), x),
+    }[case]
+    model = model.double()
     loss = lambda logits: logits.square().sum()
-    profile = harness.record(model, x, module=model.cell, loss=loss)
-    assert_close_log10(profile.log_norms, reference_by_hooks(model, x, loss), what="greedy decoder")
+    profile = harness.record(model, inputs, module=model.cell, loss=loss)
+    assert_close_log10(profile.log_norms[..., :1], reference_by_hooks(model, inputs, loss), what=case)
+
+
+def test_a_loop_whose_forward_pass_overflows_is_recorded_as_overflow():
+    """nan is never equal to nan: the step checks compare a state with what was returned nan for nan."""
+    torch.manual_seed(0)
+    model = LoopModel(ElmanCell)
+    with torch.no_grad():
+        model.cell.recurrent.weight.mul_(200)
+        model.cell.recurrent.bias = None
+    model.cell.forward = lambda x_t, h: model.cell.input(x_t) + model.cell.recurrent(h)  # linear: it overflows
+    profile = harness.record(model, torch.randn(B, 40, EMBED), module=model.cell, loss=lambda out: out.sum())
+    assert profile.overflow is not None and (profile.overflow.first_steps < 40).all()
 
 
 @pytest.mark.parametrize(
     "case, expected",
     [
         ("soft feedback", "the model computes its input at a step from what the module returned before"),
-        ("reset at step 5", "the state passed to step 5 is not what step 4 returned"),
-        ("state noise", "the state passed to step 1 is not what step 0 returned"),
-        ("truncated every 4", "the model detaches the state between steps 3 and 4 (truncated backpropagation)"),
+        ("centred feedback", "the model computes its input at a step from what the module returned before"),
+        ("reset at step 5", "the state passed to step 5 is neither what step 4 returned nor"),
+        ("state noise", "the state passed to step 1 is neither what step 0 returned nor"),
+        ("held, then run again", "the state of batch row 0, held from step 5 (as a padded sequence that has ended"),
+        ("truncated every 4", "the model detaches the state between steps 3 and 4 (truncated backpropagation"),
+        ("c truncated", "the model detaches the state between steps 3 and 4"),
+        ("reads what it drops", "the model reads what the cell returned at step 4 for a batch row whose state"),
     ],
 )
 def test_a_model_that_does_more_than_pass_the_state_on_is_refused(case, expected):
     """Each of these recorded, before this was checked, the plain recurrence of the captured inputs: numbers
     for a model other than the one given (the soft decoder's log-norms were off the autograd reference)."""
     torch.manual_seed(0)
-    models = {
-        "soft feedback": Decoder(soft=True),
-        "reset at step 5": LoopModel(nn.GRUCell, lambda t, h: h * 0 if t == 5 else h),
-        "state noise": LoopModel(nn.GRUCell, lambda t, h: h + 1e-3 * torch.randn_like(h)),
-        "truncated every 4": LoopModel(nn.GRUCell, lambda t, h: h.detach() if t % 4 == 0 else h),
-    }
-    model = models[case].double()
-    x = torch.randn(B, EMBED, dtype=torch.float64) if case == "soft feedback" else torch.randn(B, T, EMBED).double()
+    x = torch.randn(B, T, EMBED, dtype=torch.float64)
+    held = {}  # "held, then run again": row 0's state held at step 5 only (skipping a step), as padding would
+    model, inputs = {
+        "soft feedback": (Decoder(soft=True), x[:, 0]),
+        "centred feedback": (Decoder(soft="centred"), x[:, 0]),
+        "reset at step 5": (LoopModel(nn.GRUCell, lambda t, h: h * 0 if t == 5 else h), x),
+        "state noise": (LoopModel(nn.GRUCell, lambda t, h: h + 1e-3 * torch.randn_like(h)), x),
+        "held, then run again": (LoopModel(nn.GRUCell, lambda t, h: held.setdefault(t, h) if t != 5 else held[4]), x),
+        "truncated every 4": (LoopModel(nn.GRUCell, lambda t, h: h.detach() if t % 4 == 0 else h), x),
+        "c truncated": (LSTMLoop(lambda t, s: (s[0], s[1].detach()) if t % 4 == 0 else s), x),
+        "reads what it drops": (Padded(nn.GRUCell(EMBED, HIDDEN), reads_discarded=True), (x, torch.tensor([T, 7, 4]))),
+    }[case]
+    model = model.double()
     with pytest.raises(HarnessError) as error:
-        harness.record(model, x, module=model.cell, loss=lambda logits: logits.square().sum())
+        harness.record(model, inputs, module=model.cell, loss=lambda logits: logits.square().sum())
     message = str(error.value)
-    assert message.startswith("module=GRUCell: ") and expected in message and "\n" not in message, message
+    assert message.startswith("module=") and expected in message and "\n" not in message, message
 
 
 # ---------------------------------------------------------------------------------------------------

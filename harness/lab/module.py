@@ -101,16 +101,13 @@ class Substitution:
             # of them before its next call shows (see check_steps); the values are the cell's own.
             fresh = tuple(o.detach().requires_grad_(o.is_floating_point()) for o in as_tuple(out))
             leaves.append(fresh)
-            calls.append(
-                (args, kwargs, tuple(f.detach() for f in fresh) if isinstance(out, tuple) else fresh[0].detach())
-            )
-            given = tuple(f.clone() for f in fresh)  # not the leaves: the model may change them in place
-            return given if isinstance(out, tuple) else given[0]
+            calls.append((args, kwargs, like(out, [f.detach() for f in fresh])))
+            return like(out, [f.clone() for f in fresh])  # not the leaves: the model may change them in place
 
         hook = module.register_forward_hook(keep, with_kwargs=True)
         try:
             with torch.enable_grad() if self.per_step else torch.no_grad():
-                call(model, inputs)
+                output = call(model, inputs)
         finally:
             hook.remove()
         if not calls:
@@ -118,7 +115,7 @@ class Substitution:
         self.returned = [out for _, _, out in calls]
         if self.per_step:
             self._capture_cell(calls)
-            self.check_steps(calls, leaves)
+            check_steps(type(module).__name__, calls, leaves, output, cell_initial_state(module, len(self.x[0])))
         else:
             self._capture_sequence(calls)
         self.captured = torch.stack([self._top(out) for out in self.returned]) if self.per_step else self._sequence()
@@ -143,10 +140,10 @@ class Substitution:
 
     def _capture_cell(self, calls: list) -> None:
         name = type(self.module).__name__
-        x = [self._input_given(c) for c in calls]
+        x = [input_given(c) for c in calls]
         if not all(isinstance(x_t, Tensor) and x_t.dim() == 2 for x_t in x):
             raise ModelError(f"module={name}: each call's input should be (batch, features); got {type(x[0])}")
-        first = self._state_given(calls[0])
+        first = state_given(calls[0])
         if first is not None:
             expected = cell_initial_state(self.module, x[0].shape[0])
             if any(not torch.equal(a, b) for a, b in zip(as_tuple(first), expected)):
@@ -157,49 +154,6 @@ class Substitution:
         self.net = CellNet([self.module], x[0].shape[-1])
         self.cell = self.net.cell_name
         self.x = torch.stack(x).detach()
-
-    @staticmethod
-    def _input_given(call: tuple[tuple, dict, Any]) -> Any:
-        """The input a cell was called with (its first argument, or input=)."""
-        args, kwargs, _ = call
-        return args[0] if args else kwargs.get("input")
-
-    @staticmethod
-    def _state_given(call: tuple[tuple, dict, Any]) -> Any:
-        """The state a cell was called with (its second argument, hx= or state=), or None."""
-        args, kwargs, _ = call
-        return args[1] if len(args) > 1 else kwargs.get("hx", kwargs.get("state"))
-
-    def check_steps(self, calls: list, leaves: list[tuple[Tensor, ...]]) -> None:
-        """ModelError where the model does more between two calls of its cell than pass the state on: the
-        harness unrolls the cell's own recurrence from the captured inputs, so a state changed, reset or
-        detached between steps, or an input computed from what the cell returned (a model feeding its
-        own predictions back), would be recorded without saying so as a recurrence the model does not run."""
-        name = type(self.module).__name__
-        for t in range(1, len(calls)):
-            state = self._state_given(calls[t])
-            if state is None or any(
-                not torch.equal(s.detach(), r) for s, r in zip(as_tuple(state), leaves[t - 1], strict=False)
-            ):
-                raise ModelError(
-                    f"module={name}: the state passed to step {t} is not what step {t - 1} returned (the model "
-                    "changes it between steps: a reset, a mask, a norm, noise); expected the cell's own recurrence"
-                )
-            if not any(s.requires_grad for s in as_tuple(state)):
-                raise ModelError(
-                    f"module={name}: the model detaches the state between steps {t - 1} and {t} (truncated "
-                    "backpropagation); expected the gradient to flow through the whole recurrence"
-                )
-        fed = [x_t for x_t in map(self._input_given, calls[1:]) if x_t.requires_grad]
-        returned = [r for step in leaves for r in step if r.requires_grad]
-        if fed and returned:
-            grads = torch.autograd.grad(fed, returned, [torch.ones_like(x_t) for x_t in fed], allow_unused=True)
-            if any(g is not None and g.ne(0).any() for g in grads):
-                raise ModelError(
-                    f"module={name}: the model computes its input at a step from what the module returned "
-                    "before (it feeds its own outputs or predictions back); expected inputs that do not "
-                    "depend on its outputs"
-                )
 
     def _sequence(self) -> Tensor:
         """The module's output sequence from the capture pass, as (T, B, H)."""
@@ -236,7 +190,7 @@ class Substitution:
                 t = next(counter)
                 returned = self.returned[t]
                 rest = [self._hold(o) for o in as_tuple(returned)[1:]]
-                return (parts[t], *rest) if isinstance(returned, tuple) else parts[t]
+                return like(returned, [parts[t], *rest])
             sequence = torch.stack(parts, 1 if self.module.batch_first else 0)
             final = self.returned[0][1]
             if isinstance(final, tuple):  # an LSTM's (h_n, c_n)
@@ -265,3 +219,123 @@ class Substitution:
                 "layer's outputs (a final c, lower layers' h_n, a cell's second state); expected a model that "
                 "reads only the top layer's outputs (and its h_n)"
             )
+
+
+def like(out: Any, tensors: list[Tensor]) -> Any:
+    """tensors in the container `out` came in (a tensor, tuple, named tuple or list)."""
+    if isinstance(out, Tensor):
+        return tensors[0]
+    return type(out)(*tensors) if hasattr(out, "_fields") else type(out)(tensors)
+
+
+def input_given(call: tuple[tuple, dict, Any]) -> Any:
+    """The input a cell was called with (its first argument, or input=)."""
+    args, kwargs, _ = call
+    return args[0] if args else kwargs.get("input")
+
+
+def state_given(call: tuple[tuple, dict, Any]) -> Any:
+    """The state a cell was called with (its second argument, or its keyword besides input=), or None."""
+    args, kwargs, _ = call
+    return args[1] if len(args) > 1 else next((v for k, v in kwargs.items() if k != "input"), None)
+
+
+def rows_equal(a: tuple[Tensor, ...], b: tuple[Tensor, ...]) -> Tensor:
+    """Per batch row, whether states a and b hold the same values (nan equal to nan; compared in the
+    lower of their precisions, so a state the model keeps in float32 is its float64 cell's state)."""
+    equal = torch.ones(len(b[0]), dtype=torch.bool, device=b[0].device)
+    for x, y in zip(a, b, strict=True):
+        low = x.dtype if torch.finfo(x.dtype).bits <= torch.finfo(y.dtype).bits else y.dtype
+        x, y = x.detach().to(low), y.detach().to(low)
+        equal &= ((x == y) | (x.isnan() & y.isnan())).flatten(1).all(1)
+    return equal
+
+
+def check_steps(name: str, calls: list, leaves: list[tuple[Tensor, ...]], output: Any, initial: tuple) -> None:
+    """ModelError where the model does more between two calls of its cell than pass the state on, so
+    that the harness, which unrolls the cell's own recurrence from the captured inputs, would record a
+    recurrence the model does not run. Each step's outputs reached the model as fresh leaves (`leaves`),
+    so what it made of them shows on the capture pass's graph:
+
+    - the state passed to step t, row by row, must be what step t - 1 returned or, from some step on
+      to the end, the row's state before (a padded sequence that has ended, held by torch.where), and
+      then neither the model's output nor a later input may read what the cell returns for that row;
+    - no state tensor may be detached (truncated backpropagation);
+    - no input may be computed from what the cell returned (its own predictions fed back).
+    Greedy decoding passes: the argmax's embedding has no gradient to the cell's outputs."""
+    floating = [r for step in leaves for r in step if r.requires_grad]
+    if not floating:  # no graph (inference mode): nothing can be told
+        return
+    never = len(calls) + 1
+    held_from = torch.full(
+        (len(leaves[0][0]),), never, device=leaves[0][0].device
+    )  # per row: the step its state is held from
+    before: tuple = initial
+    for t in range(1, len(calls)):
+        given = as_tuple(state_given(calls[t]) if state_given(calls[t]) is not None else initial)
+        if len(given) != len(leaves[t - 1]):
+            raise ModelError(
+                f"module={name}: step {t} is given a state of {len(given)} tensors where step {t - 1} "
+                f"returned {len(leaves[t - 1])}; expected the state it returned"
+            )
+        passed, held = rows_equal(given, leaves[t - 1]), rows_equal(given, before)
+        was_held = held_from < t
+        changed = ~passed & ~held
+        if changed.any():
+            raise ModelError(
+                f"module={name}: the state passed to step {t} is neither what step {t - 1} returned nor, for a "
+                f"padded sequence that has ended, its state before (batch row {int(changed.nonzero()[0])}: a "
+                "reset, a norm, noise, zoneout); expected the cell's own recurrence"
+            )
+        resumed = was_held & ~held
+        if resumed.any():
+            row = int(resumed.nonzero()[0])
+            raise ModelError(
+                f"module={name}: the state of batch row {row}, held from step {int(held_from[row])} (as a padded "
+                f"sequence that has ended), is run again at step {t}; expected a held state to stay held"
+            )
+        held_from = torch.where(~passed & held & ~was_held, t, held_from)
+        cut = [s for s, r in zip(given, leaves[t - 1], strict=True) if r.requires_grad and not s.requires_grad]
+        if cut:
+            raise ModelError(
+                f"module={name}: the model detaches the state between steps {t - 1} and {t} (truncated "
+                "backpropagation, or a reentrant checkpoint); expected the gradient to flow through the "
+                "whole recurrence"
+            )
+        before = given
+    # What reads the cell's outputs: a random projection of each input at steps >= 1 and of the model's
+    # output, back to every leaf (random, so that no structure, a sum that is constant, cancels it).
+    fed = [x_t for x_t in map(input_given, calls[1:]) if isinstance(x_t, Tensor) and x_t.requires_grad]
+    if fed:
+        grads = torch.autograd.grad(fed, floating, [torch.randn_like(x_t) for x_t in fed], allow_unused=True)
+        if any(g is not None and g.ne(0).any() for g in grads):
+            raise ModelError(
+                f"module={name}: the model computes its input at a step from what the module returned before "
+                "(it feeds its own outputs or predictions back); expected inputs that do not depend on its outputs"
+            )
+    read = [o for o in tensors_in(output) if o.requires_grad]
+    if read and (held_from < never).any():
+        grads = torch.autograd.grad(read, floating, [torch.randn_like(o) for o in read], allow_unused=True)
+        by_step = iter(grads)
+        for t, step in enumerate(leaves):
+            for r in step:
+                g = next(by_step) if r.requires_grad else None
+                # a row held from step f discards what the cell returned at f - 1 and after
+                discarded = held_from <= t + 1
+                if g is not None and g[discarded].ne(0).any():
+                    raise ModelError(
+                        f"module={name}: the model reads what the cell returned at step {t} for a batch row whose "
+                        "state it holds from then on (a padded sequence that has ended); expected it to read the "
+                        "held state, as the recurrence it runs does"
+                    )
+
+
+def tensors_in(value: Any) -> list[Tensor]:
+    """The tensors in a model's output (a tensor, or tuples, lists and dicts of them)."""
+    if isinstance(value, Tensor):
+        return [value]
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, (tuple, list)):
+        return [t for item in value for t in tensors_in(item)]
+    return []
