@@ -21,6 +21,20 @@ ROOT = Path(__file__).resolve().parents[1]
 register()  # tests compose configs with Hydra (initialize_config_dir), as the entry point does after this
 
 
+@pytest.fixture(autouse=True, scope="session")
+def one_torch_thread_per_worker():
+    """pytest-xdist runs a worker per core, so torch's intra-op threads in each (one per core) only
+    spin-wait on one another: with two workers on two cores, a recording test took 4 s alone and up to
+    54 s beside another. Each worker computes on one thread, as the sweep's forked figure workers do."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(autouse=True)
 def figures_in_this_process(monkeypatch):
     """pytest-xdist already runs a worker per core: figures drawn in more processes would only crowd
