@@ -176,9 +176,12 @@ class LoopModel(nn.Module):
         h = torch.zeros(x.shape[0], HIDDEN, dtype=x.dtype)
         outputs = []
         for t in range(x.shape[1]):
-            h = self.cell(x[:, t], h if self.between is None or t == 0 else self.between(t, h))
+            h = self.cell(x[:, t], h) if self.between is None or t == 0 else self.step(x[:, t], self.between(t, h))
             outputs.append(self.head(h))
-        return torch.stack(outputs, 1)
+        return torch.stack([o[: len(outputs[-1])] for o in outputs], 1)
+
+    def step(self, x_t, h):
+        return self.cell(x_t[: len(h)], h)  # a state that lost rows (an ended sequence) takes the rows it has
 
 
 class Decoder(nn.Module):
@@ -330,7 +333,9 @@ def test_cell_in_the_model_s_own_loop_equals_autograd(cell):
     assert_close_log10(profile.log_norms, expected, what="cell in a loop")
 
 
-@pytest.mark.parametrize("case", ["greedy decoder", "padded batch", "state by keyword", "list state"])
+@pytest.mark.parametrize(
+    "case", ["greedy decoder", "padded batch", "padded, the loss masking", "state by keyword", "list state"]
+)
 def test_a_loop_that_passes_the_state_on_is_recorded_as_autograd_sees_it(case):
     """Loops the step checks must let through: greedy decoding (the argmax's embedding as the next input:
     no gradient from h_t to it), a padded batch whose ended sequences hold their state (torch.where), a
@@ -340,12 +345,24 @@ def test_a_loop_that_passes_the_state_on_is_recorded_as_autograd_sees_it(case):
     model, inputs = {
         "greedy decoder": (Decoder(soft=False), x[:, 0]),
         "padded batch": (Padded(nn.GRUCell(EMBED, HIDDEN)), (x, torch.tensor([T, 7, 4]))),
+        # the head reads the cell's raw outputs, the held rows' too, which the loss then masks out
+        "padded, the loss masking": (
+            Padded(nn.GRUCell(EMBED, HIDDEN), reads_discarded=True),
+            (x, torch.tensor([T, 7, 4])),
+        ),
         "state by keyword": (KeywordLoop(listed=False), x),
         "list state": (KeywordLoop(listed=True), x),
     }[case]
     model = model.double()
     loss = lambda logits: logits.square().sum()
+    if case == "padded, the loss masking":
+        active = torch.arange(T) < inputs[1][:, None]  # (B, T)
+        loss = lambda logits: (logits.square().sum(-1) * active).sum()
+    torch.manual_seed(7)
     profile = harness.record(model, inputs, module=model.cell, loss=loss)
+    drawn = torch.rand(())
+    torch.manual_seed(7)
+    assert drawn == torch.rand(()), "the recording drew from torch's generator"
     assert_close_log10(profile.log_norms[..., :1], reference_by_hooks(model, inputs, loss), what=case)
 
 
@@ -371,7 +388,11 @@ def test_a_loop_whose_forward_pass_overflows_is_recorded_as_overflow():
         ("held, then run again", "the state of batch row 0, held from step 5 (as a padded sequence that has ended"),
         ("truncated every 4", "the model detaches the state between steps 3 and 4 (truncated backpropagation"),
         ("c truncated", "the model detaches the state between steps 3 and 4"),
-        ("reads what it drops", "the model reads what the cell returned at step 4 for a batch row whose state"),
+        ("reads what it drops", "the loss reads what the cell returned at step 5 for batch row 2, whose state"),
+        ("truncated, kept a leaf", "the gradient of the state passed to step 4 does not come back unchanged"),
+        ("gradient halved", "the gradient of the state passed to step 1 does not come back unchanged"),
+        ("gradient clipped", "the gradient of the state passed to step 1 does not come back unchanged"),
+        ("batch shrinks", "step 4's input is (2, 5), step 0's (3, 5) (a batch that sheds its ended sequences)"),
     ],
 )
 def test_a_model_that_does_more_than_pass_the_state_on_is_refused(case, expected):
@@ -389,6 +410,16 @@ def test_a_model_that_does_more_than_pass_the_state_on_is_refused(case, expected
         "truncated every 4": (LoopModel(nn.GRUCell, lambda t, h: h.detach() if t % 4 == 0 else h), x),
         "c truncated": (LSTMLoop(lambda t, s: (s[0], s[1].detach()) if t % 4 == 0 else s), x),
         "reads what it drops": (Padded(nn.GRUCell(EMBED, HIDDEN), reads_discarded=True), (x, torch.tensor([T, 7, 4]))),
+        "truncated, kept a leaf": (
+            LoopModel(nn.GRUCell, lambda t, h: h.detach().requires_grad_() if t % 4 == 0 else h),
+            x,
+        ),
+        "gradient halved": (LoopModel(nn.GRUCell, lambda t, h: h.detach() + 0.5 * (h - h.detach())), x),
+        "gradient clipped": (
+            LoopModel(nn.GRUCell, lambda t, h: h.register_hook(lambda g: g.clamp(-1e-3, 1e-3)) and h),
+            x,
+        ),
+        "batch shrinks": (LoopModel(nn.GRUCell, lambda t, h: h[:2] if t == 4 else h), x),
     }[case]
     model = model.double()
     with pytest.raises(HarnessError) as error:

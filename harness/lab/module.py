@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from harness.core.cells import CellNet, as_tuple, cell_initial_state
 from harness.core.errors import ModelError
 from harness.core.protocol import StackedNet
+from harness.lab.steps import Arguments, check_feedback, check_steps, like
 
 
 def is_recurrent(module: nn.Module) -> bool:
@@ -107,15 +108,19 @@ class Substitution:
         hook = module.register_forward_hook(keep, with_kwargs=True)
         try:
             with torch.enable_grad() if self.per_step else torch.no_grad():
-                output = call(model, inputs)
+                call(model, inputs)
         finally:
             hook.remove()
         if not calls:
             raise ModelError(f"module={type(module).__name__}: model={type(model).__name__} did not call it")
         self.returned = [out for _, _, out in calls]
+        self.held_from: Tensor | None = None  # per batch row, the step a padded sequence's state is held from
         if self.per_step:
-            self._capture_cell(calls)
-            check_steps(type(module).__name__, calls, leaves, output, cell_initial_state(module, len(self.x[0])))
+            arguments = Arguments(module)
+            self._capture_cell(calls, arguments)
+            name, initial = type(module).__name__, cell_initial_state(module, len(self.x[0]))
+            self.held_from = check_steps(name, arguments, calls, leaves, initial)
+            check_feedback(name, arguments, calls, leaves)
         else:
             self._capture_sequence(calls)
         self.captured = torch.stack([self._top(out) for out in self.returned]) if self.per_step else self._sequence()
@@ -138,12 +143,19 @@ class Substitution:
         self.cell = TORCH_CELLS[type(self.module)]
         self.x = (x.transpose(0, 1) if self.module.batch_first else x).detach()
 
-    def _capture_cell(self, calls: list) -> None:
+    def _capture_cell(self, calls: list, arguments: Arguments) -> None:
         name = type(self.module).__name__
-        x = [input_given(c) for c in calls]
+        x = [arguments.input(c) for c in calls]
         if not all(isinstance(x_t, Tensor) and x_t.dim() == 2 for x_t in x):
             raise ModelError(f"module={name}: each call's input should be (batch, features); got {type(x[0])}")
-        first = state_given(calls[0])
+        shrunk = next((t for t, x_t in enumerate(x) if x_t.shape != x[0].shape), None)
+        if shrunk is not None:
+            raise ModelError(
+                f"module={name}: step {shrunk}'s input is {tuple(x[shrunk].shape)}, step 0's {tuple(x[0].shape)} (a "
+                "batch that sheds its ended sequences); expected every step's batch whole, an ended sequence's "
+                "state held (torch.where)"
+            )
+        first = arguments.state(calls[0])
         if first is not None:
             expected = cell_initial_state(self.module, x[0].shape[0])
             if any(not torch.equal(a, b) for a, b in zip(as_tuple(first), expected)):
@@ -173,7 +185,7 @@ class Substitution:
             parts = list(stack.unbind(0))
         else:
             parts = [*self.captured[:-1].unbind(0), stack[-1]]
-        self.held = []
+        self.held, self.parts = [], parts
         # The module's forward is shadowed for the call (an instance attribute), not hooked after it:
         # what it would compute is replaced anyway, and an LSTM's own forward costs as much as the rest.
         self.module.forward = self._replacement(parts)
@@ -210,132 +222,30 @@ class Substitution:
         return held
 
     def check_reads(self, value: Tensor) -> None:
-        """ModelError if the loss value read anything the recording does not follow."""
+        """ModelError if the loss value read anything the recording does not follow: what the module
+        returns besides its top outputs, or, of a padded sequence that has ended, what the cell returns
+        once its state is held (the model drops it; the harness's recurrence runs on)."""
+        name = type(self.module).__name__
         held = [h for h in self.held if h.numel()]
-        grads = torch.autograd.grad(value, held, allow_unused=True, retain_graph=True) if held else []
-        if any(g is not None and g.ne(0).any() for g in grads):
+        late = []
+        if self.held_from is not None:
+            late = [
+                (t, part) for t, part in enumerate(self.parts) if part.requires_grad and (self.held_from <= t).any()
+            ]
+        inputs = held + [part for _, part in late]
+        grads = torch.autograd.grad(value, inputs, allow_unused=True, retain_graph=True) if inputs else []
+        if any(g is not None and g.ne(0).any() for g in grads[: len(held)]):
             raise ModelError(
-                f"module={type(self.module).__name__}: the loss reads what the module returns besides its top "
+                f"module={name}: the loss reads what the module returns besides its top "
                 "layer's outputs (a final c, lower layers' h_n, a cell's second state); expected a model that "
                 "reads only the top layer's outputs (and its h_n)"
             )
-
-
-def like(out: Any, tensors: list[Tensor]) -> Any:
-    """tensors in the container `out` came in (a tensor, tuple, named tuple or list)."""
-    if isinstance(out, Tensor):
-        return tensors[0]
-    return type(out)(*tensors) if hasattr(out, "_fields") else type(out)(tensors)
-
-
-def input_given(call: tuple[tuple, dict, Any]) -> Any:
-    """The input a cell was called with (its first argument, or input=)."""
-    args, kwargs, _ = call
-    return args[0] if args else kwargs.get("input")
-
-
-def state_given(call: tuple[tuple, dict, Any]) -> Any:
-    """The state a cell was called with (its second argument, or its keyword besides input=), or None."""
-    args, kwargs, _ = call
-    return args[1] if len(args) > 1 else next((v for k, v in kwargs.items() if k != "input"), None)
-
-
-def rows_equal(a: tuple[Tensor, ...], b: tuple[Tensor, ...]) -> Tensor:
-    """Per batch row, whether states a and b hold the same values (nan equal to nan; compared in the
-    lower of their precisions, so a state the model keeps in float32 is its float64 cell's state)."""
-    equal = torch.ones(len(b[0]), dtype=torch.bool, device=b[0].device)
-    for x, y in zip(a, b, strict=True):
-        low = x.dtype if torch.finfo(x.dtype).bits <= torch.finfo(y.dtype).bits else y.dtype
-        x, y = x.detach().to(low), y.detach().to(low)
-        equal &= ((x == y) | (x.isnan() & y.isnan())).flatten(1).all(1)
-    return equal
-
-
-def check_steps(name: str, calls: list, leaves: list[tuple[Tensor, ...]], output: Any, initial: tuple) -> None:
-    """ModelError where the model does more between two calls of its cell than pass the state on, so
-    that the harness, which unrolls the cell's own recurrence from the captured inputs, would record a
-    recurrence the model does not run. Each step's outputs reached the model as fresh leaves (`leaves`),
-    so what it made of them shows on the capture pass's graph:
-
-    - the state passed to step t, row by row, must be what step t - 1 returned or, from some step on
-      to the end, the row's state before (a padded sequence that has ended, held by torch.where), and
-      then neither the model's output nor a later input may read what the cell returns for that row;
-    - no state tensor may be detached (truncated backpropagation);
-    - no input may be computed from what the cell returned (its own predictions fed back).
-    Greedy decoding passes: the argmax's embedding has no gradient to the cell's outputs."""
-    floating = [r for step in leaves for r in step if r.requires_grad]
-    if not floating:  # no graph (inference mode): nothing can be told
-        return
-    never = len(calls) + 1
-    held_from = torch.full(
-        (len(leaves[0][0]),), never, device=leaves[0][0].device
-    )  # per row: the step its state is held from
-    before: tuple = initial
-    for t in range(1, len(calls)):
-        given = as_tuple(state_given(calls[t]) if state_given(calls[t]) is not None else initial)
-        if len(given) != len(leaves[t - 1]):
-            raise ModelError(
-                f"module={name}: step {t} is given a state of {len(given)} tensors where step {t - 1} "
-                f"returned {len(leaves[t - 1])}; expected the state it returned"
-            )
-        passed, held = rows_equal(given, leaves[t - 1]), rows_equal(given, before)
-        was_held = held_from < t
-        changed = ~passed & ~held
-        if changed.any():
-            raise ModelError(
-                f"module={name}: the state passed to step {t} is neither what step {t - 1} returned nor, for a "
-                f"padded sequence that has ended, its state before (batch row {int(changed.nonzero()[0])}: a "
-                "reset, a norm, noise, zoneout); expected the cell's own recurrence"
-            )
-        resumed = was_held & ~held
-        if resumed.any():
-            row = int(resumed.nonzero()[0])
-            raise ModelError(
-                f"module={name}: the state of batch row {row}, held from step {int(held_from[row])} (as a padded "
-                f"sequence that has ended), is run again at step {t}; expected a held state to stay held"
-            )
-        held_from = torch.where(~passed & held & ~was_held, t, held_from)
-        cut = [s for s, r in zip(given, leaves[t - 1], strict=True) if r.requires_grad and not s.requires_grad]
-        if cut:
-            raise ModelError(
-                f"module={name}: the model detaches the state between steps {t - 1} and {t} (truncated "
-                "backpropagation, or a reentrant checkpoint); expected the gradient to flow through the "
-                "whole recurrence"
-            )
-        before = given
-    # What reads the cell's outputs: a random projection of each input at steps >= 1 and of the model's
-    # output, back to every leaf (random, so that no structure, a sum that is constant, cancels it).
-    fed = [x_t for x_t in map(input_given, calls[1:]) if isinstance(x_t, Tensor) and x_t.requires_grad]
-    if fed:
-        grads = torch.autograd.grad(fed, floating, [torch.randn_like(x_t) for x_t in fed], allow_unused=True)
-        if any(g is not None and g.ne(0).any() for g in grads):
-            raise ModelError(
-                f"module={name}: the model computes its input at a step from what the module returned before "
-                "(it feeds its own outputs or predictions back); expected inputs that do not depend on its outputs"
-            )
-    read = [o for o in tensors_in(output) if o.requires_grad]
-    if read and (held_from < never).any():
-        grads = torch.autograd.grad(read, floating, [torch.randn_like(o) for o in read], allow_unused=True)
-        by_step = iter(grads)
-        for t, step in enumerate(leaves):
-            for r in step:
-                g = next(by_step) if r.requires_grad else None
-                # a row held from step f discards what the cell returned at f - 1 and after
-                discarded = held_from <= t + 1
-                if g is not None and g[discarded].ne(0).any():
-                    raise ModelError(
-                        f"module={name}: the model reads what the cell returned at step {t} for a batch row whose "
-                        "state it holds from then on (a padded sequence that has ended); expected it to read the "
-                        "held state, as the recurrence it runs does"
-                    )
-
-
-def tensors_in(value: Any) -> list[Tensor]:
-    """The tensors in a model's output (a tensor, or tuples, lists and dicts of them)."""
-    if isinstance(value, Tensor):
-        return [value]
-    if isinstance(value, dict):
-        value = list(value.values())
-    if isinstance(value, (tuple, list)):
-        return [t for item in value for t in tensors_in(item)]
-    return []
+        for (t, _), g in zip(late, grads[len(held) :], strict=True):
+            rows = (self.held_from <= t) & (g is not None and g.flatten(1).ne(0).any(1))
+            if g is not None and rows.any():
+                row = int(rows.nonzero()[0])
+                raise ModelError(
+                    f"module={name}: the loss reads what the cell returned at step {t} for batch row {row}, whose "
+                    f"state the model holds from step {int(self.held_from[row])} (a padded sequence that has "
+                    "ended); expected it to read the held state, or nothing of that row"
+                )

@@ -1,0 +1,182 @@
+"""What a model does between two calls of the cell it runs in its own loop, checked on the capture pass.
+
+The harness records such a cell by unrolling the cell's own recurrence from the inputs the model gave it
+(harness.lab.module). That is the model's recurrence only where the model passes each step's state on to
+the next call unchanged, in values and in gradient, and computes no input from what the cell returned.
+The capture pass hands each step's outputs to the model as fresh leaves of a graph, so whatever the
+model makes of them shows on that graph; check_steps reads it:
+
+    state passed to step t, row by row   what step t - 1 returned, or (a padded sequence that has ended,
+                                         held by torch.where or a 0/1 mask) the row's state before, held
+                                         from then on to the end
+    its gradient                         a random vector v on every state passed, pulled back to what
+                                         each step returned, must come back as v itself (a held row's
+                                         sums at its last returned state): a detach, a hook, a scaling
+                                         changes it
+    inputs                               none may be computed from what the cell returned before (its
+                                         own predictions fed back with a gradient; greedy decoding, the
+                                         argmax's embedding, has none)
+
+What the loss reads of a held row's later outputs, which the model drops and the harness's recurrence
+does not, is checked on the loss pass (Substitution.check_reads, with the rows this returns).
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from harness.core.cells import as_tuple
+from harness.core.errors import ModelError
+
+Call = tuple[tuple, dict, Any]  # a cell's call: its positional and keyword arguments, what it returned
+
+
+def like(out: Any, tensors: list[Tensor]) -> Any:
+    """tensors in the container `out` came in (a tensor, tuple, named tuple or list)."""
+    if isinstance(out, Tensor):
+        return tensors[0]
+    return type(out)(*tensors) if hasattr(out, "_fields") else type(out)(tensors)
+
+
+class Arguments:
+    """A cell's input and state in one of its calls, by position or by the names its forward gives them
+    (nn.GRUCell's input and hx, a user cell's x_t and h)."""
+
+    def __init__(self, cell: nn.Module):
+        names = [p.name for p in inspect.signature(cell.forward).parameters.values()][:2]
+        self.input_name, self.state_name = (names + ["input", "hx"][len(names) :])[:2]
+
+    def input(self, call: Call) -> Any:
+        args, kwargs, _ = call
+        return args[0] if args else kwargs.get(self.input_name)
+
+    def state(self, call: Call) -> Any:
+        """The state it was called with, or None (the cell's initial state)."""
+        args, kwargs, _ = call
+        return args[1] if len(args) > 1 else kwargs.get(self.state_name)
+
+
+def stacked(states: list[tuple[Tensor, ...]], part: int) -> Tensor:
+    return torch.stack([state[part].detach() for state in states])
+
+
+def same_rows(a: Tensor, b: Tensor) -> Tensor:
+    """(steps, B): whether each batch row of a equals b's, nan for nan, compared in the lower of their
+    precisions (a state the model keeps in float32 is its float64 cell's state)."""
+    if a.is_floating_point() and b.is_floating_point():
+        low = a.dtype if torch.finfo(a.dtype).bits <= torch.finfo(b.dtype).bits else b.dtype
+        a, b = a.to(low), b.to(low)
+        equal = (a == b) | (a.isnan() & b.isnan())
+    else:
+        equal = a == b
+    return equal.flatten(2).all(2)
+
+
+def check_steps(
+    name: str, arguments: Arguments, calls: list[Call], leaves: list[tuple[Tensor, ...]], initial: tuple
+) -> Tensor:
+    """ModelError (one line) where the model does more between two calls than pass the state on (see the
+    module doc). Returns, per batch row, the step its state is held from (len(calls) + 1: never)."""
+    steps, batch = len(calls), len(leaves[0][0])
+    never = steps + 1
+    held_from = torch.full((batch,), never, device=leaves[0][0].device)
+    given = [as_tuple(initial if arguments.state(c) is None else arguments.state(c)) for c in calls]
+    if steps < 2:
+        return held_from
+    for t in range(1, steps):
+        if len(given[t]) != len(leaves[t - 1]):
+            raise ModelError(
+                f"module={name}: step {t} is given a state of {len(given[t])} tensors where step {t - 1} returned "
+                f"{len(leaves[t - 1])}; expected the state it returned"
+            )
+    parts = range(len(leaves[0]))
+    # (steps - 1, B): at step t >= 1, the state given is what step t - 1 returned / the state given before
+    passed = torch.stack([same_rows(stacked(given[1:], k), stacked(leaves[:-1], k)) for k in parts]).all(0)
+    kept = torch.stack([same_rows(stacked(given[1:], k), stacked(given[:-1], k)) for k in parts]).all(0)
+    step = torch.arange(1, steps, device=held_from.device)[:, None]  # (steps - 1, 1)
+    changed = ~passed & ~kept
+    if changed.any():
+        t, row = (int(i) for i in changed.nonzero()[0])
+        raise ModelError(
+            f"module={name}: the state passed to step {t + 1} is neither what step {t} returned nor, for a padded "
+            f"sequence that has ended, its state before (batch row {row}: a reset, a norm, noise, zoneout); "
+            "expected the cell's own recurrence"
+        )
+    starts = ~passed  # kept, not passed on: the row's state held from this step
+    held_from = torch.where(starts.any(0), starts.float().argmax(0) + 1, held_from)
+    resumed = (step > held_from) & ~kept
+    if resumed.any():
+        t, row = (int(i) for i in resumed.nonzero()[0])
+        raise ModelError(
+            f"module={name}: the state of batch row {row}, held from step {int(held_from[row])} (as a padded "
+            f"sequence that has ended), is run again at step {t + 1}; expected a held state to stay held"
+        )
+    check_gradient(name, given, leaves, held_from)
+    return held_from
+
+
+def check_gradient(
+    name: str, given: list[tuple[Tensor, ...]], leaves: list[tuple[Tensor, ...]], held_from: Tensor
+) -> None:
+    """A random v_t on every state passed (t >= 1), pulled back to what each step returned: step u's
+    outputs must get v_{u+1} (the state passed on unchanged), the last one a row returns before it is
+    held also every later v of that row (the held state is it), and what a row returns from then on
+    nothing."""
+    steps = len(given)
+    generator = torch.Generator(leaves[0][0].device).manual_seed(
+        0
+    )  # not torch's own: a recording draws nothing from it
+    for k in range(len(leaves[0])):
+        returned = [leaves[u][k] for u in range(steps - 1)]
+        if not returned[0].requires_grad:  # not floating, or no graph (inference mode)
+            continue
+        passed_on = [given[t][k] for t in range(1, steps)]
+        cut = next((t for t, s in enumerate(passed_on, 1) if not s.requires_grad), None)
+        if cut is not None:
+            raise ModelError(
+                f"module={name}: the model detaches the state between steps {cut - 1} and {cut} (truncated "
+                "backpropagation); expected the gradient to flow through the whole recurrence"
+            )
+        v = [torch.randn(s.shape, generator=generator, dtype=s.dtype, device=s.device) for s in passed_on]
+        grads = torch.autograd.grad(passed_on, returned, v, allow_unused=True)
+        v_all = torch.stack(v).double()  # (steps - 1, B, ...): v of step t at t - 1
+        # the v's of a row's held steps, summed, where it holds what step u returned (held from u + 2)
+        tail = v_all.flip(0).cumsum(0).flip(0)  # tail[t - 1] = v_t + v_{t+1} + ...
+        later = torch.cat([tail[1:], torch.zeros_like(tail[:1])])  # later[u] = tail[u + 1]
+        u = torch.arange(steps - 1, device=held_from.device)[:, None]  # (steps - 1, 1)
+        shape = (steps - 1, len(held_from)) + (1,) * (v_all.dim() - 2)
+        passed_on_from_u = (u + 1 < held_from).view(shape)  # step u + 1 was given what step u returned
+        held_at_u = (u + 2 == held_from).view(shape)
+        expected = v_all * passed_on_from_u + later * held_at_u
+        got = torch.stack([torch.zeros_like(r) if g is None else g for g, r in zip(grads, returned)]).double()
+        # rounding only: v passed on unchanged, a held row's summed in another order (loose in half precision)
+        tolerance = min(max(1e3, 10.0 * steps) * torch.finfo(returned[0].dtype).eps, 0.05) * (1 + expected.abs().amax())
+        off = (got - expected).abs().flatten(2).amax(2) > tolerance  # (steps - 1, B)
+        if off.any():
+            u, row = (int(i) for i in off.nonzero()[0])
+            raise ModelError(
+                f"module={name}: the gradient of the state passed to step {u + 1} does not come back unchanged to "
+                f"what step {u} returned (batch row {row}: a detach, a hook or a scaling on the state); "
+                "expected the gradient to flow through the whole recurrence"
+            )
+
+
+def check_feedback(name: str, arguments: Arguments, calls: list[Call], leaves: list[tuple[Tensor, ...]]) -> None:
+    """ModelError where an input is computed from what the cell returned before, with a gradient."""
+    returned = [r for step in leaves for r in step if r.requires_grad]
+    fed = [x for x in map(arguments.input, calls[1:]) if isinstance(x, Tensor) and x.requires_grad]
+    if not (fed and returned):
+        return
+    generator = torch.Generator(fed[0].device).manual_seed(1)
+    # random, not ones: a feedback whose features sum to a constant (centred logits) would cancel ones
+    v = [torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device) for x in fed]
+    grads = torch.autograd.grad(fed, returned, v, allow_unused=True)
+    if any(g is not None and g.ne(0).any() for g in grads):
+        raise ModelError(
+            f"module={name}: the model computes its input at a step from what the module returned before (it "
+            "feeds its own outputs or predictions back); expected inputs that do not depend on its outputs"
+        )
