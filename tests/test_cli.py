@@ -235,6 +235,7 @@ BAD_SETTINGS = [
     ("-m hydra.sweeper.chunks=0", "hydra.sweeper.chunks=0: expected an integer >= 1, or null"),
     ("-m hydra.sweeper.resume=maybe", "hydra.sweeper.resume=maybe: expected true, false or rerun_changed"),
     ("-m hydra.sweeper.resume=1", "hydra.sweeper.resume=1: expected true, false or rerun_changed"),
+    ("-m hydra.sweeper.resume='true'", "hydra.sweeper.resume='true': expected true, false or rerun_changed (unquoted)"),
     ("-m hydra/launcher=joblib hydra.launcher.n_jobs=0", "hydra.launcher.n_jobs=0: expected a nonzero integer"),
 ]
 BAD_INPUT += BAD_SETTINGS

@@ -135,7 +135,8 @@ def check_sweeper_settings(chunks: object, torch_threads: object, resume: object
     positive_or_null("hydra.sweeper.chunks", chunks, "one chunk per worker")
     positive_or_null("hydra.sweeper.torch_threads", torch_threads, "the cores each worker has")
     if not (isinstance(resume, bool) or resume == "rerun_changed"):
-        raise ConfigError(f"hydra.sweeper.resume={resume}: expected true, false or rerun_changed")
+        shown = repr(resume) if isinstance(resume, str) and resume.lower() in ("true", "false") else resume
+        raise ConfigError(f"hydra.sweeper.resume={shown}: expected true, false or rerun_changed (unquoted)")
 
 
 def check_launch(sweeper: Any, launcher: Any) -> None:

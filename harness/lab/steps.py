@@ -60,6 +60,12 @@ class Arguments:
         return args[1] if len(args) > 1 else kwargs.get(self.state_name)
 
 
+def first(mask: Tensor) -> tuple[int, int]:
+    """(step, batch row) of the first True in a (steps, B) mask."""
+    step, row = mask.nonzero()[0]
+    return int(step), int(row)
+
+
 def stacked(states: list[tuple[Tensor, ...]], part: int) -> Tensor:
     return torch.stack([state[part].detach() for state in states])
 
@@ -100,7 +106,7 @@ def check_steps(
     step = torch.arange(1, steps, device=held_from.device)[:, None]  # (steps - 1, 1)
     changed = ~passed & ~kept
     if changed.any():
-        t, row = (int(i) for i in changed.nonzero()[0])
+        t, row = first(changed)
         raise ModelError(
             f"module={name}: the state passed to step {t + 1} is neither what step {t} returned nor, for a padded "
             f"sequence that has ended, its state before (batch row {row}: a reset, a norm, noise, zoneout); "
@@ -110,7 +116,7 @@ def check_steps(
     held_from = torch.where(starts.any(0), starts.float().argmax(0) + 1, held_from)
     resumed = (step > held_from) & ~kept
     if resumed.any():
-        t, row = (int(i) for i in resumed.nonzero()[0])
+        t, row = first(resumed)
         raise ModelError(
             f"module={name}: the state of batch row {row}, held from step {int(held_from[row])} (as a padded "
             f"sequence that has ended), is run again at step {t + 1}; expected a held state to stay held"
@@ -157,7 +163,7 @@ def check_gradient(
         tolerance = min(max(1e3, 10.0 * steps) * torch.finfo(returned[0].dtype).eps, 0.05) * (1 + expected.abs().amax())
         off = (got - expected).abs().flatten(2).amax(2) > tolerance  # (steps - 1, B)
         if off.any():
-            u, row = (int(i) for i in off.nonzero()[0])
+            u, row = first(off)
             raise ModelError(
                 f"module={name}: the gradient of the state passed to step {u + 1} does not come back unchanged to "
                 f"what step {u} returned (batch row {row}: a detach, a hook or a scaling on the state); "
