@@ -366,6 +366,23 @@ def test_a_loop_that_passes_the_state_on_is_recorded_as_autograd_sees_it(case):
     assert_close_log10(profile.log_norms[..., :1], reference_by_hooks(model, inputs, loss), what=case)
 
 
+def test_a_recording_inside_no_grad_is_the_recording_outside_and_inference_mode_is_one_line():
+    """An evaluation loop's torch.no_grad() is lifted for the recording (it raised torch's 'cannot register a
+    hook' from the recorder); under inference_mode, where no graph can be made, it is refused in one line."""
+    torch.manual_seed(0)
+    model = LoopModel(nn.GRUCell).double()
+    x = torch.randn(B, T, EMBED, dtype=torch.float64)
+    loss = lambda logits: logits.square().sum()
+    outside = harness.record(model, x, module=model.cell, loss=loss)
+    with torch.no_grad():
+        inside = harness.record(model, x, module=model.cell, loss=loss)
+        assert not torch.is_grad_enabled()
+    assert torch.equal(inside.log_norms, outside.log_norms)
+    with torch.inference_mode(), pytest.raises(HarnessError) as error:
+        harness.record(model, x, module=model.cell, loss=loss)
+    assert "called inside torch.inference_mode(), where no graph can be made" in str(error.value)
+
+
 def test_a_loop_whose_forward_pass_overflows_is_recorded_as_overflow():
     """nan is never equal to nan: the step checks compare a state with what was returned nan for nan."""
     torch.manual_seed(0)

@@ -36,6 +36,7 @@ Which derivative:
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import inspect
 import math
@@ -118,6 +119,25 @@ def probe_loss(hidden_size: int, seed: int, like: Tensor, batch_first: bool = Fa
     return probe
 
 
+def needs_graph(function: Callable[..., Any]) -> Callable[..., Any]:
+    """`function`, which records gradients, called with grad mode on: a torch.no_grad() around the call
+    (an evaluation loop's) is lifted for it and restored after; torch.inference_mode(), under which no
+    graph can be made at all, is refused in one line."""
+
+    @functools.wraps(function)
+    def with_graph(*args: Any, **kwargs: Any) -> Any:
+        if torch.is_inference_mode_enabled():
+            raise ModelError(
+                f"{function.__name__}: called inside torch.inference_mode(), where no graph can be made; expected a "
+                "call outside it (inside torch.no_grad() is fine)"
+            )
+        with torch.enable_grad():
+            return function(*args, **kwargs)
+
+    return with_graph
+
+
+@needs_graph
 def record(
     model: nn.Module,
     inputs: Tensor | Sequence[Tensor],
