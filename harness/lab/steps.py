@@ -149,19 +149,23 @@ def check_gradient(
             )
         v = [torch.randn(s.shape, generator=generator, dtype=s.dtype, device=s.device) for s in passed_on]
         grads = torch.autograd.grad(passed_on, returned, v, allow_unused=True)
-        v_all = torch.stack(v).double()  # (steps - 1, B, ...): v of step t at t - 1
-        # the v's of a row's held steps, summed, where it holds what step u returned (held from u + 2)
-        tail = v_all.flip(0).cumsum(0).flip(0)  # tail[t - 1] = v_t + v_{t+1} + ...
-        later = torch.cat([tail[1:], torch.zeros_like(tail[:1])])  # later[u] = tail[u + 1]
+        # (steps - 1, B, ...), a few copies at most (a long loop's states are most of the memory here)
+        got = torch.stack([torch.zeros_like(r) if g is None else g for g, r in zip(grads, returned)])
+        del grads
+        expected = torch.stack(v).to(torch.promote_types(v[0].dtype, got.dtype))  # v of step t at t - 1
+        del v
+        # the v's of a row's held steps, summed: tail[t - 1] = v_t + v_{t+1} + ...
+        tail = expected.flip(0).cumsum(0).flip(0)
         u = torch.arange(steps - 1, device=held_from.device)[:, None]  # (steps - 1, 1)
-        shape = (steps - 1, len(held_from)) + (1,) * (v_all.dim() - 2)
-        passed_on_from_u = (u + 1 < held_from).view(shape)  # step u + 1 was given what step u returned
-        held_at_u = (u + 2 == held_from).view(shape)
-        expected = v_all * passed_on_from_u + later * held_at_u
-        got = torch.stack([torch.zeros_like(r) if g is None else g for g, r in zip(grads, returned)]).double()
+        shape = (steps - 1, len(held_from)) + (1,) * (expected.dim() - 2)
+        expected.mul_((u + 1 < held_from).view(shape))  # step u + 1 was given what step u returned
+        # a row held from step u + 2 holds what step u returned: every later v of it arrives there
+        expected[:-1] += tail[1:] * (u[:-1] + 2 == held_from).view((steps - 2, *shape[1:]))
+        del tail
         # rounding only: v passed on unchanged, a held row's summed in another order (loose in half precision)
-        tolerance = min(max(1e3, 10.0 * steps) * torch.finfo(returned[0].dtype).eps, 0.05) * (1 + expected.abs().amax())
-        off = (got - expected).abs().flatten(2).amax(2) > tolerance  # (steps - 1, B)
+        eps = torch.finfo(returned[0].dtype).eps
+        tolerance = min(max(1e3, 10.0 * steps) * eps, 0.05) * (1 + float(expected.abs().amax()))
+        off = got.sub_(expected.to(got.dtype)).abs_().flatten(2).amax(2) > tolerance  # (steps - 1, B)
         if off.any():
             u, row = first(off)
             raise ModelError(
