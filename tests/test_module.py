@@ -245,6 +245,16 @@ class LSTMLoop(nn.Module):
         return torch.stack(outputs, 1)
 
 
+class ContextLoop(LoopModel):
+    def step(self, x_t, h):
+        return self.cell(x_t, h, context=torch.ones_like(h))
+
+
+class NoneBeside(ElmanCell):
+    def forward(self, x_t, h):
+        return super().forward(x_t, h), None
+
+
 class KeywordLoop(nn.Module):
     """A user cell called as cell(x_t, h=h), and an LSTM-like user cell whose state is a list [h, c]."""
 
@@ -333,8 +343,32 @@ def test_cell_in_the_model_s_own_loop_equals_autograd(cell):
     assert_close_log10(profile.log_norms, expected, what="cell in a loop")
 
 
+def irnn() -> nn.RNNCell:
+    """Le et al.'s IRNN: relu, W_hh = I, no biases. On a padded step (x = 0) its output is its state."""
+    cell = nn.RNNCell(EMBED, HIDDEN, nonlinearity="relu")
+    with torch.no_grad():
+        cell.weight_hh.copy_(torch.eye(HIDDEN))
+        cell.bias_ih.zero_()
+        cell.bias_hh.zero_()
+    return cell
+
+
+class ExtraArgument(nn.Module):
+    """A cell called with a context beside its input and state, which the harness would not replay."""
+
+    hidden_size = HIDDEN
+
+    def __init__(self):
+        super().__init__()
+        self.cell = ElmanCell()
+
+    def forward(self, x_t, h, context=None):
+        return self.cell(x_t, h) + (0 if context is None else context)
+
+
 @pytest.mark.parametrize(
-    "case", ["greedy decoder", "padded batch", "padded, the loss masking", "state by keyword", "list state"]
+    "case",
+    ["greedy decoder", "padded batch", "padded, the loss masking", "padded IRNN", "state by keyword", "list state"],
 )
 def test_a_loop_that_passes_the_state_on_is_recorded_as_autograd_sees_it(case):
     """Loops the step checks must let through: greedy decoding (the argmax's embedding as the next input:
@@ -349,6 +383,11 @@ def test_a_loop_that_passes_the_state_on_is_recorded_as_autograd_sees_it(case):
         "padded, the loss masking": (
             Padded(nn.GRUCell(EMBED, HIDDEN), reads_discarded=True),
             (x, torch.tensor([T, 7, 4])),
+        ),
+        # the padded steps' zero inputs leave the IRNN's state as it was: a held row looks passed on by value
+        "padded IRNN": (
+            Padded(irnn()),
+            (x * (torch.arange(T) < torch.tensor([T, 7, 4])[:, None])[..., None], torch.tensor([T, 7, 4])),
         ),
         "state by keyword": (KeywordLoop(listed=False), x),
         "list state": (KeywordLoop(listed=True), x),
@@ -409,6 +448,9 @@ def test_a_loop_whose_forward_pass_overflows_is_recorded_as_overflow():
         ("truncated, kept a leaf", "the gradient of the state passed to step 4 does not come back unchanged"),
         ("gradient halved", "the gradient of the state passed to step 1 does not come back unchanged"),
         ("gradient clipped", "the gradient of the state passed to step 1 does not come back unchanged"),
+        ("gradient scaled by 0.999", "the gradient of the state passed to step 1 does not come back unchanged"),
+        ("a third argument", "module=ExtraArgument: called with context besides its input and state"),
+        ("returns None beside h", "returns tuple of Tensor, NoneType; expected its state"),
         ("batch shrinks", "step 4's input is (2, 5), step 0's (3, 5) (a batch that sheds its ended sequences)"),
     ],
 )
@@ -437,6 +479,9 @@ def test_a_model_that_does_more_than_pass_the_state_on_is_refused(case, expected
             x,
         ),
         "batch shrinks": (LoopModel(nn.GRUCell, lambda t, h: h[:2] if t == 4 else h), x),
+        "gradient scaled by 0.999": (LoopModel(nn.GRUCell, lambda t, h: h.detach() + 0.999 * (h - h.detach())), x),
+        "a third argument": (ContextLoop(ExtraArgument, lambda t, h: h), x),
+        "returns None beside h": (LoopModel(NoneBeside, lambda t, h: h[0]), x),
     }[case]
     model = model.double()
     with pytest.raises(HarnessError) as error:

@@ -100,6 +100,12 @@ class Substitution:
                 return None
             # Each step's outputs are handed on as fresh leaves of a graph, so that what the model makes
             # of them before its next call shows (see check_steps); the values are the cell's own.
+            if not (isinstance(out, (Tensor, tuple, list)) and all(isinstance(o, Tensor) for o in as_tuple(out))):
+                kinds = ", ".join(type(o).__name__ for o in (out.values() if isinstance(out, dict) else as_tuple(out)))
+                raise ModelError(
+                    f"module={type(module).__name__}: returns {type(out).__name__} of {kinds}; expected its state: a "
+                    "tensor, or a tuple or list of tensors"
+                )
             fresh = tuple(o.detach().requires_grad_(o.is_floating_point()) for o in as_tuple(out))
             leaves.append(fresh)
             calls.append((args, kwargs, like(out, [f.detach() for f in fresh])))
@@ -148,6 +154,15 @@ class Substitution:
         x = [arguments.input(c) for c in calls]
         if not all(isinstance(x_t, Tensor) and x_t.dim() == 2 for x_t in x):
             raise ModelError(f"module={name}: each call's input should be (batch, features); got {type(x[0])}")
+        names = {arguments.input_name, arguments.state_name}
+        extras = ([*args[2:], *(k for k in kwargs if k not in names)] for args, kwargs, _ in calls)
+        extra = next((e for e in extras if e), None)
+        if extra:
+            shown = ", ".join(k if isinstance(k, str) else type(k).__name__ for k in extra)
+            raise ModelError(
+                f"module={name}: called with {shown} besides its input and state; expected calls cell(input, "
+                "state): the harness replays the cell on those two alone"
+            )
         shrunk = next((t for t, x_t in enumerate(x) if x_t.shape != x[0].shape), None)
         if shrunk is not None:
             raise ModelError(
