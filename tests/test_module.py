@@ -245,9 +245,34 @@ class LSTMLoop(nn.Module):
         return torch.stack(outputs, 1)
 
 
+class NoContextLoop(LoopModel):
+    def step(self, x_t, h):
+        return self.cell(x_t, h, context=None)
+
+
 class ContextLoop(LoopModel):
     def step(self, x_t, h):
         return self.cell(x_t, h, context=torch.ones_like(h))
+
+
+class Empty(ElmanCell):
+    def forward(self, x_t, h):
+        return ()
+
+
+class ReluBetween(nn.Module):
+    """A relu RNN cell with no biases, a relu around its state between steps (zero gradient at 0)."""
+
+    def __init__(self):
+        super().__init__()
+        self.cell, self.head = nn.RNNCell(EMBED, HIDDEN, nonlinearity="relu", bias=False), nn.Linear(HIDDEN, VOCAB)
+
+    def forward(self, x):
+        h, outputs = x.new_zeros(x.shape[0], HIDDEN), []
+        for t in range(x.shape[1]):
+            h = F.relu(self.cell(x[:, t], h))
+            outputs.append(self.head(h))
+        return torch.stack(outputs, 1)
 
 
 class NoneBeside(ElmanCell):
@@ -368,7 +393,15 @@ class ExtraArgument(nn.Module):
 
 @pytest.mark.parametrize(
     "case",
-    ["greedy decoder", "padded batch", "padded, the loss masking", "padded IRNN", "state by keyword", "list state"],
+    [
+        "greedy decoder",
+        "padded batch",
+        "padded, the loss masking",
+        "padded IRNN",
+        "state by keyword",
+        "list state",
+        "a third argument left None",
+    ],
 )
 def test_a_loop_that_passes_the_state_on_is_recorded_as_autograd_sees_it(case):
     """Loops the step checks must let through: greedy decoding (the argmax's embedding as the next input:
@@ -390,6 +423,7 @@ def test_a_loop_that_passes_the_state_on_is_recorded_as_autograd_sees_it(case):
             (x * (torch.arange(T) < torch.tensor([T, 7, 4])[:, None])[..., None], torch.tensor([T, 7, 4])),
         ),
         "state by keyword": (KeywordLoop(listed=False), x),
+        "a third argument left None": (NoContextLoop(ExtraArgument, lambda t, h: h), x),
         "list state": (KeywordLoop(listed=True), x),
     }[case]
     model = model.double()
@@ -451,6 +485,8 @@ def test_a_loop_whose_forward_pass_overflows_is_recorded_as_overflow():
         ("gradient scaled by 0.999", "the gradient of the state passed to step 1 does not come back unchanged"),
         ("a third argument", "module=ExtraArgument: called with context besides its input and state"),
         ("returns None beside h", "returns tuple of Tensor, NoneType; expected its state"),
+        ("returns nothing", "module=Empty: returns tuple; expected its state"),
+        ("state zero through a relu", "the gradient of the state passed to step 1 does not come back unchanged"),
         ("batch shrinks", "step 4's input is (2, 5), step 0's (3, 5) (a batch that sheds its ended sequences)"),
     ],
 )
@@ -482,6 +518,10 @@ def test_a_model_that_does_more_than_pass_the_state_on_is_refused(case, expected
         "gradient scaled by 0.999": (LoopModel(nn.GRUCell, lambda t, h: h.detach() + 0.999 * (h - h.detach())), x),
         "a third argument": (ContextLoop(ExtraArgument, lambda t, h: h), x),
         "returns None beside h": (LoopModel(NoneBeside, lambda t, h: h[0]), x),
+        "returns nothing": (LoopModel(Empty, lambda t, h: h), x),
+        # a zero state through a relu between steps is "kept" with no gradient, as a held row is; it runs
+        # on at step 6, so it was never held: refused for its gradient, not as a padded row run again
+        "state zero through a relu": (ReluBetween(), x * (torch.arange(T) >= 5)[:, None]),
     }[case]
     model = model.double()
     with pytest.raises(HarnessError) as error:

@@ -100,11 +100,12 @@ class Substitution:
                 return None
             # Each step's outputs are handed on as fresh leaves of a graph, so that what the model makes
             # of them before its next call shows (see check_steps); the values are the cell's own.
-            if not (isinstance(out, (Tensor, tuple, list)) and all(isinstance(o, Tensor) for o in as_tuple(out))):
-                kinds = ", ".join(type(o).__name__ for o in (out.values() if isinstance(out, dict) else as_tuple(out)))
+            parts = as_tuple(out) if isinstance(out, (Tensor, tuple, list)) else ()
+            if not (parts and all(isinstance(o, Tensor) for o in parts)):
+                kinds = ", ".join(type(o).__name__ for o in (out.values() if isinstance(out, dict) else parts))
                 raise ModelError(
-                    f"module={type(module).__name__}: returns {type(out).__name__} of {kinds}; expected its state: a "
-                    "tensor, or a tuple or list of tensors"
+                    f"module={type(module).__name__}: returns {type(out).__name__}{f' of {kinds}' if kinds else ''}; "
+                    "expected its state: a tensor, or a tuple or list of tensors"
                 )
             fresh = tuple(o.detach().requires_grad_(o.is_floating_point()) for o in as_tuple(out))
             leaves.append(fresh)
@@ -155,7 +156,14 @@ class Substitution:
         if not all(isinstance(x_t, Tensor) and x_t.dim() == 2 for x_t in x):
             raise ModelError(f"module={name}: each call's input should be (batch, features); got {type(x[0])}")
         names = {arguments.input_name, arguments.state_name}
-        extras = ([*args[2:], *(k for k in kwargs if k not in names)] for args, kwargs, _ in calls)
+        # an argument left at None (a mask not given) changes nothing the harness replays
+        extras = (
+            [
+                *(a for a in args[2:] if a is not None),
+                *(k for k, v in kwargs.items() if k not in names and v is not None),
+            ]
+            for args, kwargs, _ in calls
+        )
         extra = next((e for e in extras if e), None)
         if extra:
             shown = ", ".join(k if isinstance(k, str) else type(k).__name__ for k in extra)

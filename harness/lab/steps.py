@@ -121,6 +121,11 @@ def check_steps(
     starts = dropped | ~passed
     held_from = torch.where(starts.any(0), starts.float().argmax(0) + 1, held_from)
     resumed = (step > held_from) & ~kept
+    # A row "held" where its values were passed on as well (a state of zeros through a relu) and that runs
+    # again was never held: the gradient check below tells what it is.
+    by_gradient = resumed.any(0) & passed.gather(0, (held_from - 1).clamp(max=steps - 2)[None]).squeeze(0)
+    held_from = torch.where(by_gradient, never, held_from)
+    resumed &= ~by_gradient
     if resumed.any():
         t, row = first(resumed)
         raise ModelError(
