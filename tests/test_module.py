@@ -456,6 +456,25 @@ def test_a_recording_inside_no_grad_is_the_recording_outside_and_inference_mode_
     assert "called inside torch.inference_mode(), where no graph can be made" in str(error.value)
 
 
+def test_the_dependency_view_of_a_padded_batch_refuses_a_loss_that_reads_a_held_state():
+    """sources=N detaches every step but the loss's: an ended row whose loss at step s reads its held state
+    (an earlier step's output) got -inf at every lag where the model's gradient is finite. A per-step loss
+    that leaves the ended rows out is recorded."""
+    torch.manual_seed(0)
+    model = Padded(nn.GRUCell(EMBED, HIDDEN)).double()
+    lengths = torch.tensor([T, 7, 4])
+    inputs = (torch.randn(B, T, EMBED, dtype=torch.float64), lengths)
+    every_row = lambda logits, s: logits[:, s].square().sum()
+    with pytest.raises(HarnessError) as error:
+        harness.record(model, inputs, module=model.cell, loss=every_row, sources=4)
+    assert str(error.value).startswith(
+        "sources=4: the loss at the last step reads, for batch row 2, a padded sequence held"
+    )
+    running = lambda logits, s: (logits[:, s].square().sum(-1) * (s < lengths)).sum()
+    profile = harness.record(model, inputs, module=model.cell, loss=running, sources=4)
+    assert torch.isfinite(profile.log_norms[-1, 0]).all()
+
+
 def test_a_loop_whose_forward_pass_overflows_is_recorded_as_overflow():
     """nan is never equal to nan: the step checks compare a state with what was returned nan for nan."""
     torch.manual_seed(0)

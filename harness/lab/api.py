@@ -184,6 +184,8 @@ def record(
     start = time.perf_counter()
     with flush_denormals():
         last = (x.shape[0] - 1,) if sources else ()  # with sources the loss is told the step it reads
+        if reader.substitution is not None:
+            reader.substitution.sources = sources
         every_step, finite = loss_reach(net, x, lambda out: loss(reader(out), *last), reader.check_reads)
         used = _recorder_used(recorder, every_step)
         if sources is not None:

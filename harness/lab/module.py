@@ -122,6 +122,7 @@ class Substitution:
             raise ModelError(f"module={type(module).__name__}: model={type(model).__name__} did not call it")
         self.returned = [out for _, _, out in calls]
         self.held_from: Tensor | None = None  # per batch row, the step a padded sequence's state is held from
+        self.sources: int | None = None  # recorded in the dependency view (sources=N): see check_reads
         if self.per_step:
             arguments = Arguments(module)
             self._capture_cell(calls, arguments)
@@ -252,8 +253,14 @@ class Substitution:
         held = [h for h in self.held if h.numel()]
         late = []
         if self.held_from is not None:
+            last = len(self.parts) - 1
+            # the dependency view (sources=) detaches every step but the loss's: a held row's loss at the last
+            # step, which reads its held state (an earlier step's output), would lose that path
+            held_at_last = (self.held_from <= last).any() and self.sources is not None
             late = [
-                (t, part) for t, part in enumerate(self.parts) if part.requires_grad and (self.held_from <= t).any()
+                (t, part)
+                for t, part in enumerate(self.parts)
+                if part.requires_grad and ((self.held_from <= t).any() or (held_at_last and t < last))
             ]
         inputs = held + [part for _, part in late]
         grads = torch.autograd.grad(value, inputs, allow_unused=True, retain_graph=True) if inputs else []
@@ -264,6 +271,16 @@ class Substitution:
                 "reads only the top layer's outputs (and its h_n)"
             )
         for (t, _), g in zip(late, grads[len(held) :], strict=True):
+            if g is not None and self.sources is not None and t < last:
+                rows = (self.held_from <= last) & g.flatten(1).ne(0).any(1)
+                if rows.any():
+                    row = int(rows.nonzero()[0])
+                    raise ModelError(
+                        f"sources={self.sources}: the loss at the last step reads, for batch row {row}, a padded "
+                        f"sequence held from step {int(self.held_from[row])}, its held state (step {t}'s output), "
+                        "which the dependency view detaches; expected a per-step loss that leaves ended rows out, "
+                        "or sources=None"
+                    )
             rows = (self.held_from <= t) & (g is not None and g.flatten(1).ne(0).any(1))
             if g is not None and rows.any():
                 row = int(rows.nonzero()[0])
