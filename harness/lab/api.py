@@ -172,7 +172,7 @@ def record(
     VALIDATORS["seed"]("seed", seed)  # as the command line's: an integer torch can seed with
     check_values("inputs", inputs)
     check_values("targets", targets)
-    net, cell, reader, x, recurrent = unrolled(model, inputs, module, loss is not None)
+    net, cell, reader, x, recurrent = unrolled(model, inputs, module, loss is not None, sources)
     check_sources(sources, recorder, adjoint, x.shape[0])
     parameter = next(net.parameters())
     if loss is None:
@@ -184,8 +184,6 @@ def record(
     start = time.perf_counter()
     with flush_denormals():
         last = (x.shape[0] - 1,) if sources else ()  # with sources the loss is told the step it reads
-        if reader.substitution is not None:
-            reader.substitution.sources = sources
         every_step, finite = loss_reach(net, x, lambda out: loss(reader(out), *last), reader.check_reads)
         used = _recorder_used(recorder, every_step)
         if sources is not None:
@@ -270,17 +268,22 @@ class Reader:
 
 
 def unrolled(
-    model: nn.Module, inputs: Tensor | Sequence[Tensor], module: nn.Module | None, custom_loss: bool
+    model: nn.Module,
+    inputs: Tensor | Sequence[Tensor],
+    module: nn.Module | None,
+    custom_loss: bool,
+    sources: int | None = None,
 ) -> tuple[StackedNet, str, Reader, Tensor, nn.Module]:
     """(the network to unroll, its cell's name, what the loss reads, its inputs (T, B, I), the
-    recurrent module recorded): the model itself, or its recurrent part (harness.lab.module)."""
+    recurrent module recorded): the model itself, or its recurrent part (harness.lab.module), recorded
+    in the dependency view where sources is given."""
     if module is None and (not isinstance(model, nn.Module) or is_recurrent(model)):
         net, cell, batch_first, x = checked_inputs(model, inputs)
         parameter = next(net.parameters())
         return net, cell, Reader(parameter.dtype, batch_first), x, model
     module = find_recurrent(model) if module is None else module
     check_module(model, module)
-    substitution = Substitution(model, inputs, module)
+    substitution = Substitution(model, inputs, module, sources)
     net, x = substitution.net, substitution.x
     check_network(net, x)
     batch_first = False

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from harness.core.cells import CellNet, as_tuple, cell_initial_state
 from harness.core.errors import ModelError
 from harness.core.protocol import StackedNet
-from harness.lab.steps import Arguments, check_feedback, check_steps, like
+from harness.lab.steps import Arguments, check_feedback, check_held_reads, check_steps, held_parts, like
 
 
 def is_recurrent(module: nn.Module) -> bool:
@@ -88,8 +88,11 @@ class Substitution:
     returns the model's output.
     """
 
-    def __init__(self, model: nn.Module, inputs: Tensor | Sequence[Tensor], module: nn.Module):
+    def __init__(
+        self, model: nn.Module, inputs: Tensor | Sequence[Tensor], module: nn.Module, sources: int | None = None
+    ):
         self.model, self.inputs, self.module = model, inputs, module
+        self.sources = sources  # recorded in the dependency view (sources=N): see check_reads
         self.per_step = not isinstance(module, nn.RNNBase)  # a cell: one call per step
         calls: list[tuple[tuple, dict, Any]] = []
         leaves: list[tuple[Tensor, ...]] = []  # a cell's outputs, step by step, as the model received them
@@ -107,7 +110,7 @@ class Substitution:
                     f"module={type(module).__name__}: returns {type(out).__name__}{f' of {kinds}' if kinds else ''}; "
                     "expected its state: a tensor, or a tuple or list of tensors"
                 )
-            fresh = tuple(o.detach().requires_grad_(o.is_floating_point()) for o in as_tuple(out))
+            fresh = tuple(o.detach().requires_grad_(o.is_floating_point()) for o in parts)
             leaves.append(fresh)
             calls.append((args, kwargs, like(out, [f.detach() for f in fresh])))
             return like(out, [f.clone() for f in fresh])  # not the leaves: the model may change them in place
@@ -122,7 +125,6 @@ class Substitution:
             raise ModelError(f"module={type(module).__name__}: model={type(model).__name__} did not call it")
         self.returned = [out for _, _, out in calls]
         self.held_from: Tensor | None = None  # per batch row, the step a padded sequence's state is held from
-        self.sources: int | None = None  # recorded in the dependency view (sources=N): see check_reads
         if self.per_step:
             arguments = Arguments(module)
             self._capture_cell(calls, arguments)
@@ -251,17 +253,7 @@ class Substitution:
         once its state is held (the model drops it; the harness's recurrence runs on)."""
         name = type(self.module).__name__
         held = [h for h in self.held if h.numel()]
-        late = []
-        if self.held_from is not None:
-            last = len(self.parts) - 1
-            # the dependency view (sources=) detaches every step but the loss's: a held row's loss at the last
-            # step, which reads its held state (an earlier step's output), would lose that path
-            held_at_last = (self.held_from <= last).any() and self.sources is not None
-            late = [
-                (t, part)
-                for t, part in enumerate(self.parts)
-                if part.requires_grad and ((self.held_from <= t).any() or (held_at_last and t < last))
-            ]
+        late = [] if self.held_from is None else held_parts(self.parts, self.held_from, self.sources)
         inputs = held + [part for _, part in late]
         grads = torch.autograd.grad(value, inputs, allow_unused=True, retain_graph=True) if inputs else []
         if any(g is not None and g.ne(0).any() for g in grads[: len(held)]):
@@ -270,22 +262,5 @@ class Substitution:
                 "layer's outputs (a final c, lower layers' h_n, a cell's second state); expected a model that "
                 "reads only the top layer's outputs (and its h_n)"
             )
-        for (t, _), g in zip(late, grads[len(held) :], strict=True):
-            if g is not None and self.sources is not None and t < last:
-                rows = (self.held_from <= last) & g.flatten(1).ne(0).any(1)
-                if rows.any():
-                    row = int(rows.nonzero()[0])
-                    raise ModelError(
-                        f"sources={self.sources}: the loss at the last step reads, for batch row {row}, a padded "
-                        f"sequence held from step {int(self.held_from[row])}, its held state (step {t}'s output), "
-                        "which the dependency view detaches; expected a per-step loss that leaves ended rows out, "
-                        "or sources=None"
-                    )
-            rows = (self.held_from <= t) & (g is not None and g.flatten(1).ne(0).any(1))
-            if g is not None and rows.any():
-                row = int(rows.nonzero()[0])
-                raise ModelError(
-                    f"module={name}: the loss reads what the cell returned at step {t} for batch row {row}, whose "
-                    f"state the model holds from step {int(self.held_from[row])} (a padded sequence that has "
-                    "ended); expected it to read the held state, or nothing of that row"
-                )
+        if late:
+            check_held_reads(name, late, grads[len(held) :], self.held_from, self.sources, len(self.parts) - 1)

@@ -24,6 +24,7 @@ does not, is checked on the loss pass (Substitution.check_reads, with the rows t
 from __future__ import annotations
 
 import inspect
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -90,7 +91,7 @@ def check_steps(
     steps, batch = len(calls), len(leaves[0][0])
     never = steps + 1
     held_from = torch.full((batch,), never, device=leaves[0][0].device)
-    given = [as_tuple(initial if arguments.state(c) is None else arguments.state(c)) for c in calls]
+    given = [as_tuple(initial if state is None else state) for state in map(arguments.state, calls)]
     if steps < 2:
         return held_from
     for t in range(1, steps):
@@ -178,11 +179,11 @@ def check_gradient(name: str, pulled: list[tuple[Tensor, float]], held_from: Ten
         u = torch.arange(steps - 1, device=held_from.device)[:, None]  # (steps - 1, 1)
         shape = (steps - 1, len(held_from)) + (1,) * (expected.dim() - 2)
         summed = (u + 2 == held_from).view(shape)  # a row held from step u + 2 holds what step u returned
-        tolerance = (2 * eps * expected.abs()).expand_as(expected).clone()  # v passed on: a cast's rounding
+        tight = 2 * eps * expected.abs() + 1e-3 * eps  # v passed on: a cast's rounding
         expected.mul_((u + 1 < held_from).view(shape))  # step u + 1 was given what step u returned
         expected[:-1] += tail[1:] * summed[:-1]
         loose = min(max(1e3, 10.0 * steps) * eps, 0.05) * (1 + float(tail.abs().amax()))  # a sum's rounding
-        tolerance = torch.where(summed, loose, tolerance + 1e-3 * eps)
+        tolerance = torch.where(summed, loose, tight)
         del tail
         off = (got - expected).abs_().gt_(tolerance).flatten(2).any(2)  # (steps - 1, B)
         if off.any():
@@ -192,6 +193,53 @@ def check_gradient(name: str, pulled: list[tuple[Tensor, float]], held_from: Ten
                 f"what step {u} returned (batch row {row}: a detach, a hook or a scaling on the state); "
                 "expected the gradient to flow through the whole recurrence"
             )
+
+
+def held_parts(parts: list[Tensor], held_from: Tensor, sources: int | None) -> list[tuple[int, Tensor]]:
+    """(step, the harness's output there) whose gradient check_held_reads asks of the loss: the steps from
+    which some row is held, and, in the dependency view (sources=N), with a row held by the last step,
+    every step before the last."""
+    last = len(parts) - 1
+    held_at_last = sources is not None and bool((held_from <= last).any())
+    return [
+        (t, part)
+        for t, part in enumerate(parts)
+        if part.requires_grad and (bool((held_from <= t).any()) or (held_at_last and t < last))
+    ]
+
+
+def check_held_reads(
+    name: str,
+    late: list[tuple[int, Tensor]],
+    grads: Sequence[Tensor | None],
+    held_from: Tensor,
+    sources: int | None,
+    last: int,
+) -> None:
+    """ModelError where the loss (its gradient `grads` at held_parts' steps, `late`) reads, of a padded
+    sequence that has ended, what the cell returns once its state is held (the model drops it; the
+    harness's recurrence runs on), or, in the dependency view, which detaches every step but the loss's,
+    its held state (an earlier step's output)."""
+    for (t, _), g in zip(late, grads, strict=True):
+        if g is None:
+            continue
+        in_view = sources is not None and t < last  # a step the dependency view detaches
+        rows = g.flatten(1).ne(0).any(1) & (held_from <= (last if in_view else t))
+        if not rows.any():
+            continue
+        row = int(rows.nonzero()[0])
+        if in_view:
+            raise ModelError(
+                f"sources={sources}: the loss at the last step reads, for batch row {row}, a padded "
+                f"sequence held from step {int(held_from[row])}, its held state (step {t}'s output), "
+                "which the dependency view detaches; expected a per-step loss that leaves ended rows out, "
+                "or sources=None"
+            )
+        raise ModelError(
+            f"module={name}: the loss reads what the cell returned at step {t} for batch row {row}, whose "
+            f"state the model holds from step {int(held_from[row])} (a padded sequence that has "
+            "ended); expected it to read the held state, or nothing of that row"
+        )
 
 
 def check_feedback(name: str, arguments: Arguments, calls: list[Call], leaves: list[tuple[Tensor, ...]]) -> None:
