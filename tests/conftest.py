@@ -22,13 +22,11 @@ register()  # tests compose configs with Hydra (initialize_config_dir), as the e
 
 
 @pytest.fixture(autouse=True, scope="session")
-def one_torch_thread_per_worker():
-    """pytest-xdist runs a worker per core, so torch's intra-op threads in each (one per core) only
-    spin-wait on one another: with two workers on two cores, a recording test took 4 s alone and up to
-    54 s beside another. Each worker computes on one thread, as the sweep's forked figure workers do."""
-    if not os.environ.get("PYTEST_XDIST_WORKER"):
-        yield
-        return
+def one_torch_thread():
+    """The tests' tensors are small, and pytest-xdist runs a worker per core: torch's intra-op threads
+    (one per core, in each worker) only spin-wait on one another. With two workers on two cores, a
+    recording test took 4 s alone and up to 54 s beside another. Each test process computes on one
+    thread, as the sweep's forked figure workers do; subprocess runs are untouched."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

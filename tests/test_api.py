@@ -25,15 +25,6 @@ F64 = torch.float64
 TORCH_MODULES = {"lstm": nn.LSTM, "gru": nn.GRU}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These tensors are tiny: torch's intra-op threads only add spin-waiting (seconds on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # ---------------------------------------------------------------------------------------------------
 # The independent reference
 # ---------------------------------------------------------------------------------------------------
