@@ -260,6 +260,36 @@ class Empty(ElmanCell):
         return ()
 
 
+class Flagged(nn.Module):
+    """A user cell whose state keeps, beside h, a bool flag: has the sequence seen a positive input yet."""
+
+    hidden_size = HIDDEN
+
+    def __init__(self):
+        super().__init__()
+        self.cell, self.head = ElmanCell(), nn.Linear(HIDDEN, VOCAB)
+
+    def initial_state(self, batch_size):
+        return torch.zeros(batch_size, HIDDEN, dtype=self.head.weight.dtype), torch.zeros(batch_size, 1, dtype=bool)
+
+    def forward(self, x_t, state):
+        h, seen = state
+        return self.cell(x_t, h), seen | (x_t[:, :1] > 0)
+
+
+class FlagLoop(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.cell = Flagged()
+
+    def forward(self, x):
+        state, outputs = self.cell.initial_state(x.shape[0]), []
+        for t in range(x.shape[1]):
+            state = self.cell(x[:, t], state)
+            outputs.append(self.cell.head(state[0]))
+        return torch.stack(outputs, 1)
+
+
 class ReluBetween(nn.Module):
     """A relu RNN cell with no biases, a relu around its state between steps (zero gradient at 0)."""
 
@@ -454,6 +484,58 @@ def test_a_recording_inside_no_grad_is_the_recording_outside_and_inference_mode_
     with torch.inference_mode(), pytest.raises(HarnessError) as error:
         harness.record(model, x, module=model.cell, loss=loss)
     assert "called inside torch.inference_mode(), where no graph can be made" in str(error.value)
+
+
+def test_inputs_made_under_inference_mode_are_recorded_and_inference_parameters_refused_in_one_line():
+    """A data pipeline's tensors made under torch.inference_mode() raised torch's 'Inference tensors cannot
+    be saved for backward' from the recorder: they are recorded as the model's autograd sees their ordinary
+    copies. A recurrent module whose parameters were made under it cannot be differentiated: one line."""
+    torch.manual_seed(0)
+    model = Padded(nn.GRUCell(EMBED, HIDDEN)).double()
+    ordinary = (torch.randn(B, T, EMBED, dtype=torch.float64), torch.tensor([T, 7, 4]))
+    with torch.inference_mode():
+        made = tuple(t.clone() for t in ordinary)
+    loss = lambda logits: logits.square().sum()
+    profile = harness.record(model, made, module=model.cell, loss=loss)
+    assert_close_log10(profile.log_norms, reference_by_hooks(model, ordinary, loss), what="inference-mode inputs")
+    with torch.inference_mode():
+        x = torch.randn(T, B, EMBED)
+    lstm = nn.LSTM(EMBED, HIDDEN)
+    assert torch.equal(harness.record(lstm, x).log_norms, harness.record(lstm, x.clone()).log_norms)
+
+    with torch.inference_mode():
+        built = LoopModel(nn.GRUCell)
+    for recorded, key in (
+        (lambda: harness.record(built, x, module=built.cell, loss=loss), "module=GRUCell"),
+        (lambda: harness.record(built.cell, x), "model=GRUCell"),
+    ):
+        with pytest.raises(HarnessError) as error:
+            recorded()
+        message = str(error.value)
+        assert message.startswith(f"{key}: its parameter weight_ih was made under torch.inference_mode()"), message
+        assert "\n" not in message
+
+
+@pytest.mark.parametrize("kind", [torch.bool, torch.int64])
+def test_a_state_that_is_not_floating_point_is_refused_in_one_line(kind):
+    """The harness joins a cell's state into one floating-point tensor: a bool flag in it raised torch's
+    NotImplementedError ('bitwise_or_cpu' not implemented for 'Float'), and an integer counter was recorded
+    as a state block of its own. Both are refused, in the model's loop and as the model itself."""
+    torch.manual_seed(0)
+    model = FlagLoop()
+    model.cell.initial_state = lambda batch_size: (
+        torch.zeros(batch_size, HIDDEN),
+        torch.zeros(batch_size, 1, dtype=kind),
+    )
+    for recorded in (
+        lambda: harness.record(model, torch.randn(B, T, EMBED), module=model.cell, loss=lambda out: out.sum()),
+        lambda: harness.record(model.cell, torch.randn(T, B, EMBED)),
+    ):
+        with pytest.raises(HarnessError) as error:
+            recorded()
+        message = str(error.value)
+        assert message.startswith(f"Flagged: its state holds {kind} tensors; expected floating-point"), message
+        assert "\n" not in message
 
 
 def test_the_dependency_view_of_a_padded_batch_refuses_a_loss_that_reads_a_held_state():

@@ -71,7 +71,14 @@ class CellNet(StackedNet):
         self.num_layers, self.input_size = len(layers), input_size
         first = layers[0]
         self.cell_name = type(first).__name__
-        shapes = [[tuple(s.shape) for s in cell_initial_state(cell, 1)] for cell in layers]
+        initial = [cell_initial_state(cell, 1) for cell in layers]
+        kinds = sorted({str(s.dtype) for layer in initial for s in layer if not s.is_floating_point()})
+        if kinds:  # the harness joins the state into one floating-point tensor and records each block's gradient
+            raise ModelError(
+                f"{self.cell_name}: its state holds {', '.join(kinds)} tensors; expected floating-point state "
+                "tensors only (a flag or counter the cell keeps belongs outside its state)"
+            )
+        shapes = [[tuple(s.shape) for s in layer] for layer in initial]
         if any(len(shape) != 2 or shape[0] != 1 for layer in shapes for shape in layer):
             raise ModelError(
                 f"{self.cell_name}: initial_state(batch_size) must give (batch_size, width) tensors, "

@@ -172,6 +172,7 @@ def record(
     VALIDATORS["seed"]("seed", seed)  # as the command line's: an integer torch can seed with
     check_values("inputs", inputs)
     check_values("targets", targets)
+    inputs, targets = ordinary(inputs), ordinary(targets)
     net, cell, reader, x, recurrent = unrolled(model, inputs, module, loss is not None, sources)
     check_sources(sources, recorder, adjoint, x.shape[0])
     parameter = next(net.parameters())
@@ -278,11 +279,13 @@ def unrolled(
     recurrent module recorded): the model itself, or its recurrent part (harness.lab.module), recorded
     in the dependency view where sources is given."""
     if module is None and (not isinstance(model, nn.Module) or is_recurrent(model)):
+        check_not_inference("model", model)
         net, cell, batch_first, x = checked_inputs(model, inputs)
         parameter = next(net.parameters())
         return net, cell, Reader(parameter.dtype, batch_first), x, model
     module = find_recurrent(model) if module is None else module
     check_module(model, module)
+    check_not_inference("module", module)
     substitution = Substitution(model, inputs, module, sources)
     net, x = substitution.net, substitution.x
     check_network(net, x)
@@ -290,6 +293,17 @@ def unrolled(
     if custom_loss:  # the model's own loss through the rest of the model; the probe reads the module's outputs
         return net, substitution.cell, Reader(x.dtype, batch_first, substitution), x, module
     return net, substitution.cell, Reader(x.dtype, batch_first), x, module
+
+
+def check_not_inference(key: str, module: nn.Module) -> None:
+    """ModelError, in one line, for a recurrent module with a parameter made under torch.inference_mode():
+    the recorders differentiate through its parameters, which autograd cannot do for an inference tensor."""
+    made = next((name for name, p in module.named_parameters() if p.is_inference()), None)
+    if made is not None:
+        raise ModelError(
+            f"{key}={type(module).__name__}: its parameter {made} was made under torch.inference_mode(), and "
+            "autograd cannot differentiate through it; expected the module built (or loaded) outside that mode"
+        )
 
 
 def _recorder_used(recorder: str, every_step: bool) -> str:
@@ -399,6 +413,17 @@ def check_values(key: str, value: Tensor | Sequence[Tensor] | None) -> None:
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             bad = int((~torch.isfinite(tensor)).sum())
             raise ModelError(f"{key}: {bad} of {tensor.numel()} values are nan or inf; expected finite values")
+
+
+def ordinary(value: Any) -> Any:
+    """inputs or targets with each tensor made under torch.inference_mode() (a data pipeline's or an
+    evaluation loop's) replaced by a clone: autograd cannot save an inference tensor for the backward
+    pass, and a clone made outside that mode is an ordinary tensor holding the same values."""
+    if isinstance(value, Tensor):
+        return value.clone() if value.is_inference() else value
+    if isinstance(value, (tuple, list)) and any(isinstance(v, Tensor) and v.is_inference() for v in value):
+        return (tuple if isinstance(value, tuple) else list)(ordinary(v) for v in value)
+    return value
 
 
 def check_sources(sources: int | None, recorder: str, adjoint: str, seq_len: int) -> None:
