@@ -290,6 +290,34 @@ class FlagLoop(nn.Module):
         return torch.stack(outputs, 1)
 
 
+class Checkpointed(nn.Module):
+    """nn.GRUCell in the model's loop, four steps to a torch.utils.checkpoint chunk, which the backward pass
+    recomputes (how a long sequence is trained when its activations do not fit): the head inside the chunk,
+    or (`padded`) an ended sequence's state held inside it, where torch.where keeps what it needs."""
+
+    def __init__(self, padded: bool = False):
+        super().__init__()
+        self.cell, self.head = nn.GRUCell(EMBED, HIDDEN), nn.Linear(HIDDEN, VOCAB)
+        self.padded = padded
+
+    def chunk(self, x, h, start, lengths):
+        outputs = []
+        for t in range(x.shape[1]):
+            new = self.cell(x[:, t], h)
+            h = torch.where((start + t < lengths)[:, None], new, h) if self.padded else new
+            outputs.append(h if self.padded else self.head(h))
+        return torch.stack(outputs, 1), h
+
+    def forward(self, x):
+        h, outputs, lengths = x.new_zeros(x.shape[0], HIDDEN), [], torch.tensor([T, 7, 4])
+        for start in range(0, x.shape[1], 4):
+            chunk = torch.utils.checkpoint.checkpoint
+            out, h = chunk(self.chunk, x[:, start : start + 4], h, start, lengths, use_reentrant=False)
+            outputs.append(out)
+        out = torch.cat(outputs, 1)
+        return self.head(out) if self.padded else out
+
+
 class ReluBetween(nn.Module):
     """A relu RNN cell with no biases, a relu around its state between steps (zero gradient at 0)."""
 
@@ -589,6 +617,8 @@ def test_a_loop_whose_forward_pass_overflows_is_recorded_as_overflow():
         ("returns nothing", "module=Empty: returns tuple; expected its state"),
         ("state zero through a relu", "the gradient of the state passed to step 1 does not come back unchanged"),
         ("batch shrinks", "step 4's input is (2, 5), step 0's (3, 5) (a batch that sheds its ended sequences)"),
+        ("checkpointed", "module=GRUCell: called again in the backward pass (activation checkpointing"),
+        ("checkpointed, padded", "module=GRUCell: called again in the backward pass (activation checkpointing"),
     ],
 )
 def test_a_model_that_does_more_than_pass_the_state_on_is_refused(case, expected):
@@ -623,6 +653,8 @@ def test_a_model_that_does_more_than_pass_the_state_on_is_refused(case, expected
         # a zero state through a relu between steps is "kept" with no gradient, as a held row is; it runs
         # on at step 6, so it was never held: refused for its gradient, not as a padded row run again
         "state zero through a relu": (ReluBetween(), x * (torch.arange(T) >= 5)[:, None]),
+        "checkpointed": (Checkpointed(), x),
+        "checkpointed, padded": (Checkpointed(padded=True), x),
     }[case]
     model = model.double()
     with pytest.raises(HarnessError) as error:

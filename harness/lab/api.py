@@ -35,6 +35,7 @@ Which derivative:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import hashlib
@@ -183,7 +184,7 @@ def record(
         loss = (lambda out, *s: user_loss(out, targets, *s)) if targets is not None else user_loss
 
     start = time.perf_counter()
-    with flush_denormals():
+    with flush_denormals(), reader.recomputation_refused():
         last = (x.shape[0] - 1,) if sources else ()  # with sources the loss is told the step it reads
         every_step, finite = loss_reach(net, x, lambda out: loss(reader(out), *last), reader.check_reads)
         used = _recorder_used(recorder, every_step)
@@ -266,6 +267,9 @@ class Reader:
     def check_reads(self, value: Tensor) -> None:
         if self.substitution is not None:
             self.substitution.check_reads(value)
+
+    def recomputation_refused(self) -> contextlib.AbstractContextManager:
+        return contextlib.nullcontext() if self.substitution is None else self.substitution.recomputation_refused()
 
 
 def unrolled(

@@ -22,7 +22,8 @@ capture pass of such a cell runs on a graph that shows whether they are, and suc
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -75,6 +76,13 @@ def check_module(model: nn.Module, module: nn.Module) -> None:
         raise ModelError(f"module={type(module).__name__}: not a submodule of model={type(model).__name__}")
 
 
+def in_backward() -> bool:
+    """Whether autograd's engine is running a backward pass on this thread: torch's own checkpointing asks
+    the same private function; without it (a later torch), never, and recomputation goes unrefused."""
+    current = getattr(torch._C, "_current_graph_task_id", None)
+    return current is not None and current() != -1
+
+
 def call(model: nn.Module, inputs: Tensor | Sequence[Tensor]) -> Any:
     """model(inputs), or model(*inputs) for a tuple or list of them."""
     return model(*inputs) if isinstance(inputs, (tuple, list)) else model(inputs)
@@ -124,13 +132,15 @@ class Substitution:
         if not calls:
             raise ModelError(f"module={type(module).__name__}: model={type(model).__name__} did not call it")
         self.returned = [out for _, _, out in calls]
+        self.calling = False  # True while outputs() runs the model: its calls of the module are the harness's
         self.held_from: Tensor | None = None  # per batch row, the step a padded sequence's state is held from
         if self.per_step:
             arguments = Arguments(module)
             self._capture_cell(calls, arguments)
             name, initial = type(module).__name__, cell_initial_state(module, len(self.x[0]))
-            self.held_from = check_steps(name, arguments, calls, leaves, initial)
-            check_feedback(name, arguments, calls, leaves)
+            with self.recomputation_refused():
+                self.held_from = check_steps(name, arguments, calls, leaves, initial)
+                check_feedback(name, arguments, calls, leaves)
         else:
             self._capture_sequence(calls)
         self.captured = torch.stack([self._top(out) for out in self.returned]) if self.per_step else self._sequence()
@@ -215,10 +225,34 @@ class Substitution:
         # The module's forward is shadowed for the call (an instance attribute), not hooked after it:
         # what it would compute is replaced anyway, and an LSTM's own forward costs as much as the rest.
         self.module.forward = self._replacement(parts)
+        self.calling = True
         try:
             return call(self.model, self.inputs)
         finally:
+            self.calling = False
             del self.module.forward
+
+    @contextlib.contextmanager
+    def recomputation_refused(self) -> Iterator[None]:
+        """While gradients are pulled back through the model's graph (the checks, the recording), a call of
+        the module in a backward pass, outside outputs(), is the model recomputing it (activation
+        checkpointing), which would run the module's own forward where the harness's outputs were:
+        ModelError, in one line, instead of torch's CheckpointError or a gradient that misses the harness.
+        (The harness's own recurrence calls a cell module too, in forward passes.)"""
+
+        def refuse(*_: Any) -> None:
+            if not self.calling and in_backward():
+                raise ModelError(
+                    f"module={type(self.module).__name__}: called again in the backward pass (activation "
+                    "checkpointing, torch.utils.checkpoint); expected it called in the forward pass only: record "
+                    "the model with checkpointing off (the gradients are the same)"
+                )
+
+        hook = self.module.register_forward_pre_hook(refuse)
+        try:
+            yield
+        finally:
+            hook.remove()
 
     def _replacement(self, parts: list[Tensor]) -> Callable:
         counter = iter(range(len(parts)))
