@@ -597,6 +597,33 @@ def test_a_loop_whose_forward_pass_overflows_is_recorded_as_overflow():
     assert profile.overflow is not None and (profile.overflow.first_steps < 40).all()
 
 
+def test_a_padded_row_whose_replay_overflows_after_its_end_is_recorded_as_the_model_computes_it():
+    """The harness replays the cell on an ended row's padding, which the model drops: a relu unit driven up
+    by that padding (30x a step) overflowed there after ~210 steps, and the row was reported as overflowed,
+    all nan, while the model's numbers are finite. They are recorded as the model's own autograd gives them."""
+    steps = 300
+    cell = nn.RNNCell(EMBED, HIDDEN, nonlinearity="relu").double()
+    with torch.no_grad():
+        cell.weight_hh.copy_(torch.diag(torch.tensor([30.0] + [0.5] * (HIDDEN - 1))))
+        cell.weight_ih[0].zero_()
+        cell.weight_ih[0, 0] = 1.0  # unit 0 reads input feature 0, -5 on a sequence's steps, 0 on padding
+        cell.bias_ih.zero_()
+        cell.bias_ih[0] = 1.0
+        cell.bias_hh.zero_()
+    torch.manual_seed(0)
+    model = Padded(cell).double()
+    lengths = torch.tensor([steps, 10, 40])
+    x = torch.randn(B, steps, EMBED, dtype=torch.float64)
+    x[..., 0] = -5.0
+    x[torch.arange(steps)[None, :] >= lengths[:, None]] = 0.0
+    loss = lambda logits: logits.square().sum()
+    profile = harness.record(model, (x, lengths), module=model.cell, loss=loss)
+    assert profile.overflow is None
+    expected = reference_by_hooks(model, (x, lengths), loss)
+    assert torch.isfinite(expected[1 : lengths[1] + 1, 1]).all()
+    assert_close_log10(profile.log_norms, expected, what="padded rows replayed past float's range")
+
+
 @pytest.mark.parametrize(
     "case, expected",
     [

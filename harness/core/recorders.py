@@ -268,16 +268,26 @@ def first_nonfinite_steps(net: StackedNet, inputs: Tensor | StreamedInputs) -> T
 
 
 def leave_out_overflow(
-    log_norms: Tensor, finite: bool, net: StackedNet, inputs: Tensor | StreamedInputs
+    log_norms: Tensor, finite: bool, net: StackedNet, inputs: Tensor | StreamedInputs, ends: Tensor | None = None
 ) -> tuple[Tensor, Overflow | None]:
     """(log_norms with every row of the samples whose forward pass overflowed set to nan, the Overflow;
     see the module docstring for why a whole sample goes), or (log_norms, None) for a finite recording.
     `finite`: the recording's own verdict; only a recording that was not finite is run again
     (first_nonfinite_steps), so a finite one costs nothing. Where only the loss overflowed, the
-    Overflow names no sample (at is None) and log_norms are left as they are: all were measured."""
+    Overflow names no sample (at is None) and log_norms are left as they are: all were measured.
+    ends: per sample, the first t whose S_t is the harness's alone, never the model's (a padded sequence
+    that has ended, harness.lab.module: the model holds its state, the recurrence runs on); a state that
+    leaves float's range from there on is no overflow of the model's, and a recording whose only
+    non-finite states are those counts as finite."""
     if finite:
         return log_norms, None
-    overflow = Overflow(first_nonfinite_steps(net, inputs))
+    first = first_nonfinite_steps(net, inputs)
+    replayed = torch.zeros_like(first, dtype=torch.bool) if ends is None else first >= ends.to(first.device)
+    if bool(replayed.any()):
+        first = torch.where(replayed, -1, first)
+        if not bool((first >= 0).any()):
+            return log_norms, None
+    overflow = Overflow(first)
     if overflow.at is None:
         return log_norms, overflow
     log_norms = log_norms.clone()

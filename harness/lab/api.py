@@ -203,7 +203,8 @@ def record(
                 None,
             )
         # a sample whose forward pass overflowed was not measured at any step (recorders.leave_out_overflow)
-        log_norms, overflow = leave_out_overflow(log_norms, finite, net, x)
+        log_norms, overflow = leave_out_overflow(log_norms, finite, net, x, reader.ends())
+        finite = finite or overflow is None  # the only states out of range were a padded row's, after its end
     columns = _profile_columns(name, cell, model, recurrent, net, x, seed, used, parameter, user_loss, sources, adjoint)
     columns[RECORDING] = recording_digest(log_norms, counts, overflow, [*net.parameters(), x, targets])
     view = "adjoint" if sources is None else "dependency"
@@ -267,6 +268,11 @@ class Reader:
     def check_reads(self, value: Tensor) -> None:
         if self.substitution is not None:
             self.substitution.check_reads(value)
+
+    def ends(self) -> Tensor | None:
+        """Per batch row, the first step whose state is the harness's alone (a padded sequence held from
+        there; harness.core.recorders.leave_out_overflow), or None."""
+        return None if self.substitution is None else self.substitution.held_from
 
     def recomputation_refused(self) -> contextlib.AbstractContextManager:
         return contextlib.nullcontext() if self.substitution is None else self.substitution.recomputation_refused()
