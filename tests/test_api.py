@@ -425,6 +425,14 @@ def test_record_refuses_in_one_line(case):
     assert isinstance(error.value, harness.ModelError)
 
 
+@pytest.mark.parametrize("model", [lambda x: x, "lstm", None], ids=["function", "str", "None"])
+def test_a_model_that_is_not_a_module_is_refused_in_one_line(model):
+    with pytest.raises(harness.ModelError) as error:
+        harness.record(model, seeded_inputs())
+    message = str(error.value)
+    assert message.startswith(f"model={type(model).__name__}: expected a torch.nn.Module") and "\n" not in message
+
+
 @pytest.mark.parametrize(
     "kwargs",
     [{"recorder": "fast"}, {"sources": 0}, {"sources": T + 1}, {"seed": "a"}, {"seed": 1.5}, {"seed": 2**70}],

@@ -274,16 +274,20 @@ class Flagged(nn.Module):
 
     def forward(self, x_t, state):
         h, seen = state
-        return self.cell(x_t, h), seen | (x_t[:, :1] > 0)
+        return self.cell(x_t, h), self.flag(seen, x_t)
+
+    def flag(self, seen, x_t):  # seen or x_t[:, 0] > 0, in the flag's own dtype
+        return seen + (x_t[:, :1] > 0).to(seen.dtype)
 
 
 class FlagLoop(nn.Module):
     def __init__(self):
         super().__init__()
         self.cell = Flagged()
+        self.start = lambda x_t: self.cell.initial_state(len(x_t))
 
     def forward(self, x):
-        state, outputs = self.cell.initial_state(x.shape[0]), []
+        state, outputs = self.start(x[:, 0]), []
         for t in range(x.shape[1]):
             state = self.cell(x[:, t], state)
             outputs.append(self.cell.head(state[0]))
@@ -316,6 +320,21 @@ class Checkpointed(nn.Module):
             outputs.append(out)
         out = torch.cat(outputs, 1)
         return self.head(out) if self.padded else out
+
+
+class ReentrantHead(LoopModel):
+    """A GRUCell loop whose head runs in torch.utils.checkpoint(use_reentrant=True), which autograd.grad
+    cannot go through (the cell is not recomputed)."""
+
+    def __init__(self):
+        super().__init__(nn.GRUCell)
+
+    def forward(self, x):
+        h, outputs = x.new_zeros(x.shape[0], HIDDEN), []
+        for t in range(x.shape[1]):
+            h = self.cell(x[:, t], h)
+            outputs.append(torch.utils.checkpoint.checkpoint(self.head, h, use_reentrant=True))
+        return torch.stack(outputs, 1)
 
 
 class ReluBetween(nn.Module):
@@ -517,7 +536,8 @@ def test_a_recording_inside_no_grad_is_the_recording_outside_and_inference_mode_
 def test_inputs_made_under_inference_mode_are_recorded_and_inference_parameters_refused_in_one_line():
     """A data pipeline's tensors made under torch.inference_mode() raised torch's 'Inference tensors cannot
     be saved for backward' from the recorder: they are recorded as the model's autograd sees their ordinary
-    copies. A recurrent module whose parameters were made under it cannot be differentiated: one line."""
+    copies, at any depth of the inputs and targets. A model with a parameter or buffer made under it cannot
+    be differentiated: one line, before anything is computed."""
     torch.manual_seed(0)
     model = Padded(nn.GRUCell(EMBED, HIDDEN)).double()
     ordinary = (torch.randn(B, T, EMBED, dtype=torch.float64), torch.tensor([T, 7, 4]))
@@ -526,44 +546,122 @@ def test_inputs_made_under_inference_mode_are_recorded_and_inference_parameters_
     loss = lambda logits: logits.square().sum()
     profile = harness.record(model, made, module=model.cell, loss=loss)
     assert_close_log10(profile.log_norms, reference_by_hooks(model, ordinary, loss), what="inference-mode inputs")
+    # nested inputs (x, (lengths,)) and targets in a dict
+    targets = {"y": torch.randn(B, T, VOCAB, dtype=torch.float64)}
+    with torch.inference_mode():
+        made_targets = {"y": targets["y"].clone()}
+    by_target = lambda logits, t: (logits - t["y"]).square().sum()
+    wrapped = Nested(model)
+    expected = harness.record(
+        wrapped, (ordinary[0], (ordinary[1],)), module=model.cell, loss=by_target, targets=targets
+    )
+    got = harness.record(wrapped, (made[0], (made[1],)), module=model.cell, loss=by_target, targets=made_targets)
+    assert torch.equal(got.log_norms, expected.log_norms)
     with torch.inference_mode():
         x = torch.randn(T, B, EMBED)
     lstm = nn.LSTM(EMBED, HIDDEN)
     assert torch.equal(harness.record(lstm, x).log_norms, harness.record(lstm, x.clone()).log_norms)
 
+    scaled = nn.GRUCell(EMBED, HIDDEN)
     with torch.inference_mode():
         built = LoopModel(nn.GRUCell)
-    for recorded, key in (
-        (lambda: harness.record(built, x, module=built.cell, loss=loss), "module=GRUCell"),
-        (lambda: harness.record(built.cell, x), "model=GRUCell"),
-    ):
+        head = nn.Linear(HIDDEN, VOCAB)
+        scaled.register_buffer("scale", torch.ones(HIDDEN))
+    with_head = LoopModel(nn.GRUCell)
+    with_head.head = head
+    refused = [
+        (
+            lambda: harness.record(built, x, module=built.cell, loss=loss),
+            "model=LoopModel: its parameter cell.weight_ih",
+        ),
+        (lambda: harness.record(built.cell, x), "model=GRUCell: its parameter weight_ih"),
+        (
+            lambda: harness.record(with_head, x, module=with_head.cell, loss=loss),
+            "model=LoopModel: its parameter head.weight",
+        ),
+        (lambda: harness.record(scaled, x), "model=GRUCell: its buffer scale"),
+    ]
+    for recorded, start in refused:
         with pytest.raises(HarnessError) as error:
             recorded()
         message = str(error.value)
-        assert message.startswith(f"{key}: its parameter weight_ih was made under torch.inference_mode()"), message
+        assert message.startswith(f"{start} was made under torch.inference_mode()"), message
         assert "\n" not in message
 
 
-@pytest.mark.parametrize("kind", [torch.bool, torch.int64])
-def test_a_state_that_is_not_floating_point_is_refused_in_one_line(kind):
-    """The harness joins a cell's state into one floating-point tensor: a bool flag in it raised torch's
-    NotImplementedError ('bitwise_or_cpu' not implemented for 'Float'), and an integer counter was recorded
-    as a state block of its own. Both are refused, in the model's loop and as the model itself."""
+class Nested(nn.Module):
+    """A model called as model(x, (lengths,)), as a data loader may hand it its batch."""
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x, extra):
+        return self.inner(x, extra[0])
+
+
+@pytest.mark.parametrize("kind", [torch.bool, torch.int64, torch.complex64])
+def test_a_state_that_is_not_real_floating_point_is_refused_in_one_line(kind):
+    """The harness joins a cell's state into one floating-point tensor: a bool flag, an integer counter or a
+    complex part was recorded as a state block of its own, in float (a flag's `seen | x` raised torch's
+    NotImplementedError there), or raised torch's errors. Each is refused, in the model's loop and as the
+    model itself, whether the initial state holds it or only what the cell returns."""
     torch.manual_seed(0)
     model = FlagLoop()
     model.cell.initial_state = lambda batch_size: (
         torch.zeros(batch_size, HIDDEN),
         torch.zeros(batch_size, 1, dtype=kind),
     )
-    for recorded in (
-        lambda: harness.record(model, torch.randn(B, T, EMBED), module=model.cell, loss=lambda out: out.sum()),
-        lambda: harness.record(model.cell, torch.randn(T, B, EMBED)),
+    late = FlagLoop()  # a real initial state; forward returns the flag in its own dtype
+    late.cell.initial_state = lambda batch_size: (torch.zeros(batch_size, HIDDEN), torch.zeros(batch_size, 1))
+    late.cell.flag = lambda seen, x_t: (x_t[:, :1] > 0).to(kind)
+    loss = lambda out: out.sum()
+    for recorded, key in (
+        (lambda: harness.record(model, torch.randn(B, T, EMBED), module=model.cell, loss=loss), "module=Flagged"),
+        (lambda: harness.record(model.cell, torch.randn(T, B, EMBED)), "Flagged"),
+        (lambda: harness.record(late, torch.randn(B, T, EMBED), module=late.cell, loss=loss), "module=Flagged"),
     ):
         with pytest.raises(HarnessError) as error:
             recorded()
         message = str(error.value)
-        assert message.startswith(f"Flagged: its state holds {kind} tensors; expected floating-point"), message
+        assert message.startswith(f"{key}: its state holds {kind} tensors; expected real floating-point"), message
         assert "\n" not in message
+
+
+class TwoStates(ElmanCell):
+    """An Elman cell with only hidden_size (its initial state: one tensor of zeros) that returns (h, h)."""
+
+    def forward(self, x_t, state):
+        h = super().forward(x_t, state[0])
+        return h, h
+
+
+def test_a_cell_returning_more_state_than_its_initial_state_is_refused_in_one_line():
+    """Such a cell raised an IndexError from the step checks."""
+    model = FlagLoop()
+    model.cell = TwoStates()
+    model.cell.head = nn.Linear(HIDDEN, VOCAB)
+    model.start = lambda x_t: (torch.zeros(len(x_t), HIDDEN), torch.zeros(len(x_t), HIDDEN))
+    with pytest.raises(HarnessError) as error:
+        harness.record(model, torch.randn(B, T, EMBED), module=model.cell, loss=lambda out: out.sum())
+    message = str(error.value)
+    assert message.startswith("module=TwoStates: returns a state of 2 tensors, its initial state has 1"), message
+
+
+def test_a_recording_made_from_a_backward_pass_is_the_recording_outside_it():
+    """The recomputation check refused a recording made from inside a backward pass (a gradient hook of a
+    training loop's), where the harness's own recurrence runs in that backward pass."""
+    torch.manual_seed(0)
+    model = LoopModel(nn.GRUCell).double()
+    x = torch.randn(B, T, EMBED, dtype=torch.float64)
+    loss = lambda logits: logits.square().sum()
+    outside = harness.record(model, x, module=model.cell, loss=loss)
+    inside = []
+    w = torch.ones(1, requires_grad=True)
+    y = (2 * w).sum()
+    y.register_hook(lambda g: inside.append(harness.record(model, x, module=model.cell, loss=loss)))
+    y.backward()
+    assert torch.equal(inside[0].log_norms, outside.log_norms)
 
 
 def test_the_dependency_view_of_a_padded_batch_refuses_a_loss_that_reads_a_held_state():
@@ -624,6 +722,30 @@ def test_a_padded_row_whose_replay_overflows_after_its_end_is_recorded_as_the_mo
     assert_close_log10(profile.log_norms, expected, what="padded rows replayed past float's range")
 
 
+class ExpDrive(ElmanCell):
+    """tanh(W x + U h) + exp(x_0): ~0 on a sequence's steps (x_0 = -50), inf on its padding (x_0 = 1000)."""
+
+    def forward(self, x_t, h):
+        return super().forward(x_t, h) + torch.exp(x_t[:, :1])
+
+
+def test_a_padded_row_whose_replay_turns_its_own_gradient_nan_is_left_out_as_overflowed():
+    """Where the replay's inf reaches the row's own steps through the backward pass (tanh's derivative at
+    the nan that follows the inf: 0 times nan), the row cannot be measured: it is left out as overflowed,
+    as any sample whose forward pass overflows, never recorded as the model's nan gradient."""
+    torch.manual_seed(0)
+    model = Padded(ExpDrive()).double()
+    lengths = torch.tensor([T, T - 2, T])
+    x = torch.randn(B, T, EMBED, dtype=torch.float64)
+    x[..., 0] = -50.0
+    x[torch.arange(T)[None, :] >= lengths[:, None]] = 0.0
+    x[..., 0][torch.arange(T)[None, :] >= lengths[:, None]] = 1000.0
+    profile = harness.record(model, (x, lengths), module=model.cell, loss=lambda logits: logits.square().sum())
+    assert profile.overflow is not None and profile.overflow.samples.tolist() == [False, True, False]
+    assert not profile.states_finite and "nan" not in profile.flags
+    assert torch.isnan(profile.log_norms[:, 1]).all() and torch.isfinite(profile.log_norms[:-1, 0]).all()
+
+
 @pytest.mark.parametrize(
     "case, expected",
     [
@@ -646,6 +768,7 @@ def test_a_padded_row_whose_replay_overflows_after_its_end_is_recorded_as_the_mo
         ("batch shrinks", "step 4's input is (2, 5), step 0's (3, 5) (a batch that sheds its ended sequences)"),
         ("checkpointed", "module=GRUCell: called again in the backward pass (activation checkpointing"),
         ("checkpointed, padded", "module=GRUCell: called again in the backward pass (activation checkpointing"),
+        ("checkpointed head, reentrant", "model=ReentrantHead: its loss passes through torch.utils.checkpoint with"),
     ],
 )
 def test_a_model_that_does_more_than_pass_the_state_on_is_refused(case, expected):
@@ -682,12 +805,13 @@ def test_a_model_that_does_more_than_pass_the_state_on_is_refused(case, expected
         "state zero through a relu": (ReluBetween(), x * (torch.arange(T) >= 5)[:, None]),
         "checkpointed": (Checkpointed(), x),
         "checkpointed, padded": (Checkpointed(padded=True), x),
+        "checkpointed head, reentrant": (ReentrantHead(), x),
     }[case]
     model = model.double()
     with pytest.raises(HarnessError) as error:
         harness.record(model, inputs, module=model.cell, loss=lambda logits: logits.square().sum())
     message = str(error.value)
-    assert message.startswith("module=") and expected in message and "\n" not in message, message
+    assert message.startswith(("module=", "model=")) and expected in message and "\n" not in message, message
 
 
 # ---------------------------------------------------------------------------------------------------

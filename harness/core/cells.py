@@ -37,6 +37,7 @@ __all__ = [
     "affine_step_rate",
     "as_tuple",
     "cell_initial_state",
+    "check_state_kinds",
     "recurrent",
 ]
 
@@ -62,6 +63,17 @@ def cell_initial_state(cell: nn.Module, batch_size: int) -> tuple[Tensor, ...]:
     return (zeros, zeros.clone()) if isinstance(cell, nn.LSTMCell) else (zeros,)
 
 
+def check_state_kinds(name: str, state: Sequence[Tensor]) -> None:
+    """ModelError, in one line, for a state holding anything but real floating-point tensors: the harness
+    joins a cell's state into one such tensor and records the gradient of each block."""
+    kinds = sorted({str(s.dtype) for s in state if not s.is_floating_point()})
+    if kinds:
+        raise ModelError(
+            f"{name}: its state holds {', '.join(kinds)} tensors; expected real floating-point state tensors only "
+            "(the harness joins them into one and records each one's gradient; a flag or a counter belongs outside)"
+        )
+
+
 class CellNet(StackedNet):
     """User cells stacked in layers (see the module docstring for what a cell provides)."""
 
@@ -72,12 +84,7 @@ class CellNet(StackedNet):
         first = layers[0]
         self.cell_name = type(first).__name__
         initial = [cell_initial_state(cell, 1) for cell in layers]
-        kinds = sorted({str(s.dtype) for layer in initial for s in layer if not s.is_floating_point()})
-        if kinds:  # the harness joins the state into one floating-point tensor and records each block's gradient
-            raise ModelError(
-                f"{self.cell_name}: its state holds {', '.join(kinds)} tensors; expected floating-point state "
-                "tensors only (a flag or counter the cell keeps belongs outside its state)"
-            )
+        check_state_kinds(self.cell_name, [s for layer in initial for s in layer])
         shapes = [[tuple(s.shape) for s in layer] for layer in initial]
         if any(len(shape) != 2 or shape[0] != 1 for layer in shapes for shape in layer):
             raise ModelError(

@@ -277,12 +277,17 @@ def leave_out_overflow(
     Overflow names no sample (at is None) and log_norms are left as they are: all were measured.
     ends: per sample, the first t whose S_t is the harness's alone, never the model's (a padded sequence
     that has ended, harness.lab.module: the model holds its state, the recurrence runs on); a state that
-    leaves float's range from there on is no overflow of the model's, and a recording whose only
-    non-finite states are those counts as finite."""
+    leaves float's range from there on is no overflow of the model's, unless its inf or nan reached the
+    sample's own steps through the backward pass (0 times inf), and a recording whose only non-finite
+    states are such is finite."""
     if finite:
         return log_norms, None
     first = first_nonfinite_steps(net, inputs)
-    replayed = torch.zeros_like(first, dtype=torch.bool) if ends is None else first >= ends.to(first.device)
+    replayed = torch.zeros_like(first, dtype=torch.bool)
+    if ends is not None:
+        own = torch.arange(len(log_norms), device=log_norms.device)[:, None] < ends.to(log_norms.device)  # (T+1, B)
+        measured = ~(torch.isnan(log_norms) & own[..., None]).flatten(2).any(2).any(0).cpu()
+        replayed = (first >= ends.cpu()) & measured
     if bool(replayed.any()):
         first = torch.where(replayed, -1, first)
         if not bool((first >= 0).any()):

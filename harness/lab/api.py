@@ -203,7 +203,9 @@ def record(
                 None,
             )
         # a sample whose forward pass overflowed was not measured at any step (recorders.leave_out_overflow)
-        log_norms, overflow = leave_out_overflow(log_norms, finite, net, x, reader.ends())
+        # a padded row's replay after its end is not the model's (the dependency view's rows are lags, not steps)
+        ends = reader.ends() if sources is None else None
+        log_norms, overflow = leave_out_overflow(log_norms, finite, net, x, ends)
         finite = finite or overflow is None  # the only states out of range were a padded row's, after its end
     columns = _profile_columns(name, cell, model, recurrent, net, x, seed, used, parameter, user_loss, sources, adjoint)
     columns[RECORDING] = recording_digest(log_norms, counts, overflow, [*net.parameters(), x, targets])
@@ -289,13 +291,14 @@ def unrolled(
     recurrent module recorded): the model itself, or its recurrent part (harness.lab.module), recorded
     in the dependency view where sources is given."""
     if module is None and (not isinstance(model, nn.Module) or is_recurrent(model)):
-        check_not_inference("model", model)
+        if isinstance(model, nn.Module):
+            check_not_inference("model", model)
         net, cell, batch_first, x = checked_inputs(model, inputs)
         parameter = next(net.parameters())
         return net, cell, Reader(parameter.dtype, batch_first), x, model
     module = find_recurrent(model) if module is None else module
     check_module(model, module)
-    check_not_inference("module", module)
+    check_not_inference("model", model)
     substitution = Substitution(model, inputs, module, sources)
     net, x = substitution.net, substitution.x
     check_network(net, x)
@@ -305,15 +308,17 @@ def unrolled(
     return net, substitution.cell, Reader(x.dtype, batch_first), x, module
 
 
-def check_not_inference(key: str, module: nn.Module) -> None:
-    """ModelError, in one line, for a recurrent module with a parameter made under torch.inference_mode():
-    the recorders differentiate through its parameters, which autograd cannot do for an inference tensor."""
-    made = next((name for name, p in module.named_parameters() if p.is_inference()), None)
-    if made is not None:
-        raise ModelError(
-            f"{key}={type(module).__name__}: its parameter {made} was made under torch.inference_mode(), and "
-            "autograd cannot differentiate through it; expected the module built (or loaded) outside that mode"
-        )
+def check_not_inference(key: str, model: nn.Module) -> None:
+    """ModelError, in one line, for a model with a parameter or buffer made under torch.inference_mode():
+    the recording differentiates through the model, and autograd raises wherever its backward pass would
+    save one (nor could an optimizer train one), so all are refused before anything is computed."""
+    for kind, named in (("parameter", model.named_parameters()), ("buffer", model.named_buffers())):
+        made = next((name for name, tensor in named if tensor.is_inference()), None)
+        if made is not None:
+            raise ModelError(
+                f"{key}={type(model).__name__}: its {kind} {made} was made under torch.inference_mode(), which "
+                "autograd cannot save for a backward pass; expected the model built (or loaded) outside that mode"
+            )
 
 
 def _recorder_used(recorder: str, every_step: bool) -> str:
@@ -427,12 +432,19 @@ def check_values(key: str, value: Tensor | Sequence[Tensor] | None) -> None:
 
 def ordinary(value: Any) -> Any:
     """inputs or targets with each tensor made under torch.inference_mode() (a data pipeline's or an
-    evaluation loop's) replaced by a clone: autograd cannot save an inference tensor for the backward
-    pass, and a clone made outside that mode is an ordinary tensor holding the same values."""
+    evaluation loop's), at any depth of tuples, lists and dicts, replaced by a clone: autograd cannot save
+    an inference tensor for the backward pass, and a clone made outside that mode is an ordinary tensor
+    holding the same values. A container without one is passed on as it is."""
     if isinstance(value, Tensor):
         return value.clone() if value.is_inference() else value
-    if isinstance(value, (tuple, list)) and any(isinstance(v, Tensor) and v.is_inference() for v in value):
-        return (tuple if isinstance(value, tuple) else list)(ordinary(v) for v in value)
+    if isinstance(value, dict):
+        new = {key: ordinary(item) for key, item in value.items()}
+        return value if all(new[key] is item for key, item in value.items()) else new
+    if isinstance(value, (tuple, list)):
+        items = [ordinary(item) for item in value]
+        if all(new is item for new, item in zip(items, value)):
+            return value
+        return tuple(items) if isinstance(value, tuple) else items
     return value
 
 
@@ -513,6 +525,12 @@ def check_holds(net: StackedNet, x: Tensor) -> None:
         )
 
 
+UNREAD = (
+    "loss: its value does not depend on the model's outputs (detached? inside a torch.utils.checkpoint with "
+    "use_reentrant=True?); expected a loss on them"
+)
+
+
 def loss_reach(
     net: StackedNet, x: Tensor, loss: Callable[[Tensor], Tensor], check: Callable[[Tensor], None]
 ) -> tuple[bool, bool]:
@@ -534,11 +552,11 @@ def loss_reach(
     if not (isinstance(value, Tensor) and value.dim() == 0):
         raise ModelError("loss: expected a callable returning a scalar tensor")
     if not value.requires_grad:
-        raise ModelError("loss: its value does not depend on the model's outputs (detached?); expected a loss on them")
+        raise ModelError(UNREAD)
     check(value)
     (reach,) = torch.autograd.grad(value, stack, allow_unused=True)
     if reach is None:
-        raise ModelError("loss: its value does not depend on the model's outputs (detached?); expected a loss on them")
+        raise ModelError(UNREAD)
     return bool(reach[:-1].ne(0).any()), bool(torch.isfinite(state).all())
 
 

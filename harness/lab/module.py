@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from harness.core.cells import CellNet, as_tuple, cell_initial_state
+from harness.core.cells import CellNet, as_tuple, cell_initial_state, check_state_kinds
 from harness.core.errors import ModelError
 from harness.core.protocol import StackedNet
 from harness.lab.steps import Arguments, check_feedback, check_held_reads, check_steps, held_parts, like
@@ -76,11 +76,25 @@ def check_module(model: nn.Module, module: nn.Module) -> None:
         raise ModelError(f"module={type(module).__name__}: not a submodule of model={type(model).__name__}")
 
 
-def in_backward() -> bool:
-    """Whether autograd's engine is running a backward pass on this thread: torch's own checkpointing asks
-    the same private function; without it (a later torch), never, and recomputation goes unrefused."""
+def graph_task() -> int:
+    """The backward pass autograd's engine is running on this thread (-1: none). torch's own checkpointing
+    asks the same private function; without it (a later torch), -1, and recomputation goes unrefused."""
     current = getattr(torch._C, "_current_graph_task_id", None)
-    return current is not None and current() != -1
+    return -1 if current is None else current()
+
+
+def reentrant_checkpoint(value: Tensor) -> bool:
+    """Whether the graph of `value` holds a torch.utils.checkpoint(use_reentrant=True) node."""
+    seen, stack = set(), [value.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        if type(node).__name__ == "CheckpointFunctionBackward":
+            return True
+        seen.add(node)
+        stack.extend(child for child, _ in node.next_functions)
+    return False
 
 
 def call(model: nn.Module, inputs: Tensor | Sequence[Tensor]) -> Any:
@@ -118,7 +132,8 @@ class Substitution:
                     f"module={type(module).__name__}: returns {type(out).__name__}{f' of {kinds}' if kinds else ''}; "
                     "expected its state: a tensor, or a tuple or list of tensors"
                 )
-            fresh = tuple(o.detach().requires_grad_(o.is_floating_point()) for o in parts)
+            check_state_kinds(f"module={type(module).__name__}", parts)
+            fresh = tuple(o.detach().requires_grad_() for o in parts)
             leaves.append(fresh)
             calls.append((args, kwargs, like(out, [f.detach() for f in fresh])))
             return like(out, [f.clone() for f in fresh])  # not the leaves: the model may change them in place
@@ -191,9 +206,16 @@ class Substitution:
                 "batch that sheds its ended sequences); expected every step's batch whole, an ended sequence's "
                 "state held (torch.where)"
             )
+        expected = cell_initial_state(self.module, x[0].shape[0])
+        returned = len(as_tuple(calls[0][2]))
+        if returned != len(expected):
+            raise ModelError(
+                f"module={name}: returns a state of {returned} tensors, its initial state has {len(expected)} (without "
+                "an initial_state method, zeros of hidden_size); expected an initial_state(batch_size) method "
+                f"that returns all {returned}"
+            )
         first = arguments.state(calls[0])
         if first is not None:
-            expected = cell_initial_state(self.module, x[0].shape[0])
             if any(not torch.equal(a, b) for a, b in zip(as_tuple(first), expected)):
                 raise ModelError(
                     f"module={name}: its first call's state is not its initial state (zeros or its own "
@@ -238,10 +260,13 @@ class Substitution:
         the module in a backward pass, outside outputs(), is the model recomputing it (activation
         checkpointing), which would run the module's own forward where the harness's outputs were:
         ModelError, in one line, instead of torch's CheckpointError or a gradient that misses the harness.
-        (The harness's own recurrence calls a cell module too, in forward passes.)"""
+        The harness's own recurrence calls a cell module too, in forward passes (in the backward pass, if
+        any, that record() itself was called from)."""
+
+        outer = graph_task()  # record() may itself be called from a backward pass (a hook's)
 
         def refuse(*_: Any) -> None:
-            if not self.calling and in_backward():
+            if not self.calling and graph_task() not in (-1, outer):
                 raise ModelError(
                     f"module={type(self.module).__name__}: called again in the backward pass (activation "
                     "checkpointing, torch.utils.checkpoint); expected it called in the forward pass only: record "
@@ -286,6 +311,12 @@ class Substitution:
         returns besides its top outputs, or, of a padded sequence that has ended, what the cell returns
         once its state is held (the model drops it; the harness's recurrence runs on)."""
         name = type(self.module).__name__
+        if reentrant_checkpoint(value):
+            raise ModelError(
+                f"model={type(self.model).__name__}: its loss passes through torch.utils.checkpoint with "
+                "use_reentrant=True, which torch.autograd.grad (the harness's recorders) cannot differentiate "
+                "through; expected use_reentrant=False (torch's recommended form) or no checkpointing"
+            )
         held = [h for h in self.held if h.numel()]
         late = [] if self.held_from is None else held_parts(self.parts, self.held_from, self.sources)
         inputs = held + [part for _, part in late]
