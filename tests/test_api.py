@@ -425,12 +425,23 @@ def test_record_refuses_in_one_line(case):
     assert isinstance(error.value, harness.ModelError)
 
 
+@pytest.mark.parametrize("given", [{}, {"module": nn.GRUCell(INPUT, HIDDEN)}], ids=["alone", "with module="])
 @pytest.mark.parametrize("model", [lambda x: x, "lstm", None], ids=["function", "str", "None"])
-def test_a_model_that_is_not_a_module_is_refused_in_one_line(model):
+def test_a_model_that_is_not_a_module_is_refused_in_one_line(model, given):
     with pytest.raises(harness.ModelError) as error:
-        harness.record(model, seeded_inputs())
+        harness.record(model, seeded_inputs(), **given)
     message = str(error.value)
     assert message.startswith(f"model={type(model).__name__}: expected a torch.nn.Module") and "\n" not in message
+
+
+def test_a_loss_through_a_reentrant_checkpoint_is_refused_in_one_line():
+    """torch.autograd.grad, which the recorders use, cannot pass a use_reentrant=True checkpoint: torch's
+    RuntimeError came through as it was."""
+    head = nn.Linear(HIDDEN, 1).double()
+    loss = lambda out: torch.utils.checkpoint.checkpoint(head, out, use_reentrant=True).sum()
+    with pytest.raises(harness.ModelError) as error:
+        harness.record(seeded_module(nn.GRU), seeded_inputs(), loss=loss)
+    assert str(error.value).startswith("model=GRU: the loss passes through torch.utils.checkpoint with use_reentrant")
 
 
 @pytest.mark.parametrize(

@@ -279,7 +279,7 @@ def leave_out_overflow(
     that has ended, harness.lab.module: the model holds its state, the recurrence runs on); a state that
     leaves float's range from there on is no overflow of the model's, unless its inf or nan reached the
     sample's own steps through the backward pass (0 times inf), and a recording whose only non-finite
-    states are such is finite."""
+    states are such is finite; the sample's gradient from its end on is the model's, 0 (-inf)."""
     if finite:
         return log_norms, None
     first = first_nonfinite_steps(net, inputs)
@@ -289,6 +289,11 @@ def leave_out_overflow(
         measured = ~(torch.isnan(log_norms) & own[..., None]).flatten(2).any(2).any(0).cpu()
         replayed = (first >= ends.cpu()) & measured
     if bool(replayed.any()):
+        # the model computes nothing from a replayed state (a loss that reads one is refused): its gradient
+        # there is exactly 0, whatever nan the replay's inf left in the recording
+        after = (torch.arange(len(log_norms))[:, None] >= ends.cpu()) & replayed  # (T+1, B)
+        log_norms = log_norms.clone()
+        log_norms[after.to(log_norms.device)] = -math.inf
         first = torch.where(replayed, -1, first)
         if not bool((first >= 0).any()):
             return log_norms, None

@@ -120,6 +120,38 @@ def probe_loss(hidden_size: int, seed: int, like: Tensor, batch_first: bool = Fa
     return probe
 
 
+# torch's own errors for what a model does that a recording cannot follow (their first words), named
+TORCH_ERRORS = {
+    "When use_reentrant=True, torch.utils.checkpoint is incompatible with .grad()": (
+        "the loss passes through torch.utils.checkpoint with use_reentrant=True, which torch.autograd.grad (the "
+        "harness's recorders) cannot differentiate through; expected use_reentrant=False (torch's recommended "
+        "form) or no checkpointing"
+    ),
+    "Inference tensors cannot be saved for backward": (
+        "a tensor made under torch.inference_mode() (a parameter, a buffer, or one the loss reads) is saved for "
+        "the backward pass, which autograd cannot do; expected it made outside that mode (or a clone of it)"
+    ),
+}
+
+
+def torch_errors_named(function: Callable[..., Any]) -> Callable[..., Any]:
+    """`function`, with torch's errors of TORCH_ERRORS raised as ModelError in one line: they come from
+    what the model does, not from the harness. Any other error passes on as it is."""
+
+    @functools.wraps(function)
+    def named(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return function(*args, **kwargs)
+        except RuntimeError as error:
+            reason = next((why for start, why in TORCH_ERRORS.items() if str(error).startswith(start)), None)
+            if reason is None:
+                raise
+            model = kwargs.get("model", args[0] if args else None)
+            raise ModelError(f"model={type(model).__name__}: {reason}") from error
+
+    return named
+
+
 def needs_graph(function: Callable[..., Any]) -> Callable[..., Any]:
     """`function`, which records gradients, called with grad mode on: a torch.no_grad() around the call
     (an evaluation loop's) is lifted for it and restored after; torch.inference_mode(), under which no
@@ -139,6 +171,7 @@ def needs_graph(function: Callable[..., Any]) -> Callable[..., Any]:
 
 
 @needs_graph
+@torch_errors_named
 def record(
     model: nn.Module,
     inputs: Tensor | Sequence[Tensor],
@@ -298,7 +331,7 @@ def unrolled(
         return net, cell, Reader(parameter.dtype, batch_first), x, model
     module = find_recurrent(model) if module is None else module
     check_module(model, module)
-    check_not_inference("model", model)
+    check_not_inference("module", module)
     substitution = Substitution(model, inputs, module, sources)
     net, x = substitution.net, substitution.x
     check_network(net, x)
@@ -308,17 +341,17 @@ def unrolled(
     return net, substitution.cell, Reader(x.dtype, batch_first), x, module
 
 
-def check_not_inference(key: str, model: nn.Module) -> None:
-    """ModelError, in one line, for a model with a parameter or buffer made under torch.inference_mode():
-    the recording differentiates through the model, and autograd raises wherever its backward pass would
-    save one (nor could an optimizer train one), so all are refused before anything is computed."""
-    for kind, named in (("parameter", model.named_parameters()), ("buffer", model.named_buffers())):
-        made = next((name for name, tensor in named if tensor.is_inference()), None)
-        if made is not None:
-            raise ModelError(
-                f"{key}={type(model).__name__}: its {kind} {made} was made under torch.inference_mode(), which "
-                "autograd cannot save for a backward pass; expected the model built (or loaded) outside that mode"
-            )
+def check_not_inference(key: str, module: nn.Module) -> None:
+    """ModelError, in one line naming it, for a recurrent module with a parameter made under
+    torch.inference_mode(): every recording saves its parameters for the backward pass, which autograd
+    cannot do for an inference tensor. (Elsewhere in the model one may never be saved: torch's error,
+    where one is, is named by torch_errors_named.)"""
+    made = next((name for name, p in module.named_parameters() if p.is_inference()), None)
+    if made is not None:
+        raise ModelError(
+            f"{key}={type(module).__name__}: its parameter {made} was made under torch.inference_mode(), which "
+            "autograd cannot save for a backward pass; expected the module built (or loaded) outside that mode"
+        )
 
 
 def _recorder_used(recorder: str, every_step: bool) -> str:
@@ -432,19 +465,23 @@ def check_values(key: str, value: Tensor | Sequence[Tensor] | None) -> None:
 
 def ordinary(value: Any) -> Any:
     """inputs or targets with each tensor made under torch.inference_mode() (a data pipeline's or an
-    evaluation loop's), at any depth of tuples, lists and dicts, replaced by a clone: autograd cannot save
-    an inference tensor for the backward pass, and a clone made outside that mode is an ordinary tensor
-    holding the same values. A container without one is passed on as it is."""
+    evaluation loop's), at any depth of tuples (named ones too), lists and dicts, replaced by a clone:
+    autograd cannot save an inference tensor for the backward pass, and a clone made outside that mode is
+    an ordinary tensor holding the same values. A container without one is passed on as it is."""
     if isinstance(value, Tensor):
         return value.clone() if value.is_inference() else value
     if isinstance(value, dict):
-        new = {key: ordinary(item) for key, item in value.items()}
-        return value if all(new[key] is item for key, item in value.items()) else new
+        items = {key: ordinary(item) for key, item in value.items()}
+        if all(items[key] is item for key, item in value.items()):
+            return value
+        copied = copy.copy(value)  # a dict of the value's own type
+        copied.update(items)
+        return copied
     if isinstance(value, (tuple, list)):
         items = [ordinary(item) for item in value]
         if all(new is item for new, item in zip(items, value)):
             return value
-        return tuple(items) if isinstance(value, tuple) else items
+        return type(value)(*items) if hasattr(value, "_fields") else type(value)(items)
     return value
 
 

@@ -67,6 +67,13 @@ def find_recurrent(model: nn.Module) -> nn.Module:
 
 def check_module(model: nn.Module, module: nn.Module) -> None:
     """ModelError in one line for a module= that is not a recurrent part of `model`."""
+    if not isinstance(model, nn.Module):
+        raise ModelError(f"model={type(model).__name__}: expected a torch.nn.Module holding module=")
+    if isinstance(module, torch.jit.ScriptModule):
+        raise ModelError(
+            f"module={type(module).__name__}: a TorchScript module, which takes no hooks; expected the Python "
+            "module (record the model before torch.jit.script)"
+        )
     if not isinstance(module, nn.Module) or not is_recurrent(module):
         raise ModelError(
             f"module={type(module).__name__}: not recurrent; expected torch.nn.RNN, LSTM, GRU, a torch cell, or "
@@ -81,20 +88,6 @@ def graph_task() -> int:
     asks the same private function; without it (a later torch), -1, and recomputation goes unrefused."""
     current = getattr(torch._C, "_current_graph_task_id", None)
     return -1 if current is None else current()
-
-
-def reentrant_checkpoint(value: Tensor) -> bool:
-    """Whether the graph of `value` holds a torch.utils.checkpoint(use_reentrant=True) node."""
-    seen, stack = set(), [value.grad_fn]
-    while stack:
-        node = stack.pop()
-        if node is None or node in seen:
-            continue
-        if type(node).__name__ == "CheckpointFunctionBackward":
-            return True
-        seen.add(node)
-        stack.extend(child for child, _ in node.next_functions)
-    return False
 
 
 def call(model: nn.Module, inputs: Tensor | Sequence[Tensor]) -> Any:
@@ -311,12 +304,6 @@ class Substitution:
         returns besides its top outputs, or, of a padded sequence that has ended, what the cell returns
         once its state is held (the model drops it; the harness's recurrence runs on)."""
         name = type(self.module).__name__
-        if reentrant_checkpoint(value):
-            raise ModelError(
-                f"model={type(self.model).__name__}: its loss passes through torch.utils.checkpoint with "
-                "use_reentrant=True, which torch.autograd.grad (the harness's recorders) cannot differentiate "
-                "through; expected use_reentrant=False (torch's recommended form) or no checkpointing"
-            )
         held = [h for h in self.held if h.numel()]
         late = [] if self.held_from is None else held_parts(self.parts, self.held_from, self.sources)
         inputs = held + [part for _, part in late]
