@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import collections
 import math
+import threading
 
 import pytest
 import torch
@@ -640,6 +641,7 @@ def test_a_state_that_is_not_real_floating_point_is_refused_in_one_line(kind):
         (lambda: harness.record(model, torch.randn(B, T, EMBED), module=model.cell, loss=loss), "module=Flagged"),
         (lambda: harness.record(model.cell, torch.randn(T, B, EMBED)), "Flagged"),
         (lambda: harness.record(late, torch.randn(B, T, EMBED), module=late.cell, loss=loss), "module=Flagged"),
+        (lambda: harness.record(late.cell, torch.randn(T, B, EMBED)), "Flagged"),
     ):
         with pytest.raises(HarnessError) as error:
             recorded()
@@ -683,6 +685,30 @@ class ReentrantContext(LoopModel):
             h = self.cell(x[:, t], h)
             outputs.append(self.head(h + context))
         return torch.stack(outputs, 1)
+
+
+def test_another_thread_may_recompute_a_shared_cell_while_it_is_recorded():
+    """The recomputation check refused calls of the cell on any thread: another thread training a model that
+    shares the cell, with checkpointing, had its backward pass killed by the recording's error."""
+    torch.manual_seed(0)
+    model, trained = LoopModel(nn.GRUCell).double(), Checkpointed().double()
+    trained.cell = model.cell
+    failures = []
+
+    def train():
+        try:
+            trained(torch.randn(B, T, EMBED, dtype=torch.float64)).square().sum().backward()
+        except Exception as error:  # noqa: BLE001  what the other thread met, for the assertion
+            failures.append(error)
+
+    def loss(logits):  # the other thread trains while this one records
+        other = threading.Thread(target=train)
+        other.start()
+        other.join()
+        return logits.square().sum()
+
+    harness.record(model, torch.randn(B, T, EMBED, dtype=torch.float64), module=model.cell, loss=loss)
+    assert not failures, failures
 
 
 def test_a_reentrant_checkpoint_off_the_recorded_path_is_recorded_as_autograd_sees_it():

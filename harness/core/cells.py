@@ -121,6 +121,7 @@ class CellNet(StackedNet):
                     f"{self.cell_name}.forward(x_t, state) returned shapes {[tuple(o.shape) for o in out]}; "
                     f"expected the state's own {[tuple(p.shape) for p in previous]}"
                 )
+            check_state_kinds(self.cell_name, out)
             new.extend(out)
             x = out[0]
         return self.join(new)

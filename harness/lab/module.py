@@ -23,6 +23,7 @@ capture pass of such a cell runs on a graph that shows whether they are, and suc
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -257,9 +258,10 @@ class Substitution:
         any, that record() itself was called from)."""
 
         outer = graph_task()  # record() may itself be called from a backward pass (a hook's)
+        recording = threading.get_ident()  # another thread's backward pass may run the module too
 
         def refuse(*_: Any) -> None:
-            if not self.calling and graph_task() not in (-1, outer):
+            if threading.get_ident() == recording and not self.calling and graph_task() not in (-1, outer):
                 raise ModelError(
                     f"module={type(self.module).__name__}: called again in the backward pass (activation "
                     "checkpointing, torch.utils.checkpoint); expected it called in the forward pass only: record "
