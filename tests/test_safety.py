@@ -27,7 +27,7 @@ from harness.cli.sweep.lock import Lock
 from harness.cli.sweep.supervise import run_jobs
 from harness.core import provenance
 from harness.core.errors import ConfigError
-from harness.core.folders import MARKER, check_target, claim, is_temporary, remove_written, snapshot
+from harness.core.folders import MARKER, check_target, claim, is_marked, is_temporary, remove_written, snapshot
 from tests.conftest import ROOT, cli_env, run_cli
 from tests.test_faults import as_from_a_shell
 from tests.test_sweep import wait_for
@@ -127,6 +127,23 @@ def test_a_folder_holding_what_the_harness_did_not_write_is_refused(tmp_path, se
     setup(target)
     with pytest.raises(ConfigError, match=message):
         check_target("hydra.sweep.dir", target, cwd=tmp_path)
+
+
+def test_an_empty_run_folder_a_kill_left_unmarked_is_written_again(tmp_path):
+    """make_folder makes a run folder, then its marker: a kill -9 between the two left an empty unmarked
+    folder, and every rerun of the command was refused ('holds 3, which the harness did not write'). An
+    empty folder holds nothing of anyone's: the rerun claims it. One that holds a file still refuses."""
+    sweep = tmp_path / "sweep"
+    claim(sweep)
+    claim(sweep / "0")
+    (sweep / "3").mkdir()
+    check_target("hydra.sweep.dir", sweep, cwd=tmp_path)
+    claim(sweep / "3")
+    assert is_marked(sweep / "3")
+    (sweep / "4").mkdir()
+    (sweep / "4" / "mine.txt").write_text("x")
+    with pytest.raises(ConfigError, match="holds 4, which the harness did not write"):
+        check_target("hydra.sweep.dir", sweep, cwd=tmp_path)
 
 
 def test_the_current_folder_home_and_their_ancestors_are_refused(tmp_path, monkeypatch):

@@ -139,7 +139,8 @@ def claim(folder: Path) -> None:
 
 def strangers(folder: Path) -> list[Path]:
     """What in folder the harness did not write: everything in an unmarked folder; in a marked one,
-    the names it never writes, and what its marked subfolders hold that it did not write."""
+    the names it never writes but empty folders, and what its marked subfolders hold that it did not
+    write."""
     try:
         entries = sorted(os.scandir(folder), key=lambda e: e.name)
     except FileNotFoundError:
@@ -151,6 +152,8 @@ def strangers(folder: Path) -> list[Path]:
         path = Path(entry.path)
         if entry.is_dir(follow_symlinks=False) and entry.name not in WHOLLY_OURS and is_marked(path):
             found += strangers(path)
+        elif entry.is_dir(follow_symlinks=False) and not any(os.scandir(path)):
+            continue  # holds nothing of anyone's: a run folder that a kill left between its mkdir and its marker
         elif not is_ours(entry.name):
             found.append(path)
     return found
