@@ -137,6 +137,15 @@ def claim(folder: Path) -> None:
         (folder / MARKER).touch()
 
 
+def is_empty(folder: Path) -> bool:
+    """Whether folder holds nothing (False where it cannot be read: then it is not known to)."""
+    try:
+        with os.scandir(folder) as entries:
+            return next(entries, None) is None
+    except OSError:
+        return False
+
+
 def strangers(folder: Path) -> list[Path]:
     """What in folder the harness did not write: everything in an unmarked folder; in a marked one,
     the names it never writes but empty folders, and what its marked subfolders hold that it did not
@@ -152,7 +161,7 @@ def strangers(folder: Path) -> list[Path]:
         path = Path(entry.path)
         if entry.is_dir(follow_symlinks=False) and entry.name not in WHOLLY_OURS and is_marked(path):
             found += strangers(path)
-        elif entry.is_dir(follow_symlinks=False) and not any(os.scandir(path)):
+        elif entry.is_dir(follow_symlinks=False) and is_empty(path):
             continue  # holds nothing of anyone's: a run folder that a kill left between its mkdir and its marker
         elif not is_ours(entry.name):
             found.append(path)
