@@ -285,15 +285,14 @@ def leave_out_overflow(
     first = first_nonfinite_steps(net, inputs)
     replayed = torch.zeros_like(first, dtype=torch.bool)
     if ends is not None:
-        own = torch.arange(len(log_norms), device=log_norms.device)[:, None] < ends.to(log_norms.device)  # (T+1, B)
-        measured = ~(torch.isnan(log_norms) & own[..., None]).flatten(2).any(2).any(0).cpu()
-        replayed = (first >= ends.cpu()) & measured
+        own = torch.arange(len(log_norms))[:, None] < ends.cpu()  # (T+1, B): each sample's own steps
+        nan_at_own = (torch.isnan(log_norms).flatten(2).any(2).cpu() & own).any(0)
+        replayed = (first >= ends.cpu()) & ~nan_at_own
     if bool(replayed.any()):
         # the model computes nothing from a replayed state (a loss that reads one is refused): its gradient
         # there is exactly 0, whatever nan the replay's inf left in the recording
-        after = (torch.arange(len(log_norms))[:, None] >= ends.cpu()) & replayed  # (T+1, B)
         log_norms = log_norms.clone()
-        log_norms[after.to(log_norms.device)] = -math.inf
+        log_norms[(~own & replayed).to(log_norms.device)] = -math.inf
         first = torch.where(replayed, -1, first)
         if not bool((first >= 0).any()):
             return log_norms, None

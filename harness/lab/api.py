@@ -58,6 +58,7 @@ from harness.core.spec import RECORDING, VALIDATORS
 from harness.core.tasks import step_drives
 from harness.lab.module import Substitution, check_module, find_recurrent, is_recurrent
 from harness.lab.profile import GradientProfile
+from harness.lab.steps import like
 
 Loss = Callable[[Tensor], Tensor]
 HASH_ROWS = 4096  # steps of log-norms recording_digest copies at a time
@@ -481,7 +482,7 @@ def ordinary(value: Any) -> Any:
         items = [ordinary(item) for item in value]
         if all(new is item for new, item in zip(items, value)):
             return value
-        return type(value)(*items) if hasattr(value, "_fields") else type(value)(items)
+        return like(value, items)
     return value
 
 

@@ -145,8 +145,7 @@ class Substitution:
         self.held_from: Tensor | None = None  # per batch row, the step a padded sequence's state is held from
         if self.per_step:
             arguments = Arguments(module)
-            self._capture_cell(calls, arguments)
-            name, initial = type(module).__name__, cell_initial_state(module, len(self.x[0]))
+            name, initial = type(module).__name__, self._capture_cell(calls, arguments)
             with self.recomputation_refused():
                 self.held_from = check_steps(name, arguments, calls, leaves, initial)
                 check_feedback(name, arguments, calls, leaves)
@@ -172,7 +171,8 @@ class Substitution:
         self.cell = TORCH_CELLS[type(self.module)]
         self.x = (x.transpose(0, 1) if self.module.batch_first else x).detach()
 
-    def _capture_cell(self, calls: list, arguments: Arguments) -> None:
+    def _capture_cell(self, calls: list, arguments: Arguments) -> tuple[Tensor, ...]:
+        """The cell's net and inputs from its calls, checked; returns its initial state."""
         name = type(self.module).__name__
         x = [arguments.input(c) for c in calls]
         if not all(isinstance(x_t, Tensor) and x_t.dim() == 2 for x_t in x):
@@ -218,6 +218,7 @@ class Substitution:
         self.net = CellNet([self.module], x[0].shape[-1])
         self.cell = self.net.cell_name
         self.x = torch.stack(x).detach()
+        return expected
 
     def _sequence(self) -> Tensor:
         """The module's output sequence from the capture pass, as (T, B, H)."""

@@ -36,11 +36,11 @@ from harness.core.errors import ModelError
 Call = tuple[tuple, dict, Any]  # a cell's call: its positional and keyword arguments, what it returned
 
 
-def like(out: Any, tensors: list[Tensor]) -> Any:
-    """tensors in the container `out` came in (a tensor, tuple, named tuple or list)."""
+def like(out: Any, items: list[Any]) -> Any:
+    """items in the container `out` came in (a tensor, tuple, named tuple or list)."""
     if isinstance(out, Tensor):
-        return tensors[0]
-    return type(out)(*tensors) if hasattr(out, "_fields") else type(out)(tensors)
+        return items[0]
+    return type(out)(*items) if hasattr(out, "_fields") else type(out)(items)
 
 
 class Arguments:
@@ -118,7 +118,7 @@ def check_steps(
     # A row is held from step t where what step t - 1 returned reached no later state (the gradient says
     # so even where the values cannot: a padded step whose output equals the held state, IRNN on zeros)
     # and the state given is the one before; a row that is not passed on must be held.
-    dropped = torch.stack([(both[0] == 0).flatten(2).all(2) for both, _ in pulled] or [~kept]).all(0) & kept
+    dropped = torch.stack([(both[0] == 0).flatten(2).all(2) for both, _ in pulled]).all(0) & kept
     starts = dropped | ~passed
     held_from = torch.where(starts.any(0), starts.float().argmax(0) + 1, held_from)
     resumed = (step > held_from) & ~kept
@@ -147,8 +147,6 @@ def pulled_back(
     pulled = []
     for k in range(len(leaves[0])):
         returned = [leaves[u][k] for u in range(steps - 1)]
-        if not returned[0].requires_grad:  # not floating, or no graph
-            continue
         passed_on = [given[t][k] for t in range(1, steps)]
         cut = next((t for t, s in enumerate(passed_on, 1) if not s.requires_grad), None)
         if cut is not None:

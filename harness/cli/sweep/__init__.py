@@ -49,7 +49,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from harness.cli.hydra_internals import check_version, split_sweep
-from harness.cli.overrides import check_sweeper_settings, check_writable, override_values
+from harness.cli.overrides import check_writable, override_values
 from harness.cli.sweep.chunks import chunk_overrides, in_process, parallelism, write_chunks
 from harness.cli.sweep.jobs import Job, compose, hydra_overrides
 from harness.cli.sweep.lock import Lock
@@ -160,7 +160,6 @@ def sweep(config_loader: Any, master: DictConfig, grid: list[list[str]], setting
     `launcher()`, a Hydra Launcher made on demand), and return the folder. Raises ConfigError, and
     Interrupted (after removing the interrupted runs' folders: only finished runs are left)."""
     started = time.perf_counter()
-    check_sweeper_settings(settings.chunks, settings.torch_threads, settings.resume)
     jobs = compose(config_loader, master, grid)
     compose_s = time.perf_counter() - started
     configured = Path(str(master.hydra.sweep.dir))
