@@ -8,6 +8,7 @@ import collections
 import math
 import threading
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -433,6 +434,15 @@ def reference_by_hooks(model: nn.Module, x, loss):
     return torch.stack([s.grad.norm(dim=-1) for s in states]).log().unsqueeze(-1)
 
 
+def from_own_end(log_norms, lengths):
+    """A padded batch's reference with each row's states S_0..S_length moved to the last rows, so that
+    lag 0 is its own last state (the test's plain loop, beside the harness's gather); nan above them."""
+    aligned, last = torch.full_like(log_norms, math.nan), len(log_norms) - 1
+    for row, length in enumerate(lengths.tolist()):
+        aligned[last - length :, row] = log_norms[: length + 1, row]
+    return aligned
+
+
 @pytest.mark.parametrize("cell", [nn.GRUCell, ElmanCell])
 def test_cell_in_the_model_s_own_loop_equals_autograd(cell):
     torch.manual_seed(0)
@@ -523,7 +533,11 @@ def test_a_loop_that_passes_the_state_on_is_recorded_as_autograd_sees_it(case):
     drawn = torch.rand(())
     torch.manual_seed(7)
     assert drawn == torch.rand(()), "the recording drew from torch's generator"
-    assert_close_log10(profile.log_norms[..., :1], reference_by_hooks(model, inputs, loss), what=case)
+    expected = reference_by_hooks(model, inputs, loss)
+    if case.startswith("padded"):  # lag 0 is each row's own last state
+        expected = from_own_end(expected, inputs[1])
+        assert profile.lengths.tolist() == inputs[1].tolist()
+    assert_close_log10(profile.log_norms[..., :1], expected, what=case)
 
 
 def test_a_recording_inside_no_grad_is_the_recording_outside_and_inference_mode_is_one_line():
@@ -556,7 +570,8 @@ def test_inputs_made_under_inference_mode_are_recorded_and_inference_parameters_
         made = tuple(t.clone() for t in ordinary)
     loss = lambda logits: logits.square().sum()
     profile = harness.record(model, made, module=model.cell, loss=loss)
-    assert_close_log10(profile.log_norms, reference_by_hooks(model, ordinary, loss), what="inference-mode inputs")
+    expected = from_own_end(reference_by_hooks(model, ordinary, loss), ordinary[1])
+    assert_close_log10(profile.log_norms, expected, what="inference-mode inputs")
     # nested inputs (x, (lengths,)) and targets in a dict
     targets = {"y": torch.randn(B, T, VOCAB, dtype=torch.float64)}
     with torch.inference_mode():
@@ -567,7 +582,9 @@ def test_inputs_made_under_inference_mode_are_recorded_and_inference_parameters_
         wrapped, (ordinary[0], (ordinary[1],)), module=model.cell, loss=by_target, targets=targets
     )
     got = harness.record(wrapped, (made[0], (made[1],)), module=model.cell, loss=by_target, targets=made_targets)
-    assert torch.equal(got.log_norms, expected.log_norms)
+    torch.testing.assert_close(
+        got.log_norms, expected.log_norms, rtol=0, atol=0, equal_nan=True
+    )  # padded: nan above a row's start
     with torch.inference_mode():
         x = torch.randn(T, B, EMBED)
     lstm = nn.LSTM(EMBED, HIDDEN)
@@ -576,7 +593,9 @@ def test_inputs_made_under_inference_mode_are_recorded_and_inference_parameters_
     by_batch = Nested(model)
     by_batch.forward = lambda batch: model(batch.x, batch.lengths)
     got = harness.record(by_batch, (Batch(*made),), module=model.cell, loss=loss)
-    assert torch.equal(got.log_norms, profile.log_norms)
+    torch.testing.assert_close(
+        got.log_norms, profile.log_norms, rtol=0, atol=0, equal_nan=True
+    )  # padded: nan above a row's start
 
     # a frozen embedding of pretrained vectors made under inference_mode: never saved, recorded
     with torch.inference_mode():
@@ -822,7 +841,48 @@ def test_a_padded_row_whose_replay_overflows_after_its_end_is_recorded_as_the_mo
     assert profile.overflow is None and profile.states_finite and "nan" not in profile.flags
     expected = reference_by_hooks(model, (x, lengths), loss)
     assert torch.isfinite(expected[1 : lengths[1] + 1, 1]).all()
+    expected = from_own_end(expected, lengths)
     assert_close_log10(profile.log_norms, expected, what="padded rows replayed past float's range")
+
+
+class LinearRecurrence(ElmanCell):
+    """h_t = W x_t + w h_{t-1}: the gradient k steps back from a loss on h_L is w^k times the loss's own."""
+
+    def __init__(self, w: float):
+        super().__init__()
+        self.double()  # w as it is written, not rounded to float32
+        with torch.no_grad():
+            self.recurrent.weight.copy_(w * torch.eye(HIDDEN, dtype=torch.float64))
+
+    def forward(self, x_t, h):
+        return self.input(x_t) + self.recurrent(h)
+
+
+@pytest.mark.parametrize("lengths", [[T, 9, 6, 3], [9, 6, 3, 1]], ids=["one full", "all ended early"])
+def test_a_padded_batch_counts_each_row_s_lags_from_its_own_end(lengths):
+    """Sequences of their own lengths, each classified at its own last step: the lags counted from the
+    batch's last step, where an ended row's gradient is the model's exact 0, so the batch's median was -inf
+    at the short lags, its status 'underflow' and a linear recurrence with w = 0.8 fitted as growing. Each
+    row's lags count from its own end: the closed form w^k ||W_head^T 1|| at every lag k the row reaches,
+    nan beyond it (no sample there), no flag, and the fitted rate ln w; the profile reaches as far back as
+    the longest sequence (its seq_len)."""
+    torch.manual_seed(0)
+    w, lengths = 0.8, torch.tensor(lengths)
+    model = Padded(LinearRecurrence(w)).double()
+    x = torch.randn(len(lengths), T, EMBED, dtype=torch.float64)
+    at_own_end = lambda logits: logits[torch.arange(len(lengths)), lengths - 1].sum()
+    profile = harness.record(model, (x, lengths), module=model.cell, loss=at_own_end)
+    longest = int(lengths.max())
+    assert profile.seq_len == profile.columns["seq_len"] == longest
+    lag = torch.arange(longest, -1, -1, dtype=torch.float64)[:, None]  # row t of log_norms is lag seq_len - t
+    with torch.no_grad():  # dL/dh_L = W_head^T 1 for every row
+        expected = lag * math.log(w) + model.head.weight.sum(0).norm().log()
+    expected = torch.where(lag <= lengths, expected, math.nan)
+    assert_close_log10(profile.log_norms[..., 0], expected, tolerance=1e-9, what="padded, each at its own end")
+    assert profile.lengths.tolist() == lengths.tolist() and profile.flags == []
+    assert profile.fit()["rate"] == pytest.approx(math.log(w), abs=1e-9)
+    frame = profile.to_frame()
+    assert np.isfinite(frame.log10_norm).all()  # every lag is some row's: none is empty
 
 
 class ExpDrive(ElmanCell):

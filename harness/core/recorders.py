@@ -304,8 +304,29 @@ def leave_out_overflow(
     return log_norms, overflow
 
 
+def aligned_to_ends(log_norms: Tensor, lengths: Tensor) -> Tensor:
+    """log_norms (T+1, B, ...) with each sample's rows moved down so that its own last state S_length is
+    the last row: in a padded batch, lag k then counts back from each sequence's own end (where its loss
+    is read), not from the batch's last step, whose ended rows' gradients are the model's exact 0 (-inf)
+    and would fill the batch's quantiles there. Rows above a sample's first state are nan: no sample of
+    it at lags beyond its length (the quantiles leave nan out, as they do a lag no source reaches). Only
+    the longest sample's lags are kept: max(lengths) + 1 rows, fewer than T + 1 where every sample ended
+    before T. lengths: (B,), each sample's own steps, T for one that ran to the end (left as it is)."""
+    rows = int(lengths.max()) + 1
+    shift = (rows - 1 - lengths).to(log_norms.device)  # (B,)
+    source = torch.arange(rows, device=log_norms.device)[:, None] - shift  # (rows, B): the row each comes from
+    index = source.clamp(min=0).view(*source.shape, *(1,) * (log_norms.dim() - 2))
+    aligned = log_norms.gather(0, index.expand(-1, *log_norms.shape[1:]))
+    aligned[source < 0] = math.nan
+    return aligned
+
+
 def status_flags(
-    log_norms: torch.Tensor, states_finite: bool, recorder: str, overflow: Overflow | None = None
+    log_norms: torch.Tensor,
+    states_finite: bool,
+    recorder: str,
+    overflow: Overflow | None = None,
+    lengths: Tensor | None = None,
 ) -> list[str]:
     """Numerical trouble as data. The loss's own step t = T is left out: there the lstm's c (and any
     block the loss does not read) has a gradient that is exactly 0 by construction.
@@ -313,10 +334,15 @@ def status_flags(
     overflow (leave_out_overflow's): the gradient flags are read on the samples that stayed finite only,
     their own; the others' rows are nan because they were not measured, not because a gradient was.
     Without it, a recording that was not finite gets no underflow or zero flag: a zero read through an
-    overflowed forward pass (relu'(nan) = 0) is garbage, not a vanishing gradient."""
-    before_loss = log_norms[:-1]
+    overflowed forward pass (relu'(nan) = 0) is garbage, not a vanishing gradient.
+    lengths (aligned_to_ends'): only each sample's own rows are read, not the nan above its first state."""
+    steps = len(log_norms) - 1
+    measured = torch.ones((steps, log_norms.shape[1]), dtype=torch.bool, device=log_norms.device)
+    if lengths is not None:
+        measured &= torch.arange(steps, device=log_norms.device)[:, None] >= (steps - lengths.to(log_norms.device))
     if overflow is not None:
-        before_loss = before_loss[:, ~overflow.samples.to(before_loss.device)]
+        measured &= ~overflow.samples.to(log_norms.device)
+    before_loss = log_norms[:-1][measured]
     flags = [] if states_finite else ["diverged"]  # the forward pass itself reached inf or nan
     if torch.isnan(before_loss).any():
         flags.append("nan")

@@ -52,7 +52,14 @@ from torch import Tensor, nn
 from harness.core.cells import CellNet, RecurrentNet, StackedNet
 from harness.core.errors import ConfigError, ModelError
 from harness.core.memory import available_memory, segment_length, size
-from harness.core.recorders import RECORDERS, Overflow, flush_denormals, leave_out_overflow, record_log_norms
+from harness.core.recorders import (
+    RECORDERS,
+    Overflow,
+    aligned_to_ends,
+    flush_denormals,
+    leave_out_overflow,
+    record_log_norms,
+)
 from harness.core.segments import record_profile
 from harness.core.spec import RECORDING, VALIDATORS
 from harness.core.tasks import step_drives
@@ -241,11 +248,16 @@ def record(
         ends = reader.ends() if sources is None else None
         log_norms, overflow = leave_out_overflow(log_norms, finite, net, x, ends)
         finite = finite or overflow is None  # the only states out of range were a padded row's, after its end
+        # a padded row's lags count from its own end, where its loss reads it (recorders.aligned_to_ends)
+        lengths = None if ends is None or not bool((ends <= x.shape[0]).any()) else (ends - 1).cpu()
+        if lengths is not None:
+            log_norms = aligned_to_ends(log_norms, lengths)
     columns = _profile_columns(name, cell, model, recurrent, net, x, seed, used, parameter, user_loss, sources, adjoint)
+    columns["seq_len"] = len(log_norms) - 1  # a padded batch's longest sequence (aligned_to_ends)
     columns[RECORDING] = recording_digest(log_norms, counts, overflow, [*net.parameters(), x, targets])
     view = "adjoint" if sources is None else "dependency"
     elapsed = time.perf_counter() - start
-    return GradientProfile(log_norms, net.state_names, columns, used, view, counts, finite, elapsed, overflow)
+    return GradientProfile(log_norms, net.state_names, columns, used, view, counts, finite, elapsed, overflow, lengths)
 
 
 def recording_digest(

@@ -36,7 +36,8 @@ if TYPE_CHECKING:
 class GradientProfile:
     """ln ||dL/d block_t|| per sample for t = 0..T (t = 0 the initial state), every state block.
 
-    view "adjoint": dL/dS_t of one loss (columns["adjoint"]: "state" or "total", see harness.record).
+    view "adjoint": dL/dS_t of one loss (columns["adjoint"]: "state" or "total", see harness.record);
+    in a padded batch (`lengths`), row t holds each sample's lag T - t from its own end.
     view "dependency" (record(..., sources=N)): row i holds lag k = T - i, the mean over the sampled
     loss steps s >= k of ln ||dL_s/dh_{s-k}||;
     `sources` counts them per lag.
@@ -52,6 +53,9 @@ class GradientProfile:
     wall_time_s: float = field(default=math.nan)
     # where the forward pass overflowed (recorders.leave_out_overflow, whose nan rows log_norms then hold)
     overflow: Overflow | None = None
+    # (batch,) each sample's own length in a padded batch, whose rows log_norms holds aligned to its own
+    # end (recorders.aligned_to_ends: nan above its first state); None where every sample ran T steps
+    lengths: torch.Tensor | None = None
 
     @property
     def seq_len(self) -> int:
@@ -64,7 +68,7 @@ class GradientProfile:
     @property
     def flags(self) -> list[str]:
         """Numerical trouble, as the command line's status records it (diverged, nan, overflow, ...)."""
-        return status_flags(self.log_norms, self.states_finite, self.recorder, self.overflow)
+        return status_flags(self.log_norms, self.states_finite, self.recorder, self.overflow, self.lengths)
 
     @property
     def diverged_at(self) -> int | None:
