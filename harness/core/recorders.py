@@ -279,23 +279,19 @@ def leave_out_overflow(
     that has ended, harness.lab.module: the model holds its state, the recurrence runs on); a state that
     leaves float's range from there on is no overflow of the model's, unless its inf or nan reached the
     sample's own steps through the backward pass (0 times inf), and a recording whose only non-finite
-    states are such is finite; the sample's gradient from its end on is the model's, 0 (-inf)."""
+    states are such is finite. Its rows from its end on are left as they are: aligned_to_ends drops them
+    (the model computes nothing from a replayed state; a loss that reads one is refused)."""
     if finite:
         return log_norms, None
     first = first_nonfinite_steps(net, inputs)
-    replayed = torch.zeros_like(first, dtype=torch.bool)
     if ends is not None:
         own = torch.arange(len(log_norms))[:, None] < ends.cpu()  # (T+1, B): each sample's own steps
         nan_at_own = (torch.isnan(log_norms).flatten(2).any(2).cpu() & own).any(0)
-        replayed = (first >= ends.cpu()) & ~nan_at_own
-    if bool(replayed.any()):
-        # the model computes nothing from a replayed state (a loss that reads one is refused): its gradient
-        # there is exactly 0, whatever nan the replay's inf left in the recording
-        log_norms = log_norms.clone()
-        log_norms[(~own & replayed).to(log_norms.device)] = -math.inf
-        first = torch.where(replayed, -1, first)
-        if not bool((first >= 0).any()):
-            return log_norms, None
+        replayed = (first >= ends.cpu()) & ~nan_at_own  # a replay's overflow alone
+        if bool(replayed.any()):
+            first = torch.where(replayed, -1, first)
+            if not bool((first >= 0).any()):
+                return log_norms, None
     overflow = Overflow(first)
     if overflow.at is None:
         return log_norms, overflow

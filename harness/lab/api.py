@@ -252,8 +252,10 @@ def record(
         lengths = None if ends is None or not bool((ends <= x.shape[0]).any()) else (ends - 1).cpu()
         if lengths is not None:
             log_norms = aligned_to_ends(log_norms, lengths)
-    columns = _profile_columns(name, cell, model, recurrent, net, x, seed, used, parameter, user_loss, sources, adjoint)
-    columns["seq_len"] = len(log_norms) - 1  # a padded batch's longest sequence (aligned_to_ends)
+    seq_len = len(log_norms) - 1  # a padded batch's longest sequence (aligned_to_ends), else x's steps
+    columns = _profile_columns(
+        name, cell, model, recurrent, net, x, seq_len, seed, used, parameter, user_loss, sources, adjoint
+    )
     columns[RECORDING] = recording_digest(log_norms, counts, overflow, [*net.parameters(), x, targets])
     view = "adjoint" if sources is None else "dependency"
     elapsed = time.perf_counter() - start
@@ -385,6 +387,7 @@ def _profile_columns(
     recurrent: nn.Module,
     net: StackedNet,
     x: Tensor,
+    seq_len: int,
     seed: int,
     used: str,
     parameter: Tensor,
@@ -398,7 +401,7 @@ def _profile_columns(
         "cell": cell,
         "model": type(model).__name__,
         "module": type(recurrent).__name__,
-        **_shape_columns(net, x),
+        **_shape_columns(net, x, seq_len),
         "seed": seed,
         "recorder": used,
         "dtype": str(parameter.dtype).removeprefix("torch."),
@@ -409,11 +412,11 @@ def _profile_columns(
     }
 
 
-def _shape_columns(net: StackedNet, x: Tensor) -> dict[str, int | str | None]:
-    """The table columns a recording's network and inputs fix."""
+def _shape_columns(net: StackedNet, x: Tensor, seq_len: int) -> dict[str, int | str | None]:
+    """The table columns a recording's network and inputs fix (seq_len: the lags its profile reaches)."""
     return {
         "activation": getattr(net, "activation", None),
-        "seq_len": x.shape[0],
+        "seq_len": seq_len,
         "hidden_size": net.hidden_size,
         "input_size": x.shape[-1],
         "num_layers": net.num_layers,
