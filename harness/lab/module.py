@@ -33,15 +33,7 @@ from torch import Tensor, nn
 from harness.core.cells import CellNet, as_tuple, cell_initial_state, check_state_kinds
 from harness.core.errors import ModelError
 from harness.core.protocol import StackedNet
-from harness.lab.steps import (
-    Arguments,
-    check_feedback,
-    check_held_reads,
-    check_steps,
-    held_at_the_end,
-    held_parts,
-    like,
-)
+from harness.lab.steps import Arguments, check_feedback, check_held_reads, check_steps, held_parts, like
 
 
 def is_recurrent(module: nn.Module) -> bool:
@@ -143,7 +135,7 @@ class Substitution:
         hook = module.register_forward_hook(keep, with_kwargs=True)
         try:
             with torch.enable_grad() if self.per_step else torch.no_grad():
-                produced = call(model, inputs)
+                call(model, inputs)
         finally:
             hook.remove()
         if not calls:
@@ -155,7 +147,7 @@ class Substitution:
             arguments = Arguments(module)
             name, initial = type(module).__name__, self._capture_cell(calls, arguments)
             with self.recomputation_refused():
-                self.held_from = held_at_the_end(produced, leaves, check_steps(name, arguments, calls, leaves, initial))
+                self.held_from = check_steps(name, arguments, calls, leaves, initial)
                 check_feedback(name, arguments, calls, leaves)
         else:
             self._capture_sequence(calls)

@@ -137,34 +137,6 @@ def check_steps(
     return held_from
 
 
-def held_at_the_end(output: Any, leaves: list[tuple[Tensor, ...]], held_from: Tensor) -> Tensor:
-    """held_from, with the rows the model drops at its last call: its outputs do not depend on what the
-    cell returned there (a sequence one step shorter than the batch, held by torch.where at the last step),
-    which no later call shows check_steps. Read as a random vector on the model's floating-point outputs
-    pulled back to the last step's returned state; where no output has a path to it (token ids), nothing
-    is known and nothing changes."""
-    outputs = [o for o in tensors_in(output) if o.requires_grad and o.is_floating_point()]
-    returned = [r for r in leaves[-1] if r.requires_grad]
-    if not (outputs and returned):
-        return held_from
-    generator = torch.Generator(outputs[0].device).manual_seed(2)  # not torch's: a recording draws nothing from it
-    v = [torch.randn(o.shape, generator=generator, dtype=o.dtype, device=o.device) for o in outputs]
-    grads = [g for g in torch.autograd.grad(outputs, returned, v, allow_unused=True) if g is not None]
-    if not grads:
-        return held_from
-    read = torch.stack([g.flatten(1).ne(0).any(1) for g in grads]).any(0)  # (B,)
-    last = len(leaves)  # such a row's state S_T is the harness's alone
-    return torch.where(~read & (held_from > last), last, held_from)
-
-
-def tensors_in(value: Any) -> list[Tensor]:
-    """The tensors in a model's output, at any depth of tuples (named ones too), lists and dicts."""
-    if isinstance(value, Tensor):
-        return [value]
-    items = value.values() if isinstance(value, dict) else value if isinstance(value, (tuple, list)) else ()
-    return [tensor for item in items for tensor in tensors_in(item)]
-
-
 def pulled_back(
     name: str, given: list[tuple[Tensor, ...]], leaves: list[tuple[Tensor, ...]]
 ) -> list[tuple[Tensor, float]]:
