@@ -5,6 +5,7 @@ own weights, every state retained (retain_grad), in float64."""
 from __future__ import annotations
 
 import collections
+import functools
 import math
 import threading
 
@@ -858,9 +859,14 @@ class LinearRecurrence(ElmanCell):
         return self.input(x_t) + self.recurrent(h)
 
 
-# T - 2: the longest a sequence may be and have its end seen (a later call given its held state)
-@pytest.mark.parametrize("lengths", [[T, 9, 6, 3], [T - 2, 9, 6, 1]], ids=["one full", "all ended early"])
-def test_a_padded_batch_counts_each_row_s_lags_from_its_own_end(lengths):
+# T - 2: the longest a sequence may be and have its end seen (a later call given its held state); a sequence
+# one step short (T - 1) is seen where its length is given
+@pytest.mark.parametrize(
+    "lengths, given",
+    [([T, 9, 6, 3], False), ([T - 2, 9, 6, 1], False), ([T, T - 1, 6, 3], True), ([T - 1, T - 1], True)],
+    ids=["one full", "all ended early", "one a step short, given", "all a step short, given"],
+)
+def test_a_padded_batch_counts_each_row_s_lags_from_its_own_end(lengths, given):
     """Sequences of their own lengths, each classified at its own last step: the lags counted from the
     batch's last step, where an ended row's gradient is the model's exact 0, so the batch's median was -inf
     at the short lags, its status 'underflow' and a linear recurrence with w = 0.8 fitted as flat. Each
@@ -872,7 +878,9 @@ def test_a_padded_batch_counts_each_row_s_lags_from_its_own_end(lengths):
     model = Padded(LinearRecurrence(w)).double()
     x = torch.randn(len(lengths), T, EMBED, dtype=torch.float64)
     at_own_end = lambda logits: logits[torch.arange(len(lengths)), lengths - 1].sum()
-    profile = harness.record(model, (x, lengths), module=model.cell, loss=at_own_end)
+    profile = harness.record(
+        model, (x, lengths), module=model.cell, loss=at_own_end, lengths=lengths if given else None
+    )
     longest = int(lengths.max())
     assert profile.seq_len == profile.columns["seq_len"] == longest
     lag = torch.arange(longest, -1, -1, dtype=torch.float64)[:, None]  # row t of log_norms is lag seq_len - t
@@ -884,6 +892,99 @@ def test_a_padded_batch_counts_each_row_s_lags_from_its_own_end(lengths):
     assert profile.fit()["rate"] == pytest.approx(math.log(w), abs=1e-9)
     frame = profile.to_frame()
     assert np.isfinite(frame.log10_norm).all()  # every lag is some row's: none is empty
+
+
+class GRUClassifier(nn.Module):
+    """nn.GRU over a zero-padded batch, each sequence's output taken at its own length: the module runs
+    over the padding (no state is held), so only the lengths given tell where each sequence ends."""
+
+    def __init__(self):
+        super().__init__()
+        self.rnn, self.head = nn.GRU(EMBED, HIDDEN, batch_first=True), nn.Linear(HIDDEN, VOCAB)
+
+    def forward(self, x):
+        return self.head(self.rnn(x)[0])
+
+
+def gru_alone(model: GRUClassifier, x_row, length: int):
+    """ln ||dL/dh_t||, t = 0..length, of one sequence alone: nn.GRUCell with the GRU's weights unrolled
+    over its own steps, every h retained, L = the head's outputs at its last step, summed."""
+    cell = nn.GRUCell(EMBED, HIDDEN).double()
+    for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+        setattr(cell, name, getattr(model.rnn, f"{name}_l0"))
+    states = [torch.zeros(1, HIDDEN, dtype=torch.float64, requires_grad=True)]
+    for t in range(length):
+        states.append(cell(x_row[t : t + 1], states[-1]))
+        states[-1].retain_grad()
+    model.head(states[-1]).sum().backward()
+    return torch.stack([h.grad.norm() for h in states]).log()
+
+
+def test_a_module_run_over_the_padding_counts_each_sequence_s_lags_from_the_length_given():
+    """nn.GRU over a zero-padded batch, each sequence classified at its own length: nothing the model does
+    shows where a sequence ends, so its lags count from the batch's last step (the median -inf at the short
+    lags, 'underflow'). With lengths=, each row is its sequence recorded alone (nn.GRUCell on the GRU's
+    weights, retain_grad) at its own lags, nan beyond them."""
+    torch.manual_seed(0)
+    lengths = torch.tensor([T, 9, 6, 3])
+    model = GRUClassifier().double()
+    x = torch.randn(len(lengths), T, EMBED, dtype=torch.float64) * (torch.arange(T) < lengths[:, None])[..., None]
+    at_own_end = lambda logits: logits[torch.arange(len(lengths)), lengths - 1].sum()
+    counted_from_the_batch = harness.record(model, x, module=model.rnn, loss=at_own_end)
+    assert counted_from_the_batch.lengths is None and "underflow" in counted_from_the_batch.flags
+    profile = harness.record(model, x, module=model.rnn, loss=at_own_end, lengths=lengths)
+    assert profile.lengths.tolist() == lengths.tolist() and profile.flags == []
+    expected = torch.full((T + 1, len(lengths)), math.nan, dtype=torch.float64)
+    for row, length in enumerate(lengths.tolist()):
+        expected[T - length :, row] = gru_alone(model, x[row], length)
+    assert_close_log10(profile.log_norms[..., 0], expected, tolerance=1e-9, what="nn.GRU, lengths given")
+
+
+@pytest.mark.parametrize(
+    "case, expected",
+    [
+        ("floats", "lengths=a float32 tensor of shape (4,): expected each sequence's length, a 1-d integer"),
+        ("a bool", "lengths=True: expected each sequence's length"),
+        ("too few", "lengths: 3 of them for a batch of 4; expected one per sequence"),
+        ("too long", f"lengths[0]={T + 1}: expected an integer from 0 to seq_len={T}"),
+        ("negative", "lengths[3]=-1: expected an integer from 0 to seq_len="),
+        ("with sources", "lengths with sources=4: the dependency view counts its lags from each loss step"),
+        ("without a loss", "lengths: given without a loss"),
+        ("the loss reads the padding", "lengths[3]=3: the loss reads that sequence at step 4, after its length"),
+        (
+            "past the model's hold",
+            "lengths[3]=5: the model holds that sequence's state from step 4 on (its length is 3)",
+        ),
+    ],
+)
+def test_lengths_that_do_not_fit_are_refused_in_one_line(case, expected):
+    torch.manual_seed(0)
+    lengths = torch.tensor([T, 9, 6, 3])
+    model = GRUClassifier().double()
+    x = torch.randn(len(lengths), T, EMBED, dtype=torch.float64)
+    at_own_end = lambda logits: logits[torch.arange(len(lengths)), lengths - 1].sum()
+    given = {
+        "floats": torch.ones(4),
+        "a bool": True,
+        "too few": [T, 9, 6],
+        "too long": [T + 1, 9, 6, 3],
+        "negative": [T, 9, 6, -1],
+    }.get(case, lengths)
+    loss = {"without a loss": None, "the loss reads the padding": lambda logits: logits.square().sum()}.get(
+        case, at_own_end
+    )
+    record = functools.partial(harness.record, model, x, module=model.rnn, loss=loss, lengths=given)
+    if case == "with sources":
+        record = functools.partial(record, loss=lambda logits, s: logits[:, s].sum(), sources=4)
+    if case == "past the model's hold":
+        padded = Padded(nn.GRUCell(EMBED, HIDDEN)).double()
+        record = functools.partial(
+            harness.record, padded, (x, lengths), module=padded.cell, loss=at_own_end, lengths=[T, 9, 6, 5]
+        )
+    with pytest.raises(HarnessError) as error:
+        record()
+    message = str(error.value)
+    assert message.startswith(expected) and "\n" not in message, message
 
 
 class ExpDrive(ElmanCell):

@@ -193,6 +193,7 @@ def record(
     name: str = "python",
     segment: int | None = None,
     memory_fraction: float = 0.25,
+    lengths: Tensor | Sequence[int] | None = None,
 ) -> GradientProfile:
     """Record ||dL/dh_t|| for every t, every layer and state block, every sample (see the module doc).
 
@@ -209,14 +210,19 @@ def record(
     seed: seeds the probe's readout and the sampled sources.   name: the `name` column.
     segment: steps recorded per segment (harness.core.segments; None: as many as memory_fraction of
     the available memory holds); the numbers do not depend on it. The sources view runs in memory.
+    lengths: (batch,) each sequence's length in a padded batch, whose lags then count from its own last
+    step (its loss may read nothing of it after that step). Found by itself where the model holds an
+    ended sequence's state (a cell in its own loop); give it for a module run over the padding (nn.GRU
+    on a zero-padded batch, its outputs gathered at each length) or a sequence one step short of the batch.
     """
-    check_settings(recorder, sources, adjoint, segment, memory_fraction, loss, targets)
+    check_settings(recorder, sources, adjoint, segment, memory_fraction, loss, targets, lengths)
     VALIDATORS["seed"]("seed", seed)  # as the command line's: an integer torch can seed with
     check_values("inputs", inputs)
     check_values("targets", targets)
     inputs, targets = ordinary(inputs), ordinary(targets)
     net, cell, reader, x, recurrent = unrolled(model, inputs, module, loss is not None, sources)
     check_sources(sources, recorder, adjoint, x.shape[0])
+    given = checked_lengths(lengths, x.shape[1], x.shape[0])
     parameter = next(net.parameters())
     if loss is None:
         user_loss, loss = None, probe_loss(net.output_size, seed, parameter, reader.batch_first)
@@ -245,12 +251,14 @@ def record(
             )
         # a sample whose forward pass overflowed was not measured at any step (recorders.leave_out_overflow)
         # a padded row's replay after its end is not the model's (the dependency view's rows are lags, not steps)
-        ends = reader.ends() if sources is None else None
+        ends = ends_of(given, reader.ends()) if sources is None else None
         log_norms, overflow = leave_out_overflow(log_norms, finite, net, x, ends)
         finite = finite or overflow is None  # the only states out of range were a padded row's, after its end
         # a padded row's lags count from its own end, where its loss reads it (recorders.aligned_to_ends)
         lengths = None if ends is None or not bool((ends <= x.shape[0]).any()) else (ends - 1).cpu()
         if lengths is not None:
+            if given is not None:
+                check_unread_after(log_norms, lengths)
             log_norms = aligned_to_ends(log_norms, lengths)
     seq_len = len(log_norms) - 1  # a padded batch's longest sequence (aligned_to_ends), else x's steps
     columns = _profile_columns(
@@ -438,9 +446,21 @@ def check_settings(
     memory_fraction: Any,
     loss: Callable[..., Tensor] | None,
     targets: Tensor | None,
+    lengths: Any = None,
 ) -> None:
     """ConfigError, in one line naming the argument, for a setting record() does not take."""
     check_recorder(recorder)
+    check_lengths_kind(lengths)
+    if lengths is not None and sources is not None:
+        raise ConfigError(
+            f"lengths with sources={sources}: the dependency view counts its lags from each loss step; "
+            "expected one of them"
+        )
+    if lengths is not None and loss is None:
+        raise ConfigError(
+            "lengths: given without a loss (the probe reads every sequence at the batch's last step); "
+            "expected loss=... reading each sequence at its own end"
+        )
     if adjoint not in ADJOINTS:
         raise ConfigError(f"adjoint={adjoint!r}: expected one of {', '.join(ADJOINTS)}")
     if sources is not None and (isinstance(sources, bool) or not isinstance(sources, int)):
@@ -462,6 +482,68 @@ def check_settings(
             raise ConfigError(f"loss: expected a callable taking ({', '.join(arguments)})") from None
         except ValueError:  # a builtin without a signature: called as it is
             pass
+
+
+def check_lengths_kind(lengths: Any) -> None:
+    """ConfigError, in one line, unless lengths is None, a 1-d integer tensor or a list or tuple of ints."""
+    if lengths is None:
+        return
+    if isinstance(lengths, Tensor):
+        if lengths.dim() == 1 and not (
+            lengths.is_floating_point() or lengths.is_complex() or lengths.dtype == torch.bool
+        ):
+            return
+        what = f"a {str(lengths.dtype).removeprefix('torch.')} tensor of shape {tuple(lengths.shape)}"
+    elif isinstance(lengths, (list, tuple)) and all(isinstance(v, int) and not isinstance(v, bool) for v in lengths):
+        return
+    else:
+        what = repr(lengths) if len(repr(lengths)) <= 60 else type(lengths).__name__
+    raise ConfigError(f"lengths={what}: expected each sequence's length, a 1-d integer tensor or a list of ints")
+
+
+def checked_lengths(lengths: Tensor | Sequence[int] | None, batch: int, steps: int) -> Tensor | None:
+    """lengths (check_lengths_kind's) as a cpu int64 tensor, or ConfigError in one line where it does not
+    give one length from 0 to the inputs' steps to each of the batch's sequences."""
+    if lengths is None:
+        return None
+    values = lengths.detach().cpu().long() if isinstance(lengths, Tensor) else torch.tensor(lengths, dtype=torch.long)
+    if len(values) != batch:
+        raise ConfigError(f"lengths: {len(values)} of them for a batch of {batch}; expected one per sequence")
+    outside = ((values < 0) | (values > steps)).nonzero()
+    if len(outside):
+        row = int(outside[0])
+        raise ConfigError(f"lengths[{row}]={int(values[row])}: expected an integer from 0 to seq_len={steps}")
+    return values
+
+
+def ends_of(given: Tensor | None, held_from: Tensor | None) -> Tensor | None:
+    """Per sample, the first step whose state is not its own (leave_out_overflow's ends): the held rows'
+    (Substitution.held_from), or those of the lengths given, which may not run past a held row's."""
+    if given is None:
+        return held_from
+    if held_from is not None:
+        held, past = held_from.cpu(), (given + 1 > held_from.cpu()).nonzero()
+        if len(past):
+            row = int(past[0])
+            raise ModelError(
+                f"lengths[{row}]={int(given[row])}: the model holds that sequence's state from step {int(held[row])} "
+                f"on (its length is {int(held[row]) - 1}); expected its length"
+            )
+    return given + 1
+
+
+def check_unread_after(log_norms: Tensor, lengths: Tensor) -> None:
+    """ModelError, in one line, where the loss reads a sequence after the length given for it: its
+    gradient there is not 0 (-inf; nan, a sample left out as overflowed, is not read)."""
+    after = (torch.arange(len(log_norms))[:, None] > lengths).to(log_norms.device)  # (T+1, B)
+    read = (after & (log_norms > -math.inf).any(-1)).nonzero()
+    if len(read):
+        t, row = (int(i) for i in read[0])
+        raise ModelError(
+            f"lengths[{row}]={int(lengths[row])}: the loss reads that sequence at step {t}, after its length "
+            "(its gradient there is not 0); expected each sequence's length, after which the loss reads "
+            "nothing of it (its padding masked out of the loss)"
+        )
 
 
 def check_values(key: str, value: Tensor | Sequence[Tensor] | None) -> None:
