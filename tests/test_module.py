@@ -934,6 +934,9 @@ def test_a_module_run_over_the_padding_counts_each_sequence_s_lags_from_the_leng
     assert counted_from_the_batch.lengths is None and "underflow" in counted_from_the_batch.flags
     profile = harness.record(model, x, module=model.rnn, loss=at_own_end, lengths=lengths)
     assert profile.lengths.tolist() == lengths.tolist() and profile.flags == []
+    for given in (lengths.numpy(), [np.int64(n) for n in lengths.tolist()], lengths.int()):  # as a user may hold them
+        again = harness.record(model, x, module=model.rnn, loss=at_own_end, lengths=given).log_norms
+        torch.testing.assert_close(again, profile.log_norms, rtol=0, atol=0, equal_nan=True)
     expected = torch.full((T + 1, len(lengths)), math.nan, dtype=torch.float64)
     for row, length in enumerate(lengths.tolist()):
         expected[T - length :, row] = gru_alone(model, x[row], length)
@@ -943,14 +946,17 @@ def test_a_module_run_over_the_padding_counts_each_sequence_s_lags_from_the_leng
 @pytest.mark.parametrize(
     "case, expected",
     [
-        ("floats", "lengths=a float32 tensor of shape (4,): expected each sequence's length, a 1-d integer"),
+        ("floats", "lengths=Tensor of dtype float32 and shape (4,): expected each sequence's length, a 1-d integer"),
+        ("meta", "lengths=Tensor of dtype int64 and shape (4,) on the meta device: expected each sequence's length"),
+        ("past int64", "lengths: [9223372036854775808, 9, 6, 3]: expected integers from 0 to seq_len="),
+        ("all zero", "lengths: every sequence of the batch has length 0"),
         ("a bool", "lengths=True: expected each sequence's length"),
         ("too few", "lengths: 3 of them for a batch of 4; expected one per sequence"),
         ("too long", f"lengths[0]={T + 1}: expected an integer from 0 to seq_len={T}"),
         ("negative", "lengths[3]=-1: expected an integer from 0 to seq_len="),
         ("with sources", "lengths with sources=4: the dependency view counts its lags from each loss step"),
         ("without a loss", "lengths: given without a loss"),
-        ("the loss reads the padding", "lengths[3]=3: the loss reads that sequence at step 4, after its length"),
+        ("the loss reads the padding", f"lengths[1]=9: the loss reads that sequence up to step {T}, after its length"),
         (
             "past the model's hold",
             "lengths[3]=5: the model holds that sequence's state from step 4 on (its length is 3)",
@@ -965,6 +971,9 @@ def test_lengths_that_do_not_fit_are_refused_in_one_line(case, expected):
     at_own_end = lambda logits: logits[torch.arange(len(lengths)), lengths - 1].sum()
     given = {
         "floats": torch.ones(4),
+        "meta": torch.ones(4, dtype=torch.long, device="meta"),
+        "past int64": [2**63, 9, 6, 3],
+        "all zero": [0, 0, 0, 0],
         "a bool": True,
         "too few": [T, 9, 6],
         "too long": [T + 1, 9, 6, 3],

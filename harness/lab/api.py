@@ -41,6 +41,7 @@ import functools
 import hashlib
 import inspect
 import math
+import numbers
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -222,7 +223,8 @@ def record(
     inputs, targets = ordinary(inputs), ordinary(targets)
     net, cell, reader, x, recurrent = unrolled(model, inputs, module, loss is not None, sources)
     check_sources(sources, recorder, adjoint, x.shape[0])
-    given = checked_lengths(lengths, x.shape[1], x.shape[0])
+    # per sample, the first step whose state is not its own: a held row's, or the lengths given
+    ends = None if sources is not None else ends_of(checked_lengths(lengths, x.shape[1], x.shape[0]), reader.ends())
     parameter = next(net.parameters())
     if loss is None:
         user_loss, loss = None, probe_loss(net.output_size, seed, parameter, reader.batch_first)
@@ -251,15 +253,14 @@ def record(
             )
         # a sample whose forward pass overflowed was not measured at any step (recorders.leave_out_overflow)
         # a padded row's replay after its end is not the model's (the dependency view's rows are lags, not steps)
-        ends = ends_of(given, reader.ends()) if sources is None else None
         log_norms, overflow = leave_out_overflow(log_norms, finite, net, x, ends)
         finite = finite or overflow is None  # the only states out of range were a padded row's, after its end
         # a padded row's lags count from its own end, where its loss reads it (recorders.aligned_to_ends)
-        lengths = None if ends is None or not bool((ends <= x.shape[0]).any()) else (ends - 1).cpu()
-        if lengths is not None:
-            if given is not None:
-                check_unread_after(log_norms, lengths)
-            log_norms = aligned_to_ends(log_norms, lengths)
+        own = None if ends is None or not bool((ends <= x.shape[0]).any()) else (ends - 1).cpu()
+        if own is not None:
+            if lengths is not None:
+                check_unread_after(log_norms, own)
+            log_norms = aligned_to_ends(log_norms, own)
     seq_len = len(log_norms) - 1  # a padded batch's longest sequence (aligned_to_ends), else x's steps
     columns = _profile_columns(
         name, cell, model, recurrent, net, x, seq_len, seed, used, parameter, user_loss, sources, adjoint
@@ -267,7 +268,7 @@ def record(
     columns[RECORDING] = recording_digest(log_norms, counts, overflow, [*net.parameters(), x, targets])
     view = "adjoint" if sources is None else "dependency"
     elapsed = time.perf_counter() - start
-    return GradientProfile(log_norms, net.state_names, columns, used, view, counts, finite, elapsed, overflow, lengths)
+    return GradientProfile(log_norms, net.state_names, columns, used, view, counts, finite, elapsed, overflow, own)
 
 
 def recording_digest(
@@ -446,7 +447,7 @@ def check_settings(
     memory_fraction: Any,
     loss: Callable[..., Tensor] | None,
     targets: Tensor | None,
-    lengths: Any = None,
+    lengths: Any,
 ) -> None:
     """ConfigError, in one line naming the argument, for a setting record() does not take."""
     check_recorder(recorder)
@@ -485,20 +486,28 @@ def check_settings(
 
 
 def check_lengths_kind(lengths: Any) -> None:
-    """ConfigError, in one line, unless lengths is None, a 1-d integer tensor or a list or tuple of ints."""
+    """ConfigError, in one line, unless lengths is None, a 1-d integer tensor or array (not on the meta
+    device) or a list or tuple of integers."""
     if lengths is None:
         return
-    if isinstance(lengths, Tensor):
-        if lengths.dim() == 1 and not (
-            lengths.is_floating_point() or lengths.is_complex() or lengths.dtype == torch.bool
-        ):
+    if isinstance(lengths, (Tensor, np.ndarray)):
+        integers = (
+            not (lengths.is_floating_point() or lengths.is_complex() or lengths.dtype == torch.bool)
+            if isinstance(lengths, Tensor)
+            else np.issubdtype(lengths.dtype, np.integer)
+        )
+        if lengths.ndim == 1 and integers and getattr(lengths, "device", None) != torch.device("meta"):
             return
-        what = f"a {str(lengths.dtype).removeprefix('torch.')} tensor of shape {tuple(lengths.shape)}"
-    elif isinstance(lengths, (list, tuple)) and all(isinstance(v, int) and not isinstance(v, bool) for v in lengths):
+        dtype = str(lengths.dtype).removeprefix("torch.")
+        where = " on the meta device" if getattr(lengths, "device", None) == torch.device("meta") else ""
+        what = f"{type(lengths).__name__} of dtype {dtype} and shape {tuple(lengths.shape)}{where}"
+    elif isinstance(lengths, (list, tuple)) and all(
+        isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_)) for v in lengths
+    ):
         return
     else:
         what = repr(lengths) if len(repr(lengths)) <= 60 else type(lengths).__name__
-    raise ConfigError(f"lengths={what}: expected each sequence's length, a 1-d integer tensor or a list of ints")
+    raise ConfigError(f"lengths={what}: expected each sequence's length, a 1-d integer tensor or a list of integers")
 
 
 def checked_lengths(lengths: Tensor | Sequence[int] | None, batch: int, steps: int) -> Tensor | None:
@@ -506,7 +515,10 @@ def checked_lengths(lengths: Tensor | Sequence[int] | None, batch: int, steps: i
     give one length from 0 to the inputs' steps to each of the batch's sequences."""
     if lengths is None:
         return None
-    values = lengths.detach().cpu().long() if isinstance(lengths, Tensor) else torch.tensor(lengths, dtype=torch.long)
+    try:
+        values = torch.as_tensor(lengths.detach().cpu() if isinstance(lengths, Tensor) else lengths).long()
+    except (OverflowError, RuntimeError, TypeError, ValueError):  # an integer past int64
+        raise ConfigError(f"lengths: {lengths!r:.60}: expected integers from 0 to seq_len={steps}") from None
     if len(values) != batch:
         raise ConfigError(f"lengths: {len(values)} of them for a batch of {batch}; expected one per sequence")
     outside = ((values < 0) | (values > steps)).nonzero()
@@ -518,29 +530,37 @@ def checked_lengths(lengths: Tensor | Sequence[int] | None, batch: int, steps: i
 
 def ends_of(given: Tensor | None, held_from: Tensor | None) -> Tensor | None:
     """Per sample, the first step whose state is not its own (leave_out_overflow's ends): the held rows'
-    (Substitution.held_from), or those of the lengths given, which may not run past a held row's."""
-    if given is None:
-        return held_from
-    if held_from is not None:
-        held, past = held_from.cpu(), (given + 1 > held_from.cpu()).nonzero()
+    (Substitution.held_from), or those of the lengths given, which may not run past a held row's; an
+    error where every sequence ends before its first step (a profile of no step)."""
+    if given is not None and held_from is not None:
+        held = held_from.cpu()
+        past = (given + 1 > held).nonzero()
         if len(past):
             row = int(past[0])
             raise ModelError(
                 f"lengths[{row}]={int(given[row])}: the model holds that sequence's state from step {int(held[row])} "
                 f"on (its length is {int(held[row]) - 1}); expected its length"
             )
-    return given + 1
+    ends = held_from if given is None else given + 1
+    if ends is not None and not bool((ends > 1).any()):
+        raise (ModelError if given is None else ConfigError)(
+            "lengths: every sequence of the batch has length 0 (held, or given, from its first step): no step "
+            "of theirs to record; expected a sequence of 1 step or more"
+        )
+    return ends
 
 
 def check_unread_after(log_norms: Tensor, lengths: Tensor) -> None:
     """ModelError, in one line, where the loss reads a sequence after the length given for it: its
-    gradient there is not 0 (-inf; nan, a sample left out as overflowed, is not read)."""
+    gradient there is not 0 (-inf; nan, a sample left out as overflowed, is not read). The step named is
+    the last one read (the steps between pass its gradient back, not 0 either)."""
     after = (torch.arange(len(log_norms))[:, None] > lengths).to(log_norms.device)  # (T+1, B)
-    read = (after & (log_norms > -math.inf).any(-1)).nonzero()
-    if len(read):
-        t, row = (int(i) for i in read[0])
+    read = (after & (log_norms > -math.inf).any(-1)).cpu()
+    if bool(read.any()):
+        row = int(read.any(0).nonzero()[0])
+        t = int(read[:, row].nonzero()[-1])
         raise ModelError(
-            f"lengths[{row}]={int(lengths[row])}: the loss reads that sequence at step {t}, after its length "
+            f"lengths[{row}]={int(lengths[row])}: the loss reads that sequence up to step {t}, after its length "
             "(its gradient there is not 0); expected each sequence's length, after which the loss reads "
             "nothing of it (its padding masked out of the loss)"
         )
