@@ -948,7 +948,7 @@ def test_a_module_run_over_the_padding_counts_each_sequence_s_lags_from_the_leng
     [
         ("floats", "lengths=Tensor of dtype float32 and shape (4,): expected each sequence's length, a 1-d integer"),
         ("meta", "lengths=Tensor of dtype int64 and shape (4,) on the meta device: expected each sequence's length"),
-        ("past int64", "lengths: [9223372036854775808, 9, 6, 3]: expected integers from 0 to seq_len="),
+        ("past int64", "lengths=[9223372036854775808, 9, 6, 3]: expected integers from 0 to seq_len="),
         ("all zero", "lengths: every sequence of the batch has length 0"),
         ("a bool", "lengths=True: expected each sequence's length"),
         ("too few", "lengths: 3 of them for a batch of 4; expected one per sequence"),

@@ -133,6 +133,35 @@ def test_a_classifiers_targets_are_cut_along_their_own_batch_dimension():
         harness.Monitor(model, (x, torch.randint(4, (7,))), loss=F.cross_entropy)
 
 
+def padded_cross_entropy(logits, targets):
+    return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100)
+
+
+def test_a_padded_batch_s_lengths_are_cut_with_it_and_recorded_as_harness_record_s():
+    """A language model on sequences of their own lengths, padding left out of the loss (ignore_index): the
+    monitor cuts the lengths with the batch, and records what harness.record records of that cut batch
+    with those lengths (each sequence's lags from its own end); lengths for another batch size, or with
+    sources, are refused in one line, the latter when the monitor is made."""
+    torch.manual_seed(0)
+    model = DropoutLM()
+    lengths = torch.tensor([T, 15, 9, 4, T, 2])
+    tokens = torch.randint(VOCAB, (B, T))
+    targets = torch.where(torch.arange(T) < lengths[:, None], torch.randint(VOCAB, (B, T)), -100)
+    monitor = harness.Monitor(model, module=model.lstm, loss=padded_cross_entropy, sequences=4, lengths=lengths)
+    snapshot = monitor.step(0, (tokens, targets))
+    model.eval()
+    alone = harness.record(
+        model, tokens[:4], module=model.lstm, loss=padded_cross_entropy, targets=targets[:4], lengths=lengths[:4]
+    )
+    assert snapshot.profile.lengths.tolist() == [T, 15, 9, 4]
+    torch.testing.assert_close(snapshot.profile.log_norms, alone.log_norms, rtol=0, atol=0, equal_nan=True)
+    with pytest.raises(HarnessError, match="lengths: 5 of them for a batch of 6") as error:
+        harness.Monitor(model, (tokens, targets), module=model.lstm, loss=padded_cross_entropy, lengths=lengths[:5])
+    assert "\n" not in str(error.value)
+    with pytest.raises(HarnessError, match="lengths with sources=4"):
+        harness.Monitor(model, module=model.lstm, loss=padded_cross_entropy, sources=4, lengths=lengths)
+
+
 def test_step_without_any_batch_is_one_line():
     with pytest.raises(HarnessError, match="no batch yet"):
         harness.Monitor(nn.LSTM(3, 4)).step(0)

@@ -69,6 +69,7 @@ from harness.lab.profile import GradientProfile
 from harness.lab.steps import like
 
 Loss = Callable[[Tensor], Tensor]
+META = torch.device("meta")  # a tensor there holds no values
 HASH_ROWS = 4096  # steps of log-norms recording_digest copies at a time
 TORCH_CELLS = {nn.RNN: "rnn", nn.LSTM: "lstm", nn.GRU: "gru"}
 ADJOINTS = ("state", "total")
@@ -451,17 +452,7 @@ def check_settings(
 ) -> None:
     """ConfigError, in one line naming the argument, for a setting record() does not take."""
     check_recorder(recorder)
-    check_lengths_kind(lengths)
-    if lengths is not None and sources is not None:
-        raise ConfigError(
-            f"lengths with sources={sources}: the dependency view counts its lags from each loss step; "
-            "expected one of them"
-        )
-    if lengths is not None and loss is None:
-        raise ConfigError(
-            "lengths: given without a loss (the probe reads every sequence at the batch's last step); "
-            "expected loss=... reading each sequence at its own end"
-        )
+    check_lengths(lengths, sources, loss)
     if adjoint not in ADJOINTS:
         raise ConfigError(f"adjoint={adjoint!r}: expected one of {', '.join(ADJOINTS)}")
     if sources is not None and (isinstance(sources, bool) or not isinstance(sources, int)):
@@ -485,29 +476,49 @@ def check_settings(
             pass
 
 
-def check_lengths_kind(lengths: Any) -> None:
-    """ConfigError, in one line, unless lengths is None, a 1-d integer tensor or array (not on the meta
-    device) or a list or tuple of integers."""
+def check_lengths(lengths: Any, sources: Any, loss: Callable[..., Tensor] | None) -> None:
+    """ConfigError, in one line, unless lengths is None, or a 1-d integer tensor or array (not on the meta
+    device) or a list or tuple of integers, given with a loss and without sources."""
     if lengths is None:
         return
-    if isinstance(lengths, (Tensor, np.ndarray)):
-        integers = (
-            not (lengths.is_floating_point() or lengths.is_complex() or lengths.dtype == torch.bool)
-            if isinstance(lengths, Tensor)
-            else np.issubdtype(lengths.dtype, np.integer)
+    if not is_lengths_kind(lengths):
+        raise ConfigError(
+            f"lengths={described(lengths)}: expected each sequence's length, a 1-d integer tensor or a list of integers"
         )
-        if lengths.ndim == 1 and integers and getattr(lengths, "device", None) != torch.device("meta"):
-            return
-        dtype = str(lengths.dtype).removeprefix("torch.")
-        where = " on the meta device" if getattr(lengths, "device", None) == torch.device("meta") else ""
-        what = f"{type(lengths).__name__} of dtype {dtype} and shape {tuple(lengths.shape)}{where}"
-    elif isinstance(lengths, (list, tuple)) and all(
+    if sources is not None:
+        raise ConfigError(
+            f"lengths with sources={sources}: the dependency view counts its lags from each loss step; "
+            "expected one of them"
+        )
+    if loss is None:
+        raise ConfigError(
+            "lengths: given without a loss (the probe reads every sequence at the batch's last step); "
+            "expected loss=... reading each sequence at its own end"
+        )
+
+
+def described(value: Any) -> str:
+    """How an error names a value: a tensor or array by its dtype and shape, else by its repr (by its type
+    where that is long)."""
+    if isinstance(value, (Tensor, np.ndarray)):
+        where = " on the meta device" if getattr(value, "device", None) == META else ""
+        dtype = str(value.dtype).removeprefix("torch.")
+        return f"{type(value).__name__} of dtype {dtype} and shape {tuple(value.shape)}{where}"
+    text = repr(value)
+    return text if len(text) <= 60 else type(value).__name__
+
+
+def is_lengths_kind(lengths: Any) -> bool:
+    """A 1-d integer tensor (not on the meta device, which holds no values) or array, or a list or tuple of
+    integers."""
+    if isinstance(lengths, Tensor):
+        integer = not (lengths.is_floating_point() or lengths.is_complex() or lengths.dtype == torch.bool)
+        return lengths.dim() == 1 and integer and lengths.device != META
+    if isinstance(lengths, np.ndarray):
+        return lengths.ndim == 1 and np.issubdtype(lengths.dtype, np.integer)
+    return isinstance(lengths, (list, tuple)) and all(
         isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_)) for v in lengths
-    ):
-        return
-    else:
-        what = repr(lengths) if len(repr(lengths)) <= 60 else type(lengths).__name__
-    raise ConfigError(f"lengths={what}: expected each sequence's length, a 1-d integer tensor or a list of integers")
+    )
 
 
 def checked_lengths(lengths: Tensor | Sequence[int] | None, batch: int, steps: int) -> Tensor | None:
@@ -518,7 +529,7 @@ def checked_lengths(lengths: Tensor | Sequence[int] | None, batch: int, steps: i
     try:
         values = torch.as_tensor(lengths.detach().cpu() if isinstance(lengths, Tensor) else lengths).long()
     except (OverflowError, RuntimeError, TypeError, ValueError):  # an integer past int64
-        raise ConfigError(f"lengths: {lengths!r:.60}: expected integers from 0 to seq_len={steps}") from None
+        raise ConfigError(f"lengths={described(lengths)}: expected integers from 0 to seq_len={steps}") from None
     if len(values) != batch:
         raise ConfigError(f"lengths: {len(values)} of them for a batch of {batch}; expected one per sequence")
     outside = ((values < 0) | (values > steps)).nonzero()

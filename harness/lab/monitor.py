@@ -92,6 +92,7 @@ class Monitor:
     over, else 1 (torch's (seq_len, batch, ...) layout).
     targets_batch_dim: the targets'; None: batch_dim where they have the batch size there, else 0 (a
     classifier's (batch,) labels); refused where both have it and the batch is cut (T == batch).
+    lengths: each sequence's length in the fixed batch (harness.record's lengths=), cut with it.
     loggers: each gets every snapshot (log) and is closed by close().
     """
 
@@ -111,6 +112,7 @@ class Monitor:
         seed: int = 0,
         horizon_decades: float = 3.0,
         name: str = "monitor",
+        lengths: Tensor | Sequence[int] | None = None,
     ):
         for key, value in (("every", every), ("sequences", sequences)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -118,13 +120,14 @@ class Monitor:
         for key, value in (("batch_dim", batch_dim), ("targets_batch_dim", targets_batch_dim)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
                 raise ConfigError(f"{key}={value!r}: expected an integer >= 0, or None")
-        check_recording(recorder, seed, horizon_decades)
+        check_recording(recorder, seed, horizon_decades, lengths, sources, loss)
         loggers = check_loggers(loggers)
         self.model, self.module, self.loss, self.sources = model, module, loss, sources
         self.every, self.sequences, self.batch_dim = every, sequences, batch_dim
         self.targets_batch_dim = targets_batch_dim
         self.loggers, self.recorder, self.seed = loggers, recorder, seed
         self.horizon_decades, self.name = horizon_decades, name
+        self.lengths = lengths  # the fixed batch's, until _fixed cuts them with it
         self.batch: tuple[Tensor, ...] | None = None
         self.snapshots: list[Snapshot] = []
         if batch is not None:
@@ -158,6 +161,7 @@ class Monitor:
                 sources=self.sources,
                 seed=self.seed,
                 name=self.name,
+                lengths=self.lengths,
             )
         run = self.snapshots[0].recording if self.snapshots else training(profile.columns[RECORDING])
         snapshot = Snapshot(step, profile, profile.fits(horizon_decades=self.horizon_decades), run)
@@ -191,6 +195,13 @@ class Monitor:
         size = inputs.shape[dim]
         n = min(self.sequences, size)
         dims = [dim, *(self._targets_dim(t, tuple(inputs.shape), dim, n) for t in targets)]
+        if self.lengths is not None:
+            if len(self.lengths) != size:
+                raise ConfigError(
+                    f"lengths: {len(self.lengths)} of them for a batch of {size} (its dimension {dim}); "
+                    "expected one per sequence of the batch"
+                )
+            self.lengths = self.lengths[:n]
         return tuple(t.narrow(d, 0, n).detach().clone() for t, d in zip((inputs, *targets), dims))
 
     def _targets_dim(self, targets: Tensor, inputs: tuple[int, ...], dim: int, n: int) -> int:
@@ -218,12 +229,13 @@ class Monitor:
         return candidates[0]
 
 
-def check_recording(recorder: str, seed: Any, horizon_decades: Any) -> None:
+def check_recording(recorder: str, seed: Any, horizon_decades: Any, lengths: Any, sources: Any, loss: Any) -> None:
     """ConfigError, in one line naming the argument, for a recording setting harness.record would refuse
-    at the first recording, mid-training (recorder, seed) or the fits after it (horizon_decades)."""
-    from harness.lab.api import check_recorder  # imported where used, as record() is
+    at the first recording, mid-training (recorder, seed, lengths) or the fits after it (horizon_decades)."""
+    from harness.lab.api import check_lengths, check_recorder  # imported where used, as record() is
 
     check_recorder(recorder)
+    check_lengths(lengths, sources, loss)
     VALIDATORS["seed"]("seed", seed)
     check_horizon_decades(horizon_decades)
 
