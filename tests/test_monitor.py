@@ -147,8 +147,11 @@ def test_a_padded_batch_s_lengths_are_cut_with_it_and_recorded_as_harness_record
     lengths = torch.tensor([T, 15, 9, 4, T, 2])
     tokens = torch.randint(VOCAB, (B, T))
     targets = torch.where(torch.arange(T) < lengths[:, None], torch.randint(VOCAB, (B, T)), -100)
-    monitor = harness.Monitor(model, module=model.lstm, loss=padded_cross_entropy, sequences=4, lengths=lengths)
+    given = lengths.clone()
+    monitor = harness.Monitor(model, module=model.lstm, loss=padded_cross_entropy, sequences=4, lengths=given)
     snapshot = monitor.step(0, (tokens, targets))
+    given.fill_(T)  # the caller's tensor, reused: the monitor keeps its own copy
+    assert torch.equal(monitor.record(1).profile.log_norms.isnan(), snapshot.profile.log_norms.isnan())
     model.eval()
     alone = harness.record(
         model, tokens[:4], module=model.lstm, loss=padded_cross_entropy, targets=targets[:4], lengths=lengths[:4]

@@ -70,6 +70,7 @@ from harness.lab.steps import like
 
 Loss = Callable[[Tensor], Tensor]
 META = torch.device("meta")  # a tensor there holds no values
+Lengths = Tensor | np.ndarray | Sequence[int]  # each sequence's length in a padded batch (record's lengths=)
 HASH_ROWS = 4096  # steps of log-norms recording_digest copies at a time
 TORCH_CELLS = {nn.RNN: "rnn", nn.LSTM: "lstm", nn.GRU: "gru"}
 ADJOINTS = ("state", "total")
@@ -195,7 +196,7 @@ def record(
     name: str = "python",
     segment: int | None = None,
     memory_fraction: float = 0.25,
-    lengths: Tensor | Sequence[int] | None = None,
+    lengths: Lengths | None = None,
 ) -> GradientProfile:
     """Record ||dL/dh_t|| for every t, every layer and state block, every sample (see the module doc).
 
@@ -481,6 +482,12 @@ def check_lengths(lengths: Any, sources: Any, loss: Callable[..., Tensor] | None
     device) or a list or tuple of integers, given with a loss and without sources."""
     if lengths is None:
         return
+    if isinstance(lengths, (list, tuple)):  # the first item that is no integer, named where a long list is not
+        item = next((i for i, v in enumerate(lengths) if not is_lengths_kind([v])), None)
+        if item is not None:
+            raise ConfigError(
+                f"lengths[{item}]={described(lengths[item])}: expected an integer (each sequence's length)"
+            )
     if not is_lengths_kind(lengths):
         raise ConfigError(
             f"lengths={described(lengths)}: expected each sequence's length, a 1-d integer tensor or a list of integers"
@@ -509,11 +516,11 @@ def described(value: Any) -> str:
 
 
 def is_lengths_kind(lengths: Any) -> bool:
-    """A 1-d integer tensor (not on the meta device, which holds no values) or array, or a list or tuple of
-    integers."""
+    """A 1-d dense integer tensor (not on the meta device, which holds no values) or array, or a list or
+    tuple of integers."""
     if isinstance(lengths, Tensor):
         integer = not (lengths.is_floating_point() or lengths.is_complex() or lengths.dtype == torch.bool)
-        return lengths.dim() == 1 and integer and lengths.device != META
+        return lengths.dim() == 1 and integer and lengths.device != META and lengths.layout == torch.strided
     if isinstance(lengths, np.ndarray):
         return lengths.ndim == 1 and np.issubdtype(lengths.dtype, np.integer)
     return isinstance(lengths, (list, tuple)) and all(
@@ -521,22 +528,27 @@ def is_lengths_kind(lengths: Any) -> bool:
     )
 
 
-def checked_lengths(lengths: Tensor | Sequence[int] | None, batch: int, steps: int) -> Tensor | None:
-    """lengths (check_lengths_kind's) as a cpu int64 tensor, or ConfigError in one line where it does not
-    give one length from 0 to the inputs' steps to each of the batch's sequences."""
+def checked_lengths(lengths: Lengths | None, batch: int, steps: int) -> Tensor | None:
+    """lengths (check_lengths') as a cpu int64 tensor, or ConfigError in one line where it does not give
+    one length from 0 to the inputs' steps to each of the batch's sequences."""
     if lengths is None:
         return None
-    try:
-        values = torch.as_tensor(lengths.detach().cpu() if isinstance(lengths, Tensor) else lengths).long()
-    except (OverflowError, RuntimeError, TypeError, ValueError):  # an integer past int64
+    check_count(lengths, batch)
+    try:  # through Python's integers: an unsigned 64-bit one past int64 is refused, not wrapped round
+        values = torch.tensor(lengths.tolist() if isinstance(lengths, (Tensor, np.ndarray)) else list(lengths))
+    except (OverflowError, RuntimeError, ValueError):
         raise ConfigError(f"lengths={described(lengths)}: expected integers from 0 to seq_len={steps}") from None
-    if len(values) != batch:
-        raise ConfigError(f"lengths: {len(values)} of them for a batch of {batch}; expected one per sequence")
     outside = ((values < 0) | (values > steps)).nonzero()
     if len(outside):
         row = int(outside[0])
         raise ConfigError(f"lengths[{row}]={int(values[row])}: expected an integer from 0 to seq_len={steps}")
     return values
+
+
+def check_count(lengths: Lengths, batch: int, where: str = "") -> None:
+    """ConfigError, in one line, unless lengths holds one length per sequence of the batch."""
+    if len(lengths) != batch:
+        raise ConfigError(f"lengths: {len(lengths)} of them for a batch of {batch}{where}; expected one per sequence")
 
 
 def ends_of(given: Tensor | None, held_from: Tensor | None) -> Tensor | None:

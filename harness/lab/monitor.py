@@ -18,6 +18,7 @@ without it ends with bit-identical weights (tests/test_monitor.py).
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -33,6 +34,8 @@ from harness.lab.profile import GradientProfile, check_horizon_decades
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from harness.lab.api import Lengths
 
 
 @dataclass(frozen=True)
@@ -112,7 +115,7 @@ class Monitor:
         seed: int = 0,
         horizon_decades: float = 3.0,
         name: str = "monitor",
-        lengths: Tensor | Sequence[int] | None = None,
+        lengths: Lengths | None = None,
     ):
         for key, value in (("every", every), ("sequences", sequences)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -127,7 +130,7 @@ class Monitor:
         self.targets_batch_dim = targets_batch_dim
         self.loggers, self.recorder, self.seed = loggers, recorder, seed
         self.horizon_decades, self.name = horizon_decades, name
-        self.lengths = lengths  # the fixed batch's, until _fixed cuts them with it
+        self.lengths = copy.deepcopy(lengths)  # the fixed batch's, cut with it by _fixed (a copy: never the caller's)
         self.batch: tuple[Tensor, ...] | None = None
         self.snapshots: list[Snapshot] = []
         if batch is not None:
@@ -196,11 +199,9 @@ class Monitor:
         n = min(self.sequences, size)
         dims = [dim, *(self._targets_dim(t, tuple(inputs.shape), dim, n) for t in targets)]
         if self.lengths is not None:
-            if len(self.lengths) != size:
-                raise ConfigError(
-                    f"lengths: {len(self.lengths)} of them for a batch of {size} (its dimension {dim}); "
-                    "expected one per sequence of the batch"
-                )
+            from harness.lab.api import check_count  # imported where used, as record() is
+
+            check_count(self.lengths, size, f" (its dimension {dim})")
             self.lengths = self.lengths[:n]
         return tuple(t.narrow(d, 0, n).detach().clone() for t, d in zip((inputs, *targets), dims))
 
