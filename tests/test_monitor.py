@@ -139,9 +139,10 @@ def padded_cross_entropy(logits, targets):
 
 def test_a_padded_batch_s_lengths_are_cut_with_it_and_recorded_as_harness_record_s():
     """A language model on sequences of their own lengths, padding left out of the loss (ignore_index): the
-    monitor cuts the lengths with the batch, and records what harness.record records of that cut batch
-    with those lengths (each sequence's lags from its own end); lengths for another batch size, or with
-    sources, are refused in one line, the latter when the monitor is made."""
+    monitor cuts the lengths with the batch (given to Monitor, or with the batch step first keeps), and
+    records what harness.record records of that cut batch with those lengths (each sequence's lags from its
+    own end); lengths for another batch size, given twice, or with sources, are refused in one line, the
+    last when the monitor is made."""
     torch.manual_seed(0)
     model = DropoutLM()
     lengths = torch.tensor([T, 15, 9, 4, T, 2])
@@ -158,6 +159,19 @@ def test_a_padded_batch_s_lengths_are_cut_with_it_and_recorded_as_harness_record
     )
     assert snapshot.profile.lengths.tolist() == [T, 15, 9, 4]
     torch.testing.assert_close(snapshot.profile.log_norms, alone.log_norms, rtol=0, atol=0, equal_nan=True)
+    # a batch first given to step (a loader's), with its lengths
+    later = harness.Monitor(model, module=model.lstm, loss=padded_cross_entropy, sequences=4)
+    torch.testing.assert_close(
+        later.step(0, (tokens, targets), lengths=lengths.tolist()).profile.log_norms,
+        alone.log_norms,
+        rtol=0,
+        atol=0,
+        equal_nan=True,
+    )
+    with pytest.raises(HarnessError, match="Monitor.step: lengths given to Monitor and to step; expected them once"):
+        harness.Monitor(model, module=model.lstm, loss=padded_cross_entropy, lengths=lengths).step(
+            0, (tokens, targets), lengths=lengths
+        )
     with pytest.raises(HarnessError, match="lengths: 5 of them for a batch of 6") as error:
         harness.Monitor(model, (tokens, targets), module=model.lstm, loss=padded_cross_entropy, lengths=lengths[:5])
     assert "\n" not in str(error.value)

@@ -130,18 +130,25 @@ class Monitor:
         self.targets_batch_dim = targets_batch_dim
         self.loggers, self.recorder, self.seed = loggers, recorder, seed
         self.horizon_decades, self.name = horizon_decades, name
-        self.lengths = copy.deepcopy(lengths)  # the fixed batch's, cut with it by _fixed (a copy: never the caller's)
+        self.lengths = copy.deepcopy(lengths)  # the fixed batch's (a copy: never the caller's), cut with it
         self.batch: tuple[Tensor, ...] | None = None
         self.snapshots: list[Snapshot] = []
         if batch is not None:
-            self.batch = self._fixed(batch)
+            self.batch, self.lengths = self._fixed(batch, self.lengths)
 
-    def step(self, step: int, batch: Batch | None = None) -> Snapshot | None:
-        """Call after optimizer.step(): records when step % every == 0 (the first batch given is kept)."""
+    def step(self, step: int, batch: Batch | None = None, lengths: Lengths | None = None) -> Snapshot | None:
+        """Call after optimizer.step(): records when step % every == 0 (the first batch given is kept, and
+        `lengths`, its sequences' lengths where padded, with it; as Monitor's lengths=)."""
         if self.batch is None:
             if batch is None:
                 raise ConfigError("Monitor.step: no batch yet; expected Monitor(model, batch) or step(step, batch)")
-            self.batch = self._fixed(batch)
+            if lengths is not None:
+                if self.lengths is not None:
+                    raise ConfigError(
+                        "Monitor.step: lengths given to Monitor and to step; expected them once, with the batch"
+                    )
+                check_recording(self.recorder, self.seed, self.horizon_decades, lengths, self.sources, self.loss)
+            self.batch, self.lengths = self._fixed(batch, self.lengths if lengths is None else copy.deepcopy(lengths))
         if step % self.every:
             return None
         return self.record(step)
@@ -185,9 +192,9 @@ class Monitor:
         for logger in self.loggers:
             logger.close()
 
-    def _fixed(self, batch: Batch) -> tuple[Tensor, ...]:
+    def _fixed(self, batch: Batch, lengths: Lengths | None) -> tuple[tuple[Tensor, ...], Lengths | None]:
         """The batch cut to `sequences` along its batch dimension, detached and copied (training may
-        reuse the tensors in place)."""
+        reuse the tensors in place), and its lengths cut with it."""
         tensors = (batch,) if isinstance(batch, Tensor) else tuple(batch)
         if not tensors or not all(isinstance(t, Tensor) for t in tensors):
             raise ConfigError(f"batch: expected a tensor or a sequence of tensors, got {type(batch).__name__}")
@@ -198,12 +205,12 @@ class Monitor:
         size = inputs.shape[dim]
         n = min(self.sequences, size)
         dims = [dim, *(self._targets_dim(t, tuple(inputs.shape), dim, n) for t in targets)]
-        if self.lengths is not None:
+        if lengths is not None:
             from harness.lab.api import check_count  # imported where used, as record() is
 
-            check_count(self.lengths, size, f" (its dimension {dim})")
-            self.lengths = self.lengths[:n]
-        return tuple(t.narrow(d, 0, n).detach().clone() for t, d in zip((inputs, *targets), dims))
+            check_count(lengths, size, f" (its dimension {dim})")
+            lengths = lengths[:n]
+        return tuple(t.narrow(d, 0, n).detach().clone() for t, d in zip((inputs, *targets), dims)), lengths
 
     def _targets_dim(self, targets: Tensor, inputs: tuple[int, ...], dim: int, n: int) -> int:
         """The targets' batch dimension: targets_batch_dim if given, else the inputs' where the targets
