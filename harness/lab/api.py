@@ -483,7 +483,7 @@ def check_lengths(lengths: Any, sources: Any, loss: Callable[..., Tensor] | None
     if lengths is None:
         return
     if isinstance(lengths, (list, tuple)):  # the first item that is no integer, named where a long list is not
-        item = next((i for i, v in enumerate(lengths) if not is_lengths_kind([v])), None)
+        item = next((i for i, v in enumerate(lengths) if not is_integer(v)), None)
         if item is not None:
             raise ConfigError(
                 f"lengths[{item}]={described(lengths[item])}: expected an integer (each sequence's length)"
@@ -523,9 +523,12 @@ def is_lengths_kind(lengths: Any) -> bool:
         return lengths.dim() == 1 and integer and lengths.device != META and lengths.layout == torch.strided
     if isinstance(lengths, np.ndarray):
         return lengths.ndim == 1 and np.issubdtype(lengths.dtype, np.integer)
-    return isinstance(lengths, (list, tuple)) and all(
-        isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_)) for v in lengths
-    )
+    return isinstance(lengths, (list, tuple)) and all(map(is_integer, lengths))
+
+
+def is_integer(value: Any) -> bool:
+    """An integer, Python's or numpy's, but not a truth value."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
 
 
 def checked_lengths(lengths: Lengths | None, batch: int, steps: int) -> Tensor | None:
@@ -595,7 +598,7 @@ def check_values(key: str, value: Tensor | Sequence[Tensor] | None) -> None:
     for tensor in (value,) if isinstance(value, Tensor) else value if isinstance(value, (tuple, list)) else ():
         if not isinstance(tensor, Tensor):
             continue
-        if tensor.device.type == "meta":
+        if tensor.device == META:
             raise ModelError(f"{key}: on the meta device (no values); expected real tensors (cpu or cuda)")
         if tensor.numel() == 0:
             raise ModelError(f"{key}: shape {tuple(tensor.shape)} holds no values; expected a nonempty batch")

@@ -147,7 +147,9 @@ class Monitor:
                     raise ConfigError(
                         "Monitor.step: lengths given to Monitor and to step; expected them once, with the batch"
                     )
-                check_recording(self.recorder, self.seed, self.horizon_decades, lengths, self.sources, self.loss)
+                from harness.lab.api import check_lengths  # imported where used, as record() is
+
+                check_lengths(lengths, self.sources, self.loss)
             self.batch, self.lengths = self._fixed(batch, self.lengths if lengths is None else copy.deepcopy(lengths))
         if step % self.every:
             return None
