@@ -958,7 +958,6 @@ def test_a_module_run_over_the_padding_counts_each_sequence_s_lags_from_the_leng
         ("too long", f"lengths[0]={T + 1}: expected an integer from 0 to seq_len={T}"),
         ("negative", "lengths[3]=-1: expected an integer from 0 to seq_len="),
         ("with sources", "lengths with sources=4: the dependency view counts its lags from each loss step"),
-        ("without a loss", "lengths: given without a loss"),
         ("the loss reads the padding", f"lengths[1]=9: the loss reads that sequence up to step {T}, after its length"),
         (
             "past the model's hold",
@@ -985,9 +984,7 @@ def test_lengths_that_do_not_fit_are_refused_in_one_line(case, expected):
         "too long": [T + 1, 9, 6, 3],
         "negative": [T, 9, 6, -1],
     }.get(case, lengths)
-    loss = {"without a loss": None, "the loss reads the padding": lambda logits: logits.square().sum()}.get(
-        case, at_own_end
-    )
+    loss = lambda logits: logits.square().sum() if case == "the loss reads the padding" else at_own_end(logits)
     record = functools.partial(harness.record, model, x, module=model.rnn, loss=loss, lengths=given)
     if case == "with sources":
         record = functools.partial(record, loss=lambda logits, s: logits[:, s].sum(), sources=4)

@@ -49,6 +49,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.nn.utils.rnn import PackedSequence
 
 from harness.core.cells import CellNet, RecurrentNet, StackedNet
 from harness.core.errors import ConfigError, ModelError
@@ -119,14 +120,22 @@ def as_network(model: nn.Module, input_size: int) -> tuple[StackedNet, str, bool
     )
 
 
-def probe_loss(hidden_size: int, seed: int, like: Tensor, batch_first: bool = False) -> Loss:
+def probe_loss(
+    hidden_size: int, seed: int, like: Tensor, batch_first: bool = False, last: Tensor | None = None
+) -> Loss:
     """The probe: r . h summed over the batch, r a fixed random unit vector (seeded), read at the last
-    step, or at step s when called as probe(outputs, s) (the dependency view)."""
+    step (each sequence's own, `last`, in a padded batch), or at step s when called as probe(outputs, s)
+    (the dependency view)."""
     readout = torch.randn(hidden_size, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
     readout = (readout / readout.norm()).to(like)
 
     def probe(outputs: Tensor, s: int = -1) -> Tensor:
-        return ((outputs[:, s] if batch_first else outputs[s]) @ readout.to(outputs)).sum()
+        if last is not None:
+            rows, steps = torch.arange(len(last), device=outputs.device), last.to(outputs.device)
+            read = outputs[rows, steps] if batch_first else outputs[steps, rows]
+        else:
+            read = outputs[:, s] if batch_first else outputs[s]
+        return (read @ readout.to(outputs)).sum()
 
     return probe
 
@@ -228,8 +237,10 @@ def record(
     # per sample, the first step whose state is not its own: a held row's, or the lengths given
     ends = None if sources is not None else ends_of(checked_lengths(lengths, x.shape[1], x.shape[0]), reader.ends())
     parameter = next(net.parameters())
-    if loss is None:
-        user_loss, loss = None, probe_loss(net.output_size, seed, parameter, reader.batch_first)
+    if loss is None:  # in a padded batch, each sequence read at its own last step
+        early = ends is not None and bool((ends <= x.shape[0]).any())
+        last = ends.clamp(max=x.shape[0] + 1) - 2 if early else None
+        user_loss, loss = None, probe_loss(net.output_size, seed, parameter, reader.batch_first, last)
     else:
         user_loss = loss
         loss = (lambda out, *s: user_loss(out, targets, *s)) if targets is not None else user_loss
@@ -317,8 +328,15 @@ class Reader:
     """What the loss reads, from the top layer's outputs (steps, B, H): the module's own output
     sequence (in its dtype, batch first where it is), or through a Substitution the whole model's."""
 
-    def __init__(self, dtype: torch.dtype, batch_first: bool, substitution: Substitution | None = None):
+    def __init__(
+        self,
+        dtype: torch.dtype,
+        batch_first: bool,
+        substitution: Substitution | None = None,
+        held_from: Tensor | None = None,
+    ):
         self.dtype, self.batch_first, self.substitution = dtype, batch_first, substitution
+        self.held_from = held_from if substitution is None else substitution.held_from
 
     def __call__(self, stack: Tensor) -> Any:
         if self.substitution is not None:
@@ -333,7 +351,7 @@ class Reader:
     def ends(self) -> Tensor | None:
         """Per batch row, the first step whose state is the harness's alone (a padded sequence held from
         there; harness.core.recorders.leave_out_overflow), or None."""
-        return None if self.substitution is None else self.substitution.held_from
+        return self.held_from
 
     def recomputation_refused(self) -> contextlib.AbstractContextManager:
         return contextlib.nullcontext() if self.substitution is None else self.substitution.recomputation_refused()
@@ -349,7 +367,8 @@ def unrolled(
     """(the network to unroll, its cell's name, what the loss reads, its inputs (T, B, I), the
     recurrent module recorded): the model itself, or its recurrent part (harness.lab.module), recorded
     in the dependency view where sources is given."""
-    if module is None and (not isinstance(model, nn.Module) or is_recurrent(model)):
+    packed = isinstance(inputs, PackedSequence)  # unpacked by the module's own capture (harness.lab.module)
+    if module is None and (not isinstance(model, nn.Module) or is_recurrent(model)) and not packed:
         if isinstance(model, nn.Module):
             check_not_inference("model", model)
         net, cell, batch_first, x = checked_inputs(model, inputs)
@@ -364,7 +383,7 @@ def unrolled(
     batch_first = False
     if custom_loss:  # the model's own loss through the rest of the model; the probe reads the module's outputs
         return net, substitution.cell, Reader(x.dtype, batch_first, substitution), x, module
-    return net, substitution.cell, Reader(x.dtype, batch_first), x, module
+    return net, substitution.cell, Reader(x.dtype, batch_first, held_from=substitution.held_from), x, module
 
 
 def check_not_inference(key: str, module: nn.Module) -> None:
@@ -453,7 +472,7 @@ def check_settings(
 ) -> None:
     """ConfigError, in one line naming the argument, for a setting record() does not take."""
     check_recorder(recorder)
-    check_lengths(lengths, sources, loss)
+    check_lengths(lengths, sources)
     if adjoint not in ADJOINTS:
         raise ConfigError(f"adjoint={adjoint!r}: expected one of {', '.join(ADJOINTS)}")
     if sources is not None and (isinstance(sources, bool) or not isinstance(sources, int)):
@@ -477,9 +496,9 @@ def check_settings(
             pass
 
 
-def check_lengths(lengths: Any, sources: Any, loss: Callable[..., Tensor] | None) -> None:
+def check_lengths(lengths: Any, sources: Any) -> None:
     """ConfigError, in one line, unless lengths is None, or a 1-d integer tensor or array (not on the meta
-    device) or a list or tuple of integers, given with a loss and without sources."""
+    device) or a list or tuple of integers, given without sources."""
     if lengths is None:
         return
     if isinstance(lengths, (list, tuple)):  # the first item that is no integer, named where a long list is not
@@ -496,11 +515,6 @@ def check_lengths(lengths: Any, sources: Any, loss: Callable[..., Tensor] | None
         raise ConfigError(
             f"lengths with sources={sources}: the dependency view counts its lags from each loss step; "
             "expected one of them"
-        )
-    if loss is None:
-        raise ConfigError(
-            "lengths: given without a loss (the probe reads every sequence at the batch's last step); "
-            "expected loss=... reading each sequence at its own end"
         )
 
 

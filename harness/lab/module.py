@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from harness.core.cells import CellNet, as_tuple, cell_initial_state, check_state_kinds
 from harness.core.errors import ModelError
@@ -92,8 +93,13 @@ def graph_task() -> int:
 
 
 def call(model: nn.Module, inputs: Tensor | Sequence[Tensor]) -> Any:
-    """model(inputs), or model(*inputs) for a tuple or list of them."""
-    return model(*inputs) if isinstance(inputs, (tuple, list)) else model(inputs)
+    """model(inputs), or model(*inputs) for a tuple or list of them (a PackedSequence is one input)."""
+    return model(*inputs) if is_several(inputs) else model(inputs)
+
+
+def is_several(inputs: Any) -> bool:
+    """Whether inputs are several arguments: a tuple or list, but not a PackedSequence (a named tuple)."""
+    return isinstance(inputs, (tuple, list)) and not isinstance(inputs, PackedSequence)
 
 
 class Substitution:
@@ -143,6 +149,7 @@ class Substitution:
         self.returned = [out for _, _, out in calls]
         self.calling = False  # True while outputs() runs the model: its calls of the module are the harness's
         self.held_from: Tensor | None = None  # per batch row, the step a padded sequence's state is held from
+        self.packed: PackedSequence | None = None  # the module's input, where it was called with a packed one
         if self.per_step:
             arguments = Arguments(module)
             name, initial = type(module).__name__, self._capture_cell(calls, arguments)
@@ -162,14 +169,28 @@ class Substitution:
             raise ModelError(f"module={name}: called {len(calls)} times in one forward pass; expected once")
         args, kwargs, _ = calls[0]
         x = args[0] if args else kwargs.get("input")
-        if not isinstance(x, Tensor) or x.dim() != 3:
-            raise ModelError(f"module={name}: its input is {type(x).__name__}; expected an unpacked 3-d tensor")
+        if isinstance(x, PackedSequence):  # its sequences zero-padded, each ending at its own length
+            if self.sources is not None:
+                raise ModelError(
+                    f"module={name}: called with a PackedSequence, whose sequences end at their own lengths, "
+                    f"with sources={self.sources}; expected sources=None (the dependency view counts its lags "
+                    "from each loss step of the whole batch)"
+                )
+            self.packed = x
+            x, lengths = pad_packed_sequence(x)  # (T, B, I), the batch's own order
+            self.held_from = lengths.to(x.device) + 1  # the first step after each sequence's own end
+        elif not isinstance(x, Tensor) or x.dim() != 3:
+            raise ModelError(
+                f"module={name}: its input is {type(x).__name__}; expected a 3-d tensor or a PackedSequence"
+            )
+        elif self.module.batch_first:
+            x = x.transpose(0, 1)
         hx = args[1] if len(args) > 1 else kwargs.get("hx")
         if hx is not None and any(h.ne(0).any() for h in as_tuple(hx)):
             raise ModelError(f"module={name}: called with a nonzero initial state hx; expected hx=None or zeros")
         self.net: StackedNet = from_torch(self.module)
         self.cell = TORCH_CELLS[type(self.module)]
-        self.x = (x.transpose(0, 1) if self.module.batch_first else x).detach()
+        self.x = x.detach()
 
     def _capture_cell(self, calls: list, arguments: Arguments) -> tuple[Tensor, ...]:
         """The cell's net and inputs from its calls, checked; returns its initial state."""
@@ -221,8 +242,11 @@ class Substitution:
         return expected
 
     def _sequence(self) -> Tensor:
-        """The module's output sequence from the capture pass, as (T, B, H)."""
+        """The module's output sequence from the capture pass, as (T, B, H) (zero past a packed
+        sequence's end)."""
         seq = self.returned[0][0]
+        if self.packed is not None:
+            return pad_packed_sequence(seq)[0]
         return seq.transpose(0, 1) if self.module.batch_first else seq
 
     @staticmethod
@@ -284,13 +308,28 @@ class Substitution:
                 returned = self.returned[t]
                 rest = [self._hold(o) for o in as_tuple(returned)[1:]]
                 return like(returned, [parts[t], *rest])
-            sequence = torch.stack(parts, 1 if self.module.batch_first else 0)
+            if self.packed is not None:
+                sequence, top = self._packed(parts)
+            else:
+                sequence, top = torch.stack(parts, 1 if self.module.batch_first else 0), parts[-1]
             final = self.returned[0][1]
             if isinstance(final, tuple):  # an LSTM's (h_n, c_n)
-                return sequence, (self._final_h(final[0], parts[-1]), self._hold(final[1]))
-            return sequence, self._final_h(final, parts[-1])
+                return sequence, (self._final_h(final[0], top), self._hold(final[1]))
+            return sequence, self._final_h(final, top)
 
         return replace
+
+    def _packed(self, parts: list[Tensor]) -> tuple[PackedSequence, Tensor]:
+        """The harness's outputs packed as the module packed its own (the same order of .data, which a
+        model may read directly), and each sequence's output at its own last step, h_n's top layer."""
+        padded, ends = torch.stack(parts), self.held_from - 2  # (T, B, H); each sequence's last step
+        order = self.packed.sorted_indices
+        data = pack_padded_sequence(
+            padded if order is None else padded.index_select(1, order),
+            (ends + 1 if order is None else (ends + 1)[order]).cpu(),
+        ).data
+        packed = PackedSequence(data, self.packed.batch_sizes, order, self.packed.unsorted_indices)
+        return packed, padded[ends, torch.arange(padded.shape[1], device=padded.device)]
 
     def _final_h(self, h_n: Tensor, top: Tensor) -> Tensor:
         """h_n with its top layer from the harness's last output, the layers below held."""

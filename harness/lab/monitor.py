@@ -123,7 +123,7 @@ class Monitor:
         for key, value in (("batch_dim", batch_dim), ("targets_batch_dim", targets_batch_dim)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
                 raise ConfigError(f"{key}={value!r}: expected an integer >= 0, or None")
-        check_recording(recorder, seed, horizon_decades, lengths, sources, loss)
+        check_recording(recorder, seed, horizon_decades, lengths, sources)
         loggers = check_loggers(loggers)
         self.model, self.module, self.loss, self.sources = model, module, loss, sources
         self.every, self.sequences, self.batch_dim = every, sequences, batch_dim
@@ -149,7 +149,7 @@ class Monitor:
                     )
                 from harness.lab.api import check_lengths  # imported where used, as record() is
 
-                check_lengths(lengths, self.sources, self.loss)
+                check_lengths(lengths, self.sources)
             self.batch, self.lengths = self._fixed(batch, self.lengths if lengths is None else copy.deepcopy(lengths))
         if step % self.every:
             return None
@@ -239,13 +239,13 @@ class Monitor:
         return candidates[0]
 
 
-def check_recording(recorder: str, seed: Any, horizon_decades: Any, lengths: Any, sources: Any, loss: Any) -> None:
+def check_recording(recorder: str, seed: Any, horizon_decades: Any, lengths: Any, sources: Any) -> None:
     """ConfigError, in one line naming the argument, for a recording setting harness.record would refuse
     at the first recording, mid-training (recorder, seed, lengths) or the fits after it (horizon_decades)."""
     from harness.lab.api import check_lengths, check_recorder  # imported where used, as record() is
 
     check_recorder(recorder)
-    check_lengths(lengths, sources, loss)
+    check_lengths(lengths, sources)
     VALIDATORS["seed"]("seed", seed)
     check_horizon_decades(horizon_decades)
 
