@@ -146,6 +146,14 @@ def test_the_probe_reads_each_padded_sequence_at_its_own_end():
     held = harness.record(holding, (x, LENGTHS), module=holding.cell)
     assert held.lengths.tolist() == LENGTHS.tolist()
     torch.testing.assert_close(held.log_norms, packed.log_norms, rtol=0, atol=1e-12, equal_nan=True)
+    # a sequence of length 0 is read nowhere: its one lag (its initial state) has gradient 0
+    lengths = torch.tensor([9, 0, 3, 9, 6])
+    for profile in (
+        harness.record(model.rnn, x, lengths=lengths),
+        harness.record(holding, (x, lengths), module=holding.cell),
+    ):
+        assert profile.log_norms[-1, 1, 0] == -math.inf and profile.log_norms[:-1, 1].isnan().all()
+        torch.testing.assert_close(profile.log_norms[-1, [0, 2, 3, 4], 0], torch.zeros(4, dtype=torch.float64))
 
 
 class HeldLoop(nn.Module):
@@ -176,6 +184,9 @@ class HeldLoop(nn.Module):
             "lengths past the packing",
             "lengths[2]=4: the model holds that sequence's state from step 4 on (its length is 3)",
         ),
+        ("float32 for a float64 module", "inputs: torch.float32 on cpu; the model's parameters are torch.float64"),
+        ("a cell given it", "inputs: a PackedSequence, which GRUCell does not take; expected a 3-d tensor"),
+        ("the monitor given it", "batch: a PackedSequence, which the monitor cannot cut to `sequences`"),
     ],
 )
 def test_what_a_packed_batch_cannot_be_recorded_with_is_refused_in_one_line(case, expected):
@@ -185,8 +196,14 @@ def test_what_a_packed_batch_cannot_be_recorded_with_is_refused_in_one_line(case
     with pytest.raises(HarnessError) as error:
         if case == "with sources":
             harness.record(model.rnn, packed, loss=lambda out, s: out[1].sum(), sources=4)
-        else:
+        elif case == "lengths past the packing":
             harness.record(model.rnn, packed, loss=lambda out: out[1].sum(), lengths=[9, T, 4, 9, 6])
+        elif case == "float32 for a float64 module":
+            harness.record(model.rnn, pack_padded_sequence(x.float(), LENGTHS, True, False))
+        elif case == "a cell given it":
+            harness.record(nn.GRUCell(EMBED, HIDDEN).double(), packed)
+        else:
+            harness.Monitor(model.rnn, (packed,))
     message = str(error.value)
     assert message.startswith(expected) and "\n" not in message, message
     assert isinstance(packed, PackedSequence)

@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.nn.utils.rnn import PackedSequence
+from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
 from harness.core.cells import CellNet, RecurrentNet, StackedNet
 from harness.core.errors import ConfigError, ModelError
@@ -124,15 +124,16 @@ def probe_loss(
     hidden_size: int, seed: int, like: Tensor, batch_first: bool = False, last: Tensor | None = None
 ) -> Loss:
     """The probe: r . h summed over the batch, r a fixed random unit vector (seeded), read at the last
-    step (each sequence's own, `last`, in a padded batch), or at step s when called as probe(outputs, s)
+    step (each sequence's own, `last`, in a padded batch; -1: none), or at step s when called as probe(outputs, s)
     (the dependency view)."""
     readout = torch.randn(hidden_size, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
     readout = (readout / readout.norm()).to(like)
 
     def probe(outputs: Tensor, s: int = -1) -> Tensor:
-        if last is not None:
+        if last is not None:  # a sequence of length 0 (last -1) is read nowhere: its gradient is 0
             rows, steps = torch.arange(len(last), device=outputs.device), last.to(outputs.device)
-            read = outputs[rows, steps] if batch_first else outputs[steps, rows]
+            at = steps.clamp(min=0)
+            read = (outputs[rows, at] if batch_first else outputs[at, rows]) * (steps >= 0)[:, None]
         else:
             read = outputs[:, s] if batch_first else outputs[s]
         return (read @ readout.to(outputs)).sum()
@@ -210,7 +211,9 @@ def record(
     """Record ||dL/dh_t|| for every t, every layer and state block, every sample (see the module doc).
 
     inputs: what `model` takes (model(*inputs) for a tuple); for a recurrent model itself,
-    (seq_len, batch, input_size), or (batch, seq_len, input_size) for a batch_first module.
+    (seq_len, batch, input_size), or (batch, seq_len, input_size) for a batch_first module, or, for
+    nn.RNN/LSTM/GRU, a PackedSequence (as a module inside a model may be called with one: its lengths are
+    the packing's).
     loss: output -> scalar (output: what `model` returns), or (output, targets) -> scalar when targets
     are given; with sources, also the step: loss(output, s) or loss(output, targets, s). Default: the
     probe on the recurrent module's own outputs.
@@ -367,7 +370,10 @@ def unrolled(
     """(the network to unroll, its cell's name, what the loss reads, its inputs (T, B, I), the
     recurrent module recorded): the model itself, or its recurrent part (harness.lab.module), recorded
     in the dependency view where sources is given."""
-    packed = isinstance(inputs, PackedSequence)  # unpacked by the module's own capture (harness.lab.module)
+    # a torch module's packed batch is unpacked by its capture (harness.lab.module), checked as unpacked first
+    packed = isinstance(inputs, PackedSequence) and isinstance(model, nn.RNNBase) and module is None
+    if packed:
+        checked_inputs(model, pad_packed_sequence(inputs, batch_first=model.batch_first)[0])
     if module is None and (not isinstance(model, nn.Module) or is_recurrent(model)) and not packed:
         if isinstance(model, nn.Module):
             check_not_inference("model", model)
@@ -660,6 +666,11 @@ def check_sources(sources: int | None, recorder: str, adjoint: str, seq_len: int
 def checked_inputs(model: nn.Module, inputs: Tensor) -> tuple[StackedNet, str, bool, Tensor]:
     """The model as a network, its cell's name, whether it is batch first, and the inputs as (T, B, I);
     ModelError, in one line, for an input it cannot record."""
+    if isinstance(inputs, PackedSequence):
+        raise ModelError(
+            f"inputs: a PackedSequence, which {type(model).__name__} does not take; expected a 3-d tensor "
+            "(seq_len, batch, input_size) (a packed batch goes to nn.RNN, LSTM or GRU)"
+        )
     if not isinstance(inputs, Tensor) or inputs.dim() != 3:
         raise ModelError(
             f"inputs: expected a 3-d tensor (seq_len, batch, input_size), got "
