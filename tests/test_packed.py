@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pack_sequence, pad_packed_sequence
 
 import harness
 from harness.core.errors import HarnessError
@@ -109,9 +109,10 @@ def test_a_packed_batch_is_recorded_as_each_sequence_alone(kind, reads, batch_fi
 
 
 def test_a_recurrent_model_given_a_packed_batch_is_recorded_as_a_module_inside_one():
-    """nn.GRU itself called on a PackedSequence: the same recording as inside a model that packs the
-    batch; the probe (no loss) reads each sequence at its own last step, where its gradient is the probe's
-    unit readout (ln 1 = 0 at lag 0 in every row), as a loss reading h_n through that readout gives."""
+    """nn.GRU itself called on a PackedSequence (packed from the padded batch, or from the list of
+    sequences): the same recording as inside a model that packs the batch; the probe (no loss) reads each
+    sequence at its own last step, where its gradient is the probe's unit readout (ln 1 = 0 at lag 0 in
+    every row), as a loss reading h_n through that readout gives."""
     torch.manual_seed(0)
     model = PackedClassifier(nn.GRU, "h_n", batch_first=True, enforce_sorted=False).double()
     x, targets = padded_batch()
@@ -122,6 +123,9 @@ def test_a_recurrent_model_given_a_packed_batch_is_recorded_as_a_module_inside_o
     )
     alone_ = harness.record(model.rnn, packed, loss=at_ends)
     torch.testing.assert_close(alone_.log_norms, inside.log_norms, rtol=0, atol=1e-12, equal_nan=True)
+    listed = pack_sequence([x[row, :length] for row, length in enumerate(LENGTHS.tolist())], enforce_sorted=False)
+    from_list = harness.record(model.rnn, listed, loss=at_ends)  # packed from the sequences, never padded
+    torch.testing.assert_close(from_list.log_norms, inside.log_norms, rtol=0, atol=1e-12, equal_nan=True)
     probe = harness.record(model.rnn, packed, seed=3)
     assert probe.lengths.tolist() == LENGTHS.tolist()
     torch.testing.assert_close(probe.log_norms[-1, :, 0], torch.zeros(len(LENGTHS), dtype=torch.float64))
