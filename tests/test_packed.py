@@ -178,36 +178,41 @@ class HeldLoop(nn.Module):
 
 
 @pytest.mark.parametrize(
-    "case, expected",
-    [
-        (
-            "with sources",
+    "attempt, expected",
+    [  # attempt(the GRU, the batch packed from x, x (B, T, EMBED)): one recording of it
+        pytest.param(
+            lambda rnn, packed, x: harness.record(rnn, packed, loss=lambda out, s: out[1].sum(), sources=4),
             "module=GRU: called with a PackedSequence, whose sequences end at their own lengths, with sources=4",
+            id="with sources",
         ),
-        (
-            "lengths past the packing",
+        pytest.param(
+            lambda rnn, packed, x: harness.record(rnn, packed, loss=lambda out: out[1].sum(), lengths=[9, T, 4, 9, 6]),
             "lengths[2]=4: the model holds that sequence's state from step 4 on (its length is 3)",
+            id="lengths past the packing",
         ),
-        ("float32 for a float64 module", "inputs: torch.float32 on cpu; the model's parameters are torch.float64"),
-        ("a cell given it", "inputs: a PackedSequence, which GRUCell does not take; expected a 3-d tensor"),
-        ("the monitor given it", "batch: a PackedSequence, which the monitor cannot cut to `sequences`"),
+        pytest.param(
+            lambda rnn, packed, x: harness.record(rnn, pack_padded_sequence(x.float(), LENGTHS, True, False)),
+            "inputs: torch.float32 on cpu; the model's parameters are torch.float64",
+            id="float32 for a float64 module",
+        ),
+        pytest.param(
+            lambda rnn, packed, x: harness.record(nn.GRUCell(EMBED, HIDDEN).double(), packed),
+            "inputs: a PackedSequence, which GRUCell does not take; expected a 3-d tensor",
+            id="a cell given it",
+        ),
+        pytest.param(
+            lambda rnn, packed, x: harness.Monitor(rnn, (packed,)),
+            "batch: a PackedSequence, which the monitor cannot cut to `sequences`",
+            id="the monitor given it",
+        ),
     ],
 )
-def test_what_a_packed_batch_cannot_be_recorded_with_is_refused_in_one_line(case, expected):
+def test_what_a_packed_batch_cannot_be_recorded_with_is_refused_in_one_line(attempt, expected):
     model = PackedClassifier(nn.GRU, "outputs", batch_first=True, enforce_sorted=False).double()
     x, _ = padded_batch()
     packed = pack_padded_sequence(x, LENGTHS, batch_first=True, enforce_sorted=False)
     with pytest.raises(HarnessError) as error:
-        if case == "with sources":
-            harness.record(model.rnn, packed, loss=lambda out, s: out[1].sum(), sources=4)
-        elif case == "lengths past the packing":
-            harness.record(model.rnn, packed, loss=lambda out: out[1].sum(), lengths=[9, T, 4, 9, 6])
-        elif case == "float32 for a float64 module":
-            harness.record(model.rnn, pack_padded_sequence(x.float(), LENGTHS, True, False))
-        elif case == "a cell given it":
-            harness.record(nn.GRUCell(EMBED, HIDDEN).double(), packed)
-        else:
-            harness.Monitor(model.rnn, (packed,))
+        attempt(model.rnn, packed, x)
     message = str(error.value)
     assert message.startswith(expected) and "\n" not in message, message
     assert isinstance(packed, PackedSequence)

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils.rnn import PackedSequence
 
 from harness.core import spec
 from harness.core.errors import ConfigError
@@ -197,15 +198,12 @@ class Monitor:
     def _fixed(self, batch: Batch, lengths: Lengths | None) -> tuple[tuple[Tensor, ...], Lengths | None]:
         """The batch cut to `sequences` along its batch dimension, detached and copied (training may
         reuse the tensors in place), and its lengths cut with it."""
-        from torch.nn.utils.rnn import PackedSequence
-
-        parts = (batch,) if isinstance(batch, (Tensor, PackedSequence)) else tuple(batch)
-        if any(isinstance(t, PackedSequence) for t in parts):
+        tensors = (batch,) if isinstance(batch, (Tensor, PackedSequence)) else tuple(batch)
+        if any(isinstance(t, PackedSequence) for t in tensors):
             raise ConfigError(
                 "batch: a PackedSequence, which the monitor cannot cut to `sequences`; expected the padded batch, "
                 "which the model packs itself"
             )
-        tensors = parts
         if not tensors or not all(isinstance(t, Tensor) for t in tensors):
             raise ConfigError(f"batch: expected a tensor or a sequence of tensors, got {type(batch).__name__}")
         dim = self.batch_dim if self.batch_dim is not None else _batch_dim(self.model, self.module)
