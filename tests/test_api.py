@@ -415,11 +415,16 @@ REFUSALS = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(REFUSALS))
-def test_record_refuses_in_one_line(case):
+# and each nn.RNN/LSTM/GRU named as its own module (module=model: run by the harness's substitution, so
+# checked before it runs); a cell named so is a one-step model called on (batch, features)
+NAMED = [pytest.param(case, True, id=f"{case}-named") for case in sorted(REFUSALS) if not case.endswith("_cell")]
+
+
+@pytest.mark.parametrize("case, named", [(case, False) for case in sorted(REFUSALS)] + NAMED)
+def test_record_refuses_in_one_line(case, named):
     model, x = REFUSALS[case]()
     with pytest.raises(harness.HarnessError) as error:
-        harness.record(model, x)
+        harness.record(model, x, module=model if named else None)
     message = str(error.value)
     assert message and "\n" not in message, repr(message)
     assert isinstance(error.value, harness.ModelError)

@@ -195,6 +195,13 @@ class HeldLoop(nn.Module):
             "inputs: torch.float32 on cpu; the model's parameters are torch.float64",
             id="float32 for a float64 module",
         ),
+        pytest.param(  # the module named as itself, called as module(packed, hx)
+            lambda rnn, packed, x: harness.record(
+                rnn, (pack_padded_sequence(x.float(), LENGTHS, True, False), None), module=rnn
+            ),
+            "inputs: torch.float32 on cpu; the model's parameters are torch.float64",
+            id="float32 for a float64 module named as its own",
+        ),
         pytest.param(
             lambda rnn, packed, x: harness.record(nn.GRUCell(EMBED, HIDDEN).double(), packed),
             "inputs: a PackedSequence, which GRUCell does not take; expected a 3-d tensor",

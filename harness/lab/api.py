@@ -65,7 +65,7 @@ from harness.core.recorders import (
 from harness.core.segments import record_profile
 from harness.core.spec import RECORDING, VALIDATORS
 from harness.core.tasks import step_drives
-from harness.lab.module import Substitution, check_module, find_recurrent, is_recurrent
+from harness.lab.module import Substitution, check_module, find_recurrent, is_recurrent, is_several
 from harness.lab.profile import GradientProfile
 from harness.lab.steps import like
 
@@ -370,16 +370,17 @@ def unrolled(
     """(the network to unroll, its cell's name, what the loss reads, its inputs (T, B, I), the
     recurrent module recorded): the model itself, or its recurrent part (harness.lab.module), recorded
     in the dependency view where sources is given."""
-    # a torch module's packed batch is unpacked by its capture (harness.lab.module), checked as unpacked first
-    packed = isinstance(inputs, PackedSequence) and isinstance(model, nn.RNNBase) and module is None
-    if packed:
-        checked_inputs(model, pad_packed_sequence(inputs, batch_first=model.batch_first)[0])
+    itself = isinstance(model, nn.RNNBase) and (module is None or module is model)  # a torch module, recorded as such
+    packed = itself and isinstance(inputs, PackedSequence)  # unpacked by its capture (harness.lab.module)
     if module is None and (not isinstance(model, nn.Module) or is_recurrent(model)) and not packed:
         if isinstance(model, nn.Module):
             check_not_inference("model", model)
         net, cell, batch_first, x = checked_inputs(model, inputs)
         parameter = next(net.parameters())
         return net, cell, Reader(parameter.dtype, batch_first), x, model
+    if itself:  # its input checked before the substitution runs it (torch would raise its own error)
+        x = inputs[0] if is_several(inputs) and inputs else inputs  # model(x) or model(x, hx)
+        checked_inputs(model, pad_packed_sequence(x, model.batch_first)[0] if isinstance(x, PackedSequence) else x)
     module = find_recurrent(model) if module is None else module
     check_module(model, module)
     check_not_inference("module", module)
